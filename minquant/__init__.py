@@ -1,0 +1,1 @@
+"""minquant: model compression for edge deployment, from first principles."""

