@@ -1,0 +1,160 @@
+"""The output stage: int32 accumulator (+ bias) → uint8 codes of the next layer (docs/quantization.md,
+steps 5 and 7).
+
+    real output  y = s_x·s_w·acc + b                       (step 4 gives acc; step 5 the bias)
+    its code     y_q = z_y + y / s_y = z_y + M·(acc + b / (s_x·s_w)),   M = s_x·s_w / s_y
+    stored       clamp(rne(...), lo, 255),  lo = z_y with a fused ReLU (real 0 is the code z_y), else 0
+
+Frameworks evaluate this with different roundings; :mod:`minquant.kernels.arithmetic` says which. A fused
+ReLU6 (or any clamp to [lo_real, hi_real]) is the same clamp on codes, with lo/hi given explicitly.
+
+``requantize_reference`` is the NumPy spec; ``requantize`` the Numba version (bit-identical).
+"""
+from __future__ import annotations
+
+import numba
+import numpy as np
+from llvmlite import ir
+from numba import njit, types
+from numba.extending import intrinsic
+
+from ..affine import quantize
+from .arithmetic import arithmetic, fma_f32_reference
+
+__all__ = ["OutputStage", "output_stage", "requantize", "requantize_reference"]
+
+if numba.config.DISABLE_JIT:  # pure-Python run: a NumPy stand-in for the FMA instruction
+    def _fma32(a, b, c):
+        return fma_f32_reference(a, b, c)[()]
+else:
+    @intrinsic
+    def _fma32(typingctx, a, b, c):
+        """float32 fused multiply-add (one rounding), LLVM's llvm.fma.f32 — what fbgemm's compiled
+        ``bias · (1/s_xw) + acc`` becomes on an FMA CPU."""
+        sig = types.float32(types.float32, types.float32, types.float32)
+
+        def codegen(context, builder, signature, args):
+            f32 = ir.FloatType()
+            fn = builder.module.declare_intrinsic("llvm.fma", [f32], ir.FunctionType(f32, [f32] * 3))
+            return builder.call(fn, args)
+        return sig, codegen
+
+# Output-stage modes (one per way of adding the bias and scaling; see arithmetic.py)
+_FLOAT_BIAS_PER_CHANNEL = 0   # fbgemm, per-channel weights: f32(acc) + f32(b / s_xw)
+_FLOAT_BIAS_FMA = 1           # fbgemm, per-tensor weights: fma(b, f32(1 / s_xw), acc)
+_INT_BIAS_F32 = 2             # qnnpack / onnxruntime: f32(acc + b_q) · f32 multiplier
+_INT_BIAS_F64 = 3             # minquant: (acc + b_q) · float64 multiplier
+
+
+class OutputStage:
+    """Everything the output stage needs, precomputed once per layer (per output channel n):
+
+    mode, bias_f (float32 term or raw bias), bias_q (int32), mult32 / mult64 (multiplier M), y_zp, lo, hi."""
+
+    def __init__(self, mode, bias_f, bias_q, mult32, mult64, y_zp, lo, hi):
+        self.mode, self.bias_f, self.bias_q = mode, bias_f, bias_q
+        self.mult32, self.mult64 = mult32, mult64
+        self.y_zp, self.lo, self.hi = y_zp, lo, hi
+
+
+def output_stage(n_out, x_scale, w_scale, bias, y_scale, y_zp, *, relu=False, clamp=None, emulate="fbgemm"):
+    """Precompute the output stage of a layer with ``n_out`` output channels (see module docstring).
+
+    w_scale: scalar (per-tensor weights) or (n_out,) (per-channel). bias: None, float (n_out,), or int32
+    (n_out,) already on the scale s_x·s_w (used as is). clamp: optional (lo_code, hi_code) replacing
+    [0, 255] — a fused ReLU6 is ``(z_y, min(255, z_y + rne(6 / s_y)))``."""
+    ar = arithmetic(emulate)
+    per_channel = np.ndim(w_scale) > 0
+    ws = np.broadcast_to(np.asarray(w_scale, dtype=np.float32), (n_out,))
+    if not np.all(np.isfinite(ws)) or np.any(ws <= 0) or not (np.isfinite(x_scale) and x_scale > 0) \
+            or not (np.isfinite(y_scale) and y_scale > 0):
+        raise ValueError("scales must be finite and > 0")
+    if not 0 <= int(y_zp) <= 255:
+        raise ValueError(f"output zero point {y_zp} outside [0, 255]")
+    ats = (np.float32(x_scale) * ws).astype(np.float32)                       # s_xw = f32(s_x · s_w)
+    mult32 = (ats / np.float32(y_scale)).astype(np.float32)
+    mult64 = np.float64(x_scale) * ws.astype(np.float64) / np.float64(y_scale)
+    bias_f = np.zeros(n_out, np.float32)
+    bias_q = np.zeros(n_out, np.int64)
+    if bias is not None:
+        bias = np.asarray(bias)
+        if bias.shape != (n_out,):
+            raise ValueError(f"bias has shape {bias.shape}, expected ({n_out},)")
+    int_bias = bias is not None and bias.dtype.kind in "iu"
+    if ar.float_bias and not int_bias:
+        if bias is not None:
+            b = bias.astype(np.float32)
+            if per_channel:
+                bias_f = (b / ats).astype(np.float32)
+            else:
+                bias_f = b
+        mode = _FLOAT_BIAS_PER_CHANNEL if per_channel else _FLOAT_BIAS_FMA
+        if not per_channel:
+            ats_inv = (np.float32(1) / ats).astype(np.float32)
+            mult32 = np.stack([mult32, ats_inv])  # row 1 carries f32(1 / s_xw) for the FMA
+    else:
+        if int_bias:
+            bias_q = bias.astype(np.int64)
+        elif bias is not None:
+            bias_q = quantize(bias.astype(np.float32), ats, np.zeros(n_out, np.int32), "int32", axis=0,
+                              emulate=ar.bias_rule).astype(np.int64)
+        mode = _INT_BIAS_F64 if ar.multiplier == "f64" else _INT_BIAS_F32
+    lo, hi = (int(y_zp) if relu else 0), 255
+    if clamp is not None:
+        lo, hi = int(clamp[0]), int(clamp[1])
+        if not 0 <= lo <= hi <= 255:
+            raise ValueError(f"clamp {clamp} is not a sub-range of [0, 255]")
+    if mult32.ndim == 1:
+        mult32 = np.stack([mult32, np.zeros(n_out, np.float32)])
+    return OutputStage(mode, np.ascontiguousarray(bias_f), bias_q, np.ascontiguousarray(mult32), mult64,
+                       int(y_zp), lo, hi)
+
+
+def requantize_reference(acc, st: OutputStage) -> np.ndarray:
+    """int32 accumulator (M, N) → uint8 (M, N), spelled out per mode (module docstring)."""
+    acc = np.asarray(acc, dtype=np.int64)
+    if st.mode == _FLOAT_BIAS_PER_CHANNEL:
+        acc_f = (acc.astype(np.float32) + st.bias_f).astype(np.float32)
+        t = np.rint((acc_f * st.mult32[0]).astype(np.float32))
+    elif st.mode == _FLOAT_BIAS_FMA:
+        acc_f = fma_f32_reference(np.broadcast_to(st.bias_f, acc.shape), st.mult32[1], acc)
+        t = np.rint((acc_f * st.mult32[0]).astype(np.float32))
+    elif st.mode == _INT_BIAS_F32:
+        t = np.rint(((acc + st.bias_q).astype(np.float32) * st.mult32[0]).astype(np.float32))
+    else:
+        t = np.rint((acc + st.bias_q).astype(np.float64) * st.mult64)
+    return np.clip(t + st.y_zp, st.lo, st.hi).astype(np.uint8)
+
+
+@njit(cache=True)
+def _requantize_kernel(acc, mode, bias_f, bias_q, mult32, mult64, y_zp, lo, hi, out):
+    M, N = acc.shape
+    for m in range(M):
+        for n in range(N):
+            a = acc[m, n]
+            if mode == 0:
+                f = np.float32(np.float32(a) + bias_f[n])
+                t = np.rint(np.float32(f * mult32[0, n]))
+            elif mode == 1:
+                f = _fma32(bias_f[n], mult32[1, n], np.float32(a))
+                t = np.rint(np.float32(f * mult32[0, n]))
+            elif mode == 2:
+                t = np.rint(np.float32(np.float32(np.int64(a) + bias_q[n]) * mult32[0, n]))
+            else:
+                t = np.rint(np.float64(np.int64(a) + bias_q[n]) * mult64[n])
+            v = t + y_zp
+            if v < lo:
+                v = lo
+            elif v > hi:
+                v = hi
+            out[m, n] = np.uint8(v)
+
+
+def requantize(acc, st: OutputStage, out=None) -> np.ndarray:
+    """Fast :func:`requantize_reference` (Numba; bit-identical)."""
+    acc = np.ascontiguousarray(acc, dtype=np.int32)
+    if out is None:
+        out = np.empty(acc.shape, dtype=np.uint8)
+    _requantize_kernel(acc, st.mode, st.bias_f, st.bias_q, st.mult32, st.mult64, np.float64(st.y_zp),
+                       np.float64(st.lo), np.float64(st.hi), out)
+    return out
