@@ -7,7 +7,9 @@ same (kh, kw, c) order. Then it is exactly the quantized linear layer: accumulat
 int16 pair saturation along that order, step 8) and output stage (step 7).
 
 Depthwise convolution (one input channel per group) has K = KH·KW taps per output; fbgemm's depthwise
-kernels pair the products along the taps in the same (kh, kw) order, so the same rule covers it.
+kernels pair the products along the taps in the same (kh, kw) order, so the same rule covers it. ONNX
+Runtime's depthwise kernel (one input *and* one output channel per group) accumulates exactly instead
+(``Arithmetic.saturate_depthwise``).
 
 ``qconv2d_reference``: per-group im2col + :func:`gemm_u8s8_reference` + :func:`requantize_reference`.
 ``qconv2d``: the fast path — one im2col + BLAS-exact GEMM for groups == 1 (1×1 stride-1 convs skip im2col),
@@ -58,12 +60,13 @@ def qconv2d_reference(x_q, x_scale, x_zp, w_q, w_scale, w_zp, bias, y_scale, y_z
     og = c_out // groups
     w_zp_all = np.broadcast_to(np.asarray(w_zp, dtype=np.int64), (c_out,))
     x_nhwc = x_q.transpose(0, 2, 3, 1)
+    saturate = ar.saturate_depthwise if (cg == 1 and og == 1 and groups > 1) else ar.saturate_pairs
     accs = []
     for g in range(groups):
         cols = im2col_reference(x_nhwc[..., g * cg:(g + 1) * cg], kh, kw, stride, padding, dilation,
                                 pad_value=x_zp)
         accs.append(gemm_u8s8_reference(cols, _weight_matrix(w_q, g, groups), x_zp,
-                                        w_zp_all[g * og:(g + 1) * og], saturate_pairs=ar.saturate_pairs))
+                                        w_zp_all[g * og:(g + 1) * og], saturate_pairs=saturate))
     acc = np.concatenate(accs, axis=1)
     st = output_stage(c_out, x_scale, w_scale, bias, y_scale, y_zp, relu=relu, clamp=clamp, emulate=ar)
     y = requantize_reference(acc, st)
@@ -162,9 +165,11 @@ def qconv2d(x_q, x_scale, x_zp, w_q, w_scale, w_zp, bias, y_scale, y_zp, *, stri
     if not 0 <= int(x_zp) <= 255:
         raise ValueError(f"activation zero point {x_zp} outside [0, 255]")
     if packed.depthwise:
+        mult = c_out // c_in
+        saturate = ar.saturate_depthwise if mult == 1 else ar.saturate_pairs
         acc = np.empty((n * oh * ow, c_out), dtype=np.int32)
         _depthwise_kernel(np.ascontiguousarray(x_q), packed.taps, packed.w_zp, np.int64(x_zp), kh, kw, sh, sw,
-                          ph, pw, dh, dw, oh, ow, c_out // c_in, ar.saturate_pairs, acc)
+                          ph, pw, dh, dw, oh, ow, mult, saturate, acc)
     else:
         x_nhwc = np.ascontiguousarray(x_q.transpose(0, 2, 3, 1))
         og = c_out // groups
