@@ -1,0 +1,1 @@
+"""minquant's benchmarks (run with ./run bench; results in benchmarks/RESULTS.md)."""

@@ -1,0 +1,34 @@
+"""./run bench [--quick] [--no-write]: run the benchmarks, print the tables, update benchmarks/RESULTS.md."""
+import argparse
+import re
+from pathlib import Path
+
+from benchmarks import kernels
+
+SECTION = "## Kernel throughput (issue 2)"
+
+
+def _replace_section(text: str, section: str, body: str) -> str:
+    """Replace the '## ...' section that starts with ``section`` (up to the next '## ') by ``body``."""
+    pattern = re.compile(re.escape(section) + r".*?(?=^## |\Z)", re.S | re.M)
+    if pattern.search(text):
+        return pattern.sub(lambda _: body.rstrip() + "\n\n", text)
+    return text.rstrip() + "\n\n" + body.rstrip() + "\n"
+
+
+def main():
+    ap = argparse.ArgumentParser(prog="./run bench", description=__doc__)
+    ap.add_argument("--quick", action="store_true", help="few repeats (a smoke run, not for RESULTS.md)")
+    ap.add_argument("--no-write", action="store_true", help="print only; leave RESULTS.md alone")
+    args = ap.parse_args()
+    body = kernels.main(quick=args.quick)
+    print(body)
+    if not args.no_write and not args.quick:
+        path = Path(__file__).resolve().parent / "RESULTS.md"
+        text = path.read_text() if path.exists() else "# Benchmark results\n"
+        path.write_text(_replace_section(text, SECTION, body))
+        print(f"updated {path}")
+
+
+if __name__ == "__main__":
+    main()
