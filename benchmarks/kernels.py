@@ -1,9 +1,11 @@
 """Kernel throughput, one thread, one run: minquant's fast qlinear / qconv2d vs torch fp32 and torch int8.
 
 * GEMM: x (256 × 1024) · wᵀ (1024 × 1024) — torch F.linear fp32, torch.ops.quantized.linear (fbgemm,
-  prepacked), minquant.kernels.qlinear (packed weights) with emulate="fbgemm".
+  prepacked), minquant.kernels.QLinear (weights packed and output stage precomputed once, as torch's prepacked ops)
+  with emulate="fbgemm".
 * Every Conv2d of torchvision MobileNetV2 at 224², batch 1, with its real ImageNet weights quantized
-  per channel and its real input activations (a photo crop through the float model) quantized per tensor.
+  per channel and its real input activations (a photo crop through the float model) quantized per tensor;
+  torch.ops.quantized.conv2d (prepacked) vs minquant.kernels.QConv2d.
 
 All three run in this process with 1 thread (torch.set_num_threads(1); OMP/OpenBLAS/Numba threads pinned
 by ./run bench), after a warm-up that also triggers Numba compilation; each figure is the median of
@@ -57,7 +59,7 @@ def bench_gemm(repeats=30):
     import torch
 
     from minquant.affine import choose_qparams, quantize
-    from minquant.kernels import pack_weight, qlinear
+    from minquant.kernels import QLinear
     from reference import torch_quant
 
     rng = np.random.default_rng(0)
@@ -71,7 +73,8 @@ def bench_gemm(repeats=30):
     w_q = quantize(w, ws, wz, "int8", axis=0)
     y = x @ w.T + b
     ys, yz = choose_qparams(y.min(), y.max(), "uint8")
-    packed = pack_weight(w_q, wz)
+    layer = QLinear(w_q, ws, wz, b, xs, xz, ys, yz, emulate="fbgemm")
+    packed = layer.packed
     xt, wt, bt = torch.from_numpy(x), torch.from_numpy(w), torch.from_numpy(b)
     with torch_quant.engine("fbgemm"):
         tp = torch.ops.quantized.linear_prepack(torch_quant.weight_qtensor(w_q, ws, wz), bt)
@@ -80,7 +83,7 @@ def bench_gemm(repeats=30):
         want = torch.ops.quantized.linear(xq_t, tp, float(ys), int(yz)).int_repr().numpy()
     with torch.no_grad():
         t_fp32 = _median_ms(lambda: torch.nn.functional.linear(xt, wt, bt), repeats)
-    run = lambda: qlinear(x_q, xs, xz, packed, ws, wz, b, ys, yz, emulate="fbgemm")  # noqa: E731
+    run = lambda: layer(x_q)  # noqa: E731
     t_mq = _median_ms(run, repeats)
     mism = int((run() != want).sum())
     return dict(shape=f"{m}x{k}x{n}", fp32=t_fp32, int8=t_int8, mq=t_mq, mismatches=mism, n=want.size,
@@ -109,7 +112,7 @@ def bench_convs(repeats=20):
     import torch
 
     from minquant.affine import choose_qparams, quantize
-    from minquant.kernels import pack_conv_weight, qconv2d
+    from minquant.kernels import QConv2d
     from reference import torch_quant
 
     rows = []
@@ -124,7 +127,8 @@ def bench_convs(repeats=20):
         with torch.no_grad():
             yf = conv(torch.from_numpy(xf)).numpy()
         ys, yz = choose_qparams(yf.min(), yf.max(), "uint8")
-        packed = pack_conv_weight(w_q, wz, g)
+        layer = QConv2d(w_q, ws, wz, b, xs, xz, ys, yz, stride=s, padding=p, dilation=d, groups=g,
+                        emulate="fbgemm")
         with torch_quant.engine("fbgemm"):
             tp = torch.ops.quantized.conv2d_prepack(torch_quant.weight_qtensor(w_q, ws, wz),
                                                     None if b is None else torch.from_numpy(b), [s, s], [p, p],
@@ -135,8 +139,7 @@ def bench_convs(repeats=20):
         xt = torch.from_numpy(xf)
         with torch.no_grad():
             t_fp32 = _median_ms(lambda: conv(xt), repeats)
-        run = lambda: qconv2d(x_q, xs, xz, packed, ws, wz, b, ys, yz, stride=s, padding=p, dilation=d,  # noqa: E731
-                              groups=g, emulate="fbgemm")
+        run = lambda: layer(x_q)  # noqa: E731
         t_mq = _median_ms(run, repeats)
         mism = int((run() != want).sum())
         rows.append(dict(name=name, shape=f"{xf.shape[1]}x{xf.shape[2]}x{xf.shape[3]} → {w.shape[0]}, "

@@ -12,8 +12,9 @@ Runtime's depthwise kernel (one input *and* one output channel per group) accumu
 (``Arithmetic.saturate_depthwise``).
 
 ``qconv2d_reference``: per-group im2col + :func:`gemm_u8s8_reference` + :func:`requantize_reference`.
-``qconv2d``: the fast path — one im2col + BLAS-exact GEMM for groups == 1 (1×1 stride-1 convs skip im2col),
-a direct Numba loop for depthwise-style groups (C_g = 1), per-group GEMMs otherwise. Bit-identical.
+``QConv2d`` (and its one-shot form ``qconv2d``): the fast path — one im2col + BLAS-exact GEMM for
+groups == 1 (1×1 stride-1 convs skip im2col), a direct Numba loop for depthwise-style groups (C_g = 1),
+per-group GEMMs otherwise. Bit-identical to the reference.
 """
 from __future__ import annotations
 
@@ -21,11 +22,11 @@ import numpy as np
 from numba import njit
 
 from .arithmetic import arithmetic
-from .gemm import gemm_u8s8, gemm_u8s8_reference, pack_weight
+from .gemm import gemm_u8s8_reference, pack_weight, prepare_rows_f32, raw_product
 from .im2col import _pair, conv_out_size, im2col, im2col_reference
-from .requantize import output_stage, requantize, requantize_reference
+from .requantize import OutputStage, _requant_value, finish_requantize, output_stage, requantize_reference
 
-__all__ = ["qconv2d", "qconv2d_reference", "PackedConvWeight", "pack_conv_weight"]
+__all__ = ["QConv2d", "qconv2d", "qconv2d_reference", "PackedConvWeight", "pack_conv_weight"]
 
 
 def _check(x_q, w_q, groups):
@@ -76,9 +77,9 @@ def qconv2d_reference(x_q, x_scale, x_zp, w_q, w_scale, w_zp, bias, y_scale, y_z
 
 
 class PackedConvWeight:
-    """Conv weights prepared once for :func:`qconv2d` (like torch's ``conv2d_prepack``): per-group
-    :class:`~minquant.kernels.gemm.PackedWeight` GEMM operands, or for depthwise-style groups the
-    (C_out, KH·KW) tap matrix."""
+    """Conv weights prepared once for :class:`QConv2d` (like torch's ``conv2d_prepack``): per-group
+    :class:`~minquant.kernels.gemm.PackedWeight` GEMM operands, or for depthwise-style groups (one input
+    channel per group) the (C_out, KH·KW) tap matrix."""
 
     def __init__(self, w_q, w_zp, groups):
         w_q = np.asarray(w_q)
@@ -92,7 +93,8 @@ class PackedConvWeight:
         self.depthwise = cg == 1 and self.groups > 1
         og = c_out // self.groups
         if self.depthwise:
-            self.taps = np.ascontiguousarray(w_q.reshape(c_out, kh * kw).astype(np.int64))
+            self.taps = np.ascontiguousarray(w_q.reshape(c_out, kh * kw).astype(np.int32))
+            self.tap_sum = self.taps.astype(np.int64).sum(1)
             self.packs = None
         else:
             self.taps = None
@@ -101,90 +103,173 @@ class PackedConvWeight:
 
 
 def pack_conv_weight(w_q, w_zp=0, groups=1) -> PackedConvWeight:
-    """Prepare OIHW int8 conv weights for :func:`qconv2d`."""
+    """Prepare OIHW int8 conv weights for :func:`qconv2d` / :class:`QConv2d`."""
     return PackedConvWeight(w_q, w_zp, groups)
 
 
 @njit(cache=True)
-def _depthwise_kernel(x, taps, w_zp, x_zp, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, mult, saturate, out):
-    """acc for groups with one input channel each: out channel o reads input channel o // mult.
+def _depthwise_kernel(xp, taps, tap_sum, w_zp, x_zp, kh, kw, sh, sw, dh, dw, mult, sat_lo, sat_hi,
+                      mode, bias_f, bias_q, mult32, mult64, y_zp, lo, hi, out):
+    """Depthwise-style conv straight from the zero-point-padded NCHW input ``xp`` to NCHW codes.
 
-    Taps are visited in (kh, kw) order and, with ``saturate``, summed in pairs clamped to int16 (step 8);
-    padding reads z_x. Zero points are subtracted after the raw sum (step 4)."""
-    n_img, c_in, h, w = x.shape
+    Output channel o reads input channel o // mult. For every output row the taps are taken in pairs
+    (t, t+1) in (kh, kw) order; each pair's sum of products is clamped to [sat_lo, sat_hi] (the int16
+    range when the emulated framework saturates, step 8; otherwise ±2³¹) and accumulated along the row,
+    which keeps the inner loop a straight vectorisable sweep over output columns. Then the zero-point terms
+    (step 4) and the output stage (step 7)."""
+    n_img = xp.shape[0]
     c_out = taps.shape[0]
+    oh, ow = out.shape[2], out.shape[3]
     K = kh * kw
+    acc = np.empty(ow, np.int32)
+    asum = np.empty(ow, np.int32)
     for b in range(n_img):
         for o in range(c_out):
             c = o // mult
-            wsum = np.int64(0)
-            for t in range(K):
-                wsum += taps[o, t]
+            zw = w_zp[o]
             for y in range(oh):
                 for xo in range(ow):
-                    raw = np.int64(0)
-                    asum = np.int64(0)
-                    pair = np.int64(0)
+                    acc[xo] = 0
+                    asum[xo] = 0
+                for t in range(0, K, 2):
+                    i0 = t // kw
+                    j0 = t - i0 * kw
+                    w0 = taps[o, t]
+                    if t + 1 < K:
+                        i1 = (t + 1) // kw
+                        j1 = t + 1 - i1 * kw
+                        w1 = taps[o, t + 1]
+                    else:
+                        i1, j1, w1 = i0, j0, 0
+                    r0 = xp[b, c, y * sh + i0 * dh]
+                    r1 = xp[b, c, y * sh + i1 * dh]
+                    for xo in range(ow):
+                        p = np.int32(r0[xo * sw + j0 * dw]) * w0 + np.int32(r1[xo * sw + j1 * dw]) * w1
+                        acc[xo] += min(max(p, sat_lo), sat_hi)
+                if zw != 0:
                     for t in range(K):
-                        i = t // kw
-                        j = t - i * kw
-                        iy = y * sh - ph + i * dh
-                        ix = xo * sw - pw + j * dw
-                        if 0 <= iy < h and 0 <= ix < w:
-                            a = np.int64(x[b, c, iy, ix])
-                        else:
-                            a = x_zp
-                        asum += a
-                        pair += a * taps[o, t]
-                        if t % 2 == 1 or t == K - 1:
-                            if saturate:
-                                if pair > 32767:
-                                    pair = 32767
-                                elif pair < -32768:
-                                    pair = -32768
-                            raw += pair
-                            pair = 0
-                    out[b * oh * ow + y * ow + xo, o] = (raw - x_zp * wsum - w_zp[o] * asum
-                                                         + K * x_zp * w_zp[o])
+                        i0 = t // kw
+                        j0 = t - i0 * kw
+                        r0 = xp[b, c, y * sh + i0 * dh]
+                        for xo in range(ow):
+                            asum[xo] += np.int32(r0[xo * sw + j0 * dw])
+                for xo in range(ow):
+                    a = (np.int64(acc[xo]) - x_zp * tap_sum[o] - zw * np.int64(asum[xo]) + K * x_zp * zw)
+                    out[b, o, y, xo] = _requant_value(a, o, mode, bias_f, bias_q, mult32, mult64, y_zp, lo, hi)
+
+
+@njit(cache=True)
+def _nchw_rows_kernel(x, a_f, row_sum, col_max):
+    """A 1×1 stride-1 convolution's GEMM rows straight from NCHW: a_f[b·H·W + p, c] = x[b, c, p] (float32),
+    with the row sums, column maxima and max squared row norm of :func:`~minquant.kernels.gemm.prepare_rows`."""
+    n_img, c_in, P = x.shape
+    for c in range(c_in):
+        col_max[c] = 0
+    for m in range(n_img * P):
+        row_sum[m] = 0
+    sq = np.zeros(n_img * P, np.int64)
+    for b in range(n_img):
+        for c in range(c_in):
+            cm = col_max[c]
+            for p in range(P):
+                v = x[b, c, p]
+                m = b * P + p
+                a_f[m, c] = v
+                row_sum[m] += v
+                sq[m] += np.int64(v) * v
+                if v > cm:
+                    cm = v
+            col_max[c] = cm
+    best = 0
+    for m in range(n_img * P):
+        if sq[m] > best:
+            best = sq[m]
+    return best
+
+
+class QConv2d:
+    """A quantized conv2d layer ready to run: weights packed, output stage precomputed once.
+
+    ``QConv2d(w_q, w_scale, w_zp, bias, x_scale, x_zp, y_scale, y_zp, stride=, padding=, dilation=,
+    groups=, relu=, clamp=, emulate=)``; calling it with uint8 NCHW codes returns uint8 NCHW codes,
+    bit-identical to :func:`qconv2d_reference`. Paths: depthwise-style groups → a direct Numba loop;
+    groups == 1 → im2col (skipped for 1×1 stride-1) + the BLAS-exact GEMM; other groups → one GEMM per group."""
+
+    def __init__(self, w_q, w_scale, w_zp, bias, x_scale, x_zp, y_scale, y_zp, *, stride=1, padding=0,
+                 dilation=1, groups=1, relu=False, clamp=None, emulate="fbgemm"):
+        self.packed = w_q if isinstance(w_q, PackedConvWeight) else PackedConvWeight(w_q, w_zp, groups)
+        if self.packed.groups != groups:
+            raise ValueError(f"packed weights were made for groups={self.packed.groups}, call has groups={groups}")
+        self.groups = int(groups)
+        self.stride, self.padding, self.dilation = (_pair(stride, "stride"), _pair(padding, "padding"),
+                                                    _pair(dilation, "dilation"))
+        self.arith = arithmetic(emulate)
+        if not 0 <= int(x_zp) <= 255:
+            raise ValueError(f"activation zero point {x_zp} outside [0, 255]")
+        self.x_zp = int(x_zp)
+        c_out, cg, kh, kw = self.packed.w_q.shape
+        self.stage = output_stage(c_out, x_scale, w_scale, bias, y_scale, y_zp, relu=relu, clamp=clamp,
+                                  emulate=self.arith)
+        if not self.packed.depthwise:
+            self.col_adj = [pk.col_sum - pk.w_q.shape[1] * pk.w_zp for pk in self.packed.packs]
+
+    def __call__(self, x_q):
+        pk = self.packed
+        x_q, w_arr = _check(x_q, pk.w_q, self.groups)
+        n, c_in, h, w = x_q.shape
+        c_out, cg, kh, kw = w_arr.shape
+        (sh, sw), (ph, pw), (dh, dw) = self.stride, self.padding, self.dilation
+        oh, ow = conv_out_size(h, kh, sh, ph, dh), conv_out_size(w, kw, sw, pw, dw)
+        st = self.stage
+        if pk.depthwise:
+            mult = c_out // c_in
+            saturate = self.arith.saturate_depthwise if mult == 1 else self.arith.saturate_pairs
+            lo_s, hi_s = (-32768, 32767) if saturate else (-2 ** 31, 2 ** 31 - 1)
+            xp = x_q if ph == pw == 0 else np.pad(x_q, ((0, 0), (0, 0), (ph, ph), (pw, pw)),
+                                                  constant_values=self.x_zp)
+            out = np.empty((n, c_out, oh, ow), np.uint8)
+            _depthwise_kernel(np.ascontiguousarray(xp), pk.taps, pk.tap_sum, pk.w_zp, np.int64(self.x_zp),
+                              kh, kw, sh, sw, dh, dw, mult, np.int32(lo_s), np.int32(hi_s), st.mode, st.bias_f,
+                              st.bias_q, st.mult32, st.mult64, np.float64(st.y_zp), np.float64(st.lo),
+                              np.float64(st.hi), out)
+            return out
+        og = c_out // self.groups
+        out3 = np.empty((n, c_out, oh * ow), np.uint8)
+        pointwise = kh == kw == 1 and (sh, sw, ph, pw) == (1, 1, 0, 0)
+        x_nhwc = None if (pointwise and self.groups == 1) else x_q.transpose(0, 2, 3, 1)
+        for g in range(self.groups):
+            if pointwise and self.groups == 1:
+                a_f = np.empty((n * h * w, cg), np.float32)
+                row_sum = np.empty(n * h * w, np.int64)
+                col_max = np.empty(cg, np.float32)
+                norm2 = float(_nchw_rows_kernel(np.ascontiguousarray(x_q).reshape(n, c_in, h * w), a_f,
+                                                row_sum, col_max))
+            else:
+                xg = x_nhwc[..., g * cg:(g + 1) * cg]
+                a_f = im2col(xg, kh, kw, (sh, sw), (ph, pw), (dh, dw), pad_value=self.x_zp,
+                             out=np.empty((n * oh * ow, kh * kw * cg), np.float32))
+                row_sum, col_max, norm2 = prepare_rows_f32(a_f)
+            raw = raw_product(a_f, pk.packs[g], norm2, col_max, self.arith.saturate_pairs)
+            finish_requantize(raw, row_sum, self.col_adj[g], pk.packs[g].w_zp, self.x_zp, _slice_stage(st, g, og),
+                              out3[:, g * og:(g + 1) * og, :])
+        return out3.reshape(n, c_out, oh, ow)
+
+
+def _slice_stage(st, g, og):
+    """The output stage restricted to output channels of group g."""
+    if og == st.bias_f.shape[0]:
+        return st
+    sl = slice(g * og, (g + 1) * og)
+    return OutputStage(st.mode, np.ascontiguousarray(st.bias_f[sl]), np.ascontiguousarray(st.bias_q[sl]),
+                       np.ascontiguousarray(st.mult32[:, sl]), np.ascontiguousarray(st.mult64[sl]), st.y_zp,
+                       st.lo, st.hi)
 
 
 def qconv2d(x_q, x_scale, x_zp, w_q, w_scale, w_zp, bias, y_scale, y_zp, *, stride=1, padding=0, dilation=1,
             groups=1, relu=False, clamp=None, emulate="fbgemm"):
     """Fast quantized conv2d; same contract and bit-identical result as :func:`qconv2d_reference`.
 
-    ``w_q`` may be a :class:`PackedConvWeight` (``pack_conv_weight(w_q, w_zp, groups)``)."""
-    packed = w_q if isinstance(w_q, PackedConvWeight) else PackedConvWeight(w_q, w_zp, groups)
-    if packed.groups != groups:
-        raise ValueError(f"packed weights were made for groups={packed.groups}, call has groups={groups}")
-    x_q, w_arr = _check(x_q, packed.w_q, groups)
-    ar = arithmetic(emulate)
-    n, c_in, h, w = x_q.shape
-    c_out, cg, kh, kw = w_arr.shape
-    (sh, sw), (ph, pw), (dh, dw) = _pair(stride, "stride"), _pair(padding, "padding"), _pair(dilation, "dilation")
-    oh, ow = conv_out_size(h, kh, sh, ph, dh), conv_out_size(w, kw, sw, pw, dw)
-    if not 0 <= int(x_zp) <= 255:
-        raise ValueError(f"activation zero point {x_zp} outside [0, 255]")
-    if packed.depthwise:
-        mult = c_out // c_in
-        saturate = ar.saturate_depthwise if mult == 1 else ar.saturate_pairs
-        acc = np.empty((n * oh * ow, c_out), dtype=np.int32)
-        _depthwise_kernel(np.ascontiguousarray(x_q), packed.taps, packed.w_zp, np.int64(x_zp), kh, kw, sh, sw,
-                          ph, pw, dh, dw, oh, ow, mult, saturate, acc)
-    else:
-        x_nhwc = np.ascontiguousarray(x_q.transpose(0, 2, 3, 1))
-        og = c_out // groups
-        acc = np.empty((n * oh * ow, c_out), dtype=np.int32)
-        for g in range(groups):
-            xg = x_nhwc if groups == 1 else np.ascontiguousarray(x_nhwc[..., g * cg:(g + 1) * cg])
-            if kh == kw == 1 and (sh, sw, ph, pw) == (1, 1, 0, 0):
-                cols = xg.reshape(-1, cg)           # a 1×1 stride-1 conv is already a GEMM
-            else:
-                cols = im2col(xg, kh, kw, (sh, sw), (ph, pw), (dh, dw), pad_value=x_zp)
-            acc_g = gemm_u8s8(cols, packed.packs[g], x_zp, saturate_pairs=ar.saturate_pairs)
-            if groups == 1:
-                acc = acc_g
-            else:
-                acc[:, g * og:(g + 1) * og] = acc_g
-    st = output_stage(c_out, x_scale, w_scale, bias, y_scale, y_zp, relu=relu, clamp=clamp, emulate=ar)
-    y = requantize(acc, st)
-    return y.reshape(n, oh, ow, c_out).transpose(0, 3, 1, 2).copy()
+    ``w_q`` may be a :class:`PackedConvWeight` (``pack_conv_weight(w_q, w_zp, groups)``); to also keep
+    the output stage, build a :class:`QConv2d` once and call it."""
+    return QConv2d(w_q, w_scale, w_zp, bias, x_scale, x_zp, y_scale, y_zp, stride=stride, padding=padding,
+                   dilation=dilation, groups=groups, relu=relu, clamp=clamp, emulate=emulate)(x_q)

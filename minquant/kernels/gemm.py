@@ -82,14 +82,15 @@ def gemm_u8s8_reference(a, w, a_zp, w_zp, *, saturate_pairs: bool) -> np.ndarray
 class PackedWeight:
     """int8 weights prepared once for :func:`gemm_u8s8` (the analogue of torch's ``linear_prepack``).
 
-    w_q: (N, K) int8 codes; w_t: (K, N) float32 copy for BLAS; w_t64: float64 copy (made on demand);
-    col_sum: (N,) Σ_k w; w_zp: (N,) zero points; risky: (R, 2) int64 rows of (n, k0) — weight pairs
-    (k0, k0+1) that can saturate int16; norm_max: max_n ‖w_n‖₂."""
+    w_q: (N, K) int8 codes; w_t: (K, N) float32 copy for BLAS; col_sum: (N,) Σ_k w; w_zp: (N,) zero points;
+    risky: (R, 2) rows of (n, k0) — weight pairs (k0, k0+1) that can saturate int16 — and risky_w: (R, 2)
+    their two weights (0 for a missing partner at odd K); norm_max: max_n ‖w_n‖₂."""
     w_q: np.ndarray
     w_t: np.ndarray
     col_sum: np.ndarray
     w_zp: np.ndarray
     risky: np.ndarray
+    risky_w: np.ndarray
     norm_max: float
 
 
@@ -106,24 +107,33 @@ def pack_weight(w_q, w_zp=0) -> PackedWeight:
     neg = np.maximum(-wp, 0)
     risky_pair = ((255 * (pos[:, 0::2] + pos[:, 1::2]) > INT16_MAX)
                   | (255 * (neg[:, 0::2] + neg[:, 1::2]) > -INT16_MIN))
-    rn, rp = np.nonzero(risky_pair)
+    rp, rn = np.nonzero(risky_pair.T)          # ordered by k0, then n: rows of A are read in order
     risky = np.stack([rn, 2 * rp], axis=1).astype(np.int64) if rn.size else np.zeros((0, 2), np.int64)
+    risky_w = np.stack([wp[rn, 2 * rp], wp[rn, 2 * rp + 1]], axis=1).astype(np.float32) if rn.size \
+        else np.zeros((0, 2), np.float32)
     return PackedWeight(w_q=w_q, w_t=np.ascontiguousarray(w_q.T, dtype=np.float32),
-                        col_sum=w64.sum(1), w_zp=w_zp, risky=risky,
+                        col_sum=w64.sum(1), w_zp=w_zp, risky=risky, risky_w=np.ascontiguousarray(risky_w),
                         norm_max=float(np.sqrt((w64 * w64).sum(1).max())) if n and k else 0.0)
 
 
 @njit(cache=True)
-def _row_stats_kernel(a, row_sum):
-    """Σ_k a[m,k] per row, and max_m Σ_k a[m,k]² (for the exactness bound)."""
+def _rows_kernel(a, a_f, row_sum, col_max):
+    """One pass over the uint8 rows: float32 copy for BLAS, Σ_k a per row, max per column, and
+    max_m Σ_k a² (for the exactness bound)."""
+    M, K = a.shape
+    for k in range(K):
+        col_max[k] = 0
     best = 0
-    for m in range(a.shape[0]):
+    for m in range(M):
         s = 0
         s2 = 0
-        for k in range(a.shape[1]):
+        for k in range(K):
             v = np.int64(a[m, k])
+            a_f[m, k] = v
             s += v
             s2 += v * v
+            if v > col_max[k]:
+                col_max[k] = v
         row_sum[m] = s
         if s2 > best:
             best = s2
@@ -131,28 +141,103 @@ def _row_stats_kernel(a, row_sum):
 
 
 @njit(cache=True)
-def _finish_kernel(raw, a, row_sum, col_sum, w_zp, a_zp, w_q, risky, saturate, out):
-    """out = raw − z_a·Σw − z_w·Σa + K·z_a·z_w, with int16 pair-saturation corrections on risky pairs."""
-    M, N = raw.shape
-    K = a.shape[1]
+def _stats_kernel(a_f, row_sum, col_max):
+    """The same statistics for rows already in float32 (im2col output)."""
+    M, K = a_f.shape
+    for k in range(K):
+        col_max[k] = 0
+    best = 0.0
     for m in range(M):
-        for n in range(N):
-            out[m, n] = (np.int64(np.rint(raw[m, n])) - a_zp * col_sum[n] - w_zp[n] * row_sum[m]
-                         + K * a_zp * w_zp[n])
-    if saturate:
-        for r in range(risky.shape[0]):
+        s = 0.0
+        s2 = 0.0
+        for k in range(K):
+            v = a_f[m, k]
+            s += v
+            s2 += v * v
+            if v > col_max[k]:
+                col_max[k] = v
+        row_sum[m] = np.int64(s)
+        if s2 > best:
+            best = s2
+    return best
+
+
+@njit(cache=True)
+def _saturation_kernel(a_f, raw, risky, risky_w, col_max):
+    """Subtract, for every pair that really overflows int16, its excess from the exact raw product.
+
+    Pairs are first filtered with this batch's column maxima (a pair can only saturate if
+    max a[k0]·w0⁺ + max a[k0+1]·w1⁺ > 32767, or the negative analogue), then every row is checked."""
+    K = a_f.shape[1]
+    R = risky.shape[0]
+    keep = np.empty(R, np.int64)
+    nk = 0
+    for r in range(R):
+        k0 = risky[r, 1]
+        c0 = col_max[k0]
+        c1 = col_max[k0 + 1] if k0 + 1 < K else 0.0
+        w0 = risky_w[r, 0]
+        w1 = risky_w[r, 1]
+        hi = c0 * max(w0, 0.0) + c1 * max(w1, 0.0)
+        lo = c0 * min(w0, 0.0) + c1 * min(w1, 0.0)
+        if hi > 32767.0 or lo < -32768.0:
+            keep[nk] = r
+            nk += 1
+    if nk == 0:
+        return 0
+    for m in range(a_f.shape[0]):
+        for i in range(nk):
+            r = keep[i]
             n = risky[r, 0]
             k0 = risky[r, 1]
-            w0 = np.int64(w_q[n, k0])
-            w1 = np.int64(w_q[n, k0 + 1]) if k0 + 1 < K else np.int64(0)
-            for m in range(M):
-                p = np.int64(a[m, k0]) * w0
-                if k0 + 1 < K:
-                    p += np.int64(a[m, k0 + 1]) * w1
-                if p > 32767:
-                    out[m, n] -= p - 32767
-                elif p < -32768:
-                    out[m, n] += -32768 - p
+            p = a_f[m, k0] * risky_w[r, 0]
+            if k0 + 1 < K:
+                p += a_f[m, k0 + 1] * risky_w[r, 1]
+            if p > 32767.0:
+                raw[m, n] -= p - 32767.0
+            elif p < -32768.0:
+                raw[m, n] += -32768.0 - p
+    return nk
+
+
+def raw_product(a_f, packed: PackedWeight, norm2: float, col_max, saturate_pairs: bool):
+    """Exact Σ_k a·w (float32 when max‖a‖·max‖w‖ < 2^24, else float64), with pair saturation applied."""
+    if float(np.sqrt(norm2)) * packed.norm_max < _F32_EXACT:
+        raw = a_f @ packed.w_t                      # exact: every partial sum is an integer < 2^24
+    else:
+        raw = a_f.astype(np.float64) @ packed.w_t.astype(np.float64)   # exact below 2^53
+    if saturate_pairs and packed.risky.shape[0]:
+        _saturation_kernel(a_f, raw, packed.risky, packed.risky_w, col_max.astype(raw.dtype))
+    return raw
+
+
+def prepare_rows(a):
+    """uint8 (M, K) → (float32 copy, row sums, column maxima, max squared row norm)."""
+    a = np.ascontiguousarray(a)
+    M, K = a.shape
+    a_f = np.empty((M, K), np.float32)
+    row_sum = np.empty(M, np.int64)
+    col_max = np.empty(K, np.float32)
+    norm2 = _rows_kernel(a, a_f, row_sum, col_max) if M else 0
+    return a_f, row_sum, col_max, float(norm2)
+
+
+def prepare_rows_f32(a_f):
+    """Statistics of rows that are already float32 (exact small integers), e.g. from im2col."""
+    M, K = a_f.shape
+    row_sum = np.empty(M, np.int64)
+    col_max = np.empty(K, np.float32)
+    norm2 = _stats_kernel(a_f, row_sum, col_max) if M else 0.0
+    return row_sum, col_max, float(norm2)
+
+
+@njit(cache=True)
+def _finish_kernel(raw, row_sum, col_sum, w_zp, a_zp, out):
+    """out = raw − z_a·(Σw − K·z_w) − z_w·Σa (step 4, with K·z_a·z_w folded into ``col_sum``)."""
+    M, N = raw.shape
+    for m in range(M):
+        for n in range(N):
+            out[m, n] = np.int64(raw[m, n]) - a_zp * col_sum[n] - w_zp[n] * row_sum[m]
 
 
 def gemm_u8s8(a, w, a_zp, *, saturate_pairs: bool) -> np.ndarray:
@@ -161,14 +246,10 @@ def gemm_u8s8(a, w, a_zp, *, saturate_pairs: bool) -> np.ndarray:
     if not isinstance(w, PackedWeight):
         w = pack_weight(w, 0)
     a, _, _ = _check_gemm_inputs(a, w.w_q, a_zp, w.w_zp)
-    a = np.ascontiguousarray(a)
-    M = a.shape[0]
-    row_sum = np.empty(M, dtype=np.int64)
-    a_norm2 = _row_stats_kernel(a, row_sum) if M else 0
-    if float(np.sqrt(a_norm2)) * w.norm_max < _F32_EXACT:
-        raw = a.astype(np.float32) @ w.w_t          # exact: every partial sum is an integer < 2^24
-    else:
-        raw = a.astype(np.float64) @ w.w_t.astype(np.float64)   # exact below 2^53
+    a_f, row_sum, col_max, norm2 = prepare_rows(a)
+    raw = raw_product(a_f, w, norm2, col_max, saturate_pairs)
     out = np.empty(raw.shape, dtype=np.int32)
-    _finish_kernel(raw, a, row_sum, w.col_sum, w.w_zp, np.int64(a_zp), w.w_q, w.risky, saturate_pairs, out)
+    K = a.shape[1]
+    # the constant K·z_a·z_w folds into the column term: −z_a·(Σw − K·z_w)
+    _finish_kernel(raw, row_sum, w.col_sum - K * w.w_zp, w.w_zp, np.int64(a_zp), out)
     return out

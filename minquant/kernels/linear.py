@@ -4,18 +4,20 @@
 
 ``qlinear_reference`` spells the two stages out with the readable references
 (:func:`~minquant.kernels.gemm.gemm_u8s8_reference` then
-:func:`~minquant.kernels.requantize.requantize_reference`); ``qlinear`` runs the fast ones. Both take
-``emulate`` — whose arithmetic to reproduce bit for bit (:mod:`minquant.kernels.arithmetic`).
+:func:`~minquant.kernels.requantize.requantize_reference`). ``QLinear`` is the fast layer with everything
+that does not depend on the input precomputed (packed weights, output stage); ``qlinear`` is its one-shot
+functional form. Both take ``emulate`` — whose arithmetic to reproduce bit for bit
+(:mod:`minquant.kernels.arithmetic`).
 """
 from __future__ import annotations
 
 import numpy as np
 
 from .arithmetic import arithmetic
-from .gemm import PackedWeight, gemm_u8s8, gemm_u8s8_reference, pack_weight
-from .requantize import output_stage, requantize, requantize_reference
+from .gemm import PackedWeight, gemm_u8s8_reference, pack_weight, prepare_rows, raw_product
+from .requantize import finish_requantize, output_stage, requantize_reference
 
-__all__ = ["qlinear", "qlinear_reference"]
+__all__ = ["QLinear", "qlinear", "qlinear_reference"]
 
 
 def _check_x(x_q, k):
@@ -40,16 +42,40 @@ def qlinear_reference(x_q, x_scale, x_zp, w_q, w_scale, w_zp, bias, y_scale, y_z
     return requantize_reference(acc, st)
 
 
+class QLinear:
+    """A quantized linear layer ready to run: weights packed and the output stage precomputed once.
+
+    ``QLinear(w_q, w_scale, w_zp, bias, x_scale, x_zp, y_scale, y_zp, relu=..., clamp=..., emulate=...)``;
+    calling it with uint8 (N, in) codes returns uint8 (N, out) — bit-identical to :func:`qlinear_reference`.
+    ``w_q`` may already be a :class:`~minquant.kernels.gemm.PackedWeight`."""
+
+    def __init__(self, w_q, w_scale, w_zp, bias, x_scale, x_zp, y_scale, y_zp, *, relu=False, clamp=None,
+                 emulate="fbgemm"):
+        self.packed = w_q if isinstance(w_q, PackedWeight) else pack_weight(w_q, w_zp)
+        self.arith = arithmetic(emulate)
+        n, k = self.packed.w_q.shape
+        if not 0 <= int(x_zp) <= 255:
+            raise ValueError(f"activation zero point {x_zp} outside [0, 255]")
+        self.x_zp = int(x_zp)
+        self.stage = output_stage(n, x_scale, w_scale, bias, y_scale, y_zp, relu=relu, clamp=clamp,
+                                  emulate=self.arith)
+        self.col_adj = self.packed.col_sum - k * self.packed.w_zp
+
+    def __call__(self, x_q):
+        p = self.packed
+        x_q = _check_x(x_q, p.w_q.shape[1])
+        a_f, row_sum, col_max, norm2 = prepare_rows(x_q)
+        raw = raw_product(a_f, p, norm2, col_max, self.arith.saturate_pairs)
+        out = np.empty((x_q.shape[0], p.w_q.shape[0], 1), np.uint8)
+        finish_requantize(raw, row_sum, self.col_adj, p.w_zp, self.x_zp, self.stage, out)
+        return out.reshape(x_q.shape[0], p.w_q.shape[0])
+
+
 def qlinear(x_q, x_scale, x_zp, w_q, w_scale, w_zp, bias, y_scale, y_zp, *, relu=False, clamp=None,
             emulate="fbgemm"):
     """Fast quantized linear; same contract and bit-identical result as :func:`qlinear_reference`.
 
-    ``w_q`` may be a :class:`~minquant.kernels.gemm.PackedWeight` (from ``pack_weight(w_q, w_zp)``) to
-    skip re-packing the weights on every call, as torch's ``linear_prepack`` does."""
-    packed = w_q if isinstance(w_q, PackedWeight) else pack_weight(w_q, w_zp)
-    x_q = _check_x(x_q, packed.w_q.shape[1])
-    ar = arithmetic(emulate)
-    acc = gemm_u8s8(x_q, packed, x_zp, saturate_pairs=ar.saturate_pairs)
-    st = output_stage(packed.w_q.shape[0], x_scale, w_scale, bias, y_scale, y_zp, relu=relu, clamp=clamp,
-                      emulate=ar)
-    return requantize(acc, st)
+    ``w_q`` may be a :class:`~minquant.kernels.gemm.PackedWeight` (``pack_weight(w_q, w_zp)``), as torch's
+    ``linear_prepack``; to also keep the output stage, build a :class:`QLinear` once and call it."""
+    return QLinear(w_q, w_scale, w_zp, bias, x_scale, x_zp, y_scale, y_zp, relu=relu, clamp=clamp,
+                   emulate=emulate)(x_q)

@@ -21,7 +21,7 @@ from numba.extending import intrinsic
 from ..affine import quantize
 from .arithmetic import arithmetic, fma_f32_reference
 
-__all__ = ["OutputStage", "output_stage", "requantize", "requantize_reference"]
+__all__ = ["OutputStage", "output_stage", "requantize", "requantize_reference", "finish_requantize"]
 
 if numba.config.DISABLE_JIT:  # pure-Python run: a NumPy stand-in for the FMA instruction
     def _fma32(a, b, c):
@@ -126,28 +126,59 @@ def requantize_reference(acc, st: OutputStage) -> np.ndarray:
     return np.clip(t + st.y_zp, st.lo, st.hi).astype(np.uint8)
 
 
+@njit(cache=True, inline="always")
+def _requant_value(a, n, mode, bias_f, bias_q, mult32, mult64, y_zp, lo, hi):
+    """One output code from one int64 accumulator value of output channel n (the four modes above)."""
+    if mode == 0:
+        f = np.float32(np.float32(a) + bias_f[n])
+        t = np.rint(np.float32(f * mult32[0, n]))
+    elif mode == 1:
+        f = _fma32(bias_f[n], mult32[1, n], np.float32(a))
+        t = np.rint(np.float32(f * mult32[0, n]))
+    elif mode == 2:
+        t = np.rint(np.float32(np.float32(a + bias_q[n]) * mult32[0, n]))
+    else:
+        t = np.rint(np.float64(a + bias_q[n]) * mult64[n])
+    v = t + y_zp
+    if v < lo:
+        v = lo
+    elif v > hi:
+        v = hi
+    return np.uint8(v)
+
+
 @njit(cache=True)
 def _requantize_kernel(acc, mode, bias_f, bias_q, mult32, mult64, y_zp, lo, hi, out):
     M, N = acc.shape
     for m in range(M):
         for n in range(N):
-            a = acc[m, n]
-            if mode == 0:
-                f = np.float32(np.float32(a) + bias_f[n])
-                t = np.rint(np.float32(f * mult32[0, n]))
-            elif mode == 1:
-                f = _fma32(bias_f[n], mult32[1, n], np.float32(a))
-                t = np.rint(np.float32(f * mult32[0, n]))
-            elif mode == 2:
-                t = np.rint(np.float32(np.float32(np.int64(a) + bias_q[n]) * mult32[0, n]))
-            else:
-                t = np.rint(np.float64(np.int64(a) + bias_q[n]) * mult64[n])
-            v = t + y_zp
-            if v < lo:
-                v = lo
-            elif v > hi:
-                v = hi
-            out[m, n] = np.uint8(v)
+            out[m, n] = _requant_value(np.int64(acc[m, n]), n, mode, bias_f, bias_q, mult32, mult64, y_zp, lo, hi)
+
+
+@njit(cache=True)
+def _finish_requant_kernel(raw, row_sum, col_adj, w_zp, a_zp, mode, bias_f, bias_q, mult32, mult64, y_zp,
+                           lo, hi, out3):
+    """Fused zero-point correction (step 4) + output stage (step 7), writing out3[b, n, p] for row
+    m = b·P + p — (M, N, 1) for a linear layer, (batch, C_out, OH·OW) for a convolution (NCHW).
+    ``col_adj[n] = Σ_k w[n,k] − K·z_w[n]`` folds the constant K·z_a·z_w into the column term."""
+    M, N = raw.shape
+    P = out3.shape[2]
+    for m in range(M):
+        b = m // P
+        p = m - b * P
+        rs = row_sum[m]
+        for n in range(N):
+            a = np.int64(raw[m, n]) - a_zp * col_adj[n] - w_zp[n] * rs
+            out3[b, n, p] = _requant_value(a, n, mode, bias_f, bias_q, mult32, mult64, y_zp, lo, hi)
+
+
+def finish_requantize(raw, row_sum, col_adj, w_zp, a_zp, st: OutputStage, out3):
+    """Fast fused zero-point correction + requantization of an exact raw product Σ a·w (float32/float64
+    holding integers) into ``out3`` (see ``_finish_requant_kernel``)."""
+    _finish_requant_kernel(raw, row_sum, col_adj, w_zp, np.int64(a_zp), st.mode, st.bias_f,
+                           st.bias_q, st.mult32, st.mult64, np.float64(st.y_zp), np.float64(st.lo),
+                           np.float64(st.hi), out3)
+    return out3
 
 
 def requantize(acc, st: OutputStage, out=None) -> np.ndarray:
