@@ -22,9 +22,9 @@ import numpy as np
 from numba import njit
 
 from .arithmetic import arithmetic
-from .gemm import gemm_u8s8_reference, pack_weight, prepare_rows_f32, raw_product
-from .im2col import _pair, conv_out_size, im2col, im2col_reference
-from .requantize import OutputStage, _requant_value, finish_requantize, output_stage, requantize_reference
+from .gemm import gemm_u8s8_reference, pack_weight, raw_product_cols
+from .im2col import _pair, conv_out_size, im2col_reference, im2col_t
+from .requantize import OutputStage, _requant_row, finish_requantize_cols, output_stage, requantize_reference
 
 __all__ = ["QConv2d", "qconv2d", "qconv2d_reference", "PackedConvWeight", "pack_conv_weight"]
 
@@ -93,7 +93,7 @@ class PackedConvWeight:
         self.depthwise = cg == 1 and self.groups > 1
         og = c_out // self.groups
         if self.depthwise:
-            self.taps = np.ascontiguousarray(w_q.reshape(c_out, kh * kw).astype(np.int32))
+            self.taps = np.ascontiguousarray(w_q.reshape(c_out, kh * kw).astype(np.float32))
             self.tap_sum = self.taps.astype(np.int64).sum(1)
             self.packs = None
         else:
@@ -114,23 +114,23 @@ def _depthwise_kernel(xp, taps, tap_sum, w_zp, x_zp, kh, kw, sh, sw, dh, dw, mul
 
     Output channel o reads input channel o // mult. For every output row the taps are taken in pairs
     (t, t+1) in (kh, kw) order; each pair's sum of products is clamped to [sat_lo, sat_hi] (the int16
-    range when the emulated framework saturates, step 8; otherwise ±2³¹) and accumulated along the row,
-    which keeps the inner loop a straight vectorisable sweep over output columns. Then the zero-point terms
-    (step 4) and the output stage (step 7)."""
+    range when the emulated framework saturates, step 8; otherwise no clamp) and accumulated along the row.
+    The arithmetic runs in float32 on exact integers (a pair is < 2^17, a row sum < 2^24 for KH·KW ≤ 255),
+    which lets the inner loop be a vectorised sweep over output columns. Then the zero-point terms (step 4)
+    and the output stage (step 7)."""
     n_img = xp.shape[0]
     c_out = taps.shape[0]
     oh, ow = out.shape[2], out.shape[3]
     K = kh * kw
-    acc = np.empty(ow, np.int32)
-    asum = np.empty(ow, np.int32)
+    acc = np.empty(ow, np.float32)
+    asum = np.empty(ow, np.float32)
+    acc_i = np.empty(ow, np.int32)
     for b in range(n_img):
         for o in range(c_out):
             c = o // mult
             zw = w_zp[o]
             for y in range(oh):
-                for xo in range(ow):
-                    acc[xo] = 0
-                    asum[xo] = 0
+                acc[:] = 0
                 for t in range(0, K, 2):
                     i0 = t // kw
                     j0 = t - i0 * kw
@@ -140,51 +140,27 @@ def _depthwise_kernel(xp, taps, tap_sum, w_zp, x_zp, kh, kw, sh, sw, dh, dw, mul
                         j1 = t + 1 - i1 * kw
                         w1 = taps[o, t + 1]
                     else:
-                        i1, j1, w1 = i0, j0, 0
-                    r0 = xp[b, c, y * sh + i0 * dh]
-                    r1 = xp[b, c, y * sh + i1 * dh]
+                        i1, j1, w1 = i0, j0, np.float32(0)
+                    r0 = xp[b, c, y * sh + i0 * dh, j0 * dw:]
+                    r1 = xp[b, c, y * sh + i1 * dh, j1 * dw:]
                     for xo in range(ow):
-                        p = np.int32(r0[xo * sw + j0 * dw]) * w0 + np.int32(r1[xo * sw + j1 * dw]) * w1
+                        p = r0[xo * sw] * w0 + r1[xo * sw] * w1
                         acc[xo] += min(max(p, sat_lo), sat_hi)
                 if zw != 0:
+                    asum[:] = 0
                     for t in range(K):
                         i0 = t // kw
                         j0 = t - i0 * kw
-                        r0 = xp[b, c, y * sh + i0 * dh]
+                        r0 = xp[b, c, y * sh + i0 * dh, j0 * dw:]
                         for xo in range(ow):
-                            asum[xo] += np.int32(r0[xo * sw + j0 * dw])
+                            asum[xo] += r0[xo * sw]
+                cterm = np.int32(x_zp * tap_sum[o] - K * x_zp * zw)
                 for xo in range(ow):
-                    a = (np.int64(acc[xo]) - x_zp * tap_sum[o] - zw * np.int64(asum[xo]) + K * x_zp * zw)
-                    out[b, o, y, xo] = _requant_value(a, o, mode, bias_f, bias_q, mult32, mult64, y_zp, lo, hi)
-
-
-@njit(cache=True)
-def _nchw_rows_kernel(x, a_f, row_sum, col_max):
-    """A 1×1 stride-1 convolution's GEMM rows straight from NCHW: a_f[b·H·W + p, c] = x[b, c, p] (float32),
-    with the row sums, column maxima and max squared row norm of :func:`~minquant.kernels.gemm.prepare_rows`."""
-    n_img, c_in, P = x.shape
-    for c in range(c_in):
-        col_max[c] = 0
-    for m in range(n_img * P):
-        row_sum[m] = 0
-    sq = np.zeros(n_img * P, np.int64)
-    for b in range(n_img):
-        for c in range(c_in):
-            cm = col_max[c]
-            for p in range(P):
-                v = x[b, c, p]
-                m = b * P + p
-                a_f[m, c] = v
-                row_sum[m] += v
-                sq[m] += np.int64(v) * v
-                if v > cm:
-                    cm = v
-            col_max[c] = cm
-    best = 0
-    for m in range(n_img * P):
-        if sq[m] > best:
-            best = sq[m]
-    return best
+                    acc_i[xo] = np.int32(acc[xo]) - cterm
+                if zw != 0:
+                    for xo in range(ow):
+                        acc_i[xo] -= np.int32(zw) * np.int32(asum[xo])
+                _requant_row(acc_i, o, mode, bias_f, bias_q, mult32, mult64, y_zp, lo, hi, out[b, o, y])
 
 
 class QConv2d:
@@ -224,34 +200,31 @@ class QConv2d:
         if pk.depthwise:
             mult = c_out // c_in
             saturate = self.arith.saturate_depthwise if mult == 1 else self.arith.saturate_pairs
-            lo_s, hi_s = (-32768, 32767) if saturate else (-2 ** 31, 2 ** 31 - 1)
-            xp = x_q if ph == pw == 0 else np.pad(x_q, ((0, 0), (0, 0), (ph, ph), (pw, pw)),
-                                                  constant_values=self.x_zp)
+            lo_s, hi_s = (-32768.0, 32767.0) if saturate else (-2.0 ** 30, 2.0 ** 30)
+            if kh * kw > 255:
+                raise ValueError(f"depthwise kernel {kh}x{kw} too large for the exact float32 accumulator")
+            xp = np.empty((n, c_in, h + 2 * ph, w + 2 * pw), np.float32)   # padded with z_x, as float32
+            xp[...] = self.x_zp
+            xp[:, :, ph:ph + h, pw:pw + w] = x_q
             out = np.empty((n, c_out, oh, ow), np.uint8)
-            _depthwise_kernel(np.ascontiguousarray(xp), pk.taps, pk.tap_sum, pk.w_zp, np.int64(self.x_zp),
-                              kh, kw, sh, sw, dh, dw, mult, np.int32(lo_s), np.int32(hi_s), st.mode, st.bias_f,
+            _depthwise_kernel(xp, pk.taps, pk.tap_sum, pk.w_zp, np.int64(self.x_zp),
+                              kh, kw, sh, sw, dh, dw, mult, np.float32(lo_s), np.float32(hi_s), st.mode, st.bias_f,
                               st.bias_q, st.mult32, st.mult64, np.float64(st.y_zp), np.float64(st.lo),
                               np.float64(st.hi), out)
             return out
         og = c_out // self.groups
         out3 = np.empty((n, c_out, oh * ow), np.uint8)
         pointwise = kh == kw == 1 and (sh, sw, ph, pw) == (1, 1, 0, 0)
-        x_nhwc = None if (pointwise and self.groups == 1) else x_q.transpose(0, 2, 3, 1)
         for g in range(self.groups):
-            if pointwise and self.groups == 1:
-                a_f = np.empty((n * h * w, cg), np.float32)
-                row_sum = np.empty(n * h * w, np.int64)
-                col_max = np.empty(cg, np.float32)
-                norm2 = float(_nchw_rows_kernel(np.ascontiguousarray(x_q).reshape(n, c_in, h * w), a_f,
-                                                row_sum, col_max))
+            xg = x_q if self.groups == 1 else x_q[:, g * cg:(g + 1) * cg]
+            if pointwise:   # a 1×1 stride-1 conv is already a GEMM: columns are the pixels
+                cols = np.ascontiguousarray(xg.transpose(1, 0, 2, 3).reshape(cg, n * h * w), dtype=np.float32)
             else:
-                xg = x_nhwc[..., g * cg:(g + 1) * cg]
-                a_f = im2col(xg, kh, kw, (sh, sw), (ph, pw), (dh, dw), pad_value=self.x_zp,
-                             out=np.empty((n * oh * ow, kh * kw * cg), np.float32))
-                row_sum, col_max, norm2 = prepare_rows_f32(a_f)
-            raw = raw_product(a_f, pk.packs[g], norm2, col_max, self.arith.saturate_pairs)
-            finish_requantize(raw, row_sum, self.col_adj[g], pk.packs[g].w_zp, self.x_zp, _slice_stage(st, g, og),
-                              out3[:, g * og:(g + 1) * og, :])
+                cols = im2col_t(xg, kh, kw, (sh, sw), (ph, pw), (dh, dw), pad_value=self.x_zp)
+            wz = pk.packs[g].w_zp
+            raw, m_sum = raw_product_cols(cols, pk.packs[g], self.arith.saturate_pairs, bool(np.any(wz)))
+            finish_requantize_cols(raw, m_sum, self.col_adj[g], wz, self.x_zp, _slice_stage(st, g, og),
+                                   out3[:, g * og:(g + 1) * og, :])
         return out3.reshape(n, c_out, oh, ow)
 
 

@@ -253,3 +253,77 @@ def gemm_u8s8(a, w, a_zp, *, saturate_pairs: bool) -> np.ndarray:
     # the constant K·z_a·z_w folds into the column term: −z_a·(Σw − K·z_w)
     _finish_kernel(raw, row_sum, w.col_sum - K * w.w_zp, w.w_zp, np.int64(a_zp), out)
     return out
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The same product in "columns" layout, for convolutions: raw (N, M) = W (N, K) @ cols (K, M), where cols
+# comes from im2col_t (one column per output pixel). Row n of the result is output channel n, already in
+# NCHW order, and every loop below runs along contiguous rows.
+# ---------------------------------------------------------------------------------------------------------
+@njit(cache=True)
+def _cols_stats_kernel(cols, need_sums, m_sum, k_max):
+    """Per output pixel m: Σ_k a (only if need_sums) and max Σ_k a² ; per k: max_m a."""
+    K, M = cols.shape
+    sq = np.zeros(M, np.float64)
+    if need_sums:
+        for m in range(M):
+            m_sum[m] = 0
+    for k in range(K):
+        row = cols[k]
+        mx = np.float32(0)
+        for m in range(M):
+            v = row[m]
+            sq[m] += v * v
+            mx = max(mx, v)
+        k_max[k] = mx
+        if need_sums:
+            for m in range(M):
+                m_sum[m] += np.int64(row[m])
+    best = 0.0
+    for m in range(M):
+        best = max(best, sq[m])
+    return best
+
+
+@njit(cache=True)
+def _saturation_cols_kernel(cols, raw, risky, risky_w, k_max):
+    """Column-layout twin of ``_saturation_kernel``: for every risky pair (n, k0) that this batch can
+    overflow, raw[n, :] -= (pair sum − its int16-clamped value), swept along contiguous rows."""
+    K, M = cols.shape
+    for r in range(risky.shape[0]):
+        n = risky[r, 0]
+        k0 = risky[r, 1]
+        w0 = risky_w[r, 0]
+        w1 = risky_w[r, 1]
+        c1 = k_max[k0 + 1] if k0 + 1 < K else np.float32(0)
+        hi = k_max[k0] * max(w0, np.float32(0)) + c1 * max(w1, np.float32(0))
+        lo = k_max[k0] * min(w0, np.float32(0)) + c1 * min(w1, np.float32(0))
+        if hi <= 32767.0 and lo >= -32768.0:
+            continue
+        a0 = cols[k0]
+        a1 = cols[k0 + 1] if k0 + 1 < K else cols[k0]
+        if k0 + 1 >= K:
+            w1 = np.float32(0)
+        out = raw[n]
+        for m in range(M):
+            p = a0[m] * w0 + a1[m] * w1
+            out[m] -= p - min(max(p, np.float32(-32768.0)), np.float32(32767.0))
+
+
+def raw_product_cols(cols, packed: PackedWeight, saturate_pairs: bool, need_sums: bool):
+    """Exact raw product in column layout: (raw (N, M), Σ_k a per pixel or None). ``cols`` float32 (K, M)."""
+    K, M = cols.shape
+    m_sum = np.empty(M, np.int64)
+    k_max = np.empty(K, np.float32)
+    norm2 = float(_cols_stats_kernel(cols, need_sums, m_sum, k_max)) if M else 0.0
+    # the float32 norm² may be off by a few ulps: keep a 1e-3 relative margin on the 2^24 bound
+    if float(np.sqrt(norm2)) * packed.norm_max * 1.001 < _F32_EXACT:
+        raw = packed.w_t.T @ cols
+        if saturate_pairs and packed.risky.shape[0]:
+            _saturation_cols_kernel(cols, raw, packed.risky, packed.risky_w, k_max)
+    else:
+        raw = packed.w_t.T.astype(np.float64) @ cols.astype(np.float64)
+        if saturate_pairs and packed.risky.shape[0]:
+            _saturation_cols_kernel(cols.astype(np.float64), raw, packed.risky, packed.risky_w.astype(np.float64),
+                                    k_max.astype(np.float64))
+    return raw, (m_sum if need_sums else None)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-__all__ = ["conv_out_size", "im2col", "im2col_reference"]
+__all__ = ["conv_out_size", "im2col", "im2col_reference", "im2col_t"]
 
 
 def conv_out_size(size: int, k: int, stride: int, pad: int, dilation: int) -> int:
@@ -84,4 +84,42 @@ def im2col(x_nhwc, kh, kw, stride=1, padding=0, dilation=1, pad_value=0, out=Non
     if out is None:
         out = np.empty((n * oh * ow, kh * kw * c), dtype=x_nhwc.dtype)
     _im2col_kernel(x_nhwc, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, x_nhwc.dtype.type(pad_value), out)
+    return out
+
+
+@njit(cache=True)
+def _im2col_t_kernel(x, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, pad_value, out):
+    n, c, h, w = x.shape
+    P = oh * ow
+    for i in range(kh):
+        for j in range(kw):
+            for ch in range(c):
+                row = (i * kw + j) * c + ch
+                for b in range(n):
+                    base = b * P
+                    for y in range(oh):
+                        iy = y * sh - ph + i * dh
+                        if iy < 0 or iy >= h:
+                            for xo in range(ow):
+                                out[row, base + y * ow + xo] = pad_value
+                            continue
+                        for xo in range(ow):
+                            ix = xo * sw - pw + j * dw
+                            if 0 <= ix < w:
+                                out[row, base + y * ow + xo] = x[b, ch, iy, ix]
+                            else:
+                                out[row, base + y * ow + xo] = pad_value
+
+
+def im2col_t(x_nchw, kh, kw, stride=1, padding=0, dilation=1, pad_value=0, out=None, dtype=np.float32):
+    """The same patch matrix, transposed and read straight from NCHW: (KH·KW·C, N·OH·OW), row (kh, kw, c),
+    column (n, oh, ow) — ``im2col_reference(x.transpose(0, 2, 3, 1), ...).T``. The quantized conv kernels
+    use this layout so that ``W (O, K) @ cols`` lands directly in NCHW order."""
+    (sh, sw), (ph, pw), (dh, dw) = _pair(stride, "stride"), _pair(padding, "padding"), _pair(dilation, "dilation")
+    x_nchw = np.ascontiguousarray(x_nchw)
+    n, c, h, w = x_nchw.shape
+    oh, ow = conv_out_size(h, kh, sh, ph, dh), conv_out_size(w, kw, sw, pw, dw)
+    if out is None:
+        out = np.empty((kh * kw * c, n * oh * ow), dtype=dtype)
+    _im2col_t_kernel(x_nchw, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, out.dtype.type(pad_value), out)
     return out

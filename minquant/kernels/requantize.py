@@ -21,7 +21,7 @@ from numba.extending import intrinsic
 from ..affine import quantize
 from .arithmetic import arithmetic, fma_f32_reference
 
-__all__ = ["OutputStage", "output_stage", "requantize", "requantize_reference", "finish_requantize"]
+__all__ = ["OutputStage", "output_stage", "requantize", "requantize_reference", "finish_requantize", "finish_requantize_cols"]
 
 if numba.config.DISABLE_JIT:  # pure-Python run: a NumPy stand-in for the FMA instruction
     def _fma32(a, b, c):
@@ -170,6 +170,74 @@ def _finish_requant_kernel(raw, row_sum, col_adj, w_zp, a_zp, mode, bias_f, bias
         for n in range(N):
             a = np.int64(raw[m, n]) - a_zp * col_adj[n] - w_zp[n] * rs
             out3[b, n, p] = _requant_value(a, n, mode, bias_f, bias_q, mult32, mult64, y_zp, lo, hi)
+
+
+@njit(cache=True, inline="always")
+def _requant_row(acc, n, mode, bias_f, bias_q, mult32, mult64, y_zp, lo, hi, out):
+    """The output stage for one row of int32 accumulators of output channel n: the mode test and the
+    per-channel constants are hoisted out of the loop, so each mode's loop is a straight vectorisable sweep
+    (int32 → float32 conversion, multiply, round, clamp, store)."""
+    L = acc.shape[0]
+    zf = np.float32(y_zp)
+    lof = np.float32(lo)
+    hif = np.float32(hi)
+    if mode == 0:
+        bf = bias_f[n]
+        mu = mult32[0, n]
+        for i in range(L):
+            f = np.float32(np.float32(acc[i]) + bf)
+            t = np.float32(np.rint(np.float32(f * mu))) + zf
+            out[i] = np.uint8(min(max(t, lof), hif))
+    elif mode == 1:
+        bf = bias_f[n]
+        inv = mult32[1, n]
+        mu = mult32[0, n]
+        for i in range(L):
+            f = _fma32(bf, inv, np.float32(acc[i]))
+            t = np.float32(np.rint(np.float32(f * mu))) + zf
+            out[i] = np.uint8(min(max(t, lof), hif))
+    elif mode == 2:
+        bq = np.int32(bias_q[n])
+        mu = mult32[0, n]
+        for i in range(L):
+            t = np.float32(np.rint(np.float32(np.float32(acc[i] + bq) * mu))) + zf
+            out[i] = np.uint8(min(max(t, lof), hif))
+    else:
+        bq = bias_q[n]
+        mu = mult64[n]
+        for i in range(L):
+            t = np.rint(np.float64(np.int64(acc[i]) + bq) * mu) + y_zp
+            out[i] = np.uint8(min(max(t, lo), hi))
+
+
+@njit(cache=True)
+def _finish_requant_cols_kernel(raw, m_sum, col_adj, w_zp, a_zp, mode, bias_f, bias_q, mult32, mult64, y_zp,
+                                lo, hi, out3):
+    """Column-layout twin of ``_finish_requant_kernel``: raw (N, M) with m = b·P + p → out3[b, n, p]."""
+    N, M = raw.shape
+    n_img, _, P = out3.shape
+    acc = np.empty(P, np.int32)
+    for n in range(N):
+        cterm = np.int32(a_zp * col_adj[n])
+        zw = np.int32(w_zp[n])
+        for b in range(n_img):
+            r = raw[n, b * P:(b + 1) * P]
+            for p in range(P):
+                acc[p] = np.int32(r[p]) - cterm
+            if zw != 0:
+                for p in range(P):
+                    acc[p] -= zw * np.int32(m_sum[b * P + p])
+            _requant_row(acc, n, mode, bias_f, bias_q, mult32, mult64, y_zp, lo, hi, out3[b, n])
+
+
+def finish_requantize_cols(raw, m_sum, col_adj, w_zp, a_zp, st: OutputStage, out3):
+    """Column-layout :func:`finish_requantize`: raw (N, M) → out3 (batch, N, P)."""
+    if m_sum is None:
+        m_sum = np.zeros(raw.shape[1], np.int64)
+    _finish_requant_cols_kernel(raw, m_sum, col_adj, w_zp, np.int64(a_zp), st.mode, st.bias_f, st.bias_q,
+                                st.mult32, st.mult64, np.float64(st.y_zp), np.float64(st.lo), np.float64(st.hi),
+                                out3)
+    return out3
 
 
 def finish_requantize(raw, row_sum, col_adj, w_zp, a_zp, st: OutputStage, out3):

@@ -1,0 +1,144 @@
+"""Run a :class:`~minquant.graph.Graph` on a NumPy batch.
+
+Execution is one loop over ``graph.nodes`` (they are in topological order): look up the node's kernel
+by op, call it with the values of the node's inputs, store the result under the node's name. A *kernel*
+is any function ``kernel(node, inputs: list[np.ndarray]) -> np.ndarray``; :data:`FLOAT_KERNELS` maps
+every op of the IR to its float implementation in :mod:`minquant.float_ops`. Another executor (the
+quantized one) passes its own table — the loop, the input checks and the intermediate-value plumbing
+stay the same.
+
+Values nobody reads any more are dropped as the loop goes (peak memory ≈ the widest cut of the graph),
+unless ``intermediates=True`` asks for all of them, or a ``hook(name, value)`` wants to see each one as
+it is produced (e.g. calibration observers, which need not keep them).
+
+This module imports only NumPy (and minquant's NumPy/Numba code).
+"""
+from __future__ import annotations
+
+from typing import Callable, Mapping
+
+import numpy as np
+
+from . import float_ops as F
+from .graph import Graph, Node
+
+__all__ = ["run", "infer_shapes", "FLOAT_KERNELS", "Kernel"]
+
+Kernel = Callable[[Node, list], np.ndarray]
+
+
+def _p(node: Node, name: str):
+    return node.params.get(name)
+
+
+#: op name → float kernel ``(node, inputs) -> output``.
+FLOAT_KERNELS: dict[str, Kernel] = {
+    "conv2d": lambda n, xs: F.conv2d(xs[0], n.params["weight"], _p(n, "bias"), n.attrs.stride, n.attrs.padding,
+                                     n.attrs.dilation, n.attrs.groups),
+    "linear": lambda n, xs: F.linear(xs[0], n.params["weight"], _p(n, "bias")),
+    "batch_norm": lambda n, xs: F.batch_norm(xs[0], n.params["running_mean"], n.params["running_var"],
+                                             n.params["weight"], n.params["bias"], n.attrs.eps),
+    "relu": lambda n, xs: F.relu(xs[0]),
+    "relu6": lambda n, xs: F.relu6(xs[0]),
+    "hardswish": lambda n, xs: F.hardswish(xs[0]),
+    "hardsigmoid": lambda n, xs: F.hardsigmoid(xs[0]),
+    "add": lambda n, xs: F.add(xs[0], xs[1]),
+    "mul": lambda n, xs: F.mul(xs[0], xs[1]),
+    "cat": lambda n, xs: F.cat(xs, n.attrs.dim),
+    "flatten": lambda n, xs: F.flatten(xs[0], n.attrs.start_dim, n.attrs.end_dim),
+    "reshape": lambda n, xs: F.reshape(xs[0], n.attrs.shape),
+    "adaptive_avg_pool2d": lambda n, xs: F.adaptive_avg_pool2d(xs[0], n.attrs.output_size),
+    "avg_pool2d": lambda n, xs: F.avg_pool2d(xs[0], n.attrs.kernel_size, n.attrs.stride, n.attrs.padding,
+                                             n.attrs.ceil_mode, n.attrs.count_include_pad,
+                                             n.attrs.divisor_override),
+    "max_pool2d": lambda n, xs: F.max_pool2d(xs[0], n.attrs.kernel_size, n.attrs.stride, n.attrs.padding,
+                                             n.attrs.dilation, n.attrs.ceil_mode),
+    "identity": lambda n, xs: F.identity(xs[0]),
+}
+
+
+def _bind_inputs(graph: Graph, x) -> dict[str, np.ndarray]:
+    """Map the caller's input(s) to graph input names and check dtype, shape and finiteness."""
+    if isinstance(x, Mapping):
+        feeds = dict(x)
+        if set(feeds) != set(graph.inputs):
+            raise ValueError(f"graph {graph.name!r} takes inputs {graph.inputs}, got {sorted(feeds)}")
+    elif isinstance(x, (list, tuple)):
+        if len(x) != len(graph.inputs):
+            raise ValueError(f"graph {graph.name!r} takes {len(graph.inputs)} input(s), got {len(x)}")
+        feeds = dict(zip(graph.inputs, x))
+    else:
+        if len(graph.inputs) != 1:
+            raise ValueError(f"graph {graph.name!r} takes inputs {graph.inputs}: pass a dict or a list")
+        feeds = {graph.inputs[0]: x}
+    for name, v in feeds.items():
+        if not isinstance(v, np.ndarray):
+            raise ValueError(f"input {name!r} must be a NumPy array, got {type(v).__name__}")
+        if v.dtype != np.float32:
+            raise ValueError(f"input {name!r} must be float32, got {v.dtype} (use x.astype(np.float32))")
+        want = graph.input_shapes.get(name)
+        if want is not None and (v.ndim != len(want) or v.shape[1:] != tuple(want[1:])):
+            raise ValueError(f"input {name!r} has shape {v.shape}; the graph expects (N, {', '.join(map(str, want[1:]))})")
+        if v.shape[0] == 0:
+            raise ValueError(f"input {name!r} is an empty batch")
+        if not np.isfinite(v).all():
+            raise ValueError(f"input {name!r} contains NaN or infinite values")
+    return feeds
+
+
+def run(graph: Graph, x, *, kernels: Mapping[str, Kernel] | None = None, intermediates: bool = False,
+        hook: Callable[[str, np.ndarray], None] | None = None):
+    """Run ``graph`` on a batch.
+
+    ``x``: a float32 array for a one-input graph (batch first, other dims as ``graph.input_shapes``),
+    or a list / dict of arrays by input name. ``kernels`` defaults to :data:`FLOAT_KERNELS`.
+
+    Returns the output array (a tuple of arrays if the graph has several outputs). With
+    ``intermediates=True`` returns ``(output, values)`` where ``values`` maps every graph input and every
+    node name to its value, in execution order. ``hook(name, value)`` is called for every input and node
+    output as soon as it exists."""
+    kernels = FLOAT_KERNELS if kernels is None else kernels
+    env = _bind_inputs(graph, x)
+    if hook is not None:
+        for name, v in env.items():
+            hook(name, v)
+    # after which node each value is no longer needed
+    last_use: dict[str, int] = {}
+    for i, n in enumerate(graph.nodes):
+        for v in n.inputs:
+            last_use[v] = i
+    keep = set(graph.outputs)
+    for i, node in enumerate(graph.nodes):
+        kernel = kernels.get(node.op)
+        if kernel is None:
+            raise ValueError(f"no kernel for op {node.op!r} (node {node.name!r}) in this executor")
+        try:
+            out = kernel(node, [env[v] for v in node.inputs])
+        except ValueError as e:
+            raise ValueError(f"node {node.name!r} ({node.op}, from {node.source or '?'}): {e}") from e
+        env[node.name] = out
+        if hook is not None:
+            hook(node.name, out)
+        if not intermediates:
+            for v in set(node.inputs):
+                if last_use.get(v) == i and v not in keep:
+                    del env[v]
+            if node.name not in last_use and node.name not in keep:
+                del env[node.name]
+    outs = tuple(env[v] for v in graph.outputs)
+    result = outs[0] if len(outs) == 1 else outs
+    return (result, env) if intermediates else result
+
+
+def infer_shapes(graph: Graph, batch: int = 1) -> Graph:
+    """Fill every ``node.shape`` by running the graph once on zeros of ``graph.input_shapes`` (with the
+    batch set to ``batch``). Returns the graph (modified in place)."""
+    missing = [v for v in graph.inputs if v not in graph.input_shapes]
+    if missing:
+        raise ValueError(f"infer_shapes needs graph.input_shapes for inputs {missing}")
+    feeds = {v: np.zeros((batch,) + tuple(graph.input_shapes[v][1:]), np.float32) for v in graph.inputs}
+    shapes: dict[str, tuple[int, ...]] = {}
+    run(graph, feeds, hook=lambda name, v: shapes.__setitem__(name, tuple(v.shape)))
+    for n in graph.nodes:
+        n.shape = shapes[n.name]
+    return graph

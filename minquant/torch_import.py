@@ -1,0 +1,486 @@
+"""Import a PyTorch model into minquant's graph IR with ``torch.fx`` symbolic tracing.
+
+    graph = from_torch(model, (1, 3, 224, 224))     # model in eval mode
+    y = minquant.executor.run(graph, x)             # ≈ model(torch.from_numpy(x)).numpy()
+
+``torch.fx.symbolic_trace`` records ``model.forward`` as a list of calls: to leaf modules (``nn.Conv2d``,
+``nn.ReLU``...), to functions (``operator.add``, ``torch.flatten``, ``F.relu``...) and to tensor methods
+(``x.view``...). Container modules — ``nn.Sequential``, torchvision's blocks, its ``SqueezeExcitation`` —
+are traced *through*, so only their leaves appear. Each call becomes one :class:`~minquant.graph.Node`
+(or none: Dropout, Identity and ``contiguous`` are inference no-ops and are skipped). The example shape
+is pushed through the traced model (``ShapeProp``) to learn every output shape; ``view``/``reshape``/
+``flatten`` are read from those shapes, so ``x.view(x.size(0), -1)`` works.
+
+Node names follow the module tree: a module call is named by its path (``features.0.0``; a module called
+twice gets ``@1`` on its second call, as in torch's ``nn_module_stack``), a function call by the module
+whose ``forward`` made it plus the function (``layer1.0.add``). ``node.source`` records module type / fx
+node for messages.
+
+Supported (exact module types — a subclass such as a QAT ``Conv2d`` may change ``forward``, so it is
+refused rather than silently imported as float): Conv2d (any groups, zero padding), Linear, BatchNorm2d
+(with running statistics), ReLU, ReLU6, Hardtanh(0, 6), Hardswish, Hardsigmoid, AdaptiveAvgPool2d,
+AvgPool2d, MaxPool2d, Flatten, Dropout/Dropout2d/Identity; functions and methods for add, mul, cat,
+flatten, view/reshape, relu/relu6/hardtanh/hardswish/hardsigmoid, adaptive_avg_pool2d, avg_pool2d,
+max_pool2d, dropout. Anything else raises ValueError naming the op and the module / fx node it sits in.
+
+In-place activations (``nn.ReLU(inplace=True)``, ``F.relu(x, inplace=True)``, ``x.relu_()``) overwrite
+their input, so later readers of that input see the activated value: the importer follows this (also
+through Dropout/Identity aliases). fx records ``a += b`` as ``a + b``; like fx itself, the importer does
+not model a later read of the overwritten ``a`` (none of torchvision's models has one).
+
+Later stages (import of torch-quantized models) can pass ``module_handlers`` for more module types; a
+handler is ``handler(importer, fx_node, module)`` and calls :meth:`Importer.emit` (see
+:data:`MODULE_HANDLERS` for examples). This module imports torch; the graph itself holds only NumPy.
+"""
+from __future__ import annotations
+
+import operator
+import re
+from typing import Callable, Mapping
+
+import numpy as np
+
+from .graph import (AdaptiveAvgPool2dAttrs, AvgPool2dAttrs, BatchNormAttrs, CatAttrs, Conv2dAttrs,
+                    FlattenAttrs, Graph, MaxPool2dAttrs, Node, ReshapeAttrs)
+
+__all__ = ["from_torch", "Importer", "MODULE_HANDLERS"]
+
+
+def _arg(fxn, i: int, name: str, default=None):
+    """Argument ``i`` (positional) or ``name`` (keyword) of an fx call, else ``default``."""
+    if len(fxn.args) > i:
+        return fxn.args[i]
+    return fxn.kwargs.get(name, default)
+
+
+class Importer:
+    """Walks an fx-traced model and builds the graph. Handlers call :meth:`emit`, :meth:`value`,
+    :meth:`alias`, :meth:`param`, :meth:`out_shape` and :meth:`fail`."""
+
+    def __init__(self, gm, batch: int, name: str, module_handlers: Mapping[type, Callable]):
+        self.gm = gm
+        self.batch = batch
+        self.name = name
+        self.module_handlers = module_handlers
+        self.value_of: dict = {}      # fx node → IR value name (tensor results only)
+        self.shape_values: set = set()  # fx nodes that compute sizes (x.size(0), x.shape[1]...)
+        self.nodes: list[Node] = []
+        self.used: set[str] = set()
+        self.inputs: list[str] = []
+        self.input_shapes: dict[str, tuple[int, ...]] = {}
+
+    # -- helpers for handlers -------------------------------------------------------------------------
+    def where(self, fxn) -> str:
+        """Human-readable location of an fx node: module path and type, or the enclosing module."""
+        if fxn.op == "call_module":
+            return f"module '{fxn.target}' ({type(self.gm.get_submodule(fxn.target)).__name__})"
+        stack = fxn.meta.get("nn_module_stack") or {}
+        if stack:
+            path, cls = list(stack.values())[-1]
+            inside = f"in the forward of module '{path}' ({getattr(cls, '__name__', cls)})"
+        else:
+            inside = f"in {self.name}.forward"
+        return f"fx node '{fxn.name}' {inside}"
+
+    def fail(self, fxn, problem: str):
+        raise ValueError(f"cannot import {self.where(fxn)}: {problem}")
+
+    def value(self, arg, fxn) -> str:
+        """IR value name of a tensor argument ``arg`` of ``fxn``."""
+        if arg in self.shape_values:
+            self.fail(fxn, f"operand {arg.name!r} is a size, not a tensor (sizes may only feed view/reshape)")
+        if arg not in self.value_of:
+            what = f"constant {arg!r}" if not hasattr(arg, "op") else f"value {arg.name!r}"
+            self.fail(fxn, f"operand {what} is not a tensor produced by the model (constant operands "
+                           "are not supported)")
+        return self.value_of[arg]
+
+    def out_shape(self, fxn) -> tuple[int, ...]:
+        meta = fxn.meta.get("tensor_meta")
+        if meta is None or not hasattr(meta, "shape"):
+            self.fail(fxn, "its result is not a single tensor")
+        return tuple(int(d) for d in meta.shape)
+
+    def param(self, t, fxn, what: str) -> np.ndarray:
+        """A float32 NumPy copy of parameter/buffer ``t``."""
+        import torch
+
+        if t is None:
+            return None
+        if t.dtype != torch.float32:
+            self.fail(fxn, f"{what} is {t.dtype}; minquant imports float32 models only")
+        return t.detach().cpu().numpy().astype(np.float32, copy=True)
+
+    def alias(self, fxn, arg) -> None:
+        """``fxn`` returns its input unchanged (Dropout, Identity...): no node, same value."""
+        self.value_of[fxn] = self.value(arg, fxn)
+
+    def _unique(self, base: str) -> str:
+        name, k = base, 0
+        while name in self.used:
+            k += 1
+            name = f"{base}@{k}"
+        self.used.add(name)
+        return name
+
+    def emit(self, fxn, op: str, inputs: list, attrs=None, params=None, *, inplace: bool = False) -> Node:
+        """Add a node computing ``fxn`` (``inputs``: fx args that are tensors). ``inplace=True``: the op
+        overwrote ``inputs[0]``, so later readers of that value read this node instead."""
+        names = [self.value(a, fxn) for a in inputs]
+        if fxn.op == "call_module":
+            base, source = str(fxn.target), f"{fxn.target} ({type(self.gm.get_submodule(fxn.target)).__name__})"
+        else:
+            stack = fxn.meta.get("nn_module_stack") or {}
+            prefix = list(stack.values())[-1][0] + "." if stack else ""
+            base = prefix + re.sub(r"_\d+$", "", fxn.name)
+            source = f"fx node {fxn.name} ({getattr(fxn.target, '__name__', fxn.target)})"
+        params = {k: v for k, v in (params or {}).items() if v is not None}
+        node = Node(self._unique(base), op, names, attrs, params,
+                    shape=(self.batch,) + self.out_shape(fxn)[1:], source=source)
+        self.nodes.append(node)
+        self.value_of[fxn] = node.name
+        if inplace:
+            old = names[0]
+            for k, v in list(self.value_of.items()):
+                if v == old:
+                    self.value_of[k] = node.name
+        return node
+
+    # -- the walk -------------------------------------------------------------------------------------
+    def build(self) -> Graph:
+        outputs: list[str] = []
+        for fxn in self.gm.graph.nodes:
+            if fxn.op == "placeholder":
+                if self.inputs:
+                    self.fail(fxn, "the model takes more than one input; from_torch supports one")
+                name = self._unique(fxn.name)
+                self.inputs.append(name)
+                self.value_of[fxn] = name
+                self.input_shapes[name] = (self.batch,) + self.out_shape(fxn)[1:]
+            elif fxn.op == "call_module":
+                mod = self.gm.get_submodule(fxn.target)
+                handler = self.module_handlers.get(type(mod))
+                if handler is None:
+                    known = [b.__name__ for b in type(mod).__mro__[1:] if b in self.module_handlers]
+                    hint = (f" (a subclass of {known[0]}, which may change its forward: only exact types "
+                            "are imported)") if known else ""
+                    self.fail(fxn, f"unsupported module type {type(mod).__module__}.{type(mod).__name__}{hint}")
+                handler(self, fxn, mod)
+            elif fxn.op in ("call_function", "call_method"):
+                if self._is_shape_value(fxn):
+                    self.shape_values.add(fxn)
+                    continue
+                key = fxn.target if fxn.op == "call_function" else ("method", fxn.target)
+                handler = _FUNCTION_HANDLERS.get(key) if _hashable(key) else None
+                if handler is None:
+                    what = (f"function {getattr(fxn.target, '__module__', '') or ''}"
+                            f"{'.' if getattr(fxn.target, '__module__', None) else ''}"
+                            f"{getattr(fxn.target, '__name__', fxn.target)}"
+                            if fxn.op == "call_function" else f"tensor method .{fxn.target}()")
+                    self.fail(fxn, f"unsupported op: {what}")
+                handler(self, fxn)
+            elif fxn.op == "get_attr":
+                self.fail(fxn, f"reads the tensor attribute '{fxn.target}' directly (only module calls "
+                               "may use parameters)")
+            elif fxn.op == "output":
+                res = fxn.args[0]
+                items = list(res) if isinstance(res, (tuple, list)) else [res]
+                for r in items:
+                    outputs.append(self.value(r, fxn))
+        graph = Graph(self.inputs, self.nodes, outputs, self.input_shapes, name=self.name)
+        return graph
+
+    def _is_shape_value(self, fxn) -> bool:
+        """Does ``fxn`` compute a size (``x.size(0)``, ``x.shape[1]``, arithmetic on sizes)?"""
+        if fxn.meta.get("tensor_meta") is not None:
+            return False
+        if fxn.op == "call_method" and fxn.target in ("size", "dim"):
+            return True
+        if fxn.op == "call_function" and fxn.target is getattr and _arg(fxn, 1, "name") == "shape":
+            return True
+        if fxn.op == "call_function" and fxn.target in (operator.getitem, operator.add, operator.mul,
+                                                         operator.floordiv, operator.sub):
+            args = list(fxn.args)
+            return all(a in self.shape_values or isinstance(a, (int, slice)) for a in args) and any(
+                a in self.shape_values for a in args)
+        return False
+
+
+def _hashable(k) -> bool:
+    try:
+        hash(k)
+        return True
+    except TypeError:
+        return False
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Module handlers
+# ----------------------------------------------------------------------------------------------------------
+
+def _conv2d(imp: Importer, fxn, m) -> None:
+    if m.padding_mode != "zeros":
+        imp.fail(fxn, f"padding_mode={m.padding_mode!r}; only zero padding is supported")
+    padding = m.padding
+    if isinstance(padding, str):
+        if padding == "valid":
+            padding = (0, 0)
+        else:  # 'same' (stride 1): total d·(k − 1) per axis, torch puts the odd pixel on the right
+            totals = [d * (k - 1) for d, k in zip(m.dilation, m.kernel_size)]
+            if any(t % 2 for t in totals):
+                imp.fail(fxn, "padding='same' with an even effective kernel pads asymmetrically; unsupported")
+            padding = tuple(t // 2 for t in totals)
+    attrs = Conv2dAttrs(m.stride, padding, m.dilation, m.groups)
+    imp.emit(fxn, "conv2d", [fxn.args[0]], attrs,
+             {"weight": imp.param(m.weight, fxn, "weight"), "bias": imp.param(m.bias, fxn, "bias")})
+
+
+def _linear(imp: Importer, fxn, m) -> None:
+    imp.emit(fxn, "linear", [fxn.args[0]], None,
+             {"weight": imp.param(m.weight, fxn, "weight"), "bias": imp.param(m.bias, fxn, "bias")})
+
+
+def _batch_norm(imp: Importer, fxn, m) -> None:
+    if not m.track_running_stats or m.running_mean is None:
+        imp.fail(fxn, "BatchNorm without running statistics normalises with batch statistics at inference")
+    c = m.num_features
+    weight = imp.param(m.weight, fxn, "weight") if m.affine else np.ones(c, np.float32)
+    bias = imp.param(m.bias, fxn, "bias") if m.affine else np.zeros(c, np.float32)
+    imp.emit(fxn, "batch_norm", [fxn.args[0]], BatchNormAttrs(m.eps),
+             {"running_mean": imp.param(m.running_mean, fxn, "running_mean"),
+              "running_var": imp.param(m.running_var, fxn, "running_var"), "weight": weight, "bias": bias})
+
+
+def _activation(op: str):
+    def handler(imp: Importer, fxn, m) -> None:
+        imp.emit(fxn, op, [fxn.args[0]], inplace=bool(getattr(m, "inplace", False)))
+    return handler
+
+
+def _hardtanh(imp: Importer, fxn, m) -> None:
+    if (float(m.min_val), float(m.max_val)) != (0.0, 6.0):
+        imp.fail(fxn, f"Hardtanh({m.min_val}, {m.max_val}) is supported only as ReLU6 = Hardtanh(0, 6)")
+    imp.emit(fxn, "relu6", [fxn.args[0]], inplace=bool(m.inplace))
+
+
+def _adaptive_avg_pool2d(imp: Importer, fxn, m) -> None:
+    imp.emit(fxn, "adaptive_avg_pool2d", [fxn.args[0]], AdaptiveAvgPool2dAttrs(imp.out_shape(fxn)[-2:]))
+
+
+def _avg_pool2d(imp: Importer, fxn, m) -> None:
+    imp.emit(fxn, "avg_pool2d", [fxn.args[0]],
+             AvgPool2dAttrs(m.kernel_size, m.stride if m.stride is not None else m.kernel_size, m.padding,
+                            m.ceil_mode, m.count_include_pad, m.divisor_override))
+
+
+def _max_pool2d(imp: Importer, fxn, m) -> None:
+    if m.return_indices:
+        imp.fail(fxn, "MaxPool2d(return_indices=True) is not supported")
+    imp.emit(fxn, "max_pool2d", [fxn.args[0]],
+             MaxPool2dAttrs(m.kernel_size, m.stride if m.stride is not None else m.kernel_size, m.padding,
+                            m.dilation, m.ceil_mode))
+
+
+def _flatten_module(imp: Importer, fxn, m) -> None:
+    _emit_flatten(imp, fxn, m.start_dim, m.end_dim)
+
+
+def _identity_module(imp: Importer, fxn, m) -> None:
+    imp.alias(fxn, fxn.args[0])
+
+
+def _module_handlers() -> dict:
+    import torch.nn as nn
+    return {
+        nn.Conv2d: _conv2d, nn.Linear: _linear, nn.BatchNorm2d: _batch_norm,
+        nn.ReLU: _activation("relu"), nn.ReLU6: _activation("relu6"), nn.Hardtanh: _hardtanh,
+        nn.Hardswish: _activation("hardswish"), nn.Hardsigmoid: _activation("hardsigmoid"),
+        nn.AdaptiveAvgPool2d: _adaptive_avg_pool2d, nn.AvgPool2d: _avg_pool2d, nn.MaxPool2d: _max_pool2d,
+        nn.Flatten: _flatten_module, nn.Dropout: _identity_module, nn.Dropout2d: _identity_module,
+        nn.Identity: _identity_module,
+    }
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Function / method handlers
+# ----------------------------------------------------------------------------------------------------------
+
+def _rank(imp: Importer, arg) -> int:
+    return len(imp.out_shape(arg))
+
+
+def _emit_flatten(imp: Importer, fxn, start_dim, end_dim) -> None:
+    x = fxn.args[0]
+    r = _rank(imp, x)
+    s, e = int(start_dim) % r, int(end_dim) % r
+    if s == 0:
+        imp.fail(fxn, "flatten from dim 0 would merge the batch dimension (use start_dim=1)")
+    if s > e:
+        imp.fail(fxn, f"flatten start_dim {start_dim} comes after end_dim {end_dim}")
+    imp.emit(fxn, "flatten", [x], FlattenAttrs(s, -1 if e == r - 1 else e))
+
+
+def _binary(op: str):
+    def handler(imp: Importer, fxn) -> None:
+        if len(fxn.args) < 2 and "other" not in fxn.kwargs:
+            imp.fail(fxn, f"{op} needs two operands")
+        alpha = fxn.kwargs.get("alpha", 1)
+        if alpha != 1:
+            imp.fail(fxn, f"{op} with alpha={alpha} is not supported")
+        inplace = fxn.op == "call_method" and str(fxn.target).endswith("_")
+        imp.emit(fxn, op, [fxn.args[0], _arg(fxn, 1, "other")], inplace=inplace)
+    return handler
+
+
+def _unary_fn(op: str):
+    def handler(imp: Importer, fxn) -> None:
+        inplace = bool(_arg(fxn, 1, "inplace", False)) if fxn.op == "call_function" else str(fxn.target).endswith("_")
+        if fxn.op == "call_function" and getattr(fxn.target, "__name__", "").endswith("_"):
+            inplace = True  # torch.relu_
+        imp.emit(fxn, op, [fxn.args[0]], inplace=inplace)
+    return handler
+
+
+def _hardtanh_fn(imp: Importer, fxn) -> None:
+    lo, hi = float(_arg(fxn, 1, "min_val", -1.0)), float(_arg(fxn, 2, "max_val", 1.0))
+    if (lo, hi) != (0.0, 6.0):
+        imp.fail(fxn, f"hardtanh({lo}, {hi}) is supported only as relu6 = hardtanh(0, 6)")
+    imp.emit(fxn, "relu6", [fxn.args[0]], inplace=bool(_arg(fxn, 3, "inplace", False)))
+
+
+def _cat(imp: Importer, fxn) -> None:
+    tensors = _arg(fxn, 0, "tensors")
+    if not isinstance(tensors, (list, tuple)) or not tensors:
+        imp.fail(fxn, "cat needs a list of tensors")
+    r = _rank(imp, tensors[0])
+    dim = int(_arg(fxn, 1, "dim", 0)) % r
+    if dim == 0:
+        imp.fail(fxn, "cat along dim 0 (the batch) is not supported")
+    imp.emit(fxn, "cat", list(tensors), CatAttrs(dim))
+
+
+def _flatten_fn(imp: Importer, fxn) -> None:
+    _emit_flatten(imp, fxn, _arg(fxn, 1, "start_dim", 0), _arg(fxn, 2, "end_dim", -1))
+
+
+def _reshape(imp: Importer, fxn) -> None:
+    x = fxn.args[0]
+    before, after = imp.out_shape(x), imp.out_shape(fxn)
+    if after[0] != before[0] or len(after) < 1:
+        imp.fail(fxn, f"reshape from {before} to {after} changes the batch dimension")
+    imp.emit(fxn, "reshape", [x], ReshapeAttrs(after[1:]))
+
+
+def _adaptive_avg_pool2d_fn(imp: Importer, fxn) -> None:
+    imp.emit(fxn, "adaptive_avg_pool2d", [fxn.args[0]], AdaptiveAvgPool2dAttrs(imp.out_shape(fxn)[-2:]))
+
+
+def _avg_pool2d_fn(imp: Importer, fxn) -> None:
+    k = _arg(fxn, 1, "kernel_size")
+    stride = _arg(fxn, 2, "stride", None)
+    if stride is None or (isinstance(stride, (list, tuple)) and len(stride) == 0):
+        stride = k
+    imp.emit(fxn, "avg_pool2d", [fxn.args[0]],
+             AvgPool2dAttrs(k, stride, _arg(fxn, 3, "padding", 0), _arg(fxn, 4, "ceil_mode", False),
+                            _arg(fxn, 5, "count_include_pad", True), _arg(fxn, 6, "divisor_override", None)))
+
+
+def _max_pool2d_fn(imp: Importer, fxn) -> None:
+    if _arg(fxn, 6, "return_indices", False):
+        imp.fail(fxn, "max_pool2d(return_indices=True) is not supported")
+    k = _arg(fxn, 1, "kernel_size")
+    stride = _arg(fxn, 2, "stride", None)
+    if stride is None or (isinstance(stride, (list, tuple)) and len(stride) == 0):
+        stride = k
+    imp.emit(fxn, "max_pool2d", [fxn.args[0]],
+             MaxPool2dAttrs(k, stride, _arg(fxn, 3, "padding", 0), _arg(fxn, 4, "dilation", 1),
+                            _arg(fxn, 5, "ceil_mode", False)))
+
+
+def _dropout_fn(imp: Importer, fxn) -> None:
+    if _arg(fxn, 2, "training", True):
+        imp.fail(fxn, "F.dropout(training=True) drops values at random; pass training=self.training "
+                      "and put the model in eval mode")
+    imp.alias(fxn, fxn.args[0])
+
+
+def _identity_fn(imp: Importer, fxn) -> None:
+    imp.alias(fxn, fxn.args[0])
+
+
+def _function_handlers() -> dict:
+    import torch
+    import torch.nn.functional as F
+    h = {
+        operator.add: _binary("add"), torch.add: _binary("add"),
+        operator.mul: _binary("mul"), torch.mul: _binary("mul"),
+        torch.cat: _cat, torch.concat: _cat, torch.concatenate: _cat,
+        torch.flatten: _flatten_fn, torch.reshape: _reshape,
+        torch.relu: _unary_fn("relu"), torch.relu_: _unary_fn("relu"), F.relu: _unary_fn("relu"),
+        F.relu6: _unary_fn("relu6"), F.hardtanh: _hardtanh_fn,
+        F.hardswish: _unary_fn("hardswish"), F.hardsigmoid: _unary_fn("hardsigmoid"),
+        F.adaptive_avg_pool2d: _adaptive_avg_pool2d_fn, F.avg_pool2d: _avg_pool2d_fn,
+        F.max_pool2d: _max_pool2d_fn, F.dropout: _dropout_fn, F.dropout2d: _dropout_fn,
+    }
+    for name, fn in (("add", _binary("add")), ("add_", _binary("add")), ("mul", _binary("mul")),
+                     ("mul_", _binary("mul")), ("relu", _unary_fn("relu")), ("relu_", _unary_fn("relu")),
+                     ("flatten", _flatten_fn), ("view", _reshape), ("reshape", _reshape),
+                     ("contiguous", _identity_fn)):
+        h[("method", name)] = fn
+    return h
+
+
+MODULE_HANDLERS: dict = {}
+_FUNCTION_HANDLERS: dict = {}
+
+
+def _ensure_tables() -> None:
+    if not MODULE_HANDLERS:
+        MODULE_HANDLERS.update(_module_handlers())
+        _FUNCTION_HANDLERS.update(_function_handlers())
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Entry point
+# ----------------------------------------------------------------------------------------------------------
+
+def from_torch(model, example_input_shape, *, name: str | None = None,
+               module_handlers: Mapping[type, Callable] | None = None) -> Graph:
+    """Trace ``model`` (an ``nn.Module`` in eval mode, float32) with torch.fx and return its :class:`Graph`.
+
+    ``example_input_shape`` is the input shape with the batch first, e.g. ``(1, 3, 224, 224)``; the graph
+    then accepts any batch size. Shapes are propagated with a batch of at least 2, so a reshape that
+    would mix the batch into other dimensions is caught. ``module_handlers`` adds or overrides handlers
+    by exact module type. Raises ValueError for a model in training mode, a model fx cannot trace,
+    non-float32 parameters, or an unsupported op (naming the op and the module / fx node it sits in)."""
+    import torch
+    import torch.fx
+    from torch.fx.passes.shape_prop import ShapeProp
+
+    _ensure_tables()
+    if not isinstance(model, torch.nn.Module):
+        raise ValueError(f"from_torch needs a torch.nn.Module, got {type(model).__name__}")
+    training = [n or type(model).__name__ for n, m in model.named_modules() if m.training]
+    if training:
+        raise ValueError(f"model is in training mode (e.g. {training[0]!r}); call model.eval() first — minquant "
+                         "imports inference semantics (BatchNorm running statistics, no dropout)")
+    try:
+        shape = tuple(int(d) for d in example_input_shape)
+    except TypeError:
+        raise ValueError(f"example_input_shape must be a tuple of ints, got {example_input_shape!r}") from None
+    if len(shape) < 2 or min(shape) < 1:
+        raise ValueError(f"example_input_shape must be (batch, ...) with positive sizes, got {shape}")
+    label = name or type(model).__name__
+    try:
+        gm = torch.fx.symbolic_trace(model)
+    except Exception as e:  # data-dependent control flow and the like
+        raise ValueError(f"torch.fx could not trace {label}: {type(e).__name__}: {e}") from e
+    probe = (max(2, shape[0]),) + shape[1:]
+    try:
+        with torch.no_grad():
+            ShapeProp(gm).propagate(torch.zeros(probe, dtype=torch.float32))
+    except Exception as e:
+        raise ValueError(f"{label} does not run on an input of shape {probe}: {type(e).__name__}: {e}") from e
+    handlers = dict(MODULE_HANDLERS)
+    handlers.update(module_handlers or {})
+    return Importer(gm, shape[0], label, handlers).build()
