@@ -86,8 +86,9 @@ def conv_case(draw):
     pad = 0 if kind == "pointwise" else draw(st.integers(0, max(kh, kw) // 2 + 1))
     dil = 1 if kind == "pointwise" else draw(st.integers(1, 2))
     n = draw(st.integers(1, 2))
-    h = draw(st.integers(max(1, dil * (kh - 1) + 1 - 2 * pad), 14))
-    w = draw(st.integers(max(1, dil * (kw - 1) + 1 - 2 * pad), 14))
+    size_max = 40 if kind.startswith("depthwise") else 14   # depthwise has a row path for wide images
+    h = draw(st.integers(max(1, dil * (kh - 1) + 1 - 2 * pad), size_max))
+    w = draw(st.integers(max(1, dil * (kw - 1) + 1 - 2 * pad), size_max))
     if kind in ("dense", "pointwise"):
         groups, cin, cout = 1, draw(st.integers(1, 24)), draw(st.integers(1, 24))
     elif kind == "depthwise":

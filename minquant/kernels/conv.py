@@ -95,6 +95,9 @@ class PackedConvWeight:
         if self.depthwise:
             self.taps = np.ascontiguousarray(w_q.reshape(c_out, kh * kw).astype(np.float32))
             self.tap_sum = self.taps.astype(np.int64).sum(1)
+            k = kh * kw
+            self.taps_t = np.zeros((k + k % 2, c_out), np.float32)   # (K even, C): channels-last taps
+            self.taps_t[:k] = self.taps.T
             self.packs = None
         else:
             self.taps = None
@@ -108,59 +111,144 @@ def pack_conv_weight(w_q, w_zp=0, groups=1) -> PackedConvWeight:
 
 
 @njit(cache=True)
-def _depthwise_kernel(xp, taps, tap_sum, w_zp, x_zp, kh, kw, sh, sw, dh, dw, mult, sat_lo, sat_hi,
+def _depthwise_kernel(planes, taps, tap_sum, w_zp, x_zp, kh, kw, sh, sw, dh, dw, mult, sat_lo, sat_hi,
                       mode, bias_f, bias_q, mult32, mult64, y_zp, lo, hi, out):
-    """Depthwise-style conv straight from the zero-point-padded NCHW input ``xp`` to NCHW codes.
+    """Depthwise-style conv straight from the zero-point-padded input to NCHW codes.
 
-    Output channel o reads input channel o // mult. For every output row the taps are taken in pairs
-    (t, t+1) in (kh, kw) order; each pair's sum of products is clamped to [sat_lo, sat_hi] (the int16
-    range when the emulated framework saturates, step 8; otherwise no clamp) and accumulated along the row.
-    The arithmetic runs in float32 on exact integers (a pair is < 2^17, a row sum < 2^24 for KH·KW ≤ 255),
-    which lets the inner loop be a vectorised sweep over output columns. Then the zero-point terms (step 4)
-    and the output stage (step 7)."""
-    n_img = xp.shape[0]
+    ``planes[φ, b, c, row, q]`` = padded input column q·sw + φ (the input split by column phase, so that
+    the stride becomes 1 inside each plane). Output channel o reads input channel o // mult. For every output
+    row the taps are taken in pairs (t, t+1) in (kh, kw) order; each pair's sum of products is clamped to
+    [sat_lo, sat_hi] (the int16 range when the emulated framework saturates, step 8; otherwise no clamp) and
+    accumulated along the row. The arithmetic runs in float32 on exact integers (a pair is < 2^17, a row sum
+    < 2^24 for KH·KW ≤ 255), so the inner loop is a vectorised sweep over contiguous output columns. Then
+    the zero-point terms (step 4) and the output stage (step 7)."""
+    n_phase, n_img, c_in, hp, wq = planes.shape
+    flat = planes.reshape(-1)
     c_out = taps.shape[0]
     oh, ow = out.shape[2], out.shape[3]
     K = kh * kw
-    acc = np.empty(ow, np.float32)
-    asum = np.empty(ow, np.float32)
-    acc_i = np.empty(ow, np.int32)
+    acc = np.empty(oh * ow, np.float32)
+    acc_i = np.empty(oh * ow, np.int32)
     for b in range(n_img):
         for o in range(c_out):
             c = o // mult
             zw = w_zp[o]
-            for y in range(oh):
+            cterm = np.int32(x_zp * tap_sum[o] - K * x_zp * zw)
+            acc[:] = 0
+            for t in range(0, K, 2):
+                i0 = t // kw
+                c0 = (t - i0 * kw) * dw
+                w0 = taps[o, t]
+                if t + 1 < K:
+                    i1 = (t + 1) // kw
+                    c1 = (t + 1 - i1 * kw) * dw
+                    w1 = taps[o, t + 1]
+                else:
+                    i1, c1, w1 = i0, c0, np.float32(0)
+                plane0 = (((c0 % sw) * n_img + b) * c_in + c) * hp
+                plane1 = (((c1 % sw) * n_img + b) * c_in + c) * hp
+                for y in range(oh):
+                    base0 = (plane0 + y * sh + i0 * dh) * wq + c0 // sw
+                    base1 = (plane1 + y * sh + i1 * dh) * wq + c1 // sw
+                    r0 = flat[base0:base0 + ow]     # 1-D slices keep the loop vectorisable
+                    r1 = flat[base1:base1 + ow]
+                    ar = acc[y * ow:(y + 1) * ow]
+                    for xo in range(ow):
+                        p = r0[xo] * w0 + r1[xo] * w1
+                        ar[xo] += min(max(p, sat_lo), sat_hi)
+            for i in range(oh * ow):
+                acc_i[i] = np.int32(acc[i]) - cterm
+            if zw != 0:
+                for t in range(K):
+                    i0 = t // kw
+                    c0 = (t - i0 * kw) * dw
+                    plane0 = (((c0 % sw) * n_img + b) * c_in + c) * hp
+                    for y in range(oh):
+                        base0 = (plane0 + y * sh + i0 * dh) * wq + c0 // sw
+                        for xo in range(ow):
+                            acc_i[y * ow + xo] -= np.int32(zw) * np.int32(flat[base0 + xo])
+            _requant_row(acc_i, o, mode, bias_f, bias_q, mult32, mult64, y_zp, lo, hi, out[b, o].reshape(oh * ow))
+
+
+@njit(cache=True)
+def _phase_planes_kernel(x, ph, pw, pad_value, planes):
+    sw, n, c, hp, wq = planes.shape
+    h, w = x.shape[2], x.shape[3]
+    for phase in range(sw):
+        q_lo = max(0, -(-(pw - phase) // sw))          # first q with q·sw + phase − pw ≥ 0
+        q_hi = min(wq, (w - 1 + pw - phase) // sw + 1)  # one past the last q with col < w
+        for b in range(n):
+            for ch in range(c):
+                for yp in range(hp):
+                    row = planes[phase, b, ch, yp]
+                    y = yp - ph
+                    if y < 0 or y >= h or q_hi <= q_lo:
+                        row[:] = pad_value
+                        continue
+                    src = x[b, ch, y]
+                    row[:q_lo] = pad_value
+                    row[q_hi:] = pad_value
+                    for q in range(q_lo, q_hi):
+                        row[q] = src[q * sw + phase - pw]
+
+
+@njit(cache=True)
+def _depthwise_nhwc_kernel(planes, taps_t, tap_sum, x_zp, kh, kw, sh, sw, dh, dw, sat_lo, sat_hi,
+                           mode, bias_f, bias_q, mult32, mult64, y_zp, lo, hi, out):
+    """Channel-vectorised variant of :func:`_depthwise_kernel` for small images (few output columns, many
+    channels): ``planes[φ, b, row, q, c]`` is channels-last, ``taps_t`` is (K rounded up to even, C) with a
+    zero row for an odd K. Same pairs, same clamps, same order, so the same integers; one input channel per
+    output channel, weight zero points 0."""
+    n_img = planes.shape[1]
+    K = kh * kw
+    C = taps_t.shape[1]
+    oh, ow = out.shape[2], out.shape[3]
+    acc = np.empty(C, np.float32)
+    raw = np.empty((C, oh * ow), np.int32)
+    for b in range(n_img):
+        for y in range(oh):
+            for xo in range(ow):
                 acc[:] = 0
                 for t in range(0, K, 2):
                     i0 = t // kw
-                    j0 = t - i0 * kw
-                    w0 = taps[o, t]
+                    c0 = (t - i0 * kw) * dw
                     if t + 1 < K:
                         i1 = (t + 1) // kw
-                        j1 = t + 1 - i1 * kw
-                        w1 = taps[o, t + 1]
+                        c1 = (t + 1 - i1 * kw) * dw
                     else:
-                        i1, j1, w1 = i0, j0, np.float32(0)
-                    r0 = xp[b, c, y * sh + i0 * dh, j0 * dw:]
-                    r1 = xp[b, c, y * sh + i1 * dh, j1 * dw:]
-                    for xo in range(ow):
-                        p = r0[xo * sw] * w0 + r1[xo * sw] * w1
-                        acc[xo] += min(max(p, sat_lo), sat_hi)
-                if zw != 0:
-                    asum[:] = 0
-                    for t in range(K):
-                        i0 = t // kw
-                        j0 = t - i0 * kw
-                        r0 = xp[b, c, y * sh + i0 * dh, j0 * dw:]
-                        for xo in range(ow):
-                            asum[xo] += r0[xo * sw]
-                cterm = np.int32(x_zp * tap_sum[o] - K * x_zp * zw)
-                for xo in range(ow):
-                    acc_i[xo] = np.int32(acc[xo]) - cterm
-                if zw != 0:
-                    for xo in range(ow):
-                        acc_i[xo] -= np.int32(zw) * np.int32(asum[xo])
-                _requant_row(acc_i, o, mode, bias_f, bias_q, mult32, mult64, y_zp, lo, hi, out[b, o, y])
+                        i1, c1 = i0, c0
+                    r0 = planes[c0 % sw, b, y * sh + i0 * dh, xo + c0 // sw]
+                    r1 = planes[c1 % sw, b, y * sh + i1 * dh, xo + c1 // sw]
+                    w0 = taps_t[t]
+                    w1 = taps_t[t + 1]
+                    for ch in range(C):
+                        p = r0[ch] * w0[ch] + r1[ch] * w1[ch]
+                        acc[ch] += min(max(p, sat_lo), sat_hi)
+                m = y * ow + xo
+                for ch in range(C):
+                    raw[ch, m] = np.int32(acc[ch]) - np.int32(x_zp * tap_sum[ch])
+        for ch in range(C):
+            _requant_row(raw[ch], ch, mode, bias_f, bias_q, mult32, mult64, y_zp, lo, hi,
+                         out[b, ch].reshape(oh * ow))
+
+
+def _phase_planes_nhwc(x_q, ph, pw, sw, pad_value):
+    """Channels-last twin of :func:`_phase_planes`: planes[φ, b, row, q, c] = padded[b, c, row, q·sw + φ]."""
+    n, c, h, w = x_q.shape
+    wp = w + 2 * pw
+    wq = -(-wp // sw)
+    padded = np.full((n, h + 2 * ph, wq * sw, c), pad_value, np.float32)
+    padded[:, ph:ph + h, pw:pw + w, :] = x_q.transpose(0, 2, 3, 1)
+    return np.ascontiguousarray(padded.reshape(n, h + 2 * ph, wq, sw, c).transpose(3, 0, 1, 2, 4))
+
+
+def _phase_planes(x_q, ph, pw, sw, pad_value):
+    """Zero-point-padded float32 input split by column phase: planes[φ, ..., q] = padded[..., q·sw + φ]."""
+    n, c, h, w = x_q.shape
+    wq = -(-(w + 2 * pw) // sw)
+    planes = np.empty((sw, n, c, h + 2 * ph, wq), np.float32)
+    _phase_planes_kernel(np.ascontiguousarray(x_q), ph, pw, np.float32(pad_value), planes)
+    return planes
 
 
 class QConv2d:
@@ -203,11 +291,16 @@ class QConv2d:
             lo_s, hi_s = (-32768.0, 32767.0) if saturate else (-2.0 ** 30, 2.0 ** 30)
             if kh * kw > 255:
                 raise ValueError(f"depthwise kernel {kh}x{kw} too large for the exact float32 accumulator")
-            xp = np.empty((n, c_in, h + 2 * ph, w + 2 * pw), np.float32)   # padded with z_x, as float32
-            xp[...] = self.x_zp
-            xp[:, :, ph:ph + h, pw:pw + w] = x_q
             out = np.empty((n, c_out, oh, ow), np.uint8)
-            _depthwise_kernel(xp, pk.taps, pk.tap_sum, pk.w_zp, np.int64(self.x_zp),
+            if mult == 1 and ow < 16 and not np.any(pk.w_zp):   # small image, many channels: vectorise over C
+                planes = _phase_planes_nhwc(x_q, ph, pw, sw, self.x_zp)
+                _depthwise_nhwc_kernel(planes, pk.taps_t, pk.tap_sum, np.int64(self.x_zp), kh, kw, sh, sw, dh, dw,
+                                       np.float32(lo_s), np.float32(hi_s), st.mode, st.bias_f, st.bias_q,
+                                       st.mult32, st.mult64, np.float64(st.y_zp), np.float64(st.lo),
+                                       np.float64(st.hi), out)
+                return out
+            planes = _phase_planes(x_q, ph, pw, sw, self.x_zp)
+            _depthwise_kernel(planes, pk.taps, pk.tap_sum, pk.w_zp, np.int64(self.x_zp),
                               kh, kw, sh, sw, dh, dw, mult, np.float32(lo_s), np.float32(hi_s), st.mode, st.bias_f,
                               st.bias_q, st.mult32, st.mult64, np.float64(st.y_zp), np.float64(st.lo),
                               np.float64(st.hi), out)

@@ -141,28 +141,6 @@ def _rows_kernel(a, a_f, row_sum, col_max):
 
 
 @njit(cache=True)
-def _stats_kernel(a_f, row_sum, col_max):
-    """The same statistics for rows already in float32 (im2col output)."""
-    M, K = a_f.shape
-    for k in range(K):
-        col_max[k] = 0
-    best = 0.0
-    for m in range(M):
-        s = 0.0
-        s2 = 0.0
-        for k in range(K):
-            v = a_f[m, k]
-            s += v
-            s2 += v * v
-            if v > col_max[k]:
-                col_max[k] = v
-        row_sum[m] = np.int64(s)
-        if s2 > best:
-            best = s2
-    return best
-
-
-@njit(cache=True)
 def _saturation_kernel(a_f, raw, risky, risky_w, col_max):
     """Subtract, for every pair that really overflows int16, its excess from the exact raw product.
 
@@ -220,15 +198,6 @@ def prepare_rows(a):
     col_max = np.empty(K, np.float32)
     norm2 = _rows_kernel(a, a_f, row_sum, col_max) if M else 0
     return a_f, row_sum, col_max, float(norm2)
-
-
-def prepare_rows_f32(a_f):
-    """Statistics of rows that are already float32 (exact small integers), e.g. from im2col."""
-    M, K = a_f.shape
-    row_sum = np.empty(M, np.int64)
-    col_max = np.empty(K, np.float32)
-    norm2 = _stats_kernel(a_f, row_sum, col_max) if M else 0.0
-    return row_sum, col_max, float(norm2)
 
 
 @njit(cache=True)

@@ -1,0 +1,217 @@
+"""Quantized residual add: two uint8 tensors with their own (scale, zero point) → a third
+(docs/quantization.md, step 10; the output stage is step 7, the one-LSB differences step 6).
+
+    real sum      y   = s_a·(a − z_a) + s_b·(b − z_b)                         (step 1, twice)
+    its code      y_q = clamp(z_y + rne(y / s_y), lo, 255)                    (step 3)
+                  lo  = z_y with a fused ReLU (real 0 is the code z_y, step 2), else 0
+
+Every framework evaluates this same formula, each with its own roundings (``emulate=``):
+
+``"fbgemm"``      PyTorch engines fbgemm / x86 (``torch.ops.quantized.add`` / ``add_relu``): dequantize to
+                  float32, add, requantize. Two dequantizers run side by side: the SIMD loop (AVX2: blocks
+                  of 64 elements, the first ``64·⌊n/64⌋``) computes ``fma(s, f32(q), f32(s·(−z)))`` — one
+                  rounding, with the product ``s·z`` rounded first — and the scalar loop for the remaining
+                  ``n mod 64`` elements ``f32(f32(q − z)·s)``. They differ in the last bit for ~45% of codes,
+                  and that flips the output code for a few inputs in ten thousand, so *where* an element
+                  sits decides its rounding. Then ``c = f32(a_f + b_f)`` (ReLU: ``max(c, 0)``) and
+                  ``clamp(rne(f32(c · f32(1/s_y))) + z_y)`` — torch's quantize rule (step 3).
+``"qnnpack"``     PyTorch engine qnnpack: fixed point. With ``r_a = f32(s_a/s_y)``, ``r_b = f32(s_b/s_y)`` in
+                  [2⁻¹⁴, 2⁸) (else qnnpack refuses: ``ValueError`` here), ``shift = 21 − exponent(max(r_a, r_b))``
+                  and integer multipliers ``m = rne(r·2^shift)`` (< 2²²):
+                  ``acc = m_a·(a − z_a) + m_b·(b − z_b)``; ``out = (acc >> shift) + (remainder > half)``,
+                  the remainder taken toward zero — round half *away from zero*; then ``clamp(out + z_y)``.
+``"onnxruntime"`` ONNX Runtime ``com.microsoft.QLinearAdd`` (MLAS, AVX2): float32 with fused multiply-adds:
+                  ``r_a = f32(s_a/s_y)``, ``r_b = f32(s_b/s_y)``, ``k = f32(z_y − fma(r_a, z_a, f32(r_b·z_b)))``,
+                  ``clamp(rne(fma(a, r_a, fma(b, r_b, k))))`` — the zero point is added *before* rounding.
+``"minquant"``    the textbook formula above in float64, round half to even.
+
+``qadd_reference`` spells each out in NumPy; ``qadd`` is the Numba version (bit-identical).
+
+The fbgemm position rule assumes what a residual add sees: same-shape contiguous inputs, one thread (torch
+splits tensors of 32768+ elements across threads and every chunk gets its own scalar tail) and ATen's
+vector width: 64-element blocks on AVX2, 128 on AVX512, none without AVX2 (``torch_vector_block``).
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+from numba import njit
+
+from .arithmetic import arithmetic, cpu_flags, fma_f32_reference
+from .requantize import _fma32
+
+__all__ = ["qadd", "qadd_reference", "qnnpack_add_params", "torch_vector_block"]
+
+_F32 = np.float32
+
+
+def torch_vector_block() -> int:
+    """Elements per iteration of ATen's vectorized elementwise loop for uint8 (2 × ``Vectorized<quint8>``).
+
+    64 with AVX2, 128 with AVX512 (needs avx512f/bw/vl/dq), 0 (scalar only) otherwise. ATen's own override,
+    the environment variable ``ATEN_CPU_CAPABILITY`` (default / avx2 / avx512), is honoured. Only the AVX2
+    value was measured (this machine)."""
+    cap = os.environ.get("ATEN_CPU_CAPABILITY", "").lower()
+    if cap in ("default", "avx2", "avx512"):
+        return {"default": 0, "avx2": 64, "avx512": 128}[cap]
+    flags = cpu_flags()
+    if {"avx512f", "avx512bw", "avx512vl", "avx512dq"} <= flags:
+        return 128
+    return 64 if "avx2" in flags else 0
+
+
+def _check_inputs(a_q, a_scale, a_zp, b_q, b_scale, b_zp, y_scale, y_zp):
+    a_q, b_q = np.asarray(a_q), np.asarray(b_q)
+    for name, q in (("a_q", a_q), ("b_q", b_q)):
+        if q.dtype != np.uint8:
+            raise ValueError(f"{name} must be a uint8 array, got dtype {q.dtype}")
+    if a_q.shape != b_q.shape:
+        raise ValueError(f"shape mismatch: a_q {a_q.shape} vs b_q {b_q.shape} (a residual add needs equal shapes)")
+    for name, s in (("a_scale", a_scale), ("b_scale", b_scale), ("y_scale", y_scale)):
+        if np.ndim(s) != 0 or not np.isfinite(s) or s <= 0:
+            raise ValueError(f"{name} must be one finite scale > 0 (per tensor), got {s!r}")
+    for name, z in (("a_zp", a_zp), ("b_zp", b_zp), ("y_zp", y_zp)):
+        if np.ndim(z) != 0 or not 0 <= int(z) <= 255 or int(z) != z:
+            raise ValueError(f"{name} must be one integer zero point in [0, 255], got {z!r}")
+    return a_q, b_q
+
+
+def qnnpack_add_params(a_scale, b_scale, y_scale):
+    """qnnpack's fixed-point parameters (m_a, m_b, shift) for the ratios s_a/s_y, s_b/s_y (module docstring).
+
+    Raises ``ValueError`` where qnnpack refuses to build the operator (a ratio outside [2⁻¹⁴, 2⁸))."""
+    r_a = _F32(_F32(a_scale) / _F32(y_scale))
+    r_b = _F32(_F32(b_scale) / _F32(y_scale))
+    for r in (r_a, r_b):
+        if not (2.0 ** -14 <= r < 2.0 ** 8):
+            raise ValueError(f"qnnpack add needs input/output scale ratios in [2^-14, 2^8); got {float(r):.7g}")
+    exponent = int(np.array(max(r_a, r_b), _F32).view(np.uint32) >> 23) - 127
+    shift = 21 - exponent
+    if not 13 <= shift < 32:
+        raise ValueError(f"qnnpack add: shift {shift} outside [13, 32)")
+    pow2 = _F32(2.0 ** shift)                                     # exact power of two
+    m_a = int(np.rint(_F32(r_a * pow2)))
+    m_b = int(np.rint(_F32(r_b * pow2)))
+    return m_a, m_b, shift
+
+
+def qadd_reference(a_q, a_scale, a_zp, b_q, b_scale, b_zp, y_scale, y_zp, *, relu=False, emulate="fbgemm"):
+    """Readable quantized add (module docstring): uint8 ``a_q``, ``b_q`` of equal shape → uint8 of that shape."""
+    a_q, b_q = _check_inputs(a_q, a_scale, a_zp, b_q, b_scale, b_zp, y_scale, y_zp)
+    ar = arithmetic(emulate)
+    shape = a_q.shape
+    a = a_q.ravel().astype(np.int64)
+    b = b_q.ravel().astype(np.int64)
+    a_zp, b_zp, y_zp = int(a_zp), int(b_zp), int(y_zp)
+    lo = y_zp if relu else 0
+    if ar.name == "fbgemm":
+        sa, sb, sy = _F32(a_scale), _F32(b_scale), _F32(y_scale)
+        n_vec = torch_vector_block()
+        n_vec = (a.size // n_vec) * n_vec if n_vec else 0
+        simd = np.arange(a.size) < n_vec                         # positions the SIMD loop handles
+        # SIMD dequantize: fma(s, q, s·(−z)) with s·(−z) rounded to float32 first
+        a_simd = fma_f32_reference(sa, a.astype(_F32), _F32(sa * _F32(-a_zp)))
+        b_simd = fma_f32_reference(sb, b.astype(_F32), _F32(sb * _F32(-b_zp)))
+        # scalar dequantize: f32(q − z) · s
+        a_scal = ((a - a_zp).astype(_F32) * sa).astype(_F32)
+        b_scal = ((b - b_zp).astype(_F32) * sb).astype(_F32)
+        c = (np.where(simd, a_simd, a_scal) + np.where(simd, b_simd, b_scal)).astype(_F32)
+        if relu:
+            c = np.maximum(c, _F32(0))
+        inv = _F32(_F32(1) / sy)
+        t = np.rint((c * inv).astype(_F32)).astype(np.int64) + y_zp
+    elif ar.name == "qnnpack":
+        m_a, m_b, shift = qnnpack_add_params(a_scale, b_scale, y_scale)
+        acc = m_a * (a - a_zp) + m_b * (b - b_zp)                # fits int32: |acc| < 2·255·2^22
+        mask = (1 << shift) - 1
+        remainder = (acc & mask) - (acc < 0)                     # remainder of the division toward zero
+        t = (acc >> shift) + (remainder > (mask >> 1)) + y_zp
+    elif ar.name == "onnxruntime":
+        r_a = _F32(_F32(a_scale) / _F32(y_scale))
+        r_b = _F32(_F32(b_scale) / _F32(y_scale))
+        k = _F32(_F32(y_zp) - fma_f32_reference(r_a, _F32(a_zp), _F32(r_b * _F32(b_zp))))
+        t_f = fma_f32_reference(a.astype(_F32), r_a, fma_f32_reference(b.astype(_F32), r_b, k))
+        t = np.rint(t_f).astype(np.int64)
+    else:  # minquant: float64 textbook
+        y = float(a_scale) * (a - a_zp) + float(b_scale) * (b - b_zp)
+        if relu:
+            y = np.maximum(y, 0.0)
+        t = np.rint(y / float(y_scale)).astype(np.int64) + y_zp
+    return np.clip(t, lo, 255).astype(np.uint8).reshape(shape)
+
+
+_FBGEMM, _QNNPACK, _ORT, _F64 = 0, 1, 2, 3
+
+
+@njit(cache=True)
+def _qadd_kernel(a, b, mode, a_zp, b_zp, y_zp, lo, relu, n_vec, sa, sb, inv_y, pa, pb,
+                 m_a, m_b, shift, r_a, r_b, k_ort, sa64, sb64, sy64, out):
+    """One pass over the flattened inputs; ``mode`` selects the emulation (see module docstring)."""
+    mask = (np.int64(1) << shift) - 1
+    half = mask >> 1
+    for i in range(a.size):
+        qa = np.int64(a[i])
+        qb = np.int64(b[i])
+        if mode == 0:
+            if i < n_vec:
+                fa = _fma32(sa, np.float32(qa), pa)
+                fb = _fma32(sb, np.float32(qb), pb)
+            else:
+                fa = np.float32(np.float32(qa - a_zp) * sa)
+                fb = np.float32(np.float32(qb - b_zp) * sb)
+            c = np.float32(fa + fb)
+            if relu and c < np.float32(0):
+                c = np.float32(0)
+            t = np.int64(np.rint(np.float32(c * inv_y))) + y_zp
+        elif mode == 1:
+            acc = m_a * (qa - a_zp) + m_b * (qb - b_zp)
+            rem = (acc & mask) - (1 if acc < 0 else 0)
+            t = (acc >> shift) + (1 if rem > half else 0) + y_zp
+        elif mode == 2:
+            tf = _fma32(np.float32(qa), r_a, _fma32(np.float32(qb), r_b, k_ort))
+            t = np.int64(np.rint(tf))
+        else:
+            y = sa64 * (qa - a_zp) + sb64 * (qb - b_zp)
+            if relu and y < 0.0:
+                y = 0.0
+            t = np.int64(np.rint(y / sy64)) + y_zp
+        if t < lo:
+            t = lo
+        elif t > 255:
+            t = 255
+        out[i] = np.uint8(t)
+
+
+def qadd(a_q, a_scale, a_zp, b_q, b_scale, b_zp, y_scale, y_zp, *, relu=False, emulate="fbgemm"):
+    """Fast quantized add (Numba); same contract and bit-identical result as :func:`qadd_reference`.
+
+    a_q, b_q: uint8 arrays of equal shape; scales/zero points per tensor; ``relu`` fuses a ReLU
+    (``add_relu``); ``emulate`` in 'fbgemm', 'qnnpack', 'onnxruntime', 'minquant'. Returns uint8."""
+    a_q, b_q = _check_inputs(a_q, a_scale, a_zp, b_q, b_scale, b_zp, y_scale, y_zp)
+    ar = arithmetic(emulate)
+    shape = a_q.shape
+    a = np.ascontiguousarray(a_q).ravel()
+    b = np.ascontiguousarray(b_q).ravel()
+    a_zp, b_zp, y_zp = int(a_zp), int(b_zp), int(y_zp)
+    sa, sb, sy = _F32(a_scale), _F32(b_scale), _F32(y_scale)
+    mode = {"fbgemm": _FBGEMM, "qnnpack": _QNNPACK, "onnxruntime": _ORT}.get(ar.name, _F64)
+    n_vec = 0
+    m_a = m_b = 0
+    shift = 13
+    r_a = r_b = k_ort = _F32(0)
+    if mode == _FBGEMM:
+        blk = torch_vector_block()
+        n_vec = (a.size // blk) * blk if blk else 0
+    elif mode == _QNNPACK:
+        m_a, m_b, shift = qnnpack_add_params(a_scale, b_scale, y_scale)
+    elif mode == _ORT:
+        r_a, r_b = _F32(sa / sy), _F32(sb / sy)
+        k_ort = _F32(_F32(y_zp) - fma_f32_reference(r_a, _F32(a_zp), _F32(r_b * _F32(b_zp)))[()])
+    out = np.empty(a.size, dtype=np.uint8)
+    _qadd_kernel(a, b, mode, np.int64(a_zp), np.int64(b_zp), np.int64(y_zp), np.int64(y_zp if relu else 0),
+                 bool(relu), np.int64(n_vec), sa, sb, _F32(_F32(1) / sy), _F32(sa * _F32(-a_zp)),
+                 _F32(sb * _F32(-b_zp)), np.int64(m_a), np.int64(m_b), np.int64(shift), r_a, r_b, k_ort,
+                 float(a_scale), float(b_scale), float(y_scale), out)
+    return out.reshape(shape)
+

@@ -1,0 +1,191 @@
+"""Weight-only int4 linear layer: 4-bit weights with one scale per group, float32 activations
+(docs/quantization.md, step 10; the affine map of steps 1–2 per group).
+
+Weights are stored as 4-bit codes, two per byte (:func:`minquant.affine.pack_int4`: element 2i in the low
+nibble), for an (out, in) matrix in row-major order; every ``group_size`` consecutive inputs of an output
+row share a scale s[n, g] and zero point z[n, g]. The layer *dequantizes, then multiplies in float32*:
+
+    W[n, k] = f32(f32(q[n, k] − z[n, g]) · s[n, g])      g = k // group_size      (step 1, float32)
+    y[m, n] = Σ_k x[m, k] · W[n, k]  (+ b[n])
+
+Memory shrinks 8× against float32; arithmetic stays float, so the only question is the order of the float
+sum, and that is all ``emulate`` chooses:
+
+``"minquant"``    one fused multiply-add per k, in order: ``acc = fma(x[m,k], W[n,k], acc)`` for k = 0…K−1,
+                  then ``y = f32(acc + b)``.
+``"onnxruntime"`` ONNX Runtime ``com.microsoft.MatMulNBits`` (bits=4, accuracy_level=0: float32 compute),
+                  MLAS on AVX2, measured bit-exact: with more than one row (M > 1) MLAS dequantizes the
+                  weights and runs its SGEMM, which is exactly the chain above. With one row (M = 1, the
+                  decode step) it runs a dot-product kernel with 8 partial sums per output, lane
+                  ℓ = k mod 8, folded as ``(((ℓ0+ℓ1)+ℓ2)+ℓ3) + (((ℓ4+ℓ5)+ℓ6)+ℓ7)`` for outputs in whole
+                  groups of four and ``((ℓ0+ℓ4)+(ℓ1+ℓ5)) + ((ℓ2+ℓ6)+(ℓ3+ℓ7))`` for the last N mod 4.
+
+A float32 GEMM (torch, BLAS) adds the same products in another order; the difference is float
+reassociation, bounded by ≈ K·2⁻²⁴·Σ_k |x_k·W_k| per output (tests/test_kernels_ops.py measures it).
+
+MatMulNBits stores unsigned codes (uint4, default zero point 8); signed codes (int4, [−8, 7]) with zero
+point z give the same W as uint4 codes q + 8 with zero point z + 8.
+
+``int4_linear_reference`` is the NumPy spec (unpack, :func:`minquant.affine.dequantize`, the chain);
+``int4_linear`` reads the packed nibbles directly in Numba without materialising W (bit-identical).
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from ..affine import dequantize, unpack_int4
+from .arithmetic import fma_f32_reference
+from .requantize import _fma32
+
+__all__ = ["int4_linear", "int4_linear_reference"]
+
+_F32 = np.float32
+
+
+def _check(x, w_packed, w_scale, w_zp, group_size, in_features, bias, dtype, emulate):
+    if dtype not in ("int4", "uint4"):
+        raise ValueError(f"dtype must be 'int4' or 'uint4', got {dtype!r}")
+    if emulate not in ("minquant", "onnxruntime"):
+        raise ValueError(f"unknown emulate={emulate!r}; expected 'minquant' or 'onnxruntime'")
+    x = np.asarray(x)
+    if x.dtype != np.float32:
+        raise ValueError(f"x must be float32, got dtype {x.dtype}")
+    if not np.all(np.isfinite(x)):
+        raise ValueError("x contains NaN or Inf")
+    k = int(in_features)
+    if x.ndim < 1 or x.shape[-1] != k:
+        raise ValueError(f"shape mismatch: x has {x.shape[-1] if x.ndim else 0} features, in_features={k}")
+    gs = int(group_size)
+    if gs < 1 or k % gs or k % 2:
+        raise ValueError(f"in_features={k} must be even and a multiple of group_size={gs}")
+    scale = np.asarray(w_scale, dtype=_F32)
+    if scale.ndim != 2 or scale.shape[1] != k // gs:
+        raise ValueError(f"w_scale must have shape (out_features, in_features // group_size = {k // gs}), "
+                         f"got {scale.shape}")
+    if not np.all(np.isfinite(scale)) or np.any(scale <= 0):
+        raise ValueError("w_scale must be finite and > 0")
+    n = scale.shape[0]
+    packed = np.asarray(w_packed)
+    if packed.dtype != np.uint8:
+        raise ValueError(f"w_packed must be uint8 (two 4-bit codes per byte), got {packed.dtype}")
+    packed = np.ascontiguousarray(packed).ravel()
+    if packed.size != n * k // 2:
+        raise ValueError(f"w_packed has {packed.size} bytes; ({n}, {k}) 4-bit weights need {n * k // 2}")
+    lo, hi = (-8, 7) if dtype == "int4" else (0, 15)
+    if w_zp is None:
+        w_zp = 0 if dtype == "int4" else 8
+    zp = np.asarray(w_zp)
+    if zp.dtype.kind not in "iu" or (zp.ndim and zp.shape != scale.shape):
+        raise ValueError(f"w_zp must be None, one integer or integers of shape {scale.shape}")
+    if np.any(zp < lo) or np.any(zp > hi):
+        raise ValueError(f"w_zp outside the {dtype} range [{lo}, {hi}]")
+    zp = np.ascontiguousarray(np.broadcast_to(zp.astype(np.int64), scale.shape))
+    if bias is not None:
+        bias = np.asarray(bias)
+        if bias.shape != (n,) or bias.dtype.kind != "f":
+            raise ValueError(f"bias must be float of shape ({n},), got {bias.dtype} {bias.shape}")
+        bias = np.ascontiguousarray(bias, dtype=_F32)
+    return x, packed, np.ascontiguousarray(scale), zp, k, gs, n, bias
+
+
+def _fold_lanes(lanes, n_groups_of_four):
+    """MLAS's horizontal sums of 8 partial sums per output (module docstring)."""
+    out = np.empty(lanes.shape[0], _F32)
+    for n in range(lanes.shape[0]):
+        ln = lanes[n]
+        if n < n_groups_of_four:
+            out[n] = _F32(_F32(_F32(_F32(ln[0] + ln[1]) + ln[2]) + ln[3])
+                          + _F32(_F32(_F32(ln[4] + ln[5]) + ln[6]) + ln[7]))
+        else:
+            out[n] = _F32(_F32(_F32(ln[0] + ln[4]) + _F32(ln[1] + ln[5]))
+                          + _F32(_F32(ln[2] + ln[6]) + _F32(ln[3] + ln[7])))
+    return out
+
+
+def int4_linear_reference(x, w_packed, w_scale, w_zp, *, group_size, in_features, bias=None, dtype="int4",
+                          emulate="minquant"):
+    """Readable int4 weight-only linear (module docstring).
+
+    x float32 (..., in_features); w_packed uint8 of out·in/2 bytes; w_scale (out, in/group_size);
+    w_zp None (0 for int4, 8 for uint4), one integer, or (out, in/group_size); bias float (out,) or None.
+    Returns float32 (..., out)."""
+    x, packed, scale, zp, k, gs, n, bias = _check(x, w_packed, w_scale, w_zp, group_size, in_features, bias,
+                                                  dtype, emulate)
+    q = unpack_int4(packed, n * k, signed=dtype == "int4").reshape(n, k)
+    w = dequantize(q, scale, zp, axis=1, group_size=gs)                   # (out, in) float32
+    x2 = x.reshape(-1, k)
+    m = x2.shape[0]
+    if emulate == "onnxruntime" and m == 1:
+        lanes = np.zeros((n, 8), _F32)
+        for kk in range(k):
+            lanes[:, kk % 8] = fma_f32_reference(w[:, kk], np.full(n, x2[0, kk], _F32), lanes[:, kk % 8])
+        y = _fold_lanes(lanes, (n // 4) * 4)[None, :]
+    else:
+        y = np.zeros((m, n), _F32)
+        for kk in range(k):                                               # one fma per k, in order
+            y = fma_f32_reference(np.broadcast_to(x2[:, kk:kk + 1], (m, n)),
+                                  np.broadcast_to(w[None, :, kk], (m, n)), y)
+    if bias is not None:
+        y = (y + bias).astype(_F32)
+    return y.reshape(x.shape[:-1] + (n,))
+
+
+@njit(cache=True)
+def _weight(packed, scale, zp, signed, gs, k_total, n, k):
+    """W[n, k] straight from the packed nibbles."""
+    idx = n * k_total + k
+    byte = packed[idx >> 1]
+    nib = np.int64(byte & 15) if (idx & 1) == 0 else np.int64(byte >> 4)
+    if signed and nib >= 8:
+        nib -= 16
+    g = k // gs
+    return np.float32(np.float32(nib - zp[n, g]) * scale[n, g])
+
+
+@njit(cache=True)
+def _int4_kernel(x, packed, scale, zp, signed, gs, lanes_mode, bias, has_bias, out):
+    m_rows, k_total = x.shape
+    n_out = scale.shape[0]
+    if lanes_mode:
+        n4 = (n_out // 4) * 4
+        for n in range(n_out):
+            ln = np.zeros(8, np.float32)
+            for k in range(k_total):
+                ln[k % 8] = _fma32(_weight(packed, scale, zp, signed, gs, k_total, n, k), x[0, k], ln[k % 8])
+            if n < n4:
+                h0 = np.float32(np.float32(np.float32(ln[0] + ln[1]) + ln[2]) + ln[3])
+                h1 = np.float32(np.float32(np.float32(ln[4] + ln[5]) + ln[6]) + ln[7])
+                s = np.float32(h0 + h1)
+            else:
+                s = np.float32(np.float32(np.float32(ln[0] + ln[4]) + np.float32(ln[1] + ln[5]))
+                               + np.float32(np.float32(ln[2] + ln[6]) + np.float32(ln[3] + ln[7])))
+            out[0, n] = s
+    else:
+        for m in range(m_rows):
+            for n in range(n_out):
+                out[m, n] = np.float32(0)
+        wrow = np.empty(n_out, np.float32)
+        for k in range(k_total):                 # each weight dequantized once; k order kept per output
+            for n in range(n_out):
+                wrow[n] = _weight(packed, scale, zp, signed, gs, k_total, n, k)
+            for m in range(m_rows):
+                xv = x[m, k]
+                for n in range(n_out):
+                    out[m, n] = _fma32(xv, wrow[n], out[m, n])
+    if has_bias:
+        for m in range(m_rows):
+            for n in range(n_out):
+                out[m, n] = np.float32(out[m, n] + bias[n])
+
+
+def int4_linear(x, w_packed, w_scale, w_zp, *, group_size, in_features, bias=None, dtype="int4",
+                emulate="minquant"):
+    """Fast :func:`int4_linear_reference` (Numba, reads the packed weights directly; bit-identical)."""
+    x, packed, scale, zp, k, gs, n, bias = _check(x, w_packed, w_scale, w_zp, group_size, in_features, bias,
+                                                  dtype, emulate)
+    x2 = np.ascontiguousarray(x.reshape(-1, k))
+    out = np.empty((x2.shape[0], n), _F32)
+    _int4_kernel(x2, packed, scale, zp, dtype == "int4", gs, emulate == "onnxruntime" and x2.shape[0] == 1,
+                 np.zeros(n, _F32) if bias is None else bias, bias is not None, out)
+    return out.reshape(x.shape[:-1] + (n,))

@@ -1,0 +1,439 @@
+"""Quantized pooling on uint8 NCHW tensors: max, average, adaptive average (docs/quantization.md, step 10).
+
+Max pooling commutes with the affine map (step 1 is increasing), so it runs on the codes and is exact in
+every framework: ``y_q = max over the window of x_q`` (padding never wins; output qparams = input's).
+
+Average pooling needs one rounding (step 7): with the window's valid codes x_k and its divisor D,
+
+    y_q = clamp(z_y + round(s_x / s_y · Σ_k (x_k − z_x) / D))
+
+PyTorch keeps the input's qparams (s_y = s_x, z_y = z_x) and rounds differently per engine and memory
+layout (``emulate=``, ``channels_last=``), all measured bit-exact here (tests/test_kernels_ops.py):
+
+``"fbgemm"``  (engines fbgemm / x86) two code paths, chosen by the *layout* of the torch tensor:
+   - NCHW-contiguous (``channels_last=False``): ``acc = Σ(x − z_x)``, ``m = f32(s_x/s_y / D)`` (in double),
+     ``clamp(rne(f32(f32(acc·m) + z_y)))`` — the zero point is added *before* rounding, so a mean of
+     exactly k + ½ rounds to even *after* the shift by z_y.
+   - channels-last (``channels_last=True``, and every NCHW tensor torch also calls channels-last
+     contiguous: C == 1 or H == W == 1): ``m = f32(f32(s_x/s_y)/D)``, ``clamp(rne(f32(acc·m)) + z_y)``.
+     The two disagree on ties: the same data gives different codes in the two layouts.
+   ``D`` = window size clipped to the padded input (``count_include_pad``), or the valid count, or
+   ``divisor_override``. ``ceil_mode`` windows may hang past the padding and shrink.
+``"qnnpack"`` (engine qnnpack, no ``ceil_mode``; with ``ceil_mode`` torch falls back to the fbgemm paths):
+   padding reads z_x (real 0) and the divisor is always KH·KW — ``count_include_pad=False`` and
+   ``divisor_override`` are ignored by torch on this engine. ``scale = f32(s_x / f32(s_y·f32(KH·KW)))``,
+   ``clamp(rne(f32(f32(acc)·scale)) + z_y)``. A 1×1 kernel, or s_x/s_y outside [2⁻⁸, 2⁸), is refused.
+``"minquant"`` the formula above in float64, round half to even, any output qparams.
+
+Adaptive average pooling (``qadaptive_avg_pool2d``) uses windows ``[⌊o·I/O⌋, ⌈(o+1)·I/O⌉)`` (torch
+computes the bounds in float32) and:
+   - fbgemm, NCHW: the *raw* codes are summed (no zero point) and ``rne(f32(f32(Σx)·f32(f32(1/kh)/kw)))``.
+   - fbgemm, channels-last: ``acc = Σ(x − z_x)``, ``m = f32(f32(s_x/s_y)/(kh·kw))``,
+     ``clamp(rne(f32(acc·f32(1/f32(1/m)))) + z_y)``.
+   - qnnpack: when the output divides the input (and differs from it) it is the qnnpack average pool with
+     kernel = stride = I/O; otherwise the fbgemm paths.
+   - ``"onnxruntime"``: global pooling only (output 1×1), ONNX Runtime's ``com.microsoft
+     .QLinearGlobalAveragePool``: ``clamp(rne(f32(f32(acc)·f32(s_x/f32(s_y·f32(H·W))))) + z_y)`` — the
+     qnnpack formula; any output qparams.
+
+Each public function has a readable ``*_reference`` (NumPy, one window at a time) and a Numba version
+with the same result bit for bit.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from .add import torch_vector_block
+
+__all__ = ["qmax_pool2d", "qmax_pool2d_reference", "qavg_pool2d", "qavg_pool2d_reference",
+           "qadaptive_avg_pool2d", "qadaptive_avg_pool2d_reference", "pool_out_size",
+           "torch_uses_channels_last_path"]
+
+_F32 = np.float32
+_EMULATIONS = ("fbgemm", "qnnpack", "onnxruntime", "minquant")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# geometry and argument checks
+# ---------------------------------------------------------------------------------------------------------
+def _pair(v, name):
+    if np.ndim(v) == 0:
+        v = (int(v), int(v))
+    v = tuple(int(t) for t in v)
+    if len(v) != 2:
+        raise ValueError(f"{name} must be an int or a pair, got {v}")
+    return v
+
+
+def pool_out_size(size, k, stride, pad, dilation=1, ceil_mode=False) -> int:
+    """Output length along one axis (torch's ``pooling_output_shape``):
+    ``⌊(size + 2·pad − dilation·(k − 1) − 1 [+ stride − 1 if ceil_mode]) / stride⌋ + 1``, minus one if
+    ceil_mode makes the last window start inside the right padding."""
+    eff = dilation * (k - 1) + 1
+    num = size + 2 * pad - eff + (stride - 1 if ceil_mode else 0)
+    out = num // stride + 1
+    if ceil_mode and (out - 1) * stride >= size + pad:
+        out -= 1
+    if out <= 0:
+        raise ValueError(f"pooling output would be empty: input {size}, kernel {k}, stride {stride}, "
+                         f"padding {pad}, dilation {dilation}")
+    return out
+
+
+def _check_pool_args(x_q, kernel_size, stride, padding, dilation):
+    x_q = np.asarray(x_q)
+    if x_q.dtype != np.uint8 or x_q.ndim != 4:
+        raise ValueError(f"x_q must be a 4-D uint8 NCHW array, got {x_q.dtype} {x_q.shape}")
+    k = _pair(kernel_size, "kernel_size")
+    s = k if stride is None or (np.ndim(stride) > 0 and len(stride) == 0) else _pair(stride, "stride")
+    p = _pair(padding, "padding")
+    d = _pair(dilation, "dilation")
+    if min(k) < 1 or min(s) < 1 or min(d) < 1 or min(p) < 0:
+        raise ValueError(f"kernel {k}, stride {s}, dilation {d} must be >= 1 and padding {p} >= 0")
+    for i in range(2):
+        if p[i] > (d[i] * (k[i] - 1) + 1) // 2:
+            raise ValueError(f"padding {p} should be at most half of the effective kernel size {k}")
+    return x_q, k, s, p, d
+
+
+def _check_qparams(scale, zp, what):
+    if np.ndim(scale) != 0 or not np.isfinite(scale) or scale <= 0:
+        raise ValueError(f"{what} scale must be one finite value > 0 (per tensor), got {scale!r}")
+    if np.ndim(zp) != 0 or int(zp) != zp or not 0 <= int(zp) <= 255:
+        raise ValueError(f"{what} zero point must be one integer in [0, 255], got {zp!r}")
+    return float(scale), int(zp)
+
+
+def _output_qparams(x_scale, x_zp, y_scale, y_zp, emulate):
+    """(s_x, z_x, s_y, z_y); torch emulations keep the input's qparams, as torch does."""
+    if emulate not in _EMULATIONS:
+        raise ValueError(f"unknown emulate={emulate!r}; expected one of {list(_EMULATIONS)}")
+    xs, xz = _check_qparams(x_scale, x_zp, "input")
+    ys, yz = _check_qparams(xs if y_scale is None else y_scale, xz if y_zp is None else y_zp, "output")
+    if emulate in ("fbgemm", "qnnpack") and (ys != xs or yz != xz):
+        raise ValueError("torch's quantized average pooling keeps the input's scale and zero point; other "
+                         "output qparams are supported with emulate='minquant' (or 'onnxruntime', global)")
+    return xs, xz, ys, yz
+
+
+def torch_uses_channels_last_path(shape, channels_last=False) -> bool:
+    """True if torch's quantized (adaptive) average pool takes its channels-last kernel for a tensor of this
+    NCHW ``shape``: the tensor is channels-last, or its NCHW-contiguous strides also satisfy
+    ``is_contiguous(memory_format=channels_last)`` (dimensions of size 1 are skipped: C == 1, or H·W == 1)."""
+    if channels_last:
+        return True
+    n, c, h, w = shape
+    strides = {0: c * h * w, 1: h * w, 2: w, 3: 1}
+    sizes = {0: n, 1: c, 2: h, 3: w}
+    expected = 1
+    for d in (1, 3, 2, 0):                      # channels-last order: C, W, H, N
+        if sizes[d] != 1:
+            if strides[d] != expected:
+                return False
+            expected *= sizes[d]
+    return True
+
+
+def _avg_windows(size, k, s, p, ceil_mode):
+    """Per output index: (start, end) of the valid input rows and the window length clipped to the padded
+    input (torch's pool_size factor)."""
+    o = pool_out_size(size, k, s, p, 1, ceil_mode)
+    start = np.empty(o, np.int64)
+    end = np.empty(o, np.int64)
+    padded = np.empty(o, np.int64)
+    for i in range(o):
+        a = i * s - p
+        b = min(a + k, size + p)
+        padded[i] = b - a
+        start[i], end[i] = max(a, 0), min(b, size)
+    return start, end, padded
+
+
+def _adaptive_windows(size, out):
+    """torch's adaptive bounds, computed in float32: [⌊f32(o·I)/O⌋, ⌈f32((o+1)·I)/O⌉)."""
+    o = np.arange(out)
+    start = np.floor((o * size).astype(_F32) / _F32(out)).astype(np.int64)
+    end = np.ceil(((o + 1) * size).astype(_F32) / _F32(out)).astype(np.int64)
+    return start, end
+
+
+def _vector_channels(c) -> int:
+    """Channels handled by torch's SIMD loop in the channels-last average pool (8 per AVX2 vector)."""
+    width = torch_vector_block() // 8
+    return (c // width) * width if width else 0
+
+
+# ---------------------------------------------------------------------------------------------------------
+# max pooling
+# ---------------------------------------------------------------------------------------------------------
+def qmax_pool2d_reference(x_q, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False):
+    """Readable max pooling on codes: uint8 NCHW → uint8 NCHW (same qparams). Padding is ignored (−∞)."""
+    x_q, k, s, p, d = _check_pool_args(x_q, kernel_size, stride, padding, dilation)
+    n, c, h, w = x_q.shape
+    oh = pool_out_size(h, k[0], s[0], p[0], d[0], ceil_mode)
+    ow = pool_out_size(w, k[1], s[1], p[1], d[1], ceil_mode)
+    y = np.zeros((n, c, oh, ow), np.uint8)
+    for i in range(oh):
+        for j in range(ow):
+            best = np.zeros((n, c), np.uint8)
+            for a in range(k[0]):
+                iy = i * s[0] - p[0] + a * d[0]
+                for b in range(k[1]):
+                    ix = j * s[1] - p[1] + b * d[1]
+                    if 0 <= iy < h and 0 <= ix < w:
+                        best = np.maximum(best, x_q[:, :, iy, ix])
+            y[:, :, i, j] = best
+    return y
+
+
+@njit(cache=True)
+def _max_pool_kernel(x, kh, kw, sh, sw, ph, pw, dh, dw, out):
+    n, c, h, w = x.shape
+    oh, ow = out.shape[2], out.shape[3]
+    for b in range(n):
+        for ch in range(c):
+            for i in range(oh):
+                for j in range(ow):
+                    best = np.uint8(0)
+                    for a in range(kh):
+                        iy = i * sh - ph + a * dh
+                        if iy < 0 or iy >= h:
+                            continue
+                        for e in range(kw):
+                            ix = j * sw - pw + e * dw
+                            if 0 <= ix < w and x[b, ch, iy, ix] > best:
+                                best = x[b, ch, iy, ix]
+                    out[b, ch, i, j] = best
+
+
+def qmax_pool2d(x_q, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False):
+    """Fast :func:`qmax_pool2d_reference` (Numba; identical result). torch's ``quantized.max_pool2d``
+    agrees on both engines, except qnnpack with dilation > 1 *and* padding > 0, where torch's qnnpack
+    kernel reads other pixels than the definition (measured; see tests)."""
+    x_q, k, s, p, d = _check_pool_args(x_q, kernel_size, stride, padding, dilation)
+    n, c, h, w = x_q.shape
+    oh = pool_out_size(h, k[0], s[0], p[0], d[0], ceil_mode)
+    ow = pool_out_size(w, k[1], s[1], p[1], d[1], ceil_mode)
+    out = np.empty((n, c, oh, ow), np.uint8)
+    _max_pool_kernel(np.ascontiguousarray(x_q), k[0], k[1], s[0], s[1], p[0], p[1], d[0], d[1], out)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------
+# average pooling: one shared rounding stage per mode
+# ---------------------------------------------------------------------------------------------------------
+_NCHW, _NHWC, _QNN, _F64, _RAWSUM = 0, 1, 2, 3, 4
+
+
+def _avg_plan(x_shape, k, s, p, ceil_mode, count_include_pad, divisor_override, xs, xz, ys, emulate,
+              channels_last):
+    """Which rounding (mode) and, per output position, the multiplier(s). Returns
+    (mode, rows, cols, mult (OH, OW) float32, mult_tail (OH, OW) float32, mult64 (OH, OW), vec_channels)."""
+    n, c, h, w = x_shape
+    use_qnn = emulate == "qnnpack" and not ceil_mode
+    if use_qnn:
+        if k[0] * k[1] == 1:
+            raise ValueError("qnnpack refuses a 1x1 average pool ('1x1 pooling is meaningless')")
+        if not 2.0 ** -8 <= _F32(_F32(xs) / _F32(ys)) < 2.0 ** 8:
+            raise ValueError("qnnpack average pool needs s_x/s_y in [2^-8, 2^8)")
+        count_include_pad, divisor_override = True, None       # ignored by torch's qnnpack path
+    rows = _avg_windows(h, k[0], s[0], p[0], ceil_mode)
+    cols = _avg_windows(w, k[1], s[1], p[1], ceil_mode)
+    oh, ow = rows[0].size, cols[0].size
+    size = (rows[1] - rows[0])[:, None] * (cols[1] - cols[0])[None, :]
+    padded = rows[2][:, None] * cols[2][None, :]
+    if divisor_override is not None:
+        if int(divisor_override) == 0:
+            raise ValueError("divisor_override must be non-zero")
+        div = np.full((oh, ow), int(divisor_override), np.int64)
+    else:
+        div = padded if count_include_pad else size
+    mult = np.zeros((oh, ow), _F32)
+    mult_tail = np.zeros((oh, ow), _F32)
+    mult64 = np.zeros((oh, ow), np.float64)
+    vec_c = 0
+    if use_qnn:
+        mode = _QNN
+        kk = _F32(k[0] * k[1])
+        mult[:] = _F32(_F32(xs) / _F32(_F32(ys) * kk))
+    elif emulate == "minquant":
+        mode = _F64
+        mult64[:] = xs / (ys * div.astype(np.float64))
+    elif torch_uses_channels_last_path(x_shape, channels_last):
+        mode = _NHWC
+        mult[:] = (_F32(_F32(xs) / _F32(ys)) / div.astype(_F32)).astype(_F32)
+        mult_tail[:] = (_F32(1) / (_F32(1) / mult).astype(_F32)).astype(_F32)   # scalar channels: 1/(1/m)
+        vec_c = _vector_channels(c)
+    else:
+        mode = _NCHW
+        mult[:] = ((xs / ys) / div.astype(np.float64)).astype(_F32)
+    return mode, rows, cols, mult, mult_tail, mult64, vec_c
+
+
+def _round_reference(mode, acc, raw, ch, mult, mult_tail, mult64, vec_c, yz):
+    """acc = Σ(x − z_x) (or raw = Σx for mode _RAWSUM) over one window, all (N, C) → uint8 codes."""
+    if mode == _NCHW:
+        t = np.rint(((acc.astype(_F32) * mult).astype(_F32) + _F32(yz)).astype(_F32))
+    elif mode == _NHWC:
+        m = np.where(ch < vec_c, mult, mult_tail).astype(_F32)
+        t = np.rint((acc.astype(_F32) * m).astype(_F32)) + yz
+    elif mode == _QNN:
+        t = np.rint((acc.astype(_F32) * mult).astype(_F32)) + yz
+    elif mode == _RAWSUM:
+        t = np.rint((raw.astype(_F32) * mult).astype(_F32))
+    else:
+        t = np.rint(acc * mult64) + yz
+    return np.clip(t, 0, 255).astype(np.uint8)
+
+
+def qavg_pool2d_reference(x_q, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
+                          divisor_override=None, *, x_scale, x_zp, y_scale=None, y_zp=None, emulate="fbgemm",
+                          channels_last=False):
+    """Readable quantized average pooling: uint8 NCHW → uint8 NCHW (module docstring).
+
+    x_scale, x_zp: the input's per-tensor qparams. y_scale, y_zp: output qparams (default: the input's;
+    others only with emulate='minquant'). channels_last: the torch tensor being emulated is channels-last
+    (selects torch's NHWC kernel, emulate='fbgemm'/'qnnpack' with ceil_mode)."""
+    x_q, k, s, p, _ = _check_pool_args(x_q, kernel_size, stride, padding, 1)
+    if emulate == "onnxruntime":
+        raise ValueError("emulate='onnxruntime' is reproduced for global average pooling only "
+                         "(qadaptive_avg_pool2d with output_size 1)")
+    xs, xz, ys, yz = _output_qparams(x_scale, x_zp, y_scale, y_zp, emulate)
+    mode, rows, cols, mult, mult_tail, mult64, vec_c = _avg_plan(
+        x_q.shape, k, s, p, ceil_mode, count_include_pad, divisor_override, xs, xz, ys, emulate, channels_last)
+    n, c = x_q.shape[:2]
+    ch = np.arange(c)[None, :]
+    y = np.empty((n, c, rows[0].size, cols[0].size), np.uint8)
+    for i in range(rows[0].size):
+        for j in range(cols[0].size):
+            win = x_q[:, :, rows[0][i]:rows[1][i], cols[0][j]:cols[1][j]].astype(np.int64)
+            acc = win.sum(axis=(2, 3)) - xz * win[0, 0].size     # Σ(x − z_x) over the valid inputs
+            y[:, :, i, j] = _round_reference(mode, acc, None, ch, mult[i, j], mult_tail[i, j], mult64[i, j],
+                                             vec_c, yz)
+    return y
+
+
+@njit(cache=True)
+def _avg_pool_kernel(x, r0, r1, c0, c1, mode, mult, mult_tail, mult64, vec_c, xz, yz, out):
+    """Window sums and the mode's rounding (see _round_reference) for every (n, c, i, j)."""
+    n, c = x.shape[0], x.shape[1]
+    for b in range(n):
+        for ch in range(c):
+            for i in range(r0.size):
+                for j in range(c0.size):
+                    raw = np.int64(0)
+                    for iy in range(r0[i], r1[i]):
+                        for ix in range(c0[j], c1[j]):
+                            raw += x[b, ch, iy, ix]
+                    acc = raw - xz * (r1[i] - r0[i]) * (c1[j] - c0[j])
+                    if mode == 0:
+                        t = np.rint(np.float32(np.float32(np.float32(acc) * mult[i, j]) + np.float32(yz)))
+                    elif mode == 1:
+                        m = mult[i, j] if ch < vec_c else mult_tail[i, j]
+                        t = np.rint(np.float32(np.float32(acc) * m)) + yz
+                    elif mode == 2:
+                        t = np.rint(np.float32(np.float32(acc) * mult[i, j])) + yz
+                    elif mode == 4:
+                        t = np.rint(np.float32(np.float32(raw) * mult[i, j]))
+                    else:
+                        t = np.rint(acc * mult64[i, j]) + yz
+                    if t < 0:
+                        t = 0
+                    elif t > 255:
+                        t = 255
+                    out[b, ch, i, j] = np.uint8(t)
+
+
+def _run_avg_kernel(x_q, rows, cols, mode, mult, mult_tail, mult64, vec_c, xz, yz):
+    out = np.empty(x_q.shape[:2] + (rows[0].size, cols[0].size), np.uint8)
+    _avg_pool_kernel(np.ascontiguousarray(x_q), rows[0], rows[1], cols[0], cols[1], mode,
+                     np.ascontiguousarray(mult, _F32), np.ascontiguousarray(mult_tail, _F32),
+                     np.ascontiguousarray(mult64, np.float64), np.int64(vec_c), np.int64(xz), np.int64(yz), out)
+    return out
+
+
+def qavg_pool2d(x_q, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
+                divisor_override=None, *, x_scale, x_zp, y_scale=None, y_zp=None, emulate="fbgemm",
+                channels_last=False):
+    """Fast :func:`qavg_pool2d_reference` (Numba; bit-identical). Same arguments."""
+    x_q, k, s, p, _ = _check_pool_args(x_q, kernel_size, stride, padding, 1)
+    if emulate == "onnxruntime":
+        raise ValueError("emulate='onnxruntime' is reproduced for global average pooling only "
+                         "(qadaptive_avg_pool2d with output_size 1)")
+    xs, xz, ys, yz = _output_qparams(x_scale, x_zp, y_scale, y_zp, emulate)
+    mode, rows, cols, mult, mult_tail, mult64, vec_c = _avg_plan(
+        x_q.shape, k, s, p, ceil_mode, count_include_pad, divisor_override, xs, xz, ys, emulate, channels_last)
+    return _run_avg_kernel(x_q, rows, cols, mode, mult, mult_tail, mult64, vec_c, xz, yz)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# adaptive average pooling
+# ---------------------------------------------------------------------------------------------------------
+def _adaptive_plan(x_q, output_size, x_scale, x_zp, y_scale, y_zp, emulate, channels_last):
+    x_q = np.asarray(x_q)
+    if x_q.dtype != np.uint8 or x_q.ndim != 4:
+        raise ValueError(f"x_q must be a 4-D uint8 NCHW array, got {x_q.dtype} {x_q.shape}")
+    n, c, h, w = x_q.shape
+    oh, ow = _pair(output_size, "output_size")
+    if not (1 <= oh and 1 <= ow) or min(h, w) < 1:
+        raise ValueError(f"output_size {(oh, ow)} and input size {(h, w)} must be >= 1")
+    if emulate == "onnxruntime":
+        if (oh, ow) != (1, 1):
+            raise ValueError("emulate='onnxruntime' reproduces QLinearGlobalAveragePool: output_size must be 1")
+        xs, xz = _check_qparams(x_scale, x_zp, "input")
+        ys, yz = _check_qparams(xs if y_scale is None else y_scale, xz if y_zp is None else y_zp, "output")
+        if h * w >= 1 << 24:
+            raise ValueError("QLinearGlobalAveragePool needs fewer than 2^24 pixels")
+        plan = (_QNN, np.full((1, 1), _F32(_F32(xs) / _F32(_F32(ys) * _F32(h * w))), _F32))
+        return x_q, (np.array([0]), np.array([h])), (np.array([0]), np.array([w])), plan, xz, yz, 0
+    xs, xz, ys, yz = _output_qparams(x_scale, x_zp, y_scale, y_zp, emulate)
+    if emulate == "qnnpack" and (h, w) != (oh, ow) and h % oh == 0 and w % ow == 0:
+        kh, kw = h // oh, w // ow                      # torch hands this case to qnnpack's average pool
+        mode, rows, cols, mult, mult_tail, mult64, vec_c = _avg_plan(
+            x_q.shape, (kh, kw), (kh, kw), (0, 0), False, True, None, xs, xz, ys, "qnnpack", channels_last)
+        return x_q, rows[:2], cols[:2], (mode, mult), xz, yz, vec_c
+    rows, cols = _adaptive_windows(h, oh), _adaptive_windows(w, ow)
+    kh = (rows[1] - rows[0]).astype(np.float64)
+    kw = (cols[1] - cols[0]).astype(np.float64)
+    if emulate == "minquant":
+        mult64 = xs / (ys * kh[:, None] * kw[None, :])
+        return x_q, rows, cols, (_F64, mult64), xz, yz, 0
+    if torch_uses_channels_last_path(x_q.shape, channels_last):
+        m = (_F32(_F32(xs) / _F32(ys)) / (kh[:, None] * kw[None, :]).astype(_F32)).astype(_F32)
+        inv = (_F32(1) / (_F32(1) / m).astype(_F32)).astype(_F32)   # quantize_val(1/m): multiplies by 1/(1/m)
+        return x_q, rows, cols, (_NHWC, inv), xz, yz, c               # every channel uses the same factor
+    # NCHW: raw codes summed, scaled by f32(f32(1/kh)/kw); the output keeps the input's zero point
+    r = ((_F32(1) / kh.astype(_F32)).astype(_F32)[:, None] / kw.astype(_F32)[None, :]).astype(_F32)
+    return x_q, rows, cols, (_RAWSUM, r), xz, yz, 0
+
+
+def qadaptive_avg_pool2d_reference(x_q, output_size, *, x_scale, x_zp, y_scale=None, y_zp=None,
+                                   emulate="fbgemm", channels_last=False):
+    """Readable adaptive average pooling: uint8 NCHW → uint8 (N, C, OH, OW) (module docstring).
+    ``output_size`` int or pair. emulate='onnxruntime' needs output_size 1 (global pooling)."""
+    x_q, rows, cols, (mode, mult), xz, yz, vec_c = _adaptive_plan(x_q, output_size, x_scale, x_zp, y_scale,
+                                                                   y_zp, emulate, channels_last)
+    n, c = x_q.shape[:2]
+    ch = np.arange(c)[None, :]
+    y = np.empty((n, c, rows[0].size, cols[0].size), np.uint8)
+    for i in range(rows[0].size):
+        for j in range(cols[0].size):
+            win = x_q[:, :, rows[0][i]:rows[1][i], cols[0][j]:cols[1][j]].astype(np.int64)
+            raw = win.sum(axis=(2, 3))
+            acc = raw - xz * win[0, 0].size
+            m = mult[i, j]
+            y[:, :, i, j] = _round_reference(mode, acc, raw, ch, m, m, m, vec_c, yz)
+    return y
+
+
+def qadaptive_avg_pool2d(x_q, output_size, *, x_scale, x_zp, y_scale=None, y_zp=None, emulate="fbgemm",
+                         channels_last=False):
+    """Fast :func:`qadaptive_avg_pool2d_reference` (Numba; bit-identical). Same arguments."""
+    x_q, rows, cols, (mode, mult), xz, yz, vec_c = _adaptive_plan(x_q, output_size, x_scale, x_zp, y_scale,
+                                                                   y_zp, emulate, channels_last)
+    mult = np.asarray(mult)
+    m32 = mult.astype(_F32)
+    return _run_avg_kernel(x_q, (rows[0].astype(np.int64), rows[1].astype(np.int64)),
+                           (cols[0].astype(np.int64), cols[1].astype(np.int64)), mode, m32, m32,
+                           mult.astype(np.float64), vec_c, xz, yz)
