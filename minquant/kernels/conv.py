@@ -188,8 +188,11 @@ def _phase_planes_kernel(x, ph, pw, pad_value, planes):
                     src = x[b, ch, y]
                     row[:q_lo] = pad_value
                     row[q_hi:] = pad_value
-                    for q in range(q_lo, q_hi):
-                        row[q] = src[q * sw + phase - pw]
+                    if sw == 1:
+                        row[q_lo:q_hi] = src[q_lo - pw:q_hi - pw]
+                    else:
+                        for q in range(q_lo, q_hi):
+                            row[q] = src[q * sw + phase - pw]
 
 
 @njit(cache=True)

@@ -91,9 +91,8 @@ def _check_pool_args(x_q, kernel_size, stride, padding, dilation):
     d = _pair(dilation, "dilation")
     if min(k) < 1 or min(s) < 1 or min(d) < 1 or min(p) < 0:
         raise ValueError(f"kernel {k}, stride {s}, dilation {d} must be >= 1 and padding {p} >= 0")
-    for i in range(2):
-        if p[i] > (d[i] * (k[i] - 1) + 1) // 2:
-            raise ValueError(f"padding {p} should be at most half of the effective kernel size {k}")
+    if p[0] > k[0] // 2 or p[1] > k[1] // 2:
+        raise ValueError(f"padding {p} should be at most half of the kernel size {k} (as torch requires)")
     return x_q, k, s, p, d
 
 
