@@ -331,15 +331,23 @@ def fake_quantize(x, scale, zero_point, dtype="uint8", axis=None, *, group_size=
 
 
 def quantize_bias(bias, input_scale, weight_scale, *, emulate: str = "onnxruntime"):
-    """Float bias → int32 codes on the accumulator's scale ``s_x · s_w`` (docs/quantization.md, step 5).
+    """Float bias → int32 codes on the accumulator's scale ``s_xw = f32(s_x · s_w)``, zero point 0
+    (docs/quantization.md, step 5). ``weight_scale`` may be per channel.
 
-    ``b_q = rne(b / f32(s_x · s_w))`` with zero point 0 — the convention of ONNX Runtime's quantization tool
-    (``QLinearConv``'s int32 bias input) and of QNNPACK. ``weight_scale`` may be per channel."""
+    ``emulate="onnxruntime"``: ONNX Runtime's quantization tool (``quantize_bias_static_impl``) divides in
+    float64 and rounds half to even: ``b_q = rne(f64(b) / f64(s_xw))``, clipped to int32.
+    ``emulate="torch"``: torch (qnnpack's int32 bias) quantizes like any tensor, multiplying by the float32
+    reciprocal: ``b_q = rne(f32(b · f32(1 / s_xw)))``."""
     b = np.asarray(bias, dtype=np.float32)
-    ats = (np.float32(input_scale) * np.asarray(weight_scale, dtype=np.float32)).astype(np.float32)
-    ats = np.broadcast_to(ats, b.shape)
     if b.ndim != 1:
         raise ValueError(f"bias must be 1-D, got shape {b.shape}")
+    _check_finite("bias", b)
+    ats = (np.float32(input_scale) * np.asarray(weight_scale, dtype=np.float32)).astype(np.float32)
+    ats = np.ascontiguousarray(np.broadcast_to(ats, b.shape))
+    _check_scale(ats)
+    if emulate == "onnxruntime":
+        q = np.rint(b.astype(np.float64) / ats.astype(np.float64))
+        return np.clip(q, -(2 ** 31), 2 ** 31 - 1).astype(np.int32)
     return quantize(b, ats, np.zeros(b.shape, np.int32), "int32", axis=0, emulate=emulate)
 
 

@@ -7,7 +7,7 @@ All frameworks compute the same real-number formula (step 7)
 
 but evaluate it with different roundings, so their outputs differ by one LSB here and there. Each
 :class:`Arithmetic` names one evaluation, and each was checked at 0 mismatching elements against the
-framework it names (tests/test_kernels_vs_torch.py, tests/test_kernels_vs_onnxruntime.py):
+framework it names (tests/test_kernels_vs_frameworks.py):
 
 ``"fbgemm"``      PyTorch's engines ``fbgemm`` / ``x86`` (x86 runs fbgemm for these kernels on CPUs without
                   VNNI). u8×s8 products added in *pairs with int16 saturation* (vpmaddubsw; step 8) unless

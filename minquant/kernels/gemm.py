@@ -49,6 +49,8 @@ def _check_gemm_inputs(a, w, a_zp, w_zp):
         raise ValueError(f"weights must be a 2-D int8 array, got {w.dtype} {w.shape}")
     if a.shape[1] != w.shape[1]:
         raise ValueError(f"shape mismatch: activations have K={a.shape[1]} columns, weights K={w.shape[1]}")
+    if a.shape[1] > 65536:
+        raise ValueError(f"K={a.shape[1]} > 65536: 255·128·K may overflow the int32 accumulator")
     if not 0 <= int(a_zp) <= 255:
         raise ValueError(f"activation zero point {a_zp} outside [0, 255]")
     w_zp = np.broadcast_to(np.asarray(w_zp, dtype=np.int64), (w.shape[0],))

@@ -18,7 +18,7 @@ from llvmlite import ir
 from numba import njit, types
 from numba.extending import intrinsic
 
-from ..affine import quantize
+from ..affine import quantize_bias
 from .arithmetic import arithmetic, fma_f32_reference
 
 __all__ = ["OutputStage", "output_stage", "requantize", "requantize_reference", "finish_requantize", "finish_requantize_cols"]
@@ -73,7 +73,8 @@ def output_stage(n_out, x_scale, w_scale, bias, y_scale, y_zp, *, relu=False, cl
         raise ValueError(f"output zero point {y_zp} outside [0, 255]")
     ats = (np.float32(x_scale) * ws).astype(np.float32)                       # s_xw = f32(s_x · s_w)
     mult32 = (ats / np.float32(y_scale)).astype(np.float32)
-    mult64 = np.float64(x_scale) * ws.astype(np.float64) / np.float64(y_scale)
+    # float64 multiplier from the float32 scales the layer actually stores
+    mult64 = np.float64(np.float32(x_scale)) * ws.astype(np.float64) / np.float64(np.float32(y_scale))
     bias_f = np.zeros(n_out, np.float32)
     bias_q = np.zeros(n_out, np.int64)
     if bias is not None:
@@ -96,8 +97,7 @@ def output_stage(n_out, x_scale, w_scale, bias, y_scale, y_zp, *, relu=False, cl
         if int_bias:
             bias_q = bias.astype(np.int64)
         elif bias is not None:
-            bias_q = quantize(bias.astype(np.float32), ats, np.zeros(n_out, np.int32), "int32", axis=0,
-                              emulate=ar.bias_rule).astype(np.int64)
+            bias_q = quantize_bias(bias, x_scale, ws, emulate=ar.bias_rule).astype(np.int64)
         mode = _INT_BIAS_F64 if ar.multiplier == "f64" else _INT_BIAS_F32
     lo, hi = (int(y_zp) if relu else 0), 255
     if clamp is not None:
