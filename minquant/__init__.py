@@ -1,1 +1,33 @@
-"""minquant: model compression for edge deployment, from first principles."""
+"""minquant: model compression for edge deployment, from first principles in NumPy + Numba.
+
+The core — quantization math (:mod:`minquant.affine`), calibration observers (:mod:`minquant.observers`),
+integer kernels (:mod:`minquant.kernels`), the graph IR and its executor — imports only numpy, numba and
+scipy. Modules that talk to torch (``minquant.torch_import``, ``minquant.zoo``, ``minquant.training``,
+``minquant.prune``, ``minquant.distill``) load only when you ask for them.
+
+Start reading at docs/quantization.md; every kernel docstring cites its steps.
+"""
+from . import affine, kernels, observers
+from .affine import (QType, choose_qparams, dequantize, fake_quantize, pack_int4, qtype, quantize,
+                     quantize_bias, to_float16, unpack_int4)
+from .executor import infer_shapes, run
+from .graph import OPS, Graph, Node, register_op
+
+__version__ = "0.1.0"
+
+__all__ = ["affine", "kernels", "observers", "QType", "qtype", "choose_qparams", "quantize", "dequantize",
+           "fake_quantize", "quantize_bias", "pack_int4", "unpack_int4", "to_float16", "Graph", "Node", "OPS",
+           "register_op", "run", "infer_shapes", "from_torch"]
+
+_LAZY_MODULES = {"prune", "distill", "zoo", "datasets", "training", "torch_import"}
+
+
+def __getattr__(name):
+    """torch-dependent entry points load on first use, so ``import minquant`` needs no torch."""
+    if name == "from_torch":
+        from .torch_import import from_torch
+        return from_torch
+    if name in _LAZY_MODULES:
+        import importlib
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module 'minquant' has no attribute {name!r}")
