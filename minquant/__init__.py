@@ -11,13 +11,18 @@ from . import affine, kernels, observers
 from .affine import (QType, choose_qparams, dequantize, fake_quantize, pack_int4, qtype, quantize,
                      quantize_bias, to_float16, unpack_int4)
 from .executor import infer_shapes, run
+from .observers import (EntropyObserver, HistogramObserver, MinMaxObserver, MovingAverageMinMaxObserver,
+                        MovingAveragePerChannelMinMaxObserver, MSEObserver, Observer, PercentileObserver,
+                        PerChannelMinMaxObserver, RunningHistogram)
 from .graph import OPS, Graph, Node, register_op
 
 __version__ = "0.1.0"
 
 __all__ = ["affine", "kernels", "observers", "QType", "qtype", "choose_qparams", "quantize", "dequantize",
            "fake_quantize", "quantize_bias", "pack_int4", "unpack_int4", "to_float16", "Graph", "Node", "OPS",
-           "register_op", "run", "infer_shapes", "from_torch"]
+           "register_op", "run", "infer_shapes", "from_torch", "Observer", "MinMaxObserver",
+           "MovingAverageMinMaxObserver", "PerChannelMinMaxObserver", "MovingAveragePerChannelMinMaxObserver",
+           "PercentileObserver", "MSEObserver", "EntropyObserver", "HistogramObserver", "RunningHistogram"]
 
 _LAZY_MODULES = {"prune", "distill", "zoo", "datasets", "training", "torch_import"}
 

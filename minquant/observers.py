@@ -132,9 +132,11 @@ class MinMaxObserver(Observer):
     Equal to ``torch.ao.quantization.MinMaxObserver`` bit for bit (per_tensor_affine / per_tensor_symmetric,
     quint8 / qint8, reduce_range on or off).
 
-    Edge cases: ``lo == hi`` → the range is widened to contain 0 first; if it is still empty (all-zero data)
-    ``s = eps``, ``z = qmin`` (affine) — torch gives the same (its docstring's "scale 1.0" note is stale).
-    A single outlier sets the scale for everyone: use Percentile/MSE/Entropy/Histogram to clip.
+    Edge cases: ``lo == hi`` → the range is widened to contain 0 first; if it is still empty (all-zero
+    data) ``s = eps``, ``z = qmin`` (affine), 0 (int8 symmetric) or 128 (uint8 symmetric) — torch gives the
+    same (its docstring's "scale 1.0" note is stale). NaN/Inf in a batch → ``ValueError`` naming how many;
+    ``compute()`` before any data → ``ValueError``. A single outlier sets the scale for everyone: use
+    Percentile/MSE/Entropy/Histogram to clip.
     """
 
     def __init__(self, dtype="uint8", *, symmetric=False, reduce_range=False, eps=_F32_EPS):
@@ -170,6 +172,8 @@ class MovingAverageMinMaxObserver(MinMaxObserver):
     Edge cases as :class:`MinMaxObserver`; note that the averaged range need not contain every value seen,
     and that float32 rounding can make ``lo > hi`` after cancellation (``c = 1``, batch ranges [0, 524290]
     then [1.78125]: lo = 1.78125, hi = 1.75) — ``compute()`` then raises ``ValueError`` (torch asserts).
+    NaN/Inf in a batch → ``ValueError`` naming how many; ``compute()`` before any data → ``ValueError``;
+    all-zero data → ``s = eps``, ``z = qmin`` (affine), 0 (int8 symmetric) or 128 (uint8 symmetric).
     """
 
     def __init__(self, averaging_constant: float = 0.01, dtype="uint8", *, symmetric=False,
@@ -198,7 +202,9 @@ class PerChannelMinMaxObserver(Observer):
     Equal to ``torch.ao.quantization.PerChannelMinMaxObserver`` (per_channel_affine / per_channel_symmetric)
     bit for bit. Edge cases: a channel whose values are all equal gets the MinMax treatment (range widened to
     0, ``s = eps`` if all zero); a batch with a different number of channels, or ``axis`` out of range,
-    raises ``ValueError``.
+    raises ``ValueError``. NaN/Inf in a batch → ``ValueError`` naming how many; ``compute()`` before any
+    data → ``ValueError``; an all-zero channel → ``s = eps``, ``z = qmin`` (affine), 0 (int8 symmetric) or
+    128 (uint8 symmetric).
     """
 
     def __init__(self, axis: int = 0, dtype="uint8", *, symmetric=False, reduce_range=False, eps=_F32_EPS):
@@ -301,17 +307,30 @@ def _torch_sum(x: np.ndarray, lanes: int = 8) -> np.float32:
     """``torch.sum`` of a 1-D float32 array, bit for bit — ATen's CPU cascade sum (``SumKernel.cpp``).
 
     Float addition is not associative, so the order matters in the last bit. ATen reads the array as
-    vectors of ``lanes`` floats (8 with AVX2, 16 with AVX-512), keeps 4 vector accumulators side by side,
-    and every ``2^max(4, ceil(log2(rows))//4)`` rows flushes them into a second level of accumulators
-    (up to 4 levels) to keep rounding errors small. Then: levels are added, the 4 accumulators are added,
-    the tail elements that do not fill a vector are summed from 0, and the vector lanes are added to that.
-    """
+    vectors of ``lanes`` floats (8 with AVX2, 16 with AVX-512; arrays shorter than that as single floats),
+    keeps 4 accumulators side by side, and every ``2^max(4, ceil(log2(rows))//4)`` rows flushes them into a
+    second level of accumulators (up to 4 levels) to keep rounding errors small. Then: the levels are added,
+    the 4 accumulators are added, the elements that do not fill a vector are summed from 0, and the vector
+    lanes are added to that."""
     x = np.ascontiguousarray(x, dtype=np.float32).ravel()
-    n = x.size
-    nvec = n // lanes
+    if x.size < lanes:  # ATen's scalar path: the same cascade over single floats
+        return _f32(_cascade_rows(x.reshape(-1, 1))[0])
+    nvec = x.size // lanes
+    partial = _cascade_rows(x[: nvec * lanes].reshape(nvec, lanes))
+    total = _f32(0)
+    for v in x[nvec * lanes:]:
+        total = _f32(total + v)
+    for v in partial:
+        total = _f32(total + v)
+    return total
+
+
+def _cascade_rows(vec: np.ndarray) -> np.ndarray:
+    """ATen's ``row_sum``: sum the rows of ``vec`` (n, lanes) with 4 interleaved accumulators and a
+    4-level cascade (``multi_row_sum``); returns one accumulator of ``lanes`` float32."""
+    nvec, lanes = vec.shape
     ilp = 4
     rows = nvec // ilp
-    vec = x[: nvec * lanes].reshape(nvec, lanes)
     level_power = max(4, (math.ceil(math.log2(rows)) if rows > 1 else 0) // 4)
     level_step = 1 << level_power
     level_mask = level_step - 1
@@ -336,12 +355,7 @@ def _torch_sum(x: np.ndarray, lanes: int = 8) -> np.float32:
         partial[0] += vec[r]
     for k in range(1, ilp):
         partial[0] += partial[k]
-    total = _f32(0)
-    for v in x[nvec * lanes:]:
-        total = _f32(total + v)
-    for v in partial[0]:
-        total = _f32(total + v)
-    return total
+    return partial[0]
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -480,7 +494,9 @@ class HistogramObserver(_HistogramBased):
     raises (torch warns and returns scale 1, zero point 0).
 
     Edge cases: all data equal (``min == max``) → bin width 0, every candidate error is 0 and the range
-    stays ``[v, v]``, i.e. the MinMax result (``s = eps`` for all-zero data).
+    stays ``[v, v]``, i.e. the MinMax result. NaN/Inf in a batch → ``ValueError`` naming how many;
+    ``compute()`` before any data → ``ValueError``; all-zero data → ``s = eps``, ``z = qmin`` (affine),
+    0 (int8 symmetric) or 128 (uint8 symmetric).
     """
 
     def __init__(self, bins: int = 2048, dtype="uint8", *, symmetric=False, reduce_range=False, eps=_F32_EPS,
@@ -622,8 +638,10 @@ class PercentileObserver(_HistogramBased):
     For data seen in one batch the estimate is within one bin width (``(max − min) / bins``) of
     ``np.percentile``; each re-binning of a growing range can move mass by up to about one more bin width.
 
-    Edge cases: ``p = 100`` gives the MinMax range; all values equal → ``[v, v]`` (then MinMax's rules:
-    ``s = eps`` for zeros); ``p`` must be in [50, 100].
+    Edge cases: ``p = 100`` gives the MinMax range; all values equal (``min == max``) → ``[v, v]``;
+    ``p`` must be in [50, 100]. NaN/Inf in a batch → ``ValueError`` naming how many; ``compute()``
+    before any data → ``ValueError``; all-zero data → ``s = eps``, ``z = qmin`` (affine), 0 (int8
+    symmetric) or 128 (uint8 symmetric).
     """
 
     def __init__(self, percentile: float = 99.99, dtype="uint8", *, bins: int = 2048, symmetric=False,
@@ -660,9 +678,11 @@ class MSEObserver(_HistogramBased):
     independently, so one-sided outliers clip one side only); symmetric: one factor, ``[−t, t]`` with
     ``t = (i/G)·max(|min|, |max|)``. The pair with the smallest estimate wins (ties → the wider range).
 
-    Edge cases: all values equal → ``[v, v]`` (MinMax's rules, ``s = eps`` for zeros). The Δ²/12 term assumes
-    the density is smooth over one step; with extreme outliers the histogram's bins are wide and the
-    estimate coarse — raise ``bins`` then.
+    Edge cases: all values equal (``min == max``) → ``[v, v]``. NaN/Inf in a batch → ``ValueError``
+    naming how many; ``compute()`` before any data → ``ValueError``; all-zero data → ``s = eps``,
+    ``z = qmin`` (affine), 0 (int8 symmetric) or 128 (uint8 symmetric).
+    The Δ²/12 term assumes the density is smooth over one step; with extreme outliers the histogram's bins
+    are wide and the estimate coarse — raise ``bins`` then.
     """
 
     def __init__(self, dtype="uint8", *, bins: int = 2048, grid: int = 100, symmetric=False, reduce_range=False,
@@ -737,9 +757,12 @@ class EntropyObserver(_HistogramBased):
     ``[min, max]`` clipped to ``[−T, T]``; qparams come from ``choose_qparams`` — note torch's symmetric
     formula gives ``s = T / 127.5`` for int8 where TensorRT uses ``T / 127``.
 
-    Edge cases: all-zero data → ``T = 0`` → ``s = eps``; fewer distinct values than L levels is fine
-    (``Q`` then equals ``P`` inside the range). NVIDIA's pytorch-quantization additionally copies bin 1
-    into bin 0 to blunt the spike of exact zeros after ReLU; that tweak is not applied here.
+    Edge cases: all-zero data → ``T = 0`` → ``s = eps``, ``z`` = 0 (int8) / 128 (uint8 symmetric) / qmin
+    (affine); all ``|x|`` equal to ``v`` → all mass in the last bin, only ``i = 2048`` has finite KL, so
+    ``T = v`` (the MinMax range). NaN/Inf in a batch → ``ValueError`` naming how many; ``compute()``
+    before any data → ``ValueError``. Fewer distinct values than L levels is fine (``Q`` then equals ``P``
+    inside the range). NVIDIA's pytorch-quantization additionally copies bin 1 into bin 0 to blunt the
+    spike of exact zeros after ReLU; that tweak is not applied here.
     """
 
     def __init__(self, dtype="int8", *, bins: int = 2048, num_quantized_bins: int | None = None,

@@ -8,10 +8,10 @@ from hypothesis import given, settings, strategies as st
 from torch.ao.quantization import observer as tobs
 
 from minquant.affine import choose_qparams, fake_quantize, qtype
-from minquant.observers import _torch_histc, _torch_linspace, _torch_sum
 from minquant.observers import (EntropyObserver, HistogramObserver, MinMaxObserver, MovingAverageMinMaxObserver,
                                 MovingAveragePerChannelMinMaxObserver, MSEObserver, PercentileObserver,
                                 PerChannelMinMaxObserver, RunningHistogram)
+from minquant.observers import _torch_histc, _torch_linspace, _torch_sum  # ATen float32 emulation
 
 torch.set_num_threads(1)
 
@@ -242,6 +242,10 @@ def test_torch_histc_bit_exact(seed, bins, same):
     rng = np.random.default_rng(seed)
     x = (rng.standard_normal(int(rng.integers(1, 5000))) * 10 ** rng.uniform(-3, 3)).astype(np.float32)
     lo, hi = (x[0], x[0]) if same else (np.float32(x.min() * 0.9), np.float32(x.max() * 1.1))
+    if not same:  # values on and next to the bin edges, where the float32 formula decides the bin
+        edges = torch.linspace(float(lo), float(hi), bins + 1).numpy()
+        x = np.concatenate([x, edges, np.nextafter(edges, np.float32(np.inf)),
+                            np.nextafter(edges, np.float32(-np.inf))]).astype(np.float32)
     ref = torch.histc(torch.from_numpy(x), bins, min=float(lo), max=float(hi)).numpy()
     assert np.array_equal(_torch_histc(x, bins, lo, hi), ref)
 
