@@ -4,7 +4,7 @@ Every comparison asserts 0 mismatching elements (codes for uint8 outputs, bit pa
 outputs), and every fast kernel is checked bit for bit against its readable reference. Inputs come from
 hypothesis (derandomized) or from exhaustive grids; output qparams are chosen from the float result's
 range so outputs span the code range without saturating. Set MINQUANT_PRINT_COUNTS=1 (with ``-s``) to
-print the element counts per framework.
+print the element counts per framework, and MINQUANT_EXAMPLES=N for a longer run (default 25 per test).
 """
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ pytestmark = [pytest.mark.filterwarnings("ignore::DeprecationWarning"),
               pytest.mark.filterwarnings("ignore:.*reduce_range.*:UserWarning")]
 
 F32 = np.float32
-HYP = settings(max_examples=20, deadline=None, derandomize=True,
+HYP = settings(max_examples=int(os.environ.get("MINQUANT_EXAMPLES", 25)), deadline=None, derandomize=True,
                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 COUNTS: dict = {}
 

@@ -14,3 +14,13 @@ __all__ = ["EMULATIONS", "Arithmetic", "arithmetic", "cpu_has_vnni", "describe_c
            "PackedWeight", "gemm_u8s8", "gemm_u8s8_reference", "pack_weight",
            "conv_out_size", "im2col", "im2col_reference", "qlinear", "qlinear_reference",
            "output_stage", "requantize", "requantize_reference"]
+
+from .add import qadd, qadd_reference  # noqa: E402
+from .dynamic import dynamic_linear, dynamic_linear_reference  # noqa: E402
+from .int4 import int4_linear, int4_linear_reference  # noqa: E402
+from .pool import (qadaptive_avg_pool2d, qadaptive_avg_pool2d_reference, qavg_pool2d,  # noqa: E402
+                   qavg_pool2d_reference, qmax_pool2d, qmax_pool2d_reference)
+
+__all__ += ["qadd", "qadd_reference", "dynamic_linear", "dynamic_linear_reference", "int4_linear",
+            "int4_linear_reference", "qmax_pool2d", "qmax_pool2d_reference", "qavg_pool2d",
+            "qavg_pool2d_reference", "qadaptive_avg_pool2d", "qadaptive_avg_pool2d_reference"]

@@ -54,7 +54,7 @@ def _saturates(ar) -> bool:
 
 def dynamic_input_qparams(x, *, reduce_range=True, emulate="fbgemm"):
     """The run-time activation qparams (s_x, z_x) each emulation picks for float input ``x`` (module
-    docstring), and the code range's top (127 or 255). ``s_x`` is returned as the framework stores it."""
+    docstring): uint8 codes, [0, 127] with ``reduce_range`` where the emulation honours it."""
     ar = arithmetic(emulate)
     x = np.asarray(x)
     if x.size == 0:

@@ -27,7 +27,8 @@ MatMulNBits stores unsigned codes (uint4, default zero point 8); signed codes (i
 point z give the same W as uint4 codes q + 8 with zero point z + 8.
 
 ``int4_linear_reference`` is the NumPy spec (unpack, :func:`minquant.affine.dequantize`, the chain);
-``int4_linear`` reads the packed nibbles directly in Numba without materialising W (bit-identical).
+``int4_linear`` reads the packed nibbles directly in Numba, dequantizing one K × 64 tile of W at a time
+(bit-identical).
 """
 from __future__ import annotations
 
@@ -132,47 +133,78 @@ def int4_linear_reference(x, w_packed, w_scale, w_zp, *, group_size, in_features
 
 
 @njit(cache=True)
-def _weight(packed, scale, zp, signed, gs, k_total, n, k):
-    """W[n, k] straight from the packed nibbles."""
-    idx = n * k_total + k
-    byte = packed[idx >> 1]
-    nib = np.int64(byte & 15) if (idx & 1) == 0 else np.int64(byte >> 4)
-    if signed and nib >= 8:
-        nib -= 16
-    g = k // gs
-    return np.float32(np.float32(nib - zp[n, g]) * scale[n, g])
+def _nibble(v, signed):
+    """One 4-bit code (0..15) as int64, sign-extended for int4."""
+    v = np.int64(v)
+    if signed:
+        v -= (v >> 3) * 16
+    return v
+
+
+@njit(cache=True)
+def _dequant_row(packed, scale, zp, signed, gs, k_total, n, buf):
+    """buf[k] = W[n, k] straight from the packed nibbles (row n is k_total/2 bytes)."""
+    base = n * (k_total // 2)
+    if gs % 2 == 0:                               # both nibbles of a byte share a group: byte at a time
+        for g in range(k_total // gs):
+            s = scale[n, g]
+            z = zp[n, g]
+            for i in range(g * (gs // 2), (g + 1) * (gs // 2)):
+                byte = packed[base + i]
+                buf[2 * i] = np.float32(np.float32(_nibble(byte & 15, signed) - z) * s)
+                buf[2 * i + 1] = np.float32(np.float32(_nibble(byte >> 4, signed) - z) * s)
+    else:
+        for k in range(k_total):
+            g = k // gs
+            byte = packed[base + (k >> 1)]
+            v = _nibble(byte & 15, signed) if (k & 1) == 0 else _nibble(byte >> 4, signed)
+            buf[k] = np.float32(np.float32(v - zp[n, g]) * scale[n, g])
+
+
+_BLOCK_N = 64   # outputs dequantized at a time (a K × 64 float32 tile)
 
 
 @njit(cache=True)
 def _int4_kernel(x, packed, scale, zp, signed, gs, lanes_mode, bias, has_bias, out):
     m_rows, k_total = x.shape
     n_out = scale.shape[0]
-    if lanes_mode:
+    buf = np.empty(k_total, np.float32)
+    if lanes_mode:                                # M = 1, ONNX Runtime's 8-lane dot products
         n4 = (n_out // 4) * 4
+        ln = np.empty(8, np.float32)
         for n in range(n_out):
-            ln = np.zeros(8, np.float32)
-            for k in range(k_total):
-                ln[k % 8] = _fma32(_weight(packed, scale, zp, signed, gs, k_total, n, k), x[0, k], ln[k % 8])
+            _dequant_row(packed, scale, zp, signed, gs, k_total, n, buf)
+            for l in range(8):
+                ln[l] = np.float32(0)
+            k8 = k_total - k_total % 8
+            for k0 in range(0, k8, 8):            # lane l takes k = l (mod 8): 8-wide, in order
+                for l in range(8):
+                    ln[l] = _fma32(buf[k0 + l], x[0, k0 + l], ln[l])
+            for k in range(k8, k_total):
+                ln[k & 7] = _fma32(buf[k], x[0, k], ln[k & 7])
             if n < n4:
                 h0 = np.float32(np.float32(np.float32(ln[0] + ln[1]) + ln[2]) + ln[3])
                 h1 = np.float32(np.float32(np.float32(ln[4] + ln[5]) + ln[6]) + ln[7])
-                s = np.float32(h0 + h1)
+                out[0, n] = np.float32(h0 + h1)
             else:
-                s = np.float32(np.float32(np.float32(ln[0] + ln[4]) + np.float32(ln[1] + ln[5]))
-                               + np.float32(np.float32(ln[2] + ln[6]) + np.float32(ln[3] + ln[7])))
-            out[0, n] = s
-    else:
-        for m in range(m_rows):
-            for n in range(n_out):
-                out[m, n] = np.float32(0)
-        wrow = np.empty(n_out, np.float32)
-        for k in range(k_total):                 # each weight dequantized once; k order kept per output
-            for n in range(n_out):
-                wrow[n] = _weight(packed, scale, zp, signed, gs, k_total, n, k)
+                out[0, n] = np.float32(np.float32(np.float32(ln[0] + ln[4]) + np.float32(ln[1] + ln[5]))
+                                       + np.float32(np.float32(ln[2] + ln[6]) + np.float32(ln[3] + ln[7])))
+    else:                                         # one fma per k, in order, for every output
+        tile = np.empty((k_total, _BLOCK_N), np.float32)
+        for n0 in range(0, n_out, _BLOCK_N):
+            nb = min(_BLOCK_N, n_out - n0)
+            for j in range(nb):                   # each weight dequantized once per call
+                _dequant_row(packed, scale, zp, signed, gs, k_total, n0 + j, buf)
+                for k in range(k_total):
+                    tile[k, j] = buf[k]
             for m in range(m_rows):
-                xv = x[m, k]
-                for n in range(n_out):
-                    out[m, n] = _fma32(xv, wrow[n], out[m, n])
+                acc = np.zeros(_BLOCK_N, np.float32)
+                for k in range(k_total):
+                    xv = x[m, k]
+                    for j in range(nb):           # independent outputs: vectorizes
+                        acc[j] = _fma32(xv, tile[k, j], acc[j])
+                for j in range(nb):
+                    out[m, n0 + j] = acc[j]
     if has_bias:
         for m in range(m_rows):
             for n in range(n_out):
