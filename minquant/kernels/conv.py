@@ -171,31 +171,6 @@ def _depthwise_kernel(planes, taps, tap_sum, w_zp, x_zp, kh, kw, sh, sw, dh, dw,
 
 
 @njit(cache=True)
-def _phase_planes_kernel(x, ph, pw, pad_value, planes):
-    sw, n, c, hp, wq = planes.shape
-    h, w = x.shape[2], x.shape[3]
-    for phase in range(sw):
-        q_lo = max(0, -(-(pw - phase) // sw))          # first q with q·sw + phase − pw ≥ 0
-        q_hi = min(wq, (w - 1 + pw - phase) // sw + 1)  # one past the last q with col < w
-        for b in range(n):
-            for ch in range(c):
-                for yp in range(hp):
-                    row = planes[phase, b, ch, yp]
-                    y = yp - ph
-                    if y < 0 or y >= h or q_hi <= q_lo:
-                        row[:] = pad_value
-                        continue
-                    src = x[b, ch, y]
-                    row[:q_lo] = pad_value
-                    row[q_hi:] = pad_value
-                    if sw == 1:
-                        row[q_lo:q_hi] = src[q_lo - pw:q_hi - pw]
-                    else:
-                        for q in range(q_lo, q_hi):
-                            row[q] = src[q * sw + phase - pw]
-
-
-@njit(cache=True)
 def _depthwise_nhwc_kernel(planes, taps_t, tap_sum, x_zp, kh, kw, sh, sw, dh, dw, sat_lo, sat_hi,
                            mode, bias_f, bias_q, mult32, mult64, y_zp, lo, hi, out):
     """Channel-vectorised variant of :func:`_depthwise_kernel` for small images (few output columns, many
@@ -249,9 +224,11 @@ def _phase_planes(x_q, ph, pw, sw, pad_value):
     """Zero-point-padded float32 input split by column phase: planes[φ, ..., q] = padded[..., q·sw + φ]."""
     n, c, h, w = x_q.shape
     wq = -(-(w + 2 * pw) // sw)
-    planes = np.empty((sw, n, c, h + 2 * ph, wq), np.float32)
-    _phase_planes_kernel(np.ascontiguousarray(x_q), ph, pw, np.float32(pad_value), planes)
-    return planes
+    padded = np.full((n, c, h + 2 * ph, wq * sw), pad_value, np.float32)
+    padded[:, :, ph:ph + h, pw:pw + w] = x_q
+    if sw == 1:
+        return padded[None]
+    return np.ascontiguousarray(padded.reshape(n, c, h + 2 * ph, wq, sw).transpose(4, 0, 1, 2, 3))
 
 
 class QConv2d:
@@ -295,7 +272,7 @@ class QConv2d:
             if kh * kw > 255:
                 raise ValueError(f"depthwise kernel {kh}x{kw} too large for the exact float32 accumulator")
             out = np.empty((n, c_out, oh, ow), np.uint8)
-            if mult == 1 and ow < 16 and not np.any(pk.w_zp):   # small image, many channels: vectorise over C
+            if mult == 1 and ow <= 32 and not np.any(pk.w_zp):   # small image, many channels: vectorise over C
                 planes = _phase_planes_nhwc(x_q, ph, pw, sw, self.x_zp)
                 _depthwise_nhwc_kernel(planes, pk.taps_t, pk.tap_sum, np.int64(self.x_zp), kh, kw, sh, sw, dh, dw,
                                        np.float32(lo_s), np.float32(hi_s), st.mode, st.bias_f, st.bias_q,
