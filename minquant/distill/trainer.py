@@ -35,9 +35,11 @@ __all__ = ["train", "DistillResult", "stratified_subset"]
 
 @dataclass
 class DistillResult:
-    """What :func:`train` returns. ``history``: one dict per evaluated epoch (``epoch``, ``train_accuracy``
-    and, when test data was given, ``test_accuracy``); ``test_accuracy``: after the last epoch. ``quantized``/``quantized_accuracy``: set by the ``quantize``
-    hook."""
+    """What :func:`train` returns.
+
+    ``history``: one dict per evaluated epoch (``epoch``, ``train_accuracy`` and, when test data was given,
+    ``test_accuracy``). ``test_accuracy``: after the last epoch. ``quantized`` / ``quantized_accuracy``:
+    set by the ``quantize`` hook (the accuracy only when test data was given)."""
     student: nn.Module
     history: list[dict] = field(default_factory=list)
     test_accuracy: float | None = None
