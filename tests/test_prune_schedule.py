@@ -72,3 +72,29 @@ def test_iterative_prune_hits_targets_and_keeps_zeros():
 def test_iterative_prune_rejects_bad_targets():
     with pytest.raises(ValueError, match="non-decreasing"):
         iterative_prune(nn.Linear(4, 4), [0.5, 0.3], progress=False)
+
+
+def test_gradual_prune_follows_zhu_gupta_during_one_fit():
+    from minquant.prune import gradual_prune
+
+    torch.manual_seed(1)
+    model = TinyCNN()
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((32, 1, 12, 12)).astype(np.float32)
+    y = rng.integers(0, 10, 32)
+    zero_sets = []
+
+    def evaluate(m):
+        zero_sets.append({n: (m.get_submodule(n).weight == 0).clone() for n in ("features.2", "classifier")})
+        return 0.0
+
+    hist = gradual_prune(model, x, y, 0.8, epochs=5, n=3, t0=0, dt=1, scope="layer", evaluate=evaluate,
+                         progress=False, batch_size=8, lr=1e-2)
+    expected = [zhu_gupta_sparsity(t, 0.0, 0.8, 0, 3, 1) for t in (1, 2, 3, 3, 3)]
+    np.testing.assert_allclose([h["sparsity"] for h in hist], expected, atol=0.002)
+    for before, after in zip(zero_sets, zero_sets[1:]):  # one Adam throughout: momentum must not revive
+        for n in before:
+            assert torch.all(after[n][before[n]])
+    assert all(not m._forward_pre_hooks for m in model.modules())
+    with pytest.raises(ValueError, match="ends at epoch"):
+        gradual_prune(model, x, y, 0.9, epochs=2, n=3, progress=False)

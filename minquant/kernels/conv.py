@@ -205,9 +205,9 @@ def _depthwise_nhwc_kernel(planes, taps_t, tap_sum, x_zp, kh, kw, sh, sw, dh, dw
                 m = y * ow + xo
                 for ch in range(C):
                     raw[ch, m] = np.int32(acc[ch]) - np.int32(x_zp * tap_sum[ch])
+        out_b = out[b].reshape(C, oh * ow)
         for ch in range(C):
-            _requant_row(raw[ch], ch, mode, bias_f, bias_q, mult32, mult64, y_zp, lo, hi,
-                         out[b, ch].reshape(oh * ow))
+            _requant_row(raw[ch], ch, mode, bias_f, bias_q, mult32, mult64, y_zp, lo, hi, out_b[ch])
 
 
 def _phase_planes_nhwc(x_q, ph, pw, sw, pad_value):

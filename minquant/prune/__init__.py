@@ -21,8 +21,8 @@ from .magnitude import (apply_masks, current_masks, global_magnitude_masks, magn
                         prune_magnitude)
 from .nm import is_nm_sparse, nm_mask, prune_nm
 from .report import ModelReport, count_params, model_report, storage_report
-from .schedule import (constant_step_targets, fit_fine_tune, iterative_prune, zhu_gupta_sparsity,
-                       zhu_gupta_targets)
+from .schedule import (constant_step_targets, fit_fine_tune, gradual_prune, iterative_prune,
+                       zhu_gupta_sparsity, zhu_gupta_targets)
 from .storage import decode, encode_bitmask, encode_csr, encode_dense, encoded_nbytes, smallest_encoding
 from .structured import (channel_importance, dead_channels, prune_channels, remove_channels,
                          remove_zero_channels, select_channels)
@@ -33,6 +33,6 @@ __all__ = [
     "ChannelGroup", "channel_importance", "select_channels", "remove_channels", "prune_channels",
     "dead_channels", "remove_zero_channels", "describe_architecture", "apply_architecture", "save_pruned",
     "load_pruned", "zhu_gupta_sparsity", "zhu_gupta_targets", "constant_step_targets", "iterative_prune",
-    "fit_fine_tune", "model_report", "ModelReport", "count_params", "storage_report", "encode_dense",
+    "gradual_prune", "fit_fine_tune", "model_report", "ModelReport", "count_params", "storage_report", "encode_dense",
     "encode_bitmask", "encode_csr", "decode", "encoded_nbytes", "smallest_encoding",
 ]

@@ -33,7 +33,7 @@ from contextlib import contextmanager
 import numpy as np
 
 __all__ = ["n_to_prune", "magnitude_mask", "global_magnitude_masks", "prunable_weights", "weight_arrays",
-           "prune_magnitude", "apply_masks", "current_masks", "masked_training", "DEFAULT_TYPES"]
+           "prune_magnitude", "apply_masks", "current_masks", "masked_training", "LiveMasks", "DEFAULT_TYPES"]
 
 #: layer types whose ``weight`` is pruned by default (torch class names; checked with isinstance)
 DEFAULT_TYPES = ("Conv1d", "Conv2d", "Conv3d", "Linear")
@@ -146,6 +146,35 @@ def current_masks(model, types=DEFAULT_TYPES, exclude=()) -> dict:
     return {k: v != 0 for k, v in weight_arrays(model, types, exclude).items()}
 
 
+class LiveMasks:
+    """The masks a :func:`masked_training` block enforces; :meth:`update` tightens them mid-training
+    (the hooks read these tensors, which are changed in place)."""
+
+    def __init__(self, model, masks: dict):
+        import torch
+
+        self.model = model
+        self.tensors = {}
+        for name, mask in masks.items():
+            w = model.get_submodule(name).weight
+            if tuple(np.shape(mask)) != tuple(w.shape):
+                raise ValueError(f"mask for {name} has shape {tuple(np.shape(mask))}, weight {tuple(w.shape)}")
+            self.tensors[name] = torch.from_numpy(np.asarray(mask)).to(w.dtype)
+
+    def update(self, masks: dict) -> None:
+        """Enforce new masks for the same layers from now on (weights are zeroed at once)."""
+        import torch
+
+        if set(masks) != set(self.tensors):
+            raise ValueError("update() needs masks for exactly the layers masked_training started with")
+        for name, mask in masks.items():
+            self.tensors[name].copy_(torch.from_numpy(np.asarray(mask)))
+        apply_masks(self.model, masks)
+
+    def as_numpy(self) -> dict:
+        return {k: v.numpy() != 0 for k, v in self.tensors.items()}
+
+
 @contextmanager
 def masked_training(model, masks: dict):
     """Within the block, pruned weights stay exactly zero while the model trains.
@@ -153,25 +182,25 @@ def masked_training(model, masks: dict):
     Two temporary hooks per masked layer: the weight's gradient is multiplied by the mask (so a fresh
     Adam/SGD never moves a pruned weight: its gradient and moments stay 0) and, before every forward,
     the weight is re-multiplied by the mask (so optimizer state left over from before the mask changed,
-    or weight decay, cannot revive it). On exit both hooks are removed and the mask applied once more:
-    the model is hook-free again."""
+    or weight decay, cannot revive it). Yields a :class:`LiveMasks` whose ``update(new_masks)`` prunes
+    further without leaving the block (gradual pruning during training). On exit both hooks are removed
+    and the final masks applied once more: the model is hook-free again."""
     import torch
 
+    live = LiveMasks(model, masks)
     handles = []
     try:
-        for name, mask in masks.items():
+        for name, m in live.tensors.items():
             mod = model.get_submodule(name)
-            m = torch.from_numpy(np.asarray(mask)).to(mod.weight.dtype)
-            if tuple(m.shape) != tuple(mod.weight.shape):
-                raise ValueError(f"mask for {name} has shape {tuple(m.shape)}, weight {tuple(mod.weight.shape)}")
             handles.append(mod.weight.register_hook(lambda g, m=m: g * m))
 
             def pre(module, args, m=m):
                 with torch.no_grad():
                     module.weight.mul_(m)
             handles.append(mod.register_forward_pre_hook(pre))
-        yield model
+        apply_masks(model, masks)
+        yield live
     finally:
         for h in handles:
             h.remove()
-        apply_masks(model, masks)
+        apply_masks(model, live.as_numpy())

@@ -14,17 +14,21 @@ Two schedules of target sparsities (fraction of zero weights after each step):
   ``s_k = 1 − (1 − step)^k``), or ``step`` of the original count (``of='original'``: ``s_k = k·step``),
   until ``final``.
 
-:func:`iterative_prune` runs a list of targets: magnitude-prune to ``s_k`` (global or per layer), then
-call ``fine_tune(model, k, s_k)`` with the pruned weights held at zero (:func:`~minquant.prune.magnitude.
-masked_training`), with a tqdm progress bar. :func:`fit_fine_tune` makes a ``fine_tune`` from
-:func:`minquant.training.fit`.
+:func:`gradual_prune` is Zhu & Gupta as they ran it: pruning *during* one training run
+(:func:`minquant.training.fit`, one optimizer throughout; ``t`` counts epochs), the mask tightened at the
+end of epochs t0 + Δt, …, t0 + n·Δt, then training goes on at ``s_f``.
+
+:func:`iterative_prune` runs a list of targets the seed's way: magnitude-prune to ``s_k`` (global or per
+layer), then call ``fine_tune(model, k, s_k)`` with the pruned weights held at zero
+(:func:`~minquant.prune.magnitude.masked_training`), with a tqdm progress bar. :func:`fit_fine_tune`
+makes a ``fine_tune`` from :func:`minquant.training.fit` (a fresh Adam every step).
 """
 from __future__ import annotations
 
 import numpy as np
 
 __all__ = ["zhu_gupta_sparsity", "zhu_gupta_targets", "constant_step_targets", "iterative_prune",
-           "fit_fine_tune"]
+           "fit_fine_tune", "gradual_prune"]
 
 
 def zhu_gupta_sparsity(t, s_i: float, s_f: float, t0: float, n: int, dt: float):
@@ -112,3 +116,39 @@ def fit_fine_tune(x, y, *, epochs: int = 1, lr: float = 1e-3, batch_size: int = 
         from ..training import fit
         fit(model, x, y, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed + step, **kw)
     return fine_tune
+
+
+def gradual_prune(model, x, y, s_f: float, *, epochs: int, n: int, t0: int = 0, dt: int = 1, s_i: float = 0.0,
+                  scope: str = "layer", types=None, exclude=(), evaluate=None, progress: bool = True,
+                  **fit_kwargs):
+    """Zhu & Gupta's gradual pruning inside one :func:`minquant.training.fit` run of ``epochs`` epochs.
+
+    ``t`` = epochs completed. Before training the model is pruned to ``s_i``; after epoch ``t`` with
+    ``t = t0 + k·Δt`` (k = 1…n) the mask is tightened to ``s_t`` (:func:`zhu_gupta_sparsity`); the
+    remaining epochs fine-tune at ``s_f``. Pruned weights stay zero throughout (the optimizer's leftover
+    momentum included, see :func:`~minquant.prune.magnitude.masked_training`). ``fit_kwargs`` go to
+    ``fit`` (lr, batch_size, seed…); ``progress`` shows fit's tqdm bar. Returns per-epoch dicts
+    ``{epoch, sparsity, metric}`` (``metric = evaluate(model)`` if given)."""
+    from ..training import fit
+    from .magnitude import DEFAULT_TYPES, apply_masks, masked_training, prune_magnitude
+
+    if t0 + n * dt > epochs:
+        raise ValueError(f"the schedule ends at epoch {t0 + n * dt} but training has only {epochs} epochs")
+    types = DEFAULT_TYPES if types is None else types
+    masks = prune_magnitude(model, s_i, scope=scope, types=types, exclude=exclude)
+    history = []
+
+    def density(ms):
+        return sum(int(m.sum()) for m in ms.values()) / sum(m.size for m in ms.values())
+
+    with masked_training(model, masks) as live:
+        def on_epoch(epoch, m):
+            t = epoch + 1
+            apply_masks(m, live.as_numpy())  # undo the optimizer's drift of masked weights before ranking
+            if t0 < t <= t0 + n * dt and (t - t0) % dt == 0:
+                s = zhu_gupta_sparsity(t, s_i, s_f, t0, n, dt)
+                live.update(prune_magnitude(m, s, scope=scope, types=types, exclude=exclude))
+            history.append({"epoch": t, "sparsity": 1 - density(live.as_numpy()),
+                            "metric": None if evaluate is None else float(evaluate(m))})
+        fit(model, x, y, epochs=epochs, on_epoch=on_epoch, progress=progress, **fit_kwargs)
+    return history
