@@ -301,3 +301,57 @@ def test_hidden_linear_units_are_pruned():
     assert (p[0].out_channels, p[1].num_features, p[5].in_features, p[5].out_features, p[8].in_features) \
         == (4, 4, 16, 10, 10)
     assert p(torch.randn(2, 1, 10, 10)).shape == (2, 3)
+
+
+def _consumers_masked(model, graph, kept):
+    """The unpruned model with every removed channel cut off at its consumers (their input weights for it
+    zeroed): removing the channels must compute the same function."""
+    from minquant.prune.structured import _expand
+
+    masked = copy.deepcopy(model)
+    with torch.no_grad():
+        for gid, k in kept.items():
+            gr = graph.groups[gid]
+            drop = np.setdiff1d(np.arange(gr.channels), k)
+            for n, f in gr.consumers:
+                masked.get_submodule(n).weight[:, torch.as_tensor(_expand(drop, f))] = 0
+    return masked
+
+
+class SqueezeExcite(nn.Module):
+    """conv → BN → ReLU → x · sigmoid(fc2(relu(fc1(mean(x))))) → mean head → Linear: gating and a mean."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.bn = nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16)
+        self.fc1, self.fc2 = nn.Conv2d(16, 4, 1), nn.Conv2d(4, 16, 1)
+        self.head = nn.Linear(16, 5)
+
+    def forward(self, x):
+        x = torch.relu(self.bn(self.conv(x)))
+        g = torch.sigmoid(self.fc2(torch.relu(self.fc1(x.mean((2, 3), keepdim=True)))))
+        return self.head((x * g).mean([2, 3]))
+
+
+@pytest.mark.parametrize("name", ["resnet18", "mobilenet_v2", "se"])
+def test_pruned_equals_consumer_masked_model(name, request):
+    """On any weights (BN statistics random, no dead channels): pruning = cutting the removed channels off
+    at every consumer, to float64 round-off."""
+    from minquant.prune import remove_channels
+
+    if name == "se":
+        torch.manual_seed(8)
+        model = SqueezeExcite().eval().double()
+    else:
+        model = copy.deepcopy(request.getfixturevalue(name)).double()
+    _randomize_bn(model, seed=8)
+    g = build_graph(model, SMALL)
+    if name == "se":  # the gate's producer fc2 is coupled to the conv's channels
+        assert set(g.group_of("conv").producers) == {"conv", "fc2"}
+    kept = {gr.gid: select_channels(channel_importance(model, gr), 0.3) for gr in g.prunable_groups()}
+    pruned = remove_channels(copy.deepcopy(model), g, kept)
+    x = torch.randn(2, 3, 64, 64, dtype=torch.float64)
+    with torch.no_grad():
+        y_masked, y_pruned, y0 = _consumers_masked(model, g, kept)(x), pruned(x), model(x)
+    assert (y_masked - y_pruned).abs().max() <= 1e-12 * y_masked.abs().max()
+    assert (y0 - y_pruned).abs().max() > 1e-3 * y0.abs().max()  # and pruning did change the function

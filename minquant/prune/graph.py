@@ -25,7 +25,6 @@ BatchNorm statistics are not touched.
 """
 from __future__ import annotations
 
-import operator
 from dataclasses import dataclass, field
 
 __all__ = ["ChannelGroup", "DependencyGraph", "build_graph"]

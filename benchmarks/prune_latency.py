@@ -1,0 +1,113 @@
+"""Structured pruning: parameters, FLOPs and measured torch fp32 latency before/after (issue 4).
+
+* TinyCNN (trained on digits, ``minquant.zoo.tiny_cnn_digits``), 50 % of channels, input 1×1×28×28;
+* torchvision MobileNetV2 (ImageNet weights from the offline package) and ResNet-18 (random init: no
+  weights offline — latency and counts do not depend on the values), 30 % of channels, input 1×3×224×224;
+  with ``round_to=1`` and ``round_to=8`` (kept channel counts rounded up to multiples of 8, which
+  vectorised conv kernels prefer).
+
+Latency: ``torch.set_num_threads(1)``, ``torch.inference_mode()``, batch 1; warm-up calls excluded; the
+original and pruned models are timed alternately (so machine load hits both alike) and the median of the
+repeats is reported (TinyCNN: each repeat times a block of 50 calls). minquant's own int8 executor is not
+built yet (issue 3), so there is no int8 column.
+
+MobileNetV2 without fine-tuning (no ImageNet here to fine-tune on): the table also gives top-1 agreement
+with the unpruned model on 64 held-out scikit-image photo crops — what one-shot 30 % costs before
+any recovery.
+
+Run:  .venv/bin/python benchmarks/prune_latency.py      (~3 min)
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from minquant.prune import model_report, prune_channels
+
+FIG = Path(__file__).resolve().parent / "figures"
+
+
+def time_pair(a, b, x, *, warmup: int, repeats: int, block: int):
+    """Median seconds per call of ``a(x)`` and ``b(x)``, timed alternately."""
+    ta, tb = [], []
+    with torch.inference_mode():
+        for _ in range(warmup):
+            a(x)
+            b(x)
+        for _ in range(repeats):
+            for m, acc in ((a, ta), (b, tb)):
+                t = time.perf_counter()
+                for _ in range(block):
+                    m(x)
+                acc.append((time.perf_counter() - t) / block)
+    return statistics.median(ta), statistics.median(tb), ta, tb
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--repeats", type=int, default=31)
+    ap.add_argument("--out", default=str(FIG / "prune_latency.json"))
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    import torchvision
+
+    from minquant.datasets import photo_crops
+    from minquant.training import accuracy
+    from minquant.zoo import mobilenet_v2_imagenet, tiny_cnn_digits
+
+    tiny, (_, _, xte, yte) = tiny_cnn_digits()
+    torch.manual_seed(0)
+    cases = [("TinyCNN (digits-trained)", tiny, (1, 1, 28, 28), 0.5, 1, 50),
+             ("MobileNetV2 (ImageNet weights)", mobilenet_v2_imagenet(), (1, 3, 224, 224), 0.3, 1, 1),
+             ("MobileNetV2 (ImageNet weights)", mobilenet_v2_imagenet(), (1, 3, 224, 224), 0.3, 8, 1),
+             ("ResNet-18 (random init)", torchvision.models.resnet18().eval(), (1, 3, 224, 224), 0.3, 1, 1),
+             ("ResNet-18 (random init)", torchvision.models.resnet18().eval(), (1, 3, 224, 224), 0.3, 8, 1)]
+    crops = None
+    rows = []
+    for name, model, shape, amount, round_to, block in cases:
+        model.eval()
+        pruned = prune_channels(model, shape, amount, round_to=round_to).eval()
+        r0, r1 = model_report(model, shape), model_report(pruned, shape)
+        x = torch.randn(*shape)
+        t0, t1, _, _ = time_pair(model, pruned, x, warmup=10 if block > 1 else 3, repeats=args.repeats,
+                                 block=block)
+        row = {"model": name, "amount": amount, "round_to": round_to, "params": [r0.params, r1.params],
+               "macs": [r0.macs, r1.macs], "latency_ms": [1e3 * t0, 1e3 * t1], "speedup": t0 / t1}
+        if name.startswith("TinyCNN"):
+            row["digits_accuracy_no_ft"] = [accuracy(model, xte, yte), accuracy(pruned, xte, yte)]
+        if name.startswith("MobileNetV2"):
+            if crops is None:
+                crops = torch.from_numpy(photo_crops(64, split="eval"))
+            with torch.inference_mode():
+                agree = (model(crops).argmax(1) == pruned(crops).argmax(1)).float().mean().item()
+            row["top1_agreement_no_ft"] = agree
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    meta = {"date": datetime.datetime.now().isoformat(timespec="minutes"), "machine": platform.platform(),
+            "processor": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
+            "load_average": os.getloadavg(), "torch": torch.__version__, "threads": torch.get_num_threads(),
+            "repeats": args.repeats}
+    Path(args.out).parent.mkdir(exist_ok=True)
+    Path(args.out).write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
+    print(f"\n{meta['date']}, {meta['machine']}, torch {meta['torch']}, 1 thread, load avg "
+          f"{meta['load_average'][0]:.1f} (shared machine), median of {args.repeats}")
+    print("| model | channels removed | params | MACs | fp32 latency | speed-up | minquant int8 |")
+    print("|---|---:|---:|---:|---:|---:|---|")
+    for r in rows:
+        rt = "" if r["round_to"] == 1 else f", kept ×{r['round_to']}"
+        print(f"| {r['model']} | {r['amount']:.0%}{rt} | {r['params'][0]:,} → {r['params'][1]:,} "
+              f"(−{1 - r['params'][1] / r['params'][0]:.0%}) | {r['macs'][0] / 1e6:,.1f}M → "
+              f"{r['macs'][1] / 1e6:,.1f}M (−{1 - r['macs'][1] / r['macs'][0]:.0%}) | "
+              f"{r['latency_ms'][0]:.3f} → {r['latency_ms'][1]:.3f} ms | {r['speedup']:.2f}× | not yet (issue 3) |")
+
+
+if __name__ == "__main__":
+    main()
