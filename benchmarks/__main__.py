@@ -6,6 +6,15 @@ from pathlib import Path
 from benchmarks import kernels
 
 SECTION = "## Kernel throughput (issue 2)"
+HEADER = """# Benchmark results
+
+Every figure below comes from a script in this folder, run on the machine and commit it names. The kernel
+section is rewritten by `./run bench`; the longer studies have their own scripts and result files:
+
+- pruning (issue 4): `benchmarks/prune_tinycnn.py`, `prune_latency.py`, `prune_vgg.py` → [RESULTS_prune.md](RESULTS_prune.md)
+- knowledge distillation (issue 5): `benchmarks/distill_digits.py` → [RESULTS_distill.md](RESULTS_distill.md)
+
+"""
 
 
 def _replace_section(text: str, section: str, body: str) -> str:
@@ -25,7 +34,7 @@ def main():
     print(body)
     if not args.no_write and not args.quick:
         path = Path(__file__).resolve().parent / "RESULTS.md"
-        text = path.read_text() if path.exists() else "# Benchmark results\n"
+        text = path.read_text() if path.exists() else HEADER
         path.write_text(_replace_section(text, SECTION, body))
         print(f"updated {path}")
 
