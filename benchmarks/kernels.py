@@ -90,45 +90,19 @@ def bench_gemm(repeats=30):
                 risky=len(packed.risky), pairs=n * ((k + 1) // 2))
 
 
-def mobilenet_conv_layers():
-    """(name, float input activation, Conv2d module) for every conv of MobileNetV2 on one photo crop."""
-    import torch
-
-    from minquant.datasets import photo_crops
-    from minquant.zoo import mobilenet_v2_imagenet
-    model = mobilenet_v2_imagenet()
-    x = torch.from_numpy(photo_crops(1, seed=123, split="eval"))
-    layers = []
-    hooks = [mod.register_forward_hook(lambda mod, inp, out, name=name: layers.append((name, inp[0].numpy().copy(), mod)))
-             for name, mod in model.named_modules() if isinstance(mod, torch.nn.Conv2d)]
-    with torch.no_grad():
-        model(x)
-    for h in hooks:
-        h.remove()
-    return layers
-
-
 def bench_convs(repeats=20):
     import torch
 
-    from minquant.affine import choose_qparams, quantize
     from minquant.kernels import QConv2d
+    from minquant.zoo import mobilenet_v2_conv_cases
     from reference import torch_quant
 
     rows = []
-    for name, xf, conv in mobilenet_conv_layers():
-        w = conv.weight.detach().numpy()
-        b = conv.bias.detach().numpy() if conv.bias is not None else None
-        s, p, d, g = conv.stride[0], conv.padding[0], conv.dilation[0], conv.groups
-        xs, xz = choose_qparams(xf.min(), xf.max(), "uint8")
-        ws, wz = choose_qparams(w.reshape(len(w), -1).min(1), w.reshape(len(w), -1).max(1), "int8", symmetric=True)
-        x_q = quantize(xf, xs, xz, "uint8")
-        w_q = quantize(w, ws, wz, "int8", axis=0)
-        with torch.no_grad():
-            yf = conv(torch.from_numpy(xf)).numpy()
-        ys, yz = choose_qparams(yf.min(), yf.max(), "uint8")
-        layer = QConv2d(w_q, ws, wz, b, xs, xz, ys, yz, stride=s, padding=p, dilation=d, groups=g,
-                        emulate="fbgemm")
+    for case in mobilenet_v2_conv_cases(with_bias=True):
+        x_q, xs, xz, w_q, ws, wz, b, ys, yz = case["args"]
+        kw, conv, xf = case["kwargs"], case["conv"], case["x"]
+        s, p, d, g = kw["stride"], kw["padding"], kw["dilation"], kw["groups"]
+        layer = QConv2d(w_q, ws, wz, b, xs, xz, ys, yz, **kw, emulate="fbgemm")
         with torch_quant.engine("fbgemm"):
             tp = torch.ops.quantized.conv2d_prepack(torch_quant.weight_qtensor(w_q, ws, wz),
                                                     None if b is None else torch.from_numpy(b), [s, s], [p, p],
@@ -142,8 +116,9 @@ def bench_convs(repeats=20):
         run = lambda: layer(x_q)  # noqa: E731
         t_mq = _median_ms(run, repeats)
         mism = int((run() != want).sum())
-        rows.append(dict(name=name, shape=f"{xf.shape[1]}x{xf.shape[2]}x{xf.shape[3]} → {w.shape[0]}, "
-                                         f"k{w.shape[2]} s{s} g{g}",
+        w = conv.weight
+        rows.append(dict(name=case["name"], shape=f"{xf.shape[1]}x{xf.shape[2]}x{xf.shape[3]} → {w.shape[0]}, "
+                                                  f"k{w.shape[2]} s{s} g{g}",
                          fp32=t_fp32, int8=t_int8, mq=t_mq, mismatches=mism, n=want.size))
     return rows
 

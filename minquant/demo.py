@@ -65,48 +65,29 @@ def seed_dynamic_quantization(repeats: int = 200):
 
 def mobilenet_kernels_crosscheck():
     """Part 2: every conv of MobileNetV2 through minquant, torch fbgemm and ONNX Runtime."""
-    import torch
-
-    from .affine import choose_qparams, quantize, quantize_bias
-    from .datasets import photo_crops
     from .kernels import QConv2d
     from .kernels.arithmetic import describe_cpu
-    from .zoo import mobilenet_v2_imagenet
+    from .zoo import mobilenet_v2_conv_cases
 
     from reference import ort_quant, torch_quant   # the frameworks' recipes (repository top level)
 
-    model = mobilenet_v2_imagenet()
-    x = torch.from_numpy(photo_crops(1, seed=7, split="eval"))
-    layers = []
-    hooks = [m.register_forward_hook(lambda m, i, o, n=n: layers.append((n, i[0].numpy().copy(), m)))
-             for n, m in model.named_modules() if isinstance(m, torch.nn.Conv2d)]
-    with torch.no_grad():
-        model(x)
-    for h in hooks:
-        h.remove()
     totals = dict(elements=0, torch=0, ort=0, exact_vs_torch=0)
-    for name, xf, conv in layers:
-        w = conv.weight.detach().numpy()
-        s, p, g = conv.stride[0], conv.padding[0], conv.groups
-        xs, xz = choose_qparams(xf.min(), xf.max(), "uint8")
-        w2 = w.reshape(len(w), -1)
-        ws, wz = choose_qparams(w2.min(1), w2.max(1), "int8", symmetric=True)
-        x_q, w_q = quantize(xf, xs, xz), quantize(w, ws, wz, "int8", axis=0)
-        with torch.no_grad():
-            yf = conv(torch.from_numpy(xf)).numpy()
-        ys, yz = choose_qparams(yf.min(), yf.max(), "uint8")
-        kw = dict(stride=s, padding=p, groups=g)
+    n_layers = 0
+    for case in mobilenet_v2_conv_cases():
+        x_q, xs, xz, w_q, ws, wz, b, ys, yz = case["args"]
+        kw = case["kwargs"]
         with torch_quant.engine("fbgemm"):
-            want_t = torch_quant.qconv2d(x_q, xs, xz, w_q, ws, wz, None, ys, yz, **kw)
+            want_t = torch_quant.qconv2d(*case["args"], **kw)
         want_o = ort_quant.qlinear_conv(x_q, xs, xz, w_q, ws, wz.astype(np.int8), None, ys, yz, **kw)
-        mine_fb = QConv2d(w_q, ws, wz, None, xs, xz, ys, yz, **kw, emulate="fbgemm")(x_q)
-        mine_ort = QConv2d(w_q, ws, wz, None, xs, xz, ys, yz, **kw, emulate="onnxruntime")(x_q)
-        exact = QConv2d(w_q, ws, wz, None, xs, xz, ys, yz, **kw, emulate="minquant")(x_q)
+        mine_fb = QConv2d(w_q, ws, wz, b, xs, xz, ys, yz, **kw, emulate="fbgemm")(x_q)
+        mine_ort = QConv2d(w_q, ws, wz, b, xs, xz, ys, yz, **kw, emulate="onnxruntime")(x_q)
+        exact = QConv2d(w_q, ws, wz, b, xs, xz, ys, yz, **kw, emulate="minquant")(x_q)
+        n_layers += 1
         totals["elements"] += want_t.size
         totals["torch"] += int((mine_fb != want_t).sum())
         totals["ort"] += int((mine_ort != want_o).sum())
         totals["exact_vs_torch"] += int((exact != want_t).sum())
-    return len(layers), totals, describe_cpu()
+    return n_layers, totals, describe_cpu()
 
 
 def main(quick: bool = False) -> int:

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-__all__ = ["TinyCNN", "tiny_cnn_digits", "mobilenet_v2_imagenet", "mobilenet_v2_weights_path",
+__all__ = ["TinyCNN", "tiny_cnn_digits", "mobilenet_v2_imagenet", "mobilenet_v2_weights_path", "mobilenet_v2_conv_cases",
            "save_state_npz", "load_state_npz", "cache_dir"]
 
 MOBILENET_V2_SHA256_PREFIX = "b03531047ffacf1e"
@@ -126,3 +126,38 @@ def mobilenet_v2_imagenet(*, quantizable: bool = False) -> nn.Module:
         model = torchvision.models.mobilenet_v2(weights=None)
     model.load_state_dict(state)
     return model.eval()
+
+
+def mobilenet_v2_conv_cases(seed: int = 7, with_bias: bool = False):
+    """Every Conv2d of :func:`mobilenet_v2_imagenet` as an integer test case on real data.
+
+    One photo crop (``photo_crops(1, seed=seed, split="eval")``) runs through the float model; each conv's
+    real input is quantized per tensor (uint8, min/max), its weights per channel (int8, symmetric), and its
+    output qparams come from its real float output. Yields dicts with ``name``, the float input ``x``, the
+    ``conv`` module and the kernel arguments ``args = (x_q, x_scale, x_zp, w_q, w_scale, w_zp, bias, y_scale,
+    y_zp)`` and ``kwargs = dict(stride, padding, dilation, groups)``."""
+    from .affine import choose_qparams, quantize
+    from .datasets import photo_crops
+
+    model = mobilenet_v2_imagenet()
+    x = torch.from_numpy(photo_crops(1, seed=seed, split="eval"))
+    layers = []
+    hooks = [m.register_forward_hook(lambda m, i, o, n=n: layers.append((n, i[0].numpy().copy(), m)))
+             for n, m in model.named_modules() if isinstance(m, nn.Conv2d)]
+    with torch.no_grad():
+        model(x)
+    for h in hooks:
+        h.remove()
+    for name, xf, conv in layers:
+        w = conv.weight.detach().numpy()
+        b = conv.bias.detach().numpy() if (with_bias and conv.bias is not None) else None
+        xs, xz = choose_qparams(xf.min(), xf.max(), "uint8")
+        w2 = w.reshape(len(w), -1)
+        ws, wz = choose_qparams(w2.min(1), w2.max(1), "int8", symmetric=True)
+        with torch.no_grad():
+            yf = conv(torch.from_numpy(xf)).numpy()
+        ys, yz = choose_qparams(yf.min(), yf.max(), "uint8")
+        yield dict(name=name, x=xf, conv=conv,
+                   args=(quantize(xf, xs, xz), xs, xz, quantize(w, ws, wz, "int8", axis=0), ws, wz, b, ys, yz),
+                   kwargs=dict(stride=conv.stride[0], padding=conv.padding[0], dilation=conv.dilation[0],
+                               groups=conv.groups))
