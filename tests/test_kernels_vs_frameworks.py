@@ -196,3 +196,25 @@ def test_realistic_weights_rarely_saturate_and_fast_path_handles_both():
     for sat in (True, False):
         np.testing.assert_array_equal(gemm_u8s8(a, packed, 17, saturate_pairs=sat),
                                       gemm_u8s8_reference(a, w, 17, 0, saturate_pairs=sat))
+
+
+@pytest.mark.parametrize("engine,emulate", [("fbgemm", "fbgemm"), ("qnnpack", "qnnpack")])
+def test_output_multiplier_rounding_over_many_scales(engine, emulate):
+    """Large outputs over many random output scales: the multiplier's last bit matters here (qnnpack
+    multiplies by f32(1/s_y), fbgemm divides by s_y); one wrong rounding shows up as flipped codes."""
+    rng = np.random.default_rng(11)
+    x_q = rng.integers(0, 256, (256, 96)).astype(np.uint8)
+    w_q = np.clip(np.rint(rng.normal(0, 25, (128, 96))), -127, 127).astype(np.int8)
+    ws = rng.uniform(0.001, 0.01, 128).astype(np.float32)
+    bias = rng.normal(0, 1, 128).astype(np.float32)
+    xs, xz = np.float32(0.02), 100
+    real = (x_q.astype(np.float64) - xz) @ (w_q.astype(np.float64) * ws[:, None]).T * xs + bias
+    total = 0
+    for _ in range(60):
+        ys, yz = _output_qparams(real)
+        ys = np.float32(ys * rng.uniform(1.0, 1.3))
+        with torch_quant.engine(engine):
+            want = torch_quant.qlinear(x_q, xs, xz, w_q, ws, np.zeros(128, np.int64), bias, ys, yz)
+        got = qlinear(x_q, xs, xz, w_q, ws, np.zeros(128, np.int64), bias, ys, yz, emulate=emulate)
+        total += int((got != want).sum())
+    assert total == 0

@@ -16,7 +16,10 @@ framework it names (tests/test_kernels_vs_frameworks.py):
                   multiply-add ``acc_f = fma(b, f32(1 / s_xw), acc)``, with ``s_xw = f32(s_x · s_w)``.
                   Output ``clamp(rne(f32(acc_f · f32(s_xw / s_y))) + z_y)``.
 ``"qnnpack"``     PyTorch's engine ``qnnpack``: exact int32 accumulation, bias quantized to int32
-                  ``rne(b / s_xw)`` and added to it, output ``clamp(rne(f32(f32(acc + b_q) · f32(s_xw / s_y))) + z_y)``.
+                  ``rne(b / s_xw)`` and added to it, output ``clamp(rne(f32(f32(acc + b_q) · M)) + z_y)`` with
+                  the multiplier torch computes for qnnpack, ``M = f32(f32(s_w · s_x) · f32(1 / s_y))`` (a
+                  multiplication by the reciprocal of s_y, not a division: they differ in the last bit of M
+                  for some scales, which flips a code now and then on whole models).
 ``"onnxruntime"`` ONNX Runtime CPU ``QLinearConv`` / ``QLinearMatMul`` / ``QGemm`` (MLAS): the bias comes as
                   int32 (quantized by ORT's tool with a division), output
                   ``clamp(rne(f32(f32(acc + b_q) · f32(f32(s_x · s_w) / s_y))) + z_y)``. MLAS's u8×s8 GEMM on
@@ -80,7 +83,8 @@ class Arithmetic:
                      quantized to int32 on the scale s_x·s_w and added to the integer accumulator.
     bias_rule      : the :func:`minquant.affine.quantize` rule that turns a float bias into int32
                      ('torch' multiplies by the reciprocal, 'onnxruntime' divides).
-    multiplier     : 'f32_ats_over_ys' — f32(f32(s_x·s_w) / s_y) — or 'f64' (float64 s_x·s_w/s_y).
+    multiplier     : 'f32_ats_over_ys' — f32(f32(s_x·s_w) / s_y); 'f32_ats_times_inv_ys' —
+                     f32(f32(s_x·s_w) · f32(1/s_y)) (torch's qnnpack); or 'f64' (float64 s_x·s_w/s_y).
     quantize_rule  : how this framework quantizes float activations (dynamic kernels, QuantizeLinear).
     """
     name: str
@@ -103,7 +107,7 @@ def _emulations() -> dict:
     ort_sat = not mlas_has_vnni()
     return {
         "fbgemm": Arithmetic("fbgemm", fb_sat, fb_sat, True, "torch", "f32_ats_over_ys", "torch"),
-        "qnnpack": Arithmetic("qnnpack", False, False, False, "torch", "f32_ats_over_ys", "torch"),
+        "qnnpack": Arithmetic("qnnpack", False, False, False, "torch", "f32_ats_times_inv_ys", "torch"),
         "onnxruntime": Arithmetic("onnxruntime", ort_sat, False, False, "onnxruntime", "f32_ats_over_ys",
                                   "onnxruntime"),
         "minquant": Arithmetic("minquant", False, False, False, "onnxruntime", "f64", "onnxruntime"),

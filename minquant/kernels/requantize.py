@@ -72,7 +72,10 @@ def output_stage(n_out, x_scale, w_scale, bias, y_scale, y_zp, *, relu=False, cl
     if not 0 <= int(y_zp) <= 255:
         raise ValueError(f"output zero point {y_zp} outside [0, 255]")
     ats = (np.float32(x_scale) * ws).astype(np.float32)                       # s_xw = f32(s_x · s_w)
-    mult32 = (ats / np.float32(y_scale)).astype(np.float32)
+    if ar.multiplier == "f32_ats_times_inv_ys":
+        mult32 = (ats * (np.float32(1) / np.float32(y_scale))).astype(np.float32)
+    else:
+        mult32 = (ats / np.float32(y_scale)).astype(np.float32)
     # float64 multiplier from the float32 scales the layer actually stores
     mult64 = np.float64(np.float32(x_scale)) * ws.astype(np.float64) / np.float64(np.float32(y_scale))
     bias_f = np.zeros(n_out, np.float32)
