@@ -11,8 +11,10 @@ HEADER = """# Benchmark results
 Every figure below comes from a script in this folder, run on the machine and commit it names. The kernel
 section is rewritten by `./run bench`; the longer studies have their own scripts and result files:
 
-- pruning (issue 4): `benchmarks/prune_tinycnn.py`, `prune_latency.py`, `prune_vgg.py` → [RESULTS_prune.md](RESULTS_prune.md)
+- pruning (issue 4): `benchmarks/prune_tinycnn.py`, `prune_latency.py`, `prune_vgg.py`, `prune_quantize.py` → [RESULTS_prune.md](RESULTS_prune.md)
 - knowledge distillation (issue 5): `benchmarks/distill_digits.py` → [RESULTS_distill.md](RESULTS_distill.md)
+- whole models — torch-import bit-exactness, TinyCNN and MobileNetV2 static int8 vs torch and ONNX Runtime,
+  latency (issue 3): `benchmarks/quantize_models.py` → [RESULTS_models.md](RESULTS_models.md)
 
 """
 

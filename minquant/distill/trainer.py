@@ -10,12 +10,13 @@ the teacher's row for the same indices. Per batch::
 
 Quantizing the distilled student: ``train(..., quantize=fn)`` calls ``fn(student, x_train)`` after training —
 the training images serve as calibration data — and expects back a callable ``NCHW float32 → logits``
-(the shape of minquant's ``QuantizedModel``); its test accuracy is reported beside the float one. minquant's
-static int8 converter is issue 3 and does not exist yet; once it does::
+(the shape of minquant's ``QuantizedModel``); its test accuracy is reported beside the float one. With
+minquant's post-training static int8 converter::
 
     train(student, teacher, data, quantize=lambda m, calib: minquant.quantize_static(m, [calib]))
 
-The student from :func:`minquant.distill.student_cnn` uses only layers that converter targets.
+The student from :func:`minquant.distill.student_cnn` uses only layers that converter runs in integers
+(Conv2d + ReLU fused, MaxPool2d, Flatten, Linear); benchmarks/distill_digits.py does exactly this.
 This module imports torch: it is not part of the numpy-only core.
 """
 from __future__ import annotations
@@ -116,7 +117,7 @@ def train(student: nn.Module, teacher, data, *, epochs: int = 30, lr: float = 1e
     seed : fixes the data order (``fit``) and torch's RNG during training.
     progress : a tqdm bar over epochs showing the latest accuracies.
     quantize : optional ``fn(student, calibration_x) -> callable(x) -> logits``, applied after training
-        (see the module docstring; issue 3's ``quantize_static`` is meant to go here).
+        (see the module docstring; e.g. ``lambda m, calib: minquant.quantize_static(m, [calib])``).
     """
     if len(data) not in (2, 4):
         raise ValueError(f"data must be (x_train, y_train) or (x_train, y_train, x_test, y_test), "

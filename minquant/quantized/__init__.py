@@ -1,0 +1,29 @@
+"""Whole-model quantization: static and dynamic int8, torch-quantized model import, per-layer comparison.
+
+=============================  ====================================================================
+``quantize_static``            float model + calibration data → :class:`QuantizedModel` (static.py)
+``quantize_dynamic``           int8 weights, run-time activation qparams, Linear *and* Conv2d
+                               → ``(QuantizedModel, QuantizationReport)`` (dynamic.py)
+``from_torch_quantized``       a model quantized by PyTorch eager mode, run on minquant's kernels —
+                               bit-identical to torch (from_torch_quantized.py)
+``compare``                    per-layer SQNR float vs quantized, worst first (compare.py)
+``report_torch_quantized``     which layers of a torch quantized model really hold int8 weights
+``QuantizedModel`` / ``load``  run, ``size_bytes()``, ``summary()``, ``save()`` / ``load()`` (model.py)
+``calibrate``                  the calibration loop (calibrate.py); ``passes``: BN folding, fusion
+=============================  ====================================================================
+
+The quantized graph's ops are in :mod:`.ops`, their kernels in :mod:`.executor`.
+
+"""
+from . import ops, passes
+from .calibrate import calibrate
+from .compare import Comparison, compare, sqnr_db
+from .dynamic import QuantizationReport, quantize_dynamic, report_torch_quantized
+from .from_torch_quantized import from_torch_quantized   # imports torch only when called
+from .model import QuantizedModel, load
+from .static import CALIBRATORS, DEFAULT_CALIBRATOR, quantize_static, quantize_weight
+
+
+__all__ = ["quantize_static", "quantize_dynamic", "from_torch_quantized", "compare", "Comparison", "sqnr_db",
+           "report_torch_quantized", "QuantizationReport", "QuantizedModel", "load", "calibrate", "passes", "ops",
+           "CALIBRATORS", "DEFAULT_CALIBRATOR", "quantize_weight"]

@@ -1,0 +1,243 @@
+"""Kernels for quantized graphs: the table :func:`minquant.executor.run` uses to run a quantized model.
+
+The loop is minquant's ordinary executor; only the table differs. :func:`prepare_kernels` builds, once per
+model, everything that does not depend on the input (packed weights, output stages — the
+:class:`~minquant.kernels.QConv2d` / :class:`~minquant.kernels.QLinear` layers), and returns
+``{op: kernel(node, inputs)}`` covering the quantized ops of :mod:`minquant.quantized.ops` plus every float
+op (:data:`minquant.executor.FLOAT_KERNELS`: float fallbacks and unquantized layers).
+
+``emulate`` (one per model) says whose integer arithmetic every kernel reproduces
+(:mod:`minquant.kernels.arithmetic`): 'fbgemm' (torch x86/fbgemm), 'qnnpack', 'onnxruntime', 'minquant'.
+Where a framework has no such kernel the nearest exact formula is used and said so:
+
+* ``qavg_pool2d`` and non-global ``qadaptive_avg_pool2d`` under 'onnxruntime' round as 'minquant'
+  (ONNX Runtime has only the global average pool);
+* ``qcat`` is torch's definition — dequantize every input (step 1), concatenate, quantize (step 3) with
+  the emulation's quantize rule; it matched torch (x86 and qnnpack) bit for bit on the model of
+  tests/test_quantize_torch_import.py, but torch's vectorised channels-last kernel was not studied;
+* ``dynamic_conv2d`` has no framework counterpart (torch's ``quantize_dynamic`` leaves Conv2d float): it
+  is the emulation's ``dynamic_linear`` arithmetic on the im2col matrix of the quantized input.
+
+This module imports only NumPy and minquant's kernels.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..affine import dequantize, quantize
+from ..executor import FLOAT_KERNELS
+from ..kernels import QConv2d, QLinear, arithmetic
+from ..kernels.add import qadd
+from ..kernels.dynamic import dynamic_input_qparams, dynamic_linear
+from ..kernels.gemm import gemm_u8s8, pack_weight
+from ..kernels.im2col import conv_out_size, im2col
+from ..kernels.pool import qadaptive_avg_pool2d, qavg_pool2d, qmax_pool2d
+from . import ops  # noqa: F401  (registers the quantized ops)
+
+__all__ = ["prepare_kernels", "weight_qparams", "dynamic_conv2d", "relu_clip", "EXTRA_FLOAT_KERNELS"]
+
+_F32 = np.float32
+
+
+def weight_qparams(node):
+    """(w_scale, w_zp) as the kernels take them: 1-D per output channel, or scalars (per tensor)."""
+    ws, wz = node.params["w_scale"], node.params["w_zp"].astype(np.int64)
+    if node.attrs.per_channel:
+        return ws, wz
+    if ws.shape != (1,) or wz.shape != (1,):
+        raise ValueError(f"node {node.name!r}: per-tensor weights need one scale and zero point, got "
+                         f"{ws.shape} and {wz.shape}")
+    return ws.dtype.type(ws[0]), int(wz[0])
+
+
+def relu_clip(x, hi):
+    """min(max(x, 0), hi[c]) with one upper bound per channel (axis 1) — a ReLU6 whose channels were
+    rescaled by cross-layer equalization (:func:`minquant.quantized.passes.equalize`)."""
+    shape = (1, -1) + (1,) * (x.ndim - 2)
+    return np.minimum(np.maximum(x, _F32(0)), hi.astype(_F32).reshape(shape))
+
+
+#: float kernels for the float ops this package adds; ``FLOAT_KERNELS | EXTRA_FLOAT_KERNELS`` runs any
+#: prepared float graph
+EXTRA_FLOAT_KERNELS = {"relu_clip": lambda n, xs: relu_clip(xs[0], n.params["hi"])}
+
+
+def _check_codes(x, node):
+    if not isinstance(x, np.ndarray) or x.dtype != np.uint8:
+        raise ValueError(f"{node.op} expects uint8 codes as input, got {getattr(x, 'dtype', type(x))}")
+    return x
+
+
+def _prepare_qconv(node, emulate):
+    a = node.attrs
+    ws, wz = weight_qparams(node)
+    return QConv2d(node.params["weight"], ws, wz, node.params.get("bias"), a.x_scale, a.x_zp, a.y_scale, a.y_zp,
+                   stride=a.stride, padding=a.padding, dilation=a.dilation, groups=a.groups, clamp=a.clamp,
+                   emulate=emulate)
+
+
+def _prepare_qlinear(node, emulate):
+    a = node.attrs
+    ws, wz = weight_qparams(node)
+    return QLinear(node.params["weight"], ws, wz, node.params.get("bias"), a.x_scale, a.x_zp, a.y_scale, a.y_zp,
+                   clamp=a.clamp, emulate=emulate)
+
+
+def dynamic_conv2d(x, packs, w_scale, bias, attrs, kernel_hw, emulate):
+    """Dynamic conv2d (float in, float out): run-time qparams of the whole input as
+    :func:`~minquant.kernels.dynamic.dynamic_input_qparams`, quantize, im2col per group with padding at
+    z_x (real 0), integer GEMM (:func:`~minquant.kernels.gemm.gemm_u8s8`, the emulation's pair saturation),
+    then ``y = acc·f32(s_x·s_w) + b`` as the emulation's dynamic linear does: one rounding (fbgemm's FMA),
+    multiply-then-add (qnnpack, ONNX Runtime) or float64 (minquant). ``packs``: one
+    :class:`~minquant.kernels.gemm.PackedWeight` per group, rows in im2col's (kh, kw, c) order."""
+    ar = arithmetic(emulate)
+    if x.dtype != _F32 or x.ndim != 4:
+        raise ValueError(f"dynamic_conv2d expects a float32 NCHW input, got {x.dtype} {x.shape}")
+    if not np.all(np.isfinite(x)):
+        raise ValueError("dynamic_conv2d: input contains NaN or Inf")
+    xs, xz = dynamic_input_qparams(x, reduce_range=attrs.reduce_range, emulate=ar)
+    x_q = quantize(x, xs, xz, "uint8", emulate=ar.quantize_rule)
+    n, c, h, w = x.shape
+    kh, kw = kernel_hw
+    g = attrs.groups
+    cg = c // g
+    oh = conv_out_size(h, kh, attrs.stride[0], attrs.padding[0], attrs.dilation[0])
+    ow = conv_out_size(w, kw, attrs.stride[1], attrs.padding[1], attrs.dilation[1])
+    x_nhwc = np.ascontiguousarray(x_q.transpose(0, 2, 3, 1))
+    accs = []
+    for gi in range(g):
+        cols = im2col(x_nhwc[..., gi * cg:(gi + 1) * cg], kh, kw, attrs.stride, attrs.padding, attrs.dilation,
+                      pad_value=xz)
+        accs.append(gemm_u8s8(cols, packs[gi], xz, saturate_pairs=ar.saturate_pairs))
+    acc = np.concatenate(accs, axis=1) if g > 1 else accs[0]          # (N·OH·OW, O)
+    o = acc.shape[1]
+    ws = np.broadcast_to(np.asarray(w_scale, np.float64), (o,))
+    b = np.zeros(o, _F32) if bias is None else bias.astype(_F32)
+    if ar.name == "minquant":
+        y = (acc.astype(np.float64) * (xs * ws) + b.astype(np.float64)).astype(_F32)
+    else:
+        s = (_F32(xs) * ws.astype(_F32)).astype(_F32)
+        if ar.name == "fbgemm":   # fma(acc, s, b): the exact product in float64, one (double) rounding
+            y = (acc.astype(_F32).astype(np.float64) * s.astype(np.float64) + b.astype(np.float64)).astype(_F32)
+        else:
+            y = ((acc.astype(_F32) * s).astype(_F32) + b).astype(_F32)
+    if attrs.relu:
+        y = np.maximum(y, _F32(0))
+    return np.ascontiguousarray(y.reshape(n, oh, ow, o).transpose(0, 3, 1, 2))
+
+
+def _to_nhwc_order(x):
+    return np.ascontiguousarray(x.transpose(0, 2, 3, 1)) if x.ndim == 4 else x
+
+
+def _from_nhwc_order(y):
+    return np.ascontiguousarray(y.transpose(0, 3, 1, 2)) if y.ndim == 4 else y
+
+
+def prepare_kernels(graph, emulate: str) -> dict:
+    """The kernel table for ``graph`` under ``emulate`` (module docstring): every layer prepared once."""
+    ar = arithmetic(emulate)
+    pool_emulate = "minquant" if ar.name == "onnxruntime" else ar.name
+    prepared: dict[str, object] = {}
+    for n in graph.nodes:
+        try:
+            if n.op == "qconv2d":
+                prepared[n.name] = _prepare_qconv(n, ar.name)
+            elif n.op == "qlinear":
+                prepared[n.name] = _prepare_qlinear(n, ar.name)
+            elif n.op == "dynamic_linear":
+                ws, wz = weight_qparams(n)
+                prepared[n.name] = (pack_weight(n.params["weight"], wz), ws)
+            elif n.op == "dynamic_conv2d":
+                ws, wz = weight_qparams(n)
+                w = n.params["weight"]
+                o, cg, kh, kw = w.shape
+                g = n.attrs.groups
+                og = o // g
+                wz_all = np.broadcast_to(np.asarray(wz, np.int64), (o,))
+                packs = [pack_weight(np.ascontiguousarray(w[i * og:(i + 1) * og].transpose(0, 2, 3, 1)
+                                                          .reshape(og, -1)), wz_all[i * og:(i + 1) * og])
+                         for i in range(g)]
+                prepared[n.name] = (packs, ws, (kh, kw))
+        except ValueError as e:
+            raise ValueError(f"cannot prepare node {n.name!r} ({n.op}, from {n.source or '?'}): {e}") from e
+
+    def k_quantize(n, xs):
+        return quantize(xs[0], n.attrs.scale, n.attrs.zero_point, "uint8", emulate=ar.quantize_rule)
+
+    def k_dequantize(n, xs):
+        return dequantize(_check_codes(xs[0], n), n.attrs.scale, n.attrs.zero_point)
+
+    def k_qconv(n, xs):
+        return prepared[n.name](_check_codes(xs[0], n))
+
+    def k_qlinear(n, xs):
+        x = _check_codes(xs[0], n)
+        y = prepared[n.name](x.reshape(-1, x.shape[-1]))
+        return y.reshape(x.shape[:-1] + (y.shape[-1],))
+
+    def k_qadd(n, xs):
+        a = n.attrs
+        x0, x1 = _check_codes(xs[0], n), _check_codes(xs[1], n)
+        if a.channels_last:
+            return _from_nhwc_order(qadd(_to_nhwc_order(x0), a.a_scale, a.a_zp, _to_nhwc_order(x1), a.b_scale,
+                                         a.b_zp, a.y_scale, a.y_zp, relu=a.relu, emulate=ar.name))
+        return qadd(x0, a.a_scale, a.a_zp, x1, a.b_scale, a.b_zp, a.y_scale, a.y_zp, relu=a.relu, emulate=ar.name)
+
+    def k_qcat(n, xs):
+        a = n.attrs
+        if all(s == a.y_scale and z == a.y_zp for s, z in zip(a.in_scales, a.in_zps)):
+            return np.concatenate([_check_codes(x, n) for x in xs], axis=a.dim)
+        real = [dequantize(_check_codes(x, n), s, z) for x, s, z in zip(xs, a.in_scales, a.in_zps)]
+        return quantize(np.concatenate(real, axis=a.dim), a.y_scale, a.y_zp, "uint8", emulate=ar.quantize_rule)
+
+    def k_qmax(n, xs):
+        a = n.attrs
+        return qmax_pool2d(_check_codes(xs[0], n), a.kernel_size, a.stride, a.padding, a.dilation, a.ceil_mode)
+
+    def k_qavg(n, xs):
+        a = n.attrs
+        return qavg_pool2d(_check_codes(xs[0], n), a.kernel_size, a.stride, a.padding, a.ceil_mode,
+                           a.count_include_pad, a.divisor_override, x_scale=a.x_scale, x_zp=a.x_zp,
+                           emulate=pool_emulate, channels_last=a.channels_last)
+
+    def k_qadaptive(n, xs):
+        a = n.attrs
+        em = ar.name if (ar.name != "onnxruntime" or a.output_size == (1, 1)) else "minquant"
+        return qadaptive_avg_pool2d(_check_codes(xs[0], n), a.output_size, x_scale=a.x_scale, x_zp=a.x_zp,
+                                    emulate=em, channels_last=a.channels_last)
+
+    def k_qclamp(n, xs):
+        x = _check_codes(xs[0], n)
+        hi = n.params.get("hi_channels")
+        if hi is not None:   # one pass: the per-channel top (the [lo, hi] clip below is usually a no-op)
+            x = np.minimum(x, hi.astype(np.uint8).reshape((1, -1) + (1,) * (x.ndim - 2)))
+        if (n.attrs.lo, n.attrs.hi) != (0, 255):
+            x = np.clip(x, n.attrs.lo, n.attrs.hi).astype(np.uint8)
+        return x
+
+    def k_qflatten(n, xs):
+        x = _check_codes(xs[0], n)
+        s, e = n.attrs.start_dim % x.ndim, n.attrs.end_dim % x.ndim
+        return x.reshape(x.shape[:s] + (-1,) + x.shape[e + 1:])
+
+    def k_qreshape(n, xs):
+        x = _check_codes(xs[0], n)
+        return x.reshape((x.shape[0],) + tuple(n.attrs.shape))
+
+    def k_dyn_linear(n, xs):
+        packed, ws = prepared[n.name]
+        return dynamic_linear(xs[0], packed, ws, None, n.params.get("bias"), reduce_range=n.attrs.reduce_range,
+                              relu=n.attrs.relu, emulate=ar.name)
+
+    def k_dyn_conv(n, xs):
+        packs, ws, khw = prepared[n.name]
+        return dynamic_conv2d(xs[0], packs, ws, n.params.get("bias"), n.attrs, khw, ar.name)
+
+    table = dict(FLOAT_KERNELS)
+    table.update(EXTRA_FLOAT_KERNELS)
+    table.update({"quantize": k_quantize, "dequantize": k_dequantize, "qconv2d": k_qconv, "qlinear": k_qlinear,
+                  "qadd": k_qadd, "qcat": k_qcat, "qmax_pool2d": k_qmax, "qavg_pool2d": k_qavg,
+                  "qadaptive_avg_pool2d": k_qadaptive, "qclamp": k_qclamp, "qflatten": k_qflatten,
+                  "qreshape": k_qreshape, "dynamic_linear": k_dyn_linear, "dynamic_conv2d": k_dyn_conv})
+    return table

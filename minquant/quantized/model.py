@@ -1,0 +1,310 @@
+"""``QuantizedModel``: a quantized graph ready to run, measure, print, save and load.
+
+    qm = minquant.quantize_static(model, calib)        # or from_torch_quantized / quantize_dynamic
+    logits = qm(x)                                     # float32 in, float32 out
+    out, acts = qm.run(x, intermediates=True)          # every activation, dequantized to float
+    qm.size_bytes(); print(qm.summary())
+    qm.save("model.mq.npz"); qm2 = minquant.quantized.load("model.mq.npz")   # bit-identical
+
+**File format** (``save`` / :func:`load`; no pickle anywhere). One NumPy ``.npz`` archive (a zip of
+``.npy`` files, read with ``allow_pickle=False``) holding
+
+* ``__model__`` — a uint8 array: UTF-8 JSON text of the model description::
+
+      {"format": "minquant.quantized", "version": 1, "name": ..., "emulate": "fbgemm",
+       "inputs": [...], "input_shapes": {name: [dims]}, "outputs": [...],
+       "nodes": [{"name", "op", "inputs": [...], "attrs": {"class": ..., field: value, ...} | null,
+                  "params": {param: array key}, "shape": [...] | null, "source": "..."}, ...],
+       "arrays": {array key: {"dtype": "int8", "shape": [...], "sha256": "..."}},
+       "float_names": {value: float value}, "meta": {...}, "channel_scales": {value: [per channel]}}
+
+* one array per node parameter, key ``"<node index>.<param name>"`` (int8 weights, float32 scales,
+  int8 weight zero points, float32 bias...).
+
+Attribute values (scales, zero points, clamps...) are JSON numbers: Python floats round-trip exactly, so a
+loaded model computes bit-identical outputs. On load every array's dtype, shape and SHA-256 are checked
+and the graph is re-validated; a truncated or corrupt file, or a file that is not a minquant model, raises
+``ValueError`` saying which.
+
+This module imports NumPy only.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+import json
+import os
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from ..affine import dequantize
+from ..executor import run as run_graph
+from ..graph import Graph, Node
+from . import ops
+from .executor import prepare_kernels
+
+__all__ = ["QuantizedModel", "load", "FORMAT", "VERSION"]
+
+FORMAT = "minquant.quantized"
+VERSION = 1
+_JSON_KEY = "__model__"
+
+
+def _qparam_pairs(attrs) -> int:
+    """How many (scale, zero point) pairs an attribute object stores."""
+    if attrs is None:
+        return 0
+    if isinstance(attrs, ops.QCatAttrs):
+        return len(attrs.in_scales) + 1
+    return sum(1 for f in dataclasses.fields(attrs) if f.name == "scale" or f.name.endswith("_scale"))
+
+
+class QuantizedModel:
+    """A quantized :class:`~minquant.graph.Graph` plus the arithmetic it emulates.
+
+    ``graph``: nodes of :mod:`minquant.quantized.ops` (and float ops); ``emulate``: 'fbgemm', 'qnnpack',
+    'onnxruntime' or 'minquant'; ``float_names``: for each value of this graph, the value of the float
+    model it approximates (used by :func:`minquant.quantized.compare`; default: the same name);
+    ``meta``: JSON-able facts about how it was made (calibrator, per_channel...); ``channel_scales``: for
+    values whose channels cross-layer equalization rescaled, the per-channel factor back to the float
+    model's units (``original = value · scale`` along axis 1; applied by :meth:`run` to intermediates)."""
+
+    def __init__(self, graph: Graph, emulate: str = "fbgemm", *, float_names=None, meta=None, channel_scales=None):
+        if not isinstance(graph, Graph):
+            raise ValueError(f"QuantizedModel needs a minquant Graph, got {type(graph).__name__}")
+        graph.validate()
+        self.graph = graph
+        self.emulate = str(emulate)
+        self.float_names = dict(float_names or {})
+        self.meta = dict(meta or {})
+        self.channel_scales = {k: np.asarray(v, np.float64) for k, v in (channel_scales or {}).items()}
+        self._kernels = prepare_kernels(graph, self.emulate)
+        unknown = sorted({n.op for n in graph.nodes if n.op not in self._kernels})
+        if unknown:
+            raise ValueError(f"no kernel for op(s) {unknown} in a quantized model")
+        self.qparams = ops.value_qparams(graph)
+        self._shapes = None
+
+    # -- running --------------------------------------------------------------------------------------
+    @property
+    def name(self) -> str:
+        return self.graph.name
+
+    def _float(self, name, v):
+        if isinstance(v, np.ndarray) and v.dtype == np.uint8 and name in self.qparams:
+            s, z = self.qparams[name]
+            return dequantize(v, s, z)
+        return v
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        """Run on a float32 batch; returns float32 (graph outputs that are codes are dequantized)."""
+        out = run_graph(self.graph, x, kernels=self._kernels)
+        if isinstance(out, tuple):
+            return tuple(self._float(v, o) for v, o in zip(self.graph.outputs, out))
+        return self._float(self.graph.outputs[0], out)
+
+    def run(self, x: np.ndarray, *, intermediates: bool = False, raw: bool = False):
+        """``run(x)`` = ``self(x)``. With ``intermediates=True``: ``(output, values)`` where ``values`` maps
+        the input and every node to its value, in execution order — dequantized to float32
+        (``r = s·(q − z)``) and, for equalized channels, multiplied back into the float model's units
+        (``channel_scales``); or the raw values (uint8 codes) with ``raw=True``."""
+        if not intermediates:
+            return self(x)
+        out, env = run_graph(self.graph, x, kernels=self._kernels, intermediates=True)
+        if isinstance(out, tuple):
+            out = tuple(self._float(v, o) for v, o in zip(self.graph.outputs, out))
+        else:
+            out = self._float(self.graph.outputs[0], out)
+        if raw:
+            return out, dict(env)
+        values = {}
+        for k, v in env.items():
+            v = self._float(k, v)
+            if k in self.channel_scales:
+                sc = self.channel_scales[k].astype(np.float32)
+                v = v * sc.reshape((1, -1) + (1,) * (v.ndim - 2))
+            values[k] = v
+        return out, values
+
+    # -- size -----------------------------------------------------------------------------------------
+    def size_bytes(self) -> int:
+        """Bytes of stored numbers: every parameter array as stored (int8 weights, float32 scales, int8
+        weight zero points, float32 bias), plus 8 bytes (float32 scale + int32 zero point) for every
+        activation (scale, zero point) pair held in node attributes. Graph structure is not counted."""
+        arrays = sum(p.nbytes for n in self.graph.nodes for p in n.params.values())
+        return int(arrays + 8 * sum(_qparam_pairs(n.attrs) for n in self.graph.nodes))
+
+    def fp32_param_bytes(self) -> int:
+        """Bytes the same layers take in float32: 4 per weight and bias element (and per parameter of
+        nodes left in float) — the baseline :meth:`size_bytes` is compared with."""
+        total = 0
+        for n in self.graph.nodes:
+            if n.op in ops.WEIGHT_OPS:
+                total += 4 * (n.params["weight"].size + (n.params["bias"].size if "bias" in n.params else 0))
+            else:
+                total += 4 * n.num_params()
+        return int(total)
+
+    def node_bytes(self, node: Node) -> int:
+        return int(sum(p.nbytes for p in node.params.values()) + 8 * _qparam_pairs(node.attrs))
+
+    # -- printing -------------------------------------------------------------------------------------
+    def shapes(self):
+        """{value: (shape, dtype)} from one batch-1 run on zeros (cached)."""
+        if self._shapes is None:
+            info = {}
+            feeds = {v: np.zeros((1,) + tuple(self.graph.input_shapes[v][1:]), np.float32)
+                     for v in self.graph.inputs}
+            run_graph(self.graph, feeds, kernels=self._kernels,
+                      hook=lambda k, v: info.__setitem__(k, (tuple(v.shape), v.dtype.name)))
+            self._shapes = info
+        return self._shapes
+
+    def summary(self) -> str:
+        """One line per node: name, op, input → output shape and dtype, output (scale, zero point), extra
+        (weight scheme, fused activation, clamp), parameter count and bytes."""
+        info = self.shapes() if all(v in self.graph.input_shapes for v in self.graph.inputs) else {}
+
+        def shp(v):
+            if v not in info:
+                return "?"
+            s, d = info[v]
+            return "×".join(str(t) for t in s[1:]) + f" {d}"
+
+        rows = []
+        for n in self.graph.nodes:
+            a = n.attrs
+            qp = self.qparams.get(n.name)
+            qtxt = f"{qp[0]:.6g} / {qp[1]}" if qp else ""
+            extra = []
+            if n.op in ops.WEIGHT_OPS:
+                w = n.params["weight"]
+                extra.append(f"w {w.dtype.name}{list(w.shape)} "
+                             + ("per-channel" if a.per_channel else f"s_w={float(n.params['w_scale'][0]):.4g}"))
+            if n.op in ("qconv2d", "qlinear"):
+                extra.append(f"in {a.x_scale:.4g}/{a.x_zp}")
+                if a.activation:
+                    extra.append(f"{a.activation} clamp {list(a.clamp)}")
+            elif n.op == "qadd":
+                extra.append(f"a {a.a_scale:.4g}/{a.a_zp} b {a.b_scale:.4g}/{a.b_zp}" + (" relu" if a.relu else ""))
+            elif n.op == "qclamp":
+                if "hi_channels" in n.params:
+                    hc = n.params["hi_channels"]
+                    extra.append(f"{a.activation} per-channel top, codes {int(hc.min())}…{int(hc.max())}")
+                else:
+                    extra.append(f"{a.activation} [{a.lo}, {a.hi}]")
+            elif n.op not in ops.QUANTIZED_OPS:
+                extra.append("float")
+            ins = ", ".join(shp(v) for v in n.inputs[:1])
+            rows.append((n.name, n.op, ins, shp(n.name), qtxt, "; ".join(extra), f"{n.num_params():,}",
+                         f"{self.node_bytes(n):,}"))
+        head = ("name", "op", "input", "output", "scale / zp", "details", "params", "bytes")
+        widths = [max(len(r[i]) for r in [head] + rows) for i in range(len(head))]
+        fp32 = self.fp32_param_bytes()
+        lines = [f"QuantizedModel {self.name!r} (emulate={self.emulate!r}): {len(self.graph.nodes)} nodes, "
+                 f"{self.graph.num_params():,} params, {self.size_bytes():,} bytes "
+                 f"(fp32 params: {fp32:,} bytes, {fp32 / max(self.size_bytes(), 1):.2f}×)"]
+        for r in [head] + rows:
+            lines.append("  " + "  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        return (f"QuantizedModel({self.name!r}, emulate={self.emulate!r}, {len(self.graph.nodes)} nodes, "
+                f"{self.size_bytes():,} bytes)")
+
+    # -- saving ---------------------------------------------------------------------------------------
+    def to_json_and_arrays(self):
+        arrays, nodes, described = {}, [], {}
+        for i, n in enumerate(self.graph.nodes):
+            keys = {}
+            for p, arr in n.params.items():
+                key = f"{i}.{p}"
+                arr = np.ascontiguousarray(arr)
+                arrays[key] = arr
+                keys[p] = key
+                described[key] = {"dtype": arr.dtype.str, "shape": list(arr.shape),
+                                  "sha256": hashlib.sha256(arr.tobytes()).hexdigest()}
+            nodes.append({"name": n.name, "op": n.op, "inputs": list(n.inputs), "attrs": ops.attrs_to_json(n.attrs),
+                          "params": keys, "shape": list(n.shape) if n.shape is not None else None,
+                          "source": n.source})
+        doc = {"format": FORMAT, "version": VERSION, "name": self.graph.name, "emulate": self.emulate,
+               "inputs": self.graph.inputs, "input_shapes": {k: list(v) for k, v in self.graph.input_shapes.items()},
+               "outputs": self.graph.outputs, "nodes": nodes, "arrays": described,
+               "float_names": self.float_names, "meta": self.meta,
+               "channel_scales": {k: [float(t) for t in v] for k, v in self.channel_scales.items()}}
+        return doc, arrays
+
+    def save(self, path) -> Path:
+        """Write the model to ``path`` (module docstring; the name is used as given). Returns the path."""
+        path = Path(path)
+        doc, arrays = self.to_json_and_arrays()
+        text = json.dumps(doc, indent=1, allow_nan=False)
+        arrays[_JSON_KEY] = np.frombuffer(text.encode("utf-8"), dtype=np.uint8)
+        tmp = path.with_name(path.name + ".tmp")
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+        os.replace(tmp, path)
+        return path
+
+
+def _corrupt(path, why):
+    return ValueError(f"{path} is not a readable minquant quantized model: {why}")
+
+
+def load(path) -> QuantizedModel:
+    """Read a model written by :meth:`QuantizedModel.save` (no pickle; every array checked)."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise ValueError(f"cannot read {path}: {e}") from e
+    try:
+        with np.load(io.BytesIO(raw), allow_pickle=False) as f:
+            files = set(f.files)
+            if _JSON_KEY not in files:
+                raise _corrupt(path, f"no {_JSON_KEY!r} entry (not a file written by QuantizedModel.save)")
+            text = f[_JSON_KEY].tobytes().decode("utf-8")
+            arrays = {k: f[k] for k in files if k != _JSON_KEY}
+    except ValueError as e:
+        if str(e).startswith(str(path)):
+            raise
+        raise _corrupt(path, f"{type(e).__name__}: {e}") from e
+    except (zipfile.BadZipFile, OSError, EOFError, KeyError, UnicodeDecodeError, zipfile.LargeZipFile) as e:
+        raise _corrupt(path, f"truncated or damaged archive ({type(e).__name__}: {e})") from e
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise _corrupt(path, f"model description is not valid JSON ({e})") from e
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+        raise _corrupt(path, f"format tag is {doc.get('format') if isinstance(doc, dict) else None!r}, "
+                             f"expected {FORMAT!r}")
+    if doc.get("version") != VERSION:
+        raise _corrupt(path, f"format version {doc.get('version')!r}; this minquant reads version {VERSION}")
+    try:
+        described = doc["arrays"]
+        for key, d in described.items():
+            if key not in arrays:
+                raise _corrupt(path, f"array {key!r} is missing")
+            a = arrays[key]
+            if a.dtype.str != d["dtype"] or list(a.shape) != d["shape"]:
+                raise _corrupt(path, f"array {key!r} is {a.dtype.str}{list(a.shape)}, the description says "
+                                     f"{d['dtype']}{d['shape']}")
+            if hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest() != d["sha256"]:
+                raise _corrupt(path, f"array {key!r} does not match its SHA-256 (corrupted)")
+        nodes = []
+        for nd in doc["nodes"]:
+            params = {p: arrays[k] for p, k in nd["params"].items()}
+            nodes.append(Node(nd["name"], nd["op"], nd["inputs"], ops.attrs_from_json(nd["attrs"]), params,
+                              tuple(nd["shape"]) if nd["shape"] is not None else None, nd.get("source", "")))
+        graph = Graph(doc["inputs"], nodes, doc["outputs"], doc["input_shapes"], doc["name"])
+        return QuantizedModel(graph, doc["emulate"], float_names=doc.get("float_names"), meta=doc.get("meta"),
+                              channel_scales=doc.get("channel_scales"))
+    except (KeyError, TypeError) as e:
+        raise _corrupt(path, f"model description is incomplete ({type(e).__name__}: {e})") from e
+    except ValueError as e:
+        if str(e).startswith(str(path)):
+            raise
+        raise _corrupt(path, str(e)) from e

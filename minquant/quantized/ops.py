@@ -1,0 +1,361 @@
+"""The quantized ops of minquant's graph IR: what a node of a quantized model looks like.
+
+A quantized model is an ordinary :class:`~minquant.graph.Graph` whose values are either float32 arrays
+or **uint8 codes** with one (scale, zero point) per tensor (docs/quantization.md, step 1:
+``r = s·(q − z)``). This module registers the ops that work on codes (with :func:`minquant.graph.register_op`)
+and their attribute dataclasses; :mod:`minquant.quantized.executor` holds their kernels.
+
+====================  ========================  =================================================================
+op                    inputs → output           attributes / parameters
+====================  ========================  =================================================================
+quantize              float → uint8             scale, zero_point (the codes of the next op's input)
+dequantize            uint8 → float             scale, zero_point
+qconv2d               uint8 → uint8             conv geometry, x/y qparams, output clamp; weight int8 OIHW,
+                                                w_scale, w_zp (per output channel, or one), bias float32
+qlinear               uint8 → uint8             x/y qparams, clamp; weight int8 (O, I), w_scale, w_zp, bias
+qadd                  uint8, uint8 → uint8      a/b/y qparams, fused ReLU, element order (torch layout)
+qcat                  uint8… → uint8            dim, input and output qparams
+qmax_pool2d           uint8 → uint8             as max_pool2d (max commutes with r = s·(q − z): same qparams)
+qavg_pool2d           uint8 → uint8             as avg_pool2d + input qparams (output keeps them, like torch)
+qadaptive_avg_pool2d  uint8 → uint8             output size + input qparams (output keeps them)
+qclamp                uint8 → uint8             codes clamped to [lo, hi] — a standalone ReLU (lo = z) or ReLU6;
+                                                optional ``hi_channels`` (uint8 per channel): a per-channel top
+relu_clip             float → float             min(max(x, 0), hi[c]): ReLU6 after cross-layer equalization
+qflatten / qreshape   uint8 → uint8             as flatten / reshape (codes move, qparams stay)
+dynamic_linear        float → float             int8 weight; activations quantized at run time
+dynamic_conv2d        float → float             conv geometry; int8 weight; activations quantized at run time
+====================  ========================  =================================================================
+
+Every float op of the IR (``conv2d``, ``hardswish``, ``mul``...) may also appear: an op minquant has no
+integer kernel for runs in float between a ``dequantize`` and a ``quantize`` (the "fallback"), and a
+layer left unquantized (e.g. by :func:`~minquant.quantize.quantize_dynamic`) stays a float node.
+
+Weight parameters (all nodes that hold int8 weights): ``weight`` int8, ``w_scale`` float32 (float64 when
+a framework's scale is not a float32 number) of length O — or length 1 with ``per_channel=False`` —,
+``w_zp`` int8 of the same length, optional ``bias`` float32 (O,). Emulations that add an integer bias
+(qnnpack, ONNX Runtime) quantize it when the layer is prepared; it is stored once, in float.
+
+Attribute dataclasses are frozen, hold only ints, floats, bools, strings and tuples of them (so that
+:mod:`minquant.quantized.model` can write them as JSON) and normalise tuples in ``__post_init__``.
+This module imports only NumPy.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import numpy as np
+
+from .. import graph as G
+from ..graph import OPS, OpSpec, register_op
+
+__all__ = ["QuantizeAttrs", "QConv2dAttrs", "QLinearAttrs", "QAddAttrs", "QCatAttrs", "QAvgPool2dAttrs",
+           "QAdaptiveAvgPool2dAttrs", "QClampAttrs", "DynamicLinearAttrs", "DynamicConv2dAttrs",
+           "ATTRS_CLASSES", "QUANTIZED_OPS", "FLOAT_OPS", "CODE_OPS", "WEIGHT_OPS", "value_qparams", "attrs_to_json",
+           "attrs_from_json"]
+
+
+def _scale(v, what):
+    v = float(v)
+    if not (np.isfinite(v) and v > 0):
+        raise ValueError(f"{what} must be a finite scale > 0, got {v!r}")
+    return v
+
+
+def _zp(v, what, lo=0, hi=255):
+    if int(v) != v or not lo <= int(v) <= hi:
+        raise ValueError(f"{what} must be an integer in [{lo}, {hi}], got {v!r}")
+    return int(v)
+
+
+def _clamp(c):
+    lo, hi = (int(t) for t in c)
+    if not 0 <= lo <= hi <= 255:
+        raise ValueError(f"clamp {c} must be a code range inside [0, 255]")
+    return lo, hi
+
+
+@dataclass(frozen=True)
+class QuantizeAttrs:
+    """``quantize`` q = clamp(z + rne(x / s)) / ``dequantize`` r = s·(q − z): one tensor's qparams."""
+    scale: float
+    zero_point: int
+
+    def __post_init__(self):
+        object.__setattr__(self, "scale", _scale(self.scale, "scale"))
+        object.__setattr__(self, "zero_point", _zp(self.zero_point, "zero_point"))
+
+
+@dataclass(frozen=True)
+class QConv2dAttrs:
+    """``qconv2d``: conv geometry (as :class:`~minquant.graph.Conv2dAttrs`), input qparams (x_scale, x_zp),
+    output qparams (y_scale, y_zp), the output clamp on codes (``(0, 255)``; a fused ReLU is ``(z_y, 255)``,
+    a fused ReLU6 ``(z_y, q(6))``), ``activation`` (its name, for printing) and whether the weights are
+    quantized per output channel."""
+    stride: tuple = (1, 1)
+    padding: tuple = (0, 0)
+    dilation: tuple = (1, 1)
+    groups: int = 1
+    x_scale: float = 1.0
+    x_zp: int = 0
+    y_scale: float = 1.0
+    y_zp: int = 0
+    clamp: tuple = (0, 255)
+    activation: str = ""
+    per_channel: bool = True
+
+    def __post_init__(self):
+        geo = G.Conv2dAttrs(self.stride, self.padding, self.dilation, self.groups)
+        for f in ("stride", "padding", "dilation", "groups"):
+            object.__setattr__(self, f, getattr(geo, f))
+        _common_layer_attrs(self)
+
+    def conv(self) -> G.Conv2dAttrs:
+        return G.Conv2dAttrs(self.stride, self.padding, self.dilation, self.groups)
+
+
+def _common_layer_attrs(a):
+    object.__setattr__(a, "x_scale", _scale(a.x_scale, "x_scale"))
+    object.__setattr__(a, "x_zp", _zp(a.x_zp, "x_zp"))
+    object.__setattr__(a, "y_scale", _scale(a.y_scale, "y_scale"))
+    object.__setattr__(a, "y_zp", _zp(a.y_zp, "y_zp"))
+    object.__setattr__(a, "clamp", _clamp(a.clamp))
+    object.__setattr__(a, "activation", str(a.activation))
+    object.__setattr__(a, "per_channel", bool(a.per_channel))
+
+
+@dataclass(frozen=True)
+class QLinearAttrs:
+    """``qlinear``: input / output qparams, output clamp, activation name, per-channel weights."""
+    x_scale: float = 1.0
+    x_zp: int = 0
+    y_scale: float = 1.0
+    y_zp: int = 0
+    clamp: tuple = (0, 255)
+    activation: str = ""
+    per_channel: bool = True
+
+    def __post_init__(self):
+        _common_layer_attrs(self)
+
+
+@dataclass(frozen=True)
+class QAddAttrs:
+    """``qadd``: y = s_a·(a − z_a) + s_b·(b − z_b) requantized to (y_scale, y_zp); ``relu`` clamps at z_y.
+    ``channels_last``: the framework tensors being emulated are NHWC in memory, so fbgemm's position-
+    dependent rounding (SIMD blocks + scalar tail) follows NHWC order (:func:`minquant.kernels.add.qadd`)."""
+    a_scale: float
+    a_zp: int
+    b_scale: float
+    b_zp: int
+    y_scale: float
+    y_zp: int
+    relu: bool = False
+    channels_last: bool = False
+
+    def __post_init__(self):
+        for s in ("a", "b", "y"):
+            object.__setattr__(self, f"{s}_scale", _scale(getattr(self, f"{s}_scale"), f"{s}_scale"))
+            object.__setattr__(self, f"{s}_zp", _zp(getattr(self, f"{s}_zp"), f"{s}_zp"))
+        object.__setattr__(self, "relu", bool(self.relu))
+        object.__setattr__(self, "channels_last", bool(self.channels_last))
+
+
+@dataclass(frozen=True)
+class QCatAttrs:
+    """``qcat``: concatenate along ``dim`` after requantizing every input to (y_scale, y_zp) — torch's
+    ``quantized::cat``: dequantize each input, concatenate, quantize."""
+    dim: int
+    in_scales: tuple
+    in_zps: tuple
+    y_scale: float
+    y_zp: int
+
+    def __post_init__(self):
+        if int(self.dim) < 1:
+            raise ValueError(f"cat dim must be ≥ 1, got {self.dim}")
+        object.__setattr__(self, "dim", int(self.dim))
+        object.__setattr__(self, "in_scales", tuple(_scale(s, "input scale") for s in self.in_scales))
+        object.__setattr__(self, "in_zps", tuple(_zp(z, "input zero point") for z in self.in_zps))
+        if len(self.in_scales) != len(self.in_zps):
+            raise ValueError("qcat needs one scale and one zero point per input")
+        object.__setattr__(self, "y_scale", _scale(self.y_scale, "y_scale"))
+        object.__setattr__(self, "y_zp", _zp(self.y_zp, "y_zp"))
+
+
+@dataclass(frozen=True)
+class QAvgPool2dAttrs:
+    """``qavg_pool2d``: avg_pool2d geometry + the input's qparams (the output keeps them) + the layout of
+    the framework tensor emulated (torch rounds differently for channels-last tensors)."""
+    kernel_size: tuple
+    stride: tuple
+    padding: tuple = (0, 0)
+    ceil_mode: bool = False
+    count_include_pad: bool = True
+    divisor_override: int | None = None
+    x_scale: float = 1.0
+    x_zp: int = 0
+    channels_last: bool = False
+
+    def __post_init__(self):
+        geo = self.pool()
+        for f in ("kernel_size", "stride", "padding", "ceil_mode", "count_include_pad", "divisor_override"):
+            object.__setattr__(self, f, getattr(geo, f))
+        object.__setattr__(self, "x_scale", _scale(self.x_scale, "x_scale"))
+        object.__setattr__(self, "x_zp", _zp(self.x_zp, "x_zp"))
+        object.__setattr__(self, "channels_last", bool(self.channels_last))
+
+    def pool(self) -> G.AvgPool2dAttrs:
+        return G.AvgPool2dAttrs(self.kernel_size, self.stride, self.padding, self.ceil_mode,
+                                self.count_include_pad, self.divisor_override)
+
+
+@dataclass(frozen=True)
+class QAdaptiveAvgPool2dAttrs:
+    """``qadaptive_avg_pool2d``: output size + the input's qparams (kept) + framework tensor layout."""
+    output_size: tuple
+    x_scale: float = 1.0
+    x_zp: int = 0
+    channels_last: bool = False
+
+    def __post_init__(self):
+        object.__setattr__(self, "output_size", G.AdaptiveAvgPool2dAttrs(self.output_size).output_size)
+        object.__setattr__(self, "x_scale", _scale(self.x_scale, "x_scale"))
+        object.__setattr__(self, "x_zp", _zp(self.x_zp, "x_zp"))
+        object.__setattr__(self, "channels_last", bool(self.channels_last))
+
+
+@dataclass(frozen=True)
+class QClampAttrs:
+    """``qclamp``: codes clamped to [lo, hi], qparams unchanged. ReLU is ``lo = z`` (real 0), ReLU6 adds
+    ``hi = q(6)``; ``activation`` names it."""
+    lo: int
+    hi: int
+    activation: str = ""
+
+    def __post_init__(self):
+        lo, hi = _clamp((self.lo, self.hi))
+        object.__setattr__(self, "lo", lo)
+        object.__setattr__(self, "hi", hi)
+        object.__setattr__(self, "activation", str(self.activation))
+
+
+@dataclass(frozen=True)
+class DynamicLinearAttrs:
+    """``dynamic_linear``: per-channel weights?, reduce_range of the run-time activation qparams, fused ReLU."""
+    per_channel: bool = True
+    reduce_range: bool = True
+    relu: bool = False
+
+    def __post_init__(self):
+        for f in ("per_channel", "reduce_range", "relu"):
+            object.__setattr__(self, f, bool(getattr(self, f)))
+
+
+@dataclass(frozen=True)
+class DynamicConv2dAttrs:
+    """``dynamic_conv2d``: conv geometry + as :class:`DynamicLinearAttrs`."""
+    stride: tuple = (1, 1)
+    padding: tuple = (0, 0)
+    dilation: tuple = (1, 1)
+    groups: int = 1
+    per_channel: bool = True
+    reduce_range: bool = True
+    relu: bool = False
+
+    def __post_init__(self):
+        geo = G.Conv2dAttrs(self.stride, self.padding, self.dilation, self.groups)
+        for f in ("stride", "padding", "dilation", "groups"):
+            object.__setattr__(self, f, getattr(geo, f))
+        for f in ("per_channel", "reduce_range", "relu"):
+            object.__setattr__(self, f, bool(getattr(self, f)))
+
+
+_W = (("weight", 4), ("w_scale", 1), ("w_zp", 1))
+_WL = (("weight", 2), ("w_scale", 1), ("w_zp", 1))
+_B = (("bias", 1),)
+
+_SPECS = {
+    "quantize": OpSpec(1, QuantizeAttrs, (), (), "float → uint8 codes: q = clamp(z + rne(x / s))"),
+    "dequantize": OpSpec(1, QuantizeAttrs, (), (), "uint8 codes → float: r = s·(q − z)"),
+    "qconv2d": OpSpec(1, QConv2dAttrs, _W, _B, "quantized conv2d, int8 weights, uint8 in/out"),
+    "qlinear": OpSpec(1, QLinearAttrs, _WL, _B, "quantized linear, int8 weights, uint8 in/out"),
+    "qadd": OpSpec(2, QAddAttrs, (), (), "quantized residual add"),
+    "qcat": OpSpec(None, QCatAttrs, (), (), "quantized concatenation (requantize to one scale)"),
+    "qmax_pool2d": OpSpec(1, G.MaxPool2dAttrs, (), (), "max pooling on codes"),
+    "qavg_pool2d": OpSpec(1, QAvgPool2dAttrs, (), (), "quantized average pooling"),
+    "qadaptive_avg_pool2d": OpSpec(1, QAdaptiveAvgPool2dAttrs, (), (), "quantized adaptive average pooling"),
+    "qclamp": OpSpec(1, QClampAttrs, (), (("hi_channels", 1),), "clamp codes (standalone ReLU / ReLU6)"),
+    "relu_clip": OpSpec(1, None, (("hi", 1),), (), "min(max(x, 0), hi[c]) per channel (ReLU6 after equalization)"),
+    "qflatten": OpSpec(1, G.FlattenAttrs, (), (), "flatten codes"),
+    "qreshape": OpSpec(1, G.ReshapeAttrs, (), (), "reshape codes"),
+    "dynamic_linear": OpSpec(1, DynamicLinearAttrs, _WL, _B, "float in/out, int8 weights, run-time qparams"),
+    "dynamic_conv2d": OpSpec(1, DynamicConv2dAttrs, _W, _B, "float in/out, int8 weights, run-time qparams"),
+}
+for _name, _spec in _SPECS.items():
+    if _name not in OPS:
+        register_op(_name, _spec)
+
+#: ops whose output is uint8 codes
+CODE_OPS = frozenset({"quantize", "qconv2d", "qlinear", "qadd", "qcat", "qmax_pool2d", "qavg_pool2d",
+                      "qadaptive_avg_pool2d", "qclamp", "qflatten", "qreshape"})
+#: float ops this module adds (not quantized ops)
+FLOAT_OPS = frozenset({"relu_clip"})
+#: every op this module adds
+QUANTIZED_OPS = frozenset(_SPECS) - FLOAT_OPS
+#: ops that hold int8 weights
+WEIGHT_OPS = frozenset({"qconv2d", "qlinear", "dynamic_linear", "dynamic_conv2d"})
+
+ATTRS_CLASSES = {c.__name__: c for c in (
+    QuantizeAttrs, QConv2dAttrs, QLinearAttrs, QAddAttrs, QCatAttrs, QAvgPool2dAttrs, QAdaptiveAvgPool2dAttrs,
+    QClampAttrs, DynamicLinearAttrs, DynamicConv2dAttrs, G.Conv2dAttrs, G.BatchNormAttrs, G.AvgPool2dAttrs,
+    G.MaxPool2dAttrs, G.AdaptiveAvgPool2dAttrs, G.CatAttrs, G.FlattenAttrs, G.ReshapeAttrs)}
+
+
+def attrs_to_json(attrs):
+    """A node's attrs as a JSON-ready dict ``{"class": name, field: value...}`` (tuples become lists)."""
+    if attrs is None:
+        return None
+    name = type(attrs).__name__
+    if ATTRS_CLASSES.get(name) is not type(attrs):
+        raise ValueError(f"attrs of type {name} cannot be saved (not one of minquant's attribute classes)")
+    d = {"class": name}
+    for f in dataclasses.fields(attrs):
+        v = getattr(attrs, f.name)
+        d[f.name] = list(v) if isinstance(v, tuple) else v
+    return d
+
+
+def attrs_from_json(d):
+    """Inverse of :func:`attrs_to_json` (the dataclass re-validates and re-normalises every field)."""
+    if d is None:
+        return None
+    if not isinstance(d, dict) or d.get("class") not in ATTRS_CLASSES:
+        raise ValueError(f"unknown attribute class in model file: {d!r:.80}")
+    cls = ATTRS_CLASSES[d["class"]]
+    kwargs = {k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items() if k != "class"}
+    names = {f.name for f in dataclasses.fields(cls)}
+    if set(kwargs) - names:
+        raise ValueError(f"{cls.__name__}: unknown fields {sorted(set(kwargs) - names)} in model file")
+    return cls(**kwargs)
+
+
+def value_qparams(graph) -> dict[str, tuple[float, int]]:
+    """(scale, zero point) of every uint8 value of a quantized graph, by value name.
+
+    Produced by ``quantize``/``qconv2d``/``qlinear``/``qadd``/``qcat`` (their own output qparams); ops that
+    only move or select codes (pools, clamp, flatten, reshape) pass their input's on."""
+    qp: dict[str, tuple[float, int]] = {}
+    for n in graph.nodes:
+        a = n.attrs
+        if n.op == "quantize":
+            qp[n.name] = (a.scale, a.zero_point)
+        elif n.op in ("qconv2d", "qlinear", "qcat"):
+            qp[n.name] = (a.y_scale, a.y_zp)
+        elif n.op == "qadd":
+            qp[n.name] = (a.y_scale, a.y_zp)
+        elif n.op in ("qmax_pool2d", "qavg_pool2d", "qadaptive_avg_pool2d", "qclamp", "qflatten", "qreshape"):
+            if n.inputs[0] not in qp:
+                raise ValueError(f"node {n.name!r} ({n.op}) reads {n.inputs[0]!r}, which is not a uint8 value")
+            qp[n.name] = qp[n.inputs[0]]
+    return qp

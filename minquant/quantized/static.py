@@ -1,0 +1,426 @@
+"""Post-training static quantization: float model + calibration data → :class:`QuantizedModel`.
+
+    qm = quantize_static(model, calibration_data)      # torch nn.Module or minquant Graph
+
+Steps (each a small function below):
+
+1. **Import** a torch model with :func:`minquant.from_torch` (or take a :class:`~minquant.graph.Graph`).
+2. **Prepare** (:mod:`.passes`): fold BatchNorm into convolutions; activation-aware cross-layer
+   equalization of conv → (ReLU/ReLU6) → conv pairs (ReLU6 keeps its clip at 6, per channel); find
+   Conv/Linear+ReLU/ReLU6 and Add+ReLU groups (the activation becomes the output clamp).
+3. **Plan** which value is float and which is codes. Layers with integer kernels (conv2d, linear, add,
+   cat) read and write uint8 codes; pools, flatten/reshape and standalone ReLU/ReLU6 work on the codes
+   of their input and keep its qparams; every other op (hardswish, mul, an unfolded BatchNorm...) runs
+   in float between a ``dequantize`` and a ``quantize`` (a *float fallback*).
+4. **Calibrate** (:mod:`.calibrate`): one activation observer per value that gets its own qparams — the
+   model input, every layer group's output, every float value a quantized op reads.
+5. **Convert**: weights to int8 — symmetric, ``s_w = max|w| / 127.5`` (torch's rule, zero point 0) per
+   output channel (``per_channel=True``) or per tensor; bias stays float32 (each emulation adds it its
+   own way, step 5); activation qparams from the observers (``choose_qparams``, uint8).
+
+**Saturation and the lost bit.** fbgemm on a CPU without VNNI adds pairs of u8×s8 products in int16 and
+saturates (docs/quantization.md, step 8). Torch avoids it with 7-bit *activations* (``reduce_range``,
+uint8 [0, 127]). minquant's default (``reduce_range=None``) gives the bit up on the *weights* instead —
+int8 codes in [−64, 64], so a pair is at most 255·128 = 32640 — because weights are quantized per
+channel and lose little, while activations are per tensor and need every level (measured on MobileNetV2:
+benchmarks/RESULTS_models.md). Emulations that accumulate exactly (qnnpack, onnxruntime, minquant) keep
+8 bits for both.
+
+**Bias correction** (``bias_correction=True``): weight rounding shifts each output channel's mean by
+``Σ ε·E[x]``; calibration also records every layer input's per-channel mean and the bias is corrected
+(:func:`bias_correction`).
+
+Default calibrator: :data:`DEFAULT_CALIBRATOR` (see its comment for the measurement behind the choice).
+"""
+from __future__ import annotations
+
+import functools
+import itertools
+
+import numpy as np
+
+from .. import observers as O
+from ..affine import dequantize, quantize
+from ..graph import Graph, Node
+from ..kernels import arithmetic
+from . import ops
+from .calibrate import calibrate, iter_batches
+from .model import QuantizedModel
+from .passes import equalizable_pairs, equalize as equalize_pass, fusion_groups, prepare_float_graph
+
+__all__ = ["quantize_static", "quantize_weight", "bias_correction", "ChannelMean", "CALIBRATORS", "DEFAULT_CALIBRATOR", "make_observer",
+           "to_graph"]
+
+CALIBRATORS = {
+    "minmax": O.MinMaxObserver,
+    "moving_average": O.MovingAverageMinMaxObserver,
+    "histogram": O.HistogramObserver,        # torch's HistogramObserver, bit for bit
+    "percentile": O.PercentileObserver,      # 99.99th percentile
+    "mse": O.MSEObserver,
+    "entropy": functools.partial(O.EntropyObserver, symmetric=False),  # TensorRT KL threshold, one-sided ranges kept
+}
+
+#: The activation calibrator quantize_static uses by default. Chosen by measurement
+#: (benchmarks/quantize_models.py, benchmarks/RESULTS_models.md): on MobileNetV2 it gave the highest
+#: logit SQNR and top-1 agreement of the observers above, and on TinyCNN it loses no accuracy.
+DEFAULT_CALIBRATOR = "percentile"
+
+#: exponent α of activation-aware cross-layer equalization, s_c = r_x[c]^α / r_w[c]^(1−α). Chosen on
+#: MobileNetV2 with held-out crops of the *calibration* split (seed 7; α ∈ {0, 0.3, 0.5} gave logit SQNR
+#: 14.2 / 15.4 / 14.6 dB), never on the evaluation crops.
+EQUALIZE_ALPHA = 0.3
+#: calibration samples used to measure the per-channel activation ranges equalization needs
+EQUALIZE_SAMPLES = 32
+
+_CODE_OPS = {"max_pool2d": "qmax_pool2d", "avg_pool2d": "qavg_pool2d",
+             "adaptive_avg_pool2d": "qadaptive_avg_pool2d", "flatten": "qflatten", "reshape": "qreshape",
+             "relu": "qclamp", "relu6": "qclamp"}
+
+
+def make_observer(calibrator, reduce_range: bool):
+    """An activation observer (uint8) from a name in :data:`CALIBRATORS`, an Observer subclass or a factory
+    accepting ``dtype=`` and ``reduce_range=`` keywords (e.g. ``functools.partial(PercentileObserver,
+    percentile=99.9)``)."""
+    if isinstance(calibrator, str):
+        if calibrator not in CALIBRATORS:
+            raise ValueError(f"unknown calibrator {calibrator!r}; expected one of {sorted(CALIBRATORS)} or an "
+                             "observer class / factory")
+        calibrator = CALIBRATORS[calibrator]
+    if not callable(calibrator):
+        raise ValueError(f"calibrator must be a name, an observer class or a factory, got {calibrator!r}")
+    obs = calibrator(dtype="uint8", reduce_range=reduce_range)
+    if not (hasattr(obs, "update") and hasattr(obs, "compute")):
+        raise ValueError(f"calibrator {calibrator!r} did not produce an observer (needs update() and compute())")
+    return obs
+
+
+def _calibrator_name(calibrator) -> str:
+    if isinstance(calibrator, str):
+        return calibrator
+    if isinstance(calibrator, functools.partial):
+        kw = ", ".join(f"{k}={v!r}" for k, v in calibrator.keywords.items())
+        return f"{getattr(calibrator.func, '__name__', calibrator.func)}({kw})"
+    return getattr(calibrator, "__name__", repr(calibrator))
+
+
+def quantize_weight(w, *, per_channel: bool = True, reduce_range: bool = False):
+    """int8 weight codes, symmetric: ``s = max(|min|, |max|) / 127.5`` (torch's symmetric rule,
+    :func:`minquant.affine.choose_qparams`), ``z = 0``, per output channel (axis 0) or per tensor.
+    ``reduce_range``: 7-bit scale ``s = max|w| / 63.5`` (torch's rule for the range [−64, 63]); the codes
+    then lie in [−64, 64] (max|w|/s = 63.5 rounds to 64), so two adjacent u8×s8 products stay within int16:
+    255·(64 + 64) = 32640 ≤ 32767. Returns ``(w_q int8, w_scale float32
+    (O,) or (1,), w_zp int8 of the same length)``."""
+    w = np.asarray(w, dtype=np.float32)
+    if per_channel:
+        obs = O.PerChannelMinMaxObserver(axis=0, dtype="int8", symmetric=True, reduce_range=reduce_range).update(w)
+        s, z = obs.compute()
+        w_q = quantize(w, s, z, "int8", axis=0, emulate="torch")
+    else:
+        s, z = O.MinMaxObserver("int8", symmetric=True, reduce_range=reduce_range).update(w).compute()
+        w_q = quantize(w, s, z, "int8", emulate="torch")
+        s, z = np.reshape(s, (1,)), np.reshape(z, (1,))
+    return w_q, np.asarray(s, np.float32).reshape(-1), np.asarray(z).astype(np.int8).reshape(-1)
+
+
+class ChannelMean:
+    """Running mean per channel (axis 1; the last axis for 2-D input) — the E[x] of bias correction."""
+
+    def __init__(self):
+        self.total = None
+        self.count = 0
+
+    def update(self, x):
+        x = np.asarray(x, np.float64)
+        axes = tuple(i for i in range(x.ndim) if i != (1 if x.ndim != 2 else x.ndim - 1))
+        s = x.sum(axis=axes)
+        self.total = s if self.total is None else self.total + s
+        self.count += x.size // x.shape[1 if x.ndim != 2 else -1]
+        return self
+
+    def mean(self):
+        if self.total is None:
+            raise ValueError("ChannelMean: no data")
+        return self.total / self.count
+
+
+def bias_correction(node, w_q, w_s, w_z, mean_in) -> np.ndarray:
+    """The bias that cancels the mean shift weight rounding causes (Nagel et al. 2019, "Data-Free
+    Quantization", empirical variant): with ``ε = W̃ − W`` (dequantized minus float weights) and ``μ_c`` the
+    calibration mean of input channel c,
+
+        E[y] shifts by  δ_o = Σ_{c,i,j} ε[o, c, i, j] · μ_c       (linear: δ = ε · μ)
+
+    so ``b' = b − δ``. Zero padding is ignored (the border pixels' missing terms are a small part of the
+    mean). Returns the new float32 bias."""
+    w = node.params["weight"].astype(np.float64)
+    if w_s.size > 1:
+        wd = dequantize(w_q, w_s, w_z.astype(np.int32), axis=0)
+    else:
+        wd = dequantize(w_q, w_s[0], int(w_z[0]))
+    eps = wd - w
+    mu = np.asarray(mean_in, np.float64)
+    if node.op == "linear":
+        delta = eps @ mu
+    else:
+        o, cg = w.shape[:2]
+        g = node.attrs.groups
+        delta = np.einsum("gock,gc->go", eps.reshape(g, o // g, cg, -1), mu.reshape(g, cg)).reshape(o)
+    b = node.params.get("bias")
+    b = np.zeros(w.shape[0]) if b is None else b.astype(np.float64)
+    return (b - delta).astype(np.float32)
+
+
+def to_graph(model, input_shape=None, first_batch=None) -> Graph:
+    """A minquant Graph from a Graph (copied) or a torch nn.Module (imported with ``from_torch``; the input
+    shape is ``input_shape`` or the first calibration batch's)."""
+    if isinstance(model, Graph):
+        return model.copy()
+    if input_shape is None:
+        if first_batch is None:
+            raise ValueError("input_shape is needed to import a torch model")
+        input_shape = (1,) + tuple(first_batch.shape[1:])
+    try:
+        from ..torch_import import from_torch
+    except ImportError as e:  # pragma: no cover - torch missing
+        raise ValueError(f"model is not a minquant Graph and torch is not available: {e}") from e
+    return from_torch(model, tuple(input_shape))
+
+
+def _plan(g: Graph, groups):
+    """Which values are codes, which node becomes what (module docstring, step 3).
+
+    Returns (kind per value: 'codes'/'float', role per node: 'layer'/'absorbed'/'code'/'float',
+    observed values: {value: reason})."""
+    kind = {v: "float" for v in g.inputs}
+    role, observed = {}, {}
+    absorbed = {f.activation for f in groups.values() if f.activation}
+    shapes = {n.name: n.shape for n in g.nodes}
+    shapes.update(g.input_shapes)
+    for n in g.nodes:
+        if n.name in absorbed:
+            role[n.name] = "absorbed"
+            continue
+        is_layer = n.op in ("conv2d", "linear", "cat") or (
+            n.op == "add" and shapes.get(n.inputs[0]) is not None and shapes.get(n.inputs[0]) == shapes.get(n.inputs[1]))
+        if is_layer:
+            role[n.name] = "layer"
+            out = groups[n.name].output if n.name in groups else n.name
+            for v in n.inputs:
+                if kind[v] == "float":
+                    observed[v] = "input of a quantized layer"
+            observed[out] = "layer output"
+            kind[n.name] = kind[out] = "codes"
+        elif n.op in _CODE_OPS and kind[n.inputs[0]] == "codes":
+            role[n.name] = "code"
+            kind[n.name] = "codes"
+        else:
+            role[n.name] = "float"
+            kind[n.name] = "float"
+    return kind, role, observed
+
+
+def _channel_ranges(g: Graph, batches) -> dict[str, np.ndarray]:
+    """Per-channel max|x| of every value an equalizable conv reads, over ``batches`` (float graph)."""
+    want = {act or a for a, act, _ in equalizable_pairs(g)}
+    ranges: dict[str, np.ndarray] = {}
+
+    def hook(name, v):
+        if name in want:
+            m = np.abs(v).max(axis=tuple(i for i in range(v.ndim) if i != 1)).astype(np.float64)
+            ranges[name] = np.maximum(ranges[name], m) if name in ranges else m
+
+    from ..executor import FLOAT_KERNELS
+    from ..executor import run as run_graph
+    from .executor import EXTRA_FLOAT_KERNELS
+    for b in batches:
+        run_graph(g, b, hook=hook, kernels={**FLOAT_KERNELS, **EXTRA_FLOAT_KERNELS})
+    return ranges
+
+
+def _ranges(reduce_range, ar):
+    """(activations 7-bit?, weights 7-bit?) from the ``reduce_range`` argument (see quantize_static)."""
+    if reduce_range is None:
+        reduce_range = "weights" if ar.saturate_pairs else False
+    if reduce_range is True:
+        reduce_range = "activations"
+    if reduce_range not in (False, "activations", "weights"):
+        raise ValueError(f"reduce_range must be None, False, True, 'activations' or 'weights', got {reduce_range!r}")
+    return reduce_range == "activations", reduce_range == "weights", reduce_range
+
+
+def quantize_static(model, calibration_data, *, per_channel: bool = True, calibrator=DEFAULT_CALIBRATOR,
+                    emulate: str = "fbgemm", input_shape=None, reduce_range=None, bias_correction: bool = True,
+                    equalize: bool = True, batch_size: int = 32, progress: bool = True) -> QuantizedModel:
+    """Post-training static int8 quantization (module docstring).
+
+    ``model``: a torch ``nn.Module`` in eval mode (imported with :func:`minquant.from_torch`) or a minquant
+    :class:`~minquant.graph.Graph`. ``calibration_data``: an array (N, ...) or an iterable of batches /
+    a torch DataLoader (:mod:`.calibrate`). ``per_channel``: int8 weights per output channel (else per
+    tensor). ``calibrator``: activation observer (:func:`make_observer`). ``emulate``: whose integer
+    arithmetic the model runs ('fbgemm', 'qnnpack', 'onnxruntime', 'minquant'). ``input_shape``: for a
+    torch model, the input shape with batch (default: the calibration data's).
+    ``reduce_range``: which operand gives up one bit so that fbgemm's int16 pairs cannot saturate —
+    ``'activations'`` (or True: uint8 [0, 127], torch's choice), ``'weights'`` (int8 codes in [−64, 64]: a
+    pair is at most 255·(64 + 64) = 32640 ≤ 32767), or False (none). Default None: ``'weights'`` when the emulation
+    saturates pairs (fbgemm without VNNI), else False. ``bias_correction``: cancel the mean output shift
+    caused by weight rounding (:func:`bias_correction`), using per-channel input means from calibration.
+    ``equalize``: activation-aware cross-layer equalization of conv → (ReLU/ReLU6) → conv pairs before
+    calibration (:func:`minquant.quantized.passes.equalize` with ranges measured on the first
+    :data:`EQUALIZE_SAMPLES` calibration samples, α = :data:`EQUALIZE_ALPHA`; ReLU6 keeps its clip, per
+    channel).
+
+    Raises ValueError for empty / NaN calibration data, an unknown calibrator or emulation, or a model
+    the importer cannot read."""
+    ar = arithmetic(emulate)
+    act_rr, w_rr, rr_label = _ranges(reduce_range, ar)
+    make_observer(calibrator, act_rr)  # fail early on a bad calibrator
+    batches = iter_batches(calibration_data, batch_size)
+    head = [next(batches)]                      # kept: the model's input shape, and equalization's ranges
+    while equalize and sum(b.shape[0] for b in head) < EQUALIZE_SAMPLES:
+        nxt = next(batches, None)
+        if nxt is None:
+            break
+        head.append(nxt)
+    graph = to_graph(model, input_shape, head[0])
+    if any(n.shape is None for n in graph.nodes):
+        from ..executor import infer_shapes
+        infer_shapes(graph)
+    g, groups, folded, channel_scales = prepare_float_graph(graph)
+    if equalize:
+        g, channel_scales = equalize_pass(g, act_ranges=_channel_ranges(g, head), alpha=EQUALIZE_ALPHA,
+                                          iterations=1)
+        groups = fusion_groups(g)
+    kind, role, observed = _plan(g, groups)
+    observers = {v: [make_observer(calibrator, act_rr)] for v in observed}
+    means = {}
+    if bias_correction:
+        for n in g.nodes:
+            if role[n.name] == "layer" and n.op in ("conv2d", "linear"):
+                means.setdefault(n.inputs[0], ChannelMean())
+                observers.setdefault(n.inputs[0], []).append(means[n.inputs[0]])
+    n_samples = calibrate(g, itertools.chain(head, batches), observers, batch_size=batch_size,
+                          progress=progress)
+    qparams = {}
+    for v in observed:
+        s, z = observers[v][0].compute()
+        qparams[v] = (float(s), int(z))
+    qgraph, float_names = _convert(g, groups, role, qparams, per_channel, ar.quantize_rule, w_rr,
+                                   {v: m.mean() for v, m in means.items()})
+    q_scales = {q: channel_scales[v] for q, v in float_names.items() if v in channel_scales}
+    float_names = {k: folded.get(v, v) for k, v in float_names.items()}  # a folded conv's output was its BN's
+    meta = {"method": "quantize_static", "calibrator": _calibrator_name(calibrator), "per_channel": per_channel,
+            "reduce_range": rr_label or False, "bias_correction": bool(bias_correction),
+            "equalized": bool(equalize), "equalize_alpha": EQUALIZE_ALPHA if equalize else None,
+            "calibration_samples": n_samples, "folded_batch_norms": sorted(folded.values()),
+            "float_fallback": [n for n, r in role.items() if r == "float"]}
+    return QuantizedModel(qgraph, ar.name, float_names=float_names, meta=meta, channel_scales=q_scales)
+
+
+def _convert(g: Graph, groups, role, qparams, per_channel, quantize_rule, weight_reduce_range=False, means=None):
+    """Build the quantized graph from the plan (module docstring, step 5)."""
+    nodes: list[Node] = []
+    codes: dict[str, str] = {}      # float-graph value → its codes value in the new graph
+    floats: dict[str, str] = {v: v for v in g.inputs}   # float-graph value → its float value in the new graph
+    qp: dict[str, tuple[float, int]] = {}                # new-graph codes value → (scale, zp)
+    float_names: dict[str, str] = {}
+
+    def get_codes(v):
+        if v not in codes:
+            s, z = qparams[v]
+            name = f"{v}:quantize"
+            nodes.append(Node(name, "quantize", [floats[v]], ops.QuantizeAttrs(s, z), source=f"input of {v}"))
+            codes[v], qp[name], float_names[name] = name, (s, z), v
+        return codes[v]
+
+    def get_float(v):
+        if v not in floats:
+            c = codes[v]
+            s, z = qp[c]
+            name = f"{v}:dequantize"
+            nodes.append(Node(name, "dequantize", [c], ops.QuantizeAttrs(s, z), source=f"output of {v}"))
+            floats[v], float_names[name] = name, v
+        return floats[v]
+
+    def q6(s, z):
+        return int(quantize(np.float32(6.0), s, z, "uint8", emulate=quantize_rule))
+
+    for n in g.nodes:
+        r = role[n.name]
+        if r == "absorbed":
+            continue
+        if r == "layer":
+            fusion = groups.get(n.name)
+            out = fusion.output if fusion else n.name
+            ys, yz = qparams[out]
+            act = fusion.activation_op if fusion else None
+            clamp = (0, 255) if act is None else (yz, q6(ys, yz)) if act == "relu6" else (yz, 255)
+            ins = [get_codes(v) for v in n.inputs]
+            if n.op in ("conv2d", "linear"):
+                xs, xz = qp[ins[0]]
+                w_q, w_s, w_z = quantize_weight(n.params["weight"], per_channel=per_channel,
+                                                reduce_range=weight_reduce_range)
+                params = {"weight": w_q, "w_scale": w_s, "w_zp": w_z}
+                if means and n.inputs[0] in means:
+                    params["bias"] = bias_correction(n, w_q, w_s, w_z, means[n.inputs[0]])
+                elif "bias" in n.params:
+                    params["bias"] = n.params["bias"].astype(np.float32)
+                common = dict(x_scale=xs, x_zp=xz, y_scale=ys, y_zp=yz, clamp=clamp, activation=act or "",
+                              per_channel=per_channel)
+                if n.op == "conv2d":
+                    a = n.attrs
+                    attrs = ops.QConv2dAttrs(a.stride, a.padding, a.dilation, a.groups, **common)
+                    new = Node(n.name, "qconv2d", ins, attrs, params, n.shape, n.source)
+                else:
+                    new = Node(n.name, "qlinear", ins, ops.QLinearAttrs(**common), params, n.shape, n.source)
+            elif n.op == "add":
+                (sa, za), (sb, zb) = qp[ins[0]], qp[ins[1]]
+                new = Node(n.name, "qadd", ins, ops.QAddAttrs(sa, za, sb, zb, ys, yz, relu=act == "relu"),
+                           shape=n.shape, source=n.source)
+            else:  # cat
+                new = Node(n.name, "qcat", ins, ops.QCatAttrs(n.attrs.dim, tuple(qp[v][0] for v in ins),
+                                                              tuple(qp[v][1] for v in ins), ys, yz),
+                           shape=n.shape, source=n.source)
+            nodes.append(new)
+            codes[out] = codes[n.name] = new.name
+            qp[new.name] = (ys, yz)
+            float_names[new.name] = out
+            if act == "relu_clip":   # ReLU6 after equalization: a per-channel top on the codes
+                hi = quantize(g.node(fusion.activation).params["hi"], ys, yz, "uint8", emulate=quantize_rule)
+                if hi.min() < 255:
+                    # the conv already clamps at z_y (real 0); this node adds the per-channel top
+                    clip = Node(fusion.activation, "qclamp", [new.name], ops.QClampAttrs(0, 255, "relu6"),
+                                {"hi_channels": hi}, n.shape, g.node(fusion.activation).source)
+                    nodes.append(clip)
+                    codes[out] = clip.name
+                    qp[clip.name] = (ys, yz)
+                    float_names[clip.name] = out
+                    float_names[new.name] = ""   # the conv's own output has no float counterpart
+        elif r == "code":
+            x = codes[n.inputs[0]]
+            s, z = qp[x]
+            a = n.attrs
+            if n.op == "relu":
+                attrs = ops.QClampAttrs(z, 255, "relu")
+            elif n.op == "relu6":
+                attrs = ops.QClampAttrs(z, q6(s, z), "relu6")
+            elif n.op == "avg_pool2d":
+                attrs = ops.QAvgPool2dAttrs(a.kernel_size, a.stride, a.padding, a.ceil_mode, a.count_include_pad,
+                                            a.divisor_override, s, z)
+            elif n.op == "adaptive_avg_pool2d":
+                attrs = ops.QAdaptiveAvgPool2dAttrs(a.output_size, s, z)
+            else:  # max_pool2d (MaxPool2dAttrs), flatten, reshape: the float op's attributes apply to codes
+                attrs = a
+            new = Node(n.name, _CODE_OPS[n.op], [x], attrs, shape=n.shape, source=n.source)
+            nodes.append(new)
+            codes[n.name] = new.name
+            qp[new.name] = (s, z)
+            float_names[new.name] = n.name
+        else:  # float fallback
+            new = Node(n.name, n.op, [get_float(v) for v in n.inputs], n.attrs,
+                       {k: v.copy() for k, v in n.params.items()}, n.shape, n.source)
+            nodes.append(new)
+            floats[n.name] = new.name
+            float_names[new.name] = n.name
+    outputs = [get_float(v) for v in g.outputs]
+    qgraph = Graph(g.inputs, nodes, outputs, g.input_shapes, g.name)
+    return qgraph, float_names

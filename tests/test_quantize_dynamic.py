@@ -1,0 +1,95 @@
+"""Dynamic quantization: minquant quantizes Linear *and* Conv2d; torch's quantize_dynamic leaves Conv2d
+float (the seed's surprise), and the report shows it."""
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+import torch.ao.quantization as tq
+import torch.nn as nn
+
+from minquant.affine import quantize
+from minquant.kernels.dynamic import dynamic_input_qparams
+from minquant.quantized import load, quantize_dynamic, report_torch_quantized
+from minquant.quantized.compare import sqnr_db
+from minquant.zoo import tiny_cnn_digits
+
+torch.set_num_threads(1)
+warnings.filterwarnings("ignore", message=".*deprecated.*")
+
+
+@pytest.fixture(scope="module")
+def digits_model():
+    return tiny_cnn_digits()
+
+
+def _out(model, x):
+    with torch.no_grad():
+        return model(torch.from_numpy(x)).numpy()
+
+
+def test_torch_quantize_dynamic_leaves_conv_float(digits_model):
+    model, _ = digits_model
+    old = torch.backends.quantized.engine
+    torch.backends.quantized.engine = "x86"
+    try:
+        dq = tq.quantize_dynamic(model, {nn.Linear, nn.Conv2d}, dtype=torch.qint8)
+    finally:
+        torch.backends.quantized.engine = old
+    rep = report_torch_quantized(dq)
+    rows = {r.name: r for r in rep.layers}
+    assert not rows["features.0"].quantized and rows["features.0"].how == "float"
+    assert not rows["features.2"].quantized
+    assert rows["classifier"].quantized and rows["classifier"].how == "int8 dynamic"
+    assert rep.by_kind() == {"conv2d": (0, 2), "linear": (1, 1)}
+    assert rows["features.2"].bytes == 4 * (64 * 32 * 9 + 64)        # still float32
+    assert "conv2d: 0/2 quantized" in str(rep)
+
+
+def test_minquant_quantize_dynamic_quantizes_conv_and_linear(digits_model, tmp_path):
+    model, (_, _, x_te, y_te) = digits_model
+    qm, rep = quantize_dynamic(model, input_shape=(1, 1, 28, 28))
+    assert rep.by_kind() == {"conv2d": (2, 2), "linear": (1, 1)}
+    ops = [n.op for n in qm.graph.nodes]
+    assert ops.count("dynamic_conv2d") == 2 and ops.count("dynamic_linear") == 1 and "relu" not in ops  # ReLU fused
+    f = _out(model, x_te)
+    q = qm(x_te)
+    assert sqnr_db(f, q) > 25
+    assert (q.argmax(1) == y_te).mean() >= (f.argmax(1) == y_te).mean() - 0.01
+    assert qm.size_bytes() * 3.8 <= sum(p.numel() * 4 for p in model.parameters())
+    assert np.array_equal(load(qm.save(tmp_path / "d.npz"))(x_te[:10]), q[:10])
+
+
+@pytest.mark.parametrize("emulate", ["fbgemm", "qnnpack", "minquant"])
+def test_dynamic_conv2d_matches_integer_formula(emulate):
+    """dynamic_conv2d = run-time qparams, quantize, integer conv (exact int64 here), y = acc·s_x·s_w + b."""
+    torch.manual_seed(0)
+    conv = nn.Conv2d(4, 6, 3, padding=1, stride=2, groups=2).eval()
+    qm, _ = quantize_dynamic(nn.Sequential(conv).eval(), input_shape=(1, 4, 9, 9), emulate=emulate)
+    node = qm.graph.nodes[0]
+    x = np.random.default_rng(0).normal(size=(3, 4, 9, 9)).astype(np.float32)
+    y = qm(x)
+    xs, xz = dynamic_input_qparams(x, reduce_range=node.attrs.reduce_range, emulate=emulate)
+    x_q = quantize(x, xs, xz, "uint8", emulate="torch" if emulate != "minquant" else "onnxruntime")
+    real_x = (x_q.astype(np.float64) - xz)                     # integer, zero point removed
+    w = node.params["weight"].astype(np.float64)
+    acc = torch.nn.functional.conv2d(torch.from_numpy(real_x), torch.from_numpy(w), None, 2, 1, 1, 2).numpy()
+    s = (np.float64(np.float32(xs)) * node.params["w_scale"].astype(np.float64))[None, :, None, None]
+    expect = acc * s + node.params["bias"][None, :, None, None]
+    # the integer accumulator is exact (no saturation: 7-bit weights); only float rounding differs
+    np.testing.assert_allclose(y, expect, rtol=1e-5, atol=1e-5)
+    # and it is close to the float conv
+    assert sqnr_db(_out(conv, x), y) > 30
+
+
+def test_quantize_dynamic_input_checks(digits_model):
+    model, _ = digits_model
+    with pytest.raises(ValueError, match="input_shape"):
+        quantize_dynamic(model)
+    with pytest.raises(ValueError, match="'linear' and 'conv2d'"):
+        quantize_dynamic(model, layers=("lstm",), input_shape=(1, 1, 28, 28))
+    qm, rep = quantize_dynamic(model, layers=("linear",), input_shape=(1, 1, 28, 28))
+    assert rep.by_kind() == {"conv2d": (0, 2), "linear": (1, 1)}
+    assert [r.note for r in rep.not_quantized] == ["not selected", "not selected"]
