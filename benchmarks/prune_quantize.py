@@ -16,7 +16,7 @@ accuracy, argmax agreement int8 vs float, ``size_bytes()``, and the honest prune
     sparse size = size_bytes() − Σ dense int8 weight bytes + Σ best encoding of each int8 weight tensor
 
 i.e. every qconv2d/qlinear node's ``weight`` (int8 codes, zero point 0 so a pruned weight is code 0) is
-stored in the smallest of dense / bitmask / CSR (``minquant.prune.storage.smallest_encoding``), and the
+stored in the smallest of dense / bitmask / CSR (``minquant.sparse.smallest_encoding``), and the
 rest of what ``size_bytes()`` counts stays dense: per-channel ``w_scale`` (float32), ``w_zp`` (int8),
 ``bias`` (float32) and 8 bytes per activation (scale, zero point) pair.
 
@@ -39,7 +39,7 @@ import torch
 
 import minquant
 from minquant.prune import count_params, masked_training, prune_channels, prune_magnitude
-from minquant.prune.storage import encoded_nbytes, smallest_encoding
+from minquant.sparse import encoded_nbytes, smallest_encoding
 from minquant.training import accuracy, fit
 from minquant.zoo import tiny_cnn_digits
 

@@ -23,7 +23,7 @@ from .nm import is_nm_sparse, nm_mask, prune_nm
 from .report import ModelReport, count_params, model_report, storage_report
 from .schedule import (constant_step_targets, fit_fine_tune, gradual_prune, iterative_prune,
                        zhu_gupta_sparsity, zhu_gupta_targets)
-from .storage import decode, encode_bitmask, encode_csr, encode_dense, encoded_nbytes, smallest_encoding
+from ..sparse import decode, encode_bitmask, encode_csr, encode_dense, encoded_nbytes, smallest_encoding
 from .structured import (channel_importance, dead_channels, prune_channels, remove_channels,
                          remove_zero_channels, select_channels)
 

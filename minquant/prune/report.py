@@ -13,7 +13,7 @@ one — still does ``macs``; only structured pruning lowers that.
 
 ``params`` counts every parameter (biases and BatchNorm included); ``nonzero`` the non-zero ones.
 :func:`storage_report` prices each weight tensor dense, as a bitmask and as CSR
-(:mod:`~minquant.prune.storage`), in float32 or as int8 codes after per-channel symmetric quantization
+(:mod:`minquant.sparse`), in float32 or as int8 codes after per-channel symmetric quantization
 (:mod:`minquant.affine`), so prune-then-quantize sizes count what a file would really hold.
 """
 from __future__ import annotations
@@ -147,7 +147,7 @@ def storage_report(model, *, int8: bool = False, types=("Conv1d", "Conv2d", "Con
     out."""
     import torch.nn as nn
 
-    from .storage import encode_bitmask, encode_csr, encode_dense, encoded_nbytes
+    from ..sparse import encode_bitmask, encode_csr, encode_dense, encoded_nbytes
 
     classes = tuple(getattr(nn, t) for t in types)
     layers, weight_keys = {}, set()

@@ -19,7 +19,10 @@
        "float_names": {value: float value}, "meta": {...}, "channel_scales": {value: [per channel]}}
 
 * one array per node parameter, key ``"<node index>.<param name>"`` (int8 weights, float32 scales,
-  int8 weight zero points, float32 bias...).
+  int8 weight zero points, float32 bias...). Integer weights are stored in the smallest of the dense,
+  bitmask and CSR encodings of :mod:`minquant.sparse` — a pruned layer's zero codes cost one bit each (or
+  nothing) instead of a byte — as arrays ``"<key>.<part>"``; the description then says
+  ``"encoding": "bitmask" | "csr"`` and names the parts, and the SHA-256 is that of the decoded array.
 
 Attribute values (scales, zero points, clamps...) are JSON numbers: Python floats round-trip exactly, so a
 loaded model computes bit-identical outputs. On load every array's dtype, shape and SHA-256 are checked
@@ -43,6 +46,7 @@ import numpy as np
 from ..affine import dequantize
 from ..executor import run as run_graph
 from ..graph import Graph, Node
+from ..sparse import decode, encoded_nbytes, smallest_encoding
 from . import ops
 from .executor import prepare_kernels
 
@@ -51,6 +55,17 @@ __all__ = ["QuantizedModel", "load", "FORMAT", "VERSION"]
 FORMAT = "minquant.quantized"
 VERSION = 1
 _JSON_KEY = "__model__"
+
+
+def _sparse_candidate(param: str, arr) -> bool:
+    """Integer weight codes are stored sparsely when that is smaller (zero point 0: a pruned weight is 0)."""
+    return param == "weight" and np.asarray(arr).dtype.kind in "iu" and np.asarray(arr).ndim >= 1
+
+
+def _stored_nbytes(param: str, arr) -> int:
+    if _sparse_candidate(param, arr):
+        return encoded_nbytes(smallest_encoding(arr))
+    return int(np.asarray(arr).nbytes)
 
 
 def _qparam_pairs(attrs) -> int:
@@ -131,10 +146,11 @@ class QuantizedModel:
 
     # -- size -----------------------------------------------------------------------------------------
     def size_bytes(self) -> int:
-        """Bytes of stored numbers: every parameter array as stored (int8 weights, float32 scales, int8
-        weight zero points, float32 bias), plus 8 bytes (float32 scale + int32 zero point) for every
-        activation (scale, zero point) pair held in node attributes. Graph structure is not counted."""
-        arrays = sum(p.nbytes for n in self.graph.nodes for p in n.params.values())
+        """Bytes of stored numbers: every parameter array as :meth:`save` stores it (int8 weights in the
+        smallest of dense / bitmask / CSR — so pruned weights really shrink — float32 scales, int8 weight
+        zero points, float32 bias), plus 8 bytes (float32 scale + int32 zero point) for every activation
+        (scale, zero point) pair held in node attributes. Graph structure is not counted."""
+        arrays = sum(_stored_nbytes(p_name, p) for n in self.graph.nodes for p_name, p in n.params.items())
         return int(arrays + 8 * sum(_qparam_pairs(n.attrs) for n in self.graph.nodes))
 
     def fp32_param_bytes(self) -> int:
@@ -223,10 +239,17 @@ class QuantizedModel:
             for p, arr in n.params.items():
                 key = f"{i}.{p}"
                 arr = np.ascontiguousarray(arr)
-                arrays[key] = arr
                 keys[p] = key
                 described[key] = {"dtype": arr.dtype.str, "shape": list(arr.shape),
                                   "sha256": hashlib.sha256(arr.tobytes()).hexdigest()}
+                enc = smallest_encoding(arr) if _sparse_candidate(p, arr) else None
+                if enc is None or str(enc["format"]) == "dense":
+                    arrays[key] = arr
+                else:
+                    parts = {part: f"{key}.{part}" for part in enc if part not in ("format", "shape")}
+                    described[key].update(encoding=str(enc["format"]), parts=parts)
+                    for part, part_key in parts.items():
+                        arrays[part_key] = enc[part]
             nodes.append({"name": n.name, "op": n.op, "inputs": list(n.inputs), "attrs": ops.attrs_to_json(n.attrs),
                           "params": keys, "shape": list(n.shape) if n.shape is not None else None,
                           "source": n.source})
@@ -286,6 +309,16 @@ def load(path) -> QuantizedModel:
     try:
         described = doc["arrays"]
         for key, d in described.items():
+            if "encoding" in d:           # a sparse-stored weight: decode it from its parts
+                missing = [k for k in d["parts"].values() if k not in arrays]
+                if missing:
+                    raise _corrupt(path, f"array parts {missing} are missing")
+                enc = {"format": np.array(d["encoding"]), "shape": np.array(d["shape"], dtype=np.int64)}
+                enc.update({part: arrays[k] for part, k in d["parts"].items()})
+                try:
+                    arrays[key] = decode(enc)
+                except (ValueError, IndexError) as e:
+                    raise _corrupt(path, f"sparse array {key!r} does not decode ({e})") from e
             if key not in arrays:
                 raise _corrupt(path, f"array {key!r} is missing")
             a = arrays[key]
