@@ -13,7 +13,8 @@ Each goes through ``minquant.quantize_static`` (defaults: per-channel weights, p
 emulate='fbgemm') calibrated on the first ``--calib`` training images. Reported: float and int8 test
 accuracy, argmax agreement int8 vs float, ``size_bytes()``, and the honest prune-then-quantize storage:
 
-    sparse size = size_bytes() − Σ dense int8 weight bytes + Σ best encoding of each int8 weight tensor
+    sparse size = size_bytes() = Σ best encoding of each int8 weight tensor + everything else, as
+    QuantizedModel.save stores it (the dense size is the same with every weight tensor dense)
 
 i.e. every qconv2d/qlinear node's ``weight`` (int8 codes, zero point 0 so a pruned weight is code 0) is
 stored in the smallest of dense / bitmask / CSR (``minquant.sparse.smallest_encoding``), and the
@@ -82,9 +83,13 @@ def sparse_int8_storage(qm) -> dict:
                           "codes_range": [int(w.min()), int(w.max())]}
         dense_w += w.nbytes
         best_w += b
-    total = qm.size_bytes()
+    total = qm.size_bytes()   # QuantizedModel.save stores each int8 weight in its smallest encoding
+    other = total - best_w
+    if total != other + best_w or other < 0:
+        raise AssertionError("size_bytes() should count the best encoding of every int8 weight")
     return {"size_bytes": total, "weight_codes_dense": int(dense_w), "weight_codes_best": int(best_w),
-            "other_bytes": int(total - dense_w), "sparse_total": int(total - dense_w + best_w), "layers": layers}
+            "other_bytes": int(other), "sparse_total": int(total), "dense_total": int(other + dense_w),
+            "layers": layers}
 
 
 def main():
@@ -130,13 +135,13 @@ def main():
     Path(args.out).parent.mkdir(exist_ok=True)
     Path(args.out).write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
     print(f"\nTinyCNN/digits prune → quantize_static, {meta['date']}, {meta['machine']}, torch {meta['torch']}")
-    print("| model | float acc. | int8 acc. | int8 = float argmax | size_bytes() | int8, weights in best sparse "
-          "encoding | vs unpruned fp32 |")
+    print("| model | float acc. | int8 acc. | int8 = float argmax | int8, all weights dense | size_bytes() "
+          "(weights in best encoding, as saved) | vs unpruned fp32 |")
     print("|---|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         fmt = "/".join(sorted({v["format"] for v in r["layers"].values()}))
         print(f"| {r['label']} | {100 * r['float_accuracy']:.2f}% | {100 * r['int8_accuracy']:.2f}% | "
-              f"{100 * r['argmax_agreement']:.2f}% | {r['size_bytes']:,} B | {r['sparse_total']:,} B ({fmt}) | "
+              f"{100 * r['argmax_agreement']:.2f}% | {r['dense_total']:,} B | {r['size_bytes']:,} B ({fmt}) | "
               f"{base_fp32 / r['sparse_total']:.1f}× |")
 
 
