@@ -19,16 +19,7 @@ import warnings
 
 import numpy as np
 
-
-def _median_ms(fn, repeats):
-    fn()
-    fn()
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return 1e3 * float(np.median(times))
+from minquant.timing import median_ms as _median_ms
 
 
 def _machine():

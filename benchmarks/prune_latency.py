@@ -10,7 +10,7 @@ Latency: ``torch.set_num_threads(1)``, ``torch.inference_mode()``, batch 1; warm
 original and pruned models are timed alternately (so machine load hits both alike) and the median of the
 repeats is reported (TinyCNN: each repeat times a block of 50 calls).
 
-minquant int8 column (TinyCNN and MobileNetV2 rows): the original and the pruned model each go through
+minquant int8 column (TinyCNN, MobileNetV2 and ResNet-18 rows): the original and the pruned model each go through
 ``minquant.quantize_static`` (defaults: per-channel, percentile calibrator, emulate='fbgemm'), calibrated
 on 64 digits training images (TinyCNN) or 16 ``photo_crops(split='calib')`` (MobileNetV2); ``qm(x)`` on a
 float32 NumPy batch of 1 (quantize → int8 layers → dequantize, the whole forward pass) is timed the same
@@ -117,7 +117,7 @@ def main():
                "params": [r0.params, r1.params], "macs": [r0.macs, r1.macs], "latency_ms": [1e3 * t0, 1e3 * t1],
                "speedup": t0 / t1, "date": datetime.datetime.now().isoformat(timespec="minutes"),
                "load_average": os.getloadavg()}
-        if case in ("tiny", "mnv2"):
+        if case in ("tiny", "mnv2", "r18"):
             calib = ([xtr[i:i + 32] for i in range(0, 64, 32)] if case == "tiny"
                      else [photo_crops(16, split="calib")])
             i0, i1, qa, qb = int8_pair(model, pruned, calib, x, warmup=10 if block > 1 else 3,

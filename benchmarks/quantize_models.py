@@ -37,16 +37,6 @@ import numpy as np  # noqa: E402
 warnings.filterwarnings("ignore")
 
 
-def _median_ms(fn, repeats):
-    fn()
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return 1e3 * float(np.median(times))
-
-
 def _sqnr(f, q):
     from minquant.quantized.compare import sqnr_db
     return sqnr_db(f, q)

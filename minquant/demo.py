@@ -14,20 +14,11 @@ from __future__ import annotations
 
 import os
 import tempfile
-import time
 import warnings
 
 import numpy as np
 
-
-def _median_ms(fn, repeats):
-    fn()
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return 1e3 * float(np.median(times))
+from .timing import median_ms as _median_ms
 
 
 def seed_dynamic_quantization(repeats: int = 200):
