@@ -7,8 +7,10 @@
    photo): the same uint8 codes as PyTorch's fbgemm kernels and ONNX Runtime's QLinearConv, element for
    element, and what the exact (textbook) arithmetic would have given instead.
 
-Parts that need later issues (whole-model static quantization, ONNX export, the full report) are listed
-at the end as not yet available. Imports torch: not part of the numpy-only core.
+3. The same TinyCNN through ``minquant.quantize_static``: int8 weights and activations, size and accuracy.
+
+Parts that need later issues (pruned and distilled rows, ONNX export, the report folder) are listed at the
+end as not yet in the demo. Imports torch: not part of the numpy-only core.
 """
 from __future__ import annotations
 
@@ -81,6 +83,25 @@ def mobilenet_kernels_crosscheck():
     return n_layers, totals, describe_cpu()
 
 
+def tinycnn_static_int8(repeats: int = 200):
+    """Part 3: the same TinyCNN through minquant.quantize_static (int8 weights *and* activations)."""
+    import torch
+
+    from .quantized import quantize_static
+    from .training import accuracy
+    from .zoo import tiny_cnn_digits
+
+    model, (x_tr, _, x_te, y_te) = tiny_cnn_digits()
+    qm = quantize_static(model, [x_tr[:256]], progress=False)
+    fp32_bytes = sum(p.numel() * 4 for p in model.parameters())
+    x1 = x_te[:1]
+    with torch.no_grad():
+        fp32_ms = _median_ms(lambda: model(torch.from_numpy(x1)), repeats)
+    int8_ms = _median_ms(lambda: qm(x1), repeats)
+    return dict(fp32_bytes=fp32_bytes, int8_bytes=qm.size_bytes(), fp32_acc=accuracy(model, x_te, y_te),
+                int8_acc=accuracy(qm, x_te, y_te), fp32_ms=fp32_ms, int8_ms=int8_ms)
+
+
 def main(quick: bool = False) -> int:
     import torch
     torch.set_num_threads(1)
@@ -104,6 +125,13 @@ def main(quick: bool = False) -> int:
     print(f"     minquant emulate='onnxruntime' vs ONNX Runtime QLinearConv:            {t['ort']} differ")
     print(f"     exact int32 arithmetic ('minquant') vs torch:                          {t['exact_vs_torch']:,} differ"
           " (int16 pair saturation)")
-    print("\nNot yet available (open issues): whole-model quantize_static / QuantizedModel, pruning and "
-          "distillation in the demo, ONNX export, the report folder.")
+    print("\n3. minquant.quantize_static on the same TinyCNN (int8 weights and activations, fbgemm arithmetic)")
+    r = tinycnn_static_int8(repeats=50 if quick else 200)
+    print(f"   {'variant':32s} {'bytes':>16s} {'batch-1 ms':>10s} {'accuracy':>9s}")
+    print(f"   {'fp32 (parameters)':32s} {r['fp32_bytes']:16,d} {r['fp32_ms']:10.3f} {r['fp32_acc']:9.2%}")
+    print(f"   {'minquant static int8':32s} {r['int8_bytes']:16,d} {r['int8_ms']:10.3f} {r['int8_acc']:9.2%}")
+    print(f"   {r['fp32_bytes'] / r['int8_bytes']:.2f}× smaller; minquant's NumPy/Numba executor is not yet faster "
+          "than torch's fp32 on this tiny model (benchmarks/RESULTS_models.md).")
+    print("\nNot yet in the demo (open issues): pruning and distillation rows, ONNX export run by ONNX Runtime, "
+          "the report folder with plots; see benchmarks/RESULTS*.md for their figures.")
     return 0 if t["torch"] == 0 and t["ort"] == 0 else 1
