@@ -94,6 +94,7 @@ class PackedWeight:
     risky: np.ndarray
     risky_w: np.ndarray
     norm_max: float
+    abs_sum_max: int = 0
 
 
 def pack_weight(w_q, w_zp=0) -> PackedWeight:
@@ -115,7 +116,8 @@ def pack_weight(w_q, w_zp=0) -> PackedWeight:
         else np.zeros((0, 2), np.float32)
     return PackedWeight(w_q=w_q, w_t=np.ascontiguousarray(w_q.T, dtype=np.float32),
                         col_sum=w64.sum(1), w_zp=w_zp, risky=risky, risky_w=np.ascontiguousarray(risky_w),
-                        norm_max=float(np.sqrt((w64 * w64).sum(1).max())) if n and k else 0.0)
+                        norm_max=float(np.sqrt((w64 * w64).sum(1).max())) if n and k else 0.0,
+                        abs_sum_max=int(np.abs(w64).sum(1).max()) if n and k else 0)
 
 
 @njit(cache=True)
@@ -284,6 +286,11 @@ def _saturation_cols_kernel(cols, raw, risky, risky_w, k_max):
 def raw_product_cols(cols, packed: PackedWeight, saturate_pairs: bool, need_sums: bool):
     """Exact raw product in column layout: (raw (N, M), Σ_k a per pixel or None). ``cols`` float32 (K, M)."""
     K, M = cols.shape
+    if (not need_sums and (not saturate_pairs or packed.risky.shape[0] == 0)
+            and 255 * packed.abs_sum_max < _F32_EXACT):
+        # No statistics needed: Σ|a·w| ≤ 255·max_n Σ_k |w[n,k]| < 2^24 whatever the activations, and no
+        # weight pair can saturate (e.g. the 7-bit weights minquant uses where fbgemm saturates).
+        return packed.w_t.T @ cols, None
     m_sum = np.empty(M, np.int64)
     k_max = np.empty(K, np.float32)
     norm2 = float(_cols_stats_kernel(cols, need_sums, m_sum, k_max)) if M else 0.0
