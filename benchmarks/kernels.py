@@ -38,8 +38,8 @@ def _machine():
     try:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                                 check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
-                               text=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
+                                ":(exclude)benchmarks/RESULTS*.md"], capture_output=True, text=True).stdout.strip()
         commit += " (+ uncommitted changes)" if dirty else ""
     except Exception:
         commit = "unknown"
