@@ -146,17 +146,22 @@ class Importer:
                     self.value_of[k] = node.name
         return node
 
+    def add_input(self, fxn) -> str:
+        """The graph input for an fx placeholder (one input is supported), with its batch-1 shape."""
+        if self.inputs:
+            self.fail(fxn, "the model takes more than one input; one is supported")
+        name = self._unique(fxn.name)
+        self.inputs.append(name)
+        self.value_of[fxn] = name
+        self.input_shapes[name] = (self.batch,) + self.out_shape(fxn)[1:]
+        return name
+
     # -- the walk -------------------------------------------------------------------------------------
     def build(self) -> Graph:
         outputs: list[str] = []
         for fxn in self.gm.graph.nodes:
             if fxn.op == "placeholder":
-                if self.inputs:
-                    self.fail(fxn, "the model takes more than one input; from_torch supports one")
-                name = self._unique(fxn.name)
-                self.inputs.append(name)
-                self.value_of[fxn] = name
-                self.input_shapes[name] = (self.batch,) + self.out_shape(fxn)[1:]
+                self.add_input(fxn)
             elif fxn.op == "call_module":
                 mod = self.gm.get_submodule(fxn.target)
                 handler = self.module_handlers.get(type(mod))

@@ -125,12 +125,7 @@ class _QImporter(Importer):
         outputs = []
         for fxn in self.gm.graph.nodes:
             if fxn.op == "placeholder":
-                if self.inputs:
-                    self.fail(fxn, "the model takes more than one input; one is supported")
-                name = self._unique(fxn.name)
-                self.inputs.append(name)
-                self.value_of[fxn] = name
-                self.input_shapes[name] = (self.batch,) + self.out_shape(fxn)[1:]
+                self.add_input(fxn)
             elif fxn.op == "call_module":
                 mod = self.gm.get_submodule(fxn.target)
                 arg0 = fxn.args[0] if fxn.args else None
