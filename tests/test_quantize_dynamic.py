@@ -14,15 +14,10 @@ from minquant.affine import quantize
 from minquant.kernels.dynamic import dynamic_input_qparams
 from minquant.quantized import load, quantize_dynamic, report_torch_quantized
 from minquant.quantized.compare import sqnr_db
-from minquant.zoo import tiny_cnn_digits
+
 
 torch.set_num_threads(1)
 warnings.filterwarnings("ignore", message=".*deprecated.*")
-
-
-@pytest.fixture(scope="module")
-def digits_model():
-    return tiny_cnn_digits()
 
 
 def _out(model, x):

@@ -18,15 +18,10 @@ from minquant.quantized import compare, quantize_static
 from minquant.quantized.compare import sqnr_db
 from minquant.quantized.passes import prepare_float_graph
 from minquant.torch_import import from_torch
-from minquant.zoo import TinyCNN, tiny_cnn_digits
+from minquant.zoo import TinyCNN
 
 torch.set_num_threads(1)
 warnings.filterwarnings("ignore", message=".*deprecated.*")
-
-
-@pytest.fixture(scope="module")
-def digits_model():
-    return tiny_cnn_digits()
 
 
 def _out(model, x):

@@ -95,6 +95,7 @@ class PackedConvWeight:
         if self.depthwise:
             self.taps = np.ascontiguousarray(w_q.reshape(c_out, kh * kw).astype(np.float32))
             self.tap_sum = self.taps.astype(np.int64).sum(1)
+            self.has_wzp = bool(np.any(self.w_zp))
             k = kh * kw
             self.taps_t = np.zeros((k + k % 2, c_out), np.float32)   # (K even, C): channels-last taps
             self.taps_t[:k] = self.taps.T
@@ -256,6 +257,9 @@ class QConv2d:
                                   emulate=self.arith)
         if not self.packed.depthwise:
             self.col_adj = [pk.col_sum - pk.w_q.shape[1] * pk.w_zp for pk in self.packed.packs]
+            og = c_out // self.groups
+            self.group_stages = [_slice_stage(self.stage, g, og) for g in range(self.groups)]
+            self.has_wzp = [bool(np.any(pk.w_zp)) for pk in self.packed.packs]
 
     def __call__(self, x_q):
         pk = self.packed
@@ -272,7 +276,7 @@ class QConv2d:
             if kh * kw > 255:
                 raise ValueError(f"depthwise kernel {kh}x{kw} too large for the exact float32 accumulator")
             out = np.empty((n, c_out, oh, ow), np.uint8)
-            if mult == 1 and ow <= 32 and not np.any(pk.w_zp):   # small image, many channels: vectorise over C
+            if mult == 1 and ow <= 32 and not pk.has_wzp:   # small image, many channels: vectorise over C
                 planes = _phase_planes_nhwc(x_q, ph, pw, sw, self.x_zp)
                 _depthwise_nhwc_kernel(planes, pk.taps_t, pk.tap_sum, np.int64(self.x_zp), kh, kw, sh, sw, dh, dw,
                                        np.float32(lo_s), np.float32(hi_s), st.mode, st.bias_f, st.bias_q,
@@ -295,8 +299,8 @@ class QConv2d:
             else:
                 cols = im2col_t(xg, kh, kw, (sh, sw), (ph, pw), (dh, dw), pad_value=self.x_zp)
             wz = pk.packs[g].w_zp
-            raw, m_sum = raw_product_cols(cols, pk.packs[g], self.arith.saturate_pairs, bool(np.any(wz)))
-            finish_requantize_cols(raw, m_sum, self.col_adj[g], wz, self.x_zp, _slice_stage(st, g, og),
+            raw, m_sum = raw_product_cols(cols, pk.packs[g], self.arith.saturate_pairs, self.has_wzp[g])
+            finish_requantize_cols(raw, m_sum, self.col_adj[g], wz, self.x_zp, self.group_stages[g],
                                    out3[:, g * og:(g + 1) * og, :])
         return out3.reshape(n, c_out, oh, ow)
 

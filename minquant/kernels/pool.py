@@ -286,6 +286,19 @@ def _round_reference(mode, acc, raw, ch, mult, mult_tail, mult64, vec_c, yz):
     return np.clip(t, 0, 255).astype(np.uint8)
 
 
+def _avg_setup(x_q, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override, x_scale,
+               x_zp, y_scale, y_zp, emulate, channels_last):
+    """Argument checks and the pooling plan shared by :func:`qavg_pool2d_reference` and :func:`qavg_pool2d`."""
+    x_q, k, s, p, _ = _check_pool_args(x_q, kernel_size, stride, padding, 1)
+    if emulate == "onnxruntime":
+        raise ValueError("emulate='onnxruntime' is reproduced for global average pooling only "
+                         "(qadaptive_avg_pool2d with output_size 1)")
+    xs, xz, ys, yz = _output_qparams(x_scale, x_zp, y_scale, y_zp, emulate)
+    plan = _avg_plan(x_q.shape, k, s, p, ceil_mode, count_include_pad, divisor_override, xs, xz, ys, emulate,
+                     channels_last)
+    return x_q, xz, yz, plan
+
+
 def qavg_pool2d_reference(x_q, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
                           divisor_override=None, *, x_scale, x_zp, y_scale=None, y_zp=None, emulate="fbgemm",
                           channels_last=False):
@@ -294,13 +307,9 @@ def qavg_pool2d_reference(x_q, kernel_size, stride=None, padding=0, ceil_mode=Fa
     x_scale, x_zp: the input's per-tensor qparams. y_scale, y_zp: output qparams (default: the input's;
     others only with emulate='minquant'). channels_last: the torch tensor being emulated is channels-last
     (selects torch's NHWC kernel, emulate='fbgemm'/'qnnpack' with ceil_mode)."""
-    x_q, k, s, p, _ = _check_pool_args(x_q, kernel_size, stride, padding, 1)
-    if emulate == "onnxruntime":
-        raise ValueError("emulate='onnxruntime' is reproduced for global average pooling only "
-                         "(qadaptive_avg_pool2d with output_size 1)")
-    xs, xz, ys, yz = _output_qparams(x_scale, x_zp, y_scale, y_zp, emulate)
-    mode, rows, cols, mult, mult_tail, mult64, vec_c = _avg_plan(
-        x_q.shape, k, s, p, ceil_mode, count_include_pad, divisor_override, xs, xz, ys, emulate, channels_last)
+    x_q, xz, yz, (mode, rows, cols, mult, mult_tail, mult64, vec_c) = _avg_setup(
+        x_q, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override, x_scale, x_zp,
+        y_scale, y_zp, emulate, channels_last)
     n, c = x_q.shape[:2]
     ch = np.arange(c)[None, :]
     y = np.empty((n, c, rows[0].size, cols[0].size), np.uint8)
@@ -356,13 +365,9 @@ def qavg_pool2d(x_q, kernel_size, stride=None, padding=0, ceil_mode=False, count
                 divisor_override=None, *, x_scale, x_zp, y_scale=None, y_zp=None, emulate="fbgemm",
                 channels_last=False):
     """Fast :func:`qavg_pool2d_reference` (Numba; bit-identical). Same arguments."""
-    x_q, k, s, p, _ = _check_pool_args(x_q, kernel_size, stride, padding, 1)
-    if emulate == "onnxruntime":
-        raise ValueError("emulate='onnxruntime' is reproduced for global average pooling only "
-                         "(qadaptive_avg_pool2d with output_size 1)")
-    xs, xz, ys, yz = _output_qparams(x_scale, x_zp, y_scale, y_zp, emulate)
-    mode, rows, cols, mult, mult_tail, mult64, vec_c = _avg_plan(
-        x_q.shape, k, s, p, ceil_mode, count_include_pad, divisor_override, xs, xz, ys, emulate, channels_last)
+    x_q, xz, yz, (mode, rows, cols, mult, mult_tail, mult64, vec_c) = _avg_setup(
+        x_q, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override, x_scale, x_zp,
+        y_scale, y_zp, emulate, channels_last)
     return _run_avg_kernel(x_q, rows, cols, mode, mult, mult_tail, mult64, vec_c, xz, yz)
 
 

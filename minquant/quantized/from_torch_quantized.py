@@ -192,17 +192,22 @@ def _relu_clamp(act, ys, yz, quantize_rule="torch"):
     return (0, 255)
 
 
+def _layer_params(imp, fxn, m):
+    """Input/output qparams, weight codes/scales/zero points and bias of a torch quantized conv or linear."""
+    xs, xz = imp.qparams_of(fxn.args[0], fxn)
+    w_q, w_s, w_z, per_channel = imp.weight(fxn, m.weight())
+    params = {"weight": w_q, "w_scale": w_s, "w_zp": w_z}
+    b = imp.bias(m.bias())
+    if b is not None:
+        params["bias"] = b
+    return xs, xz, float(m.scale), int(m.zero_point), params, per_channel
+
+
 def _h_conv(act):
     def handler(imp, fxn, m):
         if getattr(m, "padding_mode", "zeros") != "zeros":
             imp.fail(fxn, f"padding_mode={m.padding_mode!r}; only zero padding is supported")
-        xs, xz = imp.qparams_of(fxn.args[0], fxn)
-        w_q, w_s, w_z, per_channel = imp.weight(fxn, m.weight())
-        ys, yz = float(m.scale), int(m.zero_point)
-        params = {"weight": w_q, "w_scale": w_s, "w_zp": w_z}
-        b = imp.bias(m.bias())
-        if b is not None:
-            params["bias"] = b
+        xs, xz, ys, yz, params, per_channel = _layer_params(imp, fxn, m)
         attrs = ops.QConv2dAttrs(m.stride, m.padding, m.dilation, m.groups, xs, xz, ys, yz,
                                  _relu_clamp(act, ys, yz), act, per_channel)
         imp.emit_q(fxn, "qconv2d", [fxn.args[0]], attrs, params, (ys, yz))
@@ -211,13 +216,7 @@ def _h_conv(act):
 
 def _h_linear(act):
     def handler(imp, fxn, m):
-        xs, xz = imp.qparams_of(fxn.args[0], fxn)
-        w_q, w_s, w_z, per_channel = imp.weight(fxn, m.weight())
-        ys, yz = float(m.scale), int(m.zero_point)
-        params = {"weight": w_q, "w_scale": w_s, "w_zp": w_z}
-        b = imp.bias(m.bias())
-        if b is not None:
-            params["bias"] = b
+        xs, xz, ys, yz, params, per_channel = _layer_params(imp, fxn, m)
         attrs = ops.QLinearAttrs(xs, xz, ys, yz, _relu_clamp(act, ys, yz), act, per_channel)
         imp.emit_q(fxn, "qlinear", [fxn.args[0]], attrs, params, (ys, yz))
     return handler
