@@ -54,6 +54,7 @@ FLOAT_KERNELS: dict[str, Kernel] = {
     "max_pool2d": lambda n, xs: F.max_pool2d(xs[0], n.attrs.kernel_size, n.attrs.stride, n.attrs.padding,
                                              n.attrs.dilation, n.attrs.ceil_mode),
     "identity": lambda n, xs: F.identity(xs[0]),
+    "clip": lambda n, xs: F.clip(xs[0], n.attrs.lo, n.attrs.hi),
 }
 
 

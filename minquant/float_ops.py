@@ -28,7 +28,7 @@ from .kernels.im2col import conv_out_size, im2col, im2col_reference
 __all__ = [
     "conv2d", "linear", "batch_norm", "relu", "relu6", "hardswish", "hardsigmoid", "add", "mul", "cat",
     "flatten", "reshape", "adaptive_avg_pool2d", "avg_pool2d", "max_pool2d", "dropout", "identity",
-    "pool_out_size", "adaptive_pool_bounds",
+    "pool_out_size", "adaptive_pool_bounds", "clip",
 ]
 
 #: conv2d processes the batch in chunks so that one im2col buffer stays below this many bytes.
@@ -181,6 +181,11 @@ def relu(x) -> np.ndarray:
 def relu6(x) -> np.ndarray:
     """min(max(x, 0), 6)."""
     return np.minimum(np.maximum(_f32(x, "relu6 input"), np.float32(0)), np.float32(6))
+
+
+def clip(x, lo=-np.inf, hi=np.inf) -> np.ndarray:
+    """min(max(x, lo), hi) (ONNX ``Clip``; relu6 is clip(x, 0, 6))."""
+    return np.minimum(np.maximum(_f32(x, "clip input"), np.float32(lo)), np.float32(hi))
 
 
 def hardsigmoid(x) -> np.ndarray:

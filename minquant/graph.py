@@ -36,7 +36,7 @@ import numpy as np
 __all__ = [
     "Node", "Graph", "OpSpec", "OPS", "register_op",
     "Conv2dAttrs", "BatchNormAttrs", "AvgPool2dAttrs", "MaxPool2dAttrs", "AdaptiveAvgPool2dAttrs",
-    "CatAttrs", "FlattenAttrs", "ReshapeAttrs",
+    "CatAttrs", "FlattenAttrs", "ReshapeAttrs", "ClipAttrs",
 ]
 
 
@@ -178,6 +178,20 @@ class ReshapeAttrs:
         object.__setattr__(self, "shape", shape)
 
 
+@dataclass(frozen=True)
+class ClipAttrs:
+    """``clip``: y = min(max(x, lo), hi) (ONNX ``Clip``; ±inf for an absent bound)."""
+    lo: float = float("-inf")
+    hi: float = float("inf")
+
+    def __post_init__(self):
+        lo, hi = float(self.lo), float(self.hi)
+        if np.isnan(lo) or np.isnan(hi) or lo > hi:
+            raise ValueError(f"clip needs lo <= hi (no NaN), got ({self.lo}, {self.hi})")
+        object.__setattr__(self, "lo", lo)
+        object.__setattr__(self, "hi", hi)
+
+
 # ----------------------------------------------------------------------------------------------------------
 # The op table
 # ----------------------------------------------------------------------------------------------------------
@@ -214,6 +228,7 @@ OPS: dict[str, OpSpec] = {
     "avg_pool2d": OpSpec(1, AvgPool2dAttrs, (), (), "average over fixed windows"),
     "max_pool2d": OpSpec(1, MaxPool2dAttrs, (), (), "maximum over fixed windows"),
     "identity": OpSpec(1, None, (), (), "x (what Dropout and Identity are at inference)"),
+    "clip": OpSpec(1, ClipAttrs, (), (), "min(max(x, lo), hi) (ONNX Clip)"),
 }
 
 

@@ -52,7 +52,7 @@ def _weight_matrix(w_q, g, groups):
 
 
 def qconv2d_reference(x_q, x_scale, x_zp, w_q, w_scale, w_zp, bias, y_scale, y_zp, *, stride=1, padding=0,
-                      dilation=1, groups=1, relu=False, clamp=None, emulate="fbgemm"):
+                      dilation=1, groups=1, relu=False, clamp=None, clamp_hi=None, emulate="fbgemm"):
     """Readable quantized conv2d: x_q uint8 NCHW, w_q int8 OIHW → uint8 NCHW (module docstring)."""
     x_q, w_q = _check(x_q, w_q, groups)
     ar = arithmetic(emulate)
@@ -69,7 +69,8 @@ def qconv2d_reference(x_q, x_scale, x_zp, w_q, w_scale, w_zp, bias, y_scale, y_z
         accs.append(gemm_u8s8_reference(cols, _weight_matrix(w_q, g, groups), x_zp,
                                         w_zp_all[g * og:(g + 1) * og], saturate_pairs=saturate))
     acc = np.concatenate(accs, axis=1)
-    st = output_stage(c_out, x_scale, w_scale, bias, y_scale, y_zp, relu=relu, clamp=clamp, emulate=ar)
+    st = output_stage(c_out, x_scale, w_scale, bias, y_scale, y_zp, relu=relu, clamp=clamp, clamp_hi=clamp_hi,
+                      emulate=ar)
     y = requantize_reference(acc, st)
     (sh, sw), (ph, pw), (dh, dw) = _pair(stride, "stride"), _pair(padding, "padding"), _pair(dilation, "dilation")
     oh, ow = conv_out_size(h, kh, sh, ph, dh), conv_out_size(w, kw, sw, pw, dw)
@@ -96,6 +97,11 @@ class PackedConvWeight:
             self.taps = np.ascontiguousarray(w_q.reshape(c_out, kh * kw).astype(np.float32))
             self.tap_sum = self.taps.astype(np.int64).sum(1)
             self.has_wzp = bool(np.any(self.w_zp))
+            # largest |w_t| + |w_t+1| over the tap pairs: 255 times it bounds a pair's sum of products, so
+            # below 32768 no pair can saturate (minquant's default 7-bit weights: 255·128 = 32640)
+            t2 = np.abs(self.taps).astype(np.int64)
+            t2 = np.concatenate([t2, np.zeros((c_out, kh * kw % 2), np.int64)], axis=1)
+            self.pair_max = int((t2[:, 0::2] + t2[:, 1::2]).max()) if t2.size else 0
             k = kh * kw
             self.taps_t = np.zeros((k + k % 2, c_out), np.float32)   # (K even, C): channels-last taps
             self.taps_t[:k] = self.taps.T
@@ -111,64 +117,169 @@ def pack_conv_weight(w_q, w_zp=0, groups=1) -> PackedConvWeight:
     return PackedConvWeight(w_q, w_zp, groups)
 
 
-@njit(cache=True)
-def _depthwise_kernel(planes, taps, tap_sum, w_zp, x_zp, kh, kw, sh, sw, dh, dw, mult, sat_lo, sat_hi,
-                      mode, bias_f, bias_q, mult32, mult64, y_zp, lo, hi, out):
-    """Depthwise-style conv straight from the zero-point-padded input to NCHW codes.
+@njit(cache=True, inline="always")
+def _fill_planes(x_q, b, c, ph, pw, sh, sw, hq, wq, zpf, rowf, flat):
+    """Step 1 of :func:`_depthwise_kernel` for one channel: the zero-point-padded input split by (row,
+    column) phase into float32 planes of pitch wq (``flat`` = planes[φr, φc, r, q] flattened). Each input row
+    is converted to float32 once (``rowf``, padded), then dealt to the column phases (a copy for sw = 1, a
+    de-interleave for sw = 2: both vectorise)."""
+    h, w = x_q.shape[2], x_q.shape[3]
+    flat[:] = zpf
+    for rr in range(ph, ph + h):                      # padded row rr = input row rr − ph
+        src = x_q[b, c, rr - ph]
+        pr, qr = rr % sh, rr // sh
+        if sw == 1:
+            base = (pr * hq + qr) * wq + pw
+            dst = flat[base:base + w]
+            for j in range(w):
+                dst[j] = np.float32(src[j])
+            continue
+        row = rowf[pw:pw + w]
+        for j in range(w):
+            row[j] = np.float32(src[j])
+        if sw == 2:
+            b0 = ((pr * 2) * hq + qr) * wq
+            d0 = flat[b0:b0 + wq]
+            d1 = flat[b0 + hq * wq:b0 + hq * wq + wq]
+            for q in range(wq):
+                d0[q] = rowf[2 * q]
+                d1[q] = rowf[2 * q + 1]
+        else:
+            for pc in range(sw):
+                base = ((pr * sw + pc) * hq + qr) * wq
+                dst = flat[base:base + wq]
+                for q in range(wq):
+                    dst[q] = rowf[q * sw + pc]
 
-    ``planes[φ, b, c, row, q]`` = padded input column q·sw + φ (the input split by column phase, so that
-    the stride becomes 1 inside each plane). Output channel o reads input channel o // mult. For every output
-    row the taps are taken in pairs (t, t+1) in (kh, kw) order; each pair's sum of products is clamped to
-    [sat_lo, sat_hi] (the int16 range when the emulated framework saturates, step 8; otherwise no clamp) and
-    accumulated along the row. The arithmetic runs in float32 on exact integers (a pair is < 2^17, a row sum
-    < 2^24 for KH·KW ≤ 255), so the inner loop is a vectorised sweep over contiguous output columns. Then
-    the zero-point terms (step 4) and the output stage (step 7)."""
-    n_phase, n_img, c_in, hp, wq = planes.shape
-    flat = planes.reshape(-1)
-    c_out = taps.shape[0]
+
+@njit(cache=True, inline="always")
+def _drop_spare_columns(acc_i, oh, ow, wq):
+    """Rows of pitch wq → rows of pitch ow, in place (moving forward: each value moves to a lower index;
+    an element loop, since an overlapping slice assignment would copy through a temporary)."""
+    if wq != ow:
+        for y in range(1, oh):
+            dst = acc_i[y * ow:(y + 1) * ow]
+            src = acc_i[y * wq:y * wq + ow]
+            for x in range(ow):
+                dst[x] = src[x]
+
+
+@njit(cache=True)
+def _depthwise_kernel(x_q, taps, tap_sum, w_zp, x_zp, kh, kw, sh, sw, ph, pw, dh, dw, mult, sat_lo, sat_hi,
+                      mode, bias_f, bias_q, mult32, mult64, y_zp, lo, hi, out):
+    """Depthwise-style conv straight from uint8 NCHW codes to uint8 NCHW codes, one input channel at a time.
+
+    1. The channel's zero-point-padded plane (padding at z_x = real 0) is split by phase — row mod sh,
+       column mod sw — into float32 planes of one pitch wq: ``planes[φr, φc, r, q] = padded[r·sh + φr,
+       q·sw + φc]``. Tap (i, j) of output pixel (y, x) reads padded[y·sh + i·dh, x·sw + j·dw], i.e. plane
+       (i·dh mod sh, j·dw mod sw) at (y + i·dh div sh, x + j·dw div sw): a fixed offset ``off_t``. So for
+       every tap the whole output — computed with wq − ow spare columns per row, thrown away — is ONE
+       contiguous slice: ``acc[y·wq + x] += w_t · planes_flat[off_t + y·wq + x]``, a vectorised sweep.
+    2. Taps are taken in pairs (t, t+1) in (kh, kw) order; each pair's sum of products is clamped to
+       [sat_lo, sat_hi] — the int16 range when the emulated framework saturates (step 8), else a no-op
+       bound — and added to the accumulator. All in float32 on exact integers (a pair < 2^17, a sum of at
+       most 255 taps < 2^24), so the result is the framework's integer.
+    3. Zero-point terms (step 4): acc − z_x·Σw + K·z_x·z_w − z_w·Σx, then the output stage (step 7) per
+       output row. Output channel o reads input channel o // mult."""
+    n_img, c_in, h, w = x_q.shape
     oh, ow = out.shape[2], out.shape[3]
     K = kh * kw
-    acc = np.empty(oh * ow, np.float32)
-    acc_i = np.empty(oh * ow, np.int32)
+    hp, wp = h + 2 * ph, w + 2 * pw
+    hq = -(-hp // sh) + 1          # + one spare row: the last row's spare columns may read past its end
+    wq = -(-wp // sw)
+    flat = np.empty(sh * sw * hq * wq, np.float32)
+    rowf = np.full(wq * sw, np.float32(x_zp))
+    L = oh * wq
+    acc = np.empty(L, np.float32)
+    acc_i = np.empty(L, np.int32)
+    offs = np.empty(K + 1, np.int64)
+    for t in range(K):
+        i = t // kw
+        r, c = i * dh, (t - i * kw) * dw
+        offs[t] = (((r % sh) * sw + c % sw) * hq + r // sh) * wq + c // sw
+    offs[K] = offs[K - 1]                    # odd K: the last tap's partner has weight 0
+    zpf = np.float32(x_zp)
     for b in range(n_img):
-        for o in range(c_out):
-            c = o // mult
-            zw = w_zp[o]
-            cterm = np.int32(x_zp * tap_sum[o] - K * x_zp * zw)
-            acc[:] = 0
-            for t in range(0, K, 2):
-                i0 = t // kw
-                c0 = (t - i0 * kw) * dw
-                w0 = taps[o, t]
-                if t + 1 < K:
-                    i1 = (t + 1) // kw
-                    c1 = (t + 1 - i1 * kw) * dw
-                    w1 = taps[o, t + 1]
-                else:
-                    i1, c1, w1 = i0, c0, np.float32(0)
-                plane0 = (((c0 % sw) * n_img + b) * c_in + c) * hp
-                plane1 = (((c1 % sw) * n_img + b) * c_in + c) * hp
-                for y in range(oh):
-                    base0 = (plane0 + y * sh + i0 * dh) * wq + c0 // sw
-                    base1 = (plane1 + y * sh + i1 * dh) * wq + c1 // sw
-                    r0 = flat[base0:base0 + ow]     # 1-D slices keep the loop vectorisable
-                    r1 = flat[base1:base1 + ow]
-                    ar = acc[y * ow:(y + 1) * ow]
-                    for xo in range(ow):
-                        p = r0[xo] * w0 + r1[xo] * w1
-                        ar[xo] += min(max(p, sat_lo), sat_hi)
-            for i in range(oh * ow):
-                acc_i[i] = np.int32(acc[i]) - cterm
-            if zw != 0:
-                for t in range(K):
-                    i0 = t // kw
-                    c0 = (t - i0 * kw) * dw
-                    plane0 = (((c0 % sw) * n_img + b) * c_in + c) * hp
-                    for y in range(oh):
-                        base0 = (plane0 + y * sh + i0 * dh) * wq + c0 // sw
-                        for xo in range(ow):
-                            acc_i[y * ow + xo] -= np.int32(zw) * np.int32(flat[base0 + xo])
-            _requant_row(acc_i, o, mode, bias_f, bias_q, mult32, mult64, y_zp, lo, hi, out[b, o].reshape(oh * ow))
+        for c in range(c_in):
+            _fill_planes(x_q, b, c, ph, pw, sh, sw, hq, wq, zpf, rowf, flat)
+            for m in range(mult):
+                o = c * mult + m
+                zw = w_zp[o]
+                acc[:] = 0
+                for t in range(0, K, 2):
+                    w0 = taps[o, t]
+                    w1 = taps[o, t + 1] if t + 1 < K else np.float32(0)
+                    s0 = flat[offs[t]:offs[t] + L]
+                    s1 = flat[offs[t + 1]:offs[t + 1] + L]
+                    for i in range(L):
+                        p = s0[i] * w0 + s1[i] * w1
+                        acc[i] += min(max(p, sat_lo), sat_hi)
+                cterm = np.int32(x_zp * tap_sum[o] - K * x_zp * zw)
+                for i in range(L):
+                    acc_i[i] = np.int32(acc[i]) - cterm
+                if zw != 0:
+                    zw32 = np.int32(zw)
+                    for t in range(K):
+                        s0 = flat[offs[t]:offs[t] + L]
+                        for i in range(L):
+                            acc_i[i] -= zw32 * np.int32(s0[i])
+                _drop_spare_columns(acc_i, oh, ow, wq)
+                _requant_row(acc_i[:oh * ow], o, mode, bias_f, bias_q, mult32, mult64, y_zp, lo, hi,
+                             out[b, o].reshape(oh * ow))
+
+
+@njit(cache=True)
+def _depthwise3x3_kernel(x_q, taps, tap_sum, x_zp, sh, sw, ph, pw, clamp_pairs, sat_lo, sat_hi,
+                         mode, bias_f, bias_q, mult32, mult64, y_zp, lo, hi, out):
+    """:func:`_depthwise_kernel` for the common case — 3×3 taps, dilation 1, one output channel per input
+    channel, weight zero points 0 — with the nine taps written out, so the accumulator stays in a register:
+    ``acc[i] = Σ_pairs clamp(w_t·s_t[i] + w_t+1·s_t+1[i])`` (pairs (0,1) (2,3) (4,5) (6,7) (8); the clamp only
+    when ``clamp_pairs``: a pair can reach the int16 limits and the framework saturates)."""
+    n_img, c_in, h, w = x_q.shape
+    oh, ow = out.shape[2], out.shape[3]
+    hp, wp = h + 2 * ph, w + 2 * pw
+    hq = -(-hp // sh) + 1
+    wq = -(-wp // sw)
+    flat = np.empty(sh * sw * hq * wq, np.float32)
+    rowf = np.full(wq * sw, np.float32(x_zp))
+    L = oh * wq
+    acc_i = np.empty(L, np.int32)
+    off = np.empty(9, np.int64)
+    for t in range(9):
+        r, cc = t // 3, t % 3
+        off[t] = (((r % sh) * sw + cc % sw) * hq + r // sh) * wq + cc // sw
+    zpf = np.float32(x_zp)
+    for b in range(n_img):
+        for c in range(c_in):
+            _fill_planes(x_q, b, c, ph, pw, sh, sw, hq, wq, zpf, rowf, flat)
+            s0 = flat[off[0]:off[0] + L]
+            s1 = flat[off[1]:off[1] + L]
+            s2 = flat[off[2]:off[2] + L]
+            s3 = flat[off[3]:off[3] + L]
+            s4 = flat[off[4]:off[4] + L]
+            s5 = flat[off[5]:off[5] + L]
+            s6 = flat[off[6]:off[6] + L]
+            s7 = flat[off[7]:off[7] + L]
+            s8 = flat[off[8]:off[8] + L]
+            w0, w1, w2, w3, w4, w5, w6, w7, w8 = (taps[c, 0], taps[c, 1], taps[c, 2], taps[c, 3], taps[c, 4],
+                                                  taps[c, 5], taps[c, 6], taps[c, 7], taps[c, 8])
+            cterm = np.float32(x_zp * tap_sum[c])
+            if clamp_pairs:
+                for i in range(L):
+                    a = (min(max(s0[i] * w0 + s1[i] * w1, sat_lo), sat_hi)
+                         + min(max(s2[i] * w2 + s3[i] * w3, sat_lo), sat_hi)
+                         + min(max(s4[i] * w4 + s5[i] * w5, sat_lo), sat_hi)
+                         + min(max(s6[i] * w6 + s7[i] * w7, sat_lo), sat_hi)
+                         + s8[i] * w8)
+                    acc_i[i] = np.int32(a - cterm)
+            else:
+                for i in range(L):
+                    a = (s0[i] * w0 + s1[i] * w1 + s2[i] * w2 + s3[i] * w3 + s4[i] * w4 + s5[i] * w5
+                         + s6[i] * w6 + s7[i] * w7 + s8[i] * w8)
+                    acc_i[i] = np.int32(a - cterm)
+            _drop_spare_columns(acc_i, oh, ow, wq)
+            _requant_row(acc_i[:oh * ow], c, mode, bias_f, bias_q, mult32, mult64, y_zp, lo, hi,
+                         out[b, c].reshape(oh * ow))
 
 
 @njit(cache=True)
@@ -232,6 +343,9 @@ def _phase_planes(x_q, ph, pw, sw, pad_value):
     return np.ascontiguousarray(padded.reshape(n, c, h + 2 * ph, wq, sw).transpose(4, 0, 1, 2, 3))
 
 
+_NHWC_MAX_OW = 16   # output width up to which the channels-last depthwise kernel is used
+
+
 class QConv2d:
     """A quantized conv2d layer ready to run: weights packed, output stage precomputed once.
 
@@ -241,7 +355,7 @@ class QConv2d:
     groups == 1 → im2col (skipped for 1×1 stride-1) + the BLAS-exact GEMM; other groups → one GEMM per group."""
 
     def __init__(self, w_q, w_scale, w_zp, bias, x_scale, x_zp, y_scale, y_zp, *, stride=1, padding=0,
-                 dilation=1, groups=1, relu=False, clamp=None, emulate="fbgemm"):
+                 dilation=1, groups=1, relu=False, clamp=None, clamp_hi=None, emulate="fbgemm"):
         self.packed = w_q if isinstance(w_q, PackedConvWeight) else PackedConvWeight(w_q, w_zp, groups)
         if self.packed.groups != groups:
             raise ValueError(f"packed weights were made for groups={self.packed.groups}, call has groups={groups}")
@@ -254,7 +368,7 @@ class QConv2d:
         self.x_zp = int(x_zp)
         c_out, cg, kh, kw = self.packed.w_q.shape
         self.stage = output_stage(c_out, x_scale, w_scale, bias, y_scale, y_zp, relu=relu, clamp=clamp,
-                                  emulate=self.arith)
+                                  clamp_hi=clamp_hi, emulate=self.arith)
         if not self.packed.depthwise:
             self.col_adj = [pk.col_sum - pk.w_q.shape[1] * pk.w_zp for pk in self.packed.packs]
             og = c_out // self.groups
@@ -276,18 +390,22 @@ class QConv2d:
             if kh * kw > 255:
                 raise ValueError(f"depthwise kernel {kh}x{kw} too large for the exact float32 accumulator")
             out = np.empty((n, c_out, oh, ow), np.uint8)
-            if mult == 1 and ow <= 32 and not pk.has_wzp:   # small image, many channels: vectorise over C
+            if saturate and 255 * pk.pair_max < 32768:
+                lo_s, hi_s, saturate = -2.0 ** 30, 2.0 ** 30, False   # no pair can reach the int16 limits
+            if mult == 1 and ow <= _NHWC_MAX_OW and not pk.has_wzp:   # small image, many channels: vectorise over C
                 planes = _phase_planes_nhwc(x_q, ph, pw, sw, self.x_zp)
                 _depthwise_nhwc_kernel(planes, pk.taps_t, pk.tap_sum, np.int64(self.x_zp), kh, kw, sh, sw, dh, dw,
                                        np.float32(lo_s), np.float32(hi_s), st.mode, st.bias_f, st.bias_q,
-                                       st.mult32, st.mult64, np.float64(st.y_zp), np.float64(st.lo),
-                                       np.float64(st.hi), out)
+                                       st.mult32, st.mult64, np.float64(st.y_zp), np.float64(st.lo), st.hi, out)
                 return out
-            planes = _phase_planes(x_q, ph, pw, sw, self.x_zp)
-            _depthwise_kernel(planes, pk.taps, pk.tap_sum, pk.w_zp, np.int64(self.x_zp),
-                              kh, kw, sh, sw, dh, dw, mult, np.float32(lo_s), np.float32(hi_s), st.mode, st.bias_f,
-                              st.bias_q, st.mult32, st.mult64, np.float64(st.y_zp), np.float64(st.lo),
-                              np.float64(st.hi), out)
+            if mult == 1 and kh == kw == 3 and (dh, dw) == (1, 1) and not pk.has_wzp:
+                _depthwise3x3_kernel(x_q, pk.taps, pk.tap_sum, np.int64(self.x_zp), sh, sw, ph, pw, saturate,
+                                     np.float32(lo_s), np.float32(hi_s), st.mode, st.bias_f, st.bias_q, st.mult32,
+                                     st.mult64, np.float64(st.y_zp), np.float64(st.lo), st.hi, out)
+                return out
+            _depthwise_kernel(x_q, pk.taps, pk.tap_sum, pk.w_zp, np.int64(self.x_zp), kh, kw, sh, sw, ph, pw, dh, dw,
+                              mult, np.float32(lo_s), np.float32(hi_s), st.mode, st.bias_f, st.bias_q, st.mult32,
+                              st.mult64, np.float64(st.y_zp), np.float64(st.lo), st.hi, out)
             return out
         og = c_out // self.groups
         out3 = np.empty((n, c_out, oh * ow), np.uint8)
@@ -312,14 +430,15 @@ def _slice_stage(st, g, og):
     sl = slice(g * og, (g + 1) * og)
     return OutputStage(st.mode, np.ascontiguousarray(st.bias_f[sl]), np.ascontiguousarray(st.bias_q[sl]),
                        np.ascontiguousarray(st.mult32[:, sl]), np.ascontiguousarray(st.mult64[sl]), st.y_zp,
-                       st.lo, st.hi)
+                       st.lo, np.ascontiguousarray(st.hi[sl]))
 
 
 def qconv2d(x_q, x_scale, x_zp, w_q, w_scale, w_zp, bias, y_scale, y_zp, *, stride=1, padding=0, dilation=1,
-            groups=1, relu=False, clamp=None, emulate="fbgemm"):
+            groups=1, relu=False, clamp=None, clamp_hi=None, emulate="fbgemm"):
     """Fast quantized conv2d; same contract and bit-identical result as :func:`qconv2d_reference`.
 
     ``w_q`` may be a :class:`PackedConvWeight` (``pack_conv_weight(w_q, w_zp, groups)``); to also keep
     the output stage, build a :class:`QConv2d` once and call it."""
     return QConv2d(w_q, w_scale, w_zp, bias, x_scale, x_zp, y_scale, y_zp, stride=stride, padding=padding,
-                   dilation=dilation, groups=groups, relu=relu, clamp=clamp, emulate=emulate)(x_q)
+                   dilation=dilation, groups=groups, relu=relu, clamp=clamp, clamp_hi=clamp_hi,
+                   emulate=emulate)(x_q)

@@ -48,7 +48,7 @@ from .add import torch_vector_block
 
 __all__ = ["qmax_pool2d", "qmax_pool2d_reference", "qavg_pool2d", "qavg_pool2d_reference",
            "qadaptive_avg_pool2d", "qadaptive_avg_pool2d_reference", "pool_out_size",
-           "torch_uses_channels_last_path"]
+           "torch_uses_channels_last_path", "qavg_pool2d_onnxruntime"]
 
 _F32 = np.float32
 _EMULATIONS = ("fbgemm", "qnnpack", "onnxruntime", "minquant")
@@ -441,3 +441,49 @@ def qadaptive_avg_pool2d(x_q, output_size, *, x_scale, x_zp, y_scale=None, y_zp=
     return _run_avg_kernel(x_q, (rows[0].astype(np.int64), rows[1].astype(np.int64)),
                            (cols[0].astype(np.int64), cols[1].astype(np.int64)), mode, m32, m32,
                            mult.astype(np.float64), vec_c, xz, yz)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# ONNX Runtime's QLinearAveragePool
+# ---------------------------------------------------------------------------------------------------------
+def qavg_pool2d_onnxruntime(x_q, kernel_size, stride=None, padding=0, count_include_pad=False, *, x_scale, x_zp,
+                            y_scale=None, y_zp=None):
+    """ONNX Runtime's ``com.microsoft.QLinearAveragePool`` (CPU, NCHW, 2-D, no ceil_mode), bit for bit.
+
+    Unlike the torch kernels it works in float32 (contrib_ops/cpu/quantization/qlinear_pool.cc):
+
+    1. dequantize every code, ``r = f32(s_x · (x − z_x))`` (step 1);
+    2. per window, add the valid inputs in row-major order to a float32 sum starting at 0 (padding is
+       skipped), then divide by the count — the whole kernel with ``count_include_pad``, else the valid
+       inputs — in float32;
+    3. ``clamp(rne(f32(f32(y / s_y) + z_y)))``: the zero point is added *before* rounding (step 7 would add it
+       after), so a mean landing on k + ½ rounds to even *after* the shift.
+
+    A window covering the whole image without padding is handed to the global average pool
+    (:func:`qadaptive_avg_pool2d` with ``emulate='onnxruntime'``), as ORT does. Output qparams default to the
+    input's."""
+    x_q, k, s, p, _ = _check_pool_args(x_q, kernel_size, stride, padding, 1)
+    xs, xz = _check_qparams(x_scale, x_zp, "input")
+    ys, yz = _check_qparams(xs if y_scale is None else y_scale, xz if y_zp is None else y_zp, "output")
+    n, c, h, w = x_q.shape
+    if k == (h, w) and p == (0, 0):
+        return qadaptive_avg_pool2d(x_q, 1, x_scale=xs, x_zp=xz, y_scale=ys, y_zp=yz, emulate="onnxruntime")
+    oh, ow = pool_out_size(h, k[0], s[0], p[0]), pool_out_size(w, k[1], s[1], p[1])
+    real = ((x_q.astype(np.int32) - xz).astype(_F32) * _F32(xs)).astype(_F32)
+    padded = np.zeros((n, c, h + 2 * p[0], w + 2 * p[1]), _F32)
+    padded[:, :, p[0]:p[0] + h, p[1]:p[1] + w] = real       # padding adds +0.0: the sum is unchanged
+    acc = np.zeros((n, c, oh, ow), _F32)
+    for i in range(k[0]):                                    # row-major over the window, as ORT's loop
+        for j in range(k[1]):
+            acc += padded[:, :, i:i + s[0] * oh:s[0], j:j + s[1] * ow:s[1]]
+    if count_include_pad:
+        count = np.full((oh, ow), k[0] * k[1], np.int64)
+    else:
+        r0 = np.arange(oh) * s[0] - p[0]
+        c0 = np.arange(ow) * s[1] - p[1]
+        rows = np.minimum(r0 + k[0], h) - np.maximum(r0, 0)
+        cols = np.minimum(c0 + k[1], w) - np.maximum(c0, 0)
+        count = rows[:, None] * cols[None, :]
+    mean = (acc / count.astype(_F32)).astype(_F32)
+    t = np.rint(((mean / _F32(ys)).astype(_F32) + _F32(yz)).astype(_F32))
+    return np.clip(t, 0, 255).astype(np.uint8)

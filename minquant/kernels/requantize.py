@@ -6,7 +6,9 @@ steps 5 and 7).
     stored       clamp(rne(...), lo, 255),  lo = z_y with a fused ReLU (real 0 is the code z_y), else 0
 
 Frameworks evaluate this with different roundings; :mod:`minquant.kernels.arithmetic` says which. A fused
-ReLU6 (or any clamp to [lo_real, hi_real]) is the same clamp on codes, with lo/hi given explicitly.
+ReLU6 (or any clamp to [lo_real, hi_real]) is the same clamp on codes, with lo/hi given explicitly; a
+per-channel top ``clamp_hi[n]`` (ReLU6 after cross-layer equalization, whose clip is 6/s_c in channel c)
+lowers hi channel by channel, in the same pass.
 
 ``requantize_reference`` is the NumPy spec; ``requantize`` the Numba version (bit-identical).
 """
@@ -49,7 +51,8 @@ _INT_BIAS_F64 = 3             # minquant: (acc + b_q) · float64 multiplier
 class OutputStage:
     """Everything the output stage needs, precomputed once per layer (per output channel n):
 
-    mode, bias_f (float32 term or raw bias), bias_q (int32), mult32 / mult64 (multiplier M), y_zp, lo, hi."""
+    mode, bias_f (float32 term or raw bias), bias_q (int32), mult32 / mult64 (multiplier M), y_zp, lo (one
+    code) and hi (float64 (n_out,): the top code of each output channel)."""
 
     def __init__(self, mode, bias_f, bias_q, mult32, mult64, y_zp, lo, hi):
         self.mode, self.bias_f, self.bias_q = mode, bias_f, bias_q
@@ -57,12 +60,14 @@ class OutputStage:
         self.y_zp, self.lo, self.hi = y_zp, lo, hi
 
 
-def output_stage(n_out, x_scale, w_scale, bias, y_scale, y_zp, *, relu=False, clamp=None, emulate="fbgemm"):
+def output_stage(n_out, x_scale, w_scale, bias, y_scale, y_zp, *, relu=False, clamp=None, clamp_hi=None,
+                 emulate="fbgemm"):
     """Precompute the output stage of a layer with ``n_out`` output channels (see module docstring).
 
     w_scale: scalar (per-tensor weights) or (n_out,) (per-channel). bias: None, float (n_out,), or int32
     (n_out,) already on the scale s_x·s_w (used as is). clamp: optional (lo_code, hi_code) replacing
-    [0, 255] — a fused ReLU6 is ``(z_y, min(255, z_y + rne(6 / s_y)))``."""
+    [0, 255] — a fused ReLU6 is ``(z_y, min(255, z_y + rne(6 / s_y)))``. clamp_hi: optional (n_out,) codes,
+    a per-channel top applied after ``clamp`` (hi[n] = min(hi, clamp_hi[n]); must stay ≥ lo)."""
     ar = arithmetic(emulate)
     per_channel = np.ndim(w_scale) > 0
     ws = np.broadcast_to(np.asarray(w_scale, dtype=np.float32), (n_out,))
@@ -107,10 +112,18 @@ def output_stage(n_out, x_scale, w_scale, bias, y_scale, y_zp, *, relu=False, cl
         lo, hi = int(clamp[0]), int(clamp[1])
         if not 0 <= lo <= hi <= 255:
             raise ValueError(f"clamp {clamp} is not a sub-range of [0, 255]")
+    his = np.full(n_out, float(hi))
+    if clamp_hi is not None:
+        ch = np.asarray(clamp_hi)
+        if ch.shape != (n_out,) or ch.dtype.kind not in "iu":
+            raise ValueError(f"clamp_hi must be {n_out} integer codes, got {ch.dtype} {ch.shape}")
+        his = np.minimum(his, ch.astype(np.float64))
+        if his.min() < lo:
+            raise ValueError(f"clamp_hi goes below the lower clamp {lo} (min {int(his.min())})")
     if mult32.ndim == 1:
         mult32 = np.stack([mult32, np.zeros(n_out, np.float32)])
     return OutputStage(mode, np.ascontiguousarray(bias_f), bias_q, np.ascontiguousarray(mult32), mult64,
-                       int(y_zp), lo, hi)
+                       int(y_zp), lo, his)
 
 
 def requantize_reference(acc, st: OutputStage) -> np.ndarray:
@@ -126,7 +139,7 @@ def requantize_reference(acc, st: OutputStage) -> np.ndarray:
         t = np.rint(((acc + st.bias_q).astype(np.float32) * st.mult32[0]).astype(np.float32))
     else:
         t = np.rint((acc + st.bias_q).astype(np.float64) * st.mult64)
-    return np.clip(t + st.y_zp, st.lo, st.hi).astype(np.uint8)
+    return np.minimum(np.maximum(t + st.y_zp, st.lo), st.hi).astype(np.uint8)
 
 
 @njit(cache=True, inline="always")
@@ -145,8 +158,8 @@ def _requant_value(a, n, mode, bias_f, bias_q, mult32, mult64, y_zp, lo, hi):
     v = t + y_zp
     if v < lo:
         v = lo
-    elif v > hi:
-        v = hi
+    elif v > hi[n]:
+        v = hi[n]
     return np.uint8(v)
 
 
@@ -183,7 +196,8 @@ def _requant_row(acc, n, mode, bias_f, bias_q, mult32, mult64, y_zp, lo, hi, out
     L = acc.shape[0]
     zf = np.float32(y_zp)
     lof = np.float32(lo)
-    hif = np.float32(hi)
+    hin = hi[n]
+    hif = np.float32(hin)
     if mode == 0:
         bf = bias_f[n]
         mu = mult32[0, n]
@@ -210,7 +224,7 @@ def _requant_row(acc, n, mode, bias_f, bias_q, mult32, mult64, y_zp, lo, hi, out
         mu = mult64[n]
         for i in range(L):
             t = np.rint(np.float64(np.int64(acc[i]) + bq) * mu) + y_zp
-            out[i] = np.uint8(min(max(t, lo), hi))
+            out[i] = np.uint8(min(max(t, lo), hin))
 
 
 @njit(cache=True)
@@ -238,7 +252,7 @@ def finish_requantize_cols(raw, m_sum, col_adj, w_zp, a_zp, st: OutputStage, out
     if m_sum is None:
         m_sum = np.zeros(raw.shape[1], np.int64)
     _finish_requant_cols_kernel(raw, m_sum, col_adj, w_zp, np.int64(a_zp), st.mode, st.bias_f, st.bias_q,
-                                st.mult32, st.mult64, np.float64(st.y_zp), np.float64(st.lo), np.float64(st.hi),
+                                st.mult32, st.mult64, np.float64(st.y_zp), np.float64(st.lo), st.hi,
                                 out3)
     return out3
 
@@ -248,7 +262,7 @@ def finish_requantize(raw, row_sum, col_adj, w_zp, a_zp, st: OutputStage, out3):
     holding integers) into ``out3`` (see ``_finish_requant_kernel``)."""
     _finish_requant_kernel(raw, row_sum, col_adj, w_zp, np.int64(a_zp), st.mode, st.bias_f,
                            st.bias_q, st.mult32, st.mult64, np.float64(st.y_zp), np.float64(st.lo),
-                           np.float64(st.hi), out3)
+                           st.hi, out3)
     return out3
 
 
@@ -258,5 +272,5 @@ def requantize(acc, st: OutputStage, out=None) -> np.ndarray:
     if out is None:
         out = np.empty(acc.shape, dtype=np.uint8)
     _requantize_kernel(acc, st.mode, st.bias_f, st.bias_q, st.mult32, st.mult64, np.float64(st.y_zp),
-                       np.float64(st.lo), np.float64(st.hi), out)
+                       np.float64(st.lo), st.hi, out)
     return out

@@ -10,13 +10,18 @@ op (:data:`minquant.executor.FLOAT_KERNELS`: float fallbacks and unquantized lay
 (:mod:`minquant.kernels.arithmetic`): 'fbgemm' (torch x86/fbgemm), 'qnnpack', 'onnxruntime', 'minquant'.
 Where a framework has no such kernel the nearest exact formula is used and said so:
 
-* ``qavg_pool2d`` and non-global ``qadaptive_avg_pool2d`` under 'onnxruntime' round as 'minquant'
-  (ONNX Runtime has only the global average pool);
+* ``qavg_pool2d`` under 'onnxruntime' is ORT's ``QLinearAveragePool``
+  (:func:`~minquant.kernels.pool.qavg_pool2d_onnxruntime`; with ``ceil_mode`` or ``divisor_override``,
+  which ORT does not have, it rounds as 'minquant'); non-global ``qadaptive_avg_pool2d`` under
+  'onnxruntime' rounds as 'minquant' (ORT has only the global average pool);
 * ``qcat`` is torch's definition — dequantize every input (step 1), concatenate, quantize (step 3) with
   the emulation's quantize rule; it matched torch (x86 and qnnpack) bit for bit on the model of
   tests/test_quantize_torch_import.py, but torch's vectorised channels-last kernel was not studied;
-* ``dynamic_conv2d`` has no framework counterpart (torch's ``quantize_dynamic`` leaves Conv2d float): it
-  is the emulation's ``dynamic_linear`` arithmetic on the im2col matrix of the quantized input.
+* ``dynamic_conv2d`` has no torch counterpart (torch's ``quantize_dynamic`` leaves Conv2d float): it is
+  the emulation's ``dynamic_linear`` arithmetic on the im2col matrix of the quantized input — except that
+  under 'onnxruntime' the integer accumulation is exact, as ORT's ``ConvInteger`` (no pair saturation).
+* float ops run minquant's float kernels (torch's arithmetic), except a global ``adaptive_avg_pool2d``
+  under 'onnxruntime', which sums in MLAS's order (:func:`global_avg_pool_mlas`).
 
 This module imports only NumPy and minquant's kernels.
 """
@@ -31,10 +36,11 @@ from ..kernels.add import qadd
 from ..kernels.dynamic import dynamic_input_qparams, dynamic_linear
 from ..kernels.gemm import gemm_u8s8, pack_weight
 from ..kernels.im2col import conv_out_size, im2col
-from ..kernels.pool import qadaptive_avg_pool2d, qavg_pool2d, qmax_pool2d
+from ..kernels.pool import qadaptive_avg_pool2d, qavg_pool2d, qavg_pool2d_onnxruntime, qmax_pool2d
 from . import ops  # noqa: F401  (registers the quantized ops)
 
-__all__ = ["prepare_kernels", "weight_qparams", "dynamic_conv2d", "relu_clip", "EXTRA_FLOAT_KERNELS"]
+__all__ = ["prepare_kernels", "weight_qparams", "dynamic_conv2d", "relu_clip", "EXTRA_FLOAT_KERNELS",
+           "global_avg_pool_mlas"]
 
 _F32 = np.float32
 
@@ -57,6 +63,27 @@ def relu_clip(x, hi):
     return np.minimum(np.maximum(x, _F32(0)), hi.astype(_F32).reshape(shape))
 
 
+def global_avg_pool_mlas(x):
+    """Float global average pooling as ONNX Runtime's CPU kernel computes it (MLAS ``MlasPoolGlobalKernel``,
+    used for GlobalAveragePool and for an AveragePool whose window is the whole image): per channel, four
+    float32 partial sums over consecutive groups of four pixels, reduced as ``(s0 + s2) + (s1 + s3)``, the
+    remaining pixels added one by one, then ``f32(sum / (H·W))``. minquant's float kernel sums in float64
+    (torch's result); the two differ in the last bit for about a third of the values (measured on
+    MobileNetV2), which moves the run-time qparams of a following ``DynamicQuantizeLinear``."""
+    if x.dtype != _F32 or x.ndim != 4:
+        raise ValueError(f"global average pooling expects a float32 NCHW input, got {x.dtype} {x.shape}")
+    n, c, h, w = x.shape
+    flat = x.reshape(n, c, h * w)
+    m = (h * w) // 4
+    lanes = np.zeros((n, c, 4), _F32)
+    if m:   # sequential float32 accumulation of the 4-wide blocks (cumsum adds in order)
+        lanes = np.cumsum(flat[:, :, :4 * m].reshape(n, c, m, 4), axis=2, dtype=_F32)[:, :, -1]
+    total = ((lanes[..., 0] + lanes[..., 2]).astype(_F32) + (lanes[..., 1] + lanes[..., 3]).astype(_F32)).astype(_F32)
+    for i in range(4 * m, h * w):
+        total = (total + flat[:, :, i]).astype(_F32)
+    return (total / _F32(h * w)).astype(_F32).reshape(n, c, 1, 1)
+
+
 #: float kernels for the float ops this package adds; ``FLOAT_KERNELS | EXTRA_FLOAT_KERNELS`` runs any
 #: prepared float graph
 EXTRA_FLOAT_KERNELS = {"relu_clip": lambda n, xs: relu_clip(xs[0], n.params["hi"])}
@@ -73,20 +100,21 @@ def _prepare_qconv(node, emulate):
     ws, wz = weight_qparams(node)
     return QConv2d(node.params["weight"], ws, wz, node.params.get("bias"), a.x_scale, a.x_zp, a.y_scale, a.y_zp,
                    stride=a.stride, padding=a.padding, dilation=a.dilation, groups=a.groups, clamp=a.clamp,
-                   emulate=emulate)
+                   clamp_hi=node.params.get("clamp_hi"), emulate=emulate)
 
 
 def _prepare_qlinear(node, emulate):
     a = node.attrs
     ws, wz = weight_qparams(node)
     return QLinear(node.params["weight"], ws, wz, node.params.get("bias"), a.x_scale, a.x_zp, a.y_scale, a.y_zp,
-                   clamp=a.clamp, emulate=emulate)
+                   clamp=a.clamp, clamp_hi=node.params.get("clamp_hi"), emulate=emulate)
 
 
 def dynamic_conv2d(x, packs, w_scale, bias, attrs, kernel_hw, emulate):
     """Dynamic conv2d (float in, float out): run-time qparams of the whole input as
     :func:`~minquant.kernels.dynamic.dynamic_input_qparams`, quantize, im2col per group with padding at
-    z_x (real 0), integer GEMM (:func:`~minquant.kernels.gemm.gemm_u8s8`, the emulation's pair saturation),
+    z_x (real 0), integer GEMM (:func:`~minquant.kernels.gemm.gemm_u8s8`, the emulation's pair saturation;
+    none under 'onnxruntime': ORT's ConvInteger is exact),
     then ``y = acc·f32(s_x·s_w) + b`` as the emulation's dynamic linear does: one rounding (fbgemm's FMA),
     multiply-then-add (qnnpack, ONNX Runtime) or float64 (minquant). ``packs``: one
     :class:`~minquant.kernels.gemm.PackedWeight` per group, rows in im2col's (kh, kw, c) order."""
@@ -104,11 +132,15 @@ def dynamic_conv2d(x, packs, w_scale, bias, attrs, kernel_hw, emulate):
     oh = conv_out_size(h, kh, attrs.stride[0], attrs.padding[0], attrs.dilation[0])
     ow = conv_out_size(w, kw, attrs.stride[1], attrs.padding[1], attrs.dilation[1])
     x_nhwc = np.ascontiguousarray(x_q.transpose(0, 2, 3, 1))
+    # ONNX Runtime's counterpart is ConvInteger (what its quantize_dynamic writes for a Conv), which
+    # accumulates exactly in int32 — measured: 0 mismatches against an exact integer conv where pair
+    # saturation changes thousands of outputs (tests/test_onnx_import.py)
+    saturate = ar.saturate_pairs and ar.name != "onnxruntime"
     accs = []
     for gi in range(g):
         cols = im2col(x_nhwc[..., gi * cg:(gi + 1) * cg], kh, kw, attrs.stride, attrs.padding, attrs.dilation,
                       pad_value=xz)
-        accs.append(gemm_u8s8(cols, packs[gi], xz, saturate_pairs=ar.saturate_pairs))
+        accs.append(gemm_u8s8(cols, packs[gi], xz, saturate_pairs=saturate))
     acc = np.concatenate(accs, axis=1) if g > 1 else accs[0]          # (N·OH·OW, O)
     o = acc.shape[1]
     ws = np.broadcast_to(np.asarray(w_scale, np.float64), (o,))
@@ -197,15 +229,19 @@ def prepare_kernels(graph, emulate: str) -> dict:
 
     def k_qavg(n, xs):
         a = n.attrs
+        if ar.name == "onnxruntime" and not a.ceil_mode and a.divisor_override is None:
+            return qavg_pool2d_onnxruntime(_check_codes(xs[0], n), a.kernel_size, a.stride, a.padding,
+                                           a.count_include_pad, x_scale=a.x_scale, x_zp=a.x_zp,
+                                           y_scale=a.y_scale, y_zp=a.y_zp)
         return qavg_pool2d(_check_codes(xs[0], n), a.kernel_size, a.stride, a.padding, a.ceil_mode,
                            a.count_include_pad, a.divisor_override, x_scale=a.x_scale, x_zp=a.x_zp,
-                           emulate=pool_emulate, channels_last=a.channels_last)
+                           y_scale=a.y_scale, y_zp=a.y_zp, emulate=pool_emulate, channels_last=a.channels_last)
 
     def k_qadaptive(n, xs):
         a = n.attrs
         em = ar.name if (ar.name != "onnxruntime" or a.output_size == (1, 1)) else "minquant"
         return qadaptive_avg_pool2d(_check_codes(xs[0], n), a.output_size, x_scale=a.x_scale, x_zp=a.x_zp,
-                                    emulate=em, channels_last=a.channels_last)
+                                    y_scale=a.y_scale, y_zp=a.y_zp, emulate=em, channels_last=a.channels_last)
 
     def k_qclamp(n, xs):
         x = _check_codes(xs[0], n)
@@ -236,6 +272,10 @@ def prepare_kernels(graph, emulate: str) -> dict:
 
     table = dict(FLOAT_KERNELS)
     table.update(EXTRA_FLOAT_KERNELS)
+    if ar.name == "onnxruntime":   # ORT's float global average pool sums in MLAS's order
+        float_adaptive = table["adaptive_avg_pool2d"]
+        table["adaptive_avg_pool2d"] = lambda n, xs: (global_avg_pool_mlas(xs[0]) if n.attrs.output_size == (1, 1)
+                                                      else float_adaptive(n, xs))
     table.update({"quantize": k_quantize, "dequantize": k_dequantize, "qconv2d": k_qconv, "qlinear": k_qlinear,
                   "qadd": k_qadd, "qcat": k_qcat, "qmax_pool2d": k_qmax, "qavg_pool2d": k_qavg,
                   "qadaptive_avg_pool2d": k_qadaptive, "qclamp": k_qclamp, "qflatten": k_qflatten,

@@ -74,7 +74,8 @@ def _qparam_pairs(attrs) -> int:
         return 0
     if isinstance(attrs, ops.QCatAttrs):
         return len(attrs.in_scales) + 1
-    return sum(1 for f in dataclasses.fields(attrs) if f.name == "scale" or f.name.endswith("_scale"))
+    return sum(1 for f in dataclasses.fields(attrs)
+               if (f.name == "scale" or f.name.endswith("_scale")) and getattr(attrs, f.name) is not None)
 
 
 class QuantizedModel:
@@ -204,6 +205,9 @@ class QuantizedModel:
                 extra.append(f"in {a.x_scale:.4g}/{a.x_zp}")
                 if a.activation:
                     extra.append(f"{a.activation} clamp {list(a.clamp)}")
+                if "clamp_hi" in n.params:
+                    hc = n.params["clamp_hi"]
+                    extra.append(f"per-channel top, codes {int(hc.min())}…{int(hc.max())}")
             elif n.op == "qadd":
                 extra.append(f"a {a.a_scale:.4g}/{a.a_zp} b {a.b_scale:.4g}/{a.b_zp}" + (" relu" if a.relu else ""))
             elif n.op == "qclamp":
@@ -271,6 +275,12 @@ class QuantizedModel:
             np.savez(f, **arrays)
         os.replace(tmp, path)
         return path
+
+    def to_onnx(self, path, format: str = "qdq", **kwargs) -> Path:
+        """Write the model as an ONNX file (``format`` 'qdq' or 'qoperator'); see
+        :func:`minquant.onnx_export.to_onnx` (imports onnx only when called). Returns the path."""
+        from ..onnx_export import to_onnx
+        return to_onnx(self, path, format=format, **kwargs)
 
 
 def _corrupt(path, why):

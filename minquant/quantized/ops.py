@@ -11,13 +11,18 @@ op                    inputs → output           attributes / parameters
 quantize              float → uint8             scale, zero_point (the codes of the next op's input)
 dequantize            uint8 → float             scale, zero_point
 qconv2d               uint8 → uint8             conv geometry, x/y qparams, output clamp; weight int8 OIHW,
-                                                w_scale, w_zp (per output channel, or one), bias float32
-qlinear               uint8 → uint8             x/y qparams, clamp; weight int8 (O, I), w_scale, w_zp, bias
+                                                w_scale, w_zp (per output channel, or one), bias float32,
+                                                optional ``clamp_hi`` (uint8 per output channel): a per-channel
+                                                top code after the clamp (ReLU6 after cross-layer equalization)
+qlinear               uint8 → uint8             x/y qparams, clamp; weight int8 (O, I), w_scale, w_zp, bias,
+                                                optional ``clamp_hi``
 qadd                  uint8, uint8 → uint8      a/b/y qparams, fused ReLU, element order (torch layout)
 qcat                  uint8… → uint8            dim, input and output qparams
 qmax_pool2d           uint8 → uint8             as max_pool2d (max commutes with r = s·(q − z): same qparams)
-qavg_pool2d           uint8 → uint8             as avg_pool2d + input qparams (output keeps them, like torch)
-qadaptive_avg_pool2d  uint8 → uint8             output size + input qparams (output keeps them)
+qavg_pool2d           uint8 → uint8             as avg_pool2d + input qparams (output keeps them, like torch,
+                                                unless y_scale/y_zp are given, like ONNX QLinearAveragePool)
+qadaptive_avg_pool2d  uint8 → uint8             output size + input qparams (output keeps them unless
+                                                y_scale/y_zp are given: ONNX QLinearGlobalAveragePool)
 qclamp                uint8 → uint8             codes clamped to [lo, hi] — a standalone ReLU (lo = z) or ReLU6;
                                                 optional ``hi_channels`` (uint8 per channel): a per-channel top
 relu_clip             float → float             min(max(x, 0), hi[c]): ReLU6 after cross-layer equalization
@@ -33,7 +38,8 @@ layer left unquantized (e.g. by :func:`~minquant.quantize.quantize_dynamic`) sta
 Weight parameters (all nodes that hold int8 weights): ``weight`` int8, ``w_scale`` float32 (float64 when
 a framework's scale is not a float32 number) of length O — or length 1 with ``per_channel=False`` —,
 ``w_zp`` int8 of the same length, optional ``bias`` float32 (O,). Emulations that add an integer bias
-(qnnpack, ONNX Runtime) quantize it when the layer is prepared; it is stored once, in float.
+(qnnpack, ONNX Runtime) quantize it when the layer is prepared; it is stored once, in float — or, for a
+bias imported from ONNX that has no exact float32 preimage, as the file's int32 (added as given).
 
 Attribute dataclasses are frozen, hold only ints, floats, bools, strings and tuples of them (so that
 :mod:`minquant.quantized.model` can write them as JSON) and normalise tuples in ``__post_init__``.
@@ -185,8 +191,9 @@ class QCatAttrs:
 
 @dataclass(frozen=True)
 class QAvgPool2dAttrs:
-    """``qavg_pool2d``: avg_pool2d geometry + the input's qparams (the output keeps them) + the layout of
-    the framework tensor emulated (torch rounds differently for channels-last tensors)."""
+    """``qavg_pool2d``: avg_pool2d geometry + the input's qparams + the layout of the framework tensor
+    emulated (torch rounds differently for channels-last tensors). The output keeps the input's qparams
+    (torch) unless ``y_scale``/``y_zp`` are given (ONNX ``QLinearAveragePool`` has its own)."""
     kernel_size: tuple
     stride: tuple
     padding: tuple = (0, 0)
@@ -196,6 +203,8 @@ class QAvgPool2dAttrs:
     x_scale: float = 1.0
     x_zp: int = 0
     channels_last: bool = False
+    y_scale: float | None = None
+    y_zp: int | None = None
 
     def __post_init__(self):
         geo = self.pool()
@@ -204,6 +213,7 @@ class QAvgPool2dAttrs:
         object.__setattr__(self, "x_scale", _scale(self.x_scale, "x_scale"))
         object.__setattr__(self, "x_zp", _zp(self.x_zp, "x_zp"))
         object.__setattr__(self, "channels_last", bool(self.channels_last))
+        _optional_output_qparams(self)
 
     def pool(self) -> G.AvgPool2dAttrs:
         return G.AvgPool2dAttrs(self.kernel_size, self.stride, self.padding, self.ceil_mode,
@@ -212,17 +222,30 @@ class QAvgPool2dAttrs:
 
 @dataclass(frozen=True)
 class QAdaptiveAvgPool2dAttrs:
-    """``qadaptive_avg_pool2d``: output size + the input's qparams (kept) + framework tensor layout."""
+    """``qadaptive_avg_pool2d``: output size + the input's qparams + framework tensor layout; the output
+    keeps the input's qparams unless ``y_scale``/``y_zp`` are given (ONNX ``QLinearGlobalAveragePool``)."""
     output_size: tuple
     x_scale: float = 1.0
     x_zp: int = 0
     channels_last: bool = False
+    y_scale: float | None = None
+    y_zp: int | None = None
 
     def __post_init__(self):
         object.__setattr__(self, "output_size", G.AdaptiveAvgPool2dAttrs(self.output_size).output_size)
         object.__setattr__(self, "x_scale", _scale(self.x_scale, "x_scale"))
         object.__setattr__(self, "x_zp", _zp(self.x_zp, "x_zp"))
         object.__setattr__(self, "channels_last", bool(self.channels_last))
+        _optional_output_qparams(self)
+
+
+def _optional_output_qparams(a):
+    """y_scale / y_zp: both None (the output keeps the input's qparams) or both set."""
+    if (a.y_scale is None) != (a.y_zp is None):
+        raise ValueError("y_scale and y_zp must be given together")
+    if a.y_scale is not None:
+        object.__setattr__(a, "y_scale", _scale(a.y_scale, "y_scale"))
+        object.__setattr__(a, "y_zp", _zp(a.y_zp, "y_zp"))
 
 
 @dataclass(frozen=True)
@@ -274,12 +297,13 @@ class DynamicConv2dAttrs:
 _W = (("weight", 4), ("w_scale", 1), ("w_zp", 1))
 _WL = (("weight", 2), ("w_scale", 1), ("w_zp", 1))
 _B = (("bias", 1),)
+_BQ = (("bias", 1), ("clamp_hi", 1))      # + the optional per-channel top code of the output stage
 
 _SPECS = {
     "quantize": OpSpec(1, QuantizeAttrs, (), (), "float → uint8 codes: q = clamp(z + rne(x / s))"),
     "dequantize": OpSpec(1, QuantizeAttrs, (), (), "uint8 codes → float: r = s·(q − z)"),
-    "qconv2d": OpSpec(1, QConv2dAttrs, _W, _B, "quantized conv2d, int8 weights, uint8 in/out"),
-    "qlinear": OpSpec(1, QLinearAttrs, _WL, _B, "quantized linear, int8 weights, uint8 in/out"),
+    "qconv2d": OpSpec(1, QConv2dAttrs, _W, _BQ, "quantized conv2d, int8 weights, uint8 in/out"),
+    "qlinear": OpSpec(1, QLinearAttrs, _WL, _BQ, "quantized linear, int8 weights, uint8 in/out"),
     "qadd": OpSpec(2, QAddAttrs, (), (), "quantized residual add"),
     "qcat": OpSpec(None, QCatAttrs, (), (), "quantized concatenation (requantize to one scale)"),
     "qmax_pool2d": OpSpec(1, G.MaxPool2dAttrs, (), (), "max pooling on codes"),
@@ -309,7 +333,7 @@ WEIGHT_OPS = frozenset({"qconv2d", "qlinear", "dynamic_linear", "dynamic_conv2d"
 ATTRS_CLASSES = {c.__name__: c for c in (
     QuantizeAttrs, QConv2dAttrs, QLinearAttrs, QAddAttrs, QCatAttrs, QAvgPool2dAttrs, QAdaptiveAvgPool2dAttrs,
     QClampAttrs, DynamicLinearAttrs, DynamicConv2dAttrs, G.Conv2dAttrs, G.BatchNormAttrs, G.AvgPool2dAttrs,
-    G.MaxPool2dAttrs, G.AdaptiveAvgPool2dAttrs, G.CatAttrs, G.FlattenAttrs, G.ReshapeAttrs)}
+    G.MaxPool2dAttrs, G.AdaptiveAvgPool2dAttrs, G.CatAttrs, G.FlattenAttrs, G.ReshapeAttrs, G.ClipAttrs)}
 
 
 def attrs_to_json(attrs):
@@ -353,6 +377,8 @@ def value_qparams(graph) -> dict[str, tuple[float, int]]:
         elif n.op in ("qconv2d", "qlinear", "qcat"):
             qp[n.name] = (a.y_scale, a.y_zp)
         elif n.op == "qadd":
+            qp[n.name] = (a.y_scale, a.y_zp)
+        elif n.op in ("qavg_pool2d", "qadaptive_avg_pool2d") and getattr(a, "y_scale", None) is not None:
             qp[n.name] = (a.y_scale, a.y_zp)
         elif n.op in ("qmax_pool2d", "qavg_pool2d", "qadaptive_avg_pool2d", "qclamp", "qflatten", "qreshape"):
             if n.inputs[0] not in qp:

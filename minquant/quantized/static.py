@@ -380,21 +380,14 @@ def _convert(g: Graph, groups, role, qparams, per_channel, quantize_rule, weight
                 new = Node(n.name, "qcat", ins, ops.QCatAttrs(n.attrs.dim, tuple(qp[v][0] for v in ins),
                                                               tuple(qp[v][1] for v in ins), ys, yz),
                            shape=n.shape, source=n.source)
+            if act == "relu_clip":   # ReLU6 after equalization: a per-channel top on the codes, in the output stage
+                hi = quantize(g.node(fusion.activation).params["hi"], ys, yz, "uint8", emulate=quantize_rule)
+                if hi.min() < 255:
+                    new.params["clamp_hi"] = hi
             nodes.append(new)
             codes[out] = codes[n.name] = new.name
             qp[new.name] = (ys, yz)
             float_names[new.name] = out
-            if act == "relu_clip":   # ReLU6 after equalization: a per-channel top on the codes
-                hi = quantize(g.node(fusion.activation).params["hi"], ys, yz, "uint8", emulate=quantize_rule)
-                if hi.min() < 255:
-                    # the conv already clamps at z_y (real 0); this node adds the per-channel top
-                    clip = Node(fusion.activation, "qclamp", [new.name], ops.QClampAttrs(0, 255, "relu6"),
-                                {"hi_channels": hi}, n.shape, g.node(fusion.activation).source)
-                    nodes.append(clip)
-                    codes[out] = clip.name
-                    qp[clip.name] = (ys, yz)
-                    float_names[clip.name] = out
-                    float_names[new.name] = ""   # the conv's own output has no float counterpart
         elif r == "code":
             x = codes[n.inputs[0]]
             s, z = qp[x]
