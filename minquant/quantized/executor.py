@@ -36,6 +36,7 @@ from ..kernels.add import qadd
 from ..kernels.dynamic import dynamic_input_qparams, dynamic_linear
 from ..kernels.gemm import gemm_u8s8, pack_weight
 from ..kernels.im2col import conv_out_size, im2col
+from ..kernels.quantize import quantize_u8
 from ..kernels.pool import qadaptive_avg_pool2d, qavg_pool2d, qavg_pool2d_onnxruntime, qmax_pool2d
 from . import ops  # noqa: F401  (registers the quantized ops)
 
@@ -195,7 +196,7 @@ def prepare_kernels(graph, emulate: str) -> dict:
             raise ValueError(f"cannot prepare node {n.name!r} ({n.op}, from {n.source or '?'}): {e}") from e
 
     def k_quantize(n, xs):
-        return quantize(xs[0], n.attrs.scale, n.attrs.zero_point, "uint8", emulate=ar.quantize_rule)
+        return quantize_u8(xs[0], n.attrs.scale, n.attrs.zero_point, emulate=ar.quantize_rule)
 
     def k_dequantize(n, xs):
         return dequantize(_check_codes(xs[0], n), n.attrs.scale, n.attrs.zero_point)
