@@ -2,8 +2,9 @@
 
 The core — quantization math (:mod:`minquant.affine`), calibration observers (:mod:`minquant.observers`),
 integer kernels (:mod:`minquant.kernels`), the graph IR and its executor — imports only numpy, numba and
-scipy. Modules that talk to torch (``minquant.torch_import``, ``minquant.zoo``, ``minquant.training``,
-``minquant.prune``, ``minquant.distill``) load only when you ask for them.
+scipy. Modules that talk to torch or onnx (``minquant.torch_import``, ``minquant.onnx_import``,
+``minquant.onnx_export``, ``minquant.zoo``, ``minquant.training``, ``minquant.prune``, ``minquant.distill``) and
+the plotting ones (``minquant.render``, ``minquant.report``) load only when you ask for them.
 
 Start reading at docs/quantization.md; every kernel docstring cites its steps.
 """
@@ -20,11 +21,12 @@ __version__ = "0.1.0"
 
 __all__ = ["affine", "kernels", "observers", "QType", "qtype", "choose_qparams", "quantize", "dequantize",
            "fake_quantize", "quantize_bias", "pack_int4", "unpack_int4", "to_float16", "Graph", "Node", "OPS",
-           "register_op", "run", "infer_shapes", "from_torch", "Observer", "MinMaxObserver",
+           "register_op", "run", "infer_shapes", "from_torch", "from_onnx", "to_onnx", "Observer", "MinMaxObserver",
            "MovingAverageMinMaxObserver", "PerChannelMinMaxObserver", "MovingAveragePerChannelMinMaxObserver",
            "PercentileObserver", "MSEObserver", "EntropyObserver", "HistogramObserver", "RunningHistogram"]
 
-_LAZY_MODULES = {"prune", "distill", "zoo", "datasets", "training", "torch_import"}
+_LAZY_MODULES = {"prune", "distill", "zoo", "datasets", "training", "torch_import", "onnx_export", "onnx_import",
+                 "render", "report"}
 _WHOLE_MODEL = {"quantize_static", "quantize_dynamic", "from_torch_quantized", "compare", "load", "QuantizedModel",
                 "report_torch_quantized"}
 
@@ -34,6 +36,12 @@ def __getattr__(name):
     if name == "from_torch":
         from .torch_import import from_torch
         return from_torch
+    if name == "from_onnx":
+        from .onnx_import import from_onnx
+        return from_onnx
+    if name == "to_onnx":
+        from .onnx_export import to_onnx
+        return to_onnx
     if name in _WHOLE_MODEL:
         import importlib
         return getattr(importlib.import_module(".quantized", __name__), name)

@@ -1,0 +1,496 @@
+"""minquant.onnx_import.from_onnx against ONNX Runtime (CPU EP, default session options, one thread).
+
+Float imports must match ORT within 1e-4; quantized imports (QDQ, QOperator, quantize_dynamic) must match
+bit for bit (np.array_equal) and run on minquant's integer kernels. The ONNX files are made once per session
+(torch.onnx.export with the legacy exporter — the dynamo exporter needs onnxscript, not installed — and
+onnxruntime.quantization). Larger runs: benchmarks/onnx_import_check.py.
+"""
+from __future__ import annotations
+
+import collections
+
+import numpy as np
+import pytest
+
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+torch = pytest.importorskip("torch")
+
+from onnx import TensorProto as TP  # noqa: E402
+from onnx import helper as oh  # noqa: E402
+from onnx import numpy_helper as onh  # noqa: E402
+
+import minquant  # noqa: E402
+from minquant.onnx_import import OnnxGraph, from_onnx, fuse_qdq, load_onnx  # noqa: E402
+from minquant.quantized import QuantizedModel  # noqa: E402
+
+torch.set_num_threads(1)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# helpers
+# ---------------------------------------------------------------------------------------------------------
+def ort_session(model, optimized=None):
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    so.inter_op_num_threads = 1
+    if optimized is not None:
+        so.optimized_model_filepath = str(optimized)
+    src = model.SerializeToString() if isinstance(model, onnx.ModelProto) else str(model)
+    sess = ort.InferenceSession(src, so, providers=["CPUExecutionProvider"])
+    name = sess.get_inputs()[0].name
+    return lambda x: sess.run(None, {name: x})[0]
+
+
+def make_model(nodes, inits, in_shape, opset=17, out="y", ms=False, out_shape=None):
+    """A float ONNX model from onnx.helper nodes; initializers given as {name: array}; input 'x'.
+    ``ms``: also import the com.microsoft domain (QLinearAveragePool...; then give ``out_shape``, which ONNX
+    shape inference cannot work out through those ops)."""
+    g = oh.make_graph(nodes, "test", [oh.make_tensor_value_info("x", TP.FLOAT, in_shape)],
+                      [oh.make_tensor_value_info(out, TP.FLOAT, out_shape)],
+                      initializer=[onh.from_array(np.asarray(v), k) for k, v in inits.items()])
+    opsets = [oh.make_opsetid("", opset)] + ([oh.make_opsetid("com.microsoft", 1)] if ms else [])
+    m = oh.make_model(g, opset_imports=opsets)
+    m.ir_version = 9
+    m = onnx.shape_inference.infer_shapes(m)          # fills the output's shape, which the checker requires
+    onnx.checker.check_model(m)
+    return m
+
+
+def export(model, shape, path):
+    torch.onnx.export(model, (torch.zeros(shape),), str(path), input_names=["x"], output_names=["y"],
+                      dynamic_axes={"x": {0: "n"}, "y": {0: "n"}}, opset_version=17, dynamo=False)
+    return path
+
+
+def ort_quantize(fp32, calib, path, fmt="qdq"):
+    from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType, quantize_dynamic,
+                                          quantize_static)
+    if fmt == "dynamic":
+        quantize_dynamic(str(fp32), str(path), weight_type=QuantType.QInt8)
+        return path
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.it = iter([{"x": calib[i:i + 1]} for i in range(len(calib))])
+
+        def get_next(self):
+            return next(self.it, None)
+
+    quantize_static(str(fp32), str(path), Reader(), per_channel=True, activation_type=QuantType.QUInt8,
+                    weight_type=QuantType.QInt8,
+                    quant_format=QuantFormat.QDQ if fmt == "qdq" else QuantFormat.QOperator)
+    return path
+
+
+def ops_of(m):
+    g = m.graph if isinstance(m, QuantizedModel) else m
+    return collections.Counter(n.op for n in g.nodes)
+
+
+@pytest.fixture(scope="session")
+def files(tmp_path_factory, digits_model):
+    """ONNX files built once: TinyCNN float / QDQ / QOperator / dynamic, MobileNetV2 float / QDQ."""
+    from minquant.datasets import photo_crops
+    from minquant.zoo import mobilenet_v2_imagenet
+    d = tmp_path_factory.mktemp("onnx_import")
+    model, (x_tr, _, x_te, _) = digits_model
+    out = {"tiny": export(model, (1, 1, 28, 28), d / "tiny.onnx"), "x_digits": x_te[:120]}
+    for fmt in ("qdq", "qop", "dynamic"):
+        out[f"tiny_{fmt}"] = ort_quantize(out["tiny"], x_tr[:16], d / f"tiny_{fmt}.onnx", fmt)
+    out["mnv2"] = export(mobilenet_v2_imagenet(), (1, 3, 224, 224), d / "mnv2.onnx")
+    out["mnv2_qdq"] = ort_quantize(out["mnv2"], photo_crops(8, split="calib"), d / "mnv2_qdq.onnx")
+    out["x_photos"] = photo_crops(3, split="eval")
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------
+# 1. float models
+# ---------------------------------------------------------------------------------------------------------
+def test_float_tinycnn_and_mobilenet_v2(files):
+    for key, x, expect in (("tiny", files["x_digits"][:40], {"conv2d": 2, "linear": 1, "relu": 2}),
+                           ("mnv2", files["x_photos"][:2], {"conv2d": 52, "relu6": 35, "add": 10, "linear": 1})):
+        g = from_onnx(files[key])
+        assert isinstance(g, minquant.Graph)
+        ops = ops_of(g)
+        assert all(ops[k] == v for k, v in expect.items()), ops
+        y, want = minquant.run(g, x), ort_session(files[key])(x)
+        assert y.shape == want.shape
+        assert np.abs(y - want).max() <= 1e-4
+        assert np.abs(want).max() > 1.0                  # logits, not a degenerate output
+
+
+W = np.random.default_rng(0)
+
+
+def _w(*shape):
+    return (W.standard_normal(shape) * 0.5).astype(np.float32)
+
+
+def _float_cases():
+    n = oh.make_node
+    c = np.float32
+    return {
+        # name: (nodes, initializers, input shape, an op the import must produce)
+        "conv_groups_stride_pad_dil": ([n("Conv", ["x", "w", "b"], ["y"], group=2, strides=[2, 1],
+                                          pads=[1, 2, 1, 2], dilations=[1, 2])],
+                                       {"w": _w(6, 2, 3, 3), "b": _w(6)}, [2, 4, 9, 10], "conv2d"),
+        "conv_same_upper_no_bias": ([n("Conv", ["x", "w"], ["y"], auto_pad="SAME_UPPER")],
+                                    {"w": _w(3, 4, 3, 3)}, [2, 4, 7, 7], "conv2d"),
+        "gemm_transB0_alpha_beta": ([n("Flatten", ["x"], ["f"]),
+                                     n("Gemm", ["f", "w", "b"], ["y"], alpha=0.5, beta=2.0)],
+                                    {"w": _w(48, 5), "b": _w(1, 5)}, [3, 3, 4, 4], "linear"),
+        "gemm_transB1": ([n("Gemm", ["x", "w", "b"], ["y"], transB=1)], {"w": _w(5, 12), "b": _w(5)}, [3, 12],
+                         "linear"),
+        "matmul_add_bias": ([n("MatMul", ["x", "w"], ["m"]), n("Add", ["m", "b"], ["y"])],
+                            {"w": _w(12, 5), "b": _w(5)}, [3, 12], "linear"),
+        "matmul_rank3": ([n("MatMul", ["x", "w"], ["m"]), n("Add", ["b", "m"], ["y"])],
+                         {"w": _w(12, 5), "b": _w(5)}, [2, 3, 12], "linear"),
+        "batchnorm": ([n("BatchNormalization", ["x", "s", "b", "m", "v"], ["y"], epsilon=1e-3)],
+                      {"s": _w(4), "b": _w(4), "m": _w(4), "v": np.abs(_w(4)) + 0.1}, [2, 4, 5, 5], "batch_norm"),
+        "relu": ([n("Relu", ["x"], ["y"])], {}, [2, 4, 5, 5], "relu"),
+        "clip_relu6": ([n("Clip", ["x", "lo", "hi"], ["y"])], {"lo": c(0), "hi": c(6)}, [2, 4, 5, 5], "relu6"),
+        "clip_min_only": ([n("Clip", ["x", "lo"], ["y"])], {"lo": c(0)}, [2, 4, 5, 5], "relu"),
+        "clip_general": ([n("Clip", ["x", "lo", "hi"], ["y"])], {"lo": c(-0.7), "hi": c(1.5)}, [2, 4, 5, 5],
+                         "clip"),
+        "clip_max_only": ([n("Clip", ["x", "", "hi"], ["y"])], {"hi": c(0.3)}, [2, 4, 5, 5], "clip"),
+        "add_two_activations": ([n("Relu", ["x"], ["r"]), n("Add", ["x", "r"], ["y"])], {}, [2, 4, 5, 5], "add"),
+        "add_channel_constant": ([n("Add", ["x", "b"], ["y"])], {"b": _w(1, 4, 1, 1)}, [2, 4, 5, 5],
+                                 "batch_norm"),
+        "mul_scalar_constant": ([n("Mul", ["k", "x"], ["y"])], {"k": c(-1.75)}, [2, 4, 5, 5], "batch_norm"),
+        "mul_broadcast_se": ([n("GlobalAveragePool", ["x"], ["g"]), n("Mul", ["x", "g"], ["y"])], {},
+                             [2, 4, 5, 5], "mul"),
+        "global_avg_pool": ([n("GlobalAveragePool", ["x"], ["y"])], {}, [2, 4, 5, 6], "adaptive_avg_pool2d"),
+        "avg_pool_pad_exclude": ([n("AveragePool", ["x"], ["y"], kernel_shape=[3, 3], strides=[2, 2],
+                                    pads=[1, 1, 1, 1])], {}, [2, 4, 9, 8], "avg_pool2d"),
+        "avg_pool_pad_include": ([n("AveragePool", ["x"], ["y"], kernel_shape=[3, 2], strides=[1, 2],
+                                    pads=[1, 1, 1, 1], count_include_pad=1)], {}, [2, 4, 9, 8], "avg_pool2d"),
+        "avg_pool_ceil": ([n("AveragePool", ["x"], ["y"], kernel_shape=[2, 2], strides=[2, 2], ceil_mode=1)],
+                          {}, [2, 4, 7, 7], "avg_pool2d"),
+        "avg_pool_whole_image": ([n("AveragePool", ["x"], ["y"], kernel_shape=[5, 6])], {}, [2, 4, 5, 6],
+                                 "adaptive_avg_pool2d"),
+        "max_pool_pad": ([n("MaxPool", ["x"], ["y"], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1])],
+                         {}, [2, 4, 9, 8], "max_pool2d"),
+        "max_pool_dilation_ceil": ([n("MaxPool", ["x"], ["y"], kernel_shape=[2, 2], dilations=[2, 2],
+                                      ceil_mode=1)], {}, [2, 4, 9, 8], "max_pool2d"),
+        "flatten": ([n("Flatten", ["x"], ["y"])], {}, [2, 4, 3, 3], "flatten"),
+        "reshape": ([n("Reshape", ["x", "s"], ["y"])], {"s": np.array([0, 2, -1], np.int64)}, [2, 4, 3, 3],
+                    "reshape"),
+        "concat_axis_minus1": ([n("Relu", ["x"], ["r"]), n("Concat", ["x", "r"], ["y"], axis=-1)], {},
+                               [2, 4, 3, 3], "cat"),
+        "concat_channels": ([n("Relu", ["x"], ["r"]), n("Concat", ["r", "x", "r"], ["y"], axis=1)], {},
+                            [2, 4, 3, 3], "cat"),
+        "hardsigmoid_torch": ([n("HardSigmoid", ["x"], ["y"], alpha=1 / 6, beta=0.5)], {}, [2, 4, 5, 5],
+                              "hardsigmoid"),
+        "hardsigmoid_default": ([n("HardSigmoid", ["x"], ["y"])], {}, [2, 4, 5, 5], "clip"),
+        "hardswish": ([n("HardSwish", ["x"], ["y"])], {}, [2, 4, 5, 5], "hardswish"),
+        "identity_dropout": ([n("Identity", ["x"], ["i"]), n("Dropout", ["i"], ["d"]), n("Relu", ["d"], ["y"])],
+                             {}, [2, 4, 5, 5], "relu"),
+    }
+
+
+@pytest.mark.parametrize("case", sorted(_float_cases()))
+def test_float_op(case):
+    nodes, inits, shape, expect_op = _float_cases()[case]
+    m = make_model(nodes, inits, ["n"] + shape[1:])
+    g = from_onnx(m)
+    assert expect_op in ops_of(g), ops_of(g)
+    x = (np.random.default_rng(1).standard_normal(shape) * 3).astype(np.float32)
+    y, want = minquant.run(g, x), ort_session(m)(x)
+    assert y.shape == want.shape
+    np.testing.assert_allclose(y, want, rtol=1e-5, atol=1e-5)
+    assert np.std(want) > 0.1                            # the test output is not constant
+
+
+def test_clip_of_opset_6_uses_attributes():
+    m = make_model([oh.make_node("Clip", ["x"], ["y"], min=-0.25, max=0.5)], {}, ["n", 3, 4, 4], opset=6)
+    g = from_onnx(m)
+    x = np.random.default_rng(2).standard_normal((2, 3, 4, 4)).astype(np.float32)
+    np.testing.assert_array_equal(minquant.run(g, x), ort_session(m)(x))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# 2. quantized models: bit-identical to ONNX Runtime
+# ---------------------------------------------------------------------------------------------------------
+def _file_biases(path):
+    """{ONNX output name of the fused op: the file's int32 bias} after ORT-style fusion."""
+    g = OnnxGraph(load_onnx(path))
+    out = {}
+    for n in fuse_qdq(g):
+        if n.op in ("QLinearConv", "QGemm") and n.inputs[8 if n.op == "QLinearConv" else 6]:
+            out[n.outputs[0]] = g.consts[n.inputs[8 if n.op == "QLinearConv" else 6]]
+    return out
+
+
+def test_mobilenet_v2_qdq_bit_identical(files):
+    from minquant.kernels.requantize import output_stage
+    from minquant.quantized.executor import weight_qparams
+    qm = from_onnx(files["mnv2_qdq"])
+    assert isinstance(qm, QuantizedModel) and qm.emulate == "onnxruntime"
+    ops = ops_of(qm)
+    # what ORT runs after its optimizer: 52 QLinearConv, 10 QLinearAdd, QLinearGlobalAveragePool, QGemm
+    assert ops["qconv2d"] == 52 and ops["qadd"] == 10 and ops["qadaptive_avg_pool2d"] == 1 and ops["qlinear"] == 1
+    assert not {"conv2d", "linear", "add", "relu6", "clip"} & set(ops)          # integer kernels only
+    x = files["x_photos"]
+    y, want = qm(x), ort_session(files["mnv2_qdq"])(x)
+    assert np.array_equal(y, want)
+    assert len(np.unique(want)) > 100                                            # real logits
+    # the int32 bias each output stage adds is exactly the file's
+    biases = _file_biases(files["mnv2_qdq"])
+    assert len(biases) == 53
+    for node in qm.graph.nodes:
+        if node.op in ("qconv2d", "qlinear"):
+            a = node.attrs
+            ws, _ = weight_qparams(node)
+            st = output_stage(node.params["weight"].shape[0], a.x_scale, ws, node.params["bias"], a.y_scale, a.y_zp,
+                              emulate="onnxruntime")
+            assert np.array_equal(st.bias_q, biases[node.name]), node.name
+
+
+@pytest.mark.parametrize("fmt", ["qdq", "qop", "dynamic"])
+def test_tinycnn_quantized_formats_bit_identical(files, fmt, tmp_path):
+    qm = from_onnx(files[f"tiny_{fmt}"])
+    ops = ops_of(qm)
+    if fmt == "dynamic":   # DynamicQuantizeLinear → ConvInteger/MatMulInteger chains
+        assert ops["dynamic_conv2d"] == 2 and ops["dynamic_linear"] == 1
+    else:
+        assert ops["qconv2d"] == 2 and ops["qlinear"] == 1 and ops["qavg_pool2d"] == 1
+    run = ort_session(files[f"tiny_{fmt}"])
+    x = files["x_digits"]
+    for i in range(0, len(x), 60):                   # dynamic qparams are per batch: same batches on both
+        assert np.array_equal(qm(x[i:i + 60]), run(x[i:i + 60]))
+    # a saved and reloaded model computes the same bits (the pool's output qparams survive JSON)
+    qm2 = minquant.quantized.load(qm.save(tmp_path / f"{fmt}.mq.npz"))
+    assert np.array_equal(qm2(x[:30]), qm(x[:30]))
+
+
+def test_compare_float_and_quantized_imports(files):
+    """Each quantized value remembers the float tensor its QuantizeLinear read, so minquant's per-layer
+    SQNR report lines up the float and the quantized import of the same model."""
+    from minquant.quantized import compare
+    report = compare(from_onnx(files["tiny"]), from_onnx(files["tiny_qdq"]), files["x_digits"][:40])
+    matched = {r.float_name for r in report.layers}
+    assert {"/features/features.1/Relu_output_0", "/features/features.3/Relu_output_0"} <= matched, matched
+    assert report.output_sqnr_db > 15 and report.top1_agreement >= 0.9          # ORT MinMax, 16 calib
+
+
+def _synthetic_float_model():
+    """Conv/ReLU, Conv/HardSwish, Concat, MaxPool, residual Add, padded AveragePool, GlobalAveragePool,
+    Flatten, MatMul, Gemm — the ops ORT fuses into QLinearConcat, QLinearAveragePool, QLinearMatMul, ..."""
+    n = oh.make_node
+    nodes = [n("Conv", ["x", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1]), n("Relu", ["c1"], ["r1"]),
+             n("Conv", ["x", "w2", "b2"], ["c2"]), n("HardSwish", ["c2"], ["hs"]),
+             n("Concat", ["r1", "hs"], ["cat"], axis=1),
+             n("MaxPool", ["cat"], ["mp"], kernel_shape=[2, 2], strides=[2, 2]),
+             n("Conv", ["mp", "w3", "b3"], ["c3"], pads=[1, 1, 1, 1]), n("Add", ["c3", "mp"], ["add"]),
+             n("AveragePool", ["add"], ["ap"], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1]),
+             n("Conv", ["ap", "w4"], ["c4"]), n("GlobalAveragePool", ["c4"], ["gap"]),
+             n("Flatten", ["gap"], ["flat"]), n("MatMul", ["flat", "wm"], ["mm"]),
+             n("Gemm", ["mm", "wg", "bg"], ["y"], transB=1)]
+    inits = {"w1": _w(8, 3, 3, 3), "b1": _w(8), "w2": _w(8, 3, 1, 1), "b2": _w(8), "w3": _w(16, 16, 3, 3),
+             "b3": _w(16), "w4": _w(16, 16, 1, 1), "wm": _w(16, 12), "wg": _w(10, 12), "bg": _w(10)}
+    return make_model(nodes, inits, ["n", 3, 16, 16])
+
+
+@pytest.mark.parametrize("fmt", ["qdq", "qop"])
+def test_synthetic_quantized_ops_bit_identical(fmt, tmp_path):
+    rng = np.random.default_rng(3)
+    fp32 = tmp_path / "f.onnx"
+    onnx.save(_synthetic_float_model(), fp32)
+    path = ort_quantize(fp32, rng.standard_normal((8, 3, 16, 16)).astype(np.float32), tmp_path / "q.onnx", fmt)
+    qm = from_onnx(path)
+    ops = ops_of(qm)
+    for op in ("qcat", "qmax_pool2d", "qadd", "qavg_pool2d", "qadaptive_avg_pool2d", "qflatten"):
+        assert ops[op] == 1, (op, ops)
+    assert ops["qconv2d"] == 4 and ops["qlinear"] == 2                    # QLinearMatMul and QGemm
+    # HardSwish has no integer kernel in ORT either: dequantize → x·HardSigmoid(x) in float → quantize
+    assert ops["dequantize"] == 2 and ops["quantize"] == 2 and ops["mul"] == 1 and ops["clip"] == 1
+    x = rng.standard_normal((64, 3, 16, 16)).astype(np.float32)
+    y, want = qm(x), ort_session(path)(x)
+    assert np.array_equal(y, want)
+    out = qm.graph.nodes[-1].inputs[0]                      # the output codes: varied, rarely clamped
+    _, vals = qm.run(x, intermediates=True, raw=True)
+    assert len(np.unique(vals[out])) > 100 and np.mean((vals[out] == 0) | (vals[out] == 255)) < 0.05
+
+
+def test_qdq_fusion_follows_ort(tmp_path):
+    """A Relu → Q whose zero point is not 0 is not redundant: ORT then leaves the Conv in float (no
+    QLinearConv), and so does the import; with zero point 0 the Relu disappears into QLinearConv."""
+    n = oh.make_node
+    w = (np.random.default_rng(4).integers(-127, 128, (4, 3, 3, 3))).astype(np.int8)
+
+    def qdq_model(relu_zp):
+        nodes = [n("QuantizeLinear", ["x", "xs", "xz"], ["xq"]), n("DequantizeLinear", ["xq", "xs", "xz"], ["xd"]),
+                 n("DequantizeLinear", ["wq", "ws", "wz"], ["wd"], axis=0), n("Conv", ["xd", "wd"], ["c"]),
+                 n("Relu", ["c"], ["r"]), n("QuantizeLinear", ["r", "ys", "yz"], ["rq"]),
+                 n("DequantizeLinear", ["rq", "ys", "yz"], ["y"])]
+        inits = {"xs": np.float32(0.03), "xz": np.uint8(120), "wq": w, "ws": np.full(4, 0.01, np.float32),
+                 "wz": np.zeros(4, np.int8), "ys": np.float32(0.05), "yz": np.uint8(relu_zp)}
+        return make_model(nodes, inits, ["n", 3, 8, 8])
+
+    x = np.random.default_rng(5).standard_normal((8, 3, 8, 8)).astype(np.float32) * 2
+    for zp, fused in ((0, True), (40, False)):
+        m = qdq_model(zp)
+        onnx.save(m, tmp_path / "m.onnx")
+        run = ort_session(tmp_path / "m.onnx", optimized=tmp_path / "opt.onnx")
+        ort_ops = {nd.op_type for nd in onnx.load(tmp_path / "opt.onnx").graph.node}
+        qm = from_onnx(m)
+        assert ("QLinearConv" in ort_ops) == fused and ("qconv2d" in ops_of(qm)) == fused
+        assert ("relu" in ops_of(qm)) == (not fused)
+        if fused:
+            assert np.array_equal(qm(x), run(x))
+        else:   # float Conv: MLAS's float GEMM vs minquant's — the same codes up to a rare last-bit tie
+            assert np.mean(qm(x) == run(x)) > 0.99
+
+
+def test_conv_integer_accumulates_exactly(tmp_path):
+    """quantize_dynamic's ConvInteger: ORT sums u8×s8 products exactly in int32. Full-range weights make
+    int16 pair saturation (what MLAS's QLinearConv does on AVX2) change many outputs, so this test would
+    fail if the import saturated."""
+    from minquant.kernels.gemm import gemm_u8s8_reference
+    from minquant.kernels.im2col import im2col_reference
+    rng = np.random.default_rng(6)
+    w = rng.choice(np.array([-127, -120, 110, 127], np.int8), size=(6, 8, 3, 3))
+    n = oh.make_node
+    nodes = [n("DynamicQuantizeLinear", ["x"], ["xq", "xs", "xz"]),
+             n("ConvInteger", ["xq", "w", "xz", "wz"], ["acc"], pads=[1, 1, 1, 1]),
+             n("Cast", ["acc"], ["accf"], to=TP.FLOAT), n("Mul", ["xs", "ws"], ["s"]),
+             n("Mul", ["accf", "s"], ["yy"]), n("Add", ["yy", "b"], ["y"])]
+    m = make_model(nodes, {"w": w, "wz": np.int8(0), "ws": np.float32(0.004), "b": _w(1, 6, 1, 1)},
+                   ["n", 8, 6, 6])
+    qm = from_onnx(m)
+    assert ops_of(qm) == {"dynamic_conv2d": 1}
+    x = np.abs(rng.standard_normal((4, 8, 6, 6))).astype(np.float32) * 3   # many large codes
+    y, want = qm(x), ort_session(m)(x)
+    assert np.array_equal(y, want)
+    # the same products with int16 pair saturation differ: the data really saturates
+    xs, xz = float(np.float32((x.max() - 0) / 255)), 0
+    x_q = np.clip(np.rint(x / np.float32(xs)), 0, 255).astype(np.uint8)
+    cols = im2col_reference(x_q.transpose(0, 2, 3, 1), 3, 3, 1, 1, 1, pad_value=xz)
+    wm = w.transpose(0, 2, 3, 1).reshape(6, -1)
+    sat = gemm_u8s8_reference(cols, wm, xz, 0, saturate_pairs=True)
+    exact = gemm_u8s8_reference(cols, wm, xz, 0, saturate_pairs=False)
+    assert np.mean(sat != exact) > 0.05
+
+
+def test_int32_bias_beyond_float32_is_kept_exactly(tmp_path):
+    """A QLinearConv bias with no float32 preimage (|b| ≫ 2^23 on a tiny scale s_x·s_w) is stored as the
+    file's int32 (the output stage adds integer biases as given); ordinary biases stay float32."""
+    from minquant.affine import quantize_bias
+    n = oh.make_node
+    rng = np.random.default_rng(7)
+    b = np.array([2 ** 26 + 3, -(2 ** 27) - 5, 1234, -77], np.int32)
+    ws = np.array([1e-7, 1e-7, 1e-3, 1e-3], np.float32)
+    nodes = [n("QuantizeLinear", ["x", "xs", "xz"], ["xq"]),
+             n("QLinearConv", ["xq", "xs", "xz", "w", "ws", "wz", "ys", "yz", "b"], ["yq"], pads=[1, 1, 1, 1]),
+             n("DequantizeLinear", ["yq", "ys", "yz"], ["y"])]
+    inits = {"xs": np.float32(0.02), "xz": np.uint8(128), "w": rng.integers(-127, 128, (4, 2, 3, 3)).astype(np.int8),
+             "ws": ws, "wz": np.zeros(4, np.int8), "ys": np.float32(0.01), "yz": np.uint8(128), "b": b}
+    m = make_model(nodes, inits, ["n", 2, 5, 5])
+    # the float32 route would be off by a few units on the two large channels
+    as_float = (b.astype(np.float64) * (np.float32(0.02) * ws).astype(np.float64)).astype(np.float32)
+    assert not np.array_equal(quantize_bias(as_float, 0.02, ws, emulate="onnxruntime"), b)
+    qm = from_onnx(m)
+    bias = qm.graph.nodes[1].params["bias"]
+    assert bias.dtype == np.int32 and np.array_equal(bias, b)
+    x = rng.standard_normal((3, 2, 5, 5)).astype(np.float32)
+    y, want = qm(x), ort_session(m)(x)
+    assert np.array_equal(y, want)
+    codes = np.rint(want / 0.01) + 128
+    assert len(np.unique(want)) > 10 and np.mean((codes == 0) | (codes == 255)) < 0.05
+
+
+@pytest.mark.parametrize("geometry", [dict(kernel_shape=[2, 2], strides=[2, 2]),
+                                      dict(kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1])])
+def test_qlinear_average_pool_rounds_like_ort(geometry):
+    """QLinearAveragePool works in float32 and adds z_y before rounding; means that land on k + ½ (2×2
+    windows, s_y = s_x) round differently from the textbook integer mean, so the emulation matters here."""
+    from minquant.kernels.pool import qavg_pool2d
+    n = oh.make_node
+    nodes = [n("QuantizeLinear", ["x", "s", "z"], ["xq"]),
+             n("QLinearAveragePool", ["xq", "s", "z", "s", "z"], ["yq"], domain="com.microsoft", **geometry),
+             n("DequantizeLinear", ["yq", "s", "z"], ["y"])]
+    s_, z_ = np.float32(0.0625), np.uint8(101)     # exact float sums: ties are exact; odd z moves them
+    m = make_model(nodes, {"s": s_, "z": z_}, ["n", 8, 12, 12], ms=True, out_shape=["n", 8, 6, 6])
+    qm = from_onnx(m)
+    assert ops_of(qm)["qavg_pool2d"] == 1
+    codes = np.random.default_rng(9).integers(0, 256, (4, 8, 12, 12))
+    x = (s_ * (codes - 101)).astype(np.float32)                          # quantizes back to `codes`
+    y, want = qm(x), ort_session(m)(x)
+    assert np.array_equal(y, want)
+    node = qm.graph.nodes[1]
+    a = node.attrs
+    textbook = qavg_pool2d(codes.astype(np.uint8), a.kernel_size, a.stride, a.padding, False,
+                           a.count_include_pad, x_scale=a.x_scale, x_zp=a.x_zp, emulate="minquant")
+    _, vals = qm.run(x, intermediates=True, raw=True)
+    assert np.mean(textbook != vals[node.name]) > 0.005                   # ties really occur
+
+
+def test_float_global_average_pool_sums_like_mlas():
+    """The 'onnxruntime' float global average pool (used by dynamic models, where its last bit moves the
+    next DynamicQuantizeLinear) equals ORT's GlobalAveragePool; minquant's float64 sum often does not.
+    (The pool reads a Mul, as in a real graph: one reading the graph input directly is rewritten by ORT's
+    NchwcTransformer into its blocked kernel, which sums in another order.)"""
+    from minquant.float_ops import adaptive_avg_pool2d
+    from minquant.quantized.executor import global_avg_pool_mlas
+    m = make_model([oh.make_node("Mul", ["x", "two"], ["x2"]), oh.make_node("GlobalAveragePool", ["x2"], ["y"])],
+                   {"two": np.float32(2)}, ["n", 64, 7, 7])
+    x = (np.random.default_rng(10).standard_normal((4, 64, 7, 7)) * 3).astype(np.float32)
+    want = ort_session(m)(x)
+    assert np.array_equal(global_avg_pool_mlas(2 * x), want)
+    assert np.mean(adaptive_avg_pool2d(2 * x, 1) != want) > 0.05
+
+
+def test_hardswish_fallback_is_ort_float_arithmetic():
+    """Between DQ and Q a HardSwish runs in float, as ORT's x · HardSigmoid(x) — bit for bit."""
+    from minquant.float_ops import hardswish
+    n = oh.make_node
+    nodes = [n("QuantizeLinear", ["x", "s", "z"], ["xq"]), n("DequantizeLinear", ["xq", "s", "z"], ["xd"]),
+             n("HardSwish", ["xd"], ["h"]), n("QuantizeLinear", ["h", "s2", "z2"], ["hq"]),
+             n("DequantizeLinear", ["hq", "s2", "z2"], ["y"])]
+    qdq = make_model(nodes, {"s": np.float32(0.037), "z": np.uint8(128), "s2": np.float32(0.02),
+                             "z2": np.uint8(20)}, ["n", 4, 16, 16])
+    qm = from_onnx(qdq)
+    x = (np.random.default_rng(11).standard_normal((8, 4, 16, 16)) * 2).astype(np.float32)
+    assert np.array_equal(qm(x), ort_session(qdq)(x))
+    _, vals = qm.run(x, intermediates=True, raw=True)
+    xd, h = vals[qm.graph.node("h").inputs[0]], vals["h"]                 # the float input and output
+    want = ort_session(make_model([n("HardSwish", ["x"], ["y"])], {}, ["n", 4, 16, 16]))(xd)
+    assert np.array_equal(h, want)
+    assert np.mean(hardswish(xd) != want) > 0.05                          # the one-op formula rounds otherwise
+
+
+# ---------------------------------------------------------------------------------------------------------
+# 3. errors
+# ---------------------------------------------------------------------------------------------------------
+def test_unsupported_ops_are_named():
+    n = oh.make_node
+    m = make_model([n("Relu", ["x"], ["r"], name="act"), n("Sigmoid", ["r"], ["s"], name="gate"),
+                    n("Softmax", ["s"], ["y"], name="probs")], {}, ["n", 4])
+    with pytest.raises(ValueError, match=r"Sigmoid \(node 'gate'\).*Softmax \(node 'probs'\)"):
+        from_onnx(m)
+    # a QDQ Mul becomes ORT's QLinearMul, which minquant has no kernel for
+    nodes = [n("QuantizeLinear", ["x", "s", "z"], ["q"]), n("DequantizeLinear", ["q", "s", "z"], ["d"]),
+             n("Mul", ["d", "d"], ["m"], name="square"), n("QuantizeLinear", ["m", "s", "z"], ["mq"]),
+             n("DequantizeLinear", ["mq", "s", "z"], ["y"])]
+    m = make_model(nodes, {"s": np.float32(0.1), "z": np.uint8(128)}, ["n", 4])
+    with pytest.raises(ValueError, match=r"QLinearMul \(node 'square'\)"):
+        from_onnx(m)
+    m = make_model([n("Flatten", ["x"], ["y"], axis=2, name="flat2")], {}, ["n", 2, 3, 4])
+    with pytest.raises(ValueError, match=r"Flatten \(node 'flat2'\).*axis"):
+        from_onnx(m)
+
+
+def test_corrupt_truncated_and_foreign_files(files, tmp_path):
+    data = files["tiny"].read_bytes()
+    cases = {"truncated.onnx": data[: len(data) // 2], "garbage.onnx": np.random.default_rng(8).bytes(5000),
+             "empty.onnx": b"", "text.onnx": b"this is not a model\n" * 20}
+    for name, content in cases.items():
+        (tmp_path / name).write_bytes(content)
+        with pytest.raises(ValueError, match="not a valid ONNX|empty"):
+            from_onnx(tmp_path / name)
+    with pytest.raises(ValueError, match="does not exist"):
+        from_onnx(tmp_path / "missing.onnx")
+    with pytest.raises(ValueError, match="path, bytes or an onnx.ModelProto"):
+        from_onnx(12345)
+    assert isinstance(from_onnx(data), minquant.Graph)          # the intact bytes import fine
