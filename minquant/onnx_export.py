@@ -51,6 +51,14 @@ Where exactness is not promised:
   ``QLinearAveragePool``): the emulation rounds them as 'minquant' (exact rational mean), ORT in float32
   with the zero point added before rounding — they can differ on means within float error of a .5 tie.
 
+**Reading it back.** :func:`minquant.onnx_import.from_onnx` reads these files back: a quantized model
+with the same integer layers (the clamps on codes go back into the layers' ``clamp`` / ``clamp_hi``, the
+float fallback sequences back into ``hardswish`` / ``hardsigmoid`` / ``batch_norm`` /
+``adaptive_avg_pool2d``) whose numbers are ORT's — and the 'onnxruntime' emulation's — bit for bit
+(tests/test_onnx_import.py, TinyCNN and MobileNetV2, both formats); a float Graph within ~1e-5 (a non-global
+adaptive pool comes back as the equivalent ``avg_pool2d``). A qconv2d / qlinear bias may be int32 (from_onnx
+keeps a file's int32 bias that float32 cannot represent): it is written as it is.
+
 Dynamic ops are written as ORT's ``quantize_dynamic`` writes them — DynamicQuantizeLinear →
 MatMulInteger / ConvInteger → Cast → Mul(s_x·s_w) → Mul → Add(bias) — and ORT fuses the MatMul chain
 into ``DynamicQuantizeMatMul``; the 'onnxruntime' emulation reproduces both (ConvInteger accumulates
@@ -231,12 +239,18 @@ class _Exporter:
     def clamp_codes(self, n, tensor: str, s, z, lo: int, hi: int, hi_channels, final: str) -> str:
         """Codes ``tensor`` clamped to [lo, hi] and then to ``hi_channels[c]`` (each step only if it does
         something); the last step writes ``final``. QOperator: Clip / Min on uint8; QDQ: the same in
-        float between DequantizeLinear and QuantizeLinear (exact: module docstring)."""
+        float between DequantizeLinear and QuantizeLinear (exact: module docstring).
+
+        minquant's ``qclamp`` takes the per-channel top first and clips after, a layer's output stage clips
+        first (its ``clamp_hi`` is ≥ lo); the two orders agree once every top is raised to at least ``lo``
+        (``clip(min(q, t), lo, hi) = min(clip(q, lo, hi), max(t, lo))``), which is what is written."""
         steps = []
         if (lo, hi) != (0, 255):
             steps.append("clip")
         if hi_channels is not None:
-            steps.append("min")
+            hi_channels = np.maximum(np.asarray(hi_channels).astype(np.int64), lo)
+            if np.any(hi_channels < hi):
+                steps.append("min")
         if not steps:
             return self.w.node("Identity", [tensor], final, name=f"{n.name}:Identity")
         cur = tensor
@@ -335,7 +349,9 @@ class _Exporter:
                 self.w.const(f"{n.name}.weight_zero_point", wz, share=False), ws)
 
     def _bias_int32(self, n, ws):
-        """The int32 bias the emulation adds: ``rne(f64(b) / f64(f32(s_x·s_w)))`` (affine.quantize_bias)."""
+        """The int32 bias the emulation adds: ``rne(f64(b) / f64(f32(s_x·s_w)))`` (affine.quantize_bias) for
+        a float bias; an integer bias (from_onnx keeps a file's int32 bias that has no float32 preimage) is
+        what the output stage adds as given, so it is written as is."""
         if "bias" not in n.params:
             return None, None
         from .affine import quantize_bias

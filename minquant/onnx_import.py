@@ -76,6 +76,16 @@ run-time qparams of a following DynamicQuantizeLinear. Not reproduced: a float C
 fuse (MLAS's float GEMM), and a pool that ORT's ``NchwcTransformer`` rewrites into its blocked kernel (one
 reading the graph input directly or a float Conv's output).
 
+**Clamps on codes** (how minquant's exporter writes a fused ReLU/ReLU6 whose range is not the codes', the
+per-channel ReLU6 top after cross-layer equalization, a ``qclamp``): a uint8 ``Clip`` / ``Min`` / ``Max``
+with constant uint8 bounds (QOperator), or ``DQ(s, z) → Clip / Min / Max / Relu → Q(s, z)`` with the same
+qparams on both sides (QDQ; :func:`fuse_code_clamps` turns it into the uint8 form exactly: each float bound t
+becomes the code Q(t), and ``Q(min(D(q), t)) = min(q, Q(t))``). The clamp then joins the node it reads when it
+is that node's only reader: a ``qconv2d`` / ``qlinear`` output stage (``clamp``; a per-channel top becomes
+``clamp_hi``), a ``qclamp``, a ``qadd`` (Clip to [z_y, 255] is its fused ReLU); else it is a ``qclamp``.
+A plain ``Concat`` of codes with equal qparams is a ``qcat``; a Relu after a ``dynamic_*`` node is its fused
+ReLU. So a minquant model read back from its own export has the same integer layers.
+
 Each quantized value's ``float_names`` entry is the float tensor its QuantizeLinear read, so
 ``minquant.quantized.compare(from_onnx(fp32), from_onnx(int8), x)`` lines up the two imports layer by layer.
 
@@ -87,7 +97,12 @@ exactly ``x·a + b``); GlobalAveragePool, and an AveragePool over the whole imag
 (1, 1); AveragePool / MaxPool → ``avg_pool2d`` / ``max_pool2d``; Flatten (axis 1) → ``flatten``; Reshape
 (batch kept) → ``reshape``; Concat (axis ≥ 1) → ``cat``; HardSigmoid (α = 1/6, β = ½ — torch's) →
 ``hardsigmoid``, other α, β → ``batch_norm`` + ``clip``; HardSwish → ``hardswish``; Identity / Dropout → no
-node. 2-D NCHW only; symmetric padding only; the batch dimension may be symbolic, all others must be fixed.
+node; Min / Max with a scalar constant → ``clip``, Relu → Min with one value per channel → ``relu_clip``.
+The float32 sequences minquant's exporter writes for ops ONNX has no exact form of come back as those ops
+(:func:`fuse_float_patterns`): Add(3) → Clip(0, 6) → Mul(x) → Div(6) → ``hardswish``, Add(3) → Clip(0, 6) →
+Div(6) → ``hardsigmoid``, Cast(double) → Reshape → ReduceSum → Div → Div → Cast(float) →
+``adaptive_avg_pool2d``; Mul then Add of per-channel constants (a float ``batch_norm``) → one ``batch_norm``.
+2-D NCHW only; symmetric padding only; the batch dimension may be symbolic, all others must be fixed.
 Quantized models need uint8 activations and int8 weights (quantize_static's defaults); Sigmoid has no
 minquant op.
 
@@ -99,6 +114,7 @@ This module imports ``onnx`` (inside the functions that need it); the graphs it 
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 from collections import defaultdict
@@ -112,7 +128,8 @@ from .graph import (AdaptiveAvgPool2dAttrs, AvgPool2dAttrs, BatchNormAttrs, CatA
 from .kernels.im2col import conv_out_size
 from .float_ops import pool_out_size
 
-__all__ = ["from_onnx", "load_onnx", "fuse_qdq", "FLOAT_OPS", "QUANTIZED_OPS"]
+__all__ = ["from_onnx", "load_onnx", "fuse_qdq", "fuse_code_clamps", "fuse_float_patterns", "FLOAT_OPS",
+           "QUANTIZED_OPS"]
 
 _F32 = np.float32
 _EPS32 = float(np.finfo(np.float32).eps)
@@ -664,13 +681,171 @@ def fuse_dynamic(graph: OnnxGraph, nodes: list) -> list:
                         "com.microsoft")
         replace[id(n)] = new
         removed.update({id(cast), id(mul), id(smul)} | ({id(add)} if bias else set()))
-    nodes = [replace.get(id(n), n) for n in nodes if id(n) not in removed]
+    return _live(graph, [replace.get(id(n), n) for n in nodes if id(n) not in removed])
+
+
+def _live(graph: OnnxGraph, nodes: list) -> list:
+    """``nodes`` without the dead ones (no reader, not a graph output), repeatedly."""
     while True:
         uses = _Uses(nodes, graph.outputs)
         live = [n for n in nodes if any(o in uses.consumers or o in uses.outputs for o in n.outputs if o)]
         if len(live) == len(nodes):
             return nodes
         nodes = live
+
+
+def _new_const(graph: OnnxGraph, base: str, value) -> str:
+    """Add ``value`` to ``graph.consts`` under a fresh name derived from ``base``; returns the name."""
+    name, k = base, 1
+    while name in graph.consts:
+        name, k = f"{base}#{k}", k + 1
+    graph.consts[name] = np.asarray(value)
+    return name
+
+
+def fuse_code_clamps(graph: OnnxGraph, nodes: list, q_source: dict | None = None) -> list:
+    """``DQ(s, z) → Clip / Min / Max / Relu (constant bounds) → Q(s, z)`` (the same uint8 qparams on both
+    sides, the op's only reader the Q) becomes the op on the codes: ``Clip`` with uint8 bounds or ``Min`` /
+    ``Max`` with a uint8 constant — what a QOperator file writes (minquant's exporter writes a clamp on
+    codes either way). Not an ORT rewrite (ORT runs these three nodes in float) but an exact one: with
+    ``Q(t) = clamp(rne(t / s) + z)`` (ORT's QuantizeLinear) and ``D(q) = s·(q − z)``, D is increasing and
+    ``Q(D(q)) = q``, so ``Q(min(D(q), t)) = min(q, Q(t))`` for every code q (if D(q) ≤ t both sides are q,
+    else both are Q(t) ≤ Q(D(q)) = q); likewise for max, and Clip is a max then a min. Each bound t becomes
+    the code Q(t) (per element: a per-channel Min keeps its shape); an absent Clip bound stays 0 / 255.
+
+    ``q_source`` (Q output → the float tensor it read) is updated: the clamped codes approximate what
+    the unclamped codes approximated."""
+    from .affine import quantize
+    consts = graph.consts
+    uses = _Uses(nodes, graph.outputs)
+    replace, removed = {}, set()
+    for n in nodes:
+        if n.domain != "" or n.op not in ("Clip", "Min", "Max", "Relu") or len(n.outputs) != 1:
+            continue
+        q = uses.only_consumer(n.outputs[0])
+        if not _is_q(q):
+            continue
+        c = None
+        if n.op in ("Min", "Max"):
+            ins = [v for v in n.inputs if v]
+            acts = [v for v in ins if v not in consts]
+            if len(ins) != 2 or len(acts) != 1:
+                continue
+            x, c = acts[0], ins[1] if ins[0] == acts[0] else ins[0]
+        else:
+            x = n.inputs[0]
+        dq = uses.producer.get(x)
+        if not _is_dq(dq) or not _same_qparams(consts, dq, q) or _code_dtype(consts, q) != np.uint8:
+            continue
+        s = float(_const_scalar(consts, dq.inputs[1]))
+        z = int(_const_scalar(consts, dq.inputs[2])) if len(dq.inputs) > 2 and dq.inputs[2] else 0
+
+        def code(t):
+            return quantize(np.asarray(t, np.float32), s, z, "uint8", emulate="onnxruntime")
+
+        codes = dq.inputs[0]
+        if n.op in ("Relu", "Clip"):
+            bounds = _clip_bounds(consts, n)
+            if bounds is None or bounds[0] > bounds[1] or any(math.isnan(t) for t in bounds):
+                continue
+            lo = np.uint8(0) if bounds[0] == -math.inf else code(bounds[0])
+            hi = np.uint8(255) if bounds[1] == math.inf else code(bounds[1])
+            ins = [codes, _new_const(graph, f"{n.outputs[0]}:lo_code", lo),
+                   _new_const(graph, f"{n.outputs[0]}:hi_code", hi)]
+            new = ONode("Clip", n.name, ins, [q.outputs[0]], {})
+        else:
+            t = np.asarray(consts[c])
+            if t.dtype != np.float32 or not np.all(np.isfinite(t)) or (n.op == "Max" and t.size != 1):
+                continue
+            new = ONode(n.op, n.name, [codes, _new_const(graph, f"{n.outputs[0]}:codes", code(t))], [q.outputs[0]],
+                        {})
+        replace[id(n)] = new
+        removed.add(id(q))
+        if q_source is not None and codes in q_source:
+            q_source[q.outputs[0]] = q_source[codes]
+    return _live(graph, [replace.get(id(n), n) for n in nodes if id(n) not in removed])
+
+
+def _scalar_const(consts, name, value) -> bool:
+    """``name`` is a one-element float constant equal to ``value``."""
+    if name not in consts:
+        return False
+    v = np.asarray(consts[name])
+    return v.size == 1 and v.dtype.kind == "f" and float(v.reshape(())) == value
+
+
+def fuse_float_patterns(graph: OnnxGraph, nodes: list) -> list:
+    """Recognise the float sequences minquant's exporter writes for ops ONNX has no exact equivalent of,
+    and turn each back into one node (each intermediate value must have the next node as only reader):
+
+    * ``Add(x, 3) → Clip(0, 6) → Mul(x, ·) → Div(·, 6)`` → ``_HardSwish`` (minquant's ``hardswish``:
+      ``x·relu6(x + 3)/6``, product first — the same float32 operations in the same order);
+    * ``Add(x, 3) → Clip(0, 6) → Div(·, 6)`` → ``_HardSigmoid`` (``hardsigmoid``);
+    * ``Cast(double) → Reshape(0, 0, oh, kh, ow, kw) → ReduceSum(axes 3, 5) → Div(kh) → Div(kw) →
+      Cast(float)`` → ``_AdaptiveAvgPool`` (``adaptive_avg_pool2d`` to (oh, ow): each window summed in
+      float64, divided by kh then by kw, rounded once to float32).
+
+    Anything else is left as it is (and refused later if it stays unsupported)."""
+    consts = graph.consts
+    uses = _Uses(nodes, graph.outputs)
+    replace, removed = {}, set()
+
+    def only(v, op):
+        c = uses.only_consumer(v)
+        return c if c is not None and c.op == op and c.domain == "" and id(c) not in removed else None
+
+    def other_input(n, v):
+        ins = [t for t in n.inputs if t]
+        if len(ins) != 2 or v not in ins:
+            return None
+        return ins[1] if ins[0] == v else ins[0]
+
+    for n in nodes:
+        if n.domain != "" or id(n) in removed:
+            continue
+        if n.op == "Add" and len(n.inputs) == 2:
+            k = [i for i, v in enumerate(n.inputs) if _scalar_const(consts, v, 3.0)]
+            if len(k) != 1 or n.inputs[1 - k[0]] in consts:
+                continue
+            x = n.inputs[1 - k[0]]
+            clip = only(n.outputs[0], "Clip")
+            if clip is None or clip.inputs[0] != n.outputs[0] or _clip_bounds(consts, clip) != (0.0, 6.0):
+                continue
+            nxt = uses.only_consumer(clip.outputs[0])
+            chain, op = [n, clip], None
+            if nxt is not None and nxt.op == "Mul" and nxt.domain == "" and other_input(nxt, clip.outputs[0]) == x:
+                div = only(nxt.outputs[0], "Div")
+                chain, op = chain + [nxt, div], "_HardSwish"
+            else:
+                div = only(clip.outputs[0], "Div")
+                chain, op = chain + [div], "_HardSigmoid"
+            if div is None or div.inputs[0] != chain[-2].outputs[0] or not _scalar_const(consts, div.inputs[1], 6.0):
+                continue
+            replace[id(n)] = ONode(op, div.name, [x], [div.outputs[0]], {})
+            removed.update(id(m) for m in chain[1:])
+        elif n.op == "Cast" and int(n.attrs.get("to", 0)) == 11:           # float64
+            reshape = only(n.outputs[0], "Reshape")
+            red = reshape and only(reshape.outputs[0], "ReduceSum")
+            d1 = red and only(red.outputs[0], "Div")
+            d2 = d1 and only(d1.outputs[0], "Div")
+            back = d2 and only(d2.outputs[0], "Cast")
+            if not back or int(back.attrs.get("to", 0)) != 1 or reshape.inputs[1] not in consts:
+                continue
+            shape = [int(t) for t in np.asarray(consts[reshape.inputs[1]]).reshape(-1)]
+            axes = red.attrs.get("axes")
+            if axes is None and len(red.inputs) > 1 and red.inputs[1] in consts:
+                axes = np.asarray(consts[red.inputs[1]]).reshape(-1).tolist()
+            if len(shape) != 6 or shape[:2] != [0, 0] or min(shape[2:]) < 1 or axes is None \
+                    or sorted(int(a) % 6 for a in axes) != [3, 5] or int(red.attrs.get("keepdims", 1)) != 0:
+                continue
+            oh, kh, ow, kw = shape[2:]
+            if d1.inputs[0] != red.outputs[0] or d2.inputs[0] != d1.outputs[0] \
+                    or not _scalar_const(consts, d1.inputs[1], kh) or not _scalar_const(consts, d2.inputs[1], kw):
+                continue
+            replace[id(n)] = ONode("_AdaptiveAvgPool", back.name, [n.inputs[0]], [back.outputs[0]],
+                                   {"output_size": (oh, ow), "window": (kh, kw)})
+            removed.update(id(m) for m in (reshape, red, d1, d2, back))
+    return _live(graph, [replace.get(id(n), n) for n in nodes if id(n) not in removed])
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -829,6 +1004,33 @@ class Builder:
     def alias(self, n: ONode, v: str, out=None):
         self.val[n.outputs[0] if out is None else out] = v
 
+    def sole_producer(self, n: ONode, i: int):
+        """The minquant node computing input ``i`` of ``n`` if ``n`` is that value's only reader (no other
+        ONNX reader, not a graph output, no alias), else None — a node ``n`` may then be merged into."""
+        name = n.inputs[i]
+        v = self.val.get(name)
+        if v is None or self.readers[name] != 1 or sum(1 for t in self.val.values() if t == v) != 1:
+            return None
+        for node in reversed(self.nodes):
+            if node.name == v:
+                return node
+        return None
+
+    def absorb(self, n: ONode, prod: Node, attrs, params, op=None):
+        """Replace ``prod`` (see :meth:`sole_producer`) by the same op (or ``op``) with new ``attrs`` /
+        ``params``, now computing ``n``'s output (and named after it)."""
+        name = self._name(n.outputs[0])
+        new = Node(name, op or prod.op, prod.inputs, attrs, {k: v for k, v in params.items() if v is not None},
+                   prod.shape, prod.source + f" + {n.op} {n.name!r}")
+        self.nodes[next(i for i, m in enumerate(self.nodes) if m is prod)] = new
+        for k in [k for k, t in self.val.items() if t == prod.name]:
+            del self.val[k]
+        self.val[n.outputs[0]] = name
+        self.shape[name] = self.shape[prod.name]
+        if prod.name in self.qp:
+            self.qp[name] = self.qp[prod.name]
+        return name
+
     # -- the walk -----------------------------------------------------------------------------------------
     def build(self) -> Graph:
         for n in self.onodes:
@@ -934,6 +1136,17 @@ def _unary(op):
     return handler
 
 
+def _relu(b: Builder, n: ONode):
+    """Relu → ``relu``; right after a ``dynamic_linear`` / ``dynamic_conv2d`` (its only reader) → that node's
+    fused ReLU (applied last, in float: the same numbers)."""
+    x = b.act(n, 0, codes=False)
+    prod = b.sole_producer(n, 0)
+    if prod is not None and prod.op in ("dynamic_linear", "dynamic_conv2d") and not prod.attrs.relu:
+        b.absorb(n, prod, dataclasses.replace(prod.attrs, relu=True), dict(prod.params))
+        return
+    b.emit(n, "relu", [x], shape=b.shape[x])
+
+
 def _emit_clip(b: Builder, n: ONode, x, lo, hi, **kw):
     if lo == 0.0 and hi == 6.0:
         return b.emit(n, "relu6", [x], shape=b.shape[x], **kw)
@@ -946,29 +1159,149 @@ def _emit_clip(b: Builder, n: ONode, x, lo, hi, **kw):
 
 
 def _clip(b: Builder, n: ONode):
-    x = b.act(n, 0, codes=False)
+    x = b.act(n, 0)
     bounds = _clip_bounds(b.consts, n)
     if bounds is None:
         _fail(n, "Clip bounds must be constant scalars")
     lo, hi = bounds
     if lo > hi:
         _fail(n, f"Clip min {lo} > max {hi}")
+    if x in b.qp:                                     # on uint8 codes (QOperator, or fuse_code_clamps)
+        _code_clamp(b, n, 0, _code_bound(n, lo, 0), _code_bound(n, hi, 255), None)
+        return
     _emit_clip(b, n, x, lo, hi)
 
 
-def _channel_vector(const, x_shape):
-    """``const`` as one value per channel (dim 1) of an activation of shape x_shape, or None if it does not
-    broadcast that way (a scalar counts: it is repeated)."""
-    c = np.asarray(const, np.float32)
+def _code_bound(n: ONode, t: float, absent: int) -> int:
+    if math.isinf(t):
+        return absent
+    if t != int(t) or not 0 <= t <= 255:
+        _fail(n, f"a bound on uint8 codes must be an integer code in [0, 255], got {t}")
+    return int(t)
+
+
+def _channel_values(const, x_shape):
+    """``const`` as one value per channel (dim 1) of an activation of shape x_shape (its dtype kept), or
+    None if it does not broadcast that way (a scalar counts: it is repeated)."""
+    c = np.asarray(const)
     ch = x_shape[1]
     if c.size == 1 and c.ndim <= len(x_shape):
-        return np.full(ch, c.reshape(()), np.float32)
+        return np.full(ch, c.reshape(()), c.dtype)
     if c.ndim > len(x_shape):
         return None
     full = (1,) * (len(x_shape) - c.ndim) + c.shape
     if full[1] == ch and all(d == 1 for i, d in enumerate(full) if i != 1):
-        return c.reshape(-1).astype(np.float32)
+        return c.reshape(-1).copy()
     return None
+
+
+def _channel_vector(const, x_shape):
+    """:func:`_channel_values` as float32."""
+    v = _channel_values(const, x_shape)
+    return None if v is None else v.astype(np.float32)
+
+
+def _compose_clamp(lo, hi, top, lo2, hi2, top2):
+    """A clamp on codes ``(lo, hi, top)`` — ``min(clip(q, lo, hi), top[c])``, ``top`` None or ≥ lo — followed by
+    a Clip to [lo2, hi2] (``top2`` None) or a per-channel Min ``top2`` ((lo2, hi2) = (0, 255)), as one clamp
+    of the same form, or None when there is none:
+
+    * Clip: clip(min(clip(q, lo, hi), top), lo2, hi2) = min(clip(q, L, H), max(top, L)) with L = max(lo, lo2),
+      H = min(hi, hi2) — when L ≤ H (else the result is a constant, which no clamp of this form gives).
+      (Because top ≥ lo, min(clip(q, lo, hi), top) = clip(min(q, top), lo, hi), and clips compose.)
+    * Min: min(min(clip(q, lo, hi), top), top2) = min(clip(q, lo, hi), min(top, top2)) — a valid form when
+      min(top, top2) ≥ lo in every channel (the output stage requires a top at or above the clamp's floor).
+
+    A top that is ≥ H in every channel does nothing and is dropped."""
+    if top2 is None:
+        L, H = max(lo, lo2), min(hi, hi2)
+        if L > H:
+            return None
+        t = None if top is None else np.maximum(top, L)
+    else:
+        L, H = lo, hi
+        t = top2 if top is None else np.minimum(top, top2)
+        if np.any(t < L):
+            return None
+    if t is not None and np.all(t >= H):
+        t = None
+    return L, H, t
+
+
+def _code_clamp(b: Builder, n: ONode, i: int, lo: int, hi: int, top):
+    """Codes (input ``i`` of ``n``) clamped to [lo, hi] (a Clip: ``top`` None) or to ``top[c]``, one code per
+    channel (a Min: (lo, hi) = (0, 255)). Merged into the producer when ``n`` is its only reader — a
+    ``qconv2d`` / ``qlinear`` output stage (``clamp``, ``clamp_hi``), a ``qclamp`` (``lo``, ``hi``,
+    ``hi_channels``), a ``qadd`` whose clip is its fused ReLU (``[z_y, 255]``) — when the two clamps compose
+    into one (:func:`_compose_clamp`); else a ``qclamp`` node."""
+    from .quantized import ops
+    x = b.act(n, i, codes=True)
+    top = None if top is None else np.asarray(top, np.int64)
+    prod = b.sole_producer(n, i)
+    if prod is not None and prod.op in ("qconv2d", "qlinear", "qclamp"):
+        layer = prod.op != "qclamp"
+        a = prod.attrs
+        plo, phi = a.clamp if layer else (a.lo, a.hi)
+        ptop = prod.params.get("clamp_hi" if layer else "hi_channels")
+        merged = _compose_clamp(plo, phi, None if ptop is None else np.asarray(ptop, np.int64), lo, hi, top)
+        if merged is not None:
+            L, H, t = merged
+            attrs = dataclasses.replace(a, clamp=(L, H)) if layer else ops.QClampAttrs(L, H, a.activation)
+            params = dict(prod.params)
+            params["clamp_hi" if layer else "hi_channels"] = None if t is None else t.astype(np.uint8)
+            b.absorb(n, prod, attrs, params)
+            return
+    if prod is not None and prod.op == "qadd" and top is None and (lo, hi) == (prod.attrs.y_zp, 255) \
+            and not prod.attrs.relu:
+        b.absorb(n, prod, dataclasses.replace(prod.attrs, relu=True), dict(prod.params))
+        return
+    if top is not None and np.all(top >= hi):
+        top = None
+    b.emit(n, "qclamp", [x], ops.QClampAttrs(lo, hi), {"hi_channels": None if top is None else top.astype(np.uint8)},
+           shape=b.shape[x], qp=b.qp[x])
+
+
+def _min_max(b: Builder, n: ONode):
+    """Min / Max of an activation and a constant. On uint8 codes (QOperator, or :func:`fuse_code_clamps`):
+    a clamp (:func:`_code_clamp`) — Min by a scalar or one code per channel, Max by a scalar. On floats:
+    Min / Max by a scalar → ``clip``; Min by one value per channel right after a Relu → ``relu_clip``
+    (what the exporter writes for it)."""
+    ins = [v for v in n.inputs if v]
+    acts = [k for k, v in enumerate(n.inputs) if v and not (v in b.consts and v not in b.val)]
+    if len(ins) != 2 or len(acts) != 1:
+        _fail(n, "only the Min / Max of one activation and one constant is supported")
+    i = acts[0]
+    x = b.act(n, i)
+    const = np.asarray(b.consts[next(v for k, v in enumerate(n.inputs) if v and k != i)])
+    xs = b.shape[x]
+    vec = _channel_values(const, xs) if len(xs) >= 2 else (const.reshape(-1) if const.size == 1 else None)
+    if vec is None:
+        _fail(n, f"constant of shape {const.shape} is neither a scalar nor one value per channel of {xs}")
+    scalar = const.size == 1
+    if x in b.qp:
+        if const.dtype != np.uint8:
+            _fail(n, f"the constant bound on uint8 codes must be uint8, got {const.dtype.name}")
+        if n.op == "Max":
+            if not scalar:
+                _fail(n, "a per-channel Max on codes (a per-channel floor) is not supported")
+            _code_clamp(b, n, i, int(vec[0]), 255, None)
+        elif scalar:
+            _code_clamp(b, n, i, 0, int(vec[0]), None)
+        else:
+            _code_clamp(b, n, i, 0, 255, vec)
+        return
+    if const.dtype != np.float32:
+        _fail(n, f"constant operand must be float32, got {const.dtype.name}")
+    if scalar:
+        t = float(vec[0])
+        _emit_clip(b, n, x, t if n.op == "Max" else -math.inf, math.inf if n.op == "Max" else t)
+        return
+    prod = b.sole_producer(n, i)
+    if n.op == "Min" and prod is not None and prod.op == "relu":
+        b.absorb(n, prod, None, {"hi": vec.astype(np.float32)}, op="relu_clip")
+        return
+    _fail(n, "a per-channel float Min is supported only right after a Relu (minquant's relu_clip), and a "
+             "per-channel Max not at all")
 
 
 def _affine(b: Builder, n: ONode, x, scale, shift, **kw):
@@ -978,6 +1311,13 @@ def _affine(b: Builder, n: ONode, x, scale, shift, **kw):
     return b.emit(n, "batch_norm", [x], BatchNormAttrs(0.0),
                   {"running_mean": np.zeros(c, np.float32), "running_var": np.ones(c, np.float32),
                    "weight": scale.astype(np.float32), "bias": shift.astype(np.float32)}, shape=b.shape[x], **kw)
+
+
+def _is_scale_only(node: Node) -> bool:
+    """A ``batch_norm`` that computes exactly ``x·weight`` (mean 0, var 1, eps 0, bias 0: an imported Mul)."""
+    p = node.params
+    return node.op == "batch_norm" and node.attrs.eps == 0.0 and not np.any(p["running_mean"]) \
+        and np.all(p["running_var"] == 1) and not np.any(p.get("bias", 0))
 
 
 def _binary(op):
@@ -1010,6 +1350,12 @@ def _binary(op):
         vec = _channel_vector(const, xs) if len(xs) >= 2 else None
         if vec is None:
             _fail(n, f"constant of shape {const.shape} is neither a scalar nor one value per channel of {xs}")
+        prod = b.sole_producer(n, 1 if a_const else 0)
+        if op == "add" and prod is not None and _is_scale_only(prod):
+            # Mul(x, α) → Add(·, β) — how the exporter writes a batch_norm left in float — is one affine node:
+            # f32(f32(x·α) + β) either way
+            b.absorb(n, prod, prod.attrs, dict(prod.params, bias=vec))
+            return
         if op == "add":
             _affine(b, n, x, np.ones_like(vec), vec)
         else:
@@ -1125,9 +1471,21 @@ def _concat_shape(b: Builder, n: ONode, xs, axis):
 
 
 def _concat(b: Builder, n: ONode):
-    xs = [b.act(n, i, codes=False) for i in range(len(n.inputs)) if n.inputs[i]]
+    xs = [b.act(n, i) for i in range(len(n.inputs)) if n.inputs[i]]
     axis = _concat_axis(b, n, len(b.shape[xs[0]]))
-    b.emit(n, "cat", xs, CatAttrs(axis), shape=_concat_shape(b, n, xs, axis))
+    shape = _concat_shape(b, n, xs, axis)
+    coded = [x in b.qp for x in xs]
+    if not any(coded):
+        b.emit(n, "cat", xs, CatAttrs(axis), shape=shape)
+        return
+    # a Concat of uint8 codes (QOperator, as minquant's exporter writes a qcat whose qparams all agree)
+    qps = {b.qp[x] for x in xs if x in b.qp}
+    if not all(coded) or len(qps) != 1:
+        _fail(n, "a Concat of uint8 codes needs every input to be codes with the same (scale, zero point) — "
+                 "else QLinearConcat")
+    from .quantized import ops
+    (s, z), = qps
+    b.emit(n, "qcat", xs, ops.QCatAttrs(axis, (s,) * len(xs), (z,) * len(xs), s, z), shape=shape, qp=(s, z))
 
 
 def _hard_sigmoid_exact(b: Builder, n: ONode, x, alpha, beta, **kw):
@@ -1156,6 +1514,16 @@ def _hard_swish(b: Builder, n: ONode):
         return
     hsig = _hard_sigmoid_exact(b, n, x, _F32(1 / 6), _F32(0.5), suffix="/hardsigmoid")
     b.emit(n, "mul", [x, hsig], shape=b.shape[x])
+
+
+def _adaptive_avg_pool(b: Builder, n: ONode):
+    """``_AdaptiveAvgPool`` of :func:`fuse_float_patterns` → ``adaptive_avg_pool2d``."""
+    x = b.act(n, 0, codes=False)
+    xs = b.shape[x]
+    (oh, ow), (kh, kw) = n.attrs["output_size"], n.attrs["window"]
+    if len(xs) != 4 or xs[2:] != (oh * kh, ow * kw):
+        _fail(n, f"the windows {oh}×{kh}, {ow}×{kw} do not tile the input {xs}")
+    b.emit(n, "adaptive_avg_pool2d", [x], AdaptiveAvgPool2dAttrs((oh, ow)), shape=xs[:2] + (oh, ow))
 
 
 def _identity(b: Builder, n: ONode):
@@ -1370,10 +1738,13 @@ def _dynamic_matmul(b: Builder, n: ONode):
 #: ONNX op → handler for float models (also used for float ops inside quantized ones)
 FLOAT_HANDLERS = {
     "Conv": _conv, "Gemm": _gemm, "MatMul": _matmul, "BatchNormalization": _batch_norm,
-    "Relu": _unary("relu"), "Clip": _clip, "HardSwish": _hard_swish, "HardSigmoid": _hard_sigmoid,
+    "Relu": _relu, "Clip": _clip, "HardSwish": _hard_swish, "HardSigmoid": _hard_sigmoid,
     "Add": _binary("add"), "Mul": _binary("mul"), "GlobalAveragePool": _global_avg_pool,
     "AveragePool": _avg_pool, "MaxPool": _max_pool, "Flatten": _flatten, "Reshape": _reshape,
-    "Concat": _concat, "Identity": _identity, "Dropout": _identity,
+    "Concat": _concat, "Identity": _identity, "Dropout": _identity, "Min": _min_max, "Max": _min_max,
+    # the sequences minquant's exporter writes (fuse_float_patterns)
+    "_HardSwish": _unary("hardswish"), "_HardSigmoid": _unary("hardsigmoid"),
+    "_AdaptiveAvgPool": _adaptive_avg_pool,
 }
 #: ONNX op (QOperator level, after :func:`fuse_qdq`) → handler for quantized models
 QUANTIZED_HANDLERS = {
@@ -1385,7 +1756,7 @@ QUANTIZED_HANDLERS = {
     "com.microsoft.QuantizeLinear": _quantize_linear, "com.microsoft.DequantizeLinear": _dequantize_linear,
 }
 HANDLERS = {**FLOAT_HANDLERS, **QUANTIZED_HANDLERS}
-FLOAT_OPS = frozenset(FLOAT_HANDLERS)
+FLOAT_OPS = frozenset(k for k in FLOAT_HANDLERS if not k.startswith("_"))
 QUANTIZED_OPS = frozenset(k.rsplit(".", 1)[-1] for k in QUANTIZED_HANDLERS if not k.startswith("_")) | {
     "ConvInteger", "MatMulInteger", "DynamicQuantizeLinear"}
 _QUANT_MARKERS = QUANTIZED_OPS | {"QLinearMul", "QLinearLeakyRelu", "QLinearSigmoid", "QLinearSoftmax",
@@ -1402,6 +1773,11 @@ _WHY = {
     "MatMulInteger": "only in the pattern quantize_dynamic writes (DynamicQuantizeLinear → MatMulInteger → "
                      "Cast → Mul → [Add])",
     "DynamicQuantizeLinear": "only feeding ConvInteger / MatMulInteger in quantize_dynamic's pattern",
+    "Div": "only inside the sequences minquant's exporter writes for hardswish (Add → Clip → Mul → Div), "
+           "hardsigmoid (Add → Clip → Div) and adaptive average pooling (Cast → Reshape → ReduceSum → Div → "
+           "Div → Cast)",
+    "Cast": "only inside the adaptive average pooling sequence minquant's exporter writes (or on constants)",
+    "ReduceSum": "only inside the adaptive average pooling sequence minquant's exporter writes",
 }
 
 
@@ -1445,13 +1821,15 @@ def from_onnx(model, *, name: str | None = None):
     fold_constants(g)
     quantized = any(n.op in _QUANT_MARKERS for n in g.nodes)
     if not quantized:
-        _check_supported(g.nodes, False)
-        b = Builder(g, g.nodes)
+        nodes = fuse_float_patterns(g, g.nodes)
+        _check_supported(nodes, False)
+        b = Builder(g, nodes)
         b.symbolic_batch = _symbolic_batch(proto)
         return b.build()
     # the float tensor each QuantizeLinear reads: what the quantized value approximates (for compare())
     q_source = {n.outputs[0]: n.inputs[0] for n in g.nodes if _is_q(n)}
     nodes = fuse_dynamic(g, fuse_qdq(g))
+    nodes = fuse_float_patterns(g, fuse_code_clamps(g, nodes, q_source))
     _check_supported(nodes, True)
     b = Builder(g, nodes)
     b.symbolic_batch = _symbolic_batch(proto)

@@ -237,6 +237,82 @@ def test_layer_clamp_hi_per_channel(fmt, tmp_path, monkeypatch):
     assert np.any(y != ort_run(to_onnx(model(False), tmp_path / "n.onnx", format=fmt), x))
 
 
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_qclamp_top_below_floor(fmt, tmp_path):
+    """``qclamp`` takes the per-channel top first, then clips: a top under ``lo`` gives ``lo``. The file
+    (clip, then Min) raises such tops to ``lo`` so that it computes the same; read back, it is the same
+    qclamp again."""
+    from minquant.onnx_import import from_onnx
+    hi = np.array([30, 255, 100, 70], np.uint8)              # channel 0: top 30 < lo 60
+    nodes = [Node("q", "quantize", ["x"], ops.QuantizeAttrs(0.05, 100)),
+             Node("cl", "qclamp", ["q"], ops.QClampAttrs(60, 200), {"hi_channels": hi}),
+             Node("dq", "dequantize", ["cl"], ops.QuantizeAttrs(0.05, 100))]
+    qm = QuantizedModel(Graph(["x"], nodes, ["dq"], {"x": (1, 4, 5, 5)}, "qclamp"), "onnxruntime")
+    x = np.random.default_rng(4).normal(0, 3, (3, 4, 5, 5)).astype(np.float32)
+    ref = qm(x)
+    assert np.all(ref[:, 0] == minquant.dequantize(np.uint8(60), 0.05, 100))
+    path = to_onnx(qm, tmp_path / "m.onnx", format=fmt)
+    y = ort_run(path, x)
+    assert np.array_equal(y, ref), f"{int((y != ref).sum())} of {y.size} differ"
+    back = from_onnx(path)
+    assert [n.op for n in back.graph.nodes] == ["quantize", "qclamp", "dequantize"]
+    assert np.array_equal(back(x), ref)
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_int32_bias_written_as_is(fmt, tmp_path):
+    """A qconv2d / qlinear ``bias`` may be int32 (from_onnx keeps a file's int32 bias that float32 cannot
+    represent): the file holds exactly those integers — not a re-quantization — and ORT adds them as the
+    emulation does. The large values (≫ 2^24, on tiny s_x·s_w) have no float32 preimage."""
+    rng = np.random.default_rng(5)
+    bc = np.array([2 ** 26 + 3, -(2 ** 27) - 5, 1234, -77, 0, 999], np.int32)
+    bl = np.array([2 ** 25 + 1, -3, 77], np.int32)
+    wsc = np.array([1e-7, 1e-7, 1e-3, 1e-3, 1e-3, 2e-3], np.float32)
+    conv = Node("conv", "qconv2d", ["q"], ops.QConv2dAttrs(padding=(1, 1), x_scale=0.02, x_zp=128, y_scale=0.05,
+                                                           y_zp=128),
+                {"weight": rng.integers(-127, 128, (6, 3, 3, 3)).astype(np.int8), "w_scale": wsc,
+                 "w_zp": np.zeros(6, np.int8), "bias": bc})
+    flat = Node("flat", "qflatten", ["conv"], minquant.graph.FlattenAttrs(1, -1))
+    fc = Node("fc", "qlinear", ["flat"], ops.QLinearAttrs(x_scale=0.05, x_zp=128, y_scale=0.5, y_zp=128),
+              {"weight": rng.integers(-127, 128, (3, 6 * 16)).astype(np.int8),
+               "w_scale": np.array([2e-8, 1e-3, 1e-3], np.float32), "w_zp": np.zeros(3, np.int8), "bias": bl})
+    nodes = [Node("q", "quantize", ["x"], ops.QuantizeAttrs(0.02, 128)), conv, flat, fc,
+             Node("dq", "dequantize", ["fc"], ops.QuantizeAttrs(0.5, 128))]
+    qm = QuantizedModel(Graph(["x"], nodes, ["dq"], {"x": (1, 3, 4, 4)}, "int32_bias"), "onnxruntime")
+    x = rng.standard_normal((8, 3, 4, 4)).astype(np.float32)
+    ref = qm(x)
+    assert_not_saturated(qm, x)
+    path = to_onnx(qm, tmp_path / "b.onnx", format=fmt)
+    inits = {t.name: onnx.numpy_helper.to_array(t) for t in onnx.load(str(path)).graph.initializer}
+    assert np.array_equal(inits["conv.bias_quantized"], bc) and inits["conv.bias_quantized"].dtype == np.int32
+    assert np.array_equal(inits["fc.bias_quantized"], bl)
+    y = ort_run(path, x)
+    assert np.array_equal(y, ref), f"{int((y != ref).sum())} of {y.size} differ"
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_every_static_op_reads_back(small, fmt, tmp_path):
+    """to_onnx → from_onnx of the every-op model and of its clamped variant: the same numbers as ORT on the
+    file and as the model, and the same nodes — float fallbacks included (hardswish / hardsigmoid /
+    batch_norm / a non-global adaptive pool come back from the float32 sequences the exporter writes for
+    them), clamps included (back into the layers' ``clamp``, qadd's ReLU, one qclamp with its top)."""
+    from minquant.onnx_import import from_onnx
+    _, qm, x = small
+    back = from_onnx(to_onnx(qm, tmp_path / "small.onnx", format=fmt))
+    assert collections.Counter(n.op for n in back.graph.nodes) == collections.Counter(n.op for n in qm.graph.nodes)
+    assert np.array_equal(back(x), qm(x))
+    assert np.array_equal(back(x), ort_run(tmp_path / "small.onnx", x))
+    qm2 = with_clamps(qm)
+    back = from_onnx(to_onnx(qm2, tmp_path / "clamps.onnx", format=fmt))
+    assert np.array_equal(back(x), qm2(x))
+    g = back.graph
+    assert g.node("c1").attrs.clamp == (5, 180) and g.node("fc1").attrs.clamp == (3, 100)
+    assert g.node("add").attrs.relu and g.node("add").attrs.y_zp == 20
+    cl = [n for n in g.nodes if n.op == "qclamp"]
+    assert len(cl) == 1 and (cl[0].attrs.lo, cl[0].attrs.hi) == (2, 150)
+    assert np.array_equal(cl[0].params["hi_channels"], qm2.graph.node("mp_clamp").params["hi_channels"])
+
+
 # ---------------------------------------------------------------------------------------------------------
 # 2. float graphs
 # ---------------------------------------------------------------------------------------------------------

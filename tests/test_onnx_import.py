@@ -398,6 +398,12 @@ def test_int32_bias_beyond_float32_is_kept_exactly(tmp_path):
     assert np.array_equal(y, want)
     codes = np.rint(want / 0.01) + 128
     assert len(np.unique(want)) > 10 and np.mean((codes == 0) | (codes == 255)) < 0.05
+    # and back out: to_onnx writes the int32 bias as it is, so the round trip keeps it and the numbers
+    from minquant.onnx_export import to_onnx
+    for fmt in ("qdq", "qoperator"):
+        again = from_onnx(to_onnx(qm, tmp_path / f"again_{fmt}.onnx", format=fmt))
+        assert np.array_equal(again.graph.nodes[1].params["bias"], b)
+        assert np.array_equal(again(x), want)
 
 
 @pytest.mark.parametrize("geometry", [dict(kernel_shape=[2, 2], strides=[2, 2]),
@@ -461,7 +467,130 @@ def test_hardswish_fallback_is_ort_float_arithmetic():
 
 
 # ---------------------------------------------------------------------------------------------------------
-# 3. errors
+# 3. round trip: minquant → minquant.onnx_export.to_onnx → from_onnx
+# ---------------------------------------------------------------------------------------------------------
+INTEGER_LAYERS = {"qconv2d", "qlinear", "qadd", "qcat", "qmax_pool2d", "qavg_pool2d", "qadaptive_avg_pool2d"}
+
+
+@pytest.fixture(scope="session")
+def minquant_models(digits_model):
+    """Default ``quantize_static`` models (emulate='fbgemm') and their float graphs, built once:
+    {name: (quantized model, float graph, test input)}."""
+    from minquant.datasets import photo_crops
+    from minquant.quantized import quantize_static
+    from minquant.zoo import mobilenet_v2_imagenet
+    model, (x_tr, _, x_te, _) = digits_model
+    mnv2 = mobilenet_v2_imagenet()
+    return {"tiny": (quantize_static(model, x_tr[:256], progress=False), minquant.from_torch(model, (1, 1, 28, 28)),
+                     x_te[:128]),
+            "mnv2": (quantize_static(mnv2, photo_crops(8), progress=False),
+                     minquant.from_torch(mnv2, (1, 3, 224, 224)), photo_crops(4, split="eval"))}
+
+
+def _effective_clamp(node):
+    """(lo, per-channel top) a qconv2d / qlinear output stage applies: clamp, then clamp_hi."""
+    lo, hi = node.attrs.clamp
+    top = np.full(node.params["weight"].shape[0], hi)
+    if "clamp_hi" in node.params:
+        top = np.minimum(top, node.params["clamp_hi"].astype(np.int64))
+    return lo, top
+
+
+@pytest.mark.parametrize("fmt", ["qdq", "qoperator"])
+@pytest.mark.parametrize("which", ["tiny", "mnv2"])
+def test_minquant_export_reads_back_bit_identical(minquant_models, which, fmt, tmp_path):
+    """qm → to_onnx → from_onnx computes what ORT computes on the file and what qm's 'onnxruntime'
+    emulation computes, bit for bit, with the same integer layers (no float fallback appears): the uint8
+    Min after a ReLU6 layer (per-channel top after equalization; every MobileNetV2 export has them) goes
+    back into the layer's ``clamp_hi``."""
+    from minquant.onnx_export import to_onnx
+    qm, _, x = minquant_models[which]
+    assert qm.emulate == "fbgemm"
+    path = to_onnx(qm, tmp_path / f"{which}_{fmt}.onnx", format=fmt)
+    back = from_onnx(path)
+    y = back(x)
+    want_ort = ort_session(path)(x)
+    want_mq = QuantizedModel(qm.graph, emulate="onnxruntime")(x)
+    assert np.array_equal(y, want_ort), f"{int((y != want_ort).sum())} of {y.size} differ from ORT"
+    assert np.array_equal(y, want_mq), f"{int((y != want_mq).sum())} of {y.size} differ from minquant"
+    assert len(np.unique(y)) > 50                                           # real logits
+    out = back.graph.node(back.graph.outputs[0]).inputs[0]
+    _, raw = back.run(x, intermediates=True, raw=True)
+    assert np.mean((raw[out] == 0) | (raw[out] == 255)) < 0.05              # output codes not saturated
+    # the same integer layers, and nothing in float
+    before, after = ops_of(qm), ops_of(back)
+    assert sum(after[k] for k in INTEGER_LAYERS) == sum(before[k] for k in INTEGER_LAYERS)
+    assert after["qconv2d"] == before["qconv2d"] and after["qlinear"] == before["qlinear"]
+    assert set(after) <= INTEGER_LAYERS | {"quantize", "dequantize", "qflatten", "qreshape"}, after
+    # layer by layer (the file names each output after its minquant node): weights and clamps
+    tops = 0
+    for n in qm.graph.nodes:
+        if n.op in ("qconv2d", "qlinear"):
+            m = back.graph.node(n.name)
+            assert np.array_equal(m.params["weight"], n.params["weight"])
+            (lo, top), (lo2, top2) = _effective_clamp(n), _effective_clamp(m)
+            assert lo == lo2 and np.array_equal(top, top2), n.name
+            tops += "clamp_hi" in n.params
+    assert (tops > 0) == (which == "mnv2")                       # MobileNetV2's equalized ReLU6 tops
+
+
+def test_minquant_float_graphs_read_back(minquant_models, tmp_path):
+    """A float Graph (minquant.from_torch) → to_onnx → from_onnx runs within 1e-4 of the original; the
+    same ops, except TinyCNN's divisible adaptive pool, which ONNX writes as an AveragePool."""
+    from minquant.onnx_export import to_onnx
+    for which in ("tiny", "mnv2"):
+        _, g, x = minquant_models[which]
+        back = from_onnx(to_onnx(g, tmp_path / f"{which}.onnx"))
+        y, want = minquant.run(back, x), minquant.run(g, x)
+        assert np.abs(want).max() > 1.0
+        assert np.abs(y - want).max() <= 1e-4, (which, float(np.abs(y - want).max()))
+        before, after = ops_of(g), ops_of(back)
+        if which == "tiny":
+            before["avg_pool2d"] += before.pop("adaptive_avg_pool2d")
+        assert after == before, (before, after)
+
+
+def test_minquant_dynamic_and_code_ops_read_back(digits_model, tmp_path):
+    """quantize_dynamic's nodes (their fused ReLU comes back into the node), a qcat whose qparams all agree
+    (a plain Concat of codes in QOperator), a qclamp with a per-channel top and a float relu_clip
+    (Relu → Min) survive the round trip."""
+    from minquant.executor import FLOAT_KERNELS
+    from minquant.graph import Graph, MaxPool2dAttrs, Node
+    from minquant.onnx_export import to_onnx
+    from minquant.quantized import ops, quantize_dynamic
+    from minquant.quantized.executor import EXTRA_FLOAT_KERNELS
+    model, (_, _, x_te, _) = digits_model
+    qm, _ = quantize_dynamic(model, input_shape=(1, 1, 28, 28), emulate="onnxruntime")
+    back = from_onnx(to_onnx(qm, tmp_path / "dyn.onnx"))
+    assert ops_of(back) == ops_of(qm)
+    assert [n.attrs.relu for n in back.graph.nodes if n.op.startswith("dynamic")] == \
+        [n.attrs.relu for n in qm.graph.nodes if n.op.startswith("dynamic")]
+    assert np.array_equal(back(x_te[:40]), qm(x_te[:40]))
+
+    top = np.array([120, 255, 90, 60], np.uint8)
+    nodes = [Node("q", "quantize", ["x"], ops.QuantizeAttrs(0.05, 100)),
+             Node("mp", "qmax_pool2d", ["q"], MaxPool2dAttrs(3, 1, 1)),
+             Node("cat", "qcat", ["q", "mp"], ops.QCatAttrs(1, (0.05, 0.05), (100, 100), 0.05, 100)),
+             Node("top", "qclamp", ["cat"], ops.QClampAttrs(0, 255), {"hi_channels": np.tile(top, 2)}),
+             Node("dq", "dequantize", ["top"], ops.QuantizeAttrs(0.05, 100))]
+    qm = QuantizedModel(Graph(["x"], nodes, ["dq"], {"x": (1, 4, 6, 6)}, "codes"), "onnxruntime")
+    x = np.random.default_rng(12).standard_normal((3, 4, 6, 6)).astype(np.float32) * 3
+    for fmt in ("qdq", "qoperator"):
+        back = from_onnx(to_onnx(qm, tmp_path / f"codes_{fmt}.onnx", format=fmt))
+        assert ops_of(back) == ops_of(qm), (fmt, ops_of(back))
+        assert np.array_equal(back(x), qm(x))
+        assert np.array_equal(back.graph.node("top").params["hi_channels"], np.tile(top, 2))
+
+    g = Graph(["x"], [Node("r", "relu_clip", ["x"], None, {"hi": np.array([0.5, 1.0, 2.0, 6.0], np.float32)})],
+              ["r"], {"x": (1, 4, 6, 6)}, "relu_clip")
+    back = from_onnx(to_onnx(g, tmp_path / "relu_clip.onnx"))
+    assert ops_of(back) == {"relu_clip": 1}
+    kernels = {**FLOAT_KERNELS, **EXTRA_FLOAT_KERNELS}
+    assert np.array_equal(minquant.run(back, x, kernels=kernels), minquant.run(g, x, kernels=kernels))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# 4. errors
 # ---------------------------------------------------------------------------------------------------------
 def test_unsupported_ops_are_named():
     n = oh.make_node
@@ -475,6 +604,9 @@ def test_unsupported_ops_are_named():
              n("DequantizeLinear", ["mq", "s", "z"], ["y"])]
     m = make_model(nodes, {"s": np.float32(0.1), "z": np.uint8(128)}, ["n", 4])
     with pytest.raises(ValueError, match=r"QLinearMul \(node 'square'\)"):
+        from_onnx(m)
+    m = make_model([n("Div", ["x", "k"], ["y"], name="halve")], {"k": np.float32(2)}, ["n", 4])
+    with pytest.raises(ValueError, match=r"Div \(node 'halve'\): only inside"):   # not one of the exporter's
         from_onnx(m)
     m = make_model([n("Flatten", ["x"], ["y"], axis=2, name="flat2")], {}, ["n", 2, 3, 4])
     with pytest.raises(ValueError, match=r"Flatten \(node 'flat2'\).*axis"):
