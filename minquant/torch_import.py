@@ -28,9 +28,14 @@ their input, so later readers of that input see the activated value: the importe
 through Dropout/Identity aliases). fx records ``a += b`` as ``a + b``; like fx itself, the importer does
 not model a later read of the overwritten ``a`` (none of torchvision's models has one).
 
-Later stages (import of torch-quantized models) can pass ``module_handlers`` for more module types; a
-handler is ``handler(importer, fx_node, module)`` and calls :meth:`Importer.emit` (see
-:data:`MODULE_HANDLERS` for examples). This module imports torch; the graph itself holds only NumPy.
+Extending: a module handler is ``handler(importer, fx_node, module)``, a function handler
+``handler(importer, fx_node)``; both call :meth:`Importer.emit` (examples: :data:`MODULE_HANDLERS`).
+``from_torch(..., module_handlers=)`` adds module types. A whole other importer — the one for
+torch-quantized models (:mod:`minquant.quantized.from_torch_quantized`) — subclasses :class:`Importer`
+and overrides its two lookups, :meth:`Importer.module_handler` and :meth:`Importer.function_handler`
+(which handler computes this call?); the walk over the fx graph, inputs, outputs, shape arithmetic and
+error messages stay here. :func:`trace` (checks, symbolic tracing, one probe run) is shared the same way.
+This module imports torch; the graph itself holds only NumPy.
 """
 from __future__ import annotations
 
@@ -43,7 +48,7 @@ import numpy as np
 from .graph import (AdaptiveAvgPool2dAttrs, AvgPool2dAttrs, BatchNormAttrs, CatAttrs, Conv2dAttrs,
                     FlattenAttrs, Graph, MaxPool2dAttrs, Node, ReshapeAttrs)
 
-__all__ = ["from_torch", "Importer", "MODULE_HANDLERS"]
+__all__ = ["from_torch", "Importer", "MODULE_HANDLERS", "trace"]
 
 
 def _arg(fxn, i: int, name: str, default=None):
@@ -55,13 +60,19 @@ def _arg(fxn, i: int, name: str, default=None):
 
 class Importer:
     """Walks an fx-traced model and builds the graph. Handlers call :meth:`emit`, :meth:`value`,
-    :meth:`alias`, :meth:`param`, :meth:`out_shape` and :meth:`fail`."""
+    :meth:`alias`, :meth:`param`, :meth:`out_shape` and :meth:`fail`. ``module_handlers`` (by exact module
+    type) and ``function_handlers`` (by function, or ``("method", name)`` for a tensor method; default
+    :func:`from_torch`'s) say which handler computes a call; subclasses may override the lookups
+    :meth:`module_handler` / :meth:`function_handler` instead."""
 
-    def __init__(self, gm, batch: int, name: str, module_handlers: Mapping[type, Callable]):
+    def __init__(self, gm, batch: int, name: str, module_handlers: Mapping[type, Callable],
+                 function_handlers: Mapping | None = None):
+        _ensure_tables()
         self.gm = gm
         self.batch = batch
         self.name = name
         self.module_handlers = module_handlers
+        self.function_handlers = _FUNCTION_HANDLERS if function_handlers is None else function_handlers
         self.value_of: dict = {}      # fx node → IR value name (tensor results only)
         self.shape_values: set = set()  # fx nodes that compute sizes (x.size(0), x.shape[1]...)
         self.nodes: list[Node] = []
@@ -156,6 +167,24 @@ class Importer:
         self.input_shapes[name] = (self.batch,) + self.out_shape(fxn)[1:]
         return name
 
+    # -- which handler computes a call (the hooks a subclass overrides) --------------------------------
+    def module_handler(self, fxn, mod) -> Callable:
+        """The handler for a call of module ``mod`` (exact type), or fail naming the type."""
+        handler = self.module_handlers.get(type(mod))
+        if handler is None:
+            known = [b.__name__ for b in type(mod).__mro__[1:] if b in self.module_handlers]
+            hint = (f" (a subclass of {known[0]}, which may change its forward: only exact types "
+                    "are imported)") if known else ""
+            self.fail(fxn, f"unsupported module type {type(mod).__module__}.{type(mod).__name__}{hint}")
+        return handler
+
+    def function_handler(self, fxn, key) -> Callable:
+        """The handler for a function / method call (``key``: the function or ``("method", name)``)."""
+        handler = self.function_handlers.get(key) if _hashable(key) else None
+        if handler is None:
+            self.fail(fxn, f"unsupported op: {op_name(fxn)}")
+        return handler
+
     # -- the walk -------------------------------------------------------------------------------------
     def build(self) -> Graph:
         outputs: list[str] = []
@@ -164,36 +193,21 @@ class Importer:
                 self.add_input(fxn)
             elif fxn.op == "call_module":
                 mod = self.gm.get_submodule(fxn.target)
-                handler = self.module_handlers.get(type(mod))
-                if handler is None:
-                    known = [b.__name__ for b in type(mod).__mro__[1:] if b in self.module_handlers]
-                    hint = (f" (a subclass of {known[0]}, which may change its forward: only exact types "
-                            "are imported)") if known else ""
-                    self.fail(fxn, f"unsupported module type {type(mod).__module__}.{type(mod).__name__}{hint}")
-                handler(self, fxn, mod)
+                self.module_handler(fxn, mod)(self, fxn, mod)
             elif fxn.op in ("call_function", "call_method"):
                 if self._is_shape_value(fxn):
                     self.shape_values.add(fxn)
                     continue
                 key = fxn.target if fxn.op == "call_function" else ("method", fxn.target)
-                handler = _FUNCTION_HANDLERS.get(key) if _hashable(key) else None
-                if handler is None:
-                    what = (f"function {getattr(fxn.target, '__module__', '') or ''}"
-                            f"{'.' if getattr(fxn.target, '__module__', None) else ''}"
-                            f"{getattr(fxn.target, '__name__', fxn.target)}"
-                            if fxn.op == "call_function" else f"tensor method .{fxn.target}()")
-                    self.fail(fxn, f"unsupported op: {what}")
-                handler(self, fxn)
+                self.function_handler(fxn, key)(self, fxn)
             elif fxn.op == "get_attr":
                 self.fail(fxn, f"reads the tensor attribute '{fxn.target}' directly (only module calls "
                                "may use parameters)")
             elif fxn.op == "output":
                 res = fxn.args[0]
-                items = list(res) if isinstance(res, (tuple, list)) else [res]
-                for r in items:
+                for r in (list(res) if isinstance(res, (tuple, list)) else [res]):
                     outputs.append(self.value(r, fxn))
-        graph = Graph(self.inputs, self.nodes, outputs, self.input_shapes, name=self.name)
-        return graph
+        return Graph(self.inputs, self.nodes, outputs, self.input_shapes, name=self.name)
 
     def _is_shape_value(self, fxn) -> bool:
         """Does ``fxn`` compute a size (``x.size(0)``, ``x.shape[1]``, arithmetic on sizes)?"""
@@ -219,8 +233,99 @@ def _hashable(k) -> bool:
         return False
 
 
+def op_name(fxn) -> str:
+    """``function torch.nn.functional.gelu`` / ``tensor method .sigmoid()``: a call's op, for messages."""
+    if fxn.op == "call_method":
+        return f"tensor method .{fxn.target}()"
+    mod = getattr(fxn.target, "__module__", None)
+    return f"function {mod + '.' if mod else ''}{getattr(fxn.target, '__name__', fxn.target)}"
+
+
 # ----------------------------------------------------------------------------------------------------------
-# Module handlers
+# Argument readers (shared with the quantized importer). ``m``: the module for a module call, None for a
+# function / method call, whose arguments are read from the fx node instead.
+# ----------------------------------------------------------------------------------------------------------
+
+def is_inplace(fxn, m=None, arg_index: int = 1) -> bool:
+    """Does this activation overwrite its input? A module: its ``inplace`` flag; a method: a trailing
+    underscore (``x.relu_()``); a function: ``torch.relu_`` or ``inplace=True`` (positional ``arg_index``)."""
+    if m is not None:
+        return bool(getattr(m, "inplace", False))
+    if fxn.op == "call_method":
+        return str(fxn.target).endswith("_")
+    return getattr(fxn.target, "__name__", "").endswith("_") or bool(_arg(fxn, arg_index, "inplace", False))
+
+
+def check_relu6(imp: Importer, fxn, m=None) -> None:
+    """Hardtanh is imported only as ReLU6 = Hardtanh(0, 6)."""
+    if m is not None:
+        lo, hi = float(m.min_val), float(m.max_val)
+    else:
+        lo, hi = float(_arg(fxn, 1, "min_val", -1.0)), float(_arg(fxn, 2, "max_val", 1.0))
+    if (lo, hi) != (0.0, 6.0):
+        imp.fail(fxn, f"hardtanh({lo}, {hi}) is supported only as relu6 = hardtanh(0, 6)")
+
+
+def _stride(fxn, k):
+    stride = _arg(fxn, 2, "stride", None)
+    return k if stride is None or (isinstance(stride, (list, tuple)) and len(stride) == 0) else stride
+
+
+def max_pool2d_attrs(imp: Importer, fxn, m=None) -> MaxPool2dAttrs:
+    if (m.return_indices if m is not None else _arg(fxn, 6, "return_indices", False)):
+        imp.fail(fxn, "max_pool2d(return_indices=True) is not supported")
+    if m is not None:
+        return MaxPool2dAttrs(m.kernel_size, m.stride if m.stride is not None else m.kernel_size, m.padding,
+                              m.dilation, m.ceil_mode)
+    k = _arg(fxn, 1, "kernel_size")
+    return MaxPool2dAttrs(k, _stride(fxn, k), _arg(fxn, 3, "padding", 0), _arg(fxn, 4, "dilation", 1),
+                          _arg(fxn, 5, "ceil_mode", False))
+
+
+def avg_pool2d_attrs(imp: Importer, fxn, m=None) -> AvgPool2dAttrs:
+    if m is not None:
+        return AvgPool2dAttrs(m.kernel_size, m.stride if m.stride is not None else m.kernel_size, m.padding,
+                              m.ceil_mode, m.count_include_pad, m.divisor_override)
+    k = _arg(fxn, 1, "kernel_size")
+    return AvgPool2dAttrs(k, _stride(fxn, k), _arg(fxn, 3, "padding", 0), _arg(fxn, 4, "ceil_mode", False),
+                          _arg(fxn, 5, "count_include_pad", True), _arg(fxn, 6, "divisor_override", None))
+
+
+def flatten_attrs(imp: Importer, fxn, m=None) -> FlattenAttrs:
+    """``nn.Flatten`` (its start/end dims) or ``torch.flatten`` / ``x.flatten`` (defaults 0, −1)."""
+    if m is not None:
+        start_dim, end_dim = m.start_dim, m.end_dim
+    else:
+        start_dim, end_dim = _arg(fxn, 1, "start_dim", 0), _arg(fxn, 2, "end_dim", -1)
+    r = len(imp.out_shape(fxn.args[0]))
+    s, e = int(start_dim) % r, int(end_dim) % r
+    if s == 0:
+        imp.fail(fxn, "flatten from dim 0 would merge the batch dimension (use start_dim=1)")
+    if s > e:
+        imp.fail(fxn, f"flatten start_dim {start_dim} comes after end_dim {end_dim}")
+    return FlattenAttrs(s, -1 if e == r - 1 else e)
+
+
+def reshape_attrs(imp: Importer, fxn, m=None) -> ReshapeAttrs:
+    """view / reshape: the per-sample shape, read from the traced output shape (so ``-1`` and
+    ``x.size(0)`` arguments need no evaluation)."""
+    before, after = imp.out_shape(fxn.args[0]), imp.out_shape(fxn)
+    if after[0] != before[0] or len(after) < 1:
+        imp.fail(fxn, f"reshape from {before} to {after} changes the batch dimension")
+    return ReshapeAttrs(after[1:])
+
+
+def adaptive_avg_pool2d_attrs(imp: Importer, fxn, m=None) -> AdaptiveAvgPool2dAttrs:
+    return AdaptiveAvgPool2dAttrs(imp.out_shape(fxn)[-2:])
+
+
+def alias(imp: Importer, fxn, m=None) -> None:
+    """Dropout / Identity / ``contiguous``: no node, the output is the input (module or function)."""
+    imp.alias(fxn, fxn.args[0])
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Handlers. Those with an ``m=None`` parameter serve a module call and the matching function call.
 # ----------------------------------------------------------------------------------------------------------
 
 def _conv2d(imp: Importer, fxn, m) -> None:
@@ -257,41 +362,21 @@ def _batch_norm(imp: Importer, fxn, m) -> None:
 
 
 def _activation(op: str):
-    def handler(imp: Importer, fxn, m) -> None:
-        imp.emit(fxn, op, [fxn.args[0]], inplace=bool(getattr(m, "inplace", False)))
+    def handler(imp: Importer, fxn, m=None) -> None:
+        imp.emit(fxn, op, [fxn.args[0]], inplace=is_inplace(fxn, m))
     return handler
 
 
-def _hardtanh(imp: Importer, fxn, m) -> None:
-    if (float(m.min_val), float(m.max_val)) != (0.0, 6.0):
-        imp.fail(fxn, f"Hardtanh({m.min_val}, {m.max_val}) is supported only as ReLU6 = Hardtanh(0, 6)")
-    imp.emit(fxn, "relu6", [fxn.args[0]], inplace=bool(m.inplace))
+def _hardtanh(imp: Importer, fxn, m=None) -> None:
+    check_relu6(imp, fxn, m)
+    imp.emit(fxn, "relu6", [fxn.args[0]], inplace=is_inplace(fxn, m, 3))
 
 
-def _adaptive_avg_pool2d(imp: Importer, fxn, m) -> None:
-    imp.emit(fxn, "adaptive_avg_pool2d", [fxn.args[0]], AdaptiveAvgPool2dAttrs(imp.out_shape(fxn)[-2:]))
-
-
-def _avg_pool2d(imp: Importer, fxn, m) -> None:
-    imp.emit(fxn, "avg_pool2d", [fxn.args[0]],
-             AvgPool2dAttrs(m.kernel_size, m.stride if m.stride is not None else m.kernel_size, m.padding,
-                            m.ceil_mode, m.count_include_pad, m.divisor_override))
-
-
-def _max_pool2d(imp: Importer, fxn, m) -> None:
-    if m.return_indices:
-        imp.fail(fxn, "MaxPool2d(return_indices=True) is not supported")
-    imp.emit(fxn, "max_pool2d", [fxn.args[0]],
-             MaxPool2dAttrs(m.kernel_size, m.stride if m.stride is not None else m.kernel_size, m.padding,
-                            m.dilation, m.ceil_mode))
-
-
-def _flatten_module(imp: Importer, fxn, m) -> None:
-    _emit_flatten(imp, fxn, m.start_dim, m.end_dim)
-
-
-def _identity_module(imp: Importer, fxn, m) -> None:
-    imp.alias(fxn, fxn.args[0])
+def _with_attrs(op: str, attrs_of):
+    """A handler emitting ``op`` on the first argument with attributes ``attrs_of(imp, fxn, m)``."""
+    def handler(imp: Importer, fxn, m=None) -> None:
+        imp.emit(fxn, op, [fxn.args[0]], attrs_of(imp, fxn, m))
+    return handler
 
 
 def _module_handlers() -> dict:
@@ -300,29 +385,12 @@ def _module_handlers() -> dict:
         nn.Conv2d: _conv2d, nn.Linear: _linear, nn.BatchNorm2d: _batch_norm,
         nn.ReLU: _activation("relu"), nn.ReLU6: _activation("relu6"), nn.Hardtanh: _hardtanh,
         nn.Hardswish: _activation("hardswish"), nn.Hardsigmoid: _activation("hardsigmoid"),
-        nn.AdaptiveAvgPool2d: _adaptive_avg_pool2d, nn.AvgPool2d: _avg_pool2d, nn.MaxPool2d: _max_pool2d,
-        nn.Flatten: _flatten_module, nn.Dropout: _identity_module, nn.Dropout2d: _identity_module,
-        nn.Identity: _identity_module,
+        nn.AdaptiveAvgPool2d: _with_attrs("adaptive_avg_pool2d", adaptive_avg_pool2d_attrs),
+        nn.AvgPool2d: _with_attrs("avg_pool2d", avg_pool2d_attrs),
+        nn.MaxPool2d: _with_attrs("max_pool2d", max_pool2d_attrs),
+        nn.Flatten: _with_attrs("flatten", flatten_attrs),
+        nn.Dropout: alias, nn.Dropout2d: alias, nn.Identity: alias,
     }
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Function / method handlers
-# ----------------------------------------------------------------------------------------------------------
-
-def _rank(imp: Importer, arg) -> int:
-    return len(imp.out_shape(arg))
-
-
-def _emit_flatten(imp: Importer, fxn, start_dim, end_dim) -> None:
-    x = fxn.args[0]
-    r = _rank(imp, x)
-    s, e = int(start_dim) % r, int(end_dim) % r
-    if s == 0:
-        imp.fail(fxn, "flatten from dim 0 would merge the batch dimension (use start_dim=1)")
-    if s > e:
-        imp.fail(fxn, f"flatten start_dim {start_dim} comes after end_dim {end_dim}")
-    imp.emit(fxn, "flatten", [x], FlattenAttrs(s, -1 if e == r - 1 else e))
 
 
 def _binary(op: str):
@@ -337,100 +405,49 @@ def _binary(op: str):
     return handler
 
 
-def _unary_fn(op: str):
-    def handler(imp: Importer, fxn) -> None:
-        inplace = bool(_arg(fxn, 1, "inplace", False)) if fxn.op == "call_function" else str(fxn.target).endswith("_")
-        if fxn.op == "call_function" and getattr(fxn.target, "__name__", "").endswith("_"):
-            inplace = True  # torch.relu_
-        imp.emit(fxn, op, [fxn.args[0]], inplace=inplace)
-    return handler
-
-
-def _hardtanh_fn(imp: Importer, fxn) -> None:
-    lo, hi = float(_arg(fxn, 1, "min_val", -1.0)), float(_arg(fxn, 2, "max_val", 1.0))
-    if (lo, hi) != (0.0, 6.0):
-        imp.fail(fxn, f"hardtanh({lo}, {hi}) is supported only as relu6 = hardtanh(0, 6)")
-    imp.emit(fxn, "relu6", [fxn.args[0]], inplace=bool(_arg(fxn, 3, "inplace", False)))
-
-
 def _cat(imp: Importer, fxn) -> None:
     tensors = _arg(fxn, 0, "tensors")
     if not isinstance(tensors, (list, tuple)) or not tensors:
         imp.fail(fxn, "cat needs a list of tensors")
-    r = _rank(imp, tensors[0])
+    r = len(imp.out_shape(tensors[0]))
     dim = int(_arg(fxn, 1, "dim", 0)) % r
     if dim == 0:
         imp.fail(fxn, "cat along dim 0 (the batch) is not supported")
     imp.emit(fxn, "cat", list(tensors), CatAttrs(dim))
 
 
-def _flatten_fn(imp: Importer, fxn) -> None:
-    _emit_flatten(imp, fxn, _arg(fxn, 1, "start_dim", 0), _arg(fxn, 2, "end_dim", -1))
-
-
-def _reshape(imp: Importer, fxn) -> None:
-    x = fxn.args[0]
-    before, after = imp.out_shape(x), imp.out_shape(fxn)
-    if after[0] != before[0] or len(after) < 1:
-        imp.fail(fxn, f"reshape from {before} to {after} changes the batch dimension")
-    imp.emit(fxn, "reshape", [x], ReshapeAttrs(after[1:]))
-
-
-def _adaptive_avg_pool2d_fn(imp: Importer, fxn) -> None:
-    imp.emit(fxn, "adaptive_avg_pool2d", [fxn.args[0]], AdaptiveAvgPool2dAttrs(imp.out_shape(fxn)[-2:]))
-
-
-def _avg_pool2d_fn(imp: Importer, fxn) -> None:
-    k = _arg(fxn, 1, "kernel_size")
-    stride = _arg(fxn, 2, "stride", None)
-    if stride is None or (isinstance(stride, (list, tuple)) and len(stride) == 0):
-        stride = k
-    imp.emit(fxn, "avg_pool2d", [fxn.args[0]],
-             AvgPool2dAttrs(k, stride, _arg(fxn, 3, "padding", 0), _arg(fxn, 4, "ceil_mode", False),
-                            _arg(fxn, 5, "count_include_pad", True), _arg(fxn, 6, "divisor_override", None)))
-
-
-def _max_pool2d_fn(imp: Importer, fxn) -> None:
-    if _arg(fxn, 6, "return_indices", False):
-        imp.fail(fxn, "max_pool2d(return_indices=True) is not supported")
-    k = _arg(fxn, 1, "kernel_size")
-    stride = _arg(fxn, 2, "stride", None)
-    if stride is None or (isinstance(stride, (list, tuple)) and len(stride) == 0):
-        stride = k
-    imp.emit(fxn, "max_pool2d", [fxn.args[0]],
-             MaxPool2dAttrs(k, stride, _arg(fxn, 3, "padding", 0), _arg(fxn, 4, "dilation", 1),
-                            _arg(fxn, 5, "ceil_mode", False)))
-
-
-def _dropout_fn(imp: Importer, fxn) -> None:
+def check_dropout_off(imp: Importer, fxn) -> None:
     if _arg(fxn, 2, "training", True):
         imp.fail(fxn, "F.dropout(training=True) drops values at random; pass training=self.training "
                       "and put the model in eval mode")
-    imp.alias(fxn, fxn.args[0])
 
 
-def _identity_fn(imp: Importer, fxn) -> None:
+def _dropout_fn(imp: Importer, fxn) -> None:
+    check_dropout_off(imp, fxn)
     imp.alias(fxn, fxn.args[0])
 
 
 def _function_handlers() -> dict:
     import torch
     import torch.nn.functional as F
+    relu, flatten, reshape = _activation("relu"), _with_attrs("flatten", flatten_attrs), \
+        _with_attrs("reshape", reshape_attrs)
     h = {
         operator.add: _binary("add"), torch.add: _binary("add"),
         operator.mul: _binary("mul"), torch.mul: _binary("mul"),
         torch.cat: _cat, torch.concat: _cat, torch.concatenate: _cat,
-        torch.flatten: _flatten_fn, torch.reshape: _reshape,
-        torch.relu: _unary_fn("relu"), torch.relu_: _unary_fn("relu"), F.relu: _unary_fn("relu"),
-        F.relu6: _unary_fn("relu6"), F.hardtanh: _hardtanh_fn,
-        F.hardswish: _unary_fn("hardswish"), F.hardsigmoid: _unary_fn("hardsigmoid"),
-        F.adaptive_avg_pool2d: _adaptive_avg_pool2d_fn, F.avg_pool2d: _avg_pool2d_fn,
-        F.max_pool2d: _max_pool2d_fn, F.dropout: _dropout_fn, F.dropout2d: _dropout_fn,
+        torch.flatten: flatten, torch.reshape: reshape,
+        torch.relu: relu, torch.relu_: relu, F.relu: relu,
+        F.relu6: _activation("relu6"), F.hardtanh: _hardtanh,
+        F.hardswish: _activation("hardswish"), F.hardsigmoid: _activation("hardsigmoid"),
+        F.adaptive_avg_pool2d: _with_attrs("adaptive_avg_pool2d", adaptive_avg_pool2d_attrs),
+        F.avg_pool2d: _with_attrs("avg_pool2d", avg_pool2d_attrs),
+        F.max_pool2d: _with_attrs("max_pool2d", max_pool2d_attrs),
+        F.dropout: _dropout_fn, F.dropout2d: _dropout_fn,
     }
     for name, fn in (("add", _binary("add")), ("add_", _binary("add")), ("mul", _binary("mul")),
-                     ("mul_", _binary("mul")), ("relu", _unary_fn("relu")), ("relu_", _unary_fn("relu")),
-                     ("flatten", _flatten_fn), ("view", _reshape), ("reshape", _reshape),
-                     ("contiguous", _identity_fn)):
+                     ("mul_", _binary("mul")), ("relu", relu), ("relu_", relu), ("flatten", flatten),
+                     ("view", reshape), ("reshape", reshape), ("contiguous", alias)):
         h[("method", name)] = fn
     return h
 
@@ -449,6 +466,40 @@ def _ensure_tables() -> None:
 # Entry point
 # ----------------------------------------------------------------------------------------------------------
 
+def trace(model, example_input_shape, label: str, *, probe=None, argname: str = "example_input_shape",
+          context: str = ""):
+    """Check ``example_input_shape``, trace ``model`` with ``torch.fx.symbolic_trace`` and run the traced
+    module once on zeros of that shape with the batch raised to ≥ 2 (so that a reshape mixing the batch
+    into other dimensions shows) through ``probe`` — a ``ShapeProp`` subclass, default ``ShapeProp``, which
+    stores every fx node's output shape in ``node.meta['tensor_meta']``. Returns ``(graph_module, shape)``.
+    ValueError for a bad shape, a model fx cannot trace or one that does not run (``context`` is added to
+    that message, e.g. the quantized engine); a ValueError raised by the probe itself passes through."""
+    import torch
+    import torch.fx
+    from torch.fx.passes.shape_prop import ShapeProp
+
+    try:
+        shape = tuple(int(d) for d in example_input_shape)
+    except TypeError:
+        raise ValueError(f"{argname} must be a tuple of ints, got {example_input_shape!r}") from None
+    if len(shape) < 2 or min(shape) < 1:
+        raise ValueError(f"{argname} must be (batch, ...) with positive sizes, got {shape}")
+    try:
+        gm = torch.fx.symbolic_trace(model)
+    except Exception as e:  # data-dependent control flow and the like
+        raise ValueError(f"torch.fx could not trace {label}: {type(e).__name__}: {e}") from e
+    batch = (max(2, shape[0]),) + shape[1:]
+    try:
+        with torch.no_grad():
+            (probe or ShapeProp)(gm).propagate(torch.zeros(batch, dtype=torch.float32))
+    except ValueError:
+        raise
+    except Exception as e:
+        raise ValueError(f"{label} does not run on an input of shape {batch}{context}: "
+                         f"{type(e).__name__}: {e}") from e
+    return gm, shape
+
+
 def from_torch(model, example_input_shape, *, name: str | None = None,
                module_handlers: Mapping[type, Callable] | None = None) -> Graph:
     """Trace ``model`` (an ``nn.Module`` in eval mode, float32) with torch.fx and return its :class:`Graph`.
@@ -459,33 +510,14 @@ def from_torch(model, example_input_shape, *, name: str | None = None,
     by exact module type. Raises ValueError for a model in training mode, a model fx cannot trace,
     non-float32 parameters, or an unsupported op (naming the op and the module / fx node it sits in)."""
     import torch
-    import torch.fx
-    from torch.fx.passes.shape_prop import ShapeProp
 
-    _ensure_tables()
     if not isinstance(model, torch.nn.Module):
         raise ValueError(f"from_torch needs a torch.nn.Module, got {type(model).__name__}")
     training = [n or type(model).__name__ for n, m in model.named_modules() if m.training]
     if training:
         raise ValueError(f"model is in training mode (e.g. {training[0]!r}); call model.eval() first — minquant "
                          "imports inference semantics (BatchNorm running statistics, no dropout)")
-    try:
-        shape = tuple(int(d) for d in example_input_shape)
-    except TypeError:
-        raise ValueError(f"example_input_shape must be a tuple of ints, got {example_input_shape!r}") from None
-    if len(shape) < 2 or min(shape) < 1:
-        raise ValueError(f"example_input_shape must be (batch, ...) with positive sizes, got {shape}")
     label = name or type(model).__name__
-    try:
-        gm = torch.fx.symbolic_trace(model)
-    except Exception as e:  # data-dependent control flow and the like
-        raise ValueError(f"torch.fx could not trace {label}: {type(e).__name__}: {e}") from e
-    probe = (max(2, shape[0]),) + shape[1:]
-    try:
-        with torch.no_grad():
-            ShapeProp(gm).propagate(torch.zeros(probe, dtype=torch.float32))
-    except Exception as e:
-        raise ValueError(f"{label} does not run on an input of shape {probe}: {type(e).__name__}: {e}") from e
-    handlers = dict(MODULE_HANDLERS)
-    handlers.update(module_handlers or {})
-    return Importer(gm, shape[0], label, handlers).build()
+    gm, shape = trace(model, example_input_shape, label)
+    _ensure_tables()
+    return Importer(gm, shape[0], label, {**MODULE_HANDLERS, **(module_handlers or {})}).build()

@@ -3,6 +3,8 @@
 Every test builds the torch model the documented way (fuse → prepare → calibrate → convert), imports it
 and asserts ``np.array_equal(minquant output, torch output)`` — float logits after torch's DeQuantStub.
 One torch thread: torch's fbgemm add gives each thread's chunk its own scalar tail (see kernels/add.py).
+The MobileNetV3 tests (hardswish, hardsigmoid, squeeze-excite multiply) also compare every quantized
+intermediate and check the element-wise kernels on every code against torch's ops.
 """
 from __future__ import annotations
 
@@ -240,3 +242,239 @@ def test_cat_add_relu_avgpool_bit_exact(engine):
     assert [n.op for n in qm.graph.nodes] == ["quantize", "qconv2d", "qconv2d", "qcat", "qadd", "qclamp",
                                               "qavg_pool2d", "dequantize"]
     assert np.array_equal(out, ref)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# MobileNetV3: quantized hardswish, hardsigmoid and multiply (squeeze-excite)
+# ----------------------------------------------------------------------------------------------------------
+
+def _mobilenet_v3_float(calib, seed=0):
+    """torchvision's quantizable MobileNetV3-large, float, seeded random weights; BatchNorm gets random
+    affine parameters and running statistics from one train-mode pass over ``calib`` (momentum None: the
+    batch's statistics), so activations neither vanish nor explode. No download."""
+    from torchvision.models.quantization import mobilenet_v3_large
+
+    torch.manual_seed(seed)
+    m = mobilenet_v3_large(weights=None, quantize=False)
+    with torch.no_grad():
+        for mod in m.modules():
+            if isinstance(mod, nn.BatchNorm2d):
+                mod.weight.uniform_(0.5, 1.5)
+                mod.bias.uniform_(-0.2, 0.2)
+                mod.momentum = None
+            elif isinstance(mod, nn.Linear):
+                nn.init.normal_(mod.weight, std=mod.in_features ** -0.5)
+                mod.bias.uniform_(-0.1, 0.1)
+        m.train()
+        m(torch.from_numpy(calib))
+    return m.eval()
+
+
+@pytest.fixture(scope="module")
+def mobilenet_v3(photos):
+    calib, _ = photos
+    return _mobilenet_v3_float(calib)
+
+
+def _quantized_codes(qmodel, x):
+    """torch's uint8 codes of every quantized module / FloatFunctional output, by module name."""
+    seen = {}
+
+    def hook(name):
+        def f(mod, inp, out):
+            if isinstance(out, torch.Tensor) and out.is_quantized:
+                seen[name] = out.int_repr().numpy().copy()
+        return f
+
+    handles = [m.register_forward_hook(hook(n)) for n, m in qmodel.named_modules() if n]
+    try:
+        with torch.no_grad():
+            out = qmodel(torch.from_numpy(x)).numpy()
+    finally:
+        for h in handles:
+            h.remove()
+    return out, seen
+
+
+@pytest.mark.parametrize("engine", ["x86", "qnnpack"])
+def test_mobilenet_v3_large_bit_exact(photos, mobilenet_v3, engine):
+    """torchvision's quantizable MobileNetV3-large (fuse_model, default qconfig, 8 calibration crops):
+    the logits of 4 photo crops and every quantized intermediate torch exposes are identical."""
+    import copy
+
+    calib, x = photos
+    old = _engine(engine)
+    try:
+        m = copy.deepcopy(mobilenet_v3)
+        m.fuse_model()
+        m.qconfig = tq.get_default_qconfig(engine)
+        tq.prepare(m, inplace=True)
+        with torch.no_grad():
+            m(torch.from_numpy(calib))
+        tq.convert(m, inplace=True)
+        qm = from_torch_quantized(m, (1, 3, 224, 224))
+        ref, codes = _quantized_codes(m, x)
+        out, values = qm.run(x, intermediates=True, raw=True)
+    finally:
+        torch.backends.quantized.engine = old
+    ops = [n.op for n in qm.graph.nodes]
+    assert (ops.count("qhardswish"), ops.count("qhardsigmoid"), ops.count("qmul")) == (21, 8, 8)
+    assert np.isfinite(ref).all() and ref.std() > 0.05
+    logits = values[qm.graph.nodes[-2].name]                 # the classifier's uint8 codes
+    assert ((logits == 0) | (logits == 255)).mean() < 0.01   # not saturated
+    assert np.array_equal(out, ref), f"{int((out != ref).sum())} of {out.size} logits differ"
+    compared = 0
+    for name, c in codes.items():
+        if name in values:   # FloatFunctional outputs are named by the fx node (…skip_mul → …mul)
+            assert np.array_equal(values[name], c), name
+            compared += 1
+    mul_nodes = [n for n in qm.graph.nodes if n.op == "qmul"]
+    for n in mul_nodes:      # squeeze-excite: (N, C, 1, 1) scale × (N, C, H, W)
+        assert values[n.inputs[0]].shape[2:] == (1, 1) and values[n.inputs[1]].shape[2:] != (1, 1)
+    assert compared >= 90
+
+
+def _q(codes, scale, zp):
+    return torch._make_per_tensor_quantized_tensor(torch.from_numpy(codes), scale, zp)
+
+
+# (x_scale, x_zp, y_scale, y_zp) with "round" float64 scales: hardswish values land on exact ties, where
+# fbgemm's two rounding paths disagree (5, 8 and 4 table entries differ)
+_TIE_QPARAMS = [(0.05, 100, 0.03, 20), (0.025, 100, 0.03, 20), (0.02, 128, 0.03, 200)]
+
+
+@pytest.mark.parametrize("engine", ["x86", "qnnpack"])
+def test_elementwise_kernels_match_torch_on_every_code(engine):
+    """Every input code at SIMD and at scalar-tail positions, both memory layouts, float32 and float64
+    scales: minquant's hardswish / hardsigmoid tables and quantized multiply equal torch's ops."""
+    from minquant.kernels.elementwise import activation_tables, apply_tables, qactivation, qmul
+
+    emulate = "qnnpack" if engine == "qnnpack" else "fbgemm"
+    rng = np.random.default_rng(5)
+    trials = []
+    for i in range(6):
+        s, ys = float(rng.uniform(0.005, 0.12)), float(rng.uniform(0.005, 0.08))
+        if i % 2:    # float32 scales, as observers produce
+            s, ys = float(np.float32(s)), float(np.float32(ys))
+        trials.append((s, int(rng.integers(0, 256)), ys, int(rng.integers(0, 256))))
+    old = _engine(engine)
+    compared = position_rule_needed = 0
+    try:
+        for s, z, ys, yz in trials + _TIE_QPARAMS:
+            t_vec, t_tail = activation_tables("hardswish", s, z, ys, yz, emulate=emulate)
+            one_table_fails = False
+            perm = rng.permutation(256)
+            for k in range(6):   # (2, 8, 5, 7) = 560 codes: 512 in SIMD blocks, a 48-code scalar tail
+                codes = np.concatenate([perm, rng.integers(0, 256, 256), np.roll(perm, -48 * k)[:48]])
+                nhwc = codes.astype(np.uint8).reshape(2, 5, 7, 8)
+                for cl in (False, True):   # memory order = the sequence above, NCHW or NHWC
+                    xq = nhwc.transpose(0, 3, 1, 2) if cl else nhwc.reshape(2, 8, 5, 7)
+                    t = _q(np.ascontiguousarray(xq), s, z)
+                    if cl:
+                        t = t.contiguous(memory_format=torch.channels_last)
+                    ref = torch.ops.quantized.hardswish(t, ys, yz).int_repr().numpy()
+                    ours = qactivation("hardswish", xq, s, z, ys, yz, emulate=emulate, channels_last=cl)
+                    assert np.array_equal(ours, ref), (s, z, ys, yz, cl, int((ours != ref).sum()))
+                    one_table_fails |= not np.array_equal(apply_tables(xq, t_vec, t_vec, channels_last=cl), ref)
+                    hsig = torch.nn.functional.hardsigmoid(t)
+                    assert (hsig.q_scale(), hsig.q_zero_point()) == (1 / 256, 0)
+                    ours = qactivation("hardsigmoid", xq, s, z, 1 / 256, 0, emulate=emulate, channels_last=cl)
+                    assert np.array_equal(ours, hsig.int_repr().numpy())
+                    compared += 2 * xq.size
+            position_rule_needed += one_table_fails
+            # multiply: squeeze-excite broadcast and equal shapes, with and without ReLU
+            sb, zb = float(np.float32(rng.uniform(0.001, 0.05))), int(rng.integers(0, 256))
+            a = rng.integers(0, 256, (2, 8, 1, 1)).astype(np.uint8)
+            b = rng.integers(0, 256, (2, 8, 5, 7)).astype(np.uint8)
+            for aa, relu in ((a, False), (b[:, :, ::-1].copy(), True)):
+                op = torch.ops.quantized.mul_relu if relu else torch.ops.quantized.mul
+                ref = op(_q(aa, s, z), _q(b, sb, zb), ys, yz).int_repr().numpy()
+                ours = qmul(aa, s, z, b, sb, zb, ys, yz, relu=relu, emulate=emulate)
+                assert np.array_equal(ours, ref), (s, z, ys, yz, relu, int((ours != ref).sum()))
+                compared += ref.size
+    finally:
+        torch.backends.quantized.engine = old
+    assert compared == 9 * (6 * 2 * 2 * 560 + 2 * 560)
+    # fbgemm: on the tie qparams a single table is wrong — the position rule is what makes it exact
+    assert position_rule_needed == (len(_TIE_QPARAMS) if engine == "x86" else 0)
+
+
+class TinySE(nn.Module):
+    """Hardswish module, squeeze-excite (hardsigmoid, FloatFunctional mul) and, once converted, torch's
+    functional ``quantized.hardswish`` with a float64 output scale and ``quantized.mul_relu`` — on an
+    odd-sized tensor (a scalar tail), channels-last under x86."""
+
+    def __init__(self):
+        super().__init__()
+        self.quant, self.dequant = tq.QuantStub(), tq.DeQuantStub()
+        self.conv, self.fc = nn.Conv2d(3, 6, 3, padding=1), nn.Conv2d(6, 6, 1)
+        self.act, self.gate, self.pool = nn.Hardswish(), nn.Hardsigmoid(), nn.AdaptiveAvgPool2d(1)
+        self.mul = nn.quantized.FloatFunctional()
+        self.converted = False
+
+    def forward(self, x):
+        y = self.act(self.conv(self.quant(x)))
+        if self.converted:
+            y = torch.ops.quantized.hardswish(y, 0.03, 20)
+        y = self.mul.mul(self.gate(self.fc(self.pool(y))), y)
+        if self.converted:
+            y = torch.ops.quantized.mul_relu(y, y, 0.002, 5)
+        return self.dequant(y)
+
+
+@pytest.mark.parametrize("engine", ["x86", "qnnpack"])
+def test_hardswish_se_model_bit_exact_and_saved(engine, tmp_path):
+    from minquant.quantized.model import load
+
+    old = _engine(engine)
+    try:
+        torch.manual_seed(1)
+        m = TinySE().eval()
+        m.qconfig = tq.get_default_qconfig(engine)
+        tq.prepare(m, inplace=True)
+        m(torch.randn(8, 3, 13, 13))
+        tq.convert(m, inplace=True)
+        m.converted = True
+        qm = from_torch_quantized(m, (1, 3, 13, 13))
+        x = torch.randn(3, 3, 13, 13).numpy()
+        ref = _torch_out(m, x)
+        out = qm(x)
+    finally:
+        torch.backends.quantized.engine = old
+    assert [n.op for n in qm.graph.nodes] == ["quantize", "qconv2d", "qhardswish", "qhardswish",
+                                              "qadaptive_avg_pool2d", "qconv2d", "qhardsigmoid", "qmul", "qmul",
+                                              "dequantize"]
+    hs = qm.graph.nodes[3]
+    assert hs.attrs.y_scale == 0.03 and hs.attrs.channels_last       # torch convs return NHWC tensors
+    assert qm.graph.nodes[-2].attrs.relu and ref.std() > 0
+    assert np.array_equal(out, ref)
+    back = load(qm.save(tmp_path / "se.npz"))          # the new attribute classes survive save / load
+    assert np.array_equal(back(x), out)
+
+
+def test_unsupported_quantized_function_is_named():
+    """A quantized op minquant has no kernel for (mul_scalar), and an in-place hardsigmoid on codes."""
+    class Scaled(nn.Module):
+        def __init__(self, inplace):
+            super().__init__()
+            self.quant, self.dequant = tq.QuantStub(), tq.DeQuantStub()
+            self.conv, self.f = nn.Conv2d(1, 2, 3), nn.quantized.FloatFunctional()
+            self.gate, self.inplace = nn.Hardsigmoid(inplace=inplace), inplace
+
+        def forward(self, x):
+            y = self.conv(self.quant(x))
+            return self.dequant(self.gate(y if self.inplace else self.f.mul_scalar(y, 0.5)))
+
+    old = _engine("x86")
+    try:
+        for inplace, pattern in ((False, r"fx node 'mul_scalar' .*quantized tensors.*mul_scalar"),
+                                 (True, r"'gate' \(Hardsigmoid\).*in-place hardsigmoid")):
+            m = Scaled(inplace).eval()
+            m.qconfig = tq.get_default_qconfig("x86")
+            tq.prepare(m, inplace=True)
+            m(torch.randn(2, 1, 8, 8))
+            tq.convert(m, inplace=True)
+            with pytest.raises(ValueError, match=pattern):
+                from_torch_quantized(m, (1, 1, 8, 8))
+    finally:
+        torch.backends.quantized.engine = old

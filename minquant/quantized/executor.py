@@ -20,6 +20,8 @@ Where a framework has no such kernel the nearest exact formula is used and said 
 * ``dynamic_conv2d`` has no torch counterpart (torch's ``quantize_dynamic`` leaves Conv2d float): it is
   the emulation's ``dynamic_linear`` arithmetic on the im2col matrix of the quantized input — except that
   under 'onnxruntime' the integer accumulation is exact, as ORT's ``ConvInteger`` (no pair saturation).
+* ``qhardswish`` / ``qhardsigmoid`` (256-entry tables) and ``qmul`` under 'onnxruntime' use the float64
+  textbook formula (:mod:`minquant.kernels.elementwise`; ONNX Runtime's counterparts were not studied);
 * float ops run minquant's float kernels (torch's arithmetic), except a global ``adaptive_avg_pool2d``
   under 'onnxruntime', which sums in MLAS's order (:func:`global_avg_pool_mlas`).
 
@@ -31,11 +33,13 @@ import numpy as np
 
 from ..affine import dequantize, quantize
 from ..executor import FLOAT_KERNELS
+from ..float_ops import conv2d
 from ..kernels import QConv2d, QLinear, arithmetic
 from ..kernels.add import qadd
+from ..kernels.elementwise import activation_tables, apply_tables, qmul
 from ..kernels.dynamic import dynamic_input_qparams, dynamic_linear
-from ..kernels.gemm import gemm_u8s8, pack_weight
-from ..kernels.im2col import conv_out_size, im2col
+from ..kernels.gemm import gemm_u8s8, pack_weight, raw_product_cols
+from ..kernels.im2col import conv_out_size, im2col, im2col_t
 from ..kernels.quantize import quantize_u8
 from ..kernels.pool import qadaptive_avg_pool2d, qavg_pool2d, qavg_pool2d_onnxruntime, qmax_pool2d
 from . import ops  # noqa: F401  (registers the quantized ops)
@@ -111,14 +115,16 @@ def _prepare_qlinear(node, emulate):
                    clamp=a.clamp, clamp_hi=node.params.get("clamp_hi"), emulate=emulate)
 
 
-def dynamic_conv2d(x, packs, w_scale, bias, attrs, kernel_hw, emulate):
+def dynamic_conv2d(x, packs, w_scale, bias, attrs, kernel_hw, emulate, depthwise_w=None, pair_max=255):
     """Dynamic conv2d (float in, float out): run-time qparams of the whole input as
     :func:`~minquant.kernels.dynamic.dynamic_input_qparams`, quantize, im2col per group with padding at
     z_x (real 0), integer GEMM (:func:`~minquant.kernels.gemm.gemm_u8s8`, the emulation's pair saturation;
     none under 'onnxruntime': ORT's ConvInteger is exact),
     then ``y = acc·f32(s_x·s_w) + b`` as the emulation's dynamic linear does: one rounding (fbgemm's FMA),
     multiply-then-add (qnnpack, ONNX Runtime) or float64 (minquant). ``packs``: one
-    :class:`~minquant.kernels.gemm.PackedWeight` per group, rows in im2col's (kh, kw, c) order."""
+    :class:`~minquant.kernels.gemm.PackedWeight` per group, rows in im2col's (kh, kw, c) order.
+    ``depthwise_w`` (optional, one input channel per group): ``w − z_w`` as float32 OIHW and ``pair_max``,
+    the largest |w_t| + |w_t+1| of a tap pair — the exact float32 shortcut below."""
     ar = arithmetic(emulate)
     if x.dtype != _F32 or x.ndim != 4:
         raise ValueError(f"dynamic_conv2d expects a float32 NCHW input, got {x.dtype} {x.shape}")
@@ -132,17 +138,36 @@ def dynamic_conv2d(x, packs, w_scale, bias, attrs, kernel_hw, emulate):
     cg = c // g
     oh = conv_out_size(h, kh, attrs.stride[0], attrs.padding[0], attrs.dilation[0])
     ow = conv_out_size(w, kw, attrs.stride[1], attrs.padding[1], attrs.dilation[1])
-    x_nhwc = np.ascontiguousarray(x_q.transpose(0, 2, 3, 1))
     # ONNX Runtime's counterpart is ConvInteger (what its quantize_dynamic writes for a Conv), which
     # accumulates exactly in int32 — measured: 0 mismatches against an exact integer conv where pair
     # saturation changes thousands of outputs (tests/test_onnx_import.py)
     saturate = ar.saturate_pairs and ar.name != "onnxruntime"
-    accs = []
-    for gi in range(g):
-        cols = im2col(x_nhwc[..., gi * cg:(gi + 1) * cg], kh, kw, attrs.stride, attrs.padding, attrs.dilation,
-                      pad_value=xz)
-        accs.append(gemm_u8s8(cols, packs[gi], xz, saturate_pairs=saturate))
-    acc = np.concatenate(accs, axis=1) if g > 1 else accs[0]          # (N·OH·OW, O)
+    depthwise = cg == 1 and g > 1
+    if depthwise and depthwise_w is not None and (not saturate or int(x_q.max(initial=0)) * pair_max < 32768):
+        # one input channel per group: the accumulator Σ (x_q − z_x)(w − z_w) over K_h·K_w ≤ 255 taps is an
+        # integer below 2^24, so a float32 convolution of the two integer tensors (padding 0 = z_x − z_x)
+        # computes it exactly — and no tap pair can reach the int16 limits, so saturation changes nothing
+        acc = conv2d((x_q.astype(_F32) - _F32(xz)), depthwise_w, None, attrs.stride, attrs.padding,
+                     attrs.dilation, g).transpose(0, 2, 3, 1).reshape(-1, depthwise_w.shape[0])
+    elif g == 1:
+        # column layout, as the static conv: raw (O, N·OH·OW) = W @ im2col_t, exact (gemm.raw_product_cols),
+        # then the zero-point terms of step 4: acc = raw − z_x·(Σw − K·z_w) − z_w·Σx
+        pk = packs[0]
+        cols = im2col_t(x_q, kh, kw, attrs.stride, attrs.padding, attrs.dilation, pad_value=xz)
+        has_wzp = bool(np.any(pk.w_zp))
+        raw, m_sum = raw_product_cols(cols, pk, saturate, has_wzp)
+        acc_t = raw.astype(np.int64) - np.int64(xz) * (pk.col_sum - cols.shape[0] * pk.w_zp)[:, None]
+        if has_wzp:
+            acc_t -= pk.w_zp[:, None] * m_sum[None, :]
+        acc = acc_t.T                                                       # (N·OH·OW, O)
+    else:
+        x_nhwc = np.ascontiguousarray(x_q.transpose(0, 2, 3, 1))
+        accs = []
+        for gi in range(g):
+            cols = im2col(x_nhwc[..., gi * cg:(gi + 1) * cg], kh, kw, attrs.stride, attrs.padding, attrs.dilation,
+                          pad_value=xz)
+            accs.append(gemm_u8s8(cols, packs[gi], xz, saturate_pairs=saturate))
+        acc = np.concatenate(accs, axis=1) if g > 1 else accs[0]          # (N·OH·OW, O)
     o = acc.shape[1]
     ws = np.broadcast_to(np.asarray(w_scale, np.float64), (o,))
     b = np.zeros(o, _F32) if bias is None else bias.astype(_F32)
@@ -178,6 +203,10 @@ def prepare_kernels(graph, emulate: str) -> dict:
                 prepared[n.name] = _prepare_qconv(n, ar.name)
             elif n.op == "qlinear":
                 prepared[n.name] = _prepare_qlinear(n, ar.name)
+            elif n.op in ("qhardswish", "qhardsigmoid"):
+                a = n.attrs
+                prepared[n.name] = activation_tables(n.op[1:], a.x_scale, a.x_zp, a.y_scale, a.y_zp,
+                                                     emulate=ar.name)
             elif n.op == "dynamic_linear":
                 ws, wz = weight_qparams(n)
                 prepared[n.name] = (pack_weight(n.params["weight"], wz), ws)
@@ -191,7 +220,14 @@ def prepare_kernels(graph, emulate: str) -> dict:
                 packs = [pack_weight(np.ascontiguousarray(w[i * og:(i + 1) * og].transpose(0, 2, 3, 1)
                                                           .reshape(og, -1)), wz_all[i * og:(i + 1) * og])
                          for i in range(g)]
-                prepared[n.name] = (packs, ws, (kh, kw))
+                dw, pair_max = None, 255
+                if cg == 1 and g > 1:        # depthwise-style: the exact float32 shortcut of dynamic_conv2d
+                    wi = w.astype(np.int64) - wz_all.reshape(-1, 1, 1, 1)
+                    dw = wi.astype(_F32)
+                    t = np.abs(w.reshape(o, -1).astype(np.int64))
+                    t = np.concatenate([t, np.zeros((o, t.shape[1] % 2), np.int64)], axis=1)
+                    pair_max = int((t[:, 0::2] + t[:, 1::2]).max())
+                prepared[n.name] = (packs, ws, (kh, kw), dw, pair_max)
         except ValueError as e:
             raise ValueError(f"cannot prepare node {n.name!r} ({n.op}, from {n.source or '?'}): {e}") from e
 
@@ -262,14 +298,23 @@ def prepare_kernels(graph, emulate: str) -> dict:
         x = _check_codes(xs[0], n)
         return x.reshape((x.shape[0],) + tuple(n.attrs.shape))
 
+    def k_qmul(n, xs):
+        a = n.attrs
+        return qmul(_check_codes(xs[0], n), a.a_scale, a.a_zp, _check_codes(xs[1], n), a.b_scale, a.b_zp,
+                    a.y_scale, a.y_zp, relu=a.relu, emulate=ar.name)
+
+    def k_qactivation(n, xs):
+        t_vec, t_tail = prepared[n.name]
+        return apply_tables(_check_codes(xs[0], n), t_vec, t_tail, channels_last=n.attrs.channels_last)
+
     def k_dyn_linear(n, xs):
         packed, ws = prepared[n.name]
         return dynamic_linear(xs[0], packed, ws, None, n.params.get("bias"), reduce_range=n.attrs.reduce_range,
                               relu=n.attrs.relu, emulate=ar.name)
 
     def k_dyn_conv(n, xs):
-        packs, ws, khw = prepared[n.name]
-        return dynamic_conv2d(xs[0], packs, ws, n.params.get("bias"), n.attrs, khw, ar.name)
+        packs, ws, khw, dw, pair_max = prepared[n.name]
+        return dynamic_conv2d(xs[0], packs, ws, n.params.get("bias"), n.attrs, khw, ar.name, dw, pair_max)
 
     table = dict(FLOAT_KERNELS)
     table.update(EXTRA_FLOAT_KERNELS)
@@ -280,5 +325,6 @@ def prepare_kernels(graph, emulate: str) -> dict:
     table.update({"quantize": k_quantize, "dequantize": k_dequantize, "qconv2d": k_qconv, "qlinear": k_qlinear,
                   "qadd": k_qadd, "qcat": k_qcat, "qmax_pool2d": k_qmax, "qavg_pool2d": k_qavg,
                   "qadaptive_avg_pool2d": k_qadaptive, "qclamp": k_qclamp, "qflatten": k_qflatten,
-                  "qreshape": k_qreshape, "dynamic_linear": k_dyn_linear, "dynamic_conv2d": k_dyn_conv})
+                  "qreshape": k_qreshape, "dynamic_linear": k_dyn_linear, "dynamic_conv2d": k_dyn_conv,
+                  "qmul": k_qmul, "qhardswish": k_qactivation, "qhardsigmoid": k_qactivation})
     return table

@@ -17,19 +17,28 @@ undocumented rounding — and :func:`minquant.quantized.compare` shows per layer
 How: the converted model is traced with ``torch.fx`` (quantized modules are leaves; functional calls such
 as ``torch.ops.quantized.add`` appear with their output qparams as constants) and run once on zeros of
 ``input_shape`` to record, for every value, whether it is a quantized tensor, its qparams and whether it
-is channels-last in memory. Two torch kernels round differently by memory layout — average pooling and
-the fbgemm residual add (its SIMD blocks and scalar tail follow memory order) — so that layout is stored
-in the node. Supported:
+is channels-last in memory. Several torch kernels round differently by memory layout — average pooling,
+and fbgemm's residual add, hardswish and hardsigmoid (their SIMD blocks and scalar tail follow memory
+order) — so that layout is stored in the node. The walk over the fx graph is
+:class:`minquant.torch_import.Importer`'s; this module only overrides its two lookups (which handler
+computes a call: quantized tables first, :func:`minquant.from_torch`'s for float values). Supported:
 
 * modules — ``Quantize`` (QuantStub after convert), ``DeQuantize``, quantized ``Conv2d`` / ``ConvReLU2d``
-  / ``Linear`` / ``LinearReLU`` / ``ReLU6``, dynamic quantized ``Linear`` (``quantize_dynamic``), and on
-  quantized tensors ``ReLU``, ``ReLU6``, ``Hardtanh(0, 6)``, ``MaxPool2d``, ``AvgPool2d``,
-  ``AdaptiveAvgPool2d``, ``Flatten``, ``Identity``, ``Dropout``; float modules (regions between
+  / ``Linear`` / ``LinearReLU`` / ``ReLU6`` / ``Hardswish``, dynamic quantized ``Linear``
+  (``quantize_dynamic``), and on quantized tensors ``ReLU``, ``ReLU6``, ``Hardtanh(0, 6)``,
+  ``Hardsigmoid``, ``MaxPool2d``, ``AvgPool2d``, ``AdaptiveAvgPool2d``, ``Flatten``, ``Identity``,
+  ``Dropout`` — which covers torchvision's quantizable MobileNetV2, MobileNetV3-large (squeeze-excite:
+  hardsigmoid and ``FloatFunctional.mul``) and ResNet18; float modules (regions between
   DeQuantStub and QuantStub, layers ``quantize_dynamic`` left float) go to :func:`minquant.from_torch`'s
   handlers;
-* functions — ``torch.ops.quantized.add`` / ``add_relu`` / ``cat`` (what ``FloatFunctional`` becomes),
-  ``relu``, ``relu6``/``hardtanh``, ``flatten``, ``view``/``reshape``, ``adaptive_avg_pool2d``,
-  ``avg_pool2d``, ``max_pool2d``, ``dropout`` on quantized tensors; float functions as ``from_torch``.
+* functions — ``torch.ops.quantized.add`` / ``add_relu`` / ``cat`` / ``mul`` / ``mul_relu`` (what
+  ``FloatFunctional`` becomes) / ``hardswish``, and on quantized tensors ``relu``, ``relu6``/``hardtanh``,
+  ``hardsigmoid``, ``flatten``, ``view``/``reshape``, ``adaptive_avg_pool2d``, ``avg_pool2d``,
+  ``max_pool2d``, ``dropout``; float functions as ``from_torch``.
+
+Hardswish and hardsigmoid on codes are 256-entry tables and the quantized product one multiplier
+(``qhardswish``, ``qhardsigmoid``, ``qmul``; formulas and torch's exact roundings per engine in
+:mod:`minquant.kernels.elementwise`, docs/quantization.md step 10) — integer-exact, no float fallback.
 
 Anything else raises ValueError naming the op and where it sits. Bit-exactness assumes one torch thread
 (``torch.set_num_threads(1)``): with several, torch splits big element-wise adds into chunks that each get
@@ -42,8 +51,9 @@ from __future__ import annotations
 import numpy as np
 
 from ..affine import quantize
-from ..graph import FlattenAttrs, Graph, MaxPool2dAttrs, ReshapeAttrs
-from ..torch_import import Importer, _arg
+from ..torch_import import (MODULE_HANDLERS, Importer, _arg, adaptive_avg_pool2d_attrs, alias, avg_pool2d_attrs,
+                            check_dropout_off, check_relu6, flatten_attrs, is_inplace, max_pool2d_attrs, op_name,
+                            reshape_attrs, trace)
 from . import ops
 from .model import QuantizedModel
 
@@ -67,18 +77,42 @@ def _f32_if_exact(a: np.ndarray) -> np.ndarray:
 
 
 class _QImporter(Importer):
-    """:class:`minquant.torch_import.Importer` plus quantized handlers; ``info[fx node]`` holds what the
-    probe run saw: quantized?, (scale, zero point), channels-last?"""
+    """:class:`minquant.torch_import.Importer` whose lookups try the quantized tables first; ``info[fx node]``
+    holds what the probe run saw: quantized?, (scale, zero point), channels-last?"""
 
-    def __init__(self, gm, batch, name, float_modules, float_functions):
-        super().__init__(gm, batch, name, float_modules)
-        self.float_functions = float_functions
-        self.info: dict = {}
+    def __init__(self, gm, batch, name, info):
+        super().__init__(gm, batch, name, MODULE_HANDLERS)
+        self.info = info
         self.qp: dict[str, tuple[float, int]] = {}     # IR value → qparams (quantized values only)
 
-    # -- helpers --------------------------------------------------------------------------------------
+    # -- the lookups (the walk itself is Importer.build) -----------------------------------------------
+    def module_handler(self, fxn, mod):
+        """Quantized module types first; a float module applied to a quantized tensor (nn.ReLU, pools...)
+        needs a handler for codes; anything else is a float module, as in :func:`minquant.from_torch`."""
+        handler = _Q_MODULES.get(type(mod))
+        if handler is None and self.is_q(fxn.args[0] if fxn.args else None):
+            handler = _Q_ON_QUANTIZED.get(type(mod))
+            if handler is None:
+                self.fail(fxn, f"unsupported module {type(mod).__module__}.{type(mod).__name__} on a "
+                               "quantized tensor")
+        return handler or super().module_handler(fxn, mod)
+
+    def function_handler(self, fxn, key):
+        """A call with a quantized tensor operand (or a ``torch.ops.quantized`` op) → the quantized table."""
+        tensors = [a for a in list(fxn.args) + list(fxn.kwargs.values()) if _hashable_node(a) and a in self.info]
+        for a in fxn.args:
+            if isinstance(a, (list, tuple)):
+                tensors += [t for t in a if _hashable_node(t) and t in self.info]
+        if not (any(self.is_q(a) for a in tensors) or key in _Q_FUNCTIONS_ONLY):
+            return super().function_handler(fxn, key)
+        handler = _Q_FUNCTIONS.get(key)
+        if handler is None:
+            self.fail(fxn, f"unsupported op on quantized tensors: {op_name(fxn)}")
+        return handler
+
+    # -- helpers for the handlers ---------------------------------------------------------------------
     def is_q(self, arg) -> bool:
-        return bool(self.info.get(arg, {}).get("quantized"))
+        return _hashable_node(arg) and bool(self.info.get(arg, {}).get("quantized"))
 
     def qparams_of(self, arg, fxn):
         v = self.value(arg, fxn)
@@ -86,9 +120,9 @@ class _QImporter(Importer):
             self.fail(fxn, f"operand {arg} is not a quantized tensor")
         return self.qp[v]
 
-    def emit_q(self, fxn, op, inputs, attrs=None, params=None, qparams=None):
+    def emit_q(self, fxn, op, inputs, attrs=None, params=None, qparams=None, *, inplace=False):
         """Emit a node whose output is uint8 codes with ``qparams`` (default: the probe's)."""
-        node = self.emit(fxn, op, inputs, attrs, params)
+        node = self.emit(fxn, op, inputs, attrs, params, inplace=inplace)
         if qparams is None:
             inf = self.info.get(fxn, {})
             if not inf.get("quantized"):
@@ -120,50 +154,9 @@ class _QImporter(Importer):
     def channels_last(self, arg) -> bool:
         return bool(self.info.get(arg, {}).get("channels_last"))
 
-    # -- the walk (as Importer.build, with the quantized tables first) ----------------------------------
-    def build(self) -> Graph:
-        outputs = []
-        for fxn in self.gm.graph.nodes:
-            if fxn.op == "placeholder":
-                self.add_input(fxn)
-            elif fxn.op == "call_module":
-                mod = self.gm.get_submodule(fxn.target)
-                arg0 = fxn.args[0] if fxn.args else None
-                handler = _Q_MODULES.get(type(mod))
-                if handler is None and self.is_q(arg0):
-                    handler = _Q_ON_QUANTIZED.get(type(mod))
-                    if handler is None:
-                        self.fail(fxn, f"unsupported module {type(mod).__module__}.{type(mod).__name__} on a "
-                                       "quantized tensor")
-                if handler is None:
-                    handler = self.module_handlers.get(type(mod))
-                if handler is None:
-                    self.fail(fxn, f"unsupported module type {type(mod).__module__}.{type(mod).__name__}")
-                handler(self, fxn, mod)
-            elif fxn.op in ("call_function", "call_method"):
-                if self._is_shape_value(fxn):
-                    self.shape_values.add(fxn)
-                    continue
-                key = fxn.target if fxn.op == "call_function" else ("method", fxn.target)
-                tensors = [a for a in list(fxn.args) + list(fxn.kwargs.values()) if a in self.info]
-                for a in list(fxn.args):
-                    if isinstance(a, (list, tuple)):
-                        tensors += [t for t in a if t in self.info]
-                quantized = any(self.is_q(a) for a in tensors) or key in _Q_FUNCTIONS_ONLY
-                table = _Q_FUNCTIONS if quantized else self.float_functions
-                handler = table.get(key)
-                if handler is None:
-                    what = getattr(fxn.target, "__name__", str(fxn.target))
-                    kind = "quantized" if quantized else "float"
-                    self.fail(fxn, f"unsupported op on {kind} tensors: {what}")
-                handler(self, fxn)
-            elif fxn.op == "get_attr":
-                self.fail(fxn, f"reads the tensor attribute '{fxn.target}' directly")
-            elif fxn.op == "output":
-                res = fxn.args[0]
-                for r in (list(res) if isinstance(res, (tuple, list)) else [res]):
-                    outputs.append(self.value(r, fxn))
-        return Graph(self.inputs, self.nodes, outputs, self.input_shapes, name=self.name)
+
+def _hashable_node(a) -> bool:
+    return hasattr(a, "op") and hasattr(a, "meta")      # an fx node (constants and lists are not)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -236,81 +229,59 @@ def _h_dynamic_linear(imp, fxn, m):
     imp.emit(fxn, "dynamic_linear", [fxn.args[0]], ops.DynamicLinearAttrs(per_channel, reduce_range, False), params)
 
 
-def _h_qrelu6_module(imp, fxn, m):
-    s, z = imp.qparams_of(fxn.args[0], fxn)
-    imp.emit_q(fxn, "qclamp", [fxn.args[0]], ops.QClampAttrs(*_relu_clamp("relu6", s, z), "relu6"), qparams=(s, z))
-
-
 def _on_q_activation(act):
+    """ReLU / ReLU6 / Hardtanh(0, 6) on codes: a clamp, qparams unchanged (a module, a function or a
+    method call; in place when the call is)."""
     def handler(imp, fxn, m=None):
         x = fxn.args[0]
         s, z = imp.qparams_of(x, fxn)
+        name = act
         if act == "hardtanh":
-            if m is not None:
-                lo, hi = float(m.min_val), float(m.max_val)
-            else:
-                lo, hi = float(_arg(fxn, 1, "min_val", -1.0)), float(_arg(fxn, 2, "max_val", 1.0))
-            if (lo, hi) != (0.0, 6.0):
-                imp.fail(fxn, f"hardtanh({lo}, {hi}) is supported only as relu6")
+            check_relu6(imp, fxn, m)
             name = "relu6"
-        else:
-            name = act
-        imp.emit_q(fxn, "qclamp", [x], ops.QClampAttrs(*_relu_clamp(name, s, z), name), qparams=(s, z))
-        if m is not None:
-            inplace = bool(getattr(m, "inplace", False))
-        elif fxn.op == "call_method":
-            inplace = str(fxn.target).endswith("_")
-        else:
-            inplace = getattr(fxn.target, "__name__", "").endswith("_") or bool(_arg(fxn, 1, "inplace", False)) \
-                if act == "relu" else bool(_arg(fxn, 3 if act == "hardtanh" else 1, "inplace", False))
-        if inplace:
-            old = imp.value_of[x]
-            for k, v in list(imp.value_of.items()):
-                if v == old:
-                    imp.value_of[k] = imp.value_of[fxn]
+        imp.emit_q(fxn, "qclamp", [x], ops.QClampAttrs(*_relu_clamp(name, s, z), name), qparams=(s, z),
+                   inplace=is_inplace(fxn, m, 3 if act == "hardtanh" else 1))
     return handler
 
 
-def _pass_q(imp, fxn, op, attrs):
+def _pass_q(op, attrs_of):
+    """A handler for an op that moves or selects codes (pools, flatten, reshape): the output keeps the
+    input's qparams; ``attrs_of(imp, fxn, m)`` reads the geometry as :mod:`minquant.torch_import` does."""
+    def handler(imp, fxn, m=None):
+        s, z = imp.qparams_of(fxn.args[0], fxn)
+        imp.emit_q(fxn, op, [fxn.args[0]], attrs_of(imp, fxn, m), qparams=(s, z))
+    return handler
+
+
+def _q_avg_pool2d_attrs(imp, fxn, m=None):
+    g = avg_pool2d_attrs(imp, fxn, m)
     s, z = imp.qparams_of(fxn.args[0], fxn)
-    imp.emit_q(fxn, op, [fxn.args[0]], attrs, qparams=(s, z))
+    return ops.QAvgPool2dAttrs(g.kernel_size, g.stride, g.padding, g.ceil_mode, g.count_include_pad,
+                               g.divisor_override, s, z, imp.channels_last(fxn.args[0]))
 
 
-def _h_maxpool(imp, fxn, m):
-    if m.return_indices:
-        imp.fail(fxn, "MaxPool2d(return_indices=True) is not supported")
-    _pass_q(imp, fxn, "qmax_pool2d", MaxPool2dAttrs(m.kernel_size, m.stride if m.stride is not None else m.kernel_size,
-                                                    m.padding, m.dilation, m.ceil_mode))
-
-
-def _h_avgpool(imp, fxn, m):
+def _q_adaptive_attrs(imp, fxn, m=None):
     s, z = imp.qparams_of(fxn.args[0], fxn)
-    attrs = ops.QAvgPool2dAttrs(m.kernel_size, m.stride if m.stride is not None else m.kernel_size, m.padding,
-                                m.ceil_mode, m.count_include_pad, m.divisor_override, s, z,
-                                imp.channels_last(fxn.args[0]))
-    _pass_q(imp, fxn, "qavg_pool2d", attrs)
+    return ops.QAdaptiveAvgPool2dAttrs(adaptive_avg_pool2d_attrs(imp, fxn, m).output_size, s, z,
+                                       imp.channels_last(fxn.args[0]))
 
 
-def _h_adaptive(imp, fxn, m=None):
-    s, z = imp.qparams_of(fxn.args[0], fxn)
-    attrs = ops.QAdaptiveAvgPool2dAttrs(imp.out_shape(fxn)[-2:], s, z, imp.channels_last(fxn.args[0]))
-    _pass_q(imp, fxn, "qadaptive_avg_pool2d", attrs)
-
-
-def _emit_qflatten(imp, fxn, start, end):
-    r = len(imp.out_shape(fxn.args[0]))
-    s, e = int(start) % r, int(end) % r
-    if s == 0:
-        imp.fail(fxn, "flatten from dim 0 would merge the batch dimension")
-    _pass_q(imp, fxn, "qflatten", FlattenAttrs(s, -1 if e == r - 1 else e))
-
-
-def _h_flatten_module(imp, fxn, m):
-    _emit_qflatten(imp, fxn, m.start_dim, m.end_dim)
-
-
-def _h_alias(imp, fxn, m=None):
-    imp.alias(fxn, fxn.args[0])
+def _q_activation_table(op, *, may_be_inplace=True):
+    """Hardswish / hardsigmoid on codes: a 256-entry table (``qhardswish`` / ``qhardsigmoid``, kernel
+    :mod:`minquant.kernels.elementwise`). Output qparams: the probe's — a ``QuantizedHardswish`` module's
+    own, torch's fixed (1/256, 0) for hardsigmoid. The input's memory layout is stored: torch fbgemm's two
+    rounding paths split the tensor in memory order."""
+    def handler(imp, fxn, m=None):
+        x = fxn.args[0]
+        if may_be_inplace and is_inplace(fxn, m):
+            imp.fail(fxn, f"in-place {op} on a quantized tensor is not supported")
+        xs, xz = imp.qparams_of(x, fxn)
+        inf = imp.info.get(fxn, {})
+        if not inf.get("quantized"):
+            imp.fail(fxn, f"quantized {op} without a quantized result")
+        attrs = ops.QActivationAttrs(xs, xz, inf["scale"], inf["zero_point"], imp.channels_last(x))
+        imp.emit_q(fxn, "q" + op, [x], attrs)
+    return handler
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -333,6 +304,18 @@ def _f_qadd(relu):
     return handler
 
 
+def _f_qmul(relu):
+    """``torch.ops.quantized.mul`` / ``mul_relu`` (what ``FloatFunctional.mul`` becomes): ``qmul``, inputs
+    may broadcast (squeeze-excite: an (N, C, 1, 1) scale times an (N, C, H, W) tensor)."""
+    def handler(imp, fxn):
+        a, b = fxn.args[0], fxn.args[1]
+        sa, za = imp.qparams_of(a, fxn)
+        sb, zb = imp.qparams_of(b, fxn)
+        ys, yz = float(_arg(fxn, 2, "scale")), int(_arg(fxn, 3, "zero_point"))
+        imp.emit_q(fxn, "qmul", [a, b], ops.QMulAttrs(sa, za, sb, zb, ys, yz, relu), qparams=(ys, yz))
+    return handler
+
+
 def _f_qcat(imp, fxn):
     tensors = list(_arg(fxn, 0, "qx"))
     dim = int(_arg(fxn, 1, "dim", 0)) % len(imp.out_shape(tensors[0]))
@@ -344,39 +327,8 @@ def _f_qcat(imp, fxn):
     imp.emit_q(fxn, "qcat", tensors, attrs, qparams=(ys, yz))
 
 
-def _f_flatten(imp, fxn):
-    _emit_qflatten(imp, fxn, _arg(fxn, 1, "start_dim", 0), _arg(fxn, 2, "end_dim", -1))
-
-
-def _f_reshape(imp, fxn):
-    before, after = imp.out_shape(fxn.args[0]), imp.out_shape(fxn)
-    if after[0] != before[0]:
-        imp.fail(fxn, f"reshape from {before} to {after} changes the batch dimension")
-    _pass_q(imp, fxn, "qreshape", ReshapeAttrs(after[1:]))
-
-
-def _f_maxpool(imp, fxn):
-    if _arg(fxn, 6, "return_indices", False):
-        imp.fail(fxn, "max_pool2d(return_indices=True) is not supported")
-    k = _arg(fxn, 1, "kernel_size")
-    stride = _arg(fxn, 2, "stride", None) or k
-    _pass_q(imp, fxn, "qmax_pool2d", MaxPool2dAttrs(k, stride, _arg(fxn, 3, "padding", 0), _arg(fxn, 4, "dilation", 1),
-                                                    _arg(fxn, 5, "ceil_mode", False)))
-
-
-def _f_avgpool(imp, fxn):
-    s, z = imp.qparams_of(fxn.args[0], fxn)
-    k = _arg(fxn, 1, "kernel_size")
-    stride = _arg(fxn, 2, "stride", None) or k
-    attrs = ops.QAvgPool2dAttrs(k, stride, _arg(fxn, 3, "padding", 0), _arg(fxn, 4, "ceil_mode", False),
-                                _arg(fxn, 5, "count_include_pad", True), _arg(fxn, 6, "divisor_override", None),
-                                s, z, imp.channels_last(fxn.args[0]))
-    _pass_q(imp, fxn, "qavg_pool2d", attrs)
-
-
 def _f_dropout(imp, fxn):
-    if _arg(fxn, 2, "training", True):
-        imp.fail(fxn, "F.dropout(training=True) in a quantized model")
+    check_dropout_off(imp, fxn)
     imp.alias(fxn, fxn.args[0])
 
 
@@ -396,35 +348,38 @@ def _tables():
     import torch.nn as nn
     import torch.nn.functional as F
 
+    relu, relu6, hardtanh = _on_q_activation("relu"), _on_q_activation("relu6"), _on_q_activation("hardtanh")
+    maxpool, avgpool = _pass_q("qmax_pool2d", max_pool2d_attrs), _pass_q("qavg_pool2d", _q_avg_pool2d_attrs)
+    adaptive, flatten = _pass_q("qadaptive_avg_pool2d", _q_adaptive_attrs), _pass_q("qflatten", flatten_attrs)
+    reshape = _pass_q("qreshape", reshape_attrs)
     _Q_MODULES.update({
         nnq.Quantize: _h_quantize, nnq.DeQuantize: _h_dequantize,
         nnq.Conv2d: _h_conv(""), nniq.ConvReLU2d: _h_conv("relu"),
         nnq.Linear: _h_linear(""), nniq.LinearReLU: _h_linear("relu"),
-        nnq.ReLU6: _h_qrelu6_module, nnqd.Linear: _h_dynamic_linear,
-        nnq.Dropout: _h_alias,   # torch's quantized Dropout is the identity (convert leaves it in train mode)
+        nnq.ReLU6: relu6, nnqd.Linear: _h_dynamic_linear, nnq.Hardswish: _q_activation_table("hardswish"),
+        nnq.Dropout: alias,   # torch's quantized Dropout is the identity (convert leaves it in train mode)
     })
     _Q_ON_QUANTIZED.update({
-        nn.ReLU: _on_q_activation("relu"), nn.ReLU6: _on_q_activation("relu6"),
-        nn.Hardtanh: _on_q_activation("hardtanh"),
-        nn.MaxPool2d: _h_maxpool, nn.AvgPool2d: _h_avgpool, nn.AdaptiveAvgPool2d: _h_adaptive,
-        nn.Flatten: _h_flatten_module, nn.Identity: _h_alias, nn.Dropout: _h_alias, nn.Dropout2d: _h_alias,
+        nn.ReLU: relu, nn.ReLU6: relu6, nn.Hardtanh: hardtanh,
+        nn.MaxPool2d: maxpool, nn.AvgPool2d: avgpool, nn.AdaptiveAvgPool2d: adaptive,
+        nn.Flatten: flatten, nn.Identity: alias, nn.Dropout: alias, nn.Dropout2d: alias,
+        nn.Hardsigmoid: _q_activation_table("hardsigmoid"),
     })
     q_on = {
         torch.ops.quantized.add: _f_qadd(False), torch.ops.quantized.add_relu: _f_qadd(True),
-        torch.ops.quantized.cat: _f_qcat,
+        torch.ops.quantized.cat: _f_qcat, torch.ops.quantized.mul: _f_qmul(False),
+        torch.ops.quantized.mul_relu: _f_qmul(True),
+        torch.ops.quantized.hardswish: _q_activation_table("hardswish", may_be_inplace=False),   # (x, scale, zp)
     }
     _Q_FUNCTIONS_ONLY.update(q_on)
     _Q_FUNCTIONS.update(q_on)
-    relu = _on_q_activation("relu")
     _Q_FUNCTIONS.update({
-        torch.relu: relu, torch.relu_: relu, F.relu: relu, F.relu6: _on_q_activation("relu6"),
-        F.hardtanh: _on_q_activation("hardtanh"),
-        torch.flatten: _f_flatten, torch.reshape: _f_reshape,
-        F.adaptive_avg_pool2d: lambda imp, fxn: _h_adaptive(imp, fxn),
-        F.max_pool2d: _f_maxpool, F.avg_pool2d: _f_avgpool, F.dropout: _f_dropout,
-        ("method", "relu"): relu, ("method", "relu_"): relu, ("method", "flatten"): _f_flatten,
-        ("method", "view"): _f_reshape, ("method", "reshape"): _f_reshape,
-        ("method", "contiguous"): lambda imp, fxn: imp.alias(fxn, fxn.args[0]),
+        torch.relu: relu, torch.relu_: relu, F.relu: relu, F.relu6: relu6, F.hardtanh: hardtanh,
+        torch.flatten: flatten, torch.reshape: reshape, F.adaptive_avg_pool2d: adaptive,
+        F.max_pool2d: maxpool, F.avg_pool2d: avgpool, F.dropout: _f_dropout,
+        F.hardsigmoid: _q_activation_table("hardsigmoid"),
+        ("method", "relu"): relu, ("method", "relu_"): relu, ("method", "flatten"): flatten,
+        ("method", "view"): reshape, ("method", "reshape"): reshape, ("method", "contiguous"): alias,
     })
 
 
@@ -437,12 +392,8 @@ def from_torch_quantized(qmodel, input_shape, *, engine: str | None = None, name
     picks the emulation. Raises ValueError for an unsupported module / op (naming it and where it sits),
     a model in training mode, or an unsupported engine."""
     import torch
-    import torch.fx
     from torch.fx.passes.shape_prop import ShapeProp
 
-    from ..torch_import import MODULE_HANDLERS, _FUNCTION_HANDLERS, _ensure_tables
-
-    _ensure_tables()
     _tables()
     engine = engine or torch.backends.quantized.engine
     emulate = engine_emulation(engine)
@@ -455,18 +406,11 @@ def from_torch_quantized(qmodel, input_shape, *, engine: str | None = None, name
                 if m.training and isinstance(m, mode_dependent) and type(m) not in _Q_MODULES]
     if training:
         raise ValueError(f"model is in training mode (e.g. {training[0]!r}); call .eval() first")
-    shape = tuple(int(d) for d in input_shape)
-    if len(shape) < 2 or min(shape) < 1:
-        raise ValueError(f"input_shape must be (batch, ...) with positive sizes, got {shape}")
     label = name or type(qmodel).__name__
-    try:
-        gm = torch.fx.symbolic_trace(qmodel)
-    except Exception as e:
-        raise ValueError(f"torch.fx could not trace {label}: {type(e).__name__}: {e}") from e
-
     info: dict = {}
 
     class _Probe(ShapeProp):
+        """Records, for every tensor an fx node produces: quantized?, its qparams, channels-last?"""
         def run_node(self, n):
             r = super().run_node(n)
             if isinstance(r, torch.Tensor):
@@ -482,17 +426,8 @@ def from_torch_quantized(qmodel, input_shape, *, engine: str | None = None, name
                 info[n] = d
             return r
 
-    probe = (max(2, shape[0]),) + shape[1:]
-    try:
-        with torch.no_grad():
-            _Probe(gm).propagate(torch.zeros(probe, dtype=torch.float32))
-    except ValueError:
-        raise
-    except Exception as e:
-        raise ValueError(f"{label} does not run on an input of shape {probe} under engine {engine!r}: "
-                         f"{type(e).__name__}: {e}") from e
-    imp = _QImporter(gm, shape[0], label, dict(MODULE_HANDLERS), dict(_FUNCTION_HANDLERS))
-    imp.info = info
-    graph = imp.build()
+    gm, shape = trace(qmodel, input_shape, label, probe=_Probe, argname="input_shape",
+                      context=f" under engine {engine!r}")
+    graph = _QImporter(gm, shape[0], label, info).build()
     return QuantizedModel(graph, emulate, meta={"method": "from_torch_quantized", "engine": engine,
                                                 "torch_version": torch.__version__})

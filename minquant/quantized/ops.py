@@ -18,6 +18,9 @@ qlinear               uint8 → uint8             x/y qparams, clamp; weight int
                                                 optional ``clamp_hi``
 qadd                  uint8, uint8 → uint8      a/b/y qparams, fused ReLU, element order (torch layout)
 qcat                  uint8… → uint8            dim, input and output qparams
+qmul                  uint8, uint8 → uint8      a/b/y qparams, fused ReLU; inputs broadcast (squeeze-excite)
+qhardswish            uint8 → uint8             x/y qparams, element order (torch layout): a lookup table
+qhardsigmoid          uint8 → uint8             as qhardswish (torch's output qparams are (1/256, 0))
 qmax_pool2d           uint8 → uint8             as max_pool2d (max commutes with r = s·(q − z): same qparams)
 qavg_pool2d           uint8 → uint8             as avg_pool2d + input qparams (output keeps them, like torch,
                                                 unless y_scale/y_zp are given, like ONNX QLinearAveragePool)
@@ -56,7 +59,8 @@ from .. import graph as G
 from ..graph import OPS, OpSpec, register_op
 
 __all__ = ["QuantizeAttrs", "QConv2dAttrs", "QLinearAttrs", "QAddAttrs", "QCatAttrs", "QAvgPool2dAttrs",
-           "QAdaptiveAvgPool2dAttrs", "QClampAttrs", "DynamicLinearAttrs", "DynamicConv2dAttrs",
+           "QAdaptiveAvgPool2dAttrs", "QClampAttrs", "DynamicLinearAttrs", "DynamicConv2dAttrs", "QMulAttrs",
+           "QActivationAttrs",
            "ATTRS_CLASSES", "QUANTIZED_OPS", "FLOAT_OPS", "CODE_OPS", "WEIGHT_OPS", "value_qparams", "attrs_to_json",
            "attrs_from_json"]
 
@@ -190,6 +194,43 @@ class QCatAttrs:
 
 
 @dataclass(frozen=True)
+class QMulAttrs:
+    """``qmul``: y = s_a·(a − z_a) · s_b·(b − z_b) requantized to (y_scale, y_zp); ``relu`` clamps at z_y.
+    Kernel and roundings: :func:`minquant.kernels.elementwise.qmul`."""
+    a_scale: float
+    a_zp: int
+    b_scale: float
+    b_zp: int
+    y_scale: float
+    y_zp: int
+    relu: bool = False
+
+    def __post_init__(self):
+        for s in ("a", "b", "y"):
+            object.__setattr__(self, f"{s}_scale", _scale(getattr(self, f"{s}_scale"), f"{s}_scale"))
+            object.__setattr__(self, f"{s}_zp", _zp(getattr(self, f"{s}_zp"), f"{s}_zp"))
+        object.__setattr__(self, "relu", bool(self.relu))
+
+
+@dataclass(frozen=True)
+class QActivationAttrs:
+    """``qhardswish`` / ``qhardsigmoid``: input and output qparams and the layout of the framework tensor
+    emulated (torch fbgemm's rounding depends on the position in memory order). A 256-entry table
+    (:mod:`minquant.kernels.elementwise`)."""
+    x_scale: float
+    x_zp: int
+    y_scale: float
+    y_zp: int
+    channels_last: bool = False
+
+    def __post_init__(self):
+        for s in ("x", "y"):
+            object.__setattr__(self, f"{s}_scale", _scale(getattr(self, f"{s}_scale"), f"{s}_scale"))
+            object.__setattr__(self, f"{s}_zp", _zp(getattr(self, f"{s}_zp"), f"{s}_zp"))
+        object.__setattr__(self, "channels_last", bool(self.channels_last))
+
+
+@dataclass(frozen=True)
 class QAvgPool2dAttrs:
     """``qavg_pool2d``: avg_pool2d geometry + the input's qparams + the layout of the framework tensor
     emulated (torch rounds differently for channels-last tensors). The output keeps the input's qparams
@@ -306,6 +347,9 @@ _SPECS = {
     "qlinear": OpSpec(1, QLinearAttrs, _WL, _BQ, "quantized linear, int8 weights, uint8 in/out"),
     "qadd": OpSpec(2, QAddAttrs, (), (), "quantized residual add"),
     "qcat": OpSpec(None, QCatAttrs, (), (), "quantized concatenation (requantize to one scale)"),
+    "qmul": OpSpec(2, QMulAttrs, (), (), "quantized product (broadcasting)"),
+    "qhardswish": OpSpec(1, QActivationAttrs, (), (), "quantized hardswish (lookup table)"),
+    "qhardsigmoid": OpSpec(1, QActivationAttrs, (), (), "quantized hardsigmoid (lookup table)"),
     "qmax_pool2d": OpSpec(1, G.MaxPool2dAttrs, (), (), "max pooling on codes"),
     "qavg_pool2d": OpSpec(1, QAvgPool2dAttrs, (), (), "quantized average pooling"),
     "qadaptive_avg_pool2d": OpSpec(1, QAdaptiveAvgPool2dAttrs, (), (), "quantized adaptive average pooling"),
@@ -322,7 +366,8 @@ for _name, _spec in _SPECS.items():
 
 #: ops whose output is uint8 codes
 CODE_OPS = frozenset({"quantize", "qconv2d", "qlinear", "qadd", "qcat", "qmax_pool2d", "qavg_pool2d",
-                      "qadaptive_avg_pool2d", "qclamp", "qflatten", "qreshape"})
+                      "qadaptive_avg_pool2d", "qclamp", "qflatten", "qreshape", "qmul", "qhardswish",
+                      "qhardsigmoid"})
 #: float ops this module adds (not quantized ops)
 FLOAT_OPS = frozenset({"relu_clip"})
 #: every op this module adds
@@ -333,7 +378,8 @@ WEIGHT_OPS = frozenset({"qconv2d", "qlinear", "dynamic_linear", "dynamic_conv2d"
 ATTRS_CLASSES = {c.__name__: c for c in (
     QuantizeAttrs, QConv2dAttrs, QLinearAttrs, QAddAttrs, QCatAttrs, QAvgPool2dAttrs, QAdaptiveAvgPool2dAttrs,
     QClampAttrs, DynamicLinearAttrs, DynamicConv2dAttrs, G.Conv2dAttrs, G.BatchNormAttrs, G.AvgPool2dAttrs,
-    G.MaxPool2dAttrs, G.AdaptiveAvgPool2dAttrs, G.CatAttrs, G.FlattenAttrs, G.ReshapeAttrs, G.ClipAttrs)}
+    G.MaxPool2dAttrs, G.AdaptiveAvgPool2dAttrs, G.CatAttrs, G.FlattenAttrs, G.ReshapeAttrs, G.ClipAttrs,
+    QMulAttrs, QActivationAttrs)}
 
 
 def attrs_to_json(attrs):
@@ -367,8 +413,9 @@ def attrs_from_json(d):
 def value_qparams(graph) -> dict[str, tuple[float, int]]:
     """(scale, zero point) of every uint8 value of a quantized graph, by value name.
 
-    Produced by ``quantize``/``qconv2d``/``qlinear``/``qadd``/``qcat`` (their own output qparams); ops that
-    only move or select codes (pools, clamp, flatten, reshape) pass their input's on."""
+    Produced by ``quantize``/``qconv2d``/``qlinear``/``qadd``/``qcat``/``qmul``/``qhardswish``/``qhardsigmoid``
+    (their own output qparams); ops that only move or select codes (pools, clamp, flatten, reshape) pass
+    their input's on."""
     qp: dict[str, tuple[float, int]] = {}
     for n in graph.nodes:
         a = n.attrs
@@ -376,7 +423,7 @@ def value_qparams(graph) -> dict[str, tuple[float, int]]:
             qp[n.name] = (a.scale, a.zero_point)
         elif n.op in ("qconv2d", "qlinear", "qcat"):
             qp[n.name] = (a.y_scale, a.y_zp)
-        elif n.op == "qadd":
+        elif n.op in ("qadd", "qmul", "qhardswish", "qhardsigmoid"):
             qp[n.name] = (a.y_scale, a.y_zp)
         elif n.op in ("qavg_pool2d", "qadaptive_avg_pool2d") and getattr(a, "y_scale", None) is not None:
             qp[n.name] = (a.y_scale, a.y_zp)
