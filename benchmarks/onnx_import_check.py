@@ -27,47 +27,10 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 
 
-def export(model, shape, path):
-    import torch
-    torch.onnx.export(model, (torch.zeros(shape),), str(path), input_names=["x"], output_names=["y"],
-                      dynamic_axes={"x": {0: "n"}, "y": {0: "n"}}, opset_version=17, dynamo=False)
-    return path
-
-
-def quantize(fp32, calib, path, fmt="qdq", dynamic=False):
-    from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType, quantize_dynamic,
-                                          quantize_static)
-    if dynamic:
-        quantize_dynamic(str(fp32), str(path), weight_type=QuantType.QInt8)
-        return path
-
-    class Reader(CalibrationDataReader):
-        def __init__(self):
-            self.it = iter([{"x": calib[i:i + 1]} for i in range(len(calib))])
-
-        def get_next(self):
-            return next(self.it, None)
-
-    quantize_static(str(fp32), str(path), Reader(), quant_format=QuantFormat.QDQ if fmt == "qdq" else
-                    QuantFormat.QOperator, per_channel=True, activation_type=QuantType.QUInt8,
-                    weight_type=QuantType.QInt8)
-    return path
-
-
-def ort_runner(path, optimized=None):
-    import onnxruntime as ort
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = 1
-    so.inter_op_num_threads = 1
-    if optimized:
-        so.optimized_model_filepath = str(optimized)
-    sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-    return lambda x: sess.run(None, {"x": x})[0]
-
-
 def compare(label, path, x, batch, float_model=False):
     import minquant
     from minquant.onnx_import import from_onnx
+    from minquant.ort_reference import ort_runner
     t0 = time.perf_counter()
     imported = from_onnx(path)
     t_import = time.perf_counter() - t0
@@ -107,6 +70,7 @@ def main(argv=None):
     torch.set_num_threads(1)
     from minquant.datasets import photo_crops
     from minquant.kernels.arithmetic import describe_cpu
+    from minquant.ort_reference import export_torch, ort_quantize
     from minquant.zoo import mobilenet_v2_imagenet, tiny_cnn_digits
 
     print(f"onnx {onnx.__version__}, onnxruntime {onnxruntime.__version__}, torch {torch.__version__}; "
@@ -114,24 +78,24 @@ def main(argv=None):
     with tempfile.TemporaryDirectory() as d:
         d = Path(d)
         model, (x_tr, _, x_te, _) = tiny_cnn_digits()
-        fp32 = export(model, (1, 1, 28, 28), d / "tiny.onnx")
+        fp32 = export_torch(model, (1, 1, 28, 28), d / "tiny.onnx")
         compare("TinyCNN float", fp32, x_te, 60, float_model=True)
-        compare("TinyCNN QDQ (static, 64 calib)", quantize(fp32, x_tr[:64], d / "tiny_qdq.onnx"), x_te, 60)
-        compare("TinyCNN QOperator (static, 64 calib)", quantize(fp32, x_tr[:64], d / "tiny_qop.onnx", "qop"),
-                x_te, 60)
-        compare("TinyCNN quantize_dynamic", quantize(fp32, None, d / "tiny_dyn.onnx", dynamic=True), x_te, 60)
+        compare("TinyCNN QDQ (static, 64 calib)", ort_quantize(fp32, x_tr[:64], d / "tiny_qdq.onnx"), x_te, 60)
+        compare("TinyCNN QOperator (static, 64 calib)",
+                ort_quantize(fp32, x_tr[:64], d / "tiny_qop.onnx", "qoperator"), x_te, 60)
+        compare("TinyCNN quantize_dynamic", ort_quantize(fp32, None, d / "tiny_dyn.onnx", "dynamic"), x_te, 60)
 
         calib = photo_crops(n_cal, split="calib")
         x_ev = photo_crops(n_ev, split="eval")
-        fp32 = export(mobilenet_v2_imagenet(), (1, 3, 224, 224), d / "mnv2.onnx")
+        fp32 = export_torch(mobilenet_v2_imagenet(), (1, 3, 224, 224), d / "mnv2.onnx")
         compare("MobileNetV2 float", fp32, x_ev, 20, float_model=True)
         t0 = time.perf_counter()
-        qdq = quantize(fp32, calib, d / "mnv2_qdq.onnx")
+        qdq = ort_quantize(fp32, calib, d / "mnv2_qdq.onnx")
         print(f"(quantize_static QDQ on {n_cal} crops: {time.perf_counter() - t0:.1f} s)")
         compare(f"MobileNetV2 QDQ ({n_cal} calib)", qdq, x_ev, 20)
-        compare(f"MobileNetV2 QOperator ({n_cal} calib)", quantize(fp32, calib, d / "mnv2_qop.onnx", "qop"), x_ev,
-                20)
-        compare("MobileNetV2 quantize_dynamic", quantize(fp32, None, d / "mnv2_dyn.onnx", dynamic=True), x_ev, 20)
+        compare(f"MobileNetV2 QOperator ({n_cal} calib)",
+                ort_quantize(fp32, calib, d / "mnv2_qop.onnx", "qoperator"), x_ev, 20)
+        compare("MobileNetV2 quantize_dynamic", ort_quantize(fp32, None, d / "mnv2_dyn.onnx", "dynamic"), x_ev, 20)
 
 
 if __name__ == "__main__":

@@ -34,18 +34,7 @@ from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-
-def ort_session(path, optimized=None):
-    import onnxruntime as ort
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = 1
-    so.inter_op_num_threads = 1
-    so.log_severity_level = 3
-    if optimized is not None:
-        so.optimized_model_filepath = str(optimized)
-    sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-    name = sess.get_inputs()[0].name
-    return lambda x: sess.run(None, {name: x})[0]
+from minquant.ort_reference import ort_runner, ort_session  # noqa: E402
 
 
 def batched(fn, x, batch=32):
@@ -93,7 +82,7 @@ def section_exact(cases, workdir):
         for fmt in ("qoperator", "qdq"):
             p = to_onnx(qm, Path(workdir) / f"{c['name']}_{fmt}.onnx", format=fmt)
             opt = Path(workdir) / f"{c['name']}_{fmt}_optimized.onnx"
-            y = batched(ort_session(p, opt), x)
+            y = batched(ort_runner(p, opt), x)
             paths[fmt] = p
             import onnx
             fused[(c["name"], fmt)] = collections.Counter(n.op_type for n in onnx.load(str(opt)).graph.node)
@@ -102,7 +91,7 @@ def section_exact(cases, workdir):
             print(f"  {c['name']} {fmt}: {rows[-1][3]} / {rows[-1][4]} differ, {rows[-1][6]:,} bytes", flush=True)
         p = to_onnx(c["graph"], Path(workdir) / f"{c['name']}_fp32.onnx")
         paths["fp32"] = p
-        y = batched(ort_session(p), x)
+        y = batched(ort_runner(p), x)
         ref_f = batched(lambda b: minquant.run(c["graph"], b), x)
         rows.append((c["name"], "fp32", len(x), int((y != ref_f).sum()), y.size, float(np.abs(y - ref_f).max()),
                      p.stat().st_size, "minquant.run(graph) (float)"))
@@ -148,7 +137,7 @@ def section_dynamic(cases, workdir, quick):
         ref, vals = qm.run(x, intermediates=True)
         t_mq = time.perf_counter() - t
         p = to_onnx(qm, Path(workdir) / f"{c['name']}_dynamic.onnx")
-        y = ort_session(p)(x)
+        y = ort_runner(p)(x)
         rows.append((c["name"], n_img, int((y != ref).sum()), y.size, float(np.abs(y - ref).max()),
                      float(np.abs(ref).max()), p.stat().st_size))
         print(f"  {c['name']} dynamic: {rows[-1][2]} / {rows[-1][3]} differ, max {rows[-1][4]:.3g} "
@@ -193,12 +182,7 @@ def _alone(n, vals, workdir):
     g = Graph(ins, [Node(n.name, n.op, ins, n.attrs, n.params)], [n.name],
               {k: (1,) + v.shape[1:] for k, v in feeds.items()}, n.name)
     one = QuantizedModel(g, "onnxruntime")
-    import onnxruntime as ort
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = 1
-    so.log_severity_level = 3
-    sess = ort.InferenceSession(str(to_onnx(one, Path(workdir) / "one.onnx")), so, providers=["CPUExecutionProvider"])
-    y = sess.run(None, feeds)[0]
+    y = ort_session(to_onnx(one, Path(workdir) / "one.onnx")).run(None, feeds)[0]
     ref = one(feeds)
     return int((y != ref).sum()), int(y.size)
 
@@ -222,9 +206,9 @@ def section_latency(cases, quick):
         def torch_fp32(b, m=m):
             with torch.no_grad():
                 return m(torch.from_numpy(b)).numpy()
-        runners = [("ONNX Runtime int8 QOperator", ort_session(paths["qoperator"])),
-                   ("ONNX Runtime int8 QDQ", ort_session(paths["qdq"])),
-                   ("ONNX Runtime fp32", ort_session(paths["fp32"])),
+        runners = [("ONNX Runtime int8 QOperator", ort_runner(paths["qoperator"])),
+                   ("ONNX Runtime int8 QDQ", ort_runner(paths["qdq"])),
+                   ("ONNX Runtime fp32", ort_runner(paths["fp32"])),
                    ("torch fp32", torch_fp32),
                    ("minquant int8 (emulate='onnxruntime')", qm)]
         for batch in (1, 32):
@@ -257,11 +241,6 @@ def section_latency(cases, quick):
     return "\n".join(lines), rows
 
 
-def _machine():
-    from benchmarks.kernels import _machine as km
-    return km()
-
-
 def main(argv=None):
     import torch
     torch.set_num_threads(1)
@@ -271,6 +250,8 @@ def main(argv=None):
     args = ap.parse_args(argv)
     import onnx
     import onnxruntime as ort
+
+    from benchmarks.kernels import _machine
     model, pyv, cpu, commit = _machine()
     header = ["# ONNX export results (issue 6)", "",
               f"Machine: {model}, {os.cpu_count()} cores, Python {pyv}, torch {torch.__version__}, onnx "

@@ -34,6 +34,10 @@ from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 
+from minquant.ort_reference import export_torch, ort_quantize, ort_runner  # noqa: E402
+from minquant.timing import median_ms as _median_ms  # noqa: E402
+from minquant.quantized.from_torch_quantized import torch_eager_ptq  # noqa: E402
+
 warnings.filterwarnings("ignore")
 
 
@@ -58,18 +62,12 @@ def torch_tiny_ptq(model, calib, engine, batch=32):
     m = tq.QuantWrapper(TinyCNN())
     m.module.load_state_dict(model.state_dict())
     m.eval()
-    m.qconfig = tq.get_default_qconfig(engine)
     tq.fuse_modules(m.module, [["features.0", "features.1"], ["features.2", "features.3"]], inplace=True)
-    tq.prepare(m, inplace=True)
-    with torch.no_grad():
-        for i in range(0, len(calib), batch):
-            m(torch.from_numpy(calib[i:i + batch]))
-    return tq.convert(m, inplace=True)
+    return torch_eager_ptq(m, engine, calib, batch=batch)
 
 
 def torchvision_ptq(arch, engine, calib, batch=25):
     import torch
-    import torch.ao.quantization as tq
     from torchvision.models.quantization import resnet18
 
     from minquant.zoo import mobilenet_v2_imagenet
@@ -78,12 +76,7 @@ def torchvision_ptq(arch, engine, calib, batch=25):
     m = mobilenet_v2_imagenet(quantizable=True) if arch == "mobilenet_v2" else resnet18(weights=None,
                                                                                           quantize=False).eval()
     m.fuse_model()
-    m.qconfig = tq.get_default_qconfig(engine)
-    tq.prepare(m, inplace=True)
-    with torch.no_grad():
-        for i in range(0, len(calib), batch):
-            m(torch.from_numpy(calib[i:i + batch]))
-    return tq.convert(m, inplace=True)
+    return torch_eager_ptq(m, engine, calib, batch=batch)
 
 
 def torch_run(m, x, batch=50):
@@ -102,41 +95,9 @@ def mq_run(qm, x, batch=25):
 def ort_models(model, shape, calib, workdir, method="MinMax"):
     """(fp32 path, int8 QDQ per-channel path): torch.onnx.export + onnxruntime.quantization.quantize_static
     (``method`` calibration on ``calib``, QUInt8 activations, QInt8 per-channel weights)."""
-    import torch
-    from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
-                                          quantize_static)
-
-    fp32 = Path(workdir) / "model.onnx"
-    torch.onnx.export(model, (torch.zeros(shape),), str(fp32), input_names=["x"], output_names=["y"],
-                      dynamic_axes={"x": {0: "n"}, "y": {0: "n"}}, opset_version=17, dynamo=False)
-    pre = Path(workdir) / "model_pre.onnx"
-    try:
-        from onnxruntime.quantization.shape_inference import quant_pre_process
-        quant_pre_process(str(fp32), str(pre))
-    except Exception:
-        pre = fp32
-
-    class Reader(CalibrationDataReader):
-        def __init__(self):
-            self.it = iter([{"x": calib[i:i + 1]} for i in range(len(calib))])
-
-        def get_next(self):
-            return next(self.it, None)
-
-    int8 = Path(workdir) / "model_int8.onnx"
-    quantize_static(str(pre), str(int8), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                    calibrate_method=getattr(CalibrationMethod, method))
+    fp32 = export_torch(model, shape, Path(workdir) / "model.onnx")
+    int8 = ort_quantize(fp32, calib, Path(workdir) / "model_int8.onnx", "qdq", method=method, pre_process=True)
     return fp32, int8
-
-
-def ort_session(path):
-    import onnxruntime as ort
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = 1
-    so.inter_op_num_threads = 1
-    sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-    return lambda x: sess.run(None, {"x": x})[0]
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -258,7 +219,7 @@ def section_mobilenet(quick):
             with tempfile.TemporaryDirectory() as d:
                 t0 = time.perf_counter()
                 _, int8 = ort_models(fm, (1, 3, 224, 224), calib, d, method=method)
-                add(f"ONNX Runtime quantize_static (QDQ, per-channel, {method} calibration)", ort_session(int8)(ev),
+                add(f"ONNX Runtime quantize_static (QDQ, per-channel, {method} calibration)", ort_runner(int8)(ev),
                     f"quantize {time.perf_counter() - t0:.0f} s")
         except Exception as e:  # pragma: no cover
             ort_note += f" ONNX Runtime {method} failed: {type(e).__name__}: {e}."
@@ -306,7 +267,7 @@ def section_latency(quick):
         tmp = tempfile.TemporaryDirectory()
         try:
             fp32, int8 = ort_models(m, shape, cal[:16], tmp.name)
-            runners += [("ONNX Runtime fp32", ort_session(fp32)), ("ONNX Runtime int8 (QDQ)", ort_session(int8))]
+            runners += [("ONNX Runtime fp32", ort_runner(fp32)), ("ONNX Runtime int8 (QDQ)", ort_runner(int8))]
         except Exception as e:  # pragma: no cover
             print("ORT skipped:", e)
         for batch in (1, 32):
@@ -330,11 +291,6 @@ def section_latency(quick):
     return "\n".join(lines), rows
 
 
-def _machine():
-    from benchmarks.kernels import _machine as km
-    return km()
-
-
 def main(argv=None):
     import torch
     torch.set_num_threads(1)
@@ -343,6 +299,7 @@ def main(argv=None):
     ap.add_argument("--sections", default="1,2,3,4", help="comma-separated subset of 1,2,3,4")
     ap.add_argument("--no-write", action="store_true")
     args = ap.parse_args(argv)
+    from benchmarks.kernels import _machine
     model, pyv, cpu, commit = _machine()
     header = ["# Whole-model quantization results (issue 3)", "",
               f"Machine: {model}, {os.cpu_count()} cores, Python {pyv}, torch {torch.__version__}; {cpu}.  ",

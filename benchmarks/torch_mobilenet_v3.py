@@ -5,7 +5,7 @@
 
 For each torch engine (x86, qnnpack) and seed: torchvision's quantizable ``mobilenet_v3_large``
 (``quantize=False``, seeded random weights, BatchNorm statistics from one train-mode pass over the
-calibration crops — the recipe of ``tests/test_quantize_torch_import.py``), ``fuse_model`` → default
+calibration crops: :func:`minquant.zoo.mobilenet_v3_random`), ``fuse_model`` → default
 qconfig → ``prepare`` → calibrate on ``photo_crops(16, split="calib")`` → ``convert``; then
 :func:`minquant.quantized.from_torch_quantized` and, on ``photo_crops(n, split="eval")`` cut into batches of
 several sizes (fbgemm's element-wise rounding depends on the position in the whole batch tensor, see
@@ -32,61 +32,13 @@ import numpy as np  # noqa: E402
 warnings.filterwarnings("ignore")
 
 
-def float_model(calib, seed):
-    """Seeded random MobileNetV3-large (quantizable variant, float), BatchNorm statistics from ``calib``."""
-    import torch
-    import torch.nn as nn
-    from torchvision.models.quantization import mobilenet_v3_large
-
-    torch.manual_seed(seed)
-    m = mobilenet_v3_large(weights=None, quantize=False)
-    with torch.no_grad():
-        for mod in m.modules():
-            if isinstance(mod, nn.BatchNorm2d):
-                mod.weight.uniform_(0.5, 1.5)
-                mod.bias.uniform_(-0.2, 0.2)
-                mod.momentum = None
-            elif isinstance(mod, nn.Linear):
-                nn.init.normal_(mod.weight, std=mod.in_features ** -0.5)
-                mod.bias.uniform_(-0.1, 0.1)
-        m.train()
-        m(torch.from_numpy(calib))
-    return m.eval()
-
-
 def quantize(model, engine, calib):
-    import torch
-    import torch.ao.quantization as tq
+    """A fused, eager-mode quantized copy of ``model`` (default ``engine`` qconfig, calibrated on ``calib``)."""
+    from minquant.quantized.from_torch_quantized import torch_eager_ptq
 
     m = copy.deepcopy(model)
     m.fuse_model()
-    m.qconfig = tq.get_default_qconfig(engine)
-    tq.prepare(m, inplace=True)
-    with torch.no_grad():
-        m(torch.from_numpy(calib))
-    return tq.convert(m, inplace=True)
-
-
-def torch_codes(qmodel, x):
-    """(logits, {module name: uint8 codes}) of one torch forward pass."""
-    import torch
-
-    seen = {}
-
-    def hook(name):
-        def f(mod, inp, out):
-            if isinstance(out, torch.Tensor) and out.is_quantized:
-                seen[name] = out.int_repr().numpy().copy()
-        return f
-
-    handles = [m.register_forward_hook(hook(n)) for n, m in qmodel.named_modules() if n]
-    try:
-        with torch.no_grad():
-            out = qmodel(torch.from_numpy(x)).numpy()
-    finally:
-        for h in handles:
-            h.remove()
-    return out, seen
+    return torch_eager_ptq(m, engine, calib)
 
 
 def run(quick: bool):
@@ -95,6 +47,8 @@ def run(quick: bool):
     from minquant.datasets import photo_crops
     from minquant.kernels.elementwise import activation_tables
     from minquant.quantized import from_torch_quantized
+    from minquant.quantized.from_torch_quantized import torch_quantized_codes
+    from minquant.zoo import mobilenet_v3_random
 
     torch.set_num_threads(1)
     calib = photo_crops(16, split="calib")
@@ -108,7 +62,7 @@ def run(quick: bool):
         torch.backends.quantized.engine = engine
         try:
             for seed in seeds:
-                qmodel = quantize(float_model(calib, seed), engine, calib)
+                qmodel = quantize(mobilenet_v3_random(calib, seed), engine, calib)
                 qm = from_torch_quantized(qmodel, (1, 3, 224, 224))
                 acts = [n for n in qm.graph.nodes if n.op in ("qhardswish", "qhardsigmoid")]
                 two_tables = sum(not np.array_equal(*activation_tables(n.op[1:], n.attrs.x_scale, n.attrs.x_zp,
@@ -120,7 +74,7 @@ def run(quick: bool):
                 for b in batches:
                     x = x_all[start:start + b]
                     start += b
-                    ref, codes = torch_codes(qmodel, x)
+                    ref, codes = torch_quantized_codes(qmodel, x)
                     out, values = qm.run(x, intermediates=True, raw=True)
                     logits += out.size
                     logit_bad += int((out != ref).sum())

@@ -26,7 +26,7 @@ __all__ = ["affine", "kernels", "observers", "QType", "qtype", "choose_qparams",
            "PercentileObserver", "MSEObserver", "EntropyObserver", "HistogramObserver", "RunningHistogram"]
 
 _LAZY_MODULES = {"prune", "distill", "zoo", "datasets", "training", "torch_import", "onnx_export", "onnx_import",
-                 "render", "report"}
+                 "render", "report", "ort_reference"}
 _WHOLE_MODEL = {"quantize_static", "quantize_dynamic", "from_torch_quantized", "compare", "load", "QuantizedModel",
                 "report_torch_quantized"}
 

@@ -48,24 +48,25 @@ def _shape(text: str) -> tuple[int, int, int]:
     return dims
 
 
-def _fraction(text: str) -> float:
+def _number(text: str, cast, ok, unparsable: str, out_of_range: str):
+    """argparse type body: ``cast(text)`` if it parses and ``ok`` accepts it; otherwise ArgumentTypeError
+    "``unparsable``, got 'text'" / "``out_of_range``, got value"."""
     try:
-        v = float(text)
+        v = cast(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number in (0, 1), got {text!r}") from None
-    if not 0 < v < 1:
-        raise argparse.ArgumentTypeError(f"the amount pruned must be in (0, 1), got {v}")
+        raise argparse.ArgumentTypeError(f"{unparsable}, got {text!r}") from None
+    if not ok(v):
+        raise argparse.ArgumentTypeError(f"{out_of_range}, got {v}")
     return v
+
+
+def _fraction(text: str) -> float:
+    return _number(text, float, lambda v: 0 < v < 1, "expected a number in (0, 1)",
+                   "the amount pruned must be in (0, 1)")
 
 
 def _positive(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {v}")
-    return v
+    return _number(text, int, lambda v: v >= 1, "expected a positive integer", "expected a positive integer")
 
 
 def _progress() -> bool:

@@ -36,7 +36,7 @@ import numpy as np
 __all__ = [
     "Node", "Graph", "OpSpec", "OPS", "register_op",
     "Conv2dAttrs", "BatchNormAttrs", "AvgPool2dAttrs", "MaxPool2dAttrs", "AdaptiveAvgPool2dAttrs",
-    "CatAttrs", "FlattenAttrs", "ReshapeAttrs", "ClipAttrs",
+    "CatAttrs", "FlattenAttrs", "ReshapeAttrs", "ClipAttrs", "unique_name",
 ]
 
 
@@ -244,6 +244,17 @@ def register_op(name: str, spec: OpSpec, *, replace: bool = False) -> None:
 # ----------------------------------------------------------------------------------------------------------
 # Node and Graph
 # ----------------------------------------------------------------------------------------------------------
+
+def unique_name(base: str, taken, sep: str = "_") -> str:
+    """``base`` if it is not in ``taken`` (a set, dict... anything supporting ``in``), else the first free
+    ``base{sep}1``, ``base{sep}2``, ... — the importers' and the exporter's way to name nodes after their
+    source without collisions. Does not add the name to ``taken``."""
+    name, k = base, 0
+    while name in taken:
+        k += 1
+        name = f"{base}{sep}{k}"
+    return name
+
 
 @dataclass
 class Node:

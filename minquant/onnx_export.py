@@ -75,6 +75,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .graph import unique_name
+
 __all__ = ["to_onnx", "FORMATS", "DEFAULT_OPSET", "MIN_OPSET"]
 
 FORMATS = ("qdq", "qoperator")
@@ -110,19 +112,14 @@ class _Writer:
         self.uses_ms = False
 
     def fresh(self, base: str) -> str:
-        """A tensor / node name not used yet: ``base``, else ``base_1``, ``base_2``..."""
-        name, i = base, 0
-        while name in self._used:
-            i += 1
-            name = f"{base}_{i}"
+        """A tensor name not used yet: ``base``, else ``base_1``, ``base_2``..."""
+        name = unique_name(base, self._used)
         self._used.add(name)
         return name
 
     def node_name(self, base: str) -> str:
-        name, i = base, 0
-        while name in self._node_names:
-            i += 1
-            name = f"{base}_{i}"
+        """The same for node names (their own namespace)."""
+        name = unique_name(base, self._node_names)
         self._node_names.add(name)
         return name
 
@@ -166,6 +163,18 @@ class _Writer:
 def _pads(padding) -> list[int]:
     ph, pw = padding
     return [int(ph), int(pw), int(ph), int(pw)]
+
+
+def _max_pool_attrs(a) -> dict:
+    """ONNX ``MaxPool`` attributes of a ``max_pool2d`` / ``qmax_pool2d`` node's attrs."""
+    return dict(kernel_shape=list(a.kernel_size), strides=list(a.stride), pads=_pads(a.padding),
+                dilations=list(a.dilation), ceil_mode=int(a.ceil_mode))
+
+
+def _avg_pool_attrs(kernel, stride, padding, ceil_mode=False, count_include_pad=True) -> dict:
+    """ONNX ``AveragePool`` / ``QLinearAveragePool`` attributes."""
+    return dict(kernel_shape=list(kernel), strides=list(stride), pads=_pads(padding), ceil_mode=int(ceil_mode),
+                count_include_pad=int(count_include_pad))
 
 
 def _channel_shape(ndim: int, c: int) -> tuple:
@@ -396,20 +405,29 @@ class _Exporter:
                 ins.append(self.w.const(f"{n.name}.bias_quantized", bq, share=False))
             self.w.node("QLinearConv", ins, pre, name=n.name, doc=doc, **geo)
         else:
-            wf = self.w.node("DequantizeLinear", [w_t, ws_t, wz_t], self.w.fresh(f"{n.name}.weight_dequantized"),
-                             name=f"{n.name}.weight:DequantizeLinear", **({"axis": 0} if a.per_channel else {}))
-            ins = [self.float_in(n.inputs[0], a.x_scale, a.x_zp), wf]
-            if bq is not None:
-                bt = self.w.const(f"{n.name}.bias_quantized", bq, share=False)
-                bst = self.w.const(f"{n.name}.bias_scale", bs, share=False)
-                bzt = self.w.const(f"{n.name}.bias_zero_point", np.zeros(bq.shape, np.int32), share=False)
-                ins.append(self.w.node("DequantizeLinear", [bt, bst, bzt], self.w.fresh(f"{n.name}.bias_dequantized"),
-                                       name=f"{n.name}.bias:DequantizeLinear", axis=0))
+            wf = self._dequantized_weight(n, w_t, ws_t, wz_t)
+            ins = [self.float_in(n.inputs[0], a.x_scale, a.x_zp), wf, *self._dequantized_bias(n, bq, bs)]
             f = self.w.node("Conv", ins, self.w.fresh(f"{n.name}:float"), name=n.name, doc=doc, **geo)
             self.quantize(f, a.y_scale, a.y_zp, pre, f"{n.name}:QuantizeLinear")
         if pre != n.name:
             self._layer_clamp(n, pre)
         self.emit_output(n, n.name, codes=True)
+
+    def _dequantized_weight(self, n, w_t, ws_t, wz_t) -> str:
+        """QDQ format, a ``qconv2d`` / ``qlinear``: ``DequantizeLinear(int8 weight)`` (per channel: ``axis=0``),
+        the float weight operand of the layer's Conv / Gemm."""
+        return self.w.node("DequantizeLinear", [w_t, ws_t, wz_t], self.w.fresh(f"{n.name}.weight_dequantized"),
+                           name=f"{n.name}.weight:DequantizeLinear", **({"axis": 0} if n.attrs.per_channel else {}))
+
+    def _dequantized_bias(self, n, bq, bs) -> list:
+        """QDQ format: ``[DequantizeLinear(int32 bias, scale bs, zero point 0)]``, or ``[]`` without a bias."""
+        if bq is None:
+            return []
+        bt = self.w.const(f"{n.name}.bias_quantized", bq, share=False)
+        bst = self.w.const(f"{n.name}.bias_scale", bs, share=False)
+        bzt = self.w.const(f"{n.name}.bias_zero_point", np.zeros(bq.shape, np.int32), share=False)
+        return [self.w.node("DequantizeLinear", [bt, bst, bzt], self.w.fresh(f"{n.name}.bias_dequantized"),
+                            name=f"{n.name}.bias:DequantizeLinear", axis=0)]
 
     def op_qlinear(self, n):
         a = n.attrs
@@ -431,15 +449,7 @@ class _Exporter:
             self.w.node("QGemm", [x, xs, xz, w_t, ws_t, wz_t, bt, ys, yz], pre, name=n.name, domain=MS_DOMAIN,
                         doc=doc, transB=1)
         else:
-            wf = self.w.node("DequantizeLinear", [w_t, ws_t, wz_t], self.w.fresh(f"{n.name}.weight_dequantized"),
-                             name=f"{n.name}.weight:DequantizeLinear", **({"axis": 0} if a.per_channel else {}))
-            ins = [x, wf]
-            if bq is not None:
-                bt = self.w.const(f"{n.name}.bias_quantized", bq, share=False)
-                bst = self.w.const(f"{n.name}.bias_scale", bs, share=False)
-                bzt = self.w.const(f"{n.name}.bias_zero_point", np.zeros(bq.shape, np.int32), share=False)
-                ins.append(self.w.node("DequantizeLinear", [bt, bst, bzt], self.w.fresh(f"{n.name}.bias_dequantized"),
-                                       name=f"{n.name}.bias:DequantizeLinear", axis=0))
+            ins = [x, self._dequantized_weight(n, w_t, ws_t, wz_t), *self._dequantized_bias(n, bq, bs)]
             f = self.w.node("Gemm", ins, self.w.fresh(f"{n.name}:float"), name=n.name, doc=doc, transB=1)
             self.quantize(f, a.y_scale, a.y_zp, pre, f"{n.name}:QuantizeLinear")
         if len(shp) != 2:
@@ -504,9 +514,7 @@ class _Exporter:
         self.qp.setdefault(n.name, (s, z))
 
     def op_qmax_pool2d(self, n):
-        a = n.attrs
-        self._code_op(n, "MaxPool", kernel_shape=list(a.kernel_size), strides=list(a.stride), pads=_pads(a.padding),
-                      dilations=list(a.dilation), ceil_mode=int(a.ceil_mode))
+        self._code_op(n, "MaxPool", **_max_pool_attrs(n.attrs))
 
     def _pool_out_qparams(self, n):
         """Output (scale, zero point) of an average pool: its own ``y_scale``/``y_zp`` if set, else the input's."""
@@ -515,11 +523,16 @@ class _Exporter:
             return a.y_scale, a.y_zp
         return a.x_scale, a.x_zp
 
-    def _qavg(self, n, kernel, stride, padding, ceil_mode, count_include_pad):
+    def _avg_pool2d_attrs(self, n) -> dict:
+        """ONNX attributes of an ``avg_pool2d`` / ``qavg_pool2d`` node (``divisor_override`` has none)."""
+        a = n.attrs
+        if a.divisor_override is not None:
+            self.fail(n, "divisor_override has no ONNX equivalent")
+        return _avg_pool_attrs(a.kernel_size, a.stride, a.padding, a.ceil_mode, a.count_include_pad)
+
+    def _qavg(self, n, geo: dict):
         a = n.attrs
         ys, yz = self._pool_out_qparams(n)
-        geo = dict(kernel_shape=list(kernel), strides=list(stride), pads=_pads(padding), ceil_mode=int(ceil_mode),
-                   count_include_pad=int(count_include_pad))
         if self.fmt == "qoperator":
             xs, xz = self.scale_zp(a.x_scale, a.x_zp)
             self.w.node("QLinearAveragePool", [self.inp(n.inputs[0]), xs, xz, *self.scale_zp(ys, yz)],
@@ -532,10 +545,7 @@ class _Exporter:
         self.qp.setdefault(n.name, (ys, yz))
 
     def op_qavg_pool2d(self, n):
-        a = n.attrs
-        if a.divisor_override is not None:
-            self.fail(n, "divisor_override has no ONNX equivalent")
-        self._qavg(n, a.kernel_size, a.stride, a.padding, a.ceil_mode, a.count_include_pad)
+        self._qavg(n, self._avg_pool2d_attrs(n))
 
     def op_qadaptive_avg_pool2d(self, n):
         a = n.attrs
@@ -557,7 +567,7 @@ class _Exporter:
         if h % oh or w % ow:
             self.fail(n, f"adaptive pooling {h}×{w} → {oh}×{ow} has unequal windows (ONNX has no adaptive pool; "
                          "only divisible sizes become AveragePool)")
-        self._qavg(n, (h // oh, w // ow), (h // oh, w // ow), (0, 0), False, True)
+        self._qavg(n, _avg_pool_attrs((h // oh, w // ow), (h // oh, w // ow), (0, 0)))
 
     def _flatten_like(self, n, start, end):
         nd = self.ndim(n.inputs[0])
@@ -759,16 +769,10 @@ class _Exporter:
         self._float(n, "Identity")
 
     def op_max_pool2d(self, n):
-        a = n.attrs
-        self._float(n, "MaxPool", kernel_shape=list(a.kernel_size), strides=list(a.stride), pads=_pads(a.padding),
-                    dilations=list(a.dilation), ceil_mode=int(a.ceil_mode))
+        self._float(n, "MaxPool", **_max_pool_attrs(n.attrs))
 
     def op_avg_pool2d(self, n):
-        a = n.attrs
-        if a.divisor_override is not None:
-            self.fail(n, "divisor_override has no ONNX equivalent")
-        self._float(n, "AveragePool", kernel_shape=list(a.kernel_size), strides=list(a.stride), pads=_pads(a.padding),
-                    ceil_mode=int(a.ceil_mode), count_include_pad=int(a.count_include_pad))
+        self._float(n, "AveragePool", **self._avg_pool2d_attrs(n))
 
     def op_adaptive_avg_pool2d(self, n):
         h, w = self.shape(n.inputs[0])[2:]

@@ -124,7 +124,7 @@ from pathlib import Path
 import numpy as np
 
 from .graph import (AdaptiveAvgPool2dAttrs, AvgPool2dAttrs, BatchNormAttrs, CatAttrs, ClipAttrs, Conv2dAttrs,
-                    FlattenAttrs, Graph, MaxPool2dAttrs, Node, ReshapeAttrs)
+                    FlattenAttrs, Graph, MaxPool2dAttrs, Node, ReshapeAttrs, unique_name)
 from .kernels.im2col import conv_out_size
 from .float_ops import pool_out_size
 
@@ -696,9 +696,7 @@ def _live(graph: OnnxGraph, nodes: list) -> list:
 
 def _new_const(graph: OnnxGraph, base: str, value) -> str:
     """Add ``value`` to ``graph.consts`` under a fresh name derived from ``base``; returns the name."""
-    name, k = base, 1
-    while name in graph.consts:
-        name, k = f"{base}#{k}", k + 1
+    name = unique_name(base, graph.consts, "#")
     graph.consts[name] = np.asarray(value)
     return name
 
@@ -981,9 +979,7 @@ class Builder:
         return v
 
     def _name(self, base: str) -> str:
-        name, k = base or "node", 1
-        while name in self.names:
-            name, k = f"{base}#{k}", k + 1
+        name = unique_name(base or "node", self.names, "#")
         self.names.add(name)
         return name
 
@@ -1639,13 +1635,20 @@ def _qlinear_add(b: Builder, n: ONode):
     b.emit(n, "qadd", [a, c], ops.QAddAttrs(aq[0], aq[1], cq[0], cq[1], yq[0], yq[1]), shape=b.shape[a], qp=yq)
 
 
-def _qlinear_global_avg_pool(b: Builder, n: ONode):
-    from .quantized import ops
+def _qlinear_pool_io(b: Builder, n: ONode):
+    """com.microsoft QLinearGlobalAveragePool / QLinearAveragePool (inputs X, x_scale, x_zp, y_scale, y_zp):
+    ``(X's codes, (x_scale, x_zp), (y_scale, y_zp))``; NHWC (``channels_last=1``) is refused."""
     if int(n.attrs.get("channels_last", 0)):
         _fail(n, "channels_last=1 (NHWC) tensors are not supported")
     x = b.act(n, 0, codes=True)
     xq = _act_qparams(b.consts, n, n.inputs[1], n.inputs[2], "input")
     yq = _act_qparams(b.consts, n, n.inputs[3], n.inputs[4], "output")
+    return x, xq, yq
+
+
+def _qlinear_global_avg_pool(b: Builder, n: ONode):
+    from .quantized import ops
+    x, xq, yq = _qlinear_pool_io(b, n)
     xs = b.shape[x]
     if len(xs) != 4:
         _fail(n, f"only NCHW input is supported, got {xs}")
@@ -1655,11 +1658,7 @@ def _qlinear_global_avg_pool(b: Builder, n: ONode):
 
 def _qlinear_avg_pool(b: Builder, n: ONode):
     from .quantized import ops
-    if int(n.attrs.get("channels_last", 0)):
-        _fail(n, "channels_last=1 (NHWC) tensors are not supported")
-    x = b.act(n, 0, codes=True)
-    xq = _act_qparams(b.consts, n, n.inputs[1], n.inputs[2], "input")
-    yq = _act_qparams(b.consts, n, n.inputs[3], n.inputs[4], "output")
+    x, xq, yq = _qlinear_pool_io(b, n)
     k, s, p, _, ceil, shape = _pool_geometry(b, n, b.shape[x])
     if ceil:
         _fail(n, "ceil_mode=1 is not supported for QLinearAveragePool")

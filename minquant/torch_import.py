@@ -46,7 +46,7 @@ from typing import Callable, Mapping
 import numpy as np
 
 from .graph import (AdaptiveAvgPool2dAttrs, AvgPool2dAttrs, BatchNormAttrs, CatAttrs, Conv2dAttrs,
-                    FlattenAttrs, Graph, MaxPool2dAttrs, Node, ReshapeAttrs)
+                    FlattenAttrs, Graph, MaxPool2dAttrs, Node, ReshapeAttrs, unique_name)
 
 __all__ = ["from_torch", "Importer", "MODULE_HANDLERS", "trace"]
 
@@ -127,10 +127,7 @@ class Importer:
         self.value_of[fxn] = self.value(arg, fxn)
 
     def _unique(self, base: str) -> str:
-        name, k = base, 0
-        while name in self.used:
-            k += 1
-            name = f"{base}@{k}"
+        name = unique_name(base, self.used, "@")
         self.used.add(name)
         return name
 

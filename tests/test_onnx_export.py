@@ -17,25 +17,15 @@ ort = pytest.importorskip("onnxruntime")
 import minquant  # noqa: E402
 from minquant.graph import OPS, Graph, Node  # noqa: E402
 from minquant.onnx_export import to_onnx  # noqa: E402
+from minquant.ort_reference import ort_runner  # noqa: E402
 from minquant.quantized import QuantizedModel, ops, quantize_dynamic, quantize_static  # noqa: E402
 
 torch.set_num_threads(1)
 FORMATS = ("qoperator", "qdq")
 
 
-def session(path, optimized=None):
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = 1
-    so.inter_op_num_threads = 1
-    so.log_severity_level = 3
-    if optimized is not None:
-        so.optimized_model_filepath = str(optimized)
-    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-
-
 def ort_run(path, x, optimized=None):
-    s = session(path, optimized)
-    return s.run(None, {s.get_inputs()[0].name: x})[0]
+    return ort_runner(path, optimized)(x)
 
 
 def optimized_ops(path):

@@ -22,6 +22,7 @@ from onnx import numpy_helper as onh  # noqa: E402
 
 import minquant  # noqa: E402
 from minquant.onnx_import import OnnxGraph, from_onnx, fuse_qdq, load_onnx  # noqa: E402
+from minquant.ort_reference import export_torch, ort_quantize, ort_runner  # noqa: E402
 from minquant.quantized import QuantizedModel  # noqa: E402
 
 torch.set_num_threads(1)
@@ -30,18 +31,6 @@ torch.set_num_threads(1)
 # ---------------------------------------------------------------------------------------------------------
 # helpers
 # ---------------------------------------------------------------------------------------------------------
-def ort_session(model, optimized=None):
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = 1
-    so.inter_op_num_threads = 1
-    if optimized is not None:
-        so.optimized_model_filepath = str(optimized)
-    src = model.SerializeToString() if isinstance(model, onnx.ModelProto) else str(model)
-    sess = ort.InferenceSession(src, so, providers=["CPUExecutionProvider"])
-    name = sess.get_inputs()[0].name
-    return lambda x: sess.run(None, {name: x})[0]
-
-
 def make_model(nodes, inits, in_shape, opset=17, out="y", ms=False, out_shape=None):
     """A float ONNX model from onnx.helper nodes; initializers given as {name: array}; input 'x'.
     ``ms``: also import the com.microsoft domain (QLinearAveragePool...; then give ``out_shape``, which ONNX
@@ -57,32 +46,6 @@ def make_model(nodes, inits, in_shape, opset=17, out="y", ms=False, out_shape=No
     return m
 
 
-def export(model, shape, path):
-    torch.onnx.export(model, (torch.zeros(shape),), str(path), input_names=["x"], output_names=["y"],
-                      dynamic_axes={"x": {0: "n"}, "y": {0: "n"}}, opset_version=17, dynamo=False)
-    return path
-
-
-def ort_quantize(fp32, calib, path, fmt="qdq"):
-    from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType, quantize_dynamic,
-                                          quantize_static)
-    if fmt == "dynamic":
-        quantize_dynamic(str(fp32), str(path), weight_type=QuantType.QInt8)
-        return path
-
-    class Reader(CalibrationDataReader):
-        def __init__(self):
-            self.it = iter([{"x": calib[i:i + 1]} for i in range(len(calib))])
-
-        def get_next(self):
-            return next(self.it, None)
-
-    quantize_static(str(fp32), str(path), Reader(), per_channel=True, activation_type=QuantType.QUInt8,
-                    weight_type=QuantType.QInt8,
-                    quant_format=QuantFormat.QDQ if fmt == "qdq" else QuantFormat.QOperator)
-    return path
-
-
 def ops_of(m):
     g = m.graph if isinstance(m, QuantizedModel) else m
     return collections.Counter(n.op for n in g.nodes)
@@ -95,10 +58,10 @@ def files(tmp_path_factory, digits_model):
     from minquant.zoo import mobilenet_v2_imagenet
     d = tmp_path_factory.mktemp("onnx_import")
     model, (x_tr, _, x_te, _) = digits_model
-    out = {"tiny": export(model, (1, 1, 28, 28), d / "tiny.onnx"), "x_digits": x_te[:120]}
-    for fmt in ("qdq", "qop", "dynamic"):
+    out = {"tiny": export_torch(model, (1, 1, 28, 28), d / "tiny.onnx"), "x_digits": x_te[:120]}
+    for fmt in ("qdq", "qoperator", "dynamic"):
         out[f"tiny_{fmt}"] = ort_quantize(out["tiny"], x_tr[:16], d / f"tiny_{fmt}.onnx", fmt)
-    out["mnv2"] = export(mobilenet_v2_imagenet(), (1, 3, 224, 224), d / "mnv2.onnx")
+    out["mnv2"] = export_torch(mobilenet_v2_imagenet(), (1, 3, 224, 224), d / "mnv2.onnx")
     out["mnv2_qdq"] = ort_quantize(out["mnv2"], photo_crops(8, split="calib"), d / "mnv2_qdq.onnx")
     out["x_photos"] = photo_crops(3, split="eval")
     return out
@@ -114,7 +77,7 @@ def test_float_tinycnn_and_mobilenet_v2(files):
         assert isinstance(g, minquant.Graph)
         ops = ops_of(g)
         assert all(ops[k] == v for k, v in expect.items()), ops
-        y, want = minquant.run(g, x), ort_session(files[key])(x)
+        y, want = minquant.run(g, x), ort_runner(files[key])(x)
         assert y.shape == want.shape
         assert np.abs(y - want).max() <= 1e-4
         assert np.abs(want).max() > 1.0                  # logits, not a degenerate output
@@ -196,7 +159,7 @@ def test_float_op(case):
     g = from_onnx(m)
     assert expect_op in ops_of(g), ops_of(g)
     x = (np.random.default_rng(1).standard_normal(shape) * 3).astype(np.float32)
-    y, want = minquant.run(g, x), ort_session(m)(x)
+    y, want = minquant.run(g, x), ort_runner(m)(x)
     assert y.shape == want.shape
     np.testing.assert_allclose(y, want, rtol=1e-5, atol=1e-5)
     assert np.std(want) > 0.1                            # the test output is not constant
@@ -206,7 +169,7 @@ def test_clip_of_opset_6_uses_attributes():
     m = make_model([oh.make_node("Clip", ["x"], ["y"], min=-0.25, max=0.5)], {}, ["n", 3, 4, 4], opset=6)
     g = from_onnx(m)
     x = np.random.default_rng(2).standard_normal((2, 3, 4, 4)).astype(np.float32)
-    np.testing.assert_array_equal(minquant.run(g, x), ort_session(m)(x))
+    np.testing.assert_array_equal(minquant.run(g, x), ort_runner(m)(x))
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -232,7 +195,7 @@ def test_mobilenet_v2_qdq_bit_identical(files):
     assert ops["qconv2d"] == 52 and ops["qadd"] == 10 and ops["qadaptive_avg_pool2d"] == 1 and ops["qlinear"] == 1
     assert not {"conv2d", "linear", "add", "relu6", "clip"} & set(ops)          # integer kernels only
     x = files["x_photos"]
-    y, want = qm(x), ort_session(files["mnv2_qdq"])(x)
+    y, want = qm(x), ort_runner(files["mnv2_qdq"])(x)
     assert np.array_equal(y, want)
     assert len(np.unique(want)) > 100                                            # real logits
     # the int32 bias each output stage adds is exactly the file's
@@ -247,7 +210,7 @@ def test_mobilenet_v2_qdq_bit_identical(files):
             assert np.array_equal(st.bias_q, biases[node.name]), node.name
 
 
-@pytest.mark.parametrize("fmt", ["qdq", "qop", "dynamic"])
+@pytest.mark.parametrize("fmt", ["qdq", "qoperator", "dynamic"])
 def test_tinycnn_quantized_formats_bit_identical(files, fmt, tmp_path):
     qm = from_onnx(files[f"tiny_{fmt}"])
     ops = ops_of(qm)
@@ -255,7 +218,7 @@ def test_tinycnn_quantized_formats_bit_identical(files, fmt, tmp_path):
         assert ops["dynamic_conv2d"] == 2 and ops["dynamic_linear"] == 1
     else:
         assert ops["qconv2d"] == 2 and ops["qlinear"] == 1 and ops["qavg_pool2d"] == 1
-    run = ort_session(files[f"tiny_{fmt}"])
+    run = ort_runner(files[f"tiny_{fmt}"])
     x = files["x_digits"]
     for i in range(0, len(x), 60):                   # dynamic qparams are per batch: same batches on both
         assert np.array_equal(qm(x[i:i + 60]), run(x[i:i + 60]))
@@ -292,7 +255,7 @@ def _synthetic_float_model():
     return make_model(nodes, inits, ["n", 3, 16, 16])
 
 
-@pytest.mark.parametrize("fmt", ["qdq", "qop"])
+@pytest.mark.parametrize("fmt", ["qdq", "qoperator"])
 def test_synthetic_quantized_ops_bit_identical(fmt, tmp_path):
     rng = np.random.default_rng(3)
     fp32 = tmp_path / "f.onnx"
@@ -306,7 +269,7 @@ def test_synthetic_quantized_ops_bit_identical(fmt, tmp_path):
     # HardSwish has no integer kernel in ORT either: dequantize → x·HardSigmoid(x) in float → quantize
     assert ops["dequantize"] == 2 and ops["quantize"] == 2 and ops["mul"] == 1 and ops["clip"] == 1
     x = rng.standard_normal((64, 3, 16, 16)).astype(np.float32)
-    y, want = qm(x), ort_session(path)(x)
+    y, want = qm(x), ort_runner(path)(x)
     assert np.array_equal(y, want)
     out = qm.graph.nodes[-1].inputs[0]                      # the output codes: varied, rarely clamped
     _, vals = qm.run(x, intermediates=True, raw=True)
@@ -332,7 +295,7 @@ def test_qdq_fusion_follows_ort(tmp_path):
     for zp, fused in ((0, True), (40, False)):
         m = qdq_model(zp)
         onnx.save(m, tmp_path / "m.onnx")
-        run = ort_session(tmp_path / "m.onnx", optimized=tmp_path / "opt.onnx")
+        run = ort_runner(tmp_path / "m.onnx", optimized=tmp_path / "opt.onnx")
         ort_ops = {nd.op_type for nd in onnx.load(tmp_path / "opt.onnx").graph.node}
         qm = from_onnx(m)
         assert ("QLinearConv" in ort_ops) == fused and ("qconv2d" in ops_of(qm)) == fused
@@ -361,7 +324,7 @@ def test_conv_integer_accumulates_exactly(tmp_path):
     qm = from_onnx(m)
     assert ops_of(qm) == {"dynamic_conv2d": 1}
     x = np.abs(rng.standard_normal((4, 8, 6, 6))).astype(np.float32) * 3   # many large codes
-    y, want = qm(x), ort_session(m)(x)
+    y, want = qm(x), ort_runner(m)(x)
     assert np.array_equal(y, want)
     # the same products with int16 pair saturation differ: the data really saturates
     xs, xz = float(np.float32((x.max() - 0) / 255)), 0
@@ -394,7 +357,7 @@ def test_int32_bias_beyond_float32_is_kept_exactly(tmp_path):
     bias = qm.graph.nodes[1].params["bias"]
     assert bias.dtype == np.int32 and np.array_equal(bias, b)
     x = rng.standard_normal((3, 2, 5, 5)).astype(np.float32)
-    y, want = qm(x), ort_session(m)(x)
+    y, want = qm(x), ort_runner(m)(x)
     assert np.array_equal(y, want)
     codes = np.rint(want / 0.01) + 128
     assert len(np.unique(want)) > 10 and np.mean((codes == 0) | (codes == 255)) < 0.05
@@ -422,7 +385,7 @@ def test_qlinear_average_pool_rounds_like_ort(geometry):
     assert ops_of(qm)["qavg_pool2d"] == 1
     codes = np.random.default_rng(9).integers(0, 256, (4, 8, 12, 12))
     x = (s_ * (codes - 101)).astype(np.float32)                          # quantizes back to `codes`
-    y, want = qm(x), ort_session(m)(x)
+    y, want = qm(x), ort_runner(m)(x)
     assert np.array_equal(y, want)
     node = qm.graph.nodes[1]
     a = node.attrs
@@ -442,7 +405,7 @@ def test_float_global_average_pool_sums_like_mlas():
     m = make_model([oh.make_node("Mul", ["x", "two"], ["x2"]), oh.make_node("GlobalAveragePool", ["x2"], ["y"])],
                    {"two": np.float32(2)}, ["n", 64, 7, 7])
     x = (np.random.default_rng(10).standard_normal((4, 64, 7, 7)) * 3).astype(np.float32)
-    want = ort_session(m)(x)
+    want = ort_runner(m)(x)
     assert np.array_equal(global_avg_pool_mlas(2 * x), want)
     assert np.mean(adaptive_avg_pool2d(2 * x, 1) != want) > 0.05
 
@@ -458,10 +421,10 @@ def test_hardswish_fallback_is_ort_float_arithmetic():
                              "z2": np.uint8(20)}, ["n", 4, 16, 16])
     qm = from_onnx(qdq)
     x = (np.random.default_rng(11).standard_normal((8, 4, 16, 16)) * 2).astype(np.float32)
-    assert np.array_equal(qm(x), ort_session(qdq)(x))
+    assert np.array_equal(qm(x), ort_runner(qdq)(x))
     _, vals = qm.run(x, intermediates=True, raw=True)
     xd, h = vals[qm.graph.node("h").inputs[0]], vals["h"]                 # the float input and output
-    want = ort_session(make_model([n("HardSwish", ["x"], ["y"])], {}, ["n", 4, 16, 16]))(xd)
+    want = ort_runner(make_model([n("HardSwish", ["x"], ["y"])], {}, ["n", 4, 16, 16]))(xd)
     assert np.array_equal(h, want)
     assert np.mean(hardswish(xd) != want) > 0.05                          # the one-op formula rounds otherwise
 
@@ -509,7 +472,7 @@ def test_minquant_export_reads_back_bit_identical(minquant_models, which, fmt, t
     path = to_onnx(qm, tmp_path / f"{which}_{fmt}.onnx", format=fmt)
     back = from_onnx(path)
     y = back(x)
-    want_ort = ort_session(path)(x)
+    want_ort = ort_runner(path)(x)
     want_mq = QuantizedModel(qm.graph, emulate="onnxruntime")(x)
     assert np.array_equal(y, want_ort), f"{int((y != want_ort).sum())} of {y.size} differ from ORT"
     assert np.array_equal(y, want_mq), f"{int((y != want_mq).sum())} of {y.size} differ from minquant"

@@ -18,7 +18,8 @@ import torch.nn as nn
 
 from minquant.datasets import photo_crops
 from minquant.quantized import compare, from_torch_quantized
-from minquant.zoo import TinyCNN, mobilenet_v2_imagenet, tiny_cnn_digits
+from minquant.quantized.from_torch_quantized import torch_eager_ptq, torch_quantized_codes
+from minquant.zoo import TinyCNN, mobilenet_v2_imagenet, mobilenet_v3_random, tiny_cnn_digits
 
 torch.set_num_threads(1)
 warnings.filterwarnings("ignore", message=".*deprecated.*")
@@ -45,13 +46,9 @@ def _quantized_tiny(model, calib, engine, fuse=True):
     m = tq.QuantWrapper(TinyCNN())
     m.module.load_state_dict(model.state_dict())
     m.eval()
-    m.qconfig = tq.get_default_qconfig(engine)
     if fuse:
         tq.fuse_modules(m.module, [["features.0", "features.1"], ["features.2", "features.3"]], inplace=True)
-    tq.prepare(m, inplace=True)
-    with torch.no_grad():
-        m(torch.from_numpy(calib))
-    return tq.convert(m, inplace=True)
+    return torch_eager_ptq(m, engine, calib)
 
 
 @pytest.mark.parametrize("engine", ["x86", "fbgemm", "qnnpack"])
@@ -85,11 +82,7 @@ def _torchvision_quantized(arch, engine, calib):
     else:
         m = resnet18(weights=None, quantize=False).eval()
     m.fuse_model()
-    m.qconfig = tq.get_default_qconfig(engine)
-    tq.prepare(m, inplace=True)
-    with torch.no_grad():
-        m(torch.from_numpy(calib))
-    return tq.convert(m, inplace=True)
+    return torch_eager_ptq(m, engine, calib)
 
 
 @pytest.fixture(scope="module")
@@ -172,11 +165,7 @@ def test_unsupported_module_is_named():
 
     old = _engine("x86")
     try:
-        m = Odd().eval()
-        m.qconfig = tq.get_default_qconfig("x86")
-        tq.prepare(m, inplace=True)
-        m(torch.randn(2, 1, 8, 8))
-        tq.convert(m, inplace=True)
+        m = torch_eager_ptq(Odd().eval(), "x86", torch.randn(2, 1, 8, 8))
         with pytest.raises(ValueError, match=r"'act' \(GELU\)"):
             from_torch_quantized(m, (1, 1, 8, 8))
     finally:
@@ -228,11 +217,7 @@ def test_cat_add_relu_avgpool_bit_exact(engine):
     old = _engine(engine)
     try:
         torch.manual_seed(0)
-        m = CatAddNet().eval()
-        m.qconfig = tq.get_default_qconfig(engine)
-        tq.prepare(m, inplace=True)
-        m(torch.randn(16, 3, 16, 16))
-        tq.convert(m, inplace=True)
+        m = torch_eager_ptq(CatAddNet().eval(), engine, torch.randn(16, 3, 16, 16))
         qm = from_torch_quantized(m, (1, 3, 16, 16))
         x = torch.randn(8, 3, 16, 16)
         ref = _torch_out(m, x.numpy())
@@ -248,52 +233,10 @@ def test_cat_add_relu_avgpool_bit_exact(engine):
 # MobileNetV3: quantized hardswish, hardsigmoid and multiply (squeeze-excite)
 # ----------------------------------------------------------------------------------------------------------
 
-def _mobilenet_v3_float(calib, seed=0):
-    """torchvision's quantizable MobileNetV3-large, float, seeded random weights; BatchNorm gets random
-    affine parameters and running statistics from one train-mode pass over ``calib`` (momentum None: the
-    batch's statistics), so activations neither vanish nor explode. No download."""
-    from torchvision.models.quantization import mobilenet_v3_large
-
-    torch.manual_seed(seed)
-    m = mobilenet_v3_large(weights=None, quantize=False)
-    with torch.no_grad():
-        for mod in m.modules():
-            if isinstance(mod, nn.BatchNorm2d):
-                mod.weight.uniform_(0.5, 1.5)
-                mod.bias.uniform_(-0.2, 0.2)
-                mod.momentum = None
-            elif isinstance(mod, nn.Linear):
-                nn.init.normal_(mod.weight, std=mod.in_features ** -0.5)
-                mod.bias.uniform_(-0.1, 0.1)
-        m.train()
-        m(torch.from_numpy(calib))
-    return m.eval()
-
-
 @pytest.fixture(scope="module")
 def mobilenet_v3(photos):
     calib, _ = photos
-    return _mobilenet_v3_float(calib)
-
-
-def _quantized_codes(qmodel, x):
-    """torch's uint8 codes of every quantized module / FloatFunctional output, by module name."""
-    seen = {}
-
-    def hook(name):
-        def f(mod, inp, out):
-            if isinstance(out, torch.Tensor) and out.is_quantized:
-                seen[name] = out.int_repr().numpy().copy()
-        return f
-
-    handles = [m.register_forward_hook(hook(n)) for n, m in qmodel.named_modules() if n]
-    try:
-        with torch.no_grad():
-            out = qmodel(torch.from_numpy(x)).numpy()
-    finally:
-        for h in handles:
-            h.remove()
-    return out, seen
+    return mobilenet_v3_random(calib)
 
 
 @pytest.mark.parametrize("engine", ["x86", "qnnpack"])
@@ -307,13 +250,9 @@ def test_mobilenet_v3_large_bit_exact(photos, mobilenet_v3, engine):
     try:
         m = copy.deepcopy(mobilenet_v3)
         m.fuse_model()
-        m.qconfig = tq.get_default_qconfig(engine)
-        tq.prepare(m, inplace=True)
-        with torch.no_grad():
-            m(torch.from_numpy(calib))
-        tq.convert(m, inplace=True)
+        torch_eager_ptq(m, engine, calib)
         qm = from_torch_quantized(m, (1, 3, 224, 224))
-        ref, codes = _quantized_codes(m, x)
+        ref, codes = torch_quantized_codes(m, x)
         out, values = qm.run(x, intermediates=True, raw=True)
     finally:
         torch.backends.quantized.engine = old
@@ -429,11 +368,7 @@ def test_hardswish_se_model_bit_exact_and_saved(engine, tmp_path):
     old = _engine(engine)
     try:
         torch.manual_seed(1)
-        m = TinySE().eval()
-        m.qconfig = tq.get_default_qconfig(engine)
-        tq.prepare(m, inplace=True)
-        m(torch.randn(8, 3, 13, 13))
-        tq.convert(m, inplace=True)
+        m = torch_eager_ptq(TinySE().eval(), engine, torch.randn(8, 3, 13, 13))
         m.converted = True
         qm = from_torch_quantized(m, (1, 3, 13, 13))
         x = torch.randn(3, 3, 13, 13).numpy()
@@ -469,11 +404,7 @@ def test_unsupported_quantized_function_is_named():
     try:
         for inplace, pattern in ((False, r"fx node 'mul_scalar' .*quantized tensors.*mul_scalar"),
                                  (True, r"'gate' \(Hardsigmoid\).*in-place hardsigmoid")):
-            m = Scaled(inplace).eval()
-            m.qconfig = tq.get_default_qconfig("x86")
-            tq.prepare(m, inplace=True)
-            m(torch.randn(2, 1, 8, 8))
-            tq.convert(m, inplace=True)
+            m = torch_eager_ptq(Scaled(inplace).eval(), "x86", torch.randn(2, 1, 8, 8))
             with pytest.raises(ValueError, match=pattern):
                 from_torch_quantized(m, (1, 1, 8, 8))
     finally:

@@ -124,14 +124,25 @@ class QConv2dAttrs:
         return G.Conv2dAttrs(self.stride, self.padding, self.dilation, self.groups)
 
 
+def _checked_qparams(a, *prefixes: str) -> None:
+    """Validate and normalize, on the frozen attrs ``a``, ``{p}_scale`` (positive finite float) and ``{p}_zp``
+    (int) for each prefix ``p`` ("x", "a", "y"...)."""
+    for p in prefixes:
+        object.__setattr__(a, f"{p}_scale", _scale(getattr(a, f"{p}_scale"), f"{p}_scale"))
+        object.__setattr__(a, f"{p}_zp", _zp(getattr(a, f"{p}_zp"), f"{p}_zp"))
+
+
+def _as_bools(a, *names: str) -> None:
+    """The flags ``names`` of the frozen attrs ``a`` as plain bools."""
+    for f in names:
+        object.__setattr__(a, f, bool(getattr(a, f)))
+
+
 def _common_layer_attrs(a):
-    object.__setattr__(a, "x_scale", _scale(a.x_scale, "x_scale"))
-    object.__setattr__(a, "x_zp", _zp(a.x_zp, "x_zp"))
-    object.__setattr__(a, "y_scale", _scale(a.y_scale, "y_scale"))
-    object.__setattr__(a, "y_zp", _zp(a.y_zp, "y_zp"))
+    _checked_qparams(a, "x", "y")
     object.__setattr__(a, "clamp", _clamp(a.clamp))
     object.__setattr__(a, "activation", str(a.activation))
-    object.__setattr__(a, "per_channel", bool(a.per_channel))
+    _as_bools(a, "per_channel")
 
 
 @dataclass(frozen=True)
@@ -164,11 +175,8 @@ class QAddAttrs:
     channels_last: bool = False
 
     def __post_init__(self):
-        for s in ("a", "b", "y"):
-            object.__setattr__(self, f"{s}_scale", _scale(getattr(self, f"{s}_scale"), f"{s}_scale"))
-            object.__setattr__(self, f"{s}_zp", _zp(getattr(self, f"{s}_zp"), f"{s}_zp"))
-        object.__setattr__(self, "relu", bool(self.relu))
-        object.__setattr__(self, "channels_last", bool(self.channels_last))
+        _checked_qparams(self, "a", "b", "y")
+        _as_bools(self, "relu", "channels_last")
 
 
 @dataclass(frozen=True)
@@ -206,10 +214,8 @@ class QMulAttrs:
     relu: bool = False
 
     def __post_init__(self):
-        for s in ("a", "b", "y"):
-            object.__setattr__(self, f"{s}_scale", _scale(getattr(self, f"{s}_scale"), f"{s}_scale"))
-            object.__setattr__(self, f"{s}_zp", _zp(getattr(self, f"{s}_zp"), f"{s}_zp"))
-        object.__setattr__(self, "relu", bool(self.relu))
+        _checked_qparams(self, "a", "b", "y")
+        _as_bools(self, "relu")
 
 
 @dataclass(frozen=True)
@@ -224,10 +230,8 @@ class QActivationAttrs:
     channels_last: bool = False
 
     def __post_init__(self):
-        for s in ("x", "y"):
-            object.__setattr__(self, f"{s}_scale", _scale(getattr(self, f"{s}_scale"), f"{s}_scale"))
-            object.__setattr__(self, f"{s}_zp", _zp(getattr(self, f"{s}_zp"), f"{s}_zp"))
-        object.__setattr__(self, "channels_last", bool(self.channels_last))
+        _checked_qparams(self, "x", "y")
+        _as_bools(self, "channels_last")
 
 
 @dataclass(frozen=True)
@@ -251,9 +255,8 @@ class QAvgPool2dAttrs:
         geo = self.pool()
         for f in ("kernel_size", "stride", "padding", "ceil_mode", "count_include_pad", "divisor_override"):
             object.__setattr__(self, f, getattr(geo, f))
-        object.__setattr__(self, "x_scale", _scale(self.x_scale, "x_scale"))
-        object.__setattr__(self, "x_zp", _zp(self.x_zp, "x_zp"))
-        object.__setattr__(self, "channels_last", bool(self.channels_last))
+        _checked_qparams(self, "x")
+        _as_bools(self, "channels_last")
         _optional_output_qparams(self)
 
     def pool(self) -> G.AvgPool2dAttrs:
@@ -274,9 +277,8 @@ class QAdaptiveAvgPool2dAttrs:
 
     def __post_init__(self):
         object.__setattr__(self, "output_size", G.AdaptiveAvgPool2dAttrs(self.output_size).output_size)
-        object.__setattr__(self, "x_scale", _scale(self.x_scale, "x_scale"))
-        object.__setattr__(self, "x_zp", _zp(self.x_zp, "x_zp"))
-        object.__setattr__(self, "channels_last", bool(self.channels_last))
+        _checked_qparams(self, "x")
+        _as_bools(self, "channels_last")
         _optional_output_qparams(self)
 
 
@@ -285,8 +287,7 @@ def _optional_output_qparams(a):
     if (a.y_scale is None) != (a.y_zp is None):
         raise ValueError("y_scale and y_zp must be given together")
     if a.y_scale is not None:
-        object.__setattr__(a, "y_scale", _scale(a.y_scale, "y_scale"))
-        object.__setattr__(a, "y_zp", _zp(a.y_zp, "y_zp"))
+        _checked_qparams(a, "y")
 
 
 @dataclass(frozen=True)
