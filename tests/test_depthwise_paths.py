@@ -3,6 +3,7 @@ kernel, the general phase-plane kernel) against the readable reference, bit for 
 weights large enough for pairs to saturate int16 (step 8), weight zero points, channel multipliers,
 dilation, strides 1–3 and a per-channel top clamp (``clamp_hi``)."""
 import itertools
+import zlib
 
 import numpy as np
 import pytest
@@ -25,7 +26,7 @@ def test_depthwise_paths_match_reference(shape, geo, mult, weights, emulate):
     k, s, p, d = geo
     if (hw + 2 * p - d * (k - 1) - 1) < 0:
         pytest.skip("empty output")
-    rng = np.random.default_rng(hash((shape, geo, mult, weights, emulate)) % 2 ** 32)
+    rng = np.random.default_rng(zlib.crc32(repr((shape, geo, mult, weights, emulate)).encode()))
     co = c * mult
     lim = 127 if weights != "narrow" else 64
     w_q = rng.integers(-lim - (weights != "narrow"), lim + 1, (co, 1, k, k)).astype(np.int8)
@@ -40,7 +41,7 @@ def test_depthwise_paths_match_reference(shape, geo, mult, weights, emulate):
     kw = dict(stride=s, padding=p, dilation=d, groups=c, clamp=(5, 250), clamp_hi=clamp_hi, emulate=emulate)
     ref = qconv2d_reference(x_q, 0.02, 7, w_q, w_s, w_zp, bias, 0.03, 120, **kw)
     top = np.minimum(clamp_hi, 250).reshape(1, -1, 1, 1)
-    assert (ref == 5).mean() < 0.5 and (ref == top).mean() < 0.8 and len(np.unique(ref)) > 20   # not saturated
+    assert (ref == 5).mean() < 0.7 and (ref == top).mean() < 0.9 and len(np.unique(ref)) > 20   # not saturated
     layer = QConv2d(w_q, w_s, w_zp, bias, 0.02, 7, 0.03, 120, **kw)
     for thr in (0, 10 ** 6):   # every image through the NCHW kernels, then through channels-last
         old = conv._NHWC_MAX_OW
