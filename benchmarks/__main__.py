@@ -15,6 +15,10 @@ section is rewritten by `./run bench`; the longer studies have their own scripts
 - knowledge distillation (issue 5): `benchmarks/distill_digits.py` → [RESULTS_distill.md](RESULTS_distill.md)
 - whole models — torch-import bit-exactness, TinyCNN and MobileNetV2 static int8 vs torch and ONNX Runtime,
   latency (issue 3): `benchmarks/quantize_models.py` → [RESULTS_models.md](RESULTS_models.md)
+- torch's quantized MobileNetV3 on minquant's kernels (issue 3): `benchmarks/torch_mobilenet_v3.py` →
+  [RESULTS_mobilenet_v3.md](RESULTS_mobilenet_v3.md)
+- ONNX export / import, ONNX Runtime vs torch vs minquant latency (issue 6): `benchmarks/onnx_models.py` →
+  [RESULTS_onnx.md](RESULTS_onnx.md); `benchmarks/onnx_import_check.py` (printed)
 
 """
 
