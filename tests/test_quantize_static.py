@@ -116,6 +116,7 @@ def test_reproduces_torch_x86_ptq_when_configured_like_torch(digits_model):
 
 
 def test_fold_batch_norm_keeps_the_function():
+    torch.manual_seed(0)
     model = _randomize_bn(ConvBnAct())
     g = from_torch(model, (1, 3, 8, 8))
     gf, groups, folded, _ = prepare_float_graph(g)
@@ -129,6 +130,7 @@ def test_fold_batch_norm_keeps_the_function():
 
 def test_relu6_stays_relu6():
     """Pre-activations far above 6: the quantized model follows the ReLU6 model, not a ReLU one."""
+    torch.manual_seed(0)                 # conv weights from torch's default init: same in every test order
     model = _randomize_bn(ConvBnAct(scale=8.0))
     rng = np.random.default_rng(1)
     calib = rng.normal(size=(32, 3, 8, 8)).astype(np.float32)
@@ -140,6 +142,7 @@ def test_relu6_stays_relu6():
     assert node.attrs.clamp == (z, min(255, z + int(np.rint(6 / s))))
     _, vals = qm.run(x, intermediates=True)
     assert vals["c1"].max() <= 6 + s / 2
+    torch.manual_seed(0)                 # the same weights as `model`, only the activation differs
     relu_model = _randomize_bn(ConvBnAct(scale=8.0))
     relu_model.a1 = nn.ReLU()
     f6, fr = _out(model, x), _out(relu_model, x)
@@ -149,6 +152,7 @@ def test_relu6_stays_relu6():
 
 
 def test_residual_pool_linear_model_quantizes_well():
+    torch.manual_seed(0)
     model = _randomize_bn(ConvBnAct())
     rng = np.random.default_rng(2)
     qm = quantize_static(model, rng.normal(size=(64, 3, 8, 8)).astype(np.float32), batch_size=16, progress=False)
@@ -266,6 +270,7 @@ def test_bias_correction_removes_mean_shift():
 
 
 def test_compare_own_model():
+    torch.manual_seed(0)
     model = _randomize_bn(ConvBnAct())
     rng = np.random.default_rng(5)
     qm = quantize_static(model, rng.normal(size=(32, 3, 8, 8)).astype(np.float32), progress=False)

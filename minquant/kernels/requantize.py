@@ -155,12 +155,7 @@ def _requant_value(a, n, mode, bias_f, bias_q, mult32, mult64, y_zp, lo, hi):
         t = np.rint(np.float32(np.float32(a + bias_q[n]) * mult32[0, n]))
     else:
         t = np.rint(np.float64(a + bias_q[n]) * mult64[n])
-    v = t + y_zp
-    if v < lo:
-        v = lo
-    elif v > hi[n]:
-        v = hi[n]
-    return np.uint8(v)
+    return np.uint8(min(max(t + y_zp, lo), hi[n]))
 
 
 @njit(cache=True)
