@@ -88,3 +88,32 @@ def test_quantize_dynamic_input_checks(digits_model):
     qm, rep = quantize_dynamic(model, layers=("linear",), input_shape=(1, 1, 28, 28))
     assert rep.by_kind() == {"conv2d": (0, 2), "linear": (1, 1)}
     assert [r.note for r in rep.not_quantized] == ["not selected", "not selected"]
+
+
+@pytest.mark.parametrize("emulate", ["fbgemm", "qnnpack", "onnxruntime", "minquant"])
+@pytest.mark.parametrize("reduce_range", [True, False])
+def test_dynamic_depthwise_shortcut_equals_the_gemm_path(emulate, reduce_range):
+    """The exact float32 shortcut for depthwise dynamic convs (taken when no tap pair can saturate) gives the
+    same floats as the per-group integer GEMM path, bit for bit — with 8-bit weights, weight zero points and
+    both activation ranges (with 8-bit activations and large weights fbgemm must fall back to the GEMM)."""
+    from minquant.kernels.conv import tap_pair_max
+    from minquant.kernels.gemm import pack_weight
+    from minquant.quantized.executor import dynamic_conv2d
+    from minquant.quantized.ops import DynamicConv2dAttrs
+
+    rng = np.random.default_rng(3)
+    c = 6
+    w = rng.integers(-128, 128, (c, 1, 3, 3)).astype(np.int8)
+    w[0, 0, 0, :2] = 127                                        # a pair that saturates with 8-bit activations
+    wz = rng.integers(-2, 3, c)
+    ws = rng.uniform(0.001, 0.01, c).astype(np.float32)
+    bias = rng.normal(0, 0.5, c).astype(np.float32)
+    attrs = DynamicConv2dAttrs((2, 2), (1, 1), (1, 1), c, True, reduce_range, True)
+    x = rng.normal(0.5, 1, (2, c, 11, 11)).astype(np.float32)
+    packs = [pack_weight(np.ascontiguousarray(w[i:i + 1].transpose(0, 2, 3, 1).reshape(1, -1)), wz[i:i + 1])
+             for i in range(c)]
+    dw = (w.astype(np.int64) - wz.reshape(-1, 1, 1, 1)).astype(np.float32)
+    gemm = dynamic_conv2d(x, packs, ws, bias, attrs, (3, 3), emulate)
+    fast = dynamic_conv2d(x, packs, ws, bias, attrs, (3, 3), emulate, dw, tap_pair_max(w))
+    np.testing.assert_array_equal(fast, gemm)
+    assert (gemm > 0).mean() > 0.2 and np.unique(gemm).size > 100      # fused ReLU, not degenerate

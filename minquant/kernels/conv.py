@@ -97,11 +97,7 @@ class PackedConvWeight:
             self.taps = np.ascontiguousarray(w_q.reshape(c_out, kh * kw).astype(np.float32))
             self.tap_sum = self.taps.astype(np.int64).sum(1)
             self.has_wzp = bool(np.any(self.w_zp))
-            # largest |w_t| + |w_t+1| over the tap pairs: 255 times it bounds a pair's sum of products, so
-            # below 32768 no pair can saturate (minquant's default 7-bit weights: 255·128 = 32640)
-            t2 = np.abs(self.taps).astype(np.int64)
-            t2 = np.concatenate([t2, np.zeros((c_out, kh * kw % 2), np.int64)], axis=1)
-            self.pair_max = int((t2[:, 0::2] + t2[:, 1::2]).max()) if t2.size else 0
+            self.pair_max = tap_pair_max(w_q)
             k = kh * kw
             self.taps_t = np.zeros((k + k % 2, c_out), np.float32)   # (K even, C): channels-last taps
             self.taps_t[:k] = self.taps.T
@@ -110,6 +106,16 @@ class PackedConvWeight:
             self.taps = None
             self.packs = [pack_weight(_weight_matrix(w_q, g, self.groups), self.w_zp[g * og:(g + 1) * og])
                           for g in range(self.groups)]
+
+
+def tap_pair_max(w_q) -> int:
+    """Largest |w_t| + |w_t+1| over the (kh, kw)-order tap pairs of a depthwise-style OIHW weight (an odd
+    last tap pairs with 0). ``a_max`` times it bounds a pair's sum of products for activations ≤ a_max, so
+    when that is below 32768 no pair can saturate int16 (step 8) — e.g. minquant's default 7-bit weights
+    with uint8 activations: 255·128 = 32640."""
+    t = np.abs(np.asarray(w_q).reshape(w_q.shape[0], -1).astype(np.int64))
+    t = np.concatenate([t, np.zeros((t.shape[0], t.shape[1] % 2), np.int64)], axis=1)
+    return int((t[:, 0::2] + t[:, 1::2]).max()) if t.size else 0
 
 
 def pack_conv_weight(w_q, w_zp=0, groups=1) -> PackedConvWeight:
@@ -323,24 +329,14 @@ def _depthwise_nhwc_kernel(planes, taps_t, tap_sum, x_zp, kh, kw, sh, sw, dh, dw
 
 
 def _phase_planes_nhwc(x_q, ph, pw, sw, pad_value):
-    """Channels-last twin of :func:`_phase_planes`: planes[φ, b, row, q, c] = padded[b, c, row, q·sw + φ]."""
+    """The zero-point-padded input, channels-last, split by column phase:
+    planes[φ, b, row, q, c] = padded[b, c, row, q·sw + φ] (stride 1 inside each plane)."""
     n, c, h, w = x_q.shape
     wp = w + 2 * pw
     wq = -(-wp // sw)
     padded = np.full((n, h + 2 * ph, wq * sw, c), pad_value, np.float32)
     padded[:, ph:ph + h, pw:pw + w, :] = x_q.transpose(0, 2, 3, 1)
     return np.ascontiguousarray(padded.reshape(n, h + 2 * ph, wq, sw, c).transpose(3, 0, 1, 2, 4))
-
-
-def _phase_planes(x_q, ph, pw, sw, pad_value):
-    """Zero-point-padded float32 input split by column phase: planes[φ, ..., q] = padded[..., q·sw + φ]."""
-    n, c, h, w = x_q.shape
-    wq = -(-(w + 2 * pw) // sw)
-    padded = np.full((n, c, h + 2 * ph, wq * sw), pad_value, np.float32)
-    padded[:, :, ph:ph + h, pw:pw + w] = x_q
-    if sw == 1:
-        return padded[None]
-    return np.ascontiguousarray(padded.reshape(n, c, h + 2 * ph, wq, sw).transpose(4, 0, 1, 2, 3))
 
 
 _NHWC_MAX_OW = 16   # output width up to which the channels-last depthwise kernel is used

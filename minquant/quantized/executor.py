@@ -35,6 +35,7 @@ from ..affine import dequantize, quantize
 from ..executor import FLOAT_KERNELS
 from ..float_ops import conv2d
 from ..kernels import QConv2d, QLinear, arithmetic
+from ..kernels.conv import tap_pair_max
 from ..kernels.add import qadd
 from ..kernels.elementwise import activation_tables, apply_tables, qmul
 from ..kernels.dynamic import dynamic_input_qparams, dynamic_linear
@@ -143,9 +144,10 @@ def dynamic_conv2d(x, packs, w_scale, bias, attrs, kernel_hw, emulate, depthwise
     # saturation changes thousands of outputs (tests/test_onnx_import.py)
     saturate = ar.saturate_pairs and ar.name != "onnxruntime"
     depthwise = cg == 1 and g > 1
-    if depthwise and depthwise_w is not None and (not saturate or int(x_q.max(initial=0)) * pair_max < 32768):
+    if (depthwise and depthwise_w is not None and kh * kw <= 255
+            and (not saturate or int(x_q.max(initial=0)) * pair_max < 32768)):
         # one input channel per group: the accumulator Σ (x_q − z_x)(w − z_w) over K_h·K_w ≤ 255 taps is an
-        # integer below 2^24, so a float32 convolution of the two integer tensors (padding 0 = z_x − z_x)
+        # integer below 255·255·255 < 2^24, so a float32 convolution of the two integer tensors (padding 0 = z_x − z_x)
         # computes it exactly — and no tap pair can reach the int16 limits, so saturation changes nothing
         acc = conv2d((x_q.astype(_F32) - _F32(xz)), depthwise_w, None, attrs.stride, attrs.padding,
                      attrs.dilation, g).transpose(0, 2, 3, 1).reshape(-1, depthwise_w.shape[0])
@@ -224,9 +226,7 @@ def prepare_kernels(graph, emulate: str) -> dict:
                 if cg == 1 and g > 1:        # depthwise-style: the exact float32 shortcut of dynamic_conv2d
                     wi = w.astype(np.int64) - wz_all.reshape(-1, 1, 1, 1)
                     dw = wi.astype(_F32)
-                    t = np.abs(w.reshape(o, -1).astype(np.int64))
-                    t = np.concatenate([t, np.zeros((o, t.shape[1] % 2), np.int64)], axis=1)
-                    pair_max = int((t[:, 0::2] + t[:, 1::2]).max())
+                    pair_max = tap_pair_max(w)
                 prepared[n.name] = (packs, ws, (kh, kw), dw, pair_max)
         except ValueError as e:
             raise ValueError(f"cannot prepare node {n.name!r} ({n.op}, from {n.source or '?'}): {e}") from e
