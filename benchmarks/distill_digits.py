@@ -42,7 +42,7 @@ def int8_static(model, calib):
     fbgemm's integer arithmetic. Returns a QuantizedModel: callable on NCHW float32 images, ``size_bytes()``."""
     import minquant
 
-    return minquant.quantize_static(model, [calib], per_channel=True, emulate="fbgemm", progress=False)
+    return minquant.quantize_static(model, [calib], per_channel=True, target="fbgemm", progress=False)
 
 
 def float_bytes(model) -> int:
@@ -265,7 +265,7 @@ def quant_section(res, args) -> list[str]:
                               "float accuracies below are the sweep's, bit for bit), then quantizes them. "
                               if args.quantize_only else "") +
         "Each trained student goes through `train(..., quantize=...)` into "
-        "`minquant.quantize_static(student, [x_sub], per_channel=True, emulate=\"fbgemm\")` with the "
+        "`minquant.quantize_static(student, [x_sub], per_channel=True, target=\"fbgemm\")` with the "
         "converter's other defaults (percentile activation calibrator, bias correction, cross-layer "
         "equalization): int8 per-output-channel weights, uint8 activations, every layer — conv, ReLU "
         "(fused), max-pool, flatten, linear — run in integers. Calibration data: the student's own "

@@ -2,7 +2,7 @@
 
 * GEMM: x (256 × 1024) · wᵀ (1024 × 1024) — torch F.linear fp32, torch.ops.quantized.linear (fbgemm,
   prepacked), minquant.kernels.QLinear (weights packed and output stage precomputed once, as torch's prepacked ops)
-  with emulate="fbgemm".
+  with target="fbgemm".
 * Every Conv2d of torchvision MobileNetV2 at 224², batch 1, with its real ImageNet weights quantized
   per channel and its real input activations (a photo crop through the float model) quantized per tensor;
   torch.ops.quantized.conv2d (prepacked) vs minquant.kernels.QConv2d.
@@ -64,7 +64,7 @@ def bench_gemm(repeats=30):
     w_q = quantize(w, ws, wz, "int8", axis=0)
     y = x @ w.T + b
     ys, yz = choose_qparams(y.min(), y.max(), "uint8")
-    layer = QLinear(w_q, ws, wz, b, xs, xz, ys, yz, emulate="fbgemm")
+    layer = QLinear(w_q, ws, wz, b, xs, xz, ys, yz, target="fbgemm")
     packed = layer.packed
     xt, wt, bt = torch.from_numpy(x), torch.from_numpy(w), torch.from_numpy(b)
     with torch_quant.engine("fbgemm"):
@@ -93,7 +93,7 @@ def bench_convs(repeats=20):
         x_q, xs, xz, w_q, ws, wz, b, ys, yz = case["args"]
         kw, conv, xf = case["kwargs"], case["conv"], case["x"]
         s, p, d, g = kw["stride"], kw["padding"], kw["dilation"], kw["groups"]
-        layer = QConv2d(w_q, ws, wz, b, xs, xz, ys, yz, **kw, emulate="fbgemm")
+        layer = QConv2d(w_q, ws, wz, b, xs, xz, ys, yz, **kw, target="fbgemm")
         with torch_quant.engine("fbgemm"):
             tp = torch.ops.quantized.conv2d_prepack(torch_quant.weight_qtensor(w_q, ws, wz),
                                                     None if b is None else torch.from_numpy(b), [s, s], [p, p],

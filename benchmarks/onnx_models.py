@@ -4,12 +4,12 @@
     .venv/bin/python -m benchmarks.onnx_models --quick    # smoke run, prints only
 
 For the seed's TinyCNN (digits) and MobileNetV2 (ImageNet weights), quantized by minquant's
-``quantize_static`` with ``emulate="onnxruntime"`` and exported with :func:`minquant.onnx_export.to_onnx`:
+``quantize_static`` with ``target="onnxruntime"`` and exported with :func:`minquant.onnx_export.to_onnx`:
 
 1. **Bit-exactness and file sizes**: ONNX Runtime's logits for the QOperator and QDQ files against
    ``QuantizedModel(...)(x)`` (``np.array_equal``, element counts), what ORT's optimizer turned the QDQ file
    into (``SessionOptions.optimized_model_filepath``), and the float export against ``minquant.run``.
-2. **Dynamic quantization** (``quantize_dynamic(..., emulate="onnxruntime")``, written as
+2. **Dynamic quantization** (``quantize_dynamic(..., target="onnxruntime")``, written as
    DynamicQuantizeLinear → MatMulInteger / ConvInteger → Cast → Mul → Add): whole models and every
    dynamic node alone (fed the same input), max |Δ|.
 3. **Latency**, batch 1 and 32: ONNX Runtime (QOperator, QDQ, fp32) vs torch fp32 vs minquant int8.
@@ -62,7 +62,7 @@ def models(quick):
             ("MobileNetV2", fm, photo_crops(8 if quick else 32, split="calib"),
              photo_crops(8 if quick else 64, split="eval"), (1, 3, 224, 224))):
         t = time.perf_counter()
-        qm = quantize_static(m, calib, emulate="onnxruntime", batch_size=16, progress=False)
+        qm = quantize_static(m, calib, target="onnxruntime", batch_size=16, progress=False)
         print(f"  {name}: quantize_static {time.perf_counter() - t:.1f} s", flush=True)
         out.append(dict(name=name, torch=m, graph=from_torch(m, shape), qm=qm, x=ev, calib=calib, shape=shape))
     return out
@@ -87,7 +87,7 @@ def section_exact(cases, workdir):
             import onnx
             fused[(c["name"], fmt)] = collections.Counter(n.op_type for n in onnx.load(str(opt)).graph.node)
             rows.append((c["name"], f"int8 {fmt}", len(x), int((y != ref).sum()), y.size,
-                         float(np.abs(y - ref).max()), p.stat().st_size, "QuantizedModel(emulate='onnxruntime')"))
+                         float(np.abs(y - ref).max()), p.stat().st_size, "QuantizedModel(target='onnxruntime')"))
             print(f"  {c['name']} {fmt}: {rows[-1][3]} / {rows[-1][4]} differ, {rows[-1][6]:,} bytes", flush=True)
         p = to_onnx(c["graph"], Path(workdir) / f"{c['name']}_fp32.onnx")
         paths["fp32"] = p
@@ -101,7 +101,7 @@ def section_exact(cases, workdir):
         c["paths"] = paths
         c["sizes"] = dict(qm_bytes=qm.size_bytes(), fp32_params=qm.fp32_param_bytes())
     lines = ["## 1. Static int8: ONNX Runtime vs minquant, bit for bit; file sizes", "",
-             "minquant `quantize_static(model, calib, emulate='onnxruntime')` (defaults otherwise: percentile "
+             "minquant `quantize_static(model, calib, target='onnxruntime')` (defaults otherwise: percentile "
              "calibrator, per-channel int8 weights, bias correction, cross-layer equalization). TinyCNN: calib "
              "`x_train[:256]`, evaluated on the digits test split; MobileNetV2: calib `photo_crops(32, "
              "split='calib')`, evaluated on `photo_crops(64, split='eval')`. ORT: default optimizations, "
@@ -132,7 +132,7 @@ def section_dynamic(cases, workdir, quick):
     for c in cases:
         n_img = 32 if c["name"] == "TinyCNN" else (2 if quick else 4)
         x = c["x"][:n_img]
-        qm, _ = quantize_dynamic(c["graph"], emulate="onnxruntime")
+        qm, _ = quantize_dynamic(c["graph"], target="onnxruntime")
         t = time.perf_counter()
         ref, vals = qm.run(x, intermediates=True)
         t_mq = time.perf_counter() - t
@@ -151,7 +151,7 @@ def section_dynamic(cases, workdir, quick):
             r[2] += d
             r[3] += tot
         node_rows.append((c["name"], dict(per_op)))
-    lines = ["## 2. Dynamic int8 (`quantize_dynamic(graph, emulate='onnxruntime')`, Conv2d and Linear)", "",
+    lines = ["## 2. Dynamic int8 (`quantize_dynamic(graph, target='onnxruntime')`, Conv2d and Linear)", "",
              "Written as ONNX Runtime's `quantize_dynamic` writes them: DynamicQuantizeLinear → MatMulInteger / "
              "ConvInteger → Cast → Mul(s_x·s_w) → Add(bias) (ORT fuses the MatMul chain into "
              "DynamicQuantizeMatMul).", "",
@@ -210,7 +210,7 @@ def section_latency(cases, quick):
                    ("ONNX Runtime int8 QDQ", ort_runner(paths["qdq"])),
                    ("ONNX Runtime fp32", ort_runner(paths["fp32"])),
                    ("torch fp32", torch_fp32),
-                   ("minquant int8 (emulate='onnxruntime')", qm)]
+                   ("minquant int8 (target='onnxruntime')", qm)]
         for batch in (1, 32):
             b = np.ascontiguousarray(c["x"][:batch])
             if len(b) < batch:

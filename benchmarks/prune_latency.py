@@ -11,7 +11,7 @@ original and pruned models are timed alternately (so machine load hits both alik
 repeats is reported (TinyCNN: each repeat times a block of 50 calls).
 
 minquant int8 column (TinyCNN, MobileNetV2 and ResNet-18 rows): the original and the pruned model each go through
-``minquant.quantize_static`` (defaults: per-channel, percentile calibrator, emulate='fbgemm'), calibrated
+``minquant.quantize_static`` (defaults: per-channel, percentile calibrator, target='fbgemm'), calibrated
 on 64 digits training images (TinyCNN) or 16 ``photo_crops(split='calib')`` (MobileNetV2); ``qm(x)`` on a
 float32 NumPy batch of 1 (quantize → int8 layers → dequantize, the whole forward pass) is timed the same
 way, alternately, after its own warm-up (Numba compilation excluded). ResNet-18 rows (random weights) get

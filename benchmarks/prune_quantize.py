@@ -10,7 +10,7 @@ fine-tuning budget), starting from the cached trained TinyCNN (``minquant.zoo.ti
 * and the unpruned model, as the reference.
 
 Each goes through ``minquant.quantize_static`` (defaults: per-channel weights, percentile calibrator,
-emulate='fbgemm') calibrated on the first ``--calib`` training images. Reported: float and int8 test
+target='fbgemm') calibrated on the first ``--calib`` training images. Reported: float and int8 test
 accuracy, argmax agreement int8 vs float, ``size_bytes()``, and the honest prune-then-quantize storage:
 
     sparse size = size_bytes() = Σ best encoding of each int8 weight tensor + everything else, as

@@ -124,13 +124,13 @@ def section_bit_exact(quick):
             torch.backends.quantized.engine = engine
             ref = torch_run(qmodel, x)
             out = mq_run(qm, x, batch=4 if shape[1] == 3 else 100)
-            rows.append((name, engine, qm.emulate, len(x), int((out != ref).sum()), out.size,
+            rows.append((name, engine, qm.target, len(x), int((out != ref).sum()), out.size,
                          float(np.abs(out - ref).max())))
     lines = ["## 1. from_torch_quantized: bit-exactness with torch eager-mode quantized models", "",
              "Torch model converted with fuse → prepare → calibrate → convert under the engine; minquant runs "
              "the imported weights and qparams with the matching emulation. Logits compared with "
              "`np.array_equal` (tests: tests/test_quantize_torch_import.py).", "",
-             "| model | engine | emulate | images | logits differing | max abs diff |", "|---|---|---|---:|---:|---:|"]
+             "| model | engine | target | images | logits differing | max abs diff |", "|---|---|---|---:|---:|---:|"]
     for name, engine, em, n, bad, size, mx in rows:
         lines.append(f"| {name} | {engine} | {em} | {n} | {bad} / {size} | {mx:.3g} |")
     return "\n".join(lines), rows
@@ -153,8 +153,8 @@ def section_tiny(quick):
     fp32 = qm.fp32_param_bytes()
     lines = ["## 2. Seed TinyCNN on digits (540 test images)", "",
              f"minquant `quantize_static(model, x_train[:256])` with the defaults ({qm.meta['calibrator']}, "
-             f"per-channel weights, reduce_range={qm.meta['reduce_range']!r}, bias correction), emulate="
-             f"{qm.emulate!r}; quantization took {t_q:.1f} s.", "",
+             f"per-channel weights, reduce_range={qm.meta['reduce_range']!r}, bias correction), target="
+             f"{qm.target!r}; quantization took {t_q:.1f} s.", "",
              "| model | test accuracy | Δ vs fp32 (points) | top-1 agreement | logit SQNR dB | bytes |",
              "|---|---:|---:|---:|---:|---:|",
              f"| fp32 | {100 * acc_f:.2f}% | | | | {fp32:,} (parameters) |",
@@ -196,8 +196,8 @@ def section_mobilenet(quick):
         ("minquant default, calibrator → mse", dict(calibrator="mse")),
         ("minquant default, calibrator → minmax", dict(calibrator="minmax")),
         ("minquant default, calibrator → histogram (torch's)", dict(calibrator="histogram")),
-        ("minquant default, emulate='minquant' (exact int32 accumulation, 8-bit weights and activations)",
-         dict(emulate="minquant")),
+        ("minquant default, target='minquant' (exact int32 accumulation, 8-bit weights and activations)",
+         dict(target="minquant")),
     ]
     if quick:
         configs = configs[4:5]
@@ -281,7 +281,7 @@ def section_latency(quick):
                 print(f"  {name} batch {batch} {label}: {ms:.2f} ms", flush=True)
         tmp.cleanup()
     lines = ["## 4. Latency, one thread (median of repeated runs after a warm-up)", "",
-             "minquant int8 = `quantize_static` default (emulate='fbgemm'), the whole forward pass including "
+             "minquant int8 = `quantize_static` default (target='fbgemm'), the whole forward pass including "
              "quantize/dequantize; torch int8 = eager x86 PTQ model; ONNX Runtime: CPU provider, 1 intra-op thread.",
              "", "| model | batch | runtime | ms / batch | ms / image | vs minquant int8 |", "|---|---:|---|---:|---:|---:|"]
     base = {(n, b): ms for n, b, lab, ms in rows if lab == "minquant int8"}

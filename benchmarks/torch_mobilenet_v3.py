@@ -67,7 +67,7 @@ def run(quick: bool):
                 acts = [n for n in qm.graph.nodes if n.op in ("qhardswish", "qhardsigmoid")]
                 two_tables = sum(not np.array_equal(*activation_tables(n.op[1:], n.attrs.x_scale, n.attrs.x_zp,
                                                                          n.attrs.y_scale, n.attrs.y_zp,
-                                                                         emulate="fbgemm")) for n in acts)
+                                                                         target="fbgemm")) for n in acts)
                 logits = logit_bad = inter = inter_bad = 0
                 max_d = 0.0
                 start = 0

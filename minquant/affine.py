@@ -12,9 +12,9 @@ kernels, model converters — calls these.
 Frameworks differ in *how* they evaluate the same formula, and a one-LSB difference is enough to break
 bit-exactness, so the two places where they disagree are explicit parameters (docs/quantization.md, step 6):
 
-* ``quantize(..., emulate="torch")``: ``q = clamp(z + rne(f32(x · f32(1/f32(s)))))`` — PyTorch multiplies by
+* ``quantize(..., target="torch")``: ``q = clamp(z + rne(f32(x · f32(1/f32(s)))))`` — PyTorch multiplies by
   the float32 reciprocal of the scale (``quantize_per_tensor``, fbgemm's ``Quantize``).
-* ``quantize(..., emulate="onnxruntime")``: ``q = clamp(rne(x / s) + z)`` — ONNX Runtime divides
+* ``quantize(..., target="onnxruntime")``: ``q = clamp(rne(x / s) + z)`` — ONNX Runtime divides
   (``QuantizeLinear``, MLAS). ``x · (1/s)`` and ``x / s`` round differently for a small fraction of inputs.
 * ``choose_qparams(..., rule=...)``: the observer formula of ``torch.ao.quantization`` (float32), the
   ``ChooseQuantizationParams`` of fbgemm / torch dynamic quantization (float64, zero point chosen from
@@ -28,6 +28,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+
+from .target import QUANTIZE_RULES, quantize_rule_of
 
 __all__ = [
     "QType", "qtype", "choose_qparams", "quantize", "dequantize", "fake_quantize",
@@ -79,7 +81,6 @@ def qtype(dtype) -> QType:
     return _QTYPES[name]
 
 
-QUANTIZE_RULES = ("torch", "onnxruntime")
 QPARAM_RULES = ("torch", "fbgemm", "onnxruntime")
 
 _F32_EPS = float(np.finfo(np.float32).eps)
@@ -269,7 +270,7 @@ def _fbgemm_qparams(mn: np.float32, mx: np.float32, qmin: int, qmax: int, preser
 # ---------------------------------------------------------------------------------------------------------
 # quantize / dequantize / fake_quantize
 # ---------------------------------------------------------------------------------------------------------
-def quantize(x, scale, zero_point, dtype="uint8", axis=None, *, group_size=None, emulate: str = "torch"):
+def quantize(x, scale, zero_point, dtype="uint8", axis=None, *, group_size=None, target="torch"):
     """Real values → integer codes: ``q = clamp(z + rne(x / s), qmin, qmax)`` (docs/quantization.md, step 3).
 
     Parameters
@@ -279,14 +280,15 @@ def quantize(x, scale, zero_point, dtype="uint8", axis=None, *, group_size=None,
         ``group_size``, the shape of ``x`` with ``axis`` divided by ``group_size`` (per group).
     dtype : 'uint8', 'int8', 'uint4', 'int4' or 'int32' (bias). 4-bit codes come back one per int8/uint8
         element; :func:`pack_int4` stores them two per byte.
-    emulate : 'torch' — multiply by the float32 reciprocal: ``rne(f32(x · f32(1/f32(s))))`` then ``+ z``;
+    target : the quantize rule, or a target that implies it (a framework name such as 'fbgemm' / 'x86' /
+        'qnnpack' → 'torch', 'onnxruntime' / 'minquant' → 'onnxruntime', or a :class:`~minquant.target.Target`):
+        'torch' — multiply by the float32 reciprocal: ``rne(f32(x · f32(1/f32(s))))`` then ``+ z``;
         'onnxruntime' — divide: ``rne(x / s)`` in float32, then ``+ z``. They differ by one code on the
         inputs where ``x·(1/s)`` and ``x/s`` round to different sides of a .5 tie (docs/quantization.md, step 6).
 
     Returns codes in ``QType.storage`` (uint8 / int8 / int32).
     """
-    if emulate not in QUANTIZE_RULES:
-        raise ValueError(f"unknown quantize rule {emulate!r}; expected one of {QUANTIZE_RULES}")
+    rule = quantize_rule_of(target)
     qt = qtype(dtype)
     x = np.asarray(x)
     if x.dtype.kind != "f":
@@ -298,7 +300,7 @@ def quantize(x, scale, zero_point, dtype="uint8", axis=None, *, group_size=None,
     _check_scale(s)
     _check_zero_point(z, qt)
     with np.errstate(over="ignore", invalid="ignore"):
-        if emulate == "torch":
+        if rule == "torch":
             inv = (np.float32(1) / s).astype(np.float32)
             t = np.rint((x * inv).astype(np.float32)).astype(np.float64)
         else:
@@ -321,22 +323,22 @@ def dequantize(q, scale, zero_point, axis=None, *, group_size=None):
     return ((q.astype(np.int64) - z).astype(np.float32) * s).astype(np.float32)
 
 
-def fake_quantize(x, scale, zero_point, dtype="uint8", axis=None, *, group_size=None, emulate="torch"):
+def fake_quantize(x, scale, zero_point, dtype="uint8", axis=None, *, group_size=None, target="torch"):
     """Quantize then dequantize: the float value the integer model will actually see.
 
     ``fq(x) = s · (clamp(z + rne(x / s), qmin, qmax) − z)`` — what ``torch.fake_quantize_per_tensor_affine``
     computes in the forward pass of quantization-aware training."""
-    q = quantize(x, scale, zero_point, dtype, axis, group_size=group_size, emulate=emulate)
+    q = quantize(x, scale, zero_point, dtype, axis, group_size=group_size, target=target)
     return dequantize(q, scale, zero_point, axis, group_size=group_size)
 
 
-def quantize_bias(bias, input_scale, weight_scale, *, emulate: str = "onnxruntime"):
+def quantize_bias(bias, input_scale, weight_scale, *, target="onnxruntime"):
     """Float bias → int32 codes on the accumulator's scale ``s_xw = f32(s_x · s_w)``, zero point 0
     (docs/quantization.md, step 5). ``weight_scale`` may be per channel.
 
-    ``emulate="onnxruntime"``: ONNX Runtime's quantization tool (``quantize_bias_static_impl``) divides in
+    ``target="onnxruntime"``: ONNX Runtime's quantization tool (``quantize_bias_static_impl``) divides in
     float64 and rounds half to even: ``b_q = rne(f64(b) / f64(s_xw))``, clipped to int32.
-    ``emulate="torch"``: torch (qnnpack's int32 bias) quantizes like any tensor, multiplying by the float32
+    ``target="torch"``: torch (qnnpack's int32 bias) quantizes like any tensor, multiplying by the float32
     reciprocal: ``b_q = rne(f32(b · f32(1 / s_xw)))``."""
     b = np.asarray(bias, dtype=np.float32)
     if b.ndim != 1:
@@ -345,10 +347,10 @@ def quantize_bias(bias, input_scale, weight_scale, *, emulate: str = "onnxruntim
     ats = (np.float32(input_scale) * np.asarray(weight_scale, dtype=np.float32)).astype(np.float32)
     ats = np.ascontiguousarray(np.broadcast_to(ats, b.shape))
     _check_scale(ats)
-    if emulate == "onnxruntime":
+    if quantize_rule_of(target) == "onnxruntime":
         q = np.rint(b.astype(np.float64) / ats.astype(np.float64))
         return np.clip(q, -(2 ** 31), 2 ** 31 - 1).astype(np.int32)
-    return quantize(b, ats, np.zeros(b.shape, np.int32), "int32", axis=0, emulate=emulate)
+    return quantize(b, ats, np.zeros(b.shape, np.int32), "int32", axis=0, target=target)
 
 
 def pack_int4(q) -> np.ndarray:

@@ -23,7 +23,7 @@ import time
 import warnings
 
 from .cli_models import ARCHS, BUILTINS, InputError, UsageError
-from .kernels.arithmetic import EMULATIONS
+from .target import CPUS, FRAMEWORKS, as_target
 from .quantized.static import CALIBRATORS, DEFAULT_CALIBRATOR
 
 EPILOG = ("Docs: docs/quantization.md (the integer arithmetic, step by step), docs/walkthrough.md (the demo), "
@@ -63,6 +63,14 @@ def _number(text: str, cast, ok, unparsable: str, out_of_range: str):
 def _fraction(text: str) -> float:
     return _number(text, float, lambda v: 0 < v < 1, "expected a number in (0, 1)",
                    "the amount pruned must be in (0, 1)")
+
+
+def _target(text):
+    """argparse type for --target: 'x86', 'x86@avx2', ... (a framework, optionally @ a CPU preset)."""
+    try:
+        return as_target(text)
+    except (ValueError, TypeError) as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def _positive(text: str) -> int:
@@ -128,7 +136,7 @@ def cmd_quantize(args) -> int:
     calib = load_inputs(args.calib, sample, fm.norm, n=n, split="calib", progress=_progress())
     from .quantized import quantize_static
     qm = quantize_static(fm.model, calib, per_channel=args.per_channel, calibrator=args.calibrator,
-                         emulate=args.emulate, input_shape=(1,) + tuple(calib.shape[1:]), progress=_progress())
+                         target=args.target, input_shape=(1,) + tuple(calib.shape[1:]), progress=_progress())
     with atomic_output(out) as tmp:
         qm.save(tmp)
     seconds = time.perf_counter() - t0
@@ -136,7 +144,7 @@ def cmd_quantize(args) -> int:
     print(f"{fm.name} → {out}: int8 {_bytes(size)} vs fp32 {_bytes(fp32)} ({fp32 / max(size, 1):.2f}× smaller; "
           f"file {_bytes(out.stat().st_size)}), {calib.shape[0]} calibration samples ({args.calib}), "
           f"calibrator {args.calibrator}, {'per-channel' if args.per_channel else 'per-tensor'} weights, "
-          f"emulate {args.emulate}, {seconds:.1f} s")
+          f"target {args.target}, {seconds:.1f} s")
     return 0
 
 
@@ -501,8 +509,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--per-tensor", dest="per_channel", action="store_false", help="one weight scale per layer")
     p.add_argument("--calibrator", default=DEFAULT_CALIBRATOR, choices=sorted(CALIBRATORS),
                    help=f"how activation ranges are chosen from calibration data (default: {DEFAULT_CALIBRATOR})")
-    p.add_argument("--emulate", default="fbgemm", choices=sorted(EMULATIONS),
-                   help="whose integer arithmetic the model reproduces bit for bit (default: fbgemm)")
+    p.add_argument("--target", default="fbgemm", type=_target, metavar="FRAMEWORK[@CPU]",
+                   help=f"whose integer arithmetic the model reproduces bit for bit, on which CPU: a framework "
+                        f"({', '.join(FRAMEWORKS)}), optionally @ a CPU preset ({', '.join(CPUS)}) — "
+                        "default: fbgemm on this host")
     p.add_argument("--num-calib", type=_positive, metavar="N",
                    help="calibration samples (default: 256 digits, 64 photos, every file of a folder)")
     model_options(p)

@@ -298,8 +298,8 @@ def _onnx_rows(name, model, shape, calib, x_eval, y_eval, f_ref, x1, reps, art):
                 rows.append(Row(name, f"ONNX Runtime runs minquant int8 ({fmt})", "ONNX Runtime",
                                 note="not yet available: minquant.onnx_export is not installed"))
             return rows
-        with _step("minquant quantize_static(emulate='onnxruntime') → to_onnx → ONNX Runtime"):
-            qm = quantize_static(model, calib, emulate="onnxruntime", batch_size=16, progress=False)
+        with _step("minquant quantize_static(target='onnxruntime') → to_onnx → ONNX Runtime"):
+            qm = quantize_static(model, calib, target="onnxruntime", batch_size=16, progress=False)
             mine = _mq_logits(qm, x_eval)
             for fmt in ("qdq", "qoperator"):
                 label = {"qdq": "QDQ", "qoperator": "QOperator"}[fmt]
@@ -314,7 +314,7 @@ def _onnx_rows(name, model, shape, calib, x_eval, y_eval, f_ref, x1, reps, art):
                 differ = int((got != mine).sum())
                 r = Row(name, f"ONNX Runtime runs minquant int8 ({label})", "ONNX Runtime", path.stat().st_size,
                         recipes.onnx_initializer_bytes(path), _Timed(partial(run, x1), reps),
-                        note=f"vs minquant emulate='onnxruntime': {differ}/{got.size} logits differ")
+                        note=f"vs minquant target='onnxruntime': {differ}/{got.size} logits differ")
                 rows.append(_scores(r, f_ref, got, y_eval))
                 art.setdefault("ort_exact", []).append((name, label, differ, got.size))
     return rows
@@ -679,7 +679,7 @@ def _notes(rows, art, cfg) -> list[str]:
         notes.append(f"{name}: minquant running torch's eager int8 model — {differ} of {size} logits differ.")
     for name, fmt, differ, size in art.get("ort_exact", []):
         notes.append(f"{name}: ONNX Runtime running minquant's exported int8 model ({fmt}) vs minquant "
-                     f"emulate='onnxruntime' — {differ} of {size} logits differ.")
+                     f"target='onnxruntime' — {differ} of {size} logits differ.")
     notes.append("MobileNetV2 has no labels here: 'agree' is top-1 agreement with the fp32 model, 'SQNR' the "
                  "logit SQNR against it. TinyCNN's 'agree' is agreement with fp32 TinyCNN (the teacher, for "
                  "the students); SQNR is left out for retrained models (pruned + fine-tuned, students).")

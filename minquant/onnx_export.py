@@ -1,6 +1,6 @@
 """Write a minquant model as an ONNX file that ONNX Runtime runs — bit for bit like minquant.
 
-    qm = minquant.quantize_static(model, calib, emulate="onnxruntime")
+    qm = minquant.quantize_static(model, calib, target="onnxruntime")
     to_onnx(qm, "model_qdq.onnx")                       # QDQ: float ops between DequantizeLinear/QuantizeLinear
     to_onnx(qm, "model_qop.onnx", format="qoperator")   # integer operators: QLinearConv, QGemm, QLinearAdd...
     to_onnx(graph, "model_fp32.onnx")                   # a float Graph (from minquant.from_torch)
@@ -26,7 +26,7 @@ Open the file in Netron (https://netron.app, or ``pip install netron; netron mod
   A clamp on codes is ``DQ → Clip/Min (float) → Q``, which ORT runs in float — exactly: for codes
   q ≤ h, ``s·(q − z) ≤ s·(h − z)`` (rounding is monotone) and requantizing ``s·(k − z)`` gives k back.
 
-**Why the numbers agree with minquant.** ``QuantizedModel(graph, emulate="onnxruntime")`` reproduces
+**Why the numbers agree with minquant.** ``QuantizedModel(graph, target="onnxruntime")`` reproduces
 ORT's QLinearConv / QGemm / QLinearAdd / QLinearGlobalAveragePool / QuantizeLinear arithmetic bit for bit
 (tests/test_kernels_vs_frameworks.py, tests/test_kernels_ops.py). The file holds exactly the numbers the
 emulation uses: int8 weights and their float32 scales as stored, the int32 bias
@@ -370,7 +370,7 @@ class _Exporter:
         if b.dtype.kind in "iu":
             bq = b.astype(np.int32)
         else:
-            bq = quantize_bias(b.astype(_F32), n.attrs.x_scale, ws_o, emulate="onnxruntime")
+            bq = quantize_bias(b.astype(_F32), n.attrs.x_scale, ws_o, target="onnxruntime")
         bs = (_F32(n.attrs.x_scale) * ws_o).astype(_F32)
         return bq, bs
 
@@ -649,7 +649,7 @@ class _Exporter:
         by kh then by kw (float64), rounded once to float32 (float_ops.adaptive_avg_pool2d). Written as
         Cast(double) → Reshape into windows → ReduceSum → Div → Div → Cast(float): a float64 sum of a few
         float32 values of similar magnitude is exact in any order, so ORT and NumPy agree. (A *global* pool
-        is written as GlobalAveragePool: under emulate='onnxruntime' minquant reproduces MLAS's float32
+        is written as GlobalAveragePool: under target='onnxruntime' minquant reproduces MLAS's float32
         summation order for it, ``quantized.executor.global_avg_pool_mlas``.)"""
         TP = self.onnx.TensorProto
         kh, kw = h // oh, w // ow
@@ -777,7 +777,7 @@ class _Exporter:
     def op_adaptive_avg_pool2d(self, n):
         h, w = self.shape(n.inputs[0])[2:]
         oh, ow = n.attrs.output_size
-        if (oh, ow) == (1, 1):   # emulate='onnxruntime' reproduces MLAS's float global pool (global_avg_pool_mlas)
+        if (oh, ow) == (1, 1):   # target='onnxruntime' reproduces MLAS's float global pool (global_avg_pool_mlas)
             self._float(n, "GlobalAveragePool")
         elif self.quantized and h % oh == 0 and w % ow == 0:
             self._exact_adaptive_avg(n, h, w, oh, ow)
@@ -815,14 +815,14 @@ def to_onnx(model, path, *, format: str = "qdq", opset: int = DEFAULT_OPSET) -> 
     if not MIN_OPSET <= opset <= onnx.defs.onnx_opset_version():
         raise ValueError(f"opset {opset} outside [{MIN_OPSET}, {onnx.defs.onnx_opset_version()}]")
     if isinstance(model, Graph):
-        graph, quantized, qparams, emulate = model, False, {}, None
+        graph, quantized, qparams, target = model, False, {}, None
         from .quantized import ops as qops
         qnodes = [n.name for n in graph.nodes if n.op in qops.QUANTIZED_OPS]
         if qnodes:
             raise ValueError(f"to_onnx: graph {graph.name!r} has quantized nodes {qnodes[:3]}...; wrap it in a "
                              "QuantizedModel to export it")
-    elif hasattr(model, "graph") and hasattr(model, "qparams") and hasattr(model, "emulate"):
-        graph, quantized, qparams, emulate = model.graph, True, model.qparams, model.emulate
+    elif hasattr(model, "graph") and hasattr(model, "qparams") and hasattr(model, "target"):
+        graph, quantized, qparams, target = model.graph, True, model.qparams, model.target
     else:
         raise ValueError(f"to_onnx expects a minquant QuantizedModel or Graph, got {type(model).__name__}")
     missing = [v for v in graph.inputs if v not in graph.input_shapes]
@@ -839,8 +839,8 @@ def to_onnx(model, path, *, format: str = "qdq", opset: int = DEFAULT_OPSET) -> 
                                           f"{graph.name!r}")
     m.ir_version = onnx.helper.find_min_ir_version_for(opsets, ignore_unknown=True)
     meta = {"minquant.kind": "quantized" if quantized else "float", "minquant.format": format if quantized else "float"}
-    if emulate:
-        meta["minquant.emulate"] = emulate
+    if target:
+        meta["minquant.target"] = target
     onnx.helper.set_model_props(m, meta)
     try:
         onnx.checker.check_model(m)

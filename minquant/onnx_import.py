@@ -4,7 +4,7 @@ a :class:`~minquant.quantized.QuantizedModel` whose integer kernels reproduce ON
     graph = from_onnx("model.onnx")              # float model
     y = minquant.run(graph, x)                   # ≈ onnxruntime (max |Δ| ≤ 1e-4 on logits)
     qm = from_onnx("model_int8.onnx")            # QDQ / QOperator / quantize_dynamic output
-    y = qm(x)                                    # == onnxruntime, bit for bit (emulate="onnxruntime")
+    y = qm(x)                                    # == onnxruntime, bit for bit (target="onnxruntime")
 
 **Quantized models: build what ONNX Runtime runs.** A QDQ file (``QuantizeLinear`` / ``DequantizeLinear``
 around float ops, what ``onnxruntime.quantization.quantize_static`` writes by default) is *not* run as
@@ -27,7 +27,7 @@ ORT's ``QDQSelectorActionTransformer`` (ORT 1.32, checked by dumping ``SessionOp
   dropped and the op moves codes (its output keeps the input's qparams).
 
 A QOperator file already contains those operators. Every integer operator then becomes a minquant node
-(kernels under ``emulate="onnxruntime"``, minquant/kernels/arithmetic.py; steps of docs/quantization.md):
+(kernels under ``target="onnxruntime"``, minquant/target.py; steps of docs/quantization.md):
 
 =============================  ==========================  =====================================================
 ONNX op (after fusion)         minquant op                 kernel · the arithmetic facts that matter
@@ -739,7 +739,7 @@ def fuse_code_clamps(graph: OnnxGraph, nodes: list, q_source: dict | None = None
         z = int(_const_scalar(consts, dq.inputs[2])) if len(dq.inputs) > 2 and dq.inputs[2] else 0
 
         def code(t):
-            return quantize(np.asarray(t, np.float32), s, z, "uint8", emulate="onnxruntime")
+            return quantize(np.asarray(t, np.float32), s, z, "uint8", target="onnxruntime")
 
         codes = dq.inputs[0]
         if n.op in ("Relu", "Clip"):
@@ -917,7 +917,7 @@ def bias_param(b_q, x_scale, w_scale):
     ats = (np.float32(x_scale) * np.asarray(w_scale, np.float32)).astype(np.float32)
     ats = np.broadcast_to(ats, b_q.shape)
     b = (b_q.astype(np.float64) * ats.astype(np.float64)).astype(np.float32)
-    if np.all(np.isfinite(b)) and np.array_equal(quantize_bias(b, x_scale, w_scale, emulate="onnxruntime"), b_q):
+    if np.all(np.isfinite(b)) and np.array_equal(quantize_bias(b, x_scale, w_scale, target="onnxruntime"), b_q):
         return b
     return b_q.copy()
 
@@ -1691,7 +1691,7 @@ def _dynamic_weights(b: Builder, n: ONode, w_name, z_name, s_name, out_axis):
     if w.dtype != np.int8:
         _fail(n, f"weights are {w.dtype.name}; only int8 weights are supported (quantize_dynamic with "
                  "weight_type=QInt8; uint8 weights run on MLAS's exact u8×u8 kernel, which minquant does "
-                 "not emulate)")
+                 "not target)")
     return _weight_qparams(b.consts, n, w_name, s_name, z_name, out_axis)
 
 
@@ -1809,7 +1809,7 @@ def from_onnx(model, *, name: str | None = None):
 
     A float model becomes a :class:`~minquant.graph.Graph` (run it with :func:`minquant.run`); a model with
     quantized operators (QDQ, QOperator, or ``quantize_dynamic`` output) becomes a
-    :class:`~minquant.quantized.QuantizedModel` with ``emulate="onnxruntime"`` built from what ONNX Runtime
+    :class:`~minquant.quantized.QuantizedModel` with ``target="onnxruntime"`` built from what ONNX Runtime
     actually runs after its graph optimizer (module docstring), so that its output equals ORT's bit for bit.
     Raises ValueError for files that are not (valid) ONNX and for unsupported ops (naming each op type and
     node)."""

@@ -175,7 +175,7 @@ def to_text(model_or_graph) -> str:
     info = value_info(model_or_graph if not isinstance(model_or_graph, (str, os.PathLike)) else (qm or graph))
     qp = qm.qparams if qm is not None else {}
     if qm is not None:
-        head = (f"QuantizedModel {graph.name!r} (emulate={qm.emulate!r}): {len(graph.nodes)} nodes, "
+        head = (f"QuantizedModel {graph.name!r} (target={qm.target!r}): {len(graph.nodes)} nodes, "
                 f"{graph.num_params():,} params, {qm.size_bytes():,} bytes")
     else:
         head = (f"Graph {graph.name!r} (float): {len(graph.nodes)} nodes, {graph.num_params():,} params, "
@@ -310,7 +310,7 @@ def to_png(model_or_graph, path, *, rows: int | None = None, dpi: int = 110, tit
     kinds = [k for k in KIND_COLORS if any(b[0] == k for b in boxes)]
     ax.legend(handles=[Patch(fc=KIND_COLORS[k], ec="black", lw=0.6, label=_KIND_LABELS[k]) for k in kinds],
               loc="upper right", fontsize=7.5, ncol=len(kinds), frameon=False, bbox_to_anchor=(1, 1))
-    name = title or (f"{graph.name} — " + (f"QuantizedModel (emulate={qm.emulate})" if qm is not None else "float Graph")
+    name = title or (f"{graph.name} — " + (f"QuantizedModel (target={qm.target})" if qm is not None else "float Graph")
                      + f", {len(graph.nodes)} nodes")
     ax.text(0.3, fig_h - 0.3, name, fontsize=11, fontweight="bold", va="center", ha="left")
     tmp = path.with_name(path.name + ".tmp.png")

@@ -1,4 +1,4 @@
-"""ONNX Runtime's quantized operators, one node at a time (the oracle for ``emulate="onnxruntime"``).
+"""ONNX Runtime's quantized operators, one node at a time (the oracle for ``target="onnxruntime"``).
 
 Each function builds a one-node ONNX model with ``onnx.helper`` — the integer inputs as graph inputs, the
 constant parameters as initializers — and runs it with ONNX Runtime's CPU execution provider on one thread.

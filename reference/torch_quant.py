@@ -1,4 +1,4 @@
-"""PyTorch's quantized operators on integer inputs (the oracle for ``emulate="fbgemm"`` / ``"qnnpack"``).
+"""PyTorch's quantized operators on integer inputs (the oracle for ``target="fbgemm"`` / ``"qnnpack"``).
 
 Each function wraps minquant-style arguments (NumPy codes + scales + zero points) into torch quantized
 tensors, calls the eager-mode operator under the requested engine, and returns the NumPy codes.

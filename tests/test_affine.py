@@ -37,7 +37,7 @@ def qcase(draw):
 @given(qcase())
 def test_quantize_matches_torch(case):
     x, scale, zp, dtype = case
-    np.testing.assert_array_equal(quantize(x, scale, zp, dtype, emulate="torch"),
+    np.testing.assert_array_equal(quantize(x, scale, zp, dtype, target="torch"),
                                   torch_quant.quantize(x, scale, zp, dtype))
 
 
@@ -46,7 +46,7 @@ def test_quantize_matches_torch(case):
 def test_quantize_matches_onnxruntime(case):
     x, scale, zp, dtype = case
     want = ort_quant.quantize_linear(x, scale, np.asarray(zp, dtype=qtype(dtype).storage))
-    np.testing.assert_array_equal(quantize(x, scale, zp, dtype, emulate="onnxruntime"), want)
+    np.testing.assert_array_equal(quantize(x, scale, zp, dtype, target="onnxruntime"), want)
 
 
 def test_torch_and_onnxruntime_round_differently_and_minquant_knows_which():
@@ -62,8 +62,8 @@ def test_torch_and_onnxruntime_round_differently_and_minquant_knows_which():
         o = ort_quant.quantize_linear(x, s, np.uint8(128))
         assert np.all(np.abs(t.astype(int) - o.astype(int)) <= 1)
         n_differ += int((t != o).sum())
-        np.testing.assert_array_equal(quantize(x, s, 128, emulate="torch"), t)
-        np.testing.assert_array_equal(quantize(x, s, 128, emulate="onnxruntime"), o)
+        np.testing.assert_array_equal(quantize(x, s, 128, target="torch"), t)
+        np.testing.assert_array_equal(quantize(x, s, 128, target="onnxruntime"), o)
     assert n_differ > 1000   # of 36,000 near-tie values: the rule matters
 
 
@@ -72,17 +72,17 @@ def test_per_channel_matches_torch_and_onnxruntime():
     x = rng.standard_normal((8, 5, 3)).astype(np.float32) * 4
     s = rng.uniform(0.01, 0.1, 5).astype(np.float32)
     z = rng.integers(-20, 20, 5).astype(np.int8)
-    np.testing.assert_array_equal(quantize(x, s, z, "int8", axis=1, emulate="torch"),
+    np.testing.assert_array_equal(quantize(x, s, z, "int8", axis=1, target="torch"),
                                   torch_quant.quantize(x, s, z, "int8", axis=1))
-    np.testing.assert_array_equal(quantize(x, s, z, "int8", axis=1, emulate="onnxruntime"),
+    np.testing.assert_array_equal(quantize(x, s, z, "int8", axis=1, target="onnxruntime"),
                                   ort_quant.quantize_linear(x, s, z, axis=1))
 
 
 def test_round_half_to_even_on_exact_ties():
     s = np.float32(0.5)   # power of two: x/s and x·(1/s) are both exact, so these are true ties
     x = np.array([0.25, 0.75, 1.25, -0.25, -0.75], np.float32)
-    np.testing.assert_array_equal(quantize(x, s, 10, emulate="torch"), [10, 12, 12, 10, 8])
-    np.testing.assert_array_equal(quantize(x, s, 10, emulate="onnxruntime"), [10, 12, 12, 10, 8])
+    np.testing.assert_array_equal(quantize(x, s, 10, target="torch"), [10, 12, 12, 10, 8])
+    np.testing.assert_array_equal(quantize(x, s, 10, target="onnxruntime"), [10, 12, 12, 10, 8])
 
 
 def test_dequantize_matches_torch_and_ort():

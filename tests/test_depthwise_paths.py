@@ -20,13 +20,13 @@ CASES = list(itertools.product(
 ))
 
 
-@pytest.mark.parametrize("shape,geo,mult,weights,emulate", CASES)
-def test_depthwise_paths_match_reference(shape, geo, mult, weights, emulate):
+@pytest.mark.parametrize("shape,geo,mult,weights,target", CASES)
+def test_depthwise_paths_match_reference(shape, geo, mult, weights, target):
     n, c, hw = shape
     k, s, p, d = geo
     if (hw + 2 * p - d * (k - 1) - 1) < 0:
         pytest.skip("empty output")
-    rng = np.random.default_rng(zlib.crc32(repr((shape, geo, mult, weights, emulate)).encode()))
+    rng = np.random.default_rng(zlib.crc32(repr((shape, geo, mult, weights, target)).encode()))
     co = c * mult
     lim = 127 if weights != "narrow" else 64
     w_q = rng.integers(-lim - (weights != "narrow"), lim + 1, (co, 1, k, k)).astype(np.int8)
@@ -38,7 +38,7 @@ def test_depthwise_paths_match_reference(shape, geo, mult, weights, emulate):
     w_s = rng.uniform(0.002, 0.01, co).astype(np.float32)
     bias = rng.normal(0, 1, co).astype(np.float32)
     clamp_hi = rng.integers(140, 256, co)
-    kw = dict(stride=s, padding=p, dilation=d, groups=c, clamp=(5, 250), clamp_hi=clamp_hi, emulate=emulate)
+    kw = dict(stride=s, padding=p, dilation=d, groups=c, clamp=(5, 250), clamp_hi=clamp_hi, target=target)
     ref = qconv2d_reference(x_q, 0.02, 7, w_q, w_s, w_zp, bias, 0.03, 120, **kw)
     top = np.minimum(clamp_hi, 250).reshape(1, -1, 1, 1)
     assert (ref == 5).mean() < 0.7 and (ref == top).mean() < 0.9 and len(np.unique(ref)) > 20   # not saturated

@@ -159,7 +159,7 @@ def test_quantize_static_student_keeps_accuracy_and_is_smaller(data):
     x_tr, y_tr, x_te, y_te = data
 
     def quantize(model, calib):
-        return minquant.quantize_static(model, [calib[:256]], per_channel=True, emulate="fbgemm",
+        return minquant.quantize_static(model, [calib[:256]], per_channel=True, target="fbgemm",
                                         progress=False)
 
     torch.manual_seed(0)

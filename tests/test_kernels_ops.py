@@ -132,11 +132,11 @@ def test_qadd_vs_torch(eng, seed, shape, n_long, relu):
     if n_long:
         shape = (n_long,)                       # long enough for SIMD blocks and a scalar tail
     args = _add_case(seed, shape, relu)
-    emulate = "qnnpack" if eng == "qnnpack" else "fbgemm"
+    target = "qnnpack" if eng == "qnnpack" else "fbgemm"
     with engine(eng):
         y = _torch_add(args, relu)
-    r = qadd_reference(*args, relu=relu, emulate=emulate)
-    f = qadd(*args, relu=relu, emulate=emulate)
+    r = qadd_reference(*args, relu=relu, target=target)
+    f = qadd(*args, relu=relu, target=target)
     record(f"add torch[{eng}]", y.size, (r != y).sum())
     assert (r != y).sum() == 0
     assert np.array_equal(f, r)
@@ -161,15 +161,15 @@ def test_qadd_exhaustive_codes(params):
     for eng in ("fbgemm", "qnnpack"):
         with engine(eng):
             y = _torch_add(args, False)
-        r = qadd_reference(*args, emulate=eng)
+        r = qadd_reference(*args, target=eng)
         record(f"add torch[{eng}] exhaustive", y.size, (r != y).sum())
         assert (r != y).sum() == 0
-        assert np.array_equal(qadd(*args, emulate=eng), r)
+        assert np.array_equal(qadd(*args, target=eng), r)
     y = _ort_qlinear_add(*args)
-    r = qadd_reference(*args, emulate="onnxruntime")
+    r = qadd_reference(*args, target="onnxruntime")
     record("add onnxruntime QLinearAdd exhaustive", y.size, (r != y).sum())
     assert (r != y).sum() == 0
-    assert np.array_equal(qadd(*args, emulate="onnxruntime"), r)
+    assert np.array_equal(qadd(*args, target="onnxruntime"), r)
 
 
 def test_qadd_fbgemm_position_matters(monkeypatch):
@@ -211,24 +211,24 @@ def test_qadd_vs_onnxruntime(seed, shape):
     a, sa, za, b, sb, zb, sy, zy = _add_case(seed, shape, False)
     args = (a, sa, za, b, sb, zb, sy, zy)
     y = _ort_qlinear_add(*args)
-    r = qadd_reference(*args, emulate="onnxruntime")
+    r = qadd_reference(*args, target="onnxruntime")
     record("add onnxruntime QLinearAdd", y.size, (r != y).sum())
     assert (r != y).sum() == 0
-    assert np.array_equal(qadd(*args, emulate="onnxruntime"), r)
+    assert np.array_equal(qadd(*args, target="onnxruntime"), r)
 
 
 @HYP
 @given(seed=st.integers(0, 2 ** 32 - 1), shape=shapes, relu=st.booleans(),
-       emulate=st.sampled_from(["fbgemm", "qnnpack", "onnxruntime", "minquant"]))
-def test_qadd_fast_equals_reference(seed, shape, relu, emulate):
+       target=st.sampled_from(["fbgemm", "qnnpack", "onnxruntime", "minquant"]))
+def test_qadd_fast_equals_reference(seed, shape, relu, target):
     args = _add_case(seed, shape, relu)
-    assert np.array_equal(qadd(*args, relu=relu, emulate=emulate), qadd_reference(*args, relu=relu, emulate=emulate))
+    assert np.array_equal(qadd(*args, relu=relu, target=target), qadd_reference(*args, relu=relu, target=target))
 
 
 def test_qadd_minquant_is_textbook():
     a = np.array([0, 10, 255], np.uint8)
     b = np.array([5, 10, 250], np.uint8)
-    y = qadd(a, 0.5, 10, b, 0.25, 6, 1.0, 100, emulate="minquant")
+    y = qadd(a, 0.5, 10, b, 0.25, 6, 1.0, 100, target="minquant")
     expected = np.clip(np.rint(0.5 * (a - 10.0) + 0.25 * (b - 6.0)) + 100, 0, 255)
     assert np.array_equal(y, expected.astype(np.uint8))
 
@@ -244,9 +244,9 @@ def test_qadd_bad_input():
     with pytest.raises(ValueError, match="scale"):
         qadd(a, -0.1, 0, a, 0.1, 0, 0.1, 0)
     with pytest.raises(ValueError, match="ratio"):                  # qnnpack refuses s_a/s_y >= 256
-        qadd(a, 1.0, 0, a, 0.1, 0, 0.001, 0, emulate="qnnpack")
-    with pytest.raises(ValueError, match="emulate"):
-        qadd(a, 0.1, 0, a, 0.1, 0, 0.1, 0, emulate="tflite")
+        qadd(a, 1.0, 0, a, 0.1, 0, 0.001, 0, target="qnnpack")
+    with pytest.raises(ValueError, match="target"):
+        qadd(a, 0.1, 0, a, 0.1, 0, 0.1, 0, target="tflite")
 
 
 # =========================================================================================================
@@ -307,7 +307,7 @@ def test_qmax_pool2d_qnnpack_dilation_with_padding_deviates():
 @given(case=pool_case(), cip=st.booleans(), divisor=st.one_of(st.none(), st.integers(1, 12)))
 def test_qavg_pool2d_vs_torch(eng, case, cip, divisor):
     x, k, s, p, ceil, cl = case["x"], case["k"], case["s"], case["p"], case["ceil"], case["cl"]
-    kw = dict(x_scale=case["scale"], x_zp=case["zp"], emulate=eng, channels_last=cl)
+    kw = dict(x_scale=case["scale"], x_zp=case["zp"], target=eng, channels_last=cl)
     with engine(eng):
         try:
             y = qF.avg_pool2d(tq(x, case["scale"], case["zp"], cl), k, s, p, ceil_mode=ceil,
@@ -341,7 +341,7 @@ def test_qavg_pool2d_layout_changes_ties():
 def test_qadaptive_avg_pool2d_vs_torch(eng, case, out):
     x, cl = case["x"], case["cl"]
     out = (min(out[0], x.shape[2]), min(out[1], x.shape[3]))
-    kw = dict(x_scale=case["scale"], x_zp=case["zp"], emulate=eng, channels_last=cl)
+    kw = dict(x_scale=case["scale"], x_zp=case["zp"], target=eng, channels_last=cl)
     with engine(eng):
         y = qF.adaptive_avg_pool2d(tq(x, case["scale"], case["zp"], cl), out).int_repr().numpy()
     r = qadaptive_avg_pool2d_reference(x, out, **kw)
@@ -361,7 +361,7 @@ def test_global_avg_pool_vs_onnxruntime(case):
     y = run_node("QLinearGlobalAveragePool", {"x": x},
                  {"xs": np.float32(xs), "xz": np.uint8(xz), "ys": np.float32(ys), "yz": np.uint8(yz)},
                  np.uint8, attrs={"channels_last": 0}, domain="com.microsoft")
-    kw = dict(x_scale=xs, x_zp=xz, y_scale=ys, y_zp=yz, emulate="onnxruntime")
+    kw = dict(x_scale=xs, x_zp=xz, y_scale=ys, y_zp=yz, target="onnxruntime")
     r = qadaptive_avg_pool2d_reference(x, 1, **kw)
     record("global_avg_pool onnxruntime QLinearGlobalAveragePool", y.size, (r != y.reshape(r.shape)).sum())
     assert np.array_equal(r, y.reshape(r.shape))
@@ -374,7 +374,7 @@ def test_global_avg_pool_vs_onnxruntime(case):
 def test_pool_minquant_fast_equals_reference(case, cip, out, y_scale_ratio, y_zp):
     x, k, s, p, ceil = case["x"], case["k"], case["s"], case["p"], case["ceil"]
     kw = dict(x_scale=case["scale"], x_zp=case["zp"], y_scale=float(case["scale"]) * y_scale_ratio, y_zp=y_zp,
-              emulate="minquant")
+              target="minquant")
     assert np.array_equal(qavg_pool2d(x, k, s, p, ceil, cip, **kw), qavg_pool2d_reference(x, k, s, p, ceil, cip, **kw))
     out = (min(out[0], x.shape[2]), min(out[1], x.shape[3]))
     assert np.array_equal(qadaptive_avg_pool2d(x, out, **kw), qadaptive_avg_pool2d_reference(x, out, **kw))
@@ -382,7 +382,7 @@ def test_pool_minquant_fast_equals_reference(case, cip, out, y_scale_ratio, y_zp
 
 def test_pool_minquant_is_textbook():
     x = np.array([[[[10, 11], [13, 20]]]], np.uint8)
-    y = qavg_pool2d(x, 2, x_scale=0.5, x_zp=10, y_scale=0.25, y_zp=3, emulate="minquant")
+    y = qavg_pool2d(x, 2, x_scale=0.5, x_zp=10, y_scale=0.25, y_zp=3, target="minquant")
     assert y[0, 0, 0, 0] == np.rint(0.5 * (54 - 40) / 4 / 0.25) + 3
 
 
@@ -399,9 +399,9 @@ def test_pool_bad_input():
     with pytest.raises(ValueError, match="keeps the input"):
         qavg_pool2d(x, 2, x_scale=0.1, x_zp=0, y_scale=0.2)
     with pytest.raises(ValueError, match="1x1"):
-        qavg_pool2d(x, 1, x_scale=0.1, x_zp=0, emulate="qnnpack")
+        qavg_pool2d(x, 1, x_scale=0.1, x_zp=0, target="qnnpack")
     with pytest.raises(ValueError, match="GlobalAveragePool"):
-        qadaptive_avg_pool2d(x, 2, x_scale=0.1, x_zp=0, emulate="onnxruntime")  # global pooling only
+        qadaptive_avg_pool2d(x, 2, x_scale=0.1, x_zp=0, target="onnxruntime")  # global pooling only
     with pytest.raises(ValueError, match="zero point"):
         qadaptive_avg_pool2d(x, 1, x_scale=0.1, x_zp=256)
 
@@ -446,7 +446,7 @@ def test_dynamic_linear_vs_torch(eng, seed, m, k, n, per_channel, reduce_range, 
     with engine(eng):
         y = _torch_dynamic(x, w_q, w_scale, bias, reduce_range, relu)
     args = (x, w_q, w_scale, w_zp, bias)
-    kw = dict(reduce_range=reduce_range, relu=relu, emulate=eng)
+    kw = dict(reduce_range=reduce_range, relu=relu, target=eng)
     r = dynamic_linear_reference(*args, **kw)
     record(f"dynamic_linear torch[{eng}]", y.size, bits_differ(r, y))
     assert bits_differ(r, y) == 0
@@ -475,10 +475,10 @@ def _ort_dynamic_session(w_q, w_scale, bias):
 def test_dynamic_linear_vs_onnxruntime(seed, m, k, n, per_channel):
     x, w_q, w_scale, w_zp, bias = _dyn_case(seed, m, k, n, per_channel)
     y = _ort_dynamic_session(w_q, w_scale, bias).run(None, {"X": x})[0]
-    r = dynamic_linear_reference(x, w_q, w_scale, w_zp, bias, emulate="onnxruntime")
+    r = dynamic_linear_reference(x, w_q, w_scale, w_zp, bias, target="onnxruntime")
     record("dynamic_linear onnxruntime DQL+MatMulInteger", y.size, bits_differ(r, y))
     assert bits_differ(r, y) == 0
-    assert bits_differ(dynamic_linear(x, w_q, w_scale, w_zp, bias, emulate="onnxruntime"), r) == 0
+    assert bits_differ(dynamic_linear(x, w_q, w_scale, w_zp, bias, target="onnxruntime"), r) == 0
 
 
 @pytest.mark.parametrize("eng", ["fbgemm", "onnxruntime"])
@@ -491,7 +491,7 @@ def test_dynamic_linear_pair_saturation_matters(eng, monkeypatch):
             y = _torch_dynamic(x, w_q, w_scale, bias, False, False)
     else:
         y = _ort_dynamic_session(w_q, w_scale, bias).run(None, {"X": x})[0]
-    kw = dict(reduce_range=False, emulate=eng)
+    kw = dict(reduce_range=False, target=eng)
     assert bits_differ(dynamic_linear_reference(x, w_q, w_scale, w_zp, bias, **kw), y) == 0
     monkeypatch.setattr(dyn_mod, "_saturates", lambda ar: False)
     assert bits_differ(dynamic_linear_reference(x, w_q, w_scale, w_zp, bias, **kw), y) > 0
@@ -504,7 +504,7 @@ def test_dynamic_linear_minquant_fast_equals_reference(seed, m, k, n, per_channe
     x, w_q, w_scale, w_zp, bias = _dyn_case(seed, m, k, n, per_channel)
     if batch:
         x = np.stack([x, x[::-1]])                 # (2, m, k): leading dims are kept
-    kw = dict(reduce_range=reduce_range, emulate="minquant")
+    kw = dict(reduce_range=reduce_range, target="minquant")
     r = dynamic_linear_reference(x, w_q, w_scale, w_zp, bias, **kw)
     assert r.shape == x.shape[:-1] + (n,)
     assert bits_differ(dynamic_linear(x, w_q, w_scale, w_zp, None if batch else bias, **kw),
@@ -512,7 +512,7 @@ def test_dynamic_linear_minquant_fast_equals_reference(seed, m, k, n, per_channe
     # the float result is the float layer up to the activations' rounding: |Δx| <= s_x / 2 per element
     w = w_q.astype(np.float64) * np.reshape(w_scale, (-1, 1))
     y_float = x.astype(np.float64) @ w.T + bias
-    x_scale, _ = dyn_mod.dynamic_input_qparams(x.reshape(-1, k), reduce_range=reduce_range, emulate="minquant")
+    x_scale, _ = dyn_mod.dynamic_input_qparams(x.reshape(-1, k), reduce_range=reduce_range, target="minquant")
     bound = 0.5 * x_scale * np.abs(w).sum(axis=1) * 1.001 + 1e-5 * np.abs(y_float) + 1e-6
     assert np.all(np.abs(r - y_float) <= bound)
 
@@ -572,7 +572,7 @@ def test_int4_linear_vs_onnxruntime(seed, m, n, group_size, n_groups, signed, wi
     z_u = None if zp is None else ((z.astype(np.int16) + 8).astype(np.uint8) if signed else z)
     y = _ort_matmul_nbits(x, q_u, z_u, scale, bias, group_size)
     kw = dict(group_size=group_size, in_features=k, bias=bias, dtype="int4" if signed else "uint4",
-              emulate="onnxruntime")
+              target="onnxruntime")
     r = int4_linear_reference(x, pack_int4(q), scale, zp, **kw)
     record(f"int4_linear onnxruntime MatMulNBits (M{'=1' if m == 1 else '>1'})", y.size, bits_differ(r, y))
     assert bits_differ(r, y) == 0

@@ -60,15 +60,15 @@ def linear_case(draw, allow_wzp=True):
     return x_q, xs, xz, w_q, ws, wz, bias, ys, yz, relu
 
 
-@pytest.mark.parametrize("engine,emulate", [("fbgemm", "fbgemm"), ("x86", "fbgemm"), ("qnnpack", "qnnpack")])
+@pytest.mark.parametrize("engine,target", [("fbgemm", "fbgemm"), ("x86", "fbgemm"), ("qnnpack", "qnnpack")])
 @settings(**SETTINGS)
 @given(case=linear_case())
-def test_qlinear_matches_torch(engine, emulate, case):
+def test_qlinear_matches_torch(engine, target, case):
     x_q, xs, xz, w_q, ws, wz, bias, ys, yz, relu = case
     with torch_quant.engine(engine):
         want = torch_quant.qlinear(x_q, xs, xz, w_q, ws, wz, bias, ys, yz, relu=relu)
-    ref = qlinear_reference(x_q, xs, xz, w_q, ws, wz, bias, ys, yz, relu=relu, emulate=emulate)
-    fast = qlinear(x_q, xs, xz, w_q, ws, wz, bias, ys, yz, relu=relu, emulate=emulate)
+    ref = qlinear_reference(x_q, xs, xz, w_q, ws, wz, bias, ys, yz, relu=relu, target=target)
+    fast = qlinear(x_q, xs, xz, w_q, ws, wz, bias, ys, yz, relu=relu, target=target)
     if not relu:
         _assert_not_saturated(want)
     assert int((ref != want).sum()) == 0, f"{int((ref != want).sum())} of {want.size} elements differ"
@@ -119,15 +119,15 @@ def conv_case(draw):
                                                           groups=groups, relu=relu)
 
 
-@pytest.mark.parametrize("engine,emulate", [("fbgemm", "fbgemm"), ("x86", "fbgemm"), ("qnnpack", "qnnpack")])
+@pytest.mark.parametrize("engine,target", [("fbgemm", "fbgemm"), ("x86", "fbgemm"), ("qnnpack", "qnnpack")])
 @settings(**SETTINGS)
 @given(case=conv_case())
-def test_qconv2d_matches_torch(engine, emulate, case):
+def test_qconv2d_matches_torch(engine, target, case):
     args, kw = case
     with torch_quant.engine(engine):
         want = torch_quant.qconv2d(*args, **kw)
-    ref = qconv2d_reference(*args, **kw, emulate=emulate)
-    fast = qconv2d(*args, **kw, emulate=emulate)
+    ref = qconv2d_reference(*args, **kw, target=target)
+    fast = qconv2d(*args, **kw, target=target)
     if not kw["relu"]:
         _assert_not_saturated(want)
     assert int((ref != want).sum()) == 0, f"{int((ref != want).sum())} of {want.size} elements differ"
@@ -138,15 +138,15 @@ def test_qconv2d_matches_torch(engine, emulate, case):
 @given(case=linear_case(allow_wzp=False))
 def test_qlinear_matches_onnxruntime(case):
     x_q, xs, xz, w_q, ws, wz, bias, ys, yz, relu = case
-    b_q = None if bias is None else quantize_bias(bias, xs, ws, emulate="onnxruntime")
+    b_q = None if bias is None else quantize_bias(bias, xs, ws, target="onnxruntime")
     wz8 = np.asarray(wz).astype(np.int8)
     if b_q is None:
         want = ort_quant.qlinear_matmul(x_q, xs, xz, w_q, ws, wz8, ys, yz)
     else:
         want = ort_quant.qgemm(x_q, xs, xz, w_q, ws, wz8, b_q, ys, yz)
     _assert_not_saturated(want)
-    ref = qlinear_reference(x_q, xs, xz, w_q, ws, wz, b_q, ys, yz, emulate="onnxruntime")
-    fast = qlinear(x_q, xs, xz, w_q, ws, wz, b_q, ys, yz, emulate="onnxruntime")
+    ref = qlinear_reference(x_q, xs, xz, w_q, ws, wz, b_q, ys, yz, target="onnxruntime")
+    fast = qlinear(x_q, xs, xz, w_q, ws, wz, b_q, ys, yz, target="onnxruntime")
     assert int((ref != want).sum()) == 0, f"{int((ref != want).sum())} of {want.size} elements differ"
     np.testing.assert_array_equal(fast, ref)
 
@@ -157,11 +157,11 @@ def test_qconv2d_matches_onnxruntime(case):
     (x_q, xs, xz, w_q, ws, wz, bias, ys, yz), kw = case
     kw = dict(kw)
     kw.pop("relu")  # QLinearConv has no fused ReLU
-    b_q = None if bias is None else quantize_bias(bias, xs, ws, emulate="onnxruntime")
+    b_q = None if bias is None else quantize_bias(bias, xs, ws, target="onnxruntime")
     want = ort_quant.qlinear_conv(x_q, xs, xz, w_q, ws, np.asarray(wz).astype(np.int8), b_q, ys, yz, **kw)
     _assert_not_saturated(want)
-    ref = qconv2d_reference(x_q, xs, xz, w_q, ws, wz, b_q, ys, yz, **kw, emulate="onnxruntime")
-    fast = qconv2d(x_q, xs, xz, w_q, ws, wz, b_q, ys, yz, **kw, emulate="onnxruntime")
+    ref = qconv2d_reference(x_q, xs, xz, w_q, ws, wz, b_q, ys, yz, **kw, target="onnxruntime")
+    fast = qconv2d(x_q, xs, xz, w_q, ws, wz, b_q, ys, yz, **kw, target="onnxruntime")
     assert int((ref != want).sum()) == 0, f"{int((ref != want).sum())} of {want.size} elements differ"
     np.testing.assert_array_equal(fast, ref)
 
@@ -178,8 +178,8 @@ def test_pair_saturation_is_what_makes_fbgemm_exact():
     ys, yz = np.float32(20.0 / 250), 0   # exact result ≈ 16.5, saturated ≈ 10.5: both inside the range
     with torch_quant.engine("fbgemm"):
         want = torch_quant.qlinear(x_q, xs, xz, w_q, ws, 0, None, ys, yz)
-    exact = qlinear_reference(x_q, xs, xz, w_q, ws, 0, None, ys, yz, emulate="minquant")
-    emulated = qlinear_reference(x_q, xs, xz, w_q, ws, 0, None, ys, yz, emulate="fbgemm")
+    exact = qlinear_reference(x_q, xs, xz, w_q, ws, 0, None, ys, yz, target="minquant")
+    emulated = qlinear_reference(x_q, xs, xz, w_q, ws, 0, None, ys, yz, target="fbgemm")
     assert 0 < want.min() and want.max() < 255          # not clipped: the difference is arithmetic
     assert (exact != want).mean() > 0.5
     np.testing.assert_array_equal(emulated, want)
@@ -198,8 +198,8 @@ def test_realistic_weights_rarely_saturate_and_fast_path_handles_both():
                                       gemm_u8s8_reference(a, w, 17, 0, saturate_pairs=sat))
 
 
-@pytest.mark.parametrize("engine,emulate", [("fbgemm", "fbgemm"), ("qnnpack", "qnnpack")])
-def test_output_multiplier_rounding_over_many_scales(engine, emulate):
+@pytest.mark.parametrize("engine,target", [("fbgemm", "fbgemm"), ("qnnpack", "qnnpack")])
+def test_output_multiplier_rounding_over_many_scales(engine, target):
     """Large outputs over many random output scales: the multiplier's last bit matters here (qnnpack
     multiplies by f32(1/s_y), fbgemm divides by s_y); one wrong rounding shows up as flipped codes."""
     rng = np.random.default_rng(11)
@@ -215,6 +215,6 @@ def test_output_multiplier_rounding_over_many_scales(engine, emulate):
         ys = np.float32(ys * rng.uniform(1.0, 1.3))
         with torch_quant.engine(engine):
             want = torch_quant.qlinear(x_q, xs, xz, w_q, ws, np.zeros(128, np.int64), bias, ys, yz)
-        got = qlinear(x_q, xs, xz, w_q, ws, np.zeros(128, np.int64), bias, ys, yz, emulate=emulate)
+        got = qlinear(x_q, xs, xz, w_q, ws, np.zeros(128, np.int64), bias, ys, yz, target=target)
         total += int((got != want).sum())
     assert total == 0

@@ -20,9 +20,9 @@ def mobilenet_kernels_crosscheck():
         with torch_quant.engine("fbgemm"):
             want_t = torch_quant.qconv2d(*case["args"], **kw)
         want_o = ort_quant.qlinear_conv(x_q, xs, xz, w_q, ws, wz.astype(np.int8), None, ys, yz, **kw)
-        mine_fb = QConv2d(w_q, ws, wz, b, xs, xz, ys, yz, **kw, emulate="fbgemm")(x_q)
-        mine_ort = QConv2d(w_q, ws, wz, b, xs, xz, ys, yz, **kw, emulate="onnxruntime")(x_q)
-        exact = QConv2d(w_q, ws, wz, b, xs, xz, ys, yz, **kw, emulate="minquant")(x_q)
+        mine_fb = QConv2d(w_q, ws, wz, b, xs, xz, ys, yz, **kw, target="fbgemm")(x_q)
+        mine_ort = QConv2d(w_q, ws, wz, b, xs, xz, ys, yz, **kw, target="onnxruntime")(x_q)
+        exact = QConv2d(w_q, ws, wz, b, xs, xz, ys, yz, **kw, target="minquant")(x_q)
         n_layers += 1
         totals["elements"] += want_t.size
         totals["torch"] += int((mine_fb != want_t).sum())

@@ -1,5 +1,5 @@
 """minquant.onnx_export.to_onnx: the files are valid ONNX, ONNX Runtime runs them, and its outputs equal
-minquant's ``emulate="onnxruntime"`` outputs bit for bit (float graphs: within 1e-4).
+minquant's ``target="onnxruntime"`` outputs bit for bit (float graphs: within 1e-4).
 
 ORT sessions use default graph optimizations (so the QDQ files are fused into integer kernels, which the
 tests check by reading back ``optimized_model_filepath``), the CPU provider and one thread.
@@ -46,7 +46,7 @@ def assert_not_saturated(qm, x):
 @pytest.fixture(scope="session")
 def tiny_static(digits_model):
     model, (x_train, _, x_test, _) = digits_model
-    qm = quantize_static(model, x_train[:256], emulate="onnxruntime", progress=False)
+    qm = quantize_static(model, x_train[:256], target="onnxruntime", progress=False)
     return model, qm, x_test[:128]
 
 
@@ -55,7 +55,7 @@ def mobilenet():
     from minquant.datasets import photo_crops
     from minquant.zoo import mobilenet_v2_imagenet
     model = mobilenet_v2_imagenet()
-    qm = quantize_static(model, photo_crops(8), emulate="onnxruntime", progress=False)
+    qm = quantize_static(model, photo_crops(8), target="onnxruntime", progress=False)
     return minquant.from_torch(model, (1, 3, 224, 224)), qm, photo_crops(4, split="eval")
 
 
@@ -94,7 +94,7 @@ def small():
         net.bn.running_mean.uniform_(-0.5, 0.5)
         net.bn.running_var.uniform_(0.5, 2.0)
     rng = np.random.default_rng(0)
-    qm = quantize_static(net, rng.standard_normal((32, 3, 16, 16)).astype(np.float32), emulate="onnxruntime",
+    qm = quantize_static(net, rng.standard_normal((32, 3, 16, 16)).astype(np.float32), target="onnxruntime",
                          progress=False)
     return net, qm, rng.standard_normal((16, 3, 16, 16)).astype(np.float32)
 
@@ -140,12 +140,12 @@ def test_tinycnn_static_bit_exact(tiny_static, fmt, tmp_path):
 
 def test_default_fbgemm_model_runs_as_its_onnxruntime_emulation(digits_model, tmp_path):
     """A model quantized for another emulation (the default, 'fbgemm') exports the same numbers; ORT then
-    computes what ``QuantizedModel(qm.graph, emulate="onnxruntime")`` computes — not the fbgemm result."""
+    computes what ``QuantizedModel(qm.graph, target="onnxruntime")`` computes — not the fbgemm result."""
     model, (x_train, _, x_test, _) = digits_model
     qm = quantize_static(model, x_train[:256], progress=False)
-    assert qm.emulate == "fbgemm"
+    assert qm.target == "fbgemm"
     y = ort_run(to_onnx(qm, tmp_path / "fb.onnx", format="qoperator"), x_test)
-    assert np.array_equal(y, QuantizedModel(qm.graph, emulate="onnxruntime")(x_test))
+    assert np.array_equal(y, QuantizedModel(qm.graph, target="onnxruntime")(x_test))
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
@@ -343,7 +343,7 @@ def test_dynamic_nodes_bit_exact(digits_model, tmp_path):
     from minquant.kernels.gemm import pack_weight
     from minquant.quantized.executor import dynamic_conv2d
     model, (_, _, x_test, _) = digits_model
-    qm, _ = quantize_dynamic(model, input_shape=(1, 1, 28, 28), emulate="onnxruntime")
+    qm, _ = quantize_dynamic(model, input_shape=(1, 1, 28, 28), target="onnxruntime")
     x = x_test[:16]
     one, inp = _one_node(qm, "classifier", x)
     y = ort_run(to_onnx(one, tmp_path / "lin.onnx"), inp, tmp_path / "opt.onnx")

@@ -189,7 +189,7 @@ def test_mobilenet_v2_qdq_bit_identical(files):
     from minquant.kernels.requantize import output_stage
     from minquant.quantized.executor import weight_qparams
     qm = from_onnx(files["mnv2_qdq"])
-    assert isinstance(qm, QuantizedModel) and qm.emulate == "onnxruntime"
+    assert isinstance(qm, QuantizedModel) and qm.target == "onnxruntime"
     ops = ops_of(qm)
     # what ORT runs after its optimizer: 52 QLinearConv, 10 QLinearAdd, QLinearGlobalAveragePool, QGemm
     assert ops["qconv2d"] == 52 and ops["qadd"] == 10 and ops["qadaptive_avg_pool2d"] == 1 and ops["qlinear"] == 1
@@ -206,7 +206,7 @@ def test_mobilenet_v2_qdq_bit_identical(files):
             a = node.attrs
             ws, _ = weight_qparams(node)
             st = output_stage(node.params["weight"].shape[0], a.x_scale, ws, node.params["bias"], a.y_scale, a.y_zp,
-                              emulate="onnxruntime")
+                              target="onnxruntime")
             assert np.array_equal(st.bias_q, biases[node.name]), node.name
 
 
@@ -352,7 +352,7 @@ def test_int32_bias_beyond_float32_is_kept_exactly(tmp_path):
     m = make_model(nodes, inits, ["n", 2, 5, 5])
     # the float32 route would be off by a few units on the two large channels
     as_float = (b.astype(np.float64) * (np.float32(0.02) * ws).astype(np.float64)).astype(np.float32)
-    assert not np.array_equal(quantize_bias(as_float, 0.02, ws, emulate="onnxruntime"), b)
+    assert not np.array_equal(quantize_bias(as_float, 0.02, ws, target="onnxruntime"), b)
     qm = from_onnx(m)
     bias = qm.graph.nodes[1].params["bias"]
     assert bias.dtype == np.int32 and np.array_equal(bias, b)
@@ -390,7 +390,7 @@ def test_qlinear_average_pool_rounds_like_ort(geometry):
     node = qm.graph.nodes[1]
     a = node.attrs
     textbook = qavg_pool2d(codes.astype(np.uint8), a.kernel_size, a.stride, a.padding, False,
-                           a.count_include_pad, x_scale=a.x_scale, x_zp=a.x_zp, emulate="minquant")
+                           a.count_include_pad, x_scale=a.x_scale, x_zp=a.x_zp, target="minquant")
     _, vals = qm.run(x, intermediates=True, raw=True)
     assert np.mean(textbook != vals[node.name]) > 0.005                   # ties really occur
 
@@ -437,7 +437,7 @@ INTEGER_LAYERS = {"qconv2d", "qlinear", "qadd", "qcat", "qmax_pool2d", "qavg_poo
 
 @pytest.fixture(scope="session")
 def minquant_models(digits_model):
-    """Default ``quantize_static`` models (emulate='fbgemm') and their float graphs, built once:
+    """Default ``quantize_static`` models (target='fbgemm') and their float graphs, built once:
     {name: (quantized model, float graph, test input)}."""
     from minquant.datasets import photo_crops
     from minquant.quantized import quantize_static
@@ -468,12 +468,12 @@ def test_minquant_export_reads_back_bit_identical(minquant_models, which, fmt, t
     back into the layer's ``clamp_hi``."""
     from minquant.onnx_export import to_onnx
     qm, _, x = minquant_models[which]
-    assert qm.emulate == "fbgemm"
+    assert qm.target == "fbgemm"
     path = to_onnx(qm, tmp_path / f"{which}_{fmt}.onnx", format=fmt)
     back = from_onnx(path)
     y = back(x)
     want_ort = ort_runner(path)(x)
-    want_mq = QuantizedModel(qm.graph, emulate="onnxruntime")(x)
+    want_mq = QuantizedModel(qm.graph, target="onnxruntime")(x)
     assert np.array_equal(y, want_ort), f"{int((y != want_ort).sum())} of {y.size} differ from ORT"
     assert np.array_equal(y, want_mq), f"{int((y != want_mq).sum())} of {y.size} differ from minquant"
     assert len(np.unique(y)) > 50                                           # real logits
@@ -523,7 +523,7 @@ def test_minquant_dynamic_and_code_ops_read_back(digits_model, tmp_path):
     from minquant.quantized import ops, quantize_dynamic
     from minquant.quantized.executor import EXTRA_FLOAT_KERNELS
     model, (_, _, x_te, _) = digits_model
-    qm, _ = quantize_dynamic(model, input_shape=(1, 1, 28, 28), emulate="onnxruntime")
+    qm, _ = quantize_dynamic(model, input_shape=(1, 1, 28, 28), target="onnxruntime")
     back = from_onnx(to_onnx(qm, tmp_path / "dyn.onnx"))
     assert ops_of(back) == ops_of(qm)
     assert [n.attrs.relu for n in back.graph.nodes if n.op.startswith("dynamic")] == \

@@ -57,17 +57,17 @@ def test_minquant_quantize_dynamic_quantizes_conv_and_linear(digits_model, tmp_p
     assert np.array_equal(load(qm.save(tmp_path / "d.npz"))(x_te[:10]), q[:10])
 
 
-@pytest.mark.parametrize("emulate", ["fbgemm", "qnnpack", "minquant"])
-def test_dynamic_conv2d_matches_integer_formula(emulate):
+@pytest.mark.parametrize("target", ["fbgemm", "qnnpack", "minquant"])
+def test_dynamic_conv2d_matches_integer_formula(target):
     """dynamic_conv2d = run-time qparams, quantize, integer conv (exact int64 here), y = acc·s_x·s_w + b."""
     torch.manual_seed(0)
     conv = nn.Conv2d(4, 6, 3, padding=1, stride=2, groups=2).eval()
-    qm, _ = quantize_dynamic(nn.Sequential(conv).eval(), input_shape=(1, 4, 9, 9), emulate=emulate)
+    qm, _ = quantize_dynamic(nn.Sequential(conv).eval(), input_shape=(1, 4, 9, 9), target=target)
     node = qm.graph.nodes[0]
     x = np.random.default_rng(0).normal(size=(3, 4, 9, 9)).astype(np.float32)
     y = qm(x)
-    xs, xz = dynamic_input_qparams(x, reduce_range=node.attrs.reduce_range, emulate=emulate)
-    x_q = quantize(x, xs, xz, "uint8", emulate="torch" if emulate != "minquant" else "onnxruntime")
+    xs, xz = dynamic_input_qparams(x, reduce_range=node.attrs.reduce_range, target=target)
+    x_q = quantize(x, xs, xz, "uint8", target="torch" if target != "minquant" else "onnxruntime")
     real_x = (x_q.astype(np.float64) - xz)                     # integer, zero point removed
     w = node.params["weight"].astype(np.float64)
     acc = torch.nn.functional.conv2d(torch.from_numpy(real_x), torch.from_numpy(w), None, 2, 1, 1, 2).numpy()
@@ -90,9 +90,9 @@ def test_quantize_dynamic_input_checks(digits_model):
     assert [r.note for r in rep.not_quantized] == ["not selected", "not selected"]
 
 
-@pytest.mark.parametrize("emulate", ["fbgemm", "qnnpack", "onnxruntime", "minquant"])
+@pytest.mark.parametrize("target", ["fbgemm", "qnnpack", "onnxruntime", "minquant"])
 @pytest.mark.parametrize("reduce_range", [True, False])
-def test_dynamic_depthwise_shortcut_equals_the_gemm_path(emulate, reduce_range):
+def test_dynamic_depthwise_shortcut_equals_the_gemm_path(target, reduce_range):
     """The exact float32 shortcut for depthwise dynamic convs (taken when no tap pair can saturate) gives the
     same floats as the per-group integer GEMM path, bit for bit — with 8-bit weights, weight zero points and
     both activation ranges (with 8-bit activations and large weights fbgemm must fall back to the GEMM)."""
@@ -113,7 +113,7 @@ def test_dynamic_depthwise_shortcut_equals_the_gemm_path(emulate, reduce_range):
     packs = [pack_weight(np.ascontiguousarray(w[i:i + 1].transpose(0, 2, 3, 1).reshape(1, -1)), wz[i:i + 1])
              for i in range(c)]
     dw = (w.astype(np.int64) - wz.reshape(-1, 1, 1, 1)).astype(np.float32)
-    gemm = dynamic_conv2d(x, packs, ws, bias, attrs, (3, 3), emulate)
-    fast = dynamic_conv2d(x, packs, ws, bias, attrs, (3, 3), emulate, dw, tap_pair_max(w))
+    gemm = dynamic_conv2d(x, packs, ws, bias, attrs, (3, 3), target)
+    fast = dynamic_conv2d(x, packs, ws, bias, attrs, (3, 3), target, dw, tap_pair_max(w))
     np.testing.assert_array_equal(fast, gemm)
     assert (gemm > 0).mean() > 0.2 and np.unique(gemm).size > 100      # fused ReLU, not degenerate

@@ -8,24 +8,24 @@ from minquant.affine import quantize
 from minquant.kernels.quantize import quantize_u8
 
 
-@pytest.mark.parametrize("emulate", ["torch", "onnxruntime"])
+@pytest.mark.parametrize("target", ["torch", "onnxruntime"])
 @pytest.mark.parametrize("scale,zp", [(0.0173, 113), (0.02, 0), (1 / 64, 255), (3.1e-5, 128)])
-def test_quantize_u8_matches_affine_quantize(emulate, scale, zp):
+def test_quantize_u8_matches_affine_quantize(target, scale, zp):
     rng = np.random.default_rng(0)
     k = np.arange(-zp - 5, 260 - zp)
     ties = ((k + 0.5) * np.float32(scale)).astype(np.float32)
     x = np.concatenate([rng.normal(0, 60 * scale, 5001).astype(np.float32), ties, np.nextafter(ties, 1e9),
                         np.nextafter(ties, -1e9)]).astype(np.float32).reshape(2, -1)
-    ref = quantize(x, scale, zp, "uint8", emulate=emulate)
+    ref = quantize(x, scale, zp, "uint8", target=target)
     assert 0.01 < (ref == 0).mean() + (ref == 255).mean() < 0.5     # clamps exercised, not saturated
-    np.testing.assert_array_equal(quantize_u8(x, scale, zp, emulate=emulate), ref)
+    np.testing.assert_array_equal(quantize_u8(x, scale, zp, target=target), ref)
 
 
 def test_the_two_rules_really_differ_here():
     differ = 0
     for s in np.linspace(0.003, 0.05, 20).astype(np.float32):
         ties = ((np.arange(-128, 127) + 0.5) * s).astype(np.float32)
-        differ += (quantize_u8(ties, s, 128, emulate="torch") != quantize_u8(ties, s, 128, emulate="onnxruntime")).sum()
+        differ += (quantize_u8(ties, s, 128, target="torch") != quantize_u8(ties, s, 128, target="onnxruntime")).sum()
     assert differ > 0
 
 

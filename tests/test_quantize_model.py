@@ -28,7 +28,7 @@ def test_round_trip_is_bit_identical(qmodel, tmp_path):
     assert path.name == "tiny.mq" and path.exists()
     back = load(path)
     assert np.array_equal(back(x), qm(x))
-    assert back.emulate == qm.emulate and back.qparams == qm.qparams and back.meta == qm.meta
+    assert back.target == qm.target and back.qparams == qm.qparams and back.meta == qm.meta
     assert back.float_names == qm.float_names and back.size_bytes() == qm.size_bytes()
     for a, b in zip(qm.graph.nodes, back.graph.nodes):
         assert (a.name, a.op, a.inputs, a.attrs, a.source) == (b.name, b.op, b.inputs, b.attrs, b.source)

@@ -205,8 +205,8 @@ def test_calibration_data_checks(digits_model):
         quantize_static(model, [x_tr[:4], np.zeros((4, 1, 20, 20), np.float32)], progress=False)
     with pytest.raises(ValueError, match="unknown calibrator"):
         quantize_static(model, x_tr[:8], calibrator="bogus", progress=False)
-    with pytest.raises(ValueError, match="emulate"):
-        quantize_static(model, x_tr[:8], emulate="tflite", progress=False)
+    with pytest.raises(ValueError, match="target"):
+        quantize_static(model, x_tr[:8], target="tflite", progress=False)
 
 
 def test_dataloader_iterable_and_array_agree(digits_model):
@@ -233,14 +233,14 @@ def test_calibrator_factories(digits_model):
     assert p.qparams["features.0"][0] < m.qparams["features.0"][0]
 
 
-@pytest.mark.parametrize("emulate", ["fbgemm", "qnnpack", "onnxruntime", "minquant"])
-def test_emulations(digits_model, emulate):
+@pytest.mark.parametrize("target", ["fbgemm", "qnnpack", "onnxruntime", "minquant"])
+def test_emulations(digits_model, target):
     from minquant.kernels import arithmetic
     model, (x_tr, _, x_te, y_te) = digits_model
-    qm = quantize_static(model, x_tr[:128], emulate=emulate, progress=False)
-    assert qm.emulate == emulate
+    qm = quantize_static(model, x_tr[:128], target=target, progress=False)
+    assert qm.target == target
     w = qm.graph.node("features.2").params["weight"]
-    if arithmetic(emulate).saturate_pairs:     # default: weights give up a bit so int16 pairs cannot saturate
+    if arithmetic(target).saturate_pairs:     # default: weights give up a bit so int16 pairs cannot saturate
         assert qm.meta["reduce_range"] == "weights" and w.min() >= -64 and w.max() <= 64
         # no adjacent pair of u8×s8 products can leave int16: 255·(|w_k| + |w_k+1|) ≤ 32640
         assert 255 * 128 <= 32767 and np.abs(w.astype(np.int64)).max() <= 64

@@ -64,7 +64,7 @@ def test_tiny_cnn_bit_exact(digits_model, engine, fuse):
         out = qm(x)
     finally:
         torch.backends.quantized.engine = old
-    assert qm.emulate == ("qnnpack" if engine == "qnnpack" else "fbgemm")
+    assert qm.target == ("qnnpack" if engine == "qnnpack" else "fbgemm")
     assert out.dtype == np.float32 and out.shape == ref.shape
     assert np.array_equal(out, ref)
     ops = [n.op for n in qm.graph.nodes]
@@ -288,7 +288,7 @@ def test_elementwise_kernels_match_torch_on_every_code(engine):
     scales: minquant's hardswish / hardsigmoid tables and quantized multiply equal torch's ops."""
     from minquant.kernels.elementwise import activation_tables, apply_tables, qactivation, qmul
 
-    emulate = "qnnpack" if engine == "qnnpack" else "fbgemm"
+    target = "qnnpack" if engine == "qnnpack" else "fbgemm"
     rng = np.random.default_rng(5)
     trials = []
     for i in range(6):
@@ -300,7 +300,7 @@ def test_elementwise_kernels_match_torch_on_every_code(engine):
     compared = position_rule_needed = 0
     try:
         for s, z, ys, yz in trials + _TIE_QPARAMS:
-            t_vec, t_tail = activation_tables("hardswish", s, z, ys, yz, emulate=emulate)
+            t_vec, t_tail = activation_tables("hardswish", s, z, ys, yz, target=target)
             one_table_fails = False
             perm = rng.permutation(256)
             for k in range(6):   # (2, 8, 5, 7) = 560 codes: 512 in SIMD blocks, a 48-code scalar tail
@@ -312,12 +312,12 @@ def test_elementwise_kernels_match_torch_on_every_code(engine):
                     if cl:
                         t = t.contiguous(memory_format=torch.channels_last)
                     ref = torch.ops.quantized.hardswish(t, ys, yz).int_repr().numpy()
-                    ours = qactivation("hardswish", xq, s, z, ys, yz, emulate=emulate, channels_last=cl)
+                    ours = qactivation("hardswish", xq, s, z, ys, yz, target=target, channels_last=cl)
                     assert np.array_equal(ours, ref), (s, z, ys, yz, cl, int((ours != ref).sum()))
                     one_table_fails |= not np.array_equal(apply_tables(xq, t_vec, t_vec, channels_last=cl), ref)
                     hsig = torch.nn.functional.hardsigmoid(t)
                     assert (hsig.q_scale(), hsig.q_zero_point()) == (1 / 256, 0)
-                    ours = qactivation("hardsigmoid", xq, s, z, 1 / 256, 0, emulate=emulate, channels_last=cl)
+                    ours = qactivation("hardsigmoid", xq, s, z, 1 / 256, 0, target=target, channels_last=cl)
                     assert np.array_equal(ours, hsig.int_repr().numpy())
                     compared += 2 * xq.size
             position_rule_needed += one_table_fails
@@ -328,7 +328,7 @@ def test_elementwise_kernels_match_torch_on_every_code(engine):
             for aa, relu in ((a, False), (b[:, :, ::-1].copy(), True)):
                 op = torch.ops.quantized.mul_relu if relu else torch.ops.quantized.mul
                 ref = op(_q(aa, s, z), _q(b, sb, zb), ys, yz).int_repr().numpy()
-                ours = qmul(aa, s, z, b, sb, zb, ys, yz, relu=relu, emulate=emulate)
+                ours = qmul(aa, s, z, b, sb, zb, ys, yz, relu=relu, target=target)
                 assert np.array_equal(ours, ref), (s, z, ys, yz, relu, int((ours != ref).sum()))
                 compared += ref.size
     finally:

@@ -20,7 +20,7 @@ def tiny(digits_model):
     from minquant.quantized import quantize_static
     model, (x_train, _, _, _) = digits_model
     graph = minquant.from_torch(model, (1, 1, 28, 28))
-    qm = quantize_static(model, x_train[:128], emulate="onnxruntime", progress=False)
+    qm = quantize_static(model, x_train[:128], target="onnxruntime", progress=False)
     return graph, qm
 
 
@@ -50,7 +50,7 @@ def test_text_quantized_model_has_qparams_and_params(tiny):
     _, qm = tiny
     text = to_text(qm)
     info = qm.shapes()
-    assert text.splitlines()[0].startswith("QuantizedModel 'TinyCNN' (emulate='onnxruntime')")
+    assert text.splitlines()[0].startswith("QuantizedModel 'TinyCNN' (target='onnxruntime')")
     for n in qm.graph.nodes:
         assert f"{n.name}  {n.op}" in text
         if n.name in qm.qparams:

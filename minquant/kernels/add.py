@@ -5,7 +5,7 @@
     its code      y_q = clamp(z_y + rne(y / s_y), lo, 255)                    (step 3)
                   lo  = z_y with a fused ReLU (real 0 is the code z_y, step 2), else 0
 
-Every framework evaluates this same formula, each with its own roundings (``emulate=``):
+Every framework evaluates this same formula, each with its own roundings (``target=``):
 
 ``"fbgemm"``      PyTorch engines fbgemm / x86 (``torch.ops.quantized.add`` / ``add_relu``): dequantize to
                   float32, add, requantize. Two dequantizers run side by side: the SIMD loop (AVX2: blocks
@@ -37,32 +37,22 @@ vector width: 64-element blocks on AVX2, 128 on AVX512, none without AVX2 (``tor
 """
 from __future__ import annotations
 
-import os
-
 import numpy as np
 from numba import njit
 
-from .arithmetic import arithmetic, cpu_flags, fma_f32_reference
-from .requantize import _fma32
+from ..target import resolve_ops
+from .requantize import _fma32, fma_f32_reference
 
 __all__ = ["qadd", "qadd_reference", "qnnpack_add_params", "torch_vector_block"]
 
 _F32 = np.float32
 
 
-def torch_vector_block() -> int:
-    """Elements per iteration of ATen's vectorized elementwise loop for uint8 (2 × ``Vectorized<quint8>``).
-
-    64 with AVX2, 128 with AVX512 (needs avx512f/bw/vl/dq), 0 (scalar only) otherwise. ATen's own override,
-    the environment variable ``ATEN_CPU_CAPABILITY`` (default / avx2 / avx512), is honoured. Only the AVX2
-    value was measured (this machine)."""
-    cap = os.environ.get("ATEN_CPU_CAPABILITY", "").lower()
-    if cap in ("default", "avx2", "avx512"):
-        return {"default": 0, "avx2": 64, "avx512": 128}[cap]
-    flags = cpu_flags()
-    if {"avx512f", "avx512bw", "avx512vl", "avx512dq"} <= flags:
-        return 128
-    return 64 if "avx2" in flags else 0
+def torch_vector_block(ar) -> int:
+    """Elements per iteration of ATen's vectorized elementwise loop for uint8 (2 × ``Vectorized<quint8>``)
+    under the resolved arithmetic ``ar``: 64 with ATen's avx2 capability, 128 with avx512
+    (:attr:`minquant.target.Cpu.aten_vector_bits`; ``ATEN_CPU_CAPABILITY`` is a cap of the Cpu)."""
+    return 2 * ar.vector_lanes
 
 
 def _check_inputs(a_q, a_scale, a_zp, b_q, b_scale, b_zp, y_scale, y_zp):
@@ -100,10 +90,10 @@ def qnnpack_add_params(a_scale, b_scale, y_scale):
     return m_a, m_b, shift
 
 
-def qadd_reference(a_q, a_scale, a_zp, b_q, b_scale, b_zp, y_scale, y_zp, *, relu=False, emulate="fbgemm"):
+def qadd_reference(a_q, a_scale, a_zp, b_q, b_scale, b_zp, y_scale, y_zp, *, relu=False, target="fbgemm"):
     """Readable quantized add (module docstring): uint8 ``a_q``, ``b_q`` of equal shape → uint8 of that shape."""
     a_q, b_q = _check_inputs(a_q, a_scale, a_zp, b_q, b_scale, b_zp, y_scale, y_zp)
-    ar = arithmetic(emulate)
+    ar = resolve_ops(target)
     shape = a_q.shape
     a = a_q.ravel().astype(np.int64)
     b = b_q.ravel().astype(np.int64)
@@ -111,7 +101,7 @@ def qadd_reference(a_q, a_scale, a_zp, b_q, b_scale, b_zp, y_scale, y_zp, *, rel
     lo = y_zp if relu else 0
     if ar.name == "fbgemm":
         sa, sb, sy = _F32(a_scale), _F32(b_scale), _F32(y_scale)
-        n_vec = torch_vector_block()
+        n_vec = torch_vector_block(ar)
         n_vec = (a.size // n_vec) * n_vec if n_vec else 0
         simd = np.arange(a.size) < n_vec                         # positions the SIMD loop handles
         # SIMD dequantize: fma(s, q, s·(−z)) with s·(−z) rounded to float32 first
@@ -200,13 +190,13 @@ def _add_f64_kernel(a, b, sa, sb, sy, a_zp, b_zp, y_zp, lo, relu, out):
         _store(np.rint(y / sy) + y_zp, lo, out, i)
 
 
-def qadd(a_q, a_scale, a_zp, b_q, b_scale, b_zp, y_scale, y_zp, *, relu=False, emulate="fbgemm"):
+def qadd(a_q, a_scale, a_zp, b_q, b_scale, b_zp, y_scale, y_zp, *, relu=False, target="fbgemm"):
     """Fast quantized add (Numba); same contract and bit-identical result as :func:`qadd_reference`.
 
     a_q, b_q: uint8 arrays of equal shape; scales/zero points per tensor; ``relu`` fuses a ReLU
-    (``add_relu``); ``emulate`` in 'fbgemm', 'qnnpack', 'onnxruntime', 'minquant'. Returns uint8."""
+    (``add_relu``); ``target`` in 'fbgemm', 'qnnpack', 'onnxruntime', 'minquant'. Returns uint8."""
     a_q, b_q = _check_inputs(a_q, a_scale, a_zp, b_q, b_scale, b_zp, y_scale, y_zp)
-    ar = arithmetic(emulate)
+    ar = resolve_ops(target)
     shape = a_q.shape
     a = np.ascontiguousarray(a_q).ravel()
     b = np.ascontiguousarray(b_q).ravel()
@@ -215,7 +205,7 @@ def qadd(a_q, a_scale, a_zp, b_q, b_scale, b_zp, y_scale, y_zp, *, relu=False, e
     lo = float(y_zp if relu else 0)
     out = np.empty(a.size, dtype=np.uint8)
     if ar.name == "fbgemm":
-        blk = torch_vector_block()
+        blk = torch_vector_block(ar)
         n_vec = (a.size // blk) * blk if blk else 0
         _add_fbgemm_kernel(a, b, n_vec, sa, sb, _F32(sa * _F32(-a_zp)), _F32(sb * _F32(-b_zp)), np.int32(a_zp),
                            np.int32(b_zp), _F32(_F32(1) / sy), _F32(y_zp), _F32(lo), bool(relu), out)

@@ -21,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from .arithmetic import arithmetic
+from ..target import resolve_conv
 from .gemm import gemm_u8s8_reference, pack_weight, raw_product_cols
 from .im2col import _pair, conv_out_size, im2col_reference, im2col_t
 from .requantize import OutputStage, _requant_row, finish_requantize_cols, output_stage, requantize_reference
@@ -51,11 +51,30 @@ def _weight_matrix(w_q, g, groups):
     return np.ascontiguousarray(wg.transpose(0, 2, 3, 1).reshape(og, -1))
 
 
+def conv_arithmetic(target, w_shape, w_zp, groups, stride, padding, dilation):
+    """The :class:`~minquant.target.Arithmetic` of one convolution under ``target``: which kernel the
+    framework picks for this layer (torch x86: oneDNN or fbgemm by ``should_use_onednn_quant``; fbgemm:
+    its depthwise kernel or its GEMM) and how that kernel rounds on the target's CPU."""
+    c_out, cg = w_shape[0], w_shape[1]
+    depthwise = cg == 1 and c_out == groups and groups > 1
+    return resolve_conv(target, groups=int(groups), symmetric_weights=not np.any(np.asarray(w_zp)),
+                        depthwise_fast_path=fbgemm_depthwise_fast_path(w_shape, groups, stride, padding,
+                                                                       dilation) if depthwise else False)
+
+
+def fbgemm_depthwise_fast_path(w_shape, groups, stride, padding, dilation) -> bool:
+    """True if fbgemm runs this convolution on its depthwise kernel (tap pairs with int16 saturation,
+    step 9) rather than its GEMM. Every depthwise convolution (one input and one output channel per
+    group) counts here."""
+    c_out, cg = w_shape[0], w_shape[1]
+    return cg == 1 and c_out == groups and groups > 1
+
+
 def qconv2d_reference(x_q, x_scale, x_zp, w_q, w_scale, w_zp, bias, y_scale, y_zp, *, stride=1, padding=0,
-                      dilation=1, groups=1, relu=False, clamp=None, clamp_hi=None, emulate="fbgemm"):
+                      dilation=1, groups=1, relu=False, clamp=None, clamp_hi=None, target="fbgemm"):
     """Readable quantized conv2d: x_q uint8 NCHW, w_q int8 OIHW → uint8 NCHW (module docstring)."""
     x_q, w_q = _check(x_q, w_q, groups)
-    ar = arithmetic(emulate)
+    ar = conv_arithmetic(target, w_q.shape, w_zp, groups, stride, padding, dilation)
     n, c_in, h, w = x_q.shape
     c_out, cg, kh, kw = w_q.shape
     og = c_out // groups
@@ -70,7 +89,7 @@ def qconv2d_reference(x_q, x_scale, x_zp, w_q, w_scale, w_zp, bias, y_scale, y_z
                                         w_zp_all[g * og:(g + 1) * og], saturate_pairs=saturate))
     acc = np.concatenate(accs, axis=1)
     st = output_stage(c_out, x_scale, w_scale, bias, y_scale, y_zp, relu=relu, clamp=clamp, clamp_hi=clamp_hi,
-                      emulate=ar)
+                      target=ar)
     y = requantize_reference(acc, st)
     (sh, sw), (ph, pw), (dh, dw) = _pair(stride, "stride"), _pair(padding, "padding"), _pair(dilation, "dilation")
     oh, ow = conv_out_size(h, kh, sh, ph, dh), conv_out_size(w, kw, sw, pw, dw)
@@ -346,25 +365,26 @@ class QConv2d:
     """A quantized conv2d layer ready to run: weights packed, output stage precomputed once.
 
     ``QConv2d(w_q, w_scale, w_zp, bias, x_scale, x_zp, y_scale, y_zp, stride=, padding=, dilation=,
-    groups=, relu=, clamp=, emulate=)``; calling it with uint8 NCHW codes returns uint8 NCHW codes,
+    groups=, relu=, clamp=, target=)``; calling it with uint8 NCHW codes returns uint8 NCHW codes,
     bit-identical to :func:`qconv2d_reference`. Paths: depthwise-style groups → a direct Numba loop;
     groups == 1 → im2col (skipped for 1×1 stride-1) + the BLAS-exact GEMM; other groups → one GEMM per group."""
 
     def __init__(self, w_q, w_scale, w_zp, bias, x_scale, x_zp, y_scale, y_zp, *, stride=1, padding=0,
-                 dilation=1, groups=1, relu=False, clamp=None, clamp_hi=None, emulate="fbgemm"):
+                 dilation=1, groups=1, relu=False, clamp=None, clamp_hi=None, target="fbgemm"):
         self.packed = w_q if isinstance(w_q, PackedConvWeight) else PackedConvWeight(w_q, w_zp, groups)
         if self.packed.groups != groups:
             raise ValueError(f"packed weights were made for groups={self.packed.groups}, call has groups={groups}")
         self.groups = int(groups)
         self.stride, self.padding, self.dilation = (_pair(stride, "stride"), _pair(padding, "padding"),
                                                     _pair(dilation, "dilation"))
-        self.arith = arithmetic(emulate)
+        self.arith = conv_arithmetic(target, self.packed.w_q.shape, self.packed.w_zp, groups, self.stride,
+                                     self.padding, self.dilation)
         if not 0 <= int(x_zp) <= 255:
             raise ValueError(f"activation zero point {x_zp} outside [0, 255]")
         self.x_zp = int(x_zp)
         c_out, cg, kh, kw = self.packed.w_q.shape
         self.stage = output_stage(c_out, x_scale, w_scale, bias, y_scale, y_zp, relu=relu, clamp=clamp,
-                                  clamp_hi=clamp_hi, emulate=self.arith)
+                                  clamp_hi=clamp_hi, target=self.arith)
         if not self.packed.depthwise:
             self.col_adj = [pk.col_sum - pk.w_q.shape[1] * pk.w_zp for pk in self.packed.packs]
             og = c_out // self.groups
@@ -430,11 +450,11 @@ def _slice_stage(st, g, og):
 
 
 def qconv2d(x_q, x_scale, x_zp, w_q, w_scale, w_zp, bias, y_scale, y_zp, *, stride=1, padding=0, dilation=1,
-            groups=1, relu=False, clamp=None, clamp_hi=None, emulate="fbgemm"):
+            groups=1, relu=False, clamp=None, clamp_hi=None, target="fbgemm"):
     """Fast quantized conv2d; same contract and bit-identical result as :func:`qconv2d_reference`.
 
     ``w_q`` may be a :class:`PackedConvWeight` (``pack_conv_weight(w_q, w_zp, groups)``); to also keep
     the output stage, build a :class:`QConv2d` once and call it."""
     return QConv2d(w_q, w_scale, w_zp, bias, x_scale, x_zp, y_scale, y_zp, stride=stride, padding=padding,
                    dilation=dilation, groups=groups, relu=relu, clamp=clamp, clamp_hi=clamp_hi,
-                   emulate=emulate)(x_q)
+                   target=target)(x_q)

@@ -11,7 +11,7 @@ Only the weights are quantized ahead of time. At run time each call
 4. dequantizes the accumulator straight to float and adds the float bias: ``y ≈ s_x·s_w·acc + b``.
    There is no output quantization, so there are no output qparams.
 
-How each framework evaluates it (``emulate=``; each measured at 0 mismatching elements):
+How each framework evaluates it (``target=``; each measured at 0 mismatching elements):
 
 ``"fbgemm"``      ``torch.ops.quantized.linear_dynamic`` on engines fbgemm / x86. qparams: rule 'fbgemm'
                   (float64, ``reduce_range`` → codes [0, 127], the default, so that u8×s8 pairs cannot
@@ -37,9 +37,9 @@ import numpy as np
 from numba import njit
 
 from ..affine import choose_qparams, quantize
-from .arithmetic import arithmetic, fma_f32_reference
+from ..target import resolve_linear
 from .gemm import PackedWeight, gemm_u8s8, gemm_u8s8_reference, pack_weight
-from .requantize import _fma32
+from .requantize import _fma32, fma_f32_reference
 
 __all__ = ["dynamic_linear", "dynamic_linear_reference", "dynamic_input_qparams"]
 
@@ -52,10 +52,10 @@ def _saturates(ar) -> bool:
     return ar.saturate_pairs
 
 
-def dynamic_input_qparams(x, *, reduce_range=True, emulate="fbgemm"):
+def dynamic_input_qparams(x, *, reduce_range=True, target="fbgemm"):
     """The run-time activation qparams (s_x, z_x) each emulation picks for float input ``x`` (module
     docstring): uint8 codes, [0, 127] with ``reduce_range`` where the emulation honours it."""
-    ar = arithmetic(emulate)
+    ar = resolve_linear(target)
     x = np.asarray(x)
     if x.size == 0:
         raise ValueError("dynamic_linear needs a non-empty input")
@@ -97,7 +97,7 @@ def _weight_scale(w_scale, n):
     return np.broadcast_to(ws, (n,))
 
 
-def dynamic_linear_reference(x, w_q, w_scale, w_zp, bias, *, reduce_range=True, relu=False, emulate="fbgemm"):
+def dynamic_linear_reference(x, w_q, w_scale, w_zp, bias, *, reduce_range=True, relu=False, target="fbgemm"):
     """Readable dynamic linear (module docstring). x float32 (..., in); w_q int8 (out, in); w_scale, w_zp
     scalar or (out,); bias float (out,) or None → float32 (..., out). ``relu`` applies max(y, 0)
     (torch's ``linear_relu_dynamic``)."""
@@ -105,13 +105,13 @@ def dynamic_linear_reference(x, w_q, w_scale, w_zp, bias, *, reduce_range=True, 
     if w_q.dtype != np.int8 or w_q.ndim != 2:
         raise ValueError(f"w_q must be a 2-D int8 array (out, in), got {w_q.dtype} {w_q.shape}")
     x, bias = _check(x, w_q.shape, bias)
-    ar = arithmetic(emulate)
+    ar = resolve_linear(target)
     n_out = w_q.shape[0]
     ws = _weight_scale(w_scale, n_out)
     x2 = x.reshape(-1, x.shape[-1])
     # 1-2. run-time qparams and quantization of the activations
-    xs, xz = dynamic_input_qparams(x2, reduce_range=reduce_range, emulate=ar)
-    x_q = quantize(x2, xs, xz, "uint8", emulate=ar.quantize_rule)
+    xs, xz = dynamic_input_qparams(x2, reduce_range=reduce_range, target=ar)
+    x_q = quantize(x2, xs, xz, "uint8", target=ar.quantize_rule)
     # 3. integer GEMM with the zero-point corrections
     acc = gemm_u8s8_reference(x_q, w_q, xz, w_zp, saturate_pairs=_saturates(ar)).astype(np.int64)
     # 4. back to float
@@ -147,17 +147,17 @@ def _dequant_kernel(acc, s32, s64, b, mode, relu, out):
             out[m, n] = y
 
 
-def dynamic_linear(x, w_q, w_scale, w_zp, bias, *, reduce_range=True, relu=False, emulate="fbgemm"):
+def dynamic_linear(x, w_q, w_scale, w_zp, bias, *, reduce_range=True, relu=False, target="fbgemm"):
     """Fast dynamic linear; same contract and bit-identical result as :func:`dynamic_linear_reference`.
     ``w_q`` may be a :class:`~minquant.kernels.gemm.PackedWeight` (``pack_weight(w_q, w_zp)``)."""
     packed = w_q if isinstance(w_q, PackedWeight) else pack_weight(w_q, w_zp)
     x, bias = _check(x, packed.w_q.shape, bias)
-    ar = arithmetic(emulate)
+    ar = resolve_linear(target)
     n_out = packed.w_q.shape[0]
     ws = _weight_scale(w_scale, n_out)
     x2 = x.reshape(-1, x.shape[-1])
-    xs, xz = dynamic_input_qparams(x2, reduce_range=reduce_range, emulate=ar)
-    x_q = quantize(x2, xs, xz, "uint8", emulate=ar.quantize_rule)
+    xs, xz = dynamic_input_qparams(x2, reduce_range=reduce_range, target=ar)
+    x_q = quantize(x2, xs, xz, "uint8", target=ar.quantize_rule)
     acc = gemm_u8s8(x_q, packed, xz, saturate_pairs=_saturates(ar))
     b = np.zeros(n_out, _F32) if bias is None else np.ascontiguousarray(bias, _F32)
     mode = {"fbgemm": 0, "minquant": 2}.get(ar.name, 1)

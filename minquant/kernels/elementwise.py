@@ -10,7 +10,7 @@ framework computes in between, the op *is* a table ``y_q = T[x_q]``. The textboo
     hardswish(x)   = x · min(max(x + 3, 0), 6) / 6
     hardsigmoid(x) = min(max(x + 3, 0), 6) / 6
 
-and each emulation (``emulate=``) builds the table with its framework's float32 roundings:
+and each emulation (``target=``) builds the table with its framework's float32 roundings:
 
 ``"fbgemm"``   torch engines x86 / fbgemm (ATen ``qhardswish_kernel`` / ``qhardsigmoid_kernel`` in
                ``native/quantized/cpu/kernels/QuantizedOpKernels.cpp``): dequantize, ``f`` in float32
@@ -54,7 +54,8 @@ from __future__ import annotations
 import numpy as np
 
 from .add import torch_vector_block
-from .arithmetic import arithmetic, fma_f32_reference
+from ..target import resolve_ops
+from .requantize import fma_f32_reference
 
 __all__ = ["ACTIVATIONS", "activation_tables", "apply_tables", "qactivation", "qmul", "HARDSIGMOID_QPARAMS"]
 
@@ -101,15 +102,15 @@ def _round_clamp(v, zp=0, lo=0):
     return np.clip(np.rint(v) + zp, lo, 255).astype(np.uint8)
 
 
-def activation_tables(op: str, x_scale, x_zp, y_scale, y_zp, *, emulate: str = "fbgemm"):
+def activation_tables(op: str, x_scale, x_zp, y_scale, y_zp, *, target: str = "fbgemm"):
     """``(T_vec, T_tail)``: the two 256-entry uint8 tables of ``op`` ('hardswish' / 'hardsigmoid') under
-    ``emulate`` (module docstring). ``T_vec`` applies at the positions torch's SIMD loop handles, ``T_tail``
+    ``target`` (module docstring). ``T_vec`` applies at the positions torch's SIMD loop handles, ``T_tail``
     at the scalar tail; for every emulation but 'fbgemm' they are the same array."""
     if op not in ACTIVATIONS:
         raise ValueError(f"no lookup-table activation {op!r}; known: {sorted(ACTIVATIONS)}")
     _check_qparams(x_scale, x_zp, y_scale, y_zp)
     f32, f64 = ACTIVATIONS[op]
-    ar = arithmetic(emulate)
+    ar = resolve_ops(target)
     x_zp, y_zp = int(x_zp), int(y_zp)
     if ar.name == "fbgemm":
         s = _F32(x_scale)
@@ -129,16 +130,16 @@ def activation_tables(op: str, x_scale, x_zp, y_scale, y_zp, *, emulate: str = "
     return t, t
 
 
-def apply_tables(x_q, t_vec, t_tail, *, channels_last: bool = False, block: int | None = None):
+def apply_tables(x_q, t_vec, t_tail, *, block: int, channels_last: bool = False):
     """``T[x_q]`` with torch fbgemm's position rule: in memory order (NHWC for a 4-D ``channels_last``
     tensor), the first ``block·⌊n/block⌋`` elements use ``t_vec``, the rest ``t_tail``. ``block``: ATen's
-    SIMD block, default :func:`~minquant.kernels.add.torch_vector_block` (0: scalar loop only)."""
+    SIMD block, :func:`~minquant.kernels.add.torch_vector_block` of the target (0: scalar loop only)."""
     x_q = np.asarray(x_q)
     if x_q.dtype != np.uint8:
         raise ValueError(f"expected uint8 codes, got dtype {x_q.dtype}")
     if np.array_equal(t_vec, t_tail):
         return t_vec[x_q]
-    block = torch_vector_block() if block is None else int(block)
+    block = int(block)
     nhwc = channels_last and x_q.ndim == 4
     mem = np.ascontiguousarray(x_q.transpose(0, 2, 3, 1) if nhwc else x_q).reshape(-1)
     n_vec = (mem.size // block) * block if block else 0
@@ -150,15 +151,16 @@ def apply_tables(x_q, t_vec, t_tail, *, channels_last: bool = False, block: int 
     return y.reshape(x_q.shape)
 
 
-def qactivation(op: str, x_q, x_scale, x_zp, y_scale, y_zp, *, emulate: str = "fbgemm",
+def qactivation(op: str, x_q, x_scale, x_zp, y_scale, y_zp, *, target: str = "fbgemm",
                 channels_last: bool = False):
     """Quantized ``op`` ('hardswish' / 'hardsigmoid') of uint8 codes: :func:`activation_tables` applied
     with :func:`apply_tables`. (An executor builds the tables once per layer instead.)"""
-    t_vec, t_tail = activation_tables(op, x_scale, x_zp, y_scale, y_zp, emulate=emulate)
-    return apply_tables(x_q, t_vec, t_tail, channels_last=channels_last)
+    ar = resolve_ops(target)
+    t_vec, t_tail = activation_tables(op, x_scale, x_zp, y_scale, y_zp, target=ar)
+    return apply_tables(x_q, t_vec, t_tail, block=torch_vector_block(ar), channels_last=channels_last)
 
 
-def qmul(a_q, a_scale, a_zp, b_q, b_scale, b_zp, y_scale, y_zp, *, relu: bool = False, emulate: str = "fbgemm"):
+def qmul(a_q, a_scale, a_zp, b_q, b_scale, b_zp, y_scale, y_zp, *, relu: bool = False, target: str = "fbgemm"):
     """Quantized product of two uint8 tensors (NumPy broadcasting) → uint8 codes with (y_scale, y_zp);
     ``relu`` clamps at z_y. Formula and roundings: module docstring."""
     a_q, b_q = np.asarray(a_q), np.asarray(b_q)
@@ -171,7 +173,7 @@ def qmul(a_q, a_scale, a_zp, b_q, b_scale, b_zp, y_scale, y_zp, *, relu: bool = 
         raise ValueError(f"qmul: shapes {a_q.shape} and {b_q.shape} do not broadcast") from None
     _check_qparams(a_scale, a_zp, y_scale, y_zp)
     _check_qparams(b_scale, b_zp, y_scale, y_zp)
-    ar = arithmetic(emulate)
+    ar = resolve_ops(target)
     lo = int(y_zp) if relu else 0
     c = (a_q.astype(np.int32) - int(a_zp)) * (b_q.astype(np.int32) - int(b_zp))     # exact, |c| ≤ 65025
     if ar.name in ("fbgemm", "qnnpack"):

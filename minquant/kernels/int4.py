@@ -9,7 +9,7 @@ row share a scale s[n, g] and zero point z[n, g]. The layer *dequantizes, then m
     y[m, n] = Σ_k x[m, k] · W[n, k]  (+ b[n])
 
 Memory shrinks 8× against float32; arithmetic stays float, so the only question is the order of the float
-sum, and that is all ``emulate`` chooses:
+sum, and that is all ``target`` chooses:
 
 ``"minquant"``    one fused multiply-add per k, in order: ``acc = fma(x[m,k], W[n,k], acc)`` for k = 0…K−1,
                   then ``y = f32(acc + b)``.
@@ -36,7 +36,7 @@ import numpy as np
 from numba import njit
 
 from ..affine import dequantize, unpack_int4
-from .arithmetic import fma_f32_reference
+from .requantize import fma_f32_reference
 from .requantize import _fma32
 
 __all__ = ["int4_linear", "int4_linear_reference"]
@@ -44,11 +44,11 @@ __all__ = ["int4_linear", "int4_linear_reference"]
 _F32 = np.float32
 
 
-def _check(x, w_packed, w_scale, w_zp, group_size, in_features, bias, dtype, emulate):
+def _check(x, w_packed, w_scale, w_zp, group_size, in_features, bias, dtype, target):
     if dtype not in ("int4", "uint4"):
         raise ValueError(f"dtype must be 'int4' or 'uint4', got {dtype!r}")
-    if emulate not in ("minquant", "onnxruntime"):
-        raise ValueError(f"unknown emulate={emulate!r}; expected 'minquant' or 'onnxruntime'")
+    if target not in ("minquant", "onnxruntime"):
+        raise ValueError(f"unknown target={target!r}; expected 'minquant' or 'onnxruntime'")
     x = np.asarray(x)
     if x.dtype != np.float32:
         raise ValueError(f"x must be float32, got dtype {x.dtype}")
@@ -105,19 +105,19 @@ def _fold_lanes(lanes, n_groups_of_four):
 
 
 def int4_linear_reference(x, w_packed, w_scale, w_zp, *, group_size, in_features, bias=None, dtype="int4",
-                          emulate="minquant"):
+                          target="minquant"):
     """Readable int4 weight-only linear (module docstring).
 
     x float32 (..., in_features); w_packed uint8 of out·in/2 bytes; w_scale (out, in/group_size);
     w_zp None (0 for int4, 8 for uint4), one integer, or (out, in/group_size); bias float (out,) or None.
     Returns float32 (..., out)."""
     x, packed, scale, zp, k, gs, n, bias = _check(x, w_packed, w_scale, w_zp, group_size, in_features, bias,
-                                                  dtype, emulate)
+                                                  dtype, target)
     q = unpack_int4(packed, n * k, signed=dtype == "int4").reshape(n, k)
     w = dequantize(q, scale, zp, axis=1, group_size=gs)                   # (out, in) float32
     x2 = x.reshape(-1, k)
     m = x2.shape[0]
-    if emulate == "onnxruntime" and m == 1:
+    if target == "onnxruntime" and m == 1:
         lanes = np.zeros((n, 8), _F32)
         for kk in range(k):
             lanes[:, kk % 8] = fma_f32_reference(w[:, kk], np.full(n, x2[0, kk], _F32), lanes[:, kk % 8])
@@ -212,12 +212,12 @@ def _int4_kernel(x, packed, scale, zp, signed, gs, lanes_mode, bias, has_bias, o
 
 
 def int4_linear(x, w_packed, w_scale, w_zp, *, group_size, in_features, bias=None, dtype="int4",
-                emulate="minquant"):
+                target="minquant"):
     """Fast :func:`int4_linear_reference` (Numba, reads the packed weights directly; bit-identical)."""
     x, packed, scale, zp, k, gs, n, bias = _check(x, w_packed, w_scale, w_zp, group_size, in_features, bias,
-                                                  dtype, emulate)
+                                                  dtype, target)
     x2 = np.ascontiguousarray(x.reshape(-1, k))
     out = np.empty((x2.shape[0], n), _F32)
-    _int4_kernel(x2, packed, scale, zp, dtype == "int4", gs, emulate == "onnxruntime" and x2.shape[0] == 1,
+    _int4_kernel(x2, packed, scale, zp, dtype == "int4", gs, target == "onnxruntime" and x2.shape[0] == 1,
                  np.zeros(n, _F32) if bias is None else bias, bias is not None, out)
     return out.reshape(x.shape[:-1] + (n,))

@@ -6,14 +6,14 @@
 (:func:`~minquant.kernels.gemm.gemm_u8s8_reference` then
 :func:`~minquant.kernels.requantize.requantize_reference`). ``QLinear`` is the fast layer with everything
 that does not depend on the input precomputed (packed weights, output stage); ``qlinear`` is its one-shot
-functional form. Both take ``emulate`` — whose arithmetic to reproduce bit for bit
-(:mod:`minquant.kernels.arithmetic`).
+functional form. Both take ``target`` — whose arithmetic to reproduce bit for bit
+(:mod:`minquant.target`).
 """
 from __future__ import annotations
 
 import numpy as np
 
-from .arithmetic import arithmetic
+from ..target import resolve_linear
 from .gemm import PackedWeight, gemm_u8s8_reference, pack_weight, prepare_rows, raw_product
 from .requantize import finish_requantize, output_stage, requantize_reference
 
@@ -30,15 +30,15 @@ def _check_x(x_q, k):
 
 
 def qlinear_reference(x_q, x_scale, x_zp, w_q, w_scale, w_zp, bias, y_scale, y_zp, *, relu=False,
-                      clamp=None, clamp_hi=None, emulate="fbgemm"):
+                      clamp=None, clamp_hi=None, target="fbgemm"):
     """Readable quantized linear: x_q uint8 (N, in), w_q int8 (out, in), w_scale/w_zp scalar or (out,),
     bias float32 (out,) / int32 (out,) / None → uint8 (N, out)."""
     w_q = np.asarray(w_q)
     x_q = _check_x(x_q, w_q.shape[1])
-    ar = arithmetic(emulate)
+    ar = resolve_linear(target)
     acc = gemm_u8s8_reference(x_q, w_q, x_zp, w_zp, saturate_pairs=ar.saturate_pairs)
     st = output_stage(w_q.shape[0], x_scale, w_scale, bias, y_scale, y_zp, relu=relu, clamp=clamp,
-                      clamp_hi=clamp_hi, emulate=ar)
+                      clamp_hi=clamp_hi, target=ar)
     return requantize_reference(acc, st)
 
 
@@ -46,20 +46,20 @@ class QLinear:
     """A quantized linear layer ready to run: weights packed and the output stage precomputed once.
 
     ``QLinear(w_q, w_scale, w_zp, bias, x_scale, x_zp, y_scale, y_zp, relu=..., clamp=..., clamp_hi=...,
-    emulate=...)`` (``clamp_hi``: optional per-output-channel top code, see :func:`output_stage`);
+    target=...)`` (``clamp_hi``: optional per-output-channel top code, see :func:`output_stage`);
     calling it with uint8 (N, in) codes returns uint8 (N, out) — bit-identical to :func:`qlinear_reference`.
     ``w_q`` may already be a :class:`~minquant.kernels.gemm.PackedWeight`."""
 
     def __init__(self, w_q, w_scale, w_zp, bias, x_scale, x_zp, y_scale, y_zp, *, relu=False, clamp=None,
-                 clamp_hi=None, emulate="fbgemm"):
+                 clamp_hi=None, target="fbgemm"):
         self.packed = w_q if isinstance(w_q, PackedWeight) else pack_weight(w_q, w_zp)
-        self.arith = arithmetic(emulate)
+        self.arith = resolve_linear(target)
         n, k = self.packed.w_q.shape
         if not 0 <= int(x_zp) <= 255:
             raise ValueError(f"activation zero point {x_zp} outside [0, 255]")
         self.x_zp = int(x_zp)
         self.stage = output_stage(n, x_scale, w_scale, bias, y_scale, y_zp, relu=relu, clamp=clamp,
-                                  clamp_hi=clamp_hi, emulate=self.arith)
+                                  clamp_hi=clamp_hi, target=self.arith)
         self.col_adj = self.packed.col_sum - k * self.packed.w_zp
 
     def __call__(self, x_q):
@@ -73,10 +73,10 @@ class QLinear:
 
 
 def qlinear(x_q, x_scale, x_zp, w_q, w_scale, w_zp, bias, y_scale, y_zp, *, relu=False, clamp=None,
-            clamp_hi=None, emulate="fbgemm"):
+            clamp_hi=None, target="fbgemm"):
     """Fast quantized linear; same contract and bit-identical result as :func:`qlinear_reference`.
 
     ``w_q`` may be a :class:`~minquant.kernels.gemm.PackedWeight` (``pack_weight(w_q, w_zp)``), as torch's
     ``linear_prepack``; to also keep the output stage, build a :class:`QLinear` once and call it."""
     return QLinear(w_q, w_scale, w_zp, bias, x_scale, x_zp, y_scale, y_zp, relu=relu, clamp=clamp,
-                   clamp_hi=clamp_hi, emulate=emulate)(x_q)
+                   clamp_hi=clamp_hi, target=target)(x_q)

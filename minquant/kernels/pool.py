@@ -8,7 +8,7 @@ Average pooling needs one rounding (step 7): with the window's valid codes x_k a
     y_q = clamp(z_y + round(s_x / s_y · Σ_k (x_k − z_x) / D))
 
 PyTorch keeps the input's qparams (s_y = s_x, z_y = z_x) and rounds differently per engine and memory
-layout (``emulate=``, ``channels_last=``), all measured bit-exact here (tests/test_kernels_ops.py):
+layout (``target=``, ``channels_last=``), all measured bit-exact here (tests/test_kernels_ops.py):
 
 ``"fbgemm"``  (engines fbgemm / x86) two code paths, chosen by the *layout* of the torch tensor:
    - NCHW-contiguous (``channels_last=False``): ``acc = Σ(x − z_x)``, ``m = f32(s_x/s_y / D)`` (in double),
@@ -44,6 +44,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from ..target import resolve_ops
 from .add import torch_vector_block
 
 __all__ = ["qmax_pool2d", "qmax_pool2d_reference", "qavg_pool2d", "qavg_pool2d_reference",
@@ -51,7 +52,6 @@ __all__ = ["qmax_pool2d", "qmax_pool2d_reference", "qavg_pool2d", "qavg_pool2d_r
            "torch_uses_channels_last_path", "qavg_pool2d_onnxruntime"]
 
 _F32 = np.float32
-_EMULATIONS = ("fbgemm", "qnnpack", "onnxruntime", "minquant")
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -104,15 +104,13 @@ def _check_qparams(scale, zp, what):
     return float(scale), int(zp)
 
 
-def _output_qparams(x_scale, x_zp, y_scale, y_zp, emulate):
+def _output_qparams(x_scale, x_zp, y_scale, y_zp, ar):
     """(s_x, z_x, s_y, z_y); torch emulations keep the input's qparams, as torch does."""
-    if emulate not in _EMULATIONS:
-        raise ValueError(f"unknown emulate={emulate!r}; expected one of {list(_EMULATIONS)}")
     xs, xz = _check_qparams(x_scale, x_zp, "input")
     ys, yz = _check_qparams(xs if y_scale is None else y_scale, xz if y_zp is None else y_zp, "output")
-    if emulate in ("fbgemm", "qnnpack") and (ys != xs or yz != xz):
+    if ar.name in ("fbgemm", "qnnpack") and (ys != xs or yz != xz):
         raise ValueError("torch's quantized average pooling keeps the input's scale and zero point; other "
-                         "output qparams are supported with emulate='minquant' (or 'onnxruntime', global)")
+                         "output qparams are supported with target='minquant' (or 'onnxruntime', global)")
     return xs, xz, ys, yz
 
 
@@ -157,9 +155,10 @@ def _adaptive_windows(size, out):
     return start, end
 
 
-def _vector_channels(c) -> int:
-    """Channels handled by torch's SIMD loop in the channels-last average pool (8 per AVX2 vector)."""
-    width = torch_vector_block() // 8
+def _vector_channels(c, ar) -> int:
+    """Channels handled by torch's SIMD loop in the channels-last average pool (one float32 vector: 8 on
+    AVX2, 16 on AVX-512)."""
+    width = torch_vector_block(ar) // 8
     return (c // width) * width if width else 0
 
 
@@ -225,12 +224,12 @@ def qmax_pool2d(x_q, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=
 _NCHW, _NHWC, _QNN, _F64, _RAWSUM = 0, 1, 2, 3, 4
 
 
-def _avg_plan(x_shape, k, s, p, ceil_mode, count_include_pad, divisor_override, xs, xz, ys, emulate,
+def _avg_plan(x_shape, k, s, p, ceil_mode, count_include_pad, divisor_override, xs, xz, ys, ar,
               channels_last):
     """Which rounding (mode) and, per output position, the multiplier(s). Returns
     (mode, rows, cols, mult (OH, OW) float32, mult_tail (OH, OW) float32, mult64 (OH, OW), vec_channels)."""
     n, c, h, w = x_shape
-    use_qnn = emulate == "qnnpack" and not ceil_mode
+    use_qnn = ar.name == "qnnpack" and not ceil_mode
     if use_qnn:
         if k[0] * k[1] == 1:
             raise ValueError("qnnpack refuses a 1x1 average pool ('1x1 pooling is meaningless')")
@@ -256,14 +255,14 @@ def _avg_plan(x_shape, k, s, p, ceil_mode, count_include_pad, divisor_override, 
         mode = _QNN
         kk = _F32(k[0] * k[1])
         mult[:] = _F32(_F32(xs) / _F32(_F32(ys) * kk))
-    elif emulate == "minquant":
+    elif ar.name == "minquant":
         mode = _F64
         mult64[:] = xs / (ys * div.astype(np.float64))
     elif torch_uses_channels_last_path(x_shape, channels_last):
         mode = _NHWC
         mult[:] = (_F32(_F32(xs) / _F32(ys)) / div.astype(_F32)).astype(_F32)
         mult_tail[:] = (_F32(1) / (_F32(1) / mult).astype(_F32)).astype(_F32)   # scalar channels: 1/(1/m)
-        vec_c = _vector_channels(c)
+        vec_c = _vector_channels(c, ar)
     else:
         mode = _NCHW
         mult[:] = ((xs / ys) / div.astype(np.float64)).astype(_F32)
@@ -287,29 +286,30 @@ def _round_reference(mode, acc, raw, ch, mult, mult_tail, mult64, vec_c, yz):
 
 
 def _avg_setup(x_q, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override, x_scale,
-               x_zp, y_scale, y_zp, emulate, channels_last):
+               x_zp, y_scale, y_zp, target, channels_last):
     """Argument checks and the pooling plan shared by :func:`qavg_pool2d_reference` and :func:`qavg_pool2d`."""
     x_q, k, s, p, _ = _check_pool_args(x_q, kernel_size, stride, padding, 1)
-    if emulate == "onnxruntime":
-        raise ValueError("emulate='onnxruntime' is reproduced for global average pooling only "
+    ar = resolve_ops(target)
+    if ar.name == "onnxruntime":
+        raise ValueError("target='onnxruntime' is reproduced for global average pooling only "
                          "(qadaptive_avg_pool2d with output_size 1)")
-    xs, xz, ys, yz = _output_qparams(x_scale, x_zp, y_scale, y_zp, emulate)
-    plan = _avg_plan(x_q.shape, k, s, p, ceil_mode, count_include_pad, divisor_override, xs, xz, ys, emulate,
+    xs, xz, ys, yz = _output_qparams(x_scale, x_zp, y_scale, y_zp, ar)
+    plan = _avg_plan(x_q.shape, k, s, p, ceil_mode, count_include_pad, divisor_override, xs, xz, ys, ar,
                      channels_last)
     return x_q, xz, yz, plan
 
 
 def qavg_pool2d_reference(x_q, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
-                          divisor_override=None, *, x_scale, x_zp, y_scale=None, y_zp=None, emulate="fbgemm",
+                          divisor_override=None, *, x_scale, x_zp, y_scale=None, y_zp=None, target="fbgemm",
                           channels_last=False):
     """Readable quantized average pooling: uint8 NCHW → uint8 NCHW (module docstring).
 
     x_scale, x_zp: the input's per-tensor qparams. y_scale, y_zp: output qparams (default: the input's;
-    others only with emulate='minquant'). channels_last: the torch tensor being emulated is channels-last
-    (selects torch's NHWC kernel, emulate='fbgemm'/'qnnpack' with ceil_mode)."""
+    others only with target='minquant'). channels_last: the torch tensor being emulated is channels-last
+    (selects torch's NHWC kernel, target='fbgemm'/'qnnpack' with ceil_mode)."""
     x_q, xz, yz, (mode, rows, cols, mult, mult_tail, mult64, vec_c) = _avg_setup(
         x_q, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override, x_scale, x_zp,
-        y_scale, y_zp, emulate, channels_last)
+        y_scale, y_zp, target, channels_last)
     n, c = x_q.shape[:2]
     ch = np.arange(c)[None, :]
     y = np.empty((n, c, rows[0].size, cols[0].size), np.uint8)
@@ -362,19 +362,19 @@ def _run_avg_kernel(x_q, rows, cols, mode, mult, mult_tail, mult64, vec_c, xz, y
 
 
 def qavg_pool2d(x_q, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
-                divisor_override=None, *, x_scale, x_zp, y_scale=None, y_zp=None, emulate="fbgemm",
+                divisor_override=None, *, x_scale, x_zp, y_scale=None, y_zp=None, target="fbgemm",
                 channels_last=False):
     """Fast :func:`qavg_pool2d_reference` (Numba; bit-identical). Same arguments."""
     x_q, xz, yz, (mode, rows, cols, mult, mult_tail, mult64, vec_c) = _avg_setup(
         x_q, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override, x_scale, x_zp,
-        y_scale, y_zp, emulate, channels_last)
+        y_scale, y_zp, target, channels_last)
     return _run_avg_kernel(x_q, rows, cols, mode, mult, mult_tail, mult64, vec_c, xz, yz)
 
 
 # ---------------------------------------------------------------------------------------------------------
 # adaptive average pooling
 # ---------------------------------------------------------------------------------------------------------
-def _adaptive_plan(x_q, output_size, x_scale, x_zp, y_scale, y_zp, emulate, channels_last):
+def _adaptive_plan(x_q, output_size, x_scale, x_zp, y_scale, y_zp, target, channels_last):
     x_q = np.asarray(x_q)
     if x_q.dtype != np.uint8 or x_q.ndim != 4:
         raise ValueError(f"x_q must be a 4-D uint8 NCHW array, got {x_q.dtype} {x_q.shape}")
@@ -382,25 +382,26 @@ def _adaptive_plan(x_q, output_size, x_scale, x_zp, y_scale, y_zp, emulate, chan
     oh, ow = _pair(output_size, "output_size")
     if not (1 <= oh and 1 <= ow) or min(h, w) < 1:
         raise ValueError(f"output_size {(oh, ow)} and input size {(h, w)} must be >= 1")
-    if emulate == "onnxruntime":
+    ar = resolve_ops(target)
+    if ar.name == "onnxruntime":
         if (oh, ow) != (1, 1):
-            raise ValueError("emulate='onnxruntime' reproduces QLinearGlobalAveragePool: output_size must be 1")
+            raise ValueError("target='onnxruntime' reproduces QLinearGlobalAveragePool: output_size must be 1")
         xs, xz = _check_qparams(x_scale, x_zp, "input")
         ys, yz = _check_qparams(xs if y_scale is None else y_scale, xz if y_zp is None else y_zp, "output")
         if h * w >= 1 << 24:
             raise ValueError("QLinearGlobalAveragePool needs fewer than 2^24 pixels")
         plan = (_QNN, np.full((1, 1), _F32(_F32(xs) / _F32(_F32(ys) * _F32(h * w))), _F32))
         return x_q, (np.array([0]), np.array([h])), (np.array([0]), np.array([w])), plan, xz, yz, 0
-    xs, xz, ys, yz = _output_qparams(x_scale, x_zp, y_scale, y_zp, emulate)
-    if emulate == "qnnpack" and (h, w) != (oh, ow) and h % oh == 0 and w % ow == 0:
+    xs, xz, ys, yz = _output_qparams(x_scale, x_zp, y_scale, y_zp, ar)
+    if ar.name == "qnnpack" and (h, w) != (oh, ow) and h % oh == 0 and w % ow == 0:
         kh, kw = h // oh, w // ow                      # torch hands this case to qnnpack's average pool
         mode, rows, cols, mult, mult_tail, mult64, vec_c = _avg_plan(
-            x_q.shape, (kh, kw), (kh, kw), (0, 0), False, True, None, xs, xz, ys, "qnnpack", channels_last)
+            x_q.shape, (kh, kw), (kh, kw), (0, 0), False, True, None, xs, xz, ys, ar, channels_last)
         return x_q, rows[:2], cols[:2], (mode, mult), xz, yz, vec_c
     rows, cols = _adaptive_windows(h, oh), _adaptive_windows(w, ow)
     kh = (rows[1] - rows[0]).astype(np.float64)
     kw = (cols[1] - cols[0]).astype(np.float64)
-    if emulate == "minquant":
+    if ar.name == "minquant":
         mult64 = xs / (ys * kh[:, None] * kw[None, :])
         return x_q, rows, cols, (_F64, mult64), xz, yz, 0
     if torch_uses_channels_last_path(x_q.shape, channels_last):
@@ -413,11 +414,11 @@ def _adaptive_plan(x_q, output_size, x_scale, x_zp, y_scale, y_zp, emulate, chan
 
 
 def qadaptive_avg_pool2d_reference(x_q, output_size, *, x_scale, x_zp, y_scale=None, y_zp=None,
-                                   emulate="fbgemm", channels_last=False):
+                                   target="fbgemm", channels_last=False):
     """Readable adaptive average pooling: uint8 NCHW → uint8 (N, C, OH, OW) (module docstring).
-    ``output_size`` int or pair. emulate='onnxruntime' needs output_size 1 (global pooling)."""
+    ``output_size`` int or pair. target='onnxruntime' needs output_size 1 (global pooling)."""
     x_q, rows, cols, (mode, mult), xz, yz, vec_c = _adaptive_plan(x_q, output_size, x_scale, x_zp, y_scale,
-                                                                   y_zp, emulate, channels_last)
+                                                                   y_zp, target, channels_last)
     n, c = x_q.shape[:2]
     ch = np.arange(c)[None, :]
     y = np.empty((n, c, rows[0].size, cols[0].size), np.uint8)
@@ -431,11 +432,11 @@ def qadaptive_avg_pool2d_reference(x_q, output_size, *, x_scale, x_zp, y_scale=N
     return y
 
 
-def qadaptive_avg_pool2d(x_q, output_size, *, x_scale, x_zp, y_scale=None, y_zp=None, emulate="fbgemm",
+def qadaptive_avg_pool2d(x_q, output_size, *, x_scale, x_zp, y_scale=None, y_zp=None, target="fbgemm",
                          channels_last=False):
     """Fast :func:`qadaptive_avg_pool2d_reference` (Numba; bit-identical). Same arguments."""
     x_q, rows, cols, (mode, mult), xz, yz, vec_c = _adaptive_plan(x_q, output_size, x_scale, x_zp, y_scale,
-                                                                   y_zp, emulate, channels_last)
+                                                                   y_zp, target, channels_last)
     mult = np.asarray(mult)
     m32 = mult.astype(_F32)
     return _run_avg_kernel(x_q, (rows[0].astype(np.int64), rows[1].astype(np.int64)),
@@ -460,14 +461,14 @@ def qavg_pool2d_onnxruntime(x_q, kernel_size, stride=None, padding=0, count_incl
        after), so a mean landing on k + ½ rounds to even *after* the shift.
 
     A window covering the whole image without padding is handed to the global average pool
-    (:func:`qadaptive_avg_pool2d` with ``emulate='onnxruntime'``), as ORT does. Output qparams default to the
+    (:func:`qadaptive_avg_pool2d` with ``target='onnxruntime'``), as ORT does. Output qparams default to the
     input's."""
     x_q, k, s, p, _ = _check_pool_args(x_q, kernel_size, stride, padding, 1)
     xs, xz = _check_qparams(x_scale, x_zp, "input")
     ys, yz = _check_qparams(xs if y_scale is None else y_scale, xz if y_zp is None else y_zp, "output")
     n, c, h, w = x_q.shape
     if k == (h, w) and p == (0, 0):
-        return qadaptive_avg_pool2d(x_q, 1, x_scale=xs, x_zp=xz, y_scale=ys, y_zp=yz, emulate="onnxruntime")
+        return qadaptive_avg_pool2d(x_q, 1, x_scale=xs, x_zp=xz, y_scale=ys, y_zp=yz, target="onnxruntime")
     oh, ow = pool_out_size(h, k[0], s[0], p[0]), pool_out_size(w, k[1], s[1], p[1])
     real = ((x_q.astype(np.int32) - xz).astype(_F32) * _F32(xs)).astype(_F32)
     padded = np.zeros((n, c, h + 2 * p[0], w + 2 * p[1]), _F32)

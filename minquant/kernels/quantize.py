@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from ..affine import QUANTIZE_RULES
+from ..target import quantize_rule_of
 
 __all__ = ["quantize_u8"]
 
@@ -33,11 +33,10 @@ def _quantize_u8_kernel(x, factor, divide, z, out):
     return finite
 
 
-def quantize_u8(x, scale, zero_point, *, emulate: str = "torch") -> np.ndarray:
+def quantize_u8(x, scale, zero_point, *, target: str = "torch") -> np.ndarray:
     """uint8 codes of a float32 array with one (scale, zero point); bit-identical to
-    ``minquant.affine.quantize(x, scale, zero_point, "uint8", emulate=emulate)``."""
-    if emulate not in QUANTIZE_RULES:
-        raise ValueError(f"unknown quantize rule {emulate!r}; expected one of {QUANTIZE_RULES}")
+    ``minquant.affine.quantize(x, scale, zero_point, "uint8", target=target)``."""
+    rule = quantize_rule_of(target)
     x = np.asarray(x)
     if x.dtype.kind != "f":
         raise ValueError(f"quantize expects floating-point input, got dtype {x.dtype}")
@@ -48,7 +47,7 @@ def quantize_u8(x, scale, zero_point, *, emulate: str = "torch") -> np.ndarray:
         raise ValueError(f"zero point {zero_point!r} is not a uint8 code")
     xf = np.ascontiguousarray(x, dtype=np.float32)
     out = np.empty(xf.shape, np.uint8)
-    divide = emulate == "onnxruntime"
+    divide = rule == "onnxruntime"
     factor = s if divide else np.float32(np.float32(1) / s)
     if not _quantize_u8_kernel(xf.reshape(-1), factor, divide, int(zero_point), out.reshape(-1)):
         raise ValueError("input contains NaN or Inf")

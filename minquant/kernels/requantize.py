@@ -5,7 +5,7 @@ steps 5 and 7).
     its code     y_q = z_y + y / s_y = z_y + M·(acc + b / (s_x·s_w)),   M = s_x·s_w / s_y
     stored       clamp(rne(...), lo, 255),  lo = z_y with a fused ReLU (real 0 is the code z_y), else 0
 
-Frameworks evaluate this with different roundings; :mod:`minquant.kernels.arithmetic` says which. A fused
+Frameworks evaluate this with different roundings; :mod:`minquant.target` says which. A fused
 ReLU6 (or any clamp to [lo_real, hi_real]) is the same clamp on codes, with lo/hi given explicitly; a
 per-channel top ``clamp_hi[n]`` (ReLU6 after cross-layer equalization, whose clip is 6/s_c in channel c)
 lowers hi channel by channel, in the same pass.
@@ -21,9 +21,22 @@ from numba import njit, types
 from numba.extending import intrinsic
 
 from ..affine import quantize_bias
-from .arithmetic import arithmetic, fma_f32_reference
+from ..target import resolve_linear
 
 __all__ = ["OutputStage", "output_stage", "requantize", "requantize_reference", "finish_requantize", "finish_requantize_cols"]
+
+
+
+def fma_f32_reference(a, b, c) -> np.ndarray:
+    """float32 fused multiply-add ``f32(a·b + c)`` with one rounding, in NumPy.
+
+    ``a·b`` of two float32 is exact in 80-bit long double (48 significant bits), and the sum is rounded
+    to 64 bits before the final rounding to float32; that double rounding can differ from a true FMA only
+    when the 64-bit sum lands exactly on a float32 tie, which needs ≥ 40 specific bits (≈ 1e-12 chance)."""
+    ld = np.longdouble
+    return (np.asarray(a, np.float32).astype(ld) * np.asarray(b, np.float32).astype(ld)
+            + np.asarray(c).astype(ld)).astype(np.float32)
+
 
 if numba.config.DISABLE_JIT:  # pure-Python run: a NumPy stand-in for the FMA instruction
     def _fma32(a, b, c):
@@ -41,7 +54,7 @@ else:
             return builder.call(fn, args)
         return sig, codegen
 
-# Output-stage modes (one per way of adding the bias and scaling; see arithmetic.py)
+# Output-stage modes (one per way of adding the bias and scaling; see minquant/target.py)
 _FLOAT_BIAS_PER_CHANNEL = 0   # fbgemm, per-channel weights: f32(acc) + f32(b / s_xw)
 _FLOAT_BIAS_FMA = 1           # fbgemm, per-tensor weights: fma(b, f32(1 / s_xw), acc)
 _INT_BIAS_F32 = 2             # qnnpack / onnxruntime: f32(acc + b_q) · f32 multiplier
@@ -61,14 +74,14 @@ class OutputStage:
 
 
 def output_stage(n_out, x_scale, w_scale, bias, y_scale, y_zp, *, relu=False, clamp=None, clamp_hi=None,
-                 emulate="fbgemm"):
+                 target="fbgemm"):
     """Precompute the output stage of a layer with ``n_out`` output channels (see module docstring).
 
     w_scale: scalar (per-tensor weights) or (n_out,) (per-channel). bias: None, float (n_out,), or int32
     (n_out,) already on the scale s_x·s_w (used as is). clamp: optional (lo_code, hi_code) replacing
     [0, 255] — a fused ReLU6 is ``(z_y, min(255, z_y + rne(6 / s_y)))``. clamp_hi: optional (n_out,) codes,
     a per-channel top applied after ``clamp`` (hi[n] = min(hi, clamp_hi[n]); must stay ≥ lo)."""
-    ar = arithmetic(emulate)
+    ar = resolve_linear(target)
     per_channel = np.ndim(w_scale) > 0
     ws = np.broadcast_to(np.asarray(w_scale, dtype=np.float32), (n_out,))
     if not np.all(np.isfinite(ws)) or np.any(ws <= 0) or not (np.isfinite(x_scale) and x_scale > 0) \
@@ -105,7 +118,7 @@ def output_stage(n_out, x_scale, w_scale, bias, y_scale, y_zp, *, relu=False, cl
         if int_bias:
             bias_q = bias.astype(np.int64)
         elif bias is not None:
-            bias_q = quantize_bias(bias, x_scale, ws, emulate=ar.bias_rule).astype(np.int64)
+            bias_q = quantize_bias(bias, x_scale, ws, target=ar.bias_rule).astype(np.int64)
         mode = _INT_BIAS_F64 if ar.multiplier == "f64" else _INT_BIAS_F32
     lo, hi = (int(y_zp) if relu else 0), 255
     if clamp is not None:

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..graph import Graph, Node
-from ..kernels import arithmetic
+from ..target import as_target
 from . import ops
 from .model import QuantizedModel
 from .passes import fold_batch_norm, fusion_groups
@@ -78,7 +78,7 @@ class QuantizationReport:
         return "\n".join(lines)
 
 
-def quantize_dynamic(model, *, layers=("linear", "conv2d"), per_channel: bool = True, emulate: str = "fbgemm",
+def quantize_dynamic(model, *, layers=("linear", "conv2d"), per_channel: bool = True, target="fbgemm",
                      reduce_range=None, input_shape=None):
     """Dynamic int8 quantization of the Linear and Conv2d layers of ``model`` (torch nn.Module — then
     ``input_shape`` is required — or minquant Graph). Returns ``(QuantizedModel, QuantizationReport)``.
@@ -91,7 +91,8 @@ def quantize_dynamic(model, *, layers=("linear", "conv2d"), per_channel: bool = 
     bad = set(layers) - {"linear", "conv2d"}
     if bad:
         raise ValueError(f"quantize_dynamic quantizes 'linear' and 'conv2d' layers; got {sorted(bad)}")
-    ar = arithmetic(emulate)
+    tgt = as_target(target)
+    ar = tgt.linear()
     if reduce_range is None:
         reduce_range = ar.name == "fbgemm"
     if not isinstance(model, Graph) and input_shape is None:
@@ -104,7 +105,7 @@ def quantize_dynamic(model, *, layers=("linear", "conv2d"), per_channel: bool = 
         node = g.node(f.layer)
         if node.op in layers and f.activation_op == "relu":
             absorbed[f.activation] = f.layer
-    nodes, report = [], QuantizationReport(f"quantize_dynamic({graph.name}, emulate={ar.name!r})")
+    nodes, report = [], QuantizationReport(f"quantize_dynamic({graph.name}, target={ar.name!r})")
     float_names = {}
     for n in g.nodes:
         if n.name in absorbed:
@@ -146,7 +147,7 @@ def quantize_dynamic(model, *, layers=("linear", "conv2d"), per_channel: bool = 
     qgraph = Graph(g.inputs, nodes, g.outputs, g.input_shapes, g.name)
     meta = {"method": "quantize_dynamic", "per_channel": per_channel, "reduce_range": bool(reduce_range),
             "layers": list(layers), "folded_batch_norms": sorted(folded.values())}
-    return QuantizedModel(qgraph, ar.name, float_names=float_names, meta=meta), report
+    return QuantizedModel(qgraph, tgt, float_names=float_names, meta=meta), report
 
 
 def report_torch_quantized(qmodel) -> QuantizationReport:

@@ -6,8 +6,8 @@ model, everything that does not depend on the input (packed weights, output stag
 ``{op: kernel(node, inputs)}`` covering the quantized ops of :mod:`minquant.quantized.ops` plus every float
 op (:data:`minquant.executor.FLOAT_KERNELS`: float fallbacks and unquantized layers).
 
-``emulate`` (one per model) says whose integer arithmetic every kernel reproduces
-(:mod:`minquant.kernels.arithmetic`): 'fbgemm' (torch x86/fbgemm), 'qnnpack', 'onnxruntime', 'minquant'.
+``target`` (one per model) says whose integer arithmetic every kernel reproduces
+(:mod:`minquant.target`): a framework × CPU, resolved per layer.
 Where a framework has no such kernel the nearest exact formula is used and said so:
 
 * ``qavg_pool2d`` under 'onnxruntime' is ORT's ``QLinearAveragePool``
@@ -34,9 +34,10 @@ import numpy as np
 from ..affine import dequantize, quantize
 from ..executor import FLOAT_KERNELS
 from ..float_ops import conv2d
-from ..kernels import QConv2d, QLinear, arithmetic
+from ..kernels import QConv2d, QLinear
+from ..target import Target, as_target, resolve_linear
 from ..kernels.conv import tap_pair_max
-from ..kernels.add import qadd
+from ..kernels.add import qadd, torch_vector_block
 from ..kernels.elementwise import activation_tables, apply_tables, qmul
 from ..kernels.dynamic import dynamic_input_qparams, dynamic_linear
 from ..kernels.gemm import gemm_u8s8, pack_weight, raw_product_cols
@@ -101,22 +102,22 @@ def _check_codes(x, node):
     return x
 
 
-def _prepare_qconv(node, emulate):
+def _prepare_qconv(node, target):
     a = node.attrs
     ws, wz = weight_qparams(node)
     return QConv2d(node.params["weight"], ws, wz, node.params.get("bias"), a.x_scale, a.x_zp, a.y_scale, a.y_zp,
                    stride=a.stride, padding=a.padding, dilation=a.dilation, groups=a.groups, clamp=a.clamp,
-                   clamp_hi=node.params.get("clamp_hi"), emulate=emulate)
+                   clamp_hi=node.params.get("clamp_hi"), target=target)
 
 
-def _prepare_qlinear(node, emulate):
+def _prepare_qlinear(node, target):
     a = node.attrs
     ws, wz = weight_qparams(node)
     return QLinear(node.params["weight"], ws, wz, node.params.get("bias"), a.x_scale, a.x_zp, a.y_scale, a.y_zp,
-                   clamp=a.clamp, clamp_hi=node.params.get("clamp_hi"), emulate=emulate)
+                   clamp=a.clamp, clamp_hi=node.params.get("clamp_hi"), target=target)
 
 
-def dynamic_conv2d(x, packs, w_scale, bias, attrs, kernel_hw, emulate, depthwise_w=None, pair_max=255):
+def dynamic_conv2d(x, packs, w_scale, bias, attrs, kernel_hw, target, depthwise_w=None, pair_max=255):
     """Dynamic conv2d (float in, float out): run-time qparams of the whole input as
     :func:`~minquant.kernels.dynamic.dynamic_input_qparams`, quantize, im2col per group with padding at
     z_x (real 0), integer GEMM (:func:`~minquant.kernels.gemm.gemm_u8s8`, the emulation's pair saturation;
@@ -126,13 +127,13 @@ def dynamic_conv2d(x, packs, w_scale, bias, attrs, kernel_hw, emulate, depthwise
     :class:`~minquant.kernels.gemm.PackedWeight` per group, rows in im2col's (kh, kw, c) order.
     ``depthwise_w`` (optional, one input channel per group): ``w − z_w`` as float32 OIHW and ``pair_max``,
     the largest |w_t| + |w_t+1| of a tap pair — the exact float32 shortcut below."""
-    ar = arithmetic(emulate)
+    ar = resolve_linear(target)
     if x.dtype != _F32 or x.ndim != 4:
         raise ValueError(f"dynamic_conv2d expects a float32 NCHW input, got {x.dtype} {x.shape}")
     if not np.all(np.isfinite(x)):
         raise ValueError("dynamic_conv2d: input contains NaN or Inf")
-    xs, xz = dynamic_input_qparams(x, reduce_range=attrs.reduce_range, emulate=ar)
-    x_q = quantize(x, xs, xz, "uint8", emulate=ar.quantize_rule)
+    xs, xz = dynamic_input_qparams(x, reduce_range=attrs.reduce_range, target=ar)
+    x_q = quantize(x, xs, xz, "uint8", target=ar.quantize_rule)
     n, c, h, w = x.shape
     kh, kw = kernel_hw
     g = attrs.groups
@@ -194,21 +195,25 @@ def _from_nhwc_order(y):
     return np.ascontiguousarray(y.transpose(0, 3, 1, 2)) if y.ndim == 4 else y
 
 
-def prepare_kernels(graph, emulate: str) -> dict:
-    """The kernel table for ``graph`` under ``emulate`` (module docstring): every layer prepared once."""
-    ar = arithmetic(emulate)
-    pool_emulate = "minquant" if ar.name == "onnxruntime" else ar.name
+def prepare_kernels(graph, target) -> dict:
+    """The kernel table for ``graph`` under ``target`` (a :class:`~minquant.target.Target` or a framework
+    name; module docstring): every layer prepared once, each convolution with the arithmetic its framework
+    picks for that layer on the target's CPU."""
+    tgt = as_target(target)
+    ar = tgt.ops()
+    minq = Target("minquant", tgt.cpu)
+    pool_target = minq if ar.name == "onnxruntime" else tgt
     prepared: dict[str, object] = {}
     for n in graph.nodes:
         try:
             if n.op == "qconv2d":
-                prepared[n.name] = _prepare_qconv(n, ar.name)
+                prepared[n.name] = _prepare_qconv(n, tgt)
             elif n.op == "qlinear":
-                prepared[n.name] = _prepare_qlinear(n, ar.name)
+                prepared[n.name] = _prepare_qlinear(n, tgt)
             elif n.op in ("qhardswish", "qhardsigmoid"):
                 a = n.attrs
                 prepared[n.name] = activation_tables(n.op[1:], a.x_scale, a.x_zp, a.y_scale, a.y_zp,
-                                                     emulate=ar.name)
+                                                     target=ar)
             elif n.op == "dynamic_linear":
                 ws, wz = weight_qparams(n)
                 prepared[n.name] = (pack_weight(n.params["weight"], wz), ws)
@@ -231,8 +236,10 @@ def prepare_kernels(graph, emulate: str) -> dict:
         except ValueError as e:
             raise ValueError(f"cannot prepare node {n.name!r} ({n.op}, from {n.source or '?'}): {e}") from e
 
+    vector_block = torch_vector_block(ar)
+
     def k_quantize(n, xs):
-        return quantize_u8(xs[0], n.attrs.scale, n.attrs.zero_point, emulate=ar.quantize_rule)
+        return quantize_u8(xs[0], n.attrs.scale, n.attrs.zero_point, target=ar.quantize_rule)
 
     def k_dequantize(n, xs):
         return dequantize(_check_codes(xs[0], n), n.attrs.scale, n.attrs.zero_point)
@@ -250,15 +257,15 @@ def prepare_kernels(graph, emulate: str) -> dict:
         x0, x1 = _check_codes(xs[0], n), _check_codes(xs[1], n)
         if a.channels_last:
             return _from_nhwc_order(qadd(_to_nhwc_order(x0), a.a_scale, a.a_zp, _to_nhwc_order(x1), a.b_scale,
-                                         a.b_zp, a.y_scale, a.y_zp, relu=a.relu, emulate=ar.name))
-        return qadd(x0, a.a_scale, a.a_zp, x1, a.b_scale, a.b_zp, a.y_scale, a.y_zp, relu=a.relu, emulate=ar.name)
+                                         a.b_zp, a.y_scale, a.y_zp, relu=a.relu, target=ar))
+        return qadd(x0, a.a_scale, a.a_zp, x1, a.b_scale, a.b_zp, a.y_scale, a.y_zp, relu=a.relu, target=ar)
 
     def k_qcat(n, xs):
         a = n.attrs
         if all(s == a.y_scale and z == a.y_zp for s, z in zip(a.in_scales, a.in_zps)):
             return np.concatenate([_check_codes(x, n) for x in xs], axis=a.dim)
         real = [dequantize(_check_codes(x, n), s, z) for x, s, z in zip(xs, a.in_scales, a.in_zps)]
-        return quantize(np.concatenate(real, axis=a.dim), a.y_scale, a.y_zp, "uint8", emulate=ar.quantize_rule)
+        return quantize(np.concatenate(real, axis=a.dim), a.y_scale, a.y_zp, "uint8", target=ar.quantize_rule)
 
     def k_qmax(n, xs):
         a = n.attrs
@@ -272,13 +279,13 @@ def prepare_kernels(graph, emulate: str) -> dict:
                                            y_scale=a.y_scale, y_zp=a.y_zp)
         return qavg_pool2d(_check_codes(xs[0], n), a.kernel_size, a.stride, a.padding, a.ceil_mode,
                            a.count_include_pad, a.divisor_override, x_scale=a.x_scale, x_zp=a.x_zp,
-                           y_scale=a.y_scale, y_zp=a.y_zp, emulate=pool_emulate, channels_last=a.channels_last)
+                           y_scale=a.y_scale, y_zp=a.y_zp, target=pool_target, channels_last=a.channels_last)
 
     def k_qadaptive(n, xs):
         a = n.attrs
-        em = ar.name if (ar.name != "onnxruntime" or a.output_size == (1, 1)) else "minquant"
+        em = tgt if (ar.name != "onnxruntime" or a.output_size == (1, 1)) else minq
         return qadaptive_avg_pool2d(_check_codes(xs[0], n), a.output_size, x_scale=a.x_scale, x_zp=a.x_zp,
-                                    y_scale=a.y_scale, y_zp=a.y_zp, emulate=em, channels_last=a.channels_last)
+                                    y_scale=a.y_scale, y_zp=a.y_zp, target=em, channels_last=a.channels_last)
 
     def k_qclamp(n, xs):
         x = _check_codes(xs[0], n)
@@ -301,20 +308,21 @@ def prepare_kernels(graph, emulate: str) -> dict:
     def k_qmul(n, xs):
         a = n.attrs
         return qmul(_check_codes(xs[0], n), a.a_scale, a.a_zp, _check_codes(xs[1], n), a.b_scale, a.b_zp,
-                    a.y_scale, a.y_zp, relu=a.relu, emulate=ar.name)
+                    a.y_scale, a.y_zp, relu=a.relu, target=ar)
 
     def k_qactivation(n, xs):
         t_vec, t_tail = prepared[n.name]
-        return apply_tables(_check_codes(xs[0], n), t_vec, t_tail, channels_last=n.attrs.channels_last)
+        return apply_tables(_check_codes(xs[0], n), t_vec, t_tail, block=vector_block,
+                            channels_last=n.attrs.channels_last)
 
     def k_dyn_linear(n, xs):
         packed, ws = prepared[n.name]
         return dynamic_linear(xs[0], packed, ws, None, n.params.get("bias"), reduce_range=n.attrs.reduce_range,
-                              relu=n.attrs.relu, emulate=ar.name)
+                              relu=n.attrs.relu, target=tgt)
 
     def k_dyn_conv(n, xs):
         packs, ws, khw, dw, pair_max = prepared[n.name]
-        return dynamic_conv2d(xs[0], packs, ws, n.params.get("bias"), n.attrs, khw, ar.name, dw, pair_max)
+        return dynamic_conv2d(xs[0], packs, ws, n.params.get("bias"), n.attrs, khw, tgt, dw, pair_max)
 
     table = dict(FLOAT_KERNELS)
     table.update(EXTRA_FLOAT_KERNELS)

@@ -10,7 +10,7 @@
 
 This is the cross-checking use case: the integer weights, the weight scales / zero points, every
 activation's (scale, zero point) and the float biases are read from the converted torch modules, and
-minquant's kernels with the matching emulation (engine x86/fbgemm → ``emulate="fbgemm"``, qnnpack →
+minquant's kernels with the matching emulation (engine x86/fbgemm → ``target="fbgemm"``, qnnpack →
 ``"qnnpack"``) recompute what torch computes. Where the two differ, one of them has a bug or an
 undocumented rounding — and :func:`minquant.quantized.compare` shows per layer where quantization hurts.
 
@@ -55,18 +55,20 @@ from ..torch_import import (MODULE_HANDLERS, Importer, _arg, adaptive_avg_pool2d
                             check_dropout_off, check_relu6, flatten_attrs, is_inplace, max_pool2d_attrs, op_name,
                             reshape_attrs, trace)
 from . import ops
+from ..target import Target, as_target
 from .model import QuantizedModel
 
-__all__ = ["from_torch_quantized", "engine_emulation", "torch_eager_ptq", "torch_quantized_codes"]
+__all__ = ["from_torch_quantized", "engine_target", "torch_eager_ptq", "torch_quantized_codes"]
 
-_ENGINES = {"x86": "fbgemm", "fbgemm": "fbgemm", "qnnpack": "qnnpack"}
+_ENGINES = ("x86", "fbgemm", "qnnpack")
 
 
-def engine_emulation(engine: str) -> str:
-    """minquant's ``emulate`` for a torch quantized engine ('x86' and 'fbgemm' → 'fbgemm', 'qnnpack')."""
+def engine_target(engine: str, cpu="host") -> Target:
+    """minquant's :class:`~minquant.target.Target` for a torch quantized engine on ``cpu`` (default: this
+    host): the engine names are target framework names ('x86' resolves per convolution to oneDNN or fbgemm)."""
     if engine not in _ENGINES:
-        raise ValueError(f"torch quantized engine {engine!r} is not emulated; supported: {sorted(_ENGINES)}")
-    return _ENGINES[engine]
+        raise ValueError(f"torch quantized engine {engine!r} is not emulated; supported: {list(_ENGINES)}")
+    return Target(engine, cpu)
 
 
 def _f32_if_exact(a: np.ndarray) -> np.ndarray:
@@ -181,7 +183,7 @@ def _relu_clamp(act, ys, yz, quantize_rule="torch"):
     if act == "relu":
         return (yz, 255)
     if act == "relu6":
-        return (yz, int(quantize(np.float32(6.0), ys, yz, "uint8", emulate=quantize_rule)))
+        return (yz, int(quantize(np.float32(6.0), ys, yz, "uint8", target=quantize_rule)))
     return (0, 255)
 
 
@@ -383,20 +385,29 @@ def _tables():
     })
 
 
-def from_torch_quantized(qmodel, input_shape, *, engine: str | None = None, name: str | None = None) -> QuantizedModel:
+def from_torch_quantized(qmodel, input_shape, *, engine: str | None = None, target=None,
+                         name: str | None = None) -> QuantizedModel:
     """A :class:`QuantizedModel` that runs ``qmodel`` (a torch eager-mode model after ``convert``, or after
     ``quantize_dynamic``) with torch's weights and qparams on minquant's kernels (module docstring).
 
     ``input_shape``: input shape with batch, e.g. ``(1, 3, 224, 224)``. ``engine``: the torch quantized
-    engine the model was converted for (default: the current ``torch.backends.quantized.engine``); it
-    picks the emulation. Raises ValueError for an unsupported module / op (naming it and where it sits),
+    engine the model was converted for (default: the current ``torch.backends.quantized.engine``).
+    ``target``: the :class:`~minquant.target.Target` to reproduce (default: ``Target(engine)``, the engine
+    on this host; e.g. ``Target("x86", "avx2")`` for what the model computes on an AVX2 server); its
+    framework must be the engine. Raises ValueError for an unsupported module / op (naming it and where it sits),
     a model in training mode, or an unsupported engine."""
     import torch
     from torch.fx.passes.shape_prop import ShapeProp
 
     _tables()
+    if target is not None:
+        target = as_target(target)
+        if engine is not None and engine != target.framework:
+            raise ValueError(f"engine {engine!r} and target {str(target)!r} disagree: the target's framework "
+                             "must be the engine the model was converted for")
+        engine = target.framework
     engine = engine or torch.backends.quantized.engine
-    emulate = engine_emulation(engine)
+    target = engine_target(engine) if target is None else engine_target(engine, target.cpu)
     if not isinstance(qmodel, torch.nn.Module):
         raise ValueError(f"from_torch_quantized needs a torch.nn.Module, got {type(qmodel).__name__}")
     # torch's convert() leaves the modules it creates in training mode; only those whose forward depends
@@ -429,7 +440,7 @@ def from_torch_quantized(qmodel, input_shape, *, engine: str | None = None, name
     gm, shape = trace(qmodel, input_shape, label, probe=_Probe, argname="input_shape",
                       context=f" under engine {engine!r}")
     graph = _QImporter(gm, shape[0], label, info).build()
-    return QuantizedModel(graph, emulate, meta={"method": "from_torch_quantized", "engine": engine,
+    return QuantizedModel(graph, target, meta={"method": "from_torch_quantized", "engine": engine,
                                                 "torch_version": torch.__version__})
 
 

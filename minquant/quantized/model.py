@@ -11,7 +11,8 @@
 
 * ``__model__`` — a uint8 array: UTF-8 JSON text of the model description::
 
-      {"format": "minquant.quantized", "version": 1, "name": ..., "emulate": "fbgemm",
+      {"format": "minquant.quantized", "version": 2, "name": ...,
+       "target": {"framework": "x86", "cpu": {"name": "avx512-vnni", "avx512": true, ...}},
        "inputs": [...], "input_shapes": {name: [dims]}, "outputs": [...],
        "nodes": [{"name", "op", "inputs": [...], "attrs": {"class": ..., field: value, ...} | null,
                   "params": {param: array key}, "shape": [...] | null, "source": "..."}, ...],
@@ -23,6 +24,11 @@
   bitmask and CSR encodings of :mod:`minquant.sparse` — a pruned layer's zero codes cost one bit each (or
   nothing) instead of a byte — as arrays ``"<key>.<part>"``; the description then says
   ``"encoding": "bitmask" | "csr"`` and names the parts, and the SHA-256 is that of the decoded array.
+
+The target is recorded whole — framework *and* CPU (:meth:`minquant.target.Target.to_dict`) — so a model
+saved on one machine computes, when loaded on a host with another CPU, the codes of the machine it was made
+for. Version 1 files (which stored only a name, ``"emulate": "fbgemm"``) still load: their name is taken
+as that framework on the loading host, which is what version 1 computed.
 
 Attribute values (scales, zero points, clamps...) are JSON numbers: Python floats round-trip exactly, so a
 loaded model computes bit-identical outputs. On load every array's dtype, shape and SHA-256 are checked
@@ -48,12 +54,13 @@ from ..executor import run as run_graph
 from ..graph import Graph, Node
 from ..sparse import decode, encoded_nbytes, smallest_encoding
 from . import ops
+from ..target import Target, as_target
 from .executor import prepare_kernels
 
 __all__ = ["QuantizedModel", "load", "FORMAT", "VERSION"]
 
 FORMAT = "minquant.quantized"
-VERSION = 1
+VERSION = 2
 _JSON_KEY = "__model__"
 
 
@@ -79,25 +86,26 @@ def _qparam_pairs(attrs) -> int:
 
 
 class QuantizedModel:
-    """A quantized :class:`~minquant.graph.Graph` plus the arithmetic it emulates.
+    """A quantized :class:`~minquant.graph.Graph` plus the target whose arithmetic it reproduces.
 
-    ``graph``: nodes of :mod:`minquant.quantized.ops` (and float ops); ``emulate``: 'fbgemm', 'qnnpack',
-    'onnxruntime' or 'minquant'; ``float_names``: for each value of this graph, the value of the float
+    ``graph``: nodes of :mod:`minquant.quantized.ops` (and float ops); ``target``: a
+    :class:`~minquant.target.Target` (framework × CPU) or a framework name ('x86', 'fbgemm', 'qnnpack',
+    'onnxruntime', 'minquant'; on this host), kept as a Target; ``float_names``: for each value of this graph, the value of the float
     model it approximates (used by :func:`minquant.quantized.compare`; default: the same name);
     ``meta``: JSON-able facts about how it was made (calibrator, per_channel...); ``channel_scales``: for
     values whose channels cross-layer equalization rescaled, the per-channel factor back to the float
     model's units (``original = value · scale`` along axis 1; applied by :meth:`run` to intermediates)."""
 
-    def __init__(self, graph: Graph, emulate: str = "fbgemm", *, float_names=None, meta=None, channel_scales=None):
+    def __init__(self, graph: Graph, target="fbgemm", *, float_names=None, meta=None, channel_scales=None):
         if not isinstance(graph, Graph):
             raise ValueError(f"QuantizedModel needs a minquant Graph, got {type(graph).__name__}")
         graph.validate()
         self.graph = graph
-        self.emulate = str(emulate)
+        self.target = as_target(target)
         self.float_names = dict(float_names or {})
         self.meta = dict(meta or {})
         self.channel_scales = {k: np.asarray(v, np.float64) for k, v in (channel_scales or {}).items()}
-        self._kernels = prepare_kernels(graph, self.emulate)
+        self._kernels = prepare_kernels(graph, self.target)
         unknown = sorted({n.op for n in graph.nodes if n.op not in self._kernels})
         if unknown:
             raise ValueError(f"no kernel for op(s) {unknown} in a quantized model")
@@ -224,7 +232,7 @@ class QuantizedModel:
         head = ("name", "op", "input", "output", "scale / zp", "details", "params", "bytes")
         widths = [max(len(r[i]) for r in [head] + rows) for i in range(len(head))]
         fp32 = self.fp32_param_bytes()
-        lines = [f"QuantizedModel {self.name!r} (emulate={self.emulate!r}): {len(self.graph.nodes)} nodes, "
+        lines = [f"QuantizedModel {self.name!r} (target={str(self.target)!r}): {len(self.graph.nodes)} nodes, "
                  f"{self.graph.num_params():,} params, {self.size_bytes():,} bytes "
                  f"(fp32 params: {fp32:,} bytes, {fp32 / max(self.size_bytes(), 1):.2f}×)"]
         for r in [head] + rows:
@@ -232,7 +240,7 @@ class QuantizedModel:
         return "\n".join(lines)
 
     def __repr__(self) -> str:
-        return (f"QuantizedModel({self.name!r}, emulate={self.emulate!r}, {len(self.graph.nodes)} nodes, "
+        return (f"QuantizedModel({self.name!r}, target={str(self.target)!r}, {len(self.graph.nodes)} nodes, "
                 f"{self.size_bytes():,} bytes)")
 
     # -- saving ---------------------------------------------------------------------------------------
@@ -257,7 +265,7 @@ class QuantizedModel:
             nodes.append({"name": n.name, "op": n.op, "inputs": list(n.inputs), "attrs": ops.attrs_to_json(n.attrs),
                           "params": keys, "shape": list(n.shape) if n.shape is not None else None,
                           "source": n.source})
-        doc = {"format": FORMAT, "version": VERSION, "name": self.graph.name, "emulate": self.emulate,
+        doc = {"format": FORMAT, "version": VERSION, "name": self.graph.name, "target": self.target.to_dict(),
                "inputs": self.graph.inputs, "input_shapes": {k: list(v) for k, v in self.graph.input_shapes.items()},
                "outputs": self.graph.outputs, "nodes": nodes, "arrays": described,
                "float_names": self.float_names, "meta": self.meta,
@@ -314,8 +322,8 @@ def load(path) -> QuantizedModel:
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise _corrupt(path, f"format tag is {doc.get('format') if isinstance(doc, dict) else None!r}, "
                              f"expected {FORMAT!r}")
-    if doc.get("version") != VERSION:
-        raise _corrupt(path, f"format version {doc.get('version')!r}; this minquant reads version {VERSION}")
+    if doc.get("version") not in (1, VERSION):
+        raise _corrupt(path, f"format version {doc.get('version')!r}; this minquant reads versions 1 and {VERSION}")
     try:
         described = doc["arrays"]
         for key, d in described.items():
@@ -343,7 +351,11 @@ def load(path) -> QuantizedModel:
             nodes.append(Node(nd["name"], nd["op"], nd["inputs"], ops.attrs_from_json(nd["attrs"]), params,
                               tuple(nd["shape"]) if nd["shape"] is not None else None, nd.get("source", "")))
         graph = Graph(doc["inputs"], nodes, doc["outputs"], doc["input_shapes"], doc["name"])
-        return QuantizedModel(graph, doc["emulate"], float_names=doc.get("float_names"), meta=doc.get("meta"),
+        if doc["version"] == 1:
+            target = Target(doc["emulate"], "host")   # version 1: a name, computed on the loading host
+        else:
+            target = Target.from_dict(doc["target"])
+        return QuantizedModel(graph, target, float_names=doc.get("float_names"), meta=doc.get("meta"),
                               channel_scales=doc.get("channel_scales"))
     except (KeyError, TypeError) as e:
         raise _corrupt(path, f"model description is incomplete ({type(e).__name__}: {e})") from e

@@ -42,7 +42,7 @@ import numpy as np
 from .. import observers as O
 from ..affine import dequantize, quantize
 from ..graph import Graph, Node
-from ..kernels import arithmetic
+from ..target import as_target
 from . import ops
 from .calibrate import calibrate, iter_batches
 from .model import QuantizedModel
@@ -114,10 +114,10 @@ def quantize_weight(w, *, per_channel: bool = True, reduce_range: bool = False):
     if per_channel:
         obs = O.PerChannelMinMaxObserver(axis=0, dtype="int8", symmetric=True, reduce_range=reduce_range).update(w)
         s, z = obs.compute()
-        w_q = quantize(w, s, z, "int8", axis=0, emulate="torch")
+        w_q = quantize(w, s, z, "int8", axis=0, target="torch")
     else:
         s, z = O.MinMaxObserver("int8", symmetric=True, reduce_range=reduce_range).update(w).compute()
-        w_q = quantize(w, s, z, "int8", emulate="torch")
+        w_q = quantize(w, s, z, "int8", target="torch")
         s, z = np.reshape(s, (1,)), np.reshape(z, (1,))
     return w_q, np.asarray(s, np.float32).reshape(-1), np.asarray(z).astype(np.int8).reshape(-1)
 
@@ -249,19 +249,20 @@ def _ranges(reduce_range, ar):
 
 
 def quantize_static(model, calibration_data, *, per_channel: bool = True, calibrator=DEFAULT_CALIBRATOR,
-                    emulate: str = "fbgemm", input_shape=None, reduce_range=None, bias_correction: bool = True,
+                    target="fbgemm", input_shape=None, reduce_range=None, bias_correction: bool = True,
                     equalize: bool = True, batch_size: int = 32, progress: bool = True) -> QuantizedModel:
     """Post-training static int8 quantization (module docstring).
 
     ``model``: a torch ``nn.Module`` in eval mode (imported with :func:`minquant.from_torch`) or a minquant
     :class:`~minquant.graph.Graph`. ``calibration_data``: an array (N, ...) or an iterable of batches /
     a torch DataLoader (:mod:`.calibrate`). ``per_channel``: int8 weights per output channel (else per
-    tensor). ``calibrator``: activation observer (:func:`make_observer`). ``emulate``: whose integer
-    arithmetic the model runs ('fbgemm', 'qnnpack', 'onnxruntime', 'minquant'). ``input_shape``: for a
+    tensor). ``calibrator``: activation observer (:func:`make_observer`). ``target``: whose integer
+    arithmetic the model runs, on which CPU — a :class:`~minquant.target.Target` or a framework name
+    ('x86', 'fbgemm', 'qnnpack', 'onnxruntime', 'minquant') for this host. ``input_shape``: for a
     torch model, the input shape with batch (default: the calibration data's).
     ``reduce_range``: which operand gives up one bit so that fbgemm's int16 pairs cannot saturate —
     ``'activations'`` (or True: uint8 [0, 127], torch's choice), ``'weights'`` (int8 codes in [−64, 64]: a
-    pair is at most 255·(64 + 64) = 32640 ≤ 32767), or False (none). Default None: ``'weights'`` when the emulation
+    pair is at most 255·(64 + 64) = 32640 ≤ 32767), or False (none). Default None: ``'weights'`` when the target's GEMM
     saturates pairs (fbgemm without VNNI), else False. ``bias_correction``: cancel the mean output shift
     caused by weight rounding (:func:`bias_correction`), using per-channel input means from calibration.
     ``equalize``: activation-aware cross-layer equalization of conv → (ReLU/ReLU6) → conv pairs before
@@ -271,7 +272,8 @@ def quantize_static(model, calibration_data, *, per_channel: bool = True, calibr
 
     Raises ValueError for empty / NaN calibration data, an unknown calibrator or emulation, or a model
     the importer cannot read."""
-    ar = arithmetic(emulate)
+    tgt = as_target(target)
+    ar = tgt.linear()
     act_rr, w_rr, rr_label = _ranges(reduce_range, ar)
     make_observer(calibrator, act_rr)  # fail early on a bad calibrator
     batches = iter_batches(calibration_data, batch_size)
@@ -313,7 +315,7 @@ def quantize_static(model, calibration_data, *, per_channel: bool = True, calibr
             "equalized": bool(equalize), "equalize_alpha": EQUALIZE_ALPHA if equalize else None,
             "calibration_samples": n_samples, "folded_batch_norms": sorted(folded.values()),
             "float_fallback": [n for n, r in role.items() if r == "float"]}
-    return QuantizedModel(qgraph, ar.name, float_names=float_names, meta=meta, channel_scales=q_scales)
+    return QuantizedModel(qgraph, tgt, float_names=float_names, meta=meta, channel_scales=q_scales)
 
 
 def _convert(g: Graph, groups, role, qparams, per_channel, quantize_rule, weight_reduce_range=False, means=None):
@@ -342,7 +344,7 @@ def _convert(g: Graph, groups, role, qparams, per_channel, quantize_rule, weight
         return floats[v]
 
     def q6(s, z):
-        return int(quantize(np.float32(6.0), s, z, "uint8", emulate=quantize_rule))
+        return int(quantize(np.float32(6.0), s, z, "uint8", target=quantize_rule))
 
     for n in g.nodes:
         r = role[n.name]
@@ -381,7 +383,7 @@ def _convert(g: Graph, groups, role, qparams, per_channel, quantize_rule, weight
                                                               tuple(qp[v][1] for v in ins), ys, yz),
                            shape=n.shape, source=n.source)
             if act == "relu_clip":   # ReLU6 after equalization: a per-channel top on the codes, in the output stage
-                hi = quantize(g.node(fusion.activation).params["hi"], ys, yz, "uint8", emulate=quantize_rule)
+                hi = quantize(g.node(fusion.activation).params["hi"], ys, yz, "uint8", target=quantize_rule)
                 if hi.min() < 255:
                     new.params["clamp_hi"] = hi
             nodes.append(new)

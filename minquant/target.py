@@ -1,0 +1,380 @@
+"""The target: *whose* integer arithmetic minquant reproduces, on *which* CPU (docs/quantization.md, step 6).
+
+Every framework computes the same real-number formula (step 7)
+
+    y_q = clamp(z_y + round(M · (acc + bias / (s_x·s_w)))),   M = s_x·s_w / s_y,
+    acc = Σ_k (a_k − z_x)(w_k − z_w)                          (step 4)
+
+but evaluates it with its own roundings — and the roundings depend on the CPU: fbgemm adds u8×s8 products
+in int16-saturating pairs on CPUs without AVX512-VNNI and exactly with it; torch's default engine ``x86``
+sends a convolution to oneDNN instead of fbgemm when the CPU has AVX512-VNNI; ATen's quantized elementwise
+kernels round the elements of each 32- or 64-byte vector block differently from the scalar tail, so the
+vector width decides which positions round which way. A :class:`Target` is therefore two pieces of data:
+
+``framework``  ``"fbgemm"``, ``"x86"`` (torch's default engine: oneDNN or fbgemm per convolution, by torch's
+               own rule), ``"qnnpack"``, ``"onnxruntime"`` (ONNX Runtime's CPU provider, MLAS) or
+               ``"minquant"`` (the textbook arithmetic of docs/quantization.md);
+``cpu``        a :class:`Cpu`: the instruction sets the libraries use (AVX2, AVX-512 F/BW/VL/DQ,
+               AVX512-VNNI, AVX-VNNI) — the host's by default, or a named preset (:data:`CPUS`) to ask what
+               *another* machine computes.
+
+A target *resolves*, layer by layer, to an :class:`Arithmetic` — the handful of facts a kernel needs (do
+pairs saturate, is the bias float or int32, how is the multiplier rounded, how wide are the vector blocks).
+Kernels take ``target=`` (a name, a :class:`Target` or an already resolved :class:`Arithmetic`) and call
+:func:`resolve_conv` / :func:`resolve_linear` / :func:`resolve_ops` once; nothing compares framework names
+outside this module and the kernel that implements a path. A saved model records its full target
+(:meth:`Target.to_dict`), so it computes the same codes when loaded on a host with another CPU.
+
+    >>> Target("x86", "avx2").conv(groups=1, symmetric_weights=True).name      # an AVX2 server: fbgemm
+    'fbgemm'
+    >>> Target("x86", "avx512-vnni").conv(groups=1, symmetric_weights=True).name
+    'onednn'
+
+This module imports only the standard library (and NumPy for nothing); the host CPU is read lazily, on the
+first call of :meth:`Cpu.host`, never at import.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+import sys
+from dataclasses import dataclass
+
+__all__ = ["Cpu", "CPUS", "Target", "Arithmetic", "FRAMEWORKS", "QUANTIZE_RULES", "as_target", "resolve_conv",
+           "resolve_linear", "resolve_ops", "quantize_rule_of"]
+
+#: framework names a :class:`Target` accepts (module docstring)
+FRAMEWORKS = ("fbgemm", "x86", "qnnpack", "onnxruntime", "minquant")
+#: the two ways frameworks quantize a float (``affine.quantize``): multiply by f32(1/s), or divide by s
+QUANTIZE_RULES = ("torch", "onnxruntime")
+_ISAS = ("avx2", "avx512", "avx512_vnni")          # the ISA levels a library can be capped at, low to high
+
+
+# ----------------------------------------------------------------------------------------------- the CPU
+@dataclass(frozen=True)
+class Cpu:
+    """The instruction sets that decide which integer code path a framework takes.
+
+    avx512      : AVX-512 F, BW, VL and DQ — ATen's ``avx512`` capability (64-byte vectors) and fbgemm's
+                  AVX-512 kernels;
+    avx512_vnni : AVX512-VNNI (``vpdpbusd``: u8×s8 products summed exactly into int32) — fbgemm's VNNI
+                  kernels, torch's choice of oneDNN under engine ``x86``, MLAS's VNNI kernels;
+    avx_vnni    : the 256-bit VEX form of VNNI (Intel client chips since Alder Lake) — MLAS only;
+    linux       : torch's ``x86`` engine considers oneDNN only on Linux.
+
+    The three ``*_isa`` caps say what a library was *told* to use, as the environment variables
+    ``FBGEMM_ENABLE_INSTRUCTIONS``, ``ONEDNN_MAX_CPU_ISA`` and ``ATEN_CPU_CAPABILITY`` do (each library reads
+    its variable once, when it loads): ``None`` = the best the CPU has, else one of ``"avx2"``, ``"avx512"``,
+    ``"avx512_vnni"``. torch's choice of oneDNN reads the CPU itself (cpuinfo) and ignores the caps.
+    """
+    name: str
+    avx512: bool = False
+    avx512_vnni: bool = False
+    avx_vnni: bool = False
+    linux: bool = True
+    fbgemm_isa: str | None = None
+    onednn_isa: str | None = None
+    aten_isa: str | None = None
+
+    def __post_init__(self):
+        if self.avx512_vnni and not self.avx512:
+            raise ValueError(f"Cpu {self.name!r}: avx512_vnni needs avx512")
+        for field in ("fbgemm_isa", "onednn_isa", "aten_isa"):
+            v = getattr(self, field)
+            if v is not None and v not in _ISAS:
+                raise ValueError(f"Cpu {self.name!r}: {field}={v!r}; expected None or one of {_ISAS}")
+
+    # --- what each library uses on this CPU ------------------------------------------------------------
+    def _level(self, cap):
+        best = 2 if self.avx512_vnni else (1 if self.avx512 else 0)
+        return best if cap is None else min(best, _ISAS.index(cap))
+
+    @property
+    def fbgemm_vnni(self) -> bool:
+        """fbgemm's GEMM uses vpdpbusd (exact int32) rather than vpmaddubsw (int16-saturating pairs)."""
+        return self._level(self.fbgemm_isa) == 2
+
+    @property
+    def onednn_vnni(self) -> bool:
+        """oneDNN's int8 kernels use vpdpbusd (exact) rather than vpmaddubsw pairs."""
+        return self._level(self.onednn_isa) == 2
+
+    @property
+    def torch_picks_onednn(self) -> bool:
+        """torch's x86 engine may route a convolution to oneDNN (``cpuinfo_has_x86_avx512vnni()`` on Linux)."""
+        return self.avx512_vnni and self.linux
+
+    @property
+    def mlas_vnni(self) -> bool:
+        """ONNX Runtime's MLAS u8×s8 kernels use a VNNI instruction (AVX512-VNNI or AVX-VNNI): no saturation."""
+        return self.avx512_vnni or self.avx_vnni
+
+    @property
+    def aten_vector_bits(self) -> int:
+        """Width of ATen's ``Vectorized`` registers: 512 with the avx512 capability, else 256."""
+        return 512 if self._level(self.aten_isa) >= 1 else 256
+
+    @property
+    def vector_bits(self) -> int:
+        """The widest SIMD register the CPU has (bits)."""
+        return 512 if self.avx512 else 256
+
+    # --- constructors -------------------------------------------------------------------------------------
+    @classmethod
+    def from_flags(cls, flags, name: str = "", *, linux: bool = True, environ=None) -> "Cpu":
+        """A Cpu from /proc/cpuinfo-style flag names; ``environ`` (a mapping) applies the three ISA caps."""
+        flags = set(flags)
+        avx512 = {"avx512f", "avx512bw", "avx512vl", "avx512dq"} <= flags
+        vnni = avx512 and "avx512_vnni" in flags
+        caps = _caps_from_environ(environ or {})
+        if not name:
+            name = "avx512-vnni" if vnni else ("avx512" if avx512 else ("avx-vnni" if "avx_vnni" in flags else "avx2"))
+            if any(caps.values()):
+                name += "/" + ",".join(f"{k.split('_')[0]}={v}" for k, v in caps.items() if v)
+        return cls(name, avx512=avx512, avx512_vnni=vnni, avx_vnni="avx_vnni" in flags, linux=linux, **caps)
+
+    @classmethod
+    def host(cls, *, respect_environment: bool = True) -> "Cpu":
+        """This machine's CPU, read now (not at import): /proc/cpuinfo on Linux, LLVM's feature map
+        elsewhere. With ``respect_environment`` the ISA caps of this process's environment variables apply
+        (they are what torch loaded in this process sees)."""
+        flags = _host_flags()
+        return cls.from_flags(flags, linux=sys.platform.startswith("linux"),
+                              environ=os.environ if respect_environment else None)
+
+    @classmethod
+    def named(cls, name: str) -> "Cpu":
+        """A preset from :data:`CPUS` (or ``"host"``)."""
+        if name == "host":
+            return cls.host()
+        if name not in CPUS:
+            raise ValueError(f"unknown CPU {name!r}; expected 'host' or one of {sorted(CPUS)}")
+        return CPUS[name]
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d) -> "Cpu":
+        if not isinstance(d, dict):
+            raise ValueError(f"a saved CPU must be a mapping, got {type(d).__name__}")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"saved CPU has unknown fields {sorted(unknown)}")
+        return cls(**d)
+
+    def describe(self) -> str:
+        feats = ["AVX2"] + (["AVX-512 F/BW/VL/DQ"] if self.avx512 else []) + \
+                (["AVX512-VNNI"] if self.avx512_vnni else []) + (["AVX-VNNI"] if self.avx_vnni else [])
+        caps = [f"{k}={getattr(self, k)}" for k in ("fbgemm_isa", "onednn_isa", "aten_isa") if getattr(self, k)]
+        return f"{self.name}: " + " + ".join(feats) + (f" (capped: {', '.join(caps)})" if caps else "")
+
+
+def _caps_from_environ(environ) -> dict:
+    """The ISA caps that FBGEMM_ENABLE_INSTRUCTIONS / ONEDNN_MAX_CPU_ISA / ATEN_CPU_CAPABILITY set."""
+    def norm(v, table):
+        v = (v or "").strip().lower()
+        return table.get(v) if v else None
+    fb = norm(environ.get("FBGEMM_ENABLE_INSTRUCTIONS"), {"avx2": "avx2", "avx512": "avx512",
+                                                          "avx512_vnni": "avx512_vnni", "avx512_e1": "avx512_vnni"})
+    dn = norm(environ.get("ONEDNN_MAX_CPU_ISA") or environ.get("DNNL_MAX_CPU_ISA"),
+              {"avx2": "avx2", "avx2_vnni": "avx2", "avx2_vnni_2": "avx2", "avx512_core": "avx512",
+               "avx512_core_vnni": "avx512_vnni", "avx512_core_bf16": "avx512_vnni", "avx512_core_fp16": "avx512_vnni",
+               "avx512_core_amx": "avx512_vnni", "avx512_core_amx_fp16": "avx512_vnni", "all": None})
+    at = norm(environ.get("ATEN_CPU_CAPABILITY"), {"default": "avx2", "avx2": "avx2", "avx512": "avx512",
+                                                   "avx512_vnni": "avx512", "zvector": None})
+    return {"fbgemm_isa": fb, "onednn_isa": dn, "aten_isa": at}
+
+
+@functools.lru_cache(maxsize=1)
+def _host_flags() -> frozenset:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return frozenset(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    try:   # other systems: LLVM's view of the host ('+avx512vnni' → 'avx512_vnni')
+        from llvmlite import binding
+        feats = binding.get_host_cpu_features()
+        ren = {"avx512vnni": "avx512_vnni", "avxvnni": "avx_vnni"}
+        return frozenset(ren.get(k, k) for k, on in feats.items() if on)
+    except Exception:   # noqa: BLE001 — no way to read the CPU: assume the AVX2 baseline
+        return frozenset({"avx2"})
+
+
+#: named CPUs, to ask what another machine computes: ``Target("x86", "avx2")``
+CPUS = {
+    "avx2": Cpu("avx2"),                                              # AMD Zen 2/3, Intel Haswell–Skylake client
+    "avx512": Cpu("avx512", avx512=True),                             # Intel Skylake-SP (no VNNI)
+    "avx512-vnni": Cpu("avx512-vnni", avx512=True, avx512_vnni=True),  # Cascade Lake+, Ice Lake, AMD Zen 4/5
+    "avx-vnni": Cpu("avx-vnni", avx_vnni=True),                       # Intel Alder/Raptor Lake client
+    # an AVX512-VNNI machine with every library capped at AVX2 by its environment variable (what
+    # FBGEMM_ENABLE_INSTRUCTIONS=AVX2 ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2 give)
+    "avx512-vnni/forced-avx2": Cpu("avx512-vnni/forced-avx2", avx512=True, avx512_vnni=True,
+                                   fbgemm_isa="avx2", onednn_isa="avx2", aten_isa="avx2"),
+}
+
+
+# ------------------------------------------------------------------------------- the resolved arithmetic
+@dataclass(frozen=True)
+class Arithmetic:
+    """One framework kernel's evaluation of a quantized op, resolved for one CPU (module docstring).
+
+    name               : whose kernel — 'fbgemm' (torch fbgemm, and ATen's own quantized ops under engines
+                         x86/fbgemm), 'onednn' (torch x86 → oneDNN), 'qnnpack', 'onnxruntime', 'minquant';
+    saturate_pairs     : adjacent u8×s8 products of the GEMM are summed and clamped to int16 before the int32
+                         accumulation (vpmaddubsw, step 8);
+    saturate_depthwise : the same inside the depthwise kernel (tap pairs, step 9);
+    float_bias         : bias stays float and is added to the float accumulator (fbgemm); otherwise it is
+                         quantized to int32 on the scale s_x·s_w and added to the integer accumulator;
+    bias_rule          : the quantize rule turning a float bias into int32 ('torch' multiplies by the
+                         reciprocal, 'onnxruntime' divides);
+    multiplier         : 'f32_ats_over_ys' — f32(f32(s_x·s_w) / s_y); 'f32_ats_times_inv_ys' —
+                         f32(f32(s_x·s_w) · f32(1/s_y)) (qnnpack); 'f64' (float64, minquant); 'onednn'
+                         (oneDNN's scale-then-bias-then-1/s_y stage, docs/quantization.md step 7c);
+    quantize_rule      : how this framework quantizes float activations ('torch' or 'onnxruntime');
+    vector_lanes       : uint8 lanes of one SIMD block of ATen's quantized elementwise kernels (32 on AVX2,
+                         64 on AVX-512): positions inside whole blocks round one way, the tail another;
+    cpu                : the :class:`Cpu` this was resolved for (kernels that need more read it here).
+    """
+    name: str
+    saturate_pairs: bool
+    saturate_depthwise: bool
+    float_bias: bool
+    bias_rule: str
+    multiplier: str
+    quantize_rule: str
+    vector_lanes: int = 32
+    cpu: Cpu = CPUS["avx2"]
+
+
+# ------------------------------------------------------------------------------------------- the target
+@dataclass(frozen=True, init=False)
+class Target:
+    """framework × CPU (module docstring). ``Target("x86")`` is torch's x86 engine on this host;
+    ``Target("x86", "avx2")`` on an AVX2 machine; ``cpu`` may be a :class:`Cpu`, a preset name or ``"host"``."""
+    framework: str
+    cpu: Cpu
+
+    def __init__(self, framework: str, cpu="host"):
+        if isinstance(framework, Target):
+            framework = framework.framework
+        if framework not in FRAMEWORKS:
+            raise ValueError(f"unknown target framework {framework!r}; expected one of {list(FRAMEWORKS)}")
+        if isinstance(cpu, str):
+            cpu = Cpu.named(cpu)
+        elif cpu is None:
+            cpu = Cpu.host()
+        elif not isinstance(cpu, Cpu):
+            raise TypeError(f"cpu must be a Cpu, a preset name or 'host', got {type(cpu).__name__}")
+        object.__setattr__(self, "framework", framework)
+        object.__setattr__(self, "cpu", cpu)
+
+    def __str__(self):
+        return f"{self.framework}@{self.cpu.name}"
+
+    # --- resolution -----------------------------------------------------------------------------------
+    @property
+    def quantize_rule(self) -> str:
+        """How the framework quantizes a float: 'torch' (× f32(1/s)) or 'onnxruntime' (÷ s)."""
+        return "torch" if self.framework in ("fbgemm", "x86", "qnnpack") else "onnxruntime"
+
+    def _fbgemm(self) -> Arithmetic:
+        sat = not self.cpu.fbgemm_vnni
+        return Arithmetic("fbgemm", sat, True, True, "torch", "f32_ats_over_ys", "torch",
+                          self.cpu.aten_vector_bits // 8, self.cpu)
+
+    def ops(self) -> Arithmetic:
+        """The arithmetic of the non-GEMM ops (quantize, add, mul, activations, pooling) and the default for
+        linear layers."""
+        c, lanes = self.cpu, self.cpu.aten_vector_bits // 8
+        if self.framework in ("fbgemm", "x86"):
+            return self._fbgemm()
+        if self.framework == "qnnpack":
+            return Arithmetic("qnnpack", False, False, False, "torch", "f32_ats_times_inv_ys", "torch", lanes, c)
+        if self.framework == "onnxruntime":
+            sat = not c.mlas_vnni
+            return Arithmetic("onnxruntime", sat, False, False, "onnxruntime", "f32_ats_over_ys", "onnxruntime",
+                              lanes, c)
+        return Arithmetic("minquant", False, False, False, "onnxruntime", "f64", "onnxruntime", lanes, c)
+
+    def linear(self) -> Arithmetic:
+        """A quantized linear layer: torch's x86 engine runs every quantized linear on fbgemm."""
+        return self.ops()
+
+    def conv(self, *, groups: int = 1, symmetric_weights: bool = True, transposed: bool = False,
+             depthwise_fast_path: bool = True) -> Arithmetic:
+        """A quantized convolution with ``groups`` groups. ``symmetric_weights``: every weight zero point
+        is 0. Under ``x86`` torch sends it to oneDNN when ``should_use_onednn_quant`` holds (VNNI in cpuinfo,
+        Linux, groups ≤ 100, symmetric weights, no output padding), else to fbgemm. ``depthwise_fast_path``:
+        the layer is one fbgemm runs on its depthwise kernel (which pairs taps with vpmaddubsw on every CPU);
+        other convolutions run fbgemm's GEMM (exact on VNNI)."""
+        if self.framework == "x86" and self.cpu.torch_picks_onednn and groups <= 100 and symmetric_weights \
+                and not transposed:
+            sat = not self.cpu.onednn_vnni
+            return Arithmetic("onednn", sat, sat, True, "torch", "onednn", "torch",
+                              self.cpu.aten_vector_bits // 8, self.cpu)
+        ar = self.ops()
+        if ar.name == "fbgemm":
+            return dataclasses.replace(ar, saturate_depthwise=bool(depthwise_fast_path))
+        return ar
+
+    # --- saved form ---------------------------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        return {"framework": self.framework, "cpu": self.cpu.to_dict()}
+
+    @classmethod
+    def from_dict(cls, d) -> "Target":
+        if not isinstance(d, dict) or set(d) != {"framework", "cpu"}:
+            raise ValueError(f"a saved target must be {{'framework': ..., 'cpu': {{...}}}}, got {d!r}")
+        return cls(d["framework"], Cpu.from_dict(d["cpu"]))
+
+    def describe(self) -> str:
+        return f"{self.framework} on {self.cpu.describe()}"
+
+
+def as_target(spec, cpu="host") -> Target:
+    """A :class:`Target` from a Target, a framework name, or ``"framework@cpu"`` (e.g. ``"x86@avx2"``)."""
+    if isinstance(spec, Target):
+        return spec
+    if isinstance(spec, Arithmetic):
+        raise TypeError("an already resolved Arithmetic is not a Target; pass the Target it came from")
+    if not isinstance(spec, str):
+        raise TypeError(f"target must be a framework name or a Target, got {type(spec).__name__}")
+    if "@" in spec:
+        spec, cpu = spec.split("@", 1)
+    return Target(spec, cpu)
+
+
+def resolve_ops(target) -> Arithmetic:
+    """The :class:`Arithmetic` of non-GEMM ops for ``target`` (an Arithmetic passes through)."""
+    return target if isinstance(target, Arithmetic) else as_target(target).ops()
+
+
+def resolve_linear(target) -> Arithmetic:
+    """The :class:`Arithmetic` of a quantized linear layer for ``target`` (an Arithmetic passes through)."""
+    return target if isinstance(target, Arithmetic) else as_target(target).linear()
+
+
+def resolve_conv(target, **layer) -> Arithmetic:
+    """The :class:`Arithmetic` of one convolution (``layer``: the keywords of :meth:`Target.conv`)."""
+    return target if isinstance(target, Arithmetic) else as_target(target).conv(**layer)
+
+
+def quantize_rule_of(target) -> str:
+    """'torch' or 'onnxruntime' for a rule name, a framework name, a Target or an Arithmetic."""
+    if isinstance(target, Arithmetic):
+        return target.quantize_rule
+    if isinstance(target, Target):
+        return target.quantize_rule
+    if isinstance(target, str):
+        if target in QUANTIZE_RULES:
+            return target
+        if target.split("@", 1)[0] in FRAMEWORKS:
+            return Target(target.split("@", 1)[0], CPUS["avx2"]).quantize_rule   # the rule does not depend on the CPU
+    raise ValueError(f"unknown quantize rule or target {target!r}; expected a rule {list(QUANTIZE_RULES)}, "
+                     f"a framework {list(FRAMEWORKS)} or a Target")
