@@ -840,7 +840,7 @@ def to_onnx(model, path, *, format: str = "qdq", opset: int = DEFAULT_OPSET) -> 
     m.ir_version = onnx.helper.find_min_ir_version_for(opsets, ignore_unknown=True)
     meta = {"minquant.kind": "quantized" if quantized else "float", "minquant.format": format if quantized else "float"}
     if target:
-        meta["minquant.target"] = target
+        meta["minquant.target"] = str(target)
     onnx.helper.set_model_props(m, meta)
     try:
         onnx.checker.check_model(m)

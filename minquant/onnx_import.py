@@ -1804,13 +1804,16 @@ def _check_supported(nodes, quantized: bool) -> None:
 # Entry point
 # ----------------------------------------------------------------------------------------------------------
 
-def from_onnx(model, *, name: str | None = None):
+def from_onnx(model, *, name: str | None = None, target="onnxruntime"):
     """Import an ONNX model (path, bytes or ``onnx.ModelProto``).
 
     A float model becomes a :class:`~minquant.graph.Graph` (run it with :func:`minquant.run`); a model with
     quantized operators (QDQ, QOperator, or ``quantize_dynamic`` output) becomes a
-    :class:`~minquant.quantized.QuantizedModel` with ``target="onnxruntime"`` built from what ONNX Runtime
-    actually runs after its graph optimizer (module docstring), so that its output equals ORT's bit for bit.
+    :class:`~minquant.quantized.QuantizedModel` built from what ONNX Runtime actually runs after its graph
+    optimizer (module docstring), so that its output equals ORT's bit for bit under ``target``
+    (default ``"onnxruntime"`` on this host; ``Target("onnxruntime", "avx2")`` gives what ORT computes on
+    an AVX2 machine without VNNI; another framework runs the same integer graph with that framework's
+    arithmetic).
     Raises ValueError for files that are not (valid) ONNX and for unsupported ops (naming each op type and
     node)."""
     proto = load_onnx(model)
@@ -1836,7 +1839,7 @@ def from_onnx(model, *, name: str | None = None):
     graph = b.build()
     from .quantized import QuantizedModel
     float_names = {n.name: q_source[n.name] for n in graph.nodes if n.name in q_source}
-    return QuantizedModel(graph, "onnxruntime", float_names=float_names,
+    return QuantizedModel(graph, target, float_names=float_names,
                           meta={"source": "onnx", "onnx_opset": g.opset.get("", 0)})
 
 

@@ -175,7 +175,7 @@ def to_text(model_or_graph) -> str:
     info = value_info(model_or_graph if not isinstance(model_or_graph, (str, os.PathLike)) else (qm or graph))
     qp = qm.qparams if qm is not None else {}
     if qm is not None:
-        head = (f"QuantizedModel {graph.name!r} (target={qm.target!r}): {len(graph.nodes)} nodes, "
+        head = (f"QuantizedModel {graph.name!r} (target={str(qm.target)!r}): {len(graph.nodes)} nodes, "
                 f"{graph.num_params():,} params, {qm.size_bytes():,} bytes")
     else:
         head = (f"Graph {graph.name!r} (float): {len(graph.nodes)} nodes, {graph.num_params():,} params, "

@@ -41,7 +41,8 @@ import os
 import sys
 from dataclasses import dataclass
 
-__all__ = ["Cpu", "CPUS", "Target", "Arithmetic", "FRAMEWORKS", "QUANTIZE_RULES", "as_target", "resolve_conv",
+__all__ = ["Cpu", "CPUS", "Target", "Arithmetic", "FRAMEWORKS", "QUANTIZE_RULES", "as_target", "fbgemm_conv_path",
+           "resolve_conv",
            "resolve_linear", "resolve_ops", "quantize_rule_of"]
 
 #: framework names a :class:`Target` accepts (module docstring)
@@ -143,6 +144,14 @@ class Cpu:
         return cls.from_flags(flags, linux=sys.platform.startswith("linux"),
                               environ=os.environ if respect_environment else None)
 
+    def with_environment(self, environ) -> "Cpu":
+        """This CPU as a process with ``environ``'s ISA caps sees it (e.g. the AVX2-forced subprocess of a
+        test: ``Cpu.host().with_environment({"FBGEMM_ENABLE_INSTRUCTIONS": "AVX2", ...})``)."""
+        caps = _caps_from_environ(environ)
+        base = self.name.split("/")[0]
+        tag = ",".join(f"{k.split('_')[0]}={v}" for k, v in caps.items() if v)
+        return dataclasses.replace(self, name=base + ("/" + tag if tag else ""), **caps)
+
     @classmethod
     def named(cls, name: str) -> "Cpu":
         """A preset from :data:`CPUS` (or ``"host"``)."""
@@ -226,9 +235,9 @@ class Arithmetic:
 
     name               : whose kernel — 'fbgemm' (torch fbgemm, and ATen's own quantized ops under engines
                          x86/fbgemm), 'onednn' (torch x86 → oneDNN), 'qnnpack', 'onnxruntime', 'minquant';
-    saturate_pairs     : adjacent u8×s8 products of the GEMM are summed and clamped to int16 before the int32
-                         accumulation (vpmaddubsw, step 8);
-    saturate_depthwise : the same inside the depthwise kernel (tap pairs, step 9);
+    saturate_pairs     : adjacent u8×s8 products (along K in im2col's (kh, kw, c) order; for a depthwise
+                         kernel, consecutive taps) are summed and clamped to int16 before the int32
+                         accumulation (vpmaddubsw, steps 8–9) — resolved per layer for convolutions;
     float_bias         : bias stays float and is added to the float accumulator (fbgemm); otherwise it is
                          quantized to int32 on the scale s_x·s_w and added to the integer accumulator;
     bias_rule          : the quantize rule turning a float bias into int32 ('torch' multiplies by the
@@ -243,13 +252,48 @@ class Arithmetic:
     """
     name: str
     saturate_pairs: bool
-    saturate_depthwise: bool
     float_bias: bool
     bias_rule: str
     multiplier: str
     quantize_rule: str
     vector_lanes: int = 32
     cpu: Cpu = CPUS["avx2"]
+
+
+def _two(v):
+    if isinstance(v, int):
+        return (v, v)
+    t = tuple(int(x) for x in v)
+    return t if len(t) == 2 else (t[0], t[0])
+
+
+def fbgemm_conv_path(cpu: Cpu, groups, c_in, c_out, kernel, stride, padding, dilation) -> str:
+    """Which of its kernels fbgemm (``fbgemmConv``'s ``ConvFastPath``) runs a 2-D convolution on — read from
+    FBGEMM's source and verified live (native and capped) and on the golden recordings:
+
+    ``"depthwise"``  G == C_in, C_out ∈ {G, 2G}, G a multiple of 8, a square 3×3, 5×5 or 7×7 kernel, stride
+                     1 or 2, dilation 1, "same" padding (k − 1)/2: the JIT depthwise kernel (AVX2 only, on
+                     every CPU) — consecutive taps in (kh, kw) order paired with int16 saturation;
+    ``"groupwise"``  2, 4, 8 or 16 channels per group in and out, 3×3, padding 1, dilation 1, stride 1 or 2
+                     (both), and at least as many groups as one vector holds (64 bytes with AVX-512, 32
+                     without, over ``C_out/G · max(C_in/G, 4)``): vpdpbusd on an AVX512-VNNI CPU, else
+                     vpmaddubsw pairs — dispatched on the real CPU, ignoring FBGEMM_ENABLE_INSTRUCTIONS;
+    ``"pointwise"`` / ``"im2col"``  the packed GEMM: exact with VNNI, pairs along K otherwise; follows
+                     FBGEMM_ENABLE_INSTRUCTIONS.
+    Weight granularity and zero points change neither the path nor the accumulation."""
+    (kh, kw), (sh, sw), (ph, pw), (dh, dw) = _two(kernel), _two(stride), _two(padding), _two(dilation)
+    g = int(groups)
+    if (g == c_in and c_out in (g, 2 * g) and g % 8 == 0 and sh in (1, 2) and sw in (1, 2) and kh == kw
+            and kh in (3, 5, 7) and (dh, dw) == (1, 1) and ph == (kh - 1) // 2 and pw == (kw - 1) // 2):
+        return "depthwise"
+    cpg, kpg = c_in // g, c_out // g
+    together = max((64 if cpu.avx512 else 32) // kpg // max(cpg, 4), 1)
+    if (cpg == kpg and cpg in (2, 4, 8, 16) and g >= together and (kh, kw) == (3, 3) and (ph, pw) == (1, 1)
+            and (dh, dw) == (1, 1) and (sh, sw) in ((1, 1), (2, 2))):
+        return "groupwise"
+    if (kh, kw) == (1, 1) and (sh, sw) == (1, 1) and (ph, pw) == (0, 0) and (dh, dw) == (1, 1):
+        return "pointwise"
+    return "im2col"
 
 
 # ------------------------------------------------------------------------------------------- the target
@@ -285,7 +329,7 @@ class Target:
 
     def _fbgemm(self) -> Arithmetic:
         sat = not self.cpu.fbgemm_vnni
-        return Arithmetic("fbgemm", sat, True, True, "torch", "f32_ats_over_ys", "torch",
+        return Arithmetic("fbgemm", sat, True, "torch", "f32_ats_over_ys", "torch",
                           self.cpu.aten_vector_bits // 8, self.cpu)
 
     def ops(self) -> Arithmetic:
@@ -295,33 +339,49 @@ class Target:
         if self.framework in ("fbgemm", "x86"):
             return self._fbgemm()
         if self.framework == "qnnpack":
-            return Arithmetic("qnnpack", False, False, False, "torch", "f32_ats_times_inv_ys", "torch", lanes, c)
+            return Arithmetic("qnnpack", False, False, "torch", "f32_ats_times_inv_ys", "torch", lanes, c)
         if self.framework == "onnxruntime":
             sat = not c.mlas_vnni
-            return Arithmetic("onnxruntime", sat, False, False, "onnxruntime", "f32_ats_over_ys", "onnxruntime",
+            return Arithmetic("onnxruntime", sat, False, "onnxruntime", "f32_ats_over_ys", "onnxruntime",
                               lanes, c)
-        return Arithmetic("minquant", False, False, False, "onnxruntime", "f64", "onnxruntime", lanes, c)
+        return Arithmetic("minquant", False, False, "onnxruntime", "f64", "onnxruntime", lanes, c)
 
     def linear(self) -> Arithmetic:
         """A quantized linear layer: torch's x86 engine runs every quantized linear on fbgemm."""
         return self.ops()
 
-    def conv(self, *, groups: int = 1, symmetric_weights: bool = True, transposed: bool = False,
-             depthwise_fast_path: bool = True) -> Arithmetic:
-        """A quantized convolution with ``groups`` groups. ``symmetric_weights``: every weight zero point
-        is 0. Under ``x86`` torch sends it to oneDNN when ``should_use_onednn_quant`` holds (VNNI in cpuinfo,
-        Linux, groups ≤ 100, symmetric weights, no output padding), else to fbgemm. ``depthwise_fast_path``:
-        the layer is one fbgemm runs on its depthwise kernel (which pairs taps with vpmaddubsw on every CPU);
-        other convolutions run fbgemm's GEMM (exact on VNNI)."""
+    def conv(self, *, groups: int = 1, c_in: int | None = None, c_out: int | None = None, kernel=(1, 1),
+             stride=(1, 1), padding=(0, 0), dilation=(1, 1), symmetric_weights: bool = True,
+             transposed: bool = False) -> Arithmetic:
+        """A quantized 2-D convolution (``c_in`` / ``c_out`` channels, default ``groups`` each). Under
+        ``x86`` torch sends it to oneDNN when ``should_use_onednn_quant`` holds (AVX512-VNNI in cpuinfo, Linux,
+        groups ≤ 100, every weight zero point 0, no output padding), else to fbgemm; fbgemm then picks one of
+        its kernels (:func:`fbgemm_conv_path`), and that kernel decides whether u8×s8 pairs saturate."""
+        c_in = groups if c_in is None else int(c_in)
+        c_out = groups if c_out is None else int(c_out)
         if self.framework == "x86" and self.cpu.torch_picks_onednn and groups <= 100 and symmetric_weights \
                 and not transposed:
-            sat = not self.cpu.onednn_vnni
-            return Arithmetic("onednn", sat, sat, True, "torch", "onednn", "torch",
-                              self.cpu.aten_vector_bits // 8, self.cpu)
+            if not self.cpu.onednn_vnni:
+                raise ValueError(
+                    f"target {self}: torch sends this convolution to oneDNN, and this CPU's oneDNN is capped below "
+                    "AVX512-VNNI (ONEDNN_MAX_CPU_ISA); oneDNN's AVX2 int8 kernels pair u8×s8 products per tap "
+                    "with int16 saturation in a way minquant does not reproduce yet (dense convolutions with an "
+                    "odd channel count and grouped convolutions differ) — no real CPU takes this path")
+            return Arithmetic("onednn", False, True, "torch", "onednn", "torch", self.cpu.aten_vector_bits // 8,
+                              self.cpu)
         ar = self.ops()
-        if ar.name == "fbgemm":
-            return dataclasses.replace(ar, saturate_depthwise=bool(depthwise_fast_path))
-        return ar
+        if ar.name == "onnxruntime" and groups > 1 and c_in == c_out == groups:
+            return dataclasses.replace(ar, saturate_pairs=False)   # MLAS's depthwise kernel: exact int32
+        if ar.name != "fbgemm":
+            return ar
+        path = fbgemm_conv_path(self.cpu, groups, c_in, c_out, kernel, stride, padding, dilation)
+        if path == "depthwise":
+            sat = True                          # GenI8Depthwise: AVX2 vpmaddubsw on every CPU
+        elif path == "groupwise":
+            sat = not self.cpu.avx512_vnni      # reads the real CPU (cpuinfo), not FBGEMM_ENABLE_INSTRUCTIONS
+        else:
+            sat = not self.cpu.fbgemm_vnni      # the packed GEMM follows FBGEMM_ENABLE_INSTRUCTIONS
+        return dataclasses.replace(ar, saturate_pairs=sat)
 
     # --- saved form ---------------------------------------------------------------------------------------
     def to_dict(self) -> dict:

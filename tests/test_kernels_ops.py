@@ -30,6 +30,8 @@ from minquant.kernels.int4 import int4_linear, int4_linear_reference  # noqa: E4
 from minquant.kernels.pool import (qadaptive_avg_pool2d, qadaptive_avg_pool2d_reference,  # noqa: E402
                                    qavg_pool2d, qavg_pool2d_reference, qmax_pool2d, qmax_pool2d_reference)
 from reference.ort_quant import run_node  # noqa: E402
+from minquant.target import Target, resolve_linear, resolve_ops  # noqa: E402
+import forced_isa  # noqa: E402
 
 import torch.ao.nn.quantized.functional as qF  # noqa: E402
 
@@ -174,10 +176,12 @@ def test_qadd_exhaustive_codes(params):
 
 def test_qadd_fbgemm_position_matters(monkeypatch):
     """torch dequantizes with an FMA in its SIMD blocks and without one in the scalar tail: pairs where the
-    two disagree, placed in both regions, match only the position-aware model."""
+    two disagree, placed in both regions, match only the position-aware model — with the block of this
+    host's ATen capability (64 elements on AVX2, 128 on AVX-512)."""
     sa, za, sb, zb, sy, zy = F32(0.0137), 17, F32(0.0412), 200, F32(0.05), 128
     a, b = _all_pairs(0)
-    vec = lambda n: monkeypatch.setattr(add_mod, "torch_vector_block", lambda: n)  # noqa: E731
+    block = add_mod.torch_vector_block(resolve_ops("fbgemm"))
+    vec = lambda n: monkeypatch.setattr(add_mod, "torch_vector_block", lambda ar: n)  # noqa: E731
     vec(1)
     all_simd = qadd_reference(a, sa, za, b, sb, zb, sy, zy)
     vec(0)
@@ -186,8 +190,8 @@ def test_qadd_fbgemm_position_matters(monkeypatch):
     differ = np.nonzero(all_simd != all_scalar)[0][:40]
     assert differ.size > 0
     k = differ.size
-    pad = np.zeros(64 - k, np.uint8)
-    aa = np.concatenate([a[differ], pad, a[differ]])       # first 64: SIMD block; last k: scalar tail
+    pad = np.zeros(block - k, np.uint8)
+    aa = np.concatenate([a[differ], pad, a[differ]])       # first block: SIMD; last k: scalar tail
     bb = np.concatenate([b[differ], pad, b[differ]])
     with engine("fbgemm"):
         y = _torch_add((aa, sa, za, bb, sb, zb, sy, zy), False)
@@ -483,18 +487,32 @@ def test_dynamic_linear_vs_onnxruntime(seed, m, k, n, per_channel):
 
 @pytest.mark.parametrize("eng", ["fbgemm", "onnxruntime"])
 def test_dynamic_linear_pair_saturation_matters(eng, monkeypatch):
-    """With full-range activations and weights the int16 pair saturation changes outputs; without it the
-    emulation would be wrong — proof that the saturating path is exercised."""
+    """With full-range activations and weights the int16 pair saturation changes outputs where the framework
+    saturates; the emulation must follow the path the framework takes. fbgemm: its AVX2 path, live in a
+    subprocess capped at AVX2 (saturating), and the host's native path (exact on VNNI). ONNX Runtime's MLAS
+    cannot be capped: its host path is checked live, and saturation must matter exactly when the host's MLAS
+    has no VNNI."""
     x, w_q, w_scale, w_zp, bias = _dyn_case(5, 32, 128, 32, False)
+    exact = dynamic_linear_reference(x, w_q, w_scale, w_zp, bias, reduce_range=False, target="fbgemm@avx512-vnni")
     if eng == "fbgemm":
+        y_avx2 = forced_isa.call("reference.torch_quant:dynamic_linear", x, w_q, w_scale, w_zp, bias,
+                                 reduce_range=False, engine="fbgemm")
+        avx2 = Target("fbgemm", forced_isa.forced_cpu())
+        assert bits_differ(dynamic_linear_reference(x, w_q, w_scale, w_zp, bias, reduce_range=False, target=avx2),
+                           y_avx2) == 0
+        assert bits_differ(dynamic_linear(x, w_q, w_scale, w_zp, bias, reduce_range=False, target=avx2), y_avx2) == 0
+        assert bits_differ(exact, y_avx2) > 0                  # saturation matters on this data
         with engine("fbgemm"):
             y = _torch_dynamic(x, w_q, w_scale, bias, False, False)
     else:
         y = _ort_dynamic_session(w_q, w_scale, bias).run(None, {"X": x})[0]
     kw = dict(reduce_range=False, target=eng)
     assert bits_differ(dynamic_linear_reference(x, w_q, w_scale, w_zp, bias, **kw), y) == 0
-    monkeypatch.setattr(dyn_mod, "_saturates", lambda ar: False)
-    assert bits_differ(dynamic_linear_reference(x, w_q, w_scale, w_zp, bias, **kw), y) > 0
+    saturates = resolve_linear(eng).saturate_pairs
+    if eng == "onnxruntime":
+        exact = dynamic_linear_reference(x, w_q, w_scale, w_zp, bias, reduce_range=False,
+                                         target="onnxruntime@avx512-vnni")
+    assert (bits_differ(exact, y) > 0) == saturates
 
 
 @HYP
@@ -579,6 +597,110 @@ def test_int4_linear_vs_onnxruntime(seed, m, n, group_size, n_groups, signed, wi
     assert bits_differ(int4_linear(x, pack_int4(q), scale, zp, **kw), r) == 0
 
 
+# MLAS's M = 1 kernel keeps 8 partial sums per output on AVX2 / AVX-VNNI and 16 on AVX-512 (int4.py docstring)
+_INT4_CPUS = ["avx2", "avx-vnni", "avx512", "avx512-vnni"]
+
+
+def _int4_m1_args(x, q, z, scale, bias, k, group_size, signed, with_zp=True):
+    kw = dict(group_size=group_size, in_features=k, bias=bias, dtype="int4" if signed else "uint4")
+    return (x, pack_int4(q), scale, z if with_zp else None), kw
+
+
+def test_int4_linear_m1_fold_depends_on_cpu():
+    """The same M = 1 product under the AVX2 (8-lane) and the AVX-512 (16-lane) MLAS kernels gives
+    different float32 sums; ONNX Runtime on this host matches the fold of this host's CPU, not the other."""
+    host_avx512 = resolve_linear("onnxruntime").cpu.avx512
+    differing = 0
+    for seed in range(20):
+        x, q, z, scale, bias, k = _int4_case(seed, 1, 10, 32, 4, False)     # N = 10: 8 grouped + 2 tail outputs
+        args, kw = _int4_m1_args(x, q, z, scale, bias, k, 32, False)
+        y8 = int4_linear_reference(*args, **kw, target=Target("onnxruntime", "avx2"))
+        y16 = int4_linear_reference(*args, **kw, target=Target("onnxruntime", "avx512-vnni"))
+        assert bits_differ(int4_linear_reference(*args, **kw, target="onnxruntime@avx-vnni"), y8) == 0
+        assert bits_differ(int4_linear_reference(*args, **kw, target="onnxruntime@avx512"), y16) == 0
+        if bits_differ(y8, y16) == 0:
+            continue
+        differing += 1
+        y = _ort_matmul_nbits(x, q, z, scale, bias, 32)
+        mine, other = (y16, y8) if host_avx512 else (y8, y16)
+        assert bits_differ(mine, y) == 0
+        assert bits_differ(other, y) > 0
+        assert bits_differ(int4_linear_reference(*args, **kw, target="onnxruntime"), y) == 0
+    assert differing >= 5, differing
+
+
+@HYP
+@given(seed=st.integers(0, 2 ** 32 - 1), m=st.sampled_from([1, 1, 1, 2, 5]), n=st.integers(1, 23),
+       group_size=st.sampled_from([2, 8, 16, 32, 64]), n_groups=st.integers(1, 5), signed=st.booleans(),
+       with_zp=st.booleans(), with_bias=st.booleans(), cpu=st.sampled_from(_INT4_CPUS))
+def test_int4_linear_fast_equals_reference_per_cpu(seed, m, n, group_size, n_groups, signed, with_zp, with_bias,
+                                                   cpu):
+    """Numba kernel == readable reference, bit for bit, for every CPU's fold (K not a multiple of 8 or 16
+    included: the lane tails)."""
+    x, q, z, scale, bias, k = _int4_case(seed, m, n, group_size, n_groups, signed)
+    args, kw = _int4_m1_args(x, q, z, scale, bias if with_bias else None, k, group_size, signed, with_zp)
+    t = Target("onnxruntime", cpu)
+    r = int4_linear_reference(*args, **kw, target=t)
+    assert bits_differ(int4_linear(*args, **kw, target=t), r) == 0
+    assert bits_differ(int4_linear(*args, **kw, target=resolve_linear(t)), r) == 0      # an Arithmetic works too
+    if m > 1:                                   # the SGEMM path is the one-chain order on every CPU
+        assert bits_differ(r, int4_linear_reference(*args, **kw, target="minquant")) == 0
+
+
+def _golden_ort_nodes():
+    import glob
+    return sorted(glob.glob(os.path.join(os.path.dirname(__file__), "golden", "recordings", "*", "ort_nodes.npz")))
+
+
+@pytest.mark.parametrize("path", _golden_ort_nodes() or [pytest.param(None, marks=pytest.mark.skip(
+    reason="no tests/golden/recordings/*/ort_nodes.npz"))])
+def test_int4_linear_golden_matmul_nbits(path):
+    """Recorded MatMulNBits outputs (ONNX Runtime on the recording host), replayed with the recording host's
+    CPU as the target — whatever CPU runs the test."""
+    import json
+
+    import onnx
+    from minquant.target import Cpu
+    rec = os.path.dirname(path)
+    with open(os.path.join(rec, "manifest.json")) as f:
+        flags = json.load(f)["host"]["cpu_flags"]
+    target = Target("onnxruntime", Cpu.from_flags(flags))
+    d = np.load(path)
+    cases = sorted({key.split("/")[0] for key in d.files}, key=int)
+    checked = total = 0
+    for c in cases:
+        model = onnx.load_from_string(d[f"{c}/model"].tobytes())
+        node = model.graph.node[0]
+        if node.op_type != "MatMulNBits":
+            continue
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        assert attrs.get("bits", 4) == 4 and attrs.get("accuracy_level", 0) != 4
+        k, n, bs = attrs["K"], attrs["N"], attrs["block_size"]
+        assert k % bs == 0
+        inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+        ins = list(node.input) + [""] * (6 - len(node.input))
+        assert ins[4] == ""                                            # no g_idx
+        nb = k // bs
+        b = np.asarray(inits[ins[1]], np.uint8).reshape(-1)
+        scale = np.asarray(inits[ins[2]], F32).reshape(n, nb)
+        zp = None
+        if ins[3]:
+            zb = np.asarray(inits[ins[3]], np.uint8).reshape(n, (nb + 1) // 2)
+            zp = np.stack([np.stack([zb[i] & 15, zb[i] >> 4], 1).reshape(-1)[:nb] for i in range(n)]).astype(np.int64)
+        bias = np.asarray(inits[ins[5]], F32) if ins[5] else None
+        x = d[f"{c}/in_{ins[0]}"]
+        y = d[f"{c}/out_0"]
+        kw = dict(group_size=bs, in_features=k, bias=bias, dtype="uint4", target=target)
+        r = int4_linear_reference(x, b, scale, zp, **kw)
+        assert bits_differ(r, y) == 0, (c, bits_differ(r, y), y.size)
+        assert bits_differ(int4_linear(x, b, scale, zp, **kw), r) == 0
+        record(f"int4_linear golden MatMulNBits ({target})", y.size, 0)
+        checked += 1
+        total += y.size
+    if not checked:
+        pytest.skip(f"{path}: no MatMulNBits cases")
+
+
 @HYP
 @given(seed=st.integers(0, 2 ** 32 - 1), m=st.integers(1, 6), n=st.integers(1, 20),
        group_size=st.sampled_from([2, 8, 32]), n_groups=st.integers(1, 4), signed=st.booleans())
@@ -615,3 +737,8 @@ def test_int4_linear_bad_input():
         int4_linear(x, pack_int4(q), s, 9, **kw)
     with pytest.raises(ValueError, match="dtype"):
         int4_linear(x, pack_int4(q), s, None, dtype="int8", **kw)
+    for bad in ("fbgemm", "x86@avx2", "qnnpack", "tensorrt", "onnxruntime@sparc", 3):
+        with pytest.raises(ValueError, match="target"):
+            int4_linear(x, pack_int4(q), s, None, target=bad, **kw)
+        with pytest.raises(ValueError, match="target"):
+            int4_linear_reference(x, pack_int4(q), s, None, target=bad, **kw)

@@ -11,8 +11,10 @@ from hypothesis import given, settings, HealthCheck, strategies as st
 
 from minquant.affine import quantize_bias
 from minquant.kernels import qconv2d, qconv2d_reference, qlinear, qlinear_reference
-from minquant.kernels.arithmetic import arithmetic
+from minquant.target import Cpu, Target
 from reference import ort_quant, torch_quant
+
+import forced_isa
 
 SETTINGS = dict(max_examples=40, deadline=None, derandomize=True,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
@@ -60,10 +62,12 @@ def linear_case(draw, allow_wzp=True):
     return x_q, xs, xz, w_q, ws, wz, bias, ys, yz, relu
 
 
-@pytest.mark.parametrize("engine,target", [("fbgemm", "fbgemm"), ("x86", "fbgemm"), ("qnnpack", "qnnpack")])
+@pytest.mark.parametrize("engine", ["fbgemm", "x86", "qnnpack"])
 @settings(**SETTINGS)
 @given(case=linear_case())
-def test_qlinear_matches_torch(engine, target, case):
+def test_qlinear_matches_torch(engine, case):
+    """The host's native path of each engine (x86 runs every quantized linear on fbgemm)."""
+    target = engine
     x_q, xs, xz, w_q, ws, wz, bias, ys, yz, relu = case
     with torch_quant.engine(engine):
         want = torch_quant.qlinear(x_q, xs, xz, w_q, ws, wz, bias, ys, yz, relu=relu)
@@ -75,40 +79,41 @@ def test_qlinear_matches_torch(engine, target, case):
     np.testing.assert_array_equal(fast, ref)
 
 
-@st.composite
-def conv_case(draw):
-    seed = draw(st.integers(0, 2 ** 32 - 1))
-    rng = np.random.default_rng(seed)
-    kind = draw(st.sampled_from(["dense", "pointwise", "depthwise", "depthwise_mult", "grouped"]))
-    k = 1 if kind == "pointwise" else draw(st.sampled_from([1, 2, 3, 5]))
-    kh, kw = (k, k) if draw(st.booleans()) else (k, draw(st.sampled_from([1, 3])))
-    stride = 1 if kind == "pointwise" else draw(st.integers(1, 3))
-    pad = 0 if kind == "pointwise" else draw(st.integers(0, max(kh, kw) // 2 + 1))
-    dil = 1 if kind == "pointwise" else draw(st.integers(1, 2))
-    n = draw(st.integers(1, 2))
+def random_conv_case(rng):
+    """One random conv case (all its choices from ``rng``): a kind (dense, pointwise, depthwise, depthwise
+    with a channel multiplier, grouped), kernel, stride, padding, dilation, per-tensor or per-channel full-range
+    int8 weights (so fbgemm's int16 pairs really saturate), optional bias and fused ReLU, and output qparams
+    from the float result's range."""
+    kind = ["dense", "pointwise", "depthwise", "depthwise_mult", "grouped"][rng.integers(5)]
+    k = 1 if kind == "pointwise" else int(rng.choice([1, 2, 3, 5]))
+    kh, kw = (k, k) if rng.random() < 0.5 else (k, int(rng.choice([1, 3])))
+    stride = 1 if kind == "pointwise" else int(rng.integers(1, 4))
+    pad = 0 if kind == "pointwise" else int(rng.integers(0, max(kh, kw) // 2 + 2))
+    dil = 1 if kind == "pointwise" else int(rng.integers(1, 3))
+    n = int(rng.integers(1, 3))
     size_max = 40 if kind.startswith("depthwise") else 14   # depthwise has a row path for wide images
-    h = draw(st.integers(max(1, dil * (kh - 1) + 1 - 2 * pad), size_max))
-    w = draw(st.integers(max(1, dil * (kw - 1) + 1 - 2 * pad), size_max))
+    h = int(rng.integers(max(1, dil * (kh - 1) + 1 - 2 * pad), size_max + 1))
+    w = int(rng.integers(max(1, dil * (kw - 1) + 1 - 2 * pad), size_max + 1))
     if kind in ("dense", "pointwise"):
-        groups, cin, cout = 1, draw(st.integers(1, 24)), draw(st.integers(1, 24))
+        groups, cin, cout = 1, int(rng.integers(1, 25)), int(rng.integers(1, 25))
     elif kind == "depthwise":
-        cin = draw(st.integers(1, 24))
+        cin = int(rng.integers(1, 25))
         groups, cout = cin, cin
     elif kind == "depthwise_mult":
-        cin = draw(st.integers(1, 8))
-        groups, cout = cin, cin * draw(st.integers(2, 3))
+        cin = int(rng.integers(1, 9))
+        groups, cout = cin, cin * int(rng.integers(2, 4))
     else:
-        groups = draw(st.integers(2, 4))
-        cin, cout = groups * draw(st.integers(2, 6)), groups * draw(st.integers(1, 6))
-    per_channel = draw(st.booleans())
+        groups = int(rng.integers(2, 5))
+        cin, cout = groups * int(rng.integers(2, 7)), groups * int(rng.integers(1, 7))
+    per_channel = bool(rng.random() < 0.5)
     xs = np.float32(rng.uniform(0.002, 0.05))
     xz = int(rng.integers(0, 256))
     x_q = rng.integers(0, 256, (n, cin, h, w)).astype(np.uint8)
     w_q = rng.integers(-128, 128, (cout, cin // groups, kh, kw)).astype(np.int8)
     ws = rng.uniform(0.0005, 0.02, cout).astype(np.float32) if per_channel else np.float32(rng.uniform(0.0005, 0.02))
     wz = np.zeros(cout, np.int64) if per_channel else 0
-    bias = rng.normal(0, 2, cout).astype(np.float32) if draw(st.booleans()) else None
-    relu = draw(st.booleans())
+    bias = rng.normal(0, 2, cout).astype(np.float32) if rng.random() < 0.5 else None
+    relu = bool(rng.random() < 0.5)
     import torch
     wf = w_q.astype(np.float32) * (ws.reshape(-1, 1, 1, 1) if per_channel else ws)
     real = torch.nn.functional.conv2d(torch.from_numpy((x_q.astype(np.float32) - xz) * xs), torch.from_numpy(wf),
@@ -119,10 +124,17 @@ def conv_case(draw):
                                                           groups=groups, relu=relu)
 
 
-@pytest.mark.parametrize("engine,target", [("fbgemm", "fbgemm"), ("x86", "fbgemm"), ("qnnpack", "qnnpack")])
+@st.composite
+def conv_case(draw):
+    return random_conv_case(np.random.default_rng(draw(st.integers(0, 2 ** 32 - 1))))
+
+
+@pytest.mark.parametrize("engine", ["fbgemm", "x86", "qnnpack"])
 @settings(**SETTINGS)
 @given(case=conv_case())
-def test_qconv2d_matches_torch(engine, target, case):
+def test_qconv2d_matches_torch(engine, case):
+    """The host's native path: on an AVX512-VNNI host engine x86 sends most of these to oneDNN."""
+    target = engine
     args, kw = case
     with torch_quant.engine(engine):
         want = torch_quant.qconv2d(*args, **kw)
@@ -167,22 +179,53 @@ def test_qconv2d_matches_onnxruntime(case):
 
 
 def test_pair_saturation_is_what_makes_fbgemm_exact():
-    """The test above can fail: without int16 pair saturation (or with exact 'qnnpack' arithmetic) the
-    emulation disagrees with torch's fbgemm on inputs where pairs overflow, and with it, it agrees."""
-    if not arithmetic("fbgemm").saturate_pairs:
-        pytest.skip("this CPU has VNNI: fbgemm does not saturate here")
+    """fbgemm's AVX2 path (live: in-process on an AVX2 host, else in a subprocess capped at AVX2): without
+    int16 pair saturation (or with exact arithmetic) the emulation disagrees with torch on inputs where pairs
+    overflow, and with it, it agrees. On a VNNI host the native path is checked too: exact there."""
     rng = np.random.default_rng(0)
     x_q = rng.integers(200, 256, (8, 64)).astype(np.uint8)          # large activations
     w_q = np.where(rng.random((16, 64)) < 0.5, 127, 100).astype(np.int8)  # same-sign pairs ≥ 129
     xs, xz, ws = np.float32(0.01), 0, np.float32(0.001)
     ys, yz = np.float32(20.0 / 250), 0   # exact result ≈ 16.5, saturated ≈ 10.5: both inside the range
+    args = (x_q, xs, xz, w_q, ws, 0, None, ys, yz)
+    want_avx2 = forced_isa.call("reference.torch_quant:qlinear", *args, engine="fbgemm")
     with torch_quant.engine("fbgemm"):
-        want = torch_quant.qlinear(x_q, xs, xz, w_q, ws, 0, None, ys, yz)
-    exact = qlinear_reference(x_q, xs, xz, w_q, ws, 0, None, ys, yz, target="minquant")
-    emulated = qlinear_reference(x_q, xs, xz, w_q, ws, 0, None, ys, yz, target="fbgemm")
-    assert 0 < want.min() and want.max() < 255          # not clipped: the difference is arithmetic
-    assert (exact != want).mean() > 0.5
-    np.testing.assert_array_equal(emulated, want)
+        want_host = torch_quant.qlinear(*args)
+    exact = qlinear_reference(*args, target="minquant")
+    assert 0 < want_avx2.min() and want_avx2.max() < 255          # not clipped: the difference is arithmetic
+    assert (exact != want_avx2).mean() > 0.5
+    np.testing.assert_array_equal(qlinear_reference(*args, target=Target("fbgemm", forced_isa.forced_cpu())),
+                                  want_avx2)
+    np.testing.assert_array_equal(qlinear(*args, target=Target("fbgemm", forced_isa.forced_cpu())), want_avx2)
+    np.testing.assert_array_equal(qlinear_reference(*args, target="fbgemm"), want_host)
+    if Cpu.host().fbgemm_vnni:
+        np.testing.assert_array_equal(want_host, exact)             # VNNI: vpdpbusd, exact int32
+
+
+@pytest.mark.parametrize("engine", ["fbgemm", "x86"])
+def test_qconv2d_forced_avx2_matches_torch(engine):
+    """The AVX2 paths of this host's torch, live (subprocess with FBGEMM_ENABLE_INSTRUCTIONS=AVX2,
+    ONEDNN_MAX_CPU_ISA=AVX2, ATEN_CPU_CAPABILITY=avx2): fbgemm's saturating pairs and, on a VNNI host
+    under x86, oneDNN's AVX2 kernels. 40 random cases of every kind, one child process."""
+    cases = [random_conv_case(np.random.default_rng(1000 + i)) for i in range(40)]
+    target = Target(engine, forced_isa.forced_cpu())
+    if engine == "x86" and target.cpu.torch_picks_onednn:
+        # torch still routes these (symmetric weights, groups <= 100) to oneDNN, now on its AVX2 kernels:
+        # minquant refuses to guess (Target.conv); fbgemm-routed layers (asymmetric weights) are checked
+        args, kw = cases[0]
+        with pytest.raises(ValueError, match="capped below AVX512-VNNI"):
+            qconv2d(*args, **kw, target=target)
+        cases = [((x, xs, xz, w, ws, 1, None if b is None else b, ys, yz), {**kw, "relu": False})
+                 for (x, xs, xz, w, ws, wz, b, ys, yz), kw in cases if np.ndim(ws) == 0]
+        assert len(cases) >= 10
+    wants = forced_isa.call_many("reference.torch_quant:qconv2d", [(args, kw) for args, kw in cases], engine=engine)
+    bad = []
+    for i, ((args, kw), want) in enumerate(zip(cases, wants)):
+        got = qconv2d(*args, **kw, target=target)
+        np.testing.assert_array_equal(qconv2d_reference(*args, **kw, target=target), got)
+        if int((got != want).sum()):
+            bad.append((i, int((got != want).sum()), want.size))
+    assert not bad, f"(case, differing, elements): {bad}"
 
 
 def test_realistic_weights_rarely_saturate_and_fast_path_handles_both():
@@ -198,8 +241,8 @@ def test_realistic_weights_rarely_saturate_and_fast_path_handles_both():
                                       gemm_u8s8_reference(a, w, 17, 0, saturate_pairs=sat))
 
 
-@pytest.mark.parametrize("engine,target", [("fbgemm", "fbgemm"), ("qnnpack", "qnnpack")])
-def test_output_multiplier_rounding_over_many_scales(engine, target):
+@pytest.mark.parametrize("engine", ["fbgemm", "qnnpack"])
+def test_output_multiplier_rounding_over_many_scales(engine):
     """Large outputs over many random output scales: the multiplier's last bit matters here (qnnpack
     multiplies by f32(1/s_y), fbgemm divides by s_y); one wrong rounding shows up as flipped codes."""
     rng = np.random.default_rng(11)
@@ -215,6 +258,6 @@ def test_output_multiplier_rounding_over_many_scales(engine, target):
         ys = np.float32(ys * rng.uniform(1.0, 1.3))
         with torch_quant.engine(engine):
             want = torch_quant.qlinear(x_q, xs, xz, w_q, ws, np.zeros(128, np.int64), bias, ys, yz)
-        got = qlinear(x_q, xs, xz, w_q, ws, np.zeros(128, np.int64), bias, ys, yz, target=target)
+        got = qlinear(x_q, xs, xz, w_q, ws, np.zeros(128, np.int64), bias, ys, yz, target=engine)
         total += int((got != want).sum())
     assert total == 0

@@ -143,7 +143,7 @@ def test_default_fbgemm_model_runs_as_its_onnxruntime_emulation(digits_model, tm
     computes what ``QuantizedModel(qm.graph, target="onnxruntime")`` computes — not the fbgemm result."""
     model, (x_train, _, x_test, _) = digits_model
     qm = quantize_static(model, x_train[:256], progress=False)
-    assert qm.target == "fbgemm"
+    assert qm.target.framework == "fbgemm"
     y = ort_run(to_onnx(qm, tmp_path / "fb.onnx", format="qoperator"), x_test)
     assert np.array_equal(y, QuantizedModel(qm.graph, target="onnxruntime")(x_test))
 
@@ -339,7 +339,7 @@ def test_dynamic_nodes_bit_exact(digits_model, tmp_path):
     gives minquant's 'onnxruntime' result bit for bit. ORT's ConvInteger accumulates exactly in int32 (no
     u8×s8 pair saturation): the test also checks it against minquant's dynamic conv with saturate_pairs
     forced off."""
-    from minquant.kernels.arithmetic import EMULATIONS
+    from minquant.target import resolve_linear
     from minquant.kernels.gemm import pack_weight
     from minquant.quantized.executor import dynamic_conv2d
     model, (_, _, x_test, _) = digits_model
@@ -356,7 +356,7 @@ def test_dynamic_nodes_bit_exact(digits_model, tmp_path):
     w = n.params["weight"]
     pack = [pack_weight(np.ascontiguousarray(w.transpose(0, 2, 3, 1).reshape(w.shape[0], -1)), 0)]
     exact = dynamic_conv2d(inp, pack, n.params["w_scale"], n.params["bias"], n.attrs, w.shape[2:],
-                           dataclasses.replace(EMULATIONS["onnxruntime"], saturate_pairs=False))
+                           dataclasses.replace(resolve_linear("onnxruntime"), saturate_pairs=False))
     assert np.array_equal(y, exact)
     assert np.array_equal(y, one(inp)), f"{int((y != one(inp)).sum())} of {y.size} differ"
 

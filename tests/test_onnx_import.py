@@ -189,7 +189,7 @@ def test_mobilenet_v2_qdq_bit_identical(files):
     from minquant.kernels.requantize import output_stage
     from minquant.quantized.executor import weight_qparams
     qm = from_onnx(files["mnv2_qdq"])
-    assert isinstance(qm, QuantizedModel) and qm.target == "onnxruntime"
+    assert isinstance(qm, QuantizedModel) and qm.target.framework == "onnxruntime"
     ops = ops_of(qm)
     # what ORT runs after its optimizer: 52 QLinearConv, 10 QLinearAdd, QLinearGlobalAveragePool, QGemm
     assert ops["qconv2d"] == 52 and ops["qadd"] == 10 and ops["qadaptive_avg_pool2d"] == 1 and ops["qlinear"] == 1
@@ -468,7 +468,7 @@ def test_minquant_export_reads_back_bit_identical(minquant_models, which, fmt, t
     back into the layer's ``clamp_hi``."""
     from minquant.onnx_export import to_onnx
     qm, _, x = minquant_models[which]
-    assert qm.target == "fbgemm"
+    assert qm.target.framework == "fbgemm"
     path = to_onnx(qm, tmp_path / f"{which}_{fmt}.onnx", format=fmt)
     back = from_onnx(path)
     y = back(x)

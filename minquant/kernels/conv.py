@@ -7,9 +7,10 @@ same (kh, kw, c) order. Then it is exactly the quantized linear layer: accumulat
 int16 pair saturation along that order, step 8) and output stage (step 7).
 
 Depthwise convolution (one input channel per group) has K = KH·KW taps per output; fbgemm's depthwise
-kernels pair the products along the taps in the same (kh, kw) order, so the same rule covers it. ONNX
-Runtime's depthwise kernel (one input *and* one output channel per group) accumulates exactly instead
-(``Arithmetic.saturate_depthwise``).
+kernel pairs the products along the taps in the same (kh, kw) order, so the same rule covers it. Whether a
+layer's pairs saturate is decided per layer by its target (:meth:`minquant.target.Target.conv`): fbgemm's
+depthwise kernel saturates on every CPU, its GEMM only without VNNI; ONNX Runtime's depthwise kernel (one
+input *and* one output channel per group) accumulates exactly.
 
 ``qconv2d_reference``: per-group im2col + :func:`gemm_u8s8_reference` + :func:`requantize_reference`.
 ``QConv2d`` (and its one-shot form ``qconv2d``): the fast path — one im2col + BLAS-exact GEMM for
@@ -53,21 +54,13 @@ def _weight_matrix(w_q, g, groups):
 
 def conv_arithmetic(target, w_shape, w_zp, groups, stride, padding, dilation):
     """The :class:`~minquant.target.Arithmetic` of one convolution under ``target``: which kernel the
-    framework picks for this layer (torch x86: oneDNN or fbgemm by ``should_use_onednn_quant``; fbgemm:
-    its depthwise kernel or its GEMM) and how that kernel rounds on the target's CPU."""
-    c_out, cg = w_shape[0], w_shape[1]
-    depthwise = cg == 1 and c_out == groups and groups > 1
-    return resolve_conv(target, groups=int(groups), symmetric_weights=not np.any(np.asarray(w_zp)),
-                        depthwise_fast_path=fbgemm_depthwise_fast_path(w_shape, groups, stride, padding,
-                                                                       dilation) if depthwise else False)
-
-
-def fbgemm_depthwise_fast_path(w_shape, groups, stride, padding, dilation) -> bool:
-    """True if fbgemm runs this convolution on its depthwise kernel (tap pairs with int16 saturation,
-    step 9) rather than its GEMM. Every depthwise convolution (one input and one output channel per
-    group) counts here."""
-    c_out, cg = w_shape[0], w_shape[1]
-    return cg == 1 and c_out == groups and groups > 1
+    framework picks for this layer (torch x86: oneDNN or fbgemm by ``should_use_onednn_quant``; fbgemm: its
+    depthwise, groupwise or GEMM kernel, :func:`minquant.target.fbgemm_conv_path`) and how that kernel
+    rounds on the target's CPU."""
+    c_out, cg, kh, kw = w_shape
+    return resolve_conv(target, groups=int(groups), c_in=int(cg) * int(groups), c_out=int(c_out), kernel=(kh, kw),
+                        stride=stride, padding=padding, dilation=dilation,
+                        symmetric_weights=not np.any(np.asarray(w_zp)))
 
 
 def qconv2d_reference(x_q, x_scale, x_zp, w_q, w_scale, w_zp, bias, y_scale, y_zp, *, stride=1, padding=0,
@@ -80,7 +73,7 @@ def qconv2d_reference(x_q, x_scale, x_zp, w_q, w_scale, w_zp, bias, y_scale, y_z
     og = c_out // groups
     w_zp_all = np.broadcast_to(np.asarray(w_zp, dtype=np.int64), (c_out,))
     x_nhwc = x_q.transpose(0, 2, 3, 1)
-    saturate = ar.saturate_depthwise if (cg == 1 and og == 1 and groups > 1) else ar.saturate_pairs
+    saturate = ar.saturate_pairs
     accs = []
     for g in range(groups):
         cols = im2col_reference(x_nhwc[..., g * cg:(g + 1) * cg], kh, kw, stride, padding, dilation,
@@ -401,7 +394,7 @@ class QConv2d:
         st = self.stage
         if pk.depthwise:
             mult = c_out // c_in
-            saturate = self.arith.saturate_depthwise if mult == 1 else self.arith.saturate_pairs
+            saturate = self.arith.saturate_pairs
             lo_s, hi_s = (-32768.0, 32767.0) if saturate else (-2.0 ** 30, 2.0 ** 30)
             if kh * kw > 255:
                 raise ValueError(f"depthwise kernel {kh}x{kw} too large for the exact float32 accumulator")

@@ -59,6 +59,7 @@ _FLOAT_BIAS_PER_CHANNEL = 0   # fbgemm, per-channel weights: f32(acc) + f32(b / 
 _FLOAT_BIAS_FMA = 1           # fbgemm, per-tensor weights: fma(b, f32(1 / s_xw), acc)
 _INT_BIAS_F32 = 2             # qnnpack / onnxruntime: f32(acc + b_q) · f32 multiplier
 _INT_BIAS_F64 = 3             # minquant: (acc + b_q) · float64 multiplier
+_ONEDNN = 4                   # torch x86 → oneDNN: f32(f32(f32(acc)·a_x)·a_w) + b, then ·f32(1/s_y) + z_y
 
 
 class OutputStage:
@@ -90,6 +91,8 @@ def output_stage(n_out, x_scale, w_scale, bias, y_scale, y_zp, *, relu=False, cl
     if not 0 <= int(y_zp) <= 255:
         raise ValueError(f"output zero point {y_zp} outside [0, 255]")
     ats = (np.float32(x_scale) * ws).astype(np.float32)                       # s_xw = f32(s_x · s_w)
+    if ar.multiplier == "onednn":
+        return _onednn_stage(n_out, x_scale, ws, bias, y_scale, y_zp, relu, clamp, clamp_hi)
     if ar.multiplier == "f32_ats_times_inv_ys":
         mult32 = (ats * (np.float32(1) / np.float32(y_scale))).astype(np.float32)
     else:
@@ -120,6 +123,16 @@ def output_stage(n_out, x_scale, w_scale, bias, y_scale, y_zp, *, relu=False, cl
         elif bias is not None:
             bias_q = quantize_bias(bias, x_scale, ws, target=ar.bias_rule).astype(np.int64)
         mode = _INT_BIAS_F64 if ar.multiplier == "f64" else _INT_BIAS_F32
+    lo, his = _clamp_codes(n_out, y_zp, relu, clamp, clamp_hi)
+    if mult32.ndim == 1:
+        mult32 = np.stack([mult32, np.zeros(n_out, np.float32)])
+    mult32 = np.concatenate([mult32, np.zeros((1, n_out), np.float32)])   # rows: (M, aux, aux2)
+    return OutputStage(mode, np.ascontiguousarray(bias_f), bias_q, np.ascontiguousarray(mult32), mult64,
+                       int(y_zp), lo, his)
+
+
+def _clamp_codes(n_out, y_zp, relu, clamp, clamp_hi):
+    """(lo, hi (n_out,) float64): the lower code and each channel's top code (module docstring)."""
     lo, hi = (int(y_zp) if relu else 0), 255
     if clamp is not None:
         lo, hi = int(clamp[0]), int(clamp[1])
@@ -133,10 +146,34 @@ def output_stage(n_out, x_scale, w_scale, bias, y_scale, y_zp, *, relu=False, cl
         his = np.minimum(his, ch.astype(np.float64))
         if his.min() < lo:
             raise ValueError(f"clamp_hi goes below the lower clamp {lo} (min {int(his.min())})")
-    if mult32.ndim == 1:
-        mult32 = np.stack([mult32, np.zeros(n_out, np.float32)])
-    return OutputStage(mode, np.ascontiguousarray(bias_f), bias_q, np.ascontiguousarray(mult32), mult64,
-                       int(y_zp), lo, his)
+    return lo, his
+
+
+def _onednn_stage(n_out, x_scale, ws, bias, y_scale, y_zp, relu, clamp, clamp_hi):
+    """oneDNN's output stage as torch 2.14.1 drives it (docs/quantization.md, step 7c). torch hands ideep
+    the *reciprocals* of the activation scales, computed in float64 and rounded to float32, and oneDNN
+    inverts them again in float32, so the three constants are
+
+        a_x = f32(1 / f32(1 / s_x))      (≠ f32(s_x) in the last bit for ~14 % of scales)
+        a_w[n] = f32(s_w[n])             m_y = f32(1 / s_y)   (float64 division, rounded)
+
+    and each output is ``clamp(rne(f32(f32(f32(f32(f32(acc)·a_x)·a_w[n]) + b[n])·m_y) + z_y))`` — two
+    scale multiplications (not one by s_x·s_w), a float bias, the zero point added *before* rounding. A fused
+    ReLU (max(v, 0) before the output scale) gives exactly the lower clamp at z_y."""
+    bias_f = np.zeros(n_out, np.float32)
+    if bias is not None:
+        bias = np.asarray(bias)
+        if bias.shape != (n_out,):
+            raise ValueError(f"bias has shape {bias.shape}, expected ({n_out},)")
+        if bias.dtype.kind in "iu":
+            raise ValueError("oneDNN's output stage takes a float bias (torch passes it as float), not int32")
+        bias_f = bias.astype(np.float32)
+    a_x = np.float32(np.float32(1.0) / np.float32(1.0 / float(x_scale)))
+    m_y = np.float32(1.0 / float(y_scale))
+    mult32 = np.stack([ws.astype(np.float32), np.full(n_out, a_x, np.float32), np.full(n_out, m_y, np.float32)])
+    lo, his = _clamp_codes(n_out, y_zp, relu, clamp, clamp_hi)
+    return OutputStage(_ONEDNN, np.ascontiguousarray(bias_f), np.zeros(n_out, np.int64),
+                       np.ascontiguousarray(mult32), np.zeros(n_out), int(y_zp), lo, his)
 
 
 def requantize_reference(acc, st: OutputStage) -> np.ndarray:
@@ -150,6 +187,11 @@ def requantize_reference(acc, st: OutputStage) -> np.ndarray:
         t = np.rint((acc_f * st.mult32[0]).astype(np.float32))
     elif st.mode == _INT_BIAS_F32:
         t = np.rint(((acc + st.bias_q).astype(np.float32) * st.mult32[0]).astype(np.float32))
+    elif st.mode == _ONEDNN:
+        v = ((acc.astype(np.float32) * st.mult32[1]).astype(np.float32) * st.mult32[0]).astype(np.float32)
+        v = (v + st.bias_f).astype(np.float32)
+        t = np.rint(((v * st.mult32[2]).astype(np.float32) + np.float32(st.y_zp)).astype(np.float32))
+        return np.minimum(np.maximum(t, st.lo), st.hi).astype(np.uint8)
     else:
         t = np.rint((acc + st.bias_q).astype(np.float64) * st.mult64)
     return np.minimum(np.maximum(t + st.y_zp, st.lo), st.hi).astype(np.uint8)
@@ -166,6 +208,10 @@ def _requant_value(a, n, mode, bias_f, bias_q, mult32, mult64, y_zp, lo, hi):
         t = np.rint(np.float32(f * mult32[0, n]))
     elif mode == 2:
         t = np.rint(np.float32(np.float32(a + bias_q[n]) * mult32[0, n]))
+    elif mode == 4:
+        v = np.float32(np.float32(np.float32(np.float32(a) * mult32[1, n]) * mult32[0, n]) + bias_f[n])
+        t = np.rint(np.float32(np.float32(v * mult32[2, n]) + np.float32(y_zp)))
+        return np.uint8(min(max(t, lo), hi[n]))
     else:
         t = np.rint(np.float64(a + bias_q[n]) * mult64[n])
     return np.uint8(min(max(t + y_zp, lo), hi[n]))
@@ -226,6 +272,15 @@ def _requant_row(acc, n, mode, bias_f, bias_q, mult32, mult64, y_zp, lo, hi, out
         mu = mult32[0, n]
         for i in range(L):
             t = np.float32(np.rint(np.float32(np.float32(acc[i] + bq) * mu))) + zf
+            out[i] = np.uint8(min(max(t, lof), hif))
+    elif mode == 4:
+        bf = bias_f[n]
+        aw = mult32[0, n]
+        ax = mult32[1, n]
+        my = mult32[2, n]
+        for i in range(L):
+            v = np.float32(np.float32(np.float32(np.float32(acc[i]) * ax) * aw) + bf)
+            t = np.float32(np.rint(np.float32(np.float32(v * my) + zf)))
             out[i] = np.uint8(min(max(t, lof), hif))
     else:
         bq = bias_q[n]
