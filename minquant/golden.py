@@ -1009,7 +1009,7 @@ def main(argv=None) -> int:
                 for i, n, label in r["failing"]:
                     print(f"      case {i} ({label}): {n}")
                 for i, label, msg in r["errors"]:
-                    print(f"      case {i} ({label}): {msg}")
+                    print(f"      case {i} ({label}): {msg if len(msg) <= 200 else msg[:197] + '...'}")
     return 1 if total_bad else 0
 
 
