@@ -132,7 +132,7 @@ def section_dynamic(cases, workdir, quick):
     for c in cases:
         n_img = 32 if c["name"] == "TinyCNN" else (2 if quick else 4)
         x = c["x"][:n_img]
-        qm, _ = quantize_dynamic(c["graph"], target="onnxruntime")
+        qm = quantize_dynamic(c["graph"], target="onnxruntime")
         t = time.perf_counter()
         ref, vals = qm.run(x, intermediates=True)
         t_mq = time.perf_counter() - t

@@ -8,7 +8,8 @@ the plotting ones (``minquant.render``, ``minquant.report``) load only when you 
 
 Start reading at docs/quantization.md; every kernel docstring cites its steps.
 """
-from . import affine, kernels, observers
+from . import affine, kernels, observers, target
+from .target import CPUS, Cpu, Target
 from .affine import (QType, choose_qparams, dequantize, fake_quantize, pack_int4, qtype, quantize,
                      quantize_bias, to_float16, unpack_int4)
 from .executor import infer_shapes, run
@@ -19,7 +20,9 @@ from .graph import OPS, Graph, Node, register_op
 
 __version__ = "0.1.0"
 
-__all__ = ["affine", "kernels", "observers", "QType", "qtype", "choose_qparams", "quantize", "dequantize",
+__all__ = ["affine", "kernels", "observers", "target", "Target", "Cpu", "CPUS",
+           "quantize_static", "quantize_dynamic", "from_torch_quantized", "compare", "load", "QuantizedModel",
+           "report_torch_quantized", "QType", "qtype", "choose_qparams", "quantize", "dequantize",
            "fake_quantize", "quantize_bias", "pack_int4", "unpack_int4", "to_float16", "Graph", "Node", "OPS",
            "register_op", "run", "infer_shapes", "from_torch", "from_onnx", "to_onnx", "Observer", "MinMaxObserver",
            "MovingAverageMinMaxObserver", "PerChannelMinMaxObserver", "MovingAveragePerChannelMinMaxObserver",

@@ -248,7 +248,8 @@ def _common_rows(name, model, shape, calib, x_eval, y_eval, f_ref, x1, reps, tor
     art.setdefault("bit_exact", []).append((name, differ, t_logits.size))
 
     with _step("minquant quantize_dynamic (Linear and Conv2d)"):
-        qm, rep_d = quantize_dynamic(model, input_shape=shape)
+        qm = quantize_dynamic(model, input_shape=shape)
+        rep_d = qm.report
         xe = x_eval if n_eval_dynamic is None else x_eval[:n_eval_dynamic]
         kinds = rep_d.by_kind()
         note = ", ".join(f"{q}/{t} {k}" for k, (q, t) in kinds.items()) + " int8"

@@ -343,7 +343,7 @@ def test_dynamic_nodes_bit_exact(digits_model, tmp_path):
     from minquant.kernels.gemm import pack_weight
     from minquant.quantized.executor import dynamic_conv2d
     model, (_, _, x_test, _) = digits_model
-    qm, _ = quantize_dynamic(model, input_shape=(1, 1, 28, 28), target="onnxruntime")
+    qm = quantize_dynamic(model, input_shape=(1, 1, 28, 28), target="onnxruntime")
     x = x_test[:16]
     one, inp = _one_node(qm, "classifier", x)
     y = ort_run(to_onnx(one, tmp_path / "lin.onnx"), inp, tmp_path / "opt.onnx")

@@ -523,7 +523,7 @@ def test_minquant_dynamic_and_code_ops_read_back(digits_model, tmp_path):
     from minquant.quantized import ops, quantize_dynamic
     from minquant.quantized.executor import EXTRA_FLOAT_KERNELS
     model, (_, _, x_te, _) = digits_model
-    qm, _ = quantize_dynamic(model, input_shape=(1, 1, 28, 28), target="onnxruntime")
+    qm = quantize_dynamic(model, input_shape=(1, 1, 28, 28), target="onnxruntime")
     back = from_onnx(to_onnx(qm, tmp_path / "dyn.onnx"))
     assert ops_of(back) == ops_of(qm)
     assert [n.attrs.relu for n in back.graph.nodes if n.op.startswith("dynamic")] == \

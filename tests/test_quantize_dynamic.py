@@ -45,7 +45,8 @@ def test_torch_quantize_dynamic_leaves_conv_float(digits_model):
 
 def test_minquant_quantize_dynamic_quantizes_conv_and_linear(digits_model, tmp_path):
     model, (_, _, x_te, y_te) = digits_model
-    qm, rep = quantize_dynamic(model, input_shape=(1, 1, 28, 28))
+    qm = quantize_dynamic(model, input_shape=(1, 1, 28, 28))
+    rep = qm.report
     assert rep.by_kind() == {"conv2d": (2, 2), "linear": (1, 1)}
     ops = [n.op for n in qm.graph.nodes]
     assert ops.count("dynamic_conv2d") == 2 and ops.count("dynamic_linear") == 1 and "relu" not in ops  # ReLU fused
@@ -62,7 +63,7 @@ def test_dynamic_conv2d_matches_integer_formula(target):
     """dynamic_conv2d = run-time qparams, quantize, integer conv (exact int64 here), y = acc·s_x·s_w + b."""
     torch.manual_seed(0)
     conv = nn.Conv2d(4, 6, 3, padding=1, stride=2, groups=2).eval()
-    qm, _ = quantize_dynamic(nn.Sequential(conv).eval(), input_shape=(1, 4, 9, 9), target=target)
+    qm = quantize_dynamic(nn.Sequential(conv).eval(), input_shape=(1, 4, 9, 9), target=target)
     node = qm.graph.nodes[0]
     x = np.random.default_rng(0).normal(size=(3, 4, 9, 9)).astype(np.float32)
     y = qm(x)
@@ -85,7 +86,8 @@ def test_quantize_dynamic_input_checks(digits_model):
         quantize_dynamic(model)
     with pytest.raises(ValueError, match="'linear' and 'conv2d'"):
         quantize_dynamic(model, layers=("lstm",), input_shape=(1, 1, 28, 28))
-    qm, rep = quantize_dynamic(model, layers=("linear",), input_shape=(1, 1, 28, 28))
+    qm = quantize_dynamic(model, layers=("linear",), input_shape=(1, 1, 28, 28))
+    rep = qm.report
     assert rep.by_kind() == {"conv2d": (0, 2), "linear": (1, 1)}
     assert [r.note for r in rep.not_quantized] == ["not selected", "not selected"]
 

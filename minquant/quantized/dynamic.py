@@ -1,8 +1,8 @@
 """Dynamic quantization: int8 weights ahead of time, activations quantized at run time — and a report of
 what a quantizer actually quantized.
 
-    qm, report = quantize_dynamic(model, input_shape=(1, 1, 28, 28))
-    print(report)                         # every weighted layer: int8 or float, and why
+    qm = quantize_dynamic(model, input_shape=(1, 1, 28, 28))
+    print(qm.report)                      # every weighted layer: int8 or float, and why
 
 No calibration: each call measures the input's range, picks uint8 qparams, quantizes, runs the integer
 product and dequantizes the accumulator straight to float (:mod:`minquant.kernels.dynamic`). minquant
@@ -81,7 +81,8 @@ class QuantizationReport:
 def quantize_dynamic(model, *, layers=("linear", "conv2d"), per_channel: bool = True, target="fbgemm",
                      reduce_range=None, input_shape=None):
     """Dynamic int8 quantization of the Linear and Conv2d layers of ``model`` (torch nn.Module — then
-    ``input_shape`` is required — or minquant Graph). Returns ``(QuantizedModel, QuantizationReport)``.
+    ``input_shape`` is required — or minquant Graph). Returns the :class:`QuantizedModel`; its ``report``
+    attribute is the :class:`QuantizationReport` (which layers became int8, which stayed float and why).
 
     ``layers``: which op kinds to quantize ('linear', 'conv2d'). Weights: symmetric int8 per output channel
     (``per_channel``) or per tensor, as :func:`~minquant.quantize.static.quantize_weight`. Activations:
@@ -147,7 +148,9 @@ def quantize_dynamic(model, *, layers=("linear", "conv2d"), per_channel: bool = 
     qgraph = Graph(g.inputs, nodes, g.outputs, g.input_shapes, g.name)
     meta = {"method": "quantize_dynamic", "per_channel": per_channel, "reduce_range": bool(reduce_range),
             "layers": list(layers), "folded_batch_norms": sorted(folded.values())}
-    return QuantizedModel(qgraph, tgt, float_names=float_names, meta=meta), report
+    qm = QuantizedModel(qgraph, tgt, float_names=float_names, meta=meta)
+    qm.report = report
+    return qm
 
 
 def report_torch_quantized(qmodel) -> QuantizationReport:

@@ -111,6 +111,9 @@ class QuantizedModel:
             raise ValueError(f"no kernel for op(s) {unknown} in a quantized model")
         self.qparams = ops.value_qparams(graph)
         self._shapes = None
+        #: what a quantizer reports about how it made this model (:func:`quantize_dynamic` sets a
+        #: :class:`~minquant.quantized.dynamic.QuantizationReport`); None otherwise. Not saved.
+        self.report = None
 
     # -- running --------------------------------------------------------------------------------------
     @property
