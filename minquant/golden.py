@@ -708,7 +708,7 @@ def _histogram_observer(target, reduce_range):
     from .observers import HistogramObserver
     if "target" in inspect.signature(HistogramObserver.__init__).parameters:
         return HistogramObserver(reduce_range=reduce_range, target=target)
-    return HistogramObserver(reduce_range=reduce_range, simd_lanes=16 if target.cpu.aten_vector_bits == 512 else 8)
+    return HistogramObserver(reduce_range=reduce_range, simd_lanes=max(target.ops().vector_bits, 256) // 32)
 
 
 def _replay_histogram_observer(p, a, target):

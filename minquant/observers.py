@@ -487,8 +487,9 @@ class HistogramObserver(_HistogramBased):
 
     Exactness: every float32 operation of torch's Python code, ATen's ``histc`` binning, its fused
     multiply-add ``linspace`` (:func:`_torch_linspace`), the float64-accumulated cumsum and its float32
-    summation order (:func:`_torch_sum`; ``simd_lanes`` = 8 for AVX2, 16 for AVX-512 CPUs — see
-    ``torch.backends.cpu.get_cpu_capability()``; only 8 could be checked here) are mirrored, so the histogram,
+    summation order (:func:`_torch_sum`; ``simd_lanes`` = 8: torch 2.14 runs the AVX2 build of its sum
+    kernel on AVX-512 CPUs too — measured live under capabilities AVX2 and AVX512; 16 models a 512-bit build
+    no torch 2.14 kernel uses) are mirrored, so the histogram,
     the searched range and the qparams equal torch's bit for bit. Deliberate differences: NaN/Inf raise
     ``ValueError`` (torch drops ±Inf with a warning and is undefined on NaN); ``compute()`` before data
     raises (torch warns and returns scale 1, zero point 0).

@@ -8,8 +8,8 @@ Every framework computes the same real-number formula (step 7)
 but evaluates it with its own roundings — and the roundings depend on the CPU: fbgemm adds u8×s8 products
 in int16-saturating pairs on CPUs without AVX512-VNNI and exactly with it; torch's default engine ``x86``
 sends a convolution to oneDNN instead of fbgemm when the CPU has AVX512-VNNI; ATen's quantized elementwise
-kernels round the elements of each 32- or 64-byte vector block differently from the scalar tail, so the
-vector width decides which positions round which way. A :class:`Target` is therefore two pieces of data:
+kernels round the elements of each vector block differently from the scalar tail, so the width of the
+kernel build that runs decides which positions round which way. A :class:`Target` is therefore two pieces of data:
 
 ``framework``  ``"fbgemm"``, ``"x86"`` (torch's default engine: oneDNN or fbgemm per convolution, by torch's
                own rule), ``"qnnpack"``, ``"onnxruntime"`` (ONNX Runtime's CPU provider, MLAS) or
@@ -50,6 +50,7 @@ FRAMEWORKS = ("fbgemm", "x86", "qnnpack", "onnxruntime", "minquant")
 #: the two ways frameworks quantize a float (``affine.quantize``): multiply by f32(1/s), or divide by s
 QUANTIZE_RULES = ("torch", "onnxruntime")
 _ISAS = ("avx2", "avx512", "avx512_vnni")          # the ISA levels a library can be capped at, low to high
+_ATEN_CAPS = ("default", "avx2", "avx512")          # ATen's capabilities, low to high
 
 
 # ----------------------------------------------------------------------------------------------- the CPU
@@ -67,7 +68,8 @@ class Cpu:
     The three ``*_isa`` caps say what a library was *told* to use, as the environment variables
     ``FBGEMM_ENABLE_INSTRUCTIONS``, ``ONEDNN_MAX_CPU_ISA`` and ``ATEN_CPU_CAPABILITY`` do (each library reads
     its variable once, when it loads): ``None`` = the best the CPU has, else one of ``"avx2"``, ``"avx512"``,
-    ``"avx512_vnni"``. torch's choice of oneDNN reads the CPU itself (cpuinfo) and ignores the caps.
+    ``"avx512_vnni"`` (ATen: ``"default"``, ``"avx2"``, ``"avx512"``). torch's choice of oneDNN and fbgemm's
+    groupwise kernel read the CPU itself (cpuinfo) and ignore the caps.
     """
     name: str
     avx512: bool = False
@@ -81,10 +83,10 @@ class Cpu:
     def __post_init__(self):
         if self.avx512_vnni and not self.avx512:
             raise ValueError(f"Cpu {self.name!r}: avx512_vnni needs avx512")
-        for field in ("fbgemm_isa", "onednn_isa", "aten_isa"):
+        for field, allowed in (("fbgemm_isa", _ISAS), ("onednn_isa", _ISAS), ("aten_isa", _ATEN_CAPS)):
             v = getattr(self, field)
-            if v is not None and v not in _ISAS:
-                raise ValueError(f"Cpu {self.name!r}: {field}={v!r}; expected None or one of {_ISAS}")
+            if v is not None and v not in allowed:
+                raise ValueError(f"Cpu {self.name!r}: {field}={v!r}; expected None or one of {allowed}")
 
     # --- what each library uses on this CPU ------------------------------------------------------------
     def _level(self, cap):
@@ -112,9 +114,27 @@ class Cpu:
         return self.avx512_vnni or self.avx_vnni
 
     @property
+    def aten_capability(self) -> str:
+        """ATen's CPU capability ('default', 'avx2', 'avx512'): avx512 needs AVX-512 F/BW/VL/DQ;
+        ``ATEN_CPU_CAPABILITY`` can only lower it."""
+        best = "avx512" if self.avx512 else "avx2"
+        if self.aten_isa is None:
+            return best
+        return _ATEN_CAPS[min(_ATEN_CAPS.index(best), _ATEN_CAPS.index(self.aten_isa))]
+
+    @property
     def aten_vector_bits(self) -> int:
-        """Width of ATen's ``Vectorized`` registers: 512 with the avx512 capability, else 256."""
-        return 512 if self._level(self.aten_isa) >= 1 else 256
+        """Width of the build of ATen's quantized elementwise kernels (qadd, qmul, qhardswish, the float
+        sum...) that runs: torch 2.14 registers them with ``REGISTER_DISPATCH`` only, which leaves the AVX512
+        slot empty, so an AVX-512 CPU runs their **AVX2 (256-bit)** build; 0 (scalar rounding only) under the
+        ``default`` capability. Measured: the 512-bit model is wrong on this kind of kernel under AVX512."""
+        return 0 if self.aten_capability == "default" else 256
+
+    @property
+    def aten_avx512_kernel_bits(self) -> int:
+        """Width of ATen kernels torch also registers for AVX-512 (``ALSO_REGISTER_AVX512_DISPATCH``; of the
+        ones minquant emulates, the channels-last average pool): the capability's own width."""
+        return {"default": 0, "avx2": 256, "avx512": 512}[self.aten_capability]
 
     @property
     def vector_bits(self) -> int:
@@ -192,8 +212,7 @@ def _caps_from_environ(environ) -> dict:
               {"avx2": "avx2", "avx2_vnni": "avx2", "avx2_vnni_2": "avx2", "avx512_core": "avx512",
                "avx512_core_vnni": "avx512_vnni", "avx512_core_bf16": "avx512_vnni", "avx512_core_fp16": "avx512_vnni",
                "avx512_core_amx": "avx512_vnni", "avx512_core_amx_fp16": "avx512_vnni", "all": None})
-    at = norm(environ.get("ATEN_CPU_CAPABILITY"), {"default": "avx2", "avx2": "avx2", "avx512": "avx512",
-                                                   "avx512_vnni": "avx512", "zvector": None})
+    at = norm(environ.get("ATEN_CPU_CAPABILITY"), {"default": "default", "avx2": "avx2", "avx512": "avx512"})
     return {"fbgemm_isa": fb, "onednn_isa": dn, "aten_isa": at}
 
 
@@ -246,8 +265,11 @@ class Arithmetic:
                          f32(f32(s_x·s_w) · f32(1/s_y)) (qnnpack); 'f64' (float64, minquant); 'onednn'
                          (oneDNN's scale-then-bias-then-1/s_y stage, docs/quantization.md step 7c);
     quantize_rule      : how this framework quantizes float activations ('torch' or 'onnxruntime');
-    vector_lanes       : uint8 lanes of one SIMD block of ATen's quantized elementwise kernels (32 on AVX2,
-                         64 on AVX-512): positions inside whole blocks round one way, the tail another;
+    vector_bits        : width of the build of ATen's quantized elementwise kernels that runs (256; 0 under
+                         the ``default`` capability; :attr:`Cpu.aten_vector_bits`): positions inside whole
+                         SIMD blocks round one way, the tail another;
+    vector_bits_avx512_kernels : the width of ATen kernels also built for AVX-512 (channels-last average
+                         pool; :attr:`Cpu.aten_avx512_kernel_bits`);
     cpu                : the :class:`Cpu` this was resolved for (kernels that need more read it here).
     """
     name: str
@@ -256,7 +278,8 @@ class Arithmetic:
     bias_rule: str
     multiplier: str
     quantize_rule: str
-    vector_lanes: int = 32
+    vector_bits: int = 256
+    vector_bits_avx512_kernels: int = 256
     cpu: Cpu = CPUS["avx2"]
 
 
@@ -329,22 +352,24 @@ class Target:
 
     def _fbgemm(self) -> Arithmetic:
         sat = not self.cpu.fbgemm_vnni
-        return Arithmetic("fbgemm", sat, True, "torch", "f32_ats_over_ys", "torch",
-                          self.cpu.aten_vector_bits // 8, self.cpu)
+        c = self.cpu
+        return Arithmetic("fbgemm", sat, True, "torch", "f32_ats_over_ys", "torch", c.aten_vector_bits,
+                          c.aten_avx512_kernel_bits, c)
 
     def ops(self) -> Arithmetic:
         """The arithmetic of the non-GEMM ops (quantize, add, mul, activations, pooling) and the default for
         linear layers."""
-        c, lanes = self.cpu, self.cpu.aten_vector_bits // 8
+        c = self.cpu
+        bits = (c.aten_vector_bits, c.aten_avx512_kernel_bits)
         if self.framework in ("fbgemm", "x86"):
             return self._fbgemm()
         if self.framework == "qnnpack":
-            return Arithmetic("qnnpack", False, False, "torch", "f32_ats_times_inv_ys", "torch", lanes, c)
+            return Arithmetic("qnnpack", False, False, "torch", "f32_ats_times_inv_ys", "torch", *bits, c)
         if self.framework == "onnxruntime":
             sat = not c.mlas_vnni
             return Arithmetic("onnxruntime", sat, False, "onnxruntime", "f32_ats_over_ys", "onnxruntime",
-                              lanes, c)
-        return Arithmetic("minquant", False, False, "onnxruntime", "f64", "onnxruntime", lanes, c)
+                              *bits, c)
+        return Arithmetic("minquant", False, False, "onnxruntime", "f64", "onnxruntime", *bits, c)
 
     def linear(self) -> Arithmetic:
         """A quantized linear layer: torch's x86 engine runs every quantized linear on fbgemm."""
@@ -367,8 +392,9 @@ class Target:
                     "AVX512-VNNI (ONEDNN_MAX_CPU_ISA); oneDNN's AVX2 int8 kernels pair u8×s8 products per tap "
                     "with int16 saturation in a way minquant does not reproduce yet (dense convolutions with an "
                     "odd channel count and grouped convolutions differ) — no real CPU takes this path")
-            return Arithmetic("onednn", False, True, "torch", "onednn", "torch", self.cpu.aten_vector_bits // 8,
-                              self.cpu)
+            c = self.cpu
+            return Arithmetic("onednn", False, True, "torch", "onednn", "torch", c.aten_vector_bits,
+                              c.aten_avx512_kernel_bits, c)
         ar = self.ops()
         if ar.name == "onnxruntime" and groups > 1 and c_in == c_out == groups:
             return dataclasses.replace(ar, saturate_pairs=False)   # MLAS's depthwise kernel: exact int32

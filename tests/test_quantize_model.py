@@ -38,7 +38,7 @@ def test_round_trip_is_bit_identical(qmodel, tmp_path):
     # documented layout: an npz without pickles, JSON description inside
     with np.load(path, allow_pickle=False) as f:
         doc = json.loads(f["__model__"].tobytes().decode())
-        assert doc["format"] == FORMAT and doc["version"] == 1
+        assert doc["format"] == FORMAT and doc["version"] == 2
         key = doc["nodes"][1]["params"]["weight"]
         assert f[key].dtype == np.int8
 

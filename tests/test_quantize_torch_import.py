@@ -314,7 +314,7 @@ def test_elementwise_kernels_match_torch_on_every_code(engine):
                     ref = torch.ops.quantized.hardswish(t, ys, yz).int_repr().numpy()
                     ours = qactivation("hardswish", xq, s, z, ys, yz, target=target, channels_last=cl)
                     assert np.array_equal(ours, ref), (s, z, ys, yz, cl, int((ours != ref).sum()))
-                    one_table_fails |= not np.array_equal(apply_tables(xq, t_vec, t_vec, channels_last=cl), ref)
+                    one_table_fails |= not np.array_equal(apply_tables(xq, t_vec, t_vec, block=64, channels_last=cl), ref)
                     hsig = torch.nn.functional.hardsigmoid(t)
                     assert (hsig.q_scale(), hsig.q_zero_point()) == (1 / 256, 0)
                     ours = qactivation("hardsigmoid", xq, s, z, 1 / 256, 0, target=target, channels_last=cl)

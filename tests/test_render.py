@@ -50,7 +50,7 @@ def test_text_quantized_model_has_qparams_and_params(tiny):
     _, qm = tiny
     text = to_text(qm)
     info = qm.shapes()
-    assert text.splitlines()[0].startswith("QuantizedModel 'TinyCNN' (target='onnxruntime')")
+    assert text.splitlines()[0].startswith("QuantizedModel 'TinyCNN' (target='onnxruntime@")
     for n in qm.graph.nodes:
         assert f"{n.name}  {n.op}" in text
         if n.name in qm.qparams:

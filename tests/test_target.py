@@ -91,9 +91,14 @@ def test_fbgemm_kernel_choice():
 
 
 def test_elementwise_lanes_follow_atens_capability():
-    assert Target("fbgemm", "avx2").ops().vector_lanes == 32
-    assert Target("fbgemm", "avx512-vnni").ops().vector_lanes == 64
-    assert Target("fbgemm", "avx512-vnni/forced-avx2").ops().vector_lanes == 32
+    """torch 2.14 runs the AVX2 build of qadd / qmul / qhardswish on AVX-512 CPUs too; only kernels also
+    registered for AVX-512 (the channels-last average pool) run 512 bits wide."""
+    assert Target("fbgemm", "avx2").ops().vector_bits == 256
+    assert Target("fbgemm", "avx512-vnni").ops().vector_bits == 256
+    assert Target("fbgemm", "avx512-vnni").ops().vector_bits_avx512_kernels == 512
+    assert Target("fbgemm", "avx512-vnni/forced-avx2").ops().vector_bits_avx512_kernels == 256
+    default = Cpu.host(respect_environment=False).with_environment({"ATEN_CPU_CAPABILITY": "default"})
+    assert Target("fbgemm", default).ops().vector_bits == 0
 
 
 def test_quantize_accepts_every_target_name():

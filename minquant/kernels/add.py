@@ -32,8 +32,10 @@ stands for a following ReLU on the codes).
 ``qadd_reference`` spells each out in NumPy; ``qadd`` is the Numba version (bit-identical).
 
 The fbgemm position rule assumes what a residual add sees: same-shape contiguous inputs, one thread (torch
-splits tensors of 32768+ elements across threads and every chunk gets its own scalar tail) and ATen's
-vector width: 64-element blocks on AVX2, 128 on AVX512, none without AVX2 (``torch_vector_block``).
+splits tensors of 32768+ elements across threads and every chunk gets its own scalar tail) and the width
+of the kernel build that runs (``torch_vector_block``): 64-element blocks on AVX2 and AVX-512 CPUs alike —
+torch registers ``qadd`` with ``REGISTER_DISPATCH`` only, so an AVX-512 CPU runs its AVX2 build (measured:
+a 128-element model is wrong there) — and none under ATen's ``default`` capability.
 """
 from __future__ import annotations
 
@@ -49,10 +51,11 @@ _F32 = np.float32
 
 
 def torch_vector_block(ar) -> int:
-    """Elements per iteration of ATen's vectorized elementwise loop for uint8 (2 × ``Vectorized<quint8>``)
-    under the resolved arithmetic ``ar``: 64 with ATen's avx2 capability, 128 with avx512
-    (:attr:`minquant.target.Cpu.aten_vector_bits`; ``ATEN_CPU_CAPABILITY`` is a cap of the Cpu)."""
-    return 2 * ar.vector_lanes
+    """Elements per iteration of ATen's vectorized elementwise loop for uint8 (2 × ``Vectorized<quint8>``
+    = ``2·vector_bits/8``) under the resolved arithmetic ``ar``: 64 for the 256-bit build — which torch 2.14
+    runs on AVX2 *and* AVX-512 CPUs (:attr:`minquant.target.Cpu.aten_vector_bits`) — and 0 (scalar loop
+    only) under ATen's ``default`` capability."""
+    return 2 * ar.vector_bits // 8
 
 
 def _check_inputs(a_q, a_scale, a_zp, b_q, b_scale, b_zp, y_scale, y_zp):

@@ -45,7 +45,6 @@ import numpy as np
 from numba import njit
 
 from ..target import resolve_ops
-from .add import torch_vector_block
 
 __all__ = ["qmax_pool2d", "qmax_pool2d_reference", "qavg_pool2d", "qavg_pool2d_reference",
            "qadaptive_avg_pool2d", "qadaptive_avg_pool2d_reference", "pool_out_size",
@@ -156,9 +155,11 @@ def _adaptive_windows(size, out):
 
 
 def _vector_channels(c, ar) -> int:
-    """Channels handled by torch's SIMD loop in the channels-last average pool (one float32 vector: 8 on
-    AVX2, 16 on AVX-512)."""
-    width = torch_vector_block(ar) // 8
+    """Channels handled by torch's SIMD loop in the channels-last average pool: whole float32 vectors of
+    8 channels (256-bit build) or 16 (torch also builds this kernel for AVX-512:
+    ``Arithmetic.vector_bits_avx512_kernels``). It only matters when output qparams differ from the input's,
+    which torch's own op never has."""
+    width = ar.vector_bits_avx512_kernels // 32
     return (c // width) * width if width else 0
 
 
