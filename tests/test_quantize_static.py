@@ -98,7 +98,7 @@ def test_reproduces_torch_x86_ptq_when_configured_like_torch(digits_model):
         ref = _out(m, x_te)
     finally:
         torch.backends.quantized.engine = old
-    qm = quantize_static(model, calib, calibrator="histogram", reduce_range="activations", bias_correction=False,
+    qm = quantize_static(model, calib, target="x86", calibrator="histogram", reduce_range="activations", bias_correction=False,
                          equalize=False,
                          batch_size=32, progress=False)
     pairs = [("quant", "x:quantize"), ("module.features.0", "features.0"), ("module.features.2", "features.2"),
@@ -112,7 +112,14 @@ def test_reproduces_torch_x86_ptq_when_configured_like_torch(digits_model):
     w_t = tmods["module.features.2"].weight().int_repr().numpy()
     assert np.array_equal(qm.graph.node("features.2").params["weight"], w_t)
     out = qm(x_te)
-    assert (out != ref).mean() < 1e-3
+    # compare output codes: the output scale itself may differ in the last bit (see above; on an AVX-512
+    # host torch's float convs round differently from AVX2, which moves a histogram edge), which changes
+    # every dequantized logit by one ulp without changing a single code
+    (s_t, z_t), (s_m, z_m) = (float(tmods["module.classifier"].scale), int(tmods["module.classifier"].zero_point)), \
+        qm.qparams["classifier"]
+    codes_t = np.rint(ref.astype(np.float64) / s_t) + z_t
+    codes_m = np.rint(out.astype(np.float64) / s_m) + z_m
+    assert (codes_m != codes_t).mean() < 1e-3
 
 
 def test_fold_batch_norm_keeps_the_function():
