@@ -6,6 +6,7 @@
     minquant compare QUANTIZED --float MODEL           per-layer SQNR, worst layers first
     minquant prune MODEL --amount 0.5 --out FILE       magnitude or channel pruning
     minquant bench [MODEL...]                          one-thread latency: torch fp32, torch int8, minquant int8
+    minquant doctor [--json]                           each framework's integer path here, checked live
 
 MODEL and DATA arguments are resolved by :mod:`minquant.cli_models`. Exit codes: 0 success; 1 a problem
 with the input (missing or corrupt file, unsupported layer, empty calibration set, NaN in data), reported
@@ -450,6 +451,11 @@ def cmd_bench(args) -> int:
     return 0
 
 
+def cmd_doctor(args) -> int:
+    from .doctor import main as doctor_main
+    return doctor_main(json_output=args.json)
+
+
 # ------------------------------------------------------------------------------------------------------
 # the parser
 # ------------------------------------------------------------------------------------------------------
@@ -571,6 +577,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", metavar="DATA", help="inputs: digits, photos or a folder (default: by input size)")
     model_options(p)
     p.set_defaults(func=cmd_bench)
+
+    p = add("doctor", "which integer code path each framework takes on this CPU; checked live against minquant",
+            "Prints the CPU features, then for torch (engines fbgemm, x86, qnnpack) and ONNX Runtime, per op "
+            "family, the kernel the framework takes on this host and how it accumulates and rounds, and "
+            "whether minquant reproduces it: one small random case per row (full-range int8 weights, large "
+            "activations) run through both, 'N / M differ'. Exit code 1 if any row differs.",
+            "minquant doctor --json > doctor.json")
+    p.add_argument("--json", action="store_true", help="print the rows as JSON")
+    p.set_defaults(func=cmd_doctor)
     return ap
 
 

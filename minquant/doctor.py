@@ -1,0 +1,604 @@
+"""``minquant doctor``: which integer code path each framework takes on this machine, and whether minquant
+reproduces it — checked live.
+
+For every framework (torch engines fbgemm, x86 and qnnpack; ONNX Runtime's CPU provider) and op family the
+doctor resolves the :class:`~minquant.target.Arithmetic` of this host (:mod:`minquant.target`), names the
+kernel it stands for ("oneDNN, exact int32 (VNNI)", "fbgemm depthwise kernel, int16 pair saturation",
+"ATen 256-bit build, blocks of 64 + scalar tail", ...) and then runs **one small random case** through the
+framework and through minquant's fast kernel, counting the output elements that differ (integer codes, or
+the float32 bits of a float output). The cases are built so that a wrong emulation shows:
+
+* full-range int8 weights and large activations (codes 128…255), so that u8×s8 pairs overflow int16 and
+  pair saturation, if the kernel has it, really changes accumulators — for every GEMM-type row the doctor
+  also counts how many elements differ when minquant uses the *opposite* pair rule (``control``: > 0 means
+  the case tells the two rules apart);
+* output qparams chosen from the exact real result so that outputs span the uint8 range without piling up
+  at 0 or 255 (``clipped`` = the fraction of the framework's outputs at 0 or 255);
+* element counts that are not a multiple of ATen's SIMD block, so the scalar tail is exercised.
+
+torch and onnxruntime are imported inside the functions; a missing framework gives rows that say so
+(``checked=False``) instead of failing. Everything runs on one thread (torch's thread count is restored).
+
+    rows = doctor()                 # list[Row]
+    print(format_table(rows))
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+
+from .target import Arithmetic, Cpu, Target, fbgemm_conv_path
+
+__all__ = ["Row", "doctor", "format_table", "format_host", "FAMILIES"]
+
+_F32 = np.float32
+
+#: framework label → (Target framework, the package it needs)
+_FRAMEWORKS = {"torch fbgemm": ("fbgemm", "torch"), "torch x86": ("x86", "torch"),
+               "torch qnnpack": ("qnnpack", "torch"), "onnxruntime": ("onnxruntime", "onnxruntime")}
+_TORCH_FAMILIES = ("linear", "conv dense", "conv depthwise 3x3", "conv groupwise", "add", "mul", "hardswish",
+                   "global avg pool", "dynamic linear")
+_ORT_FAMILIES = ("QLinearConv dense", "QLinearConv depthwise 3x3", "QLinearMatMul", "QLinearAdd",
+                 "QLinearGlobalAveragePool", "MatMulNBits")
+#: framework label → op families checked
+FAMILIES = {k: (_ORT_FAMILIES if k == "onnxruntime" else _TORCH_FAMILIES) for k in _FRAMEWORKS}
+
+# the convolution geometries (N, C_in, C_out, H=W, groups), all 3×3, stride 1, padding 1, dilation 1:
+# dense; depthwise with 32 channels (fbgemm's depthwise kernel: a multiple of 8, "same" padding); groupwise
+# with 4 channels per group in and out and 8 groups (fbgemm's groupwise kernel on AVX-512 and AVX2 hosts)
+_CONV = {"dense": (1, 16, 24, 11, 1), "depthwise": (1, 32, 32, 11, 32), "groupwise": (1, 32, 32, 11, 8)}
+_CONV_GEO = dict(kernel=(3, 3), stride=(1, 1), padding=(1, 1), dilation=(1, 1))
+_LINEAR = (7, 200, 37)          # M, K, N
+_ELEMENTS = 1000                # add / mul / hardswish: 15 blocks of 64 + a tail of 40
+_POOL = (1, 48, 7, 7)
+
+
+@dataclass
+class Row:
+    """One framework × op family.
+
+    framework : 'torch fbgemm', 'torch x86', 'torch qnnpack' or 'onnxruntime';
+    family    : the op family ('conv dense', 'add', 'QLinearMatMul', ...);
+    path      : the kernel the framework takes on this host and how it rounds (from the resolved Arithmetic);
+    checked   : a live case ran (False: framework missing, ``live=False`` or the path did not resolve);
+    differing : output elements where minquant's fast kernel and the framework differ (None: not checked
+                or the check failed — see ``note``);
+    elements  : output elements compared;
+    control   : GEMM-type rows: elements that differ when minquant uses the opposite int16-pair rule
+                (> 0: this case would have caught the wrong rule); None elsewhere;
+    clipped   : fraction of the framework's uint8 outputs at 0 or 255 (None for float outputs);
+    note      : why a row is not checked, or the error a check raised."""
+    framework: str
+    family: str
+    path: str
+    checked: bool
+    differing: int | None
+    elements: int | None
+    control: int | None = None
+    clipped: float | None = None
+    note: str = ""
+
+    @property
+    def ok(self) -> bool:
+        """Not a failure: matched bit for bit, or not checked at all."""
+        return (not self.checked) or self.differing == 0
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+# ------------------------------------------------------------------------------------------------------
+# path names (from the resolved arithmetic only)
+# ------------------------------------------------------------------------------------------------------
+def _accumulation(ar: Arithmetic, vnni_gemm: bool) -> str:
+    if ar.saturate_pairs:
+        return "int16 pair saturation"
+    return "exact int32 (VNNI)" if vnni_gemm else "exact int32"
+
+
+def _conv_kind(family: str) -> str:
+    return {"conv dense": "dense", "QLinearConv dense": "dense", "conv depthwise 3x3": "depthwise",
+            "QLinearConv depthwise 3x3": "depthwise", "conv groupwise": "groupwise"}[family]
+
+
+def _conv_layer(kind: str) -> dict:
+    _, c_in, c_out, _, groups = _CONV[kind]
+    return dict(groups=groups, c_in=c_in, c_out=c_out, symmetric_weights=True, **_CONV_GEO)
+
+
+def _resolve(target: Target, family: str) -> Arithmetic:
+    if "Conv" in family or family.startswith("conv"):
+        return target.conv(**_conv_layer(_conv_kind(family)))
+    if family in ("linear", "dynamic linear", "QLinearMatMul", "MatMulNBits"):
+        return target.linear()
+    return target.ops()
+
+
+def _path(target: Target, family: str, ar: Arithmetic) -> str:
+    cpu = target.cpu
+    if ar.name == "onednn":
+        return "oneDNN, " + _accumulation(ar, cpu.onednn_vnni)
+    if family.startswith("conv") or family.startswith("QLinearConv"):
+        if ar.name == "fbgemm":
+            layer = _conv_layer(_conv_kind(family))
+            kernel = fbgemm_conv_path(cpu, layer["groups"], layer["c_in"], layer["c_out"], layer["kernel"],
+                                      layer["stride"], layer["padding"], layer["dilation"])
+            name = {"depthwise": "fbgemm depthwise kernel", "groupwise": "fbgemm groupwise kernel",
+                    "pointwise": "fbgemm GEMM (1x1)", "im2col": "fbgemm GEMM (im2col)"}[kernel]
+            vnni = cpu.avx512_vnni if kernel == "groupwise" else (cpu.fbgemm_vnni and kernel != "depthwise")
+            return f"{name}, {_accumulation(ar, vnni)}"
+        if ar.name == "qnnpack":
+            return "QNNPACK, " + _accumulation(ar, False)
+        if ar.name == "onnxruntime":
+            if _conv_kind(family) == "depthwise":
+                return "MLAS depthwise kernel, " + _accumulation(ar, False)
+            return "MLAS u8s8 GEMM, " + _accumulation(ar, cpu.mlas_vnni)
+    if family in ("linear", "dynamic linear", "QLinearMatMul"):
+        extra = ""
+        if family == "dynamic linear":
+            extra = " (reduce_range ignored)" if ar.name == "qnnpack" else " (reduce_range: codes 0..127)"
+        name = {"fbgemm": "fbgemm GEMM", "qnnpack": "QNNPACK GEMM", "onnxruntime": "MLAS u8s8 GEMM"}[ar.name]
+        vnni = {"fbgemm": cpu.fbgemm_vnni, "onnxruntime": cpu.mlas_vnni}.get(ar.name, False)
+        return f"{name}{extra}, {_accumulation(ar, vnni)}"
+    if family == "MatMulNBits":
+        from .kernels.int4 import _m1_lanes
+        lanes = _m1_lanes(ar)
+        isa = "AVX-512" if lanes == 16 else "AVX2"
+        return f"MLAS SQNBit fp32, M=1 dot kernel, {lanes} lanes ({isa})"
+    if family in ("add", "hardswish"):
+        if ar.name == "fbgemm":
+            from .kernels.add import torch_vector_block
+            blk = torch_vector_block(ar)
+            what = "" if family == "add" else " tables"
+            if not blk:
+                return f"ATen scalar loop{what}"
+            return f"ATen {ar.vector_bits}-bit build{what}, blocks of {blk} + scalar tail"
+        if ar.name == "qnnpack":
+            return "QNNPACK fixed point, round half away" if family == "add" else "QNNPACK float32 table"
+    if family == "QLinearAdd":
+        return "MLAS float32 FMAs, z_y before rounding"
+    if family == "mul":
+        return "ATen qmul, float32 (position-independent)"
+    if family == "global avg pool":
+        if ar.name == "qnnpack":
+            return "QNNPACK average pool (kernel = H x W)"
+        return "ATen adaptive avg pool, NCHW raw sum"
+    if family == "QLinearGlobalAveragePool":
+        return "MLAS float32 scale, z_y after rounding"
+    return ar.name
+
+
+# ------------------------------------------------------------------------------------------------------
+# case construction (framework-independent)
+# ------------------------------------------------------------------------------------------------------
+def _out_qparams(real):
+    """(y_scale, y_zp) mapping the real output range onto ~[16, 240]: full range, not saturated."""
+    lo, hi = min(float(np.min(real)), 0.0), max(float(np.max(real)), 0.0)
+    ys = _F32(max(hi - lo, 1e-3) / 224.0)
+    yz = int(np.clip(round(-lo / float(ys)) + 16, 0, 255))
+    return ys, yz
+
+
+def _big_codes(rng, shape):
+    """Large activations: u8 codes 128…255 (with full-range int8 weights, u8×s8 pairs overflow int16)."""
+    return rng.integers(128, 256, shape).astype(np.uint8)
+
+
+def _weights(rng, shape):
+    return rng.integers(-128, 128, shape).astype(np.int8)
+
+
+def _linear_case(rng):
+    m, k, n = _LINEAR
+    x = _big_codes(rng, (m, k))
+    xs, xz = _F32(0.02), 190
+    w = _weights(rng, (n, k))
+    ws = rng.uniform(0.002, 0.01, n).astype(_F32)
+    bias = rng.normal(0, 2, n).astype(_F32)
+    real = ((x.astype(np.float64) - xz) @ w.astype(np.float64).T) * float(xs) * ws.astype(np.float64) + bias
+    ys, yz = _out_qparams(real)
+    return dict(x=x, xs=xs, xz=xz, w=w, ws=ws, wz=np.zeros(n, np.int64), bias=bias, ys=ys, yz=yz)
+
+
+def _conv_real(x, xz, w, groups):
+    """Exact Σ (x − z_x)·w of a 3×3, stride 1, padding 1 convolution (padding = real 0), float64."""
+    n, c, h, wd = x.shape
+    o, cg = w.shape[:2]
+    og = o // groups
+    xp = np.pad(x.astype(np.float64) - xz, ((0, 0), (0, 0), (1, 1), (1, 1)))
+    out = np.zeros((n, o, h, wd))
+    for g in range(groups):
+        for i in range(3):
+            for j in range(3):
+                patch = xp[:, g * cg:(g + 1) * cg, i:i + h, j:j + wd]
+                out[:, g * og:(g + 1) * og] += np.einsum("nchw,oc->nohw", patch,
+                                                         w[g * og:(g + 1) * og, :, i, j].astype(np.float64))
+    return out
+
+
+def _conv_case(rng, kind):
+    n, c_in, c_out, hw, groups = _CONV[kind]
+    x = _big_codes(rng, (n, c_in, hw, hw))
+    xs, xz = _F32(0.02), 190
+    w = _weights(rng, (c_out, c_in // groups, 3, 3))
+    ws = rng.uniform(0.002, 0.01, c_out).astype(_F32)
+    bias = rng.normal(0, 2, c_out).astype(_F32)
+    real = _conv_real(x, xz, w, groups) * float(xs) * ws.astype(np.float64)[None, :, None, None] \
+        + bias[None, :, None, None]
+    ys, yz = _out_qparams(real)
+    return dict(x=x, xs=xs, xz=xz, w=w, ws=ws, wz=np.zeros(c_out, np.int64), bias=bias, ys=ys, yz=yz,
+                groups=groups)
+
+
+def _pair_case(rng, product=False):
+    a = rng.integers(0, 256, _ELEMENTS).astype(np.uint8)
+    b = rng.integers(0, 256, _ELEMENTS).astype(np.uint8)
+    sa, za, sb, zb = _F32(0.0231), 117, _F32(0.0412), 140
+    ra = float(sa) * (a.astype(np.float64) - za)
+    rb = float(sb) * (b.astype(np.float64) - zb)
+    ys, yz = _out_qparams(ra * rb if product else ra + rb)
+    return dict(a=a, sa=sa, za=za, b=b, sb=sb, zb=zb, ys=ys, yz=yz)
+
+
+def _hardswish_case(rng):
+    x = rng.integers(0, 256, _ELEMENTS).astype(np.uint8)
+    xs, xz = _F32(0.0317), 128
+    r = float(xs) * (np.arange(256) - xz)
+    ys, yz = _out_qparams(r * np.clip(r + 3, 0, 6) / 6)
+    return dict(x=x, xs=xs, xz=xz, ys=ys, yz=yz)
+
+
+def _pool_case(rng):
+    return dict(x=rng.integers(0, 256, _POOL).astype(np.uint8), xs=_F32(0.0317), xz=13)
+
+
+# ------------------------------------------------------------------------------------------------------
+# minquant's side
+# ------------------------------------------------------------------------------------------------------
+def _minquant(family, c, ar):
+    """minquant's fast kernel on case ``c`` under the resolved arithmetic ``ar``."""
+    from .kernels import dynamic_linear, int4_linear, qadaptive_avg_pool2d, qadd, qconv2d, qlinear
+    from .kernels.elementwise import qactivation, qmul
+    if family in ("linear", "QLinearMatMul"):
+        return qlinear(c["x"], c["xs"], c["xz"], c["w"], c["ws"], c["wz"], c["bias"], c["ys"], c["yz"],
+                       target=ar)
+    if "onv" in family:
+        return qconv2d(c["x"], c["xs"], c["xz"], c["w"], c["ws"], c["wz"], c["bias"], c["ys"], c["yz"],
+                       stride=1, padding=1, dilation=1, groups=c["groups"], target=ar)
+    if family in ("add", "QLinearAdd"):
+        return qadd(c["a"], c["sa"], c["za"], c["b"], c["sb"], c["zb"], c["ys"], c["yz"], target=ar)
+    if family == "mul":
+        return qmul(c["a"], c["sa"], c["za"], c["b"], c["sb"], c["zb"], c["ys"], c["yz"], target=ar)
+    if family == "hardswish":
+        return qactivation("hardswish", c["x"], c["xs"], c["xz"], c["ys"], c["yz"], target=ar)
+    if family == "global avg pool":
+        return qadaptive_avg_pool2d(c["x"], 1, x_scale=c["xs"], x_zp=c["xz"], target=ar)
+    if family == "QLinearGlobalAveragePool":
+        return qadaptive_avg_pool2d(c["x"], 1, x_scale=c["xs"], x_zp=c["xz"], y_scale=c["ys"], y_zp=c["yz"],
+                                    target=ar)
+    if family == "dynamic linear":
+        return dynamic_linear(c["xf"], c["w"], c["ws"], c["wz"], c["bias"], reduce_range=True, target=ar)
+    if family == "MatMulNBits":
+        return int4_linear(c["xf"], c["packed"].reshape(-1), c["scales"], c["zp"], group_size=c["block"],
+                           in_features=c["k"], dtype="uint4", target=ar)
+    raise ValueError(f"no minquant kernel for family {family!r}")
+
+
+# ------------------------------------------------------------------------------------------------------
+# torch's side (private helpers; torch imported lazily)
+# ------------------------------------------------------------------------------------------------------
+def _tq_act(torch, codes, scale, zp):
+    return torch._make_per_tensor_quantized_tensor(torch.from_numpy(np.ascontiguousarray(codes)), float(scale),
+                                                   int(zp))
+
+
+def _tq_weight(torch, w, ws, wz):
+    return torch._make_per_channel_quantized_tensor(torch.from_numpy(np.ascontiguousarray(w)),
+                                                    torch.from_numpy(np.asarray(ws, np.float64)),
+                                                    torch.from_numpy(np.asarray(wz, np.int64)), 0)
+
+
+def _torch_run(torch, family, c):
+    ops = torch.ops.quantized
+    if family in ("linear", "dynamic linear"):
+        packed = ops.linear_prepack(_tq_weight(torch, c["w"], c["ws"], c["wz"]), torch.from_numpy(c["bias"]))
+        if family == "dynamic linear":
+            return ops.linear_dynamic(torch.from_numpy(c["xf"]), packed, True).numpy()
+        return ops.linear(_tq_act(torch, c["x"], c["xs"], c["xz"]), packed, float(c["ys"]),
+                          int(c["yz"])).int_repr().numpy()
+    if family.startswith("conv"):
+        packed = ops.conv2d_prepack(_tq_weight(torch, c["w"], c["ws"], c["wz"]), torch.from_numpy(c["bias"]),
+                                    [1, 1], [1, 1], [1, 1], int(c["groups"]))
+        return ops.conv2d(_tq_act(torch, c["x"], c["xs"], c["xz"]), packed, float(c["ys"]),
+                          int(c["yz"])).int_repr().numpy()
+    if family in ("add", "mul"):
+        a, b = _tq_act(torch, c["a"], c["sa"], c["za"]), _tq_act(torch, c["b"], c["sb"], c["zb"])
+        op = ops.add if family == "add" else ops.mul
+        return op(a, b, float(c["ys"]), int(c["yz"])).int_repr().numpy()
+    if family == "hardswish":
+        return ops.hardswish(_tq_act(torch, c["x"], c["xs"], c["xz"]), float(c["ys"]),
+                             int(c["yz"])).int_repr().numpy()
+    if family == "global avg pool":
+        return torch.nn.functional.adaptive_avg_pool2d(_tq_act(torch, c["x"], c["xs"], c["xz"]),
+                                                       1).int_repr().numpy()
+    raise ValueError(family)
+
+
+# ------------------------------------------------------------------------------------------------------
+# ONNX Runtime's side: one-node models (onnx / onnxruntime imported lazily)
+# ------------------------------------------------------------------------------------------------------
+def _ort_run(op, feeds, inits, out_dtype, attrs=None, domain=""):
+    """Run one ONNX node on ORT's CPU provider, one thread, graph optimizations off. ``feeds`` are graph
+    inputs, ``inits`` initializers (None = an omitted optional input); node inputs in that order."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+    types = {np.dtype(np.float32): TensorProto.FLOAT, np.dtype(np.uint8): TensorProto.UINT8,
+             np.dtype(np.int8): TensorProto.INT8, np.dtype(np.int32): TensorProto.INT32}
+    names = [*feeds] + ["" if v is None else k for k, v in inits.items()]
+    vi = [helper.make_tensor_value_info(k, types[v.dtype], v.shape) for k, v in feeds.items()]
+    init = [numpy_helper.from_array(np.asarray(v), k) for k, v in inits.items() if v is not None]
+    node = helper.make_node(op, names, ["y"], domain=domain, **(attrs or {}))
+    out = helper.make_tensor_value_info("y", types[np.dtype(out_dtype)], None)
+    opsets = [helper.make_opsetid("", 21)] + ([helper.make_opsetid(domain, 1)] if domain else [])
+    model = helper.make_model(helper.make_graph([node], "doctor", vi, [out], initializer=init),
+                              opset_imports=opsets)
+    model.ir_version = 10
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    so.inter_op_num_threads = 1
+    so.log_severity_level = 3
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    sess = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    return sess.run(None, feeds)[0]
+
+
+def _ort_case_and_run(rng, family):
+    """(case, ORT's output) for an ONNX Runtime family."""
+    from .affine import quantize_bias
+    if family.startswith("QLinearConv"):
+        c = _conv_case(rng, _conv_kind(family))
+        b_q = quantize_bias(c["bias"], c["xs"], c["ws"], target="onnxruntime").astype(np.int32)
+        # minquant gets the float bias that quantizes to exactly these int32 codes
+        c["bias"] = (b_q.astype(np.float64) * (c["xs"] * c["ws"]).astype(_F32).astype(np.float64)).astype(_F32)
+        if not np.array_equal(quantize_bias(c["bias"], c["xs"], c["ws"], target="onnxruntime"), b_q):
+            raise RuntimeError("doctor: the QLinearConv bias does not round-trip")
+        y = _ort_run("QLinearConv", {"x": c["x"]},
+                     {"xs": _F32(c["xs"]), "xz": np.uint8(c["xz"]), "w": c["w"], "ws": c["ws"],
+                      "wz": np.zeros(c["w"].shape[0], np.int8), "ys": _F32(c["ys"]), "yz": np.uint8(c["yz"]),
+                      "b": b_q}, np.uint8,
+                     dict(kernel_shape=[3, 3], strides=[1, 1], pads=[1, 1, 1, 1], group=int(c["groups"])))
+        return c, y
+    if family == "QLinearMatMul":
+        c = _linear_case(rng)
+        c["ws"], c["wz"], c["bias"] = _F32(0.006), 0, None      # per-tensor B, no bias
+        real = ((c["x"].astype(np.float64) - c["xz"]) @ c["w"].astype(np.float64).T) * float(c["xs"]) * 0.006
+        c["ys"], c["yz"] = _out_qparams(real)
+        y = _ort_run("QLinearMatMul", {"a": c["x"]},
+                     {"as": _F32(c["xs"]), "az": np.uint8(c["xz"]), "b": np.ascontiguousarray(c["w"].T),
+                      "bs": _F32(c["ws"]), "bz": np.int8(0), "ys": _F32(c["ys"]), "yz": np.uint8(c["yz"])},
+                     np.uint8)
+        return c, y
+    if family == "QLinearAdd":
+        c = _pair_case(rng)
+        y = _ort_run("QLinearAdd", {"a": c["a"]},
+                     {"as": _F32(c["sa"]), "az": np.uint8(c["za"]), "b": c["b"], "bs": _F32(c["sb"]),
+                      "bz": np.uint8(c["zb"]), "cs": _F32(c["ys"]), "cz": np.uint8(c["yz"])}, np.uint8,
+                     domain="com.microsoft")
+        return c, y
+    if family == "QLinearGlobalAveragePool":
+        c = _pool_case(rng)
+        c["ys"], c["yz"] = _F32(0.0211), 40
+        y = _ort_run("QLinearGlobalAveragePool", {"x": c["x"]},
+                     {"xs": _F32(c["xs"]), "xz": np.uint8(c["xz"]), "ys": _F32(c["ys"]), "yz": np.uint8(c["yz"])},
+                     np.uint8, {"channels_last": 0}, domain="com.microsoft")
+        return c, y
+    if family == "MatMulNBits":
+        k, n, block = 256, 37, 32                  # one row (M = 1: the decode kernel), N mod 4 = 1
+        nb = k // block
+        q = rng.integers(0, 16, (n, nb, block)).astype(np.uint8)
+        packed = (q[..., 0::2] | (q[..., 1::2] << 4)).astype(np.uint8)
+        scales = rng.uniform(0.005, 0.05, (n, nb)).astype(_F32)
+        z = rng.integers(0, 16, (n, nb)).astype(np.uint8)
+        zp_packed = (z[:, 0::2] | (z[:, 1::2] << 4)).astype(np.uint8).reshape(-1)
+        x = rng.normal(0, 1, (1, k)).astype(_F32)
+        c = dict(xf=x, packed=packed, scales=scales, zp=z.astype(np.int64), block=block, k=k)
+        y = _ort_run("MatMulNBits", {"a": x}, {"b": packed, "scales": scales.reshape(-1), "zp": zp_packed},
+                     np.float32, dict(K=k, N=n, bits=4, block_size=block), domain="com.microsoft")
+        return c, y
+    raise ValueError(family)
+
+
+# ------------------------------------------------------------------------------------------------------
+# the check
+# ------------------------------------------------------------------------------------------------------
+def _count(got, want) -> int:
+    got, want = np.asarray(got), np.asarray(want)
+    if got.shape != want.shape:
+        raise RuntimeError(f"shape {got.shape} from minquant, {want.shape} from the framework")
+    if want.dtype == np.float32:
+        return int(np.count_nonzero(got.astype(_F32).view(np.uint32) != want.view(np.uint32)))
+    return int(np.count_nonzero(got != want))
+
+
+_GEMM_FAMILIES = ("linear", "conv dense", "conv depthwise 3x3", "conv groupwise", "QLinearConv dense",
+                  "QLinearConv depthwise 3x3", "QLinearMatMul")
+
+
+def _torch_case(rng, family):
+    if family == "linear":
+        return _linear_case(rng)
+    if family.startswith("conv"):
+        return _conv_case(rng, _conv_kind(family))
+    if family in ("add", "mul"):
+        return _pair_case(rng, product=family == "mul")
+    if family == "hardswish":
+        return _hardswish_case(rng)
+    if family == "global avg pool":
+        return _pool_case(rng)
+    if family == "dynamic linear":
+        c = _linear_case(rng)
+        c["xf"] = (rng.normal(0, 2, c["x"].shape) + 3).astype(_F32)      # mostly large positive inputs
+        return c
+    raise ValueError(family)
+
+
+def _check(row: Row, family, ar, case_and_want):
+    """Fill ``row`` with the live comparison (any exception → note, differing None)."""
+    row.checked = True
+    try:
+        c, want = case_and_want()
+        got = _minquant(family, c, ar)
+        row.differing, row.elements = _count(got, want), int(np.asarray(want).size)
+        if np.asarray(want).dtype == np.uint8:
+            row.clipped = float(np.mean((want == 0) | (want == 255)))
+        if family in _GEMM_FAMILIES:
+            other = dataclasses.replace(ar, saturate_pairs=not ar.saturate_pairs)
+            row.control = _count(_minquant(family, c, other), want)
+    except Exception as e:  # noqa: BLE001 — a doctor reports, it does not crash
+        row.differing = None
+        row.note = f"error: {type(e).__name__}: {' '.join(str(e).split())}"[:300]
+
+
+def _available(package: str) -> str:
+    """'' if ``package`` imports, else the reason."""
+    try:
+        if package == "onnxruntime":
+            import onnx  # noqa: F401
+            import onnxruntime  # noqa: F401
+        else:
+            import torch  # noqa: F401
+        return ""
+    except Exception as e:  # noqa: BLE001
+        return f"{package} not available ({type(e).__name__}: {e})"
+
+
+def doctor(live: bool = True, cpu: Cpu | None = None, seed: int = 0) -> list[Row]:
+    """One :class:`Row` per framework × op family: the path the framework takes on ``cpu`` (default: this
+    host, as this process's environment caps it) and, with ``live``, a bit-exact check of minquant against
+    the framework on one random case (module docstring). Live checks only make sense for the host."""
+    cpu = Cpu.host() if cpu is None else cpu
+    rows: list[Row] = []
+    for label, (framework, package) in _FRAMEWORKS.items():
+        target = Target(framework, cpu)
+        missing = _available(package) if live else ""
+        torch_state = None
+        if live and not missing and package == "torch":
+            import torch
+            torch_state = (torch.backends.quantized.engine, torch.get_num_threads())
+            if framework not in torch.backends.quantized.supported_engines:
+                missing = f"torch engine {framework!r} not supported by this torch build"
+        try:
+            if torch_state is not None and not missing:
+                torch.backends.quantized.engine = framework
+                torch.set_num_threads(1)
+            for i, family in enumerate(FAMILIES[label]):
+                try:
+                    ar = _resolve(target, family)
+                    path = _path(target, family, ar)
+                except ValueError as e:
+                    rows.append(Row(label, family, "unresolved", False, None, None,
+                                    note=" ".join(str(e).split())[:300]))
+                    continue
+                row = Row(label, family, path, False, None, None)
+                rows.append(row)
+                if not live:
+                    row.note = "not checked (live=False)"
+                    continue
+                if missing:
+                    row.note = missing
+                    continue
+                rng = np.random.default_rng([seed, i, list(_FRAMEWORKS).index(label)])
+                if package == "torch":
+                    def run(family=family, rng=rng):
+                        c = _torch_case(rng, family)
+                        with warnings.catch_warnings():
+                            warnings.simplefilter("ignore")
+                            return c, _torch_run(torch, family, c)
+                else:
+                    def run(family=family, rng=rng):
+                        return _ort_case_and_run(rng, family)
+                _check(row, family, ar, run)
+        finally:
+            if torch_state is not None and not missing:
+                torch.backends.quantized.engine, threads = torch_state
+                torch.set_num_threads(threads)
+    return rows
+
+
+# ------------------------------------------------------------------------------------------------------
+# printing
+# ------------------------------------------------------------------------------------------------------
+def format_host(cpu: Cpu | None = None) -> str:
+    """The CPU features and what each library makes of them."""
+    cpu = Cpu.host() if cpu is None else cpu
+    yes = {True: "yes", False: "no"}
+    lines = [f"CPU  {cpu.describe()}",
+             f"     fbgemm VNNI: {yes[cpu.fbgemm_vnni]}   oneDNN VNNI: {yes[cpu.onednn_vnni]}   "
+             f"torch x86 picks oneDNN for conv: {yes[cpu.torch_picks_onednn]}   MLAS VNNI: {yes[cpu.mlas_vnni]}",
+             f"     ATen capability: {cpu.aten_capability}; quantized elementwise kernels run the "
+             f"{cpu.aten_vector_bits}-bit build"]
+    versions = []
+    for mod in ("torch", "onnxruntime"):
+        try:
+            versions.append(f"{mod} {__import__(mod).__version__}")
+        except Exception:  # noqa: BLE001
+            versions.append(f"{mod}: not installed")
+    import numba
+    lines.append("     " + ", ".join(versions + [f"numpy {np.__version__}", f"numba {numba.__version__}"]))
+    return "\n".join(lines)
+
+
+def _status(r: Row) -> str:
+    if not r.checked:
+        note = r.note or "not checked"
+        return note if len(note) <= 140 else note[:139] + "…"
+    if r.differing is None:
+        return "FAILED  " + r.note
+    s = f"{r.differing} / {r.elements} differ" + ("" if r.differing == 0 else "   <-- MISMATCH")
+    if r.control is not None:
+        s += f"   (opposite pair rule: {r.control} differ)"
+    return s
+
+
+def format_table(rows) -> str:
+    """A fixed-width table: framework | op family | path | live check."""
+    head = ("framework", "op family", "path on this host", "minquant vs framework")
+    body = [(r.framework, r.family, r.path, _status(r)) for r in rows]
+    w = [max(len(x[i]) for x in [head, *body]) for i in range(3)]
+    fmt = lambda t: f"{t[0]:<{w[0]}}  {t[1]:<{w[1]}}  {t[2]:<{w[2]}}  {t[3]}".rstrip()  # noqa: E731
+    lines = [fmt(head), fmt(tuple("-" * n for n in w) + ("-" * len(head[3]),))]
+    prev = None
+    for r, t in zip(rows, body):
+        if prev is not None and r.framework != prev:
+            lines.append("")
+        prev = r.framework
+        lines.append(fmt(t))
+    return "\n".join(lines)
+
+
+def main(json_output: bool = False, live: bool = True) -> int:
+    """Print the host and the table (or JSON); 0 if every live row matches, else 1."""
+    t0 = time.perf_counter()
+    rows = doctor(live=live)
+    seconds = time.perf_counter() - t0
+    checked = [r for r in rows if r.checked]
+    bad = [r for r in checked if not r.ok]
+    unchecked = len(rows) - len(checked)
+    if json_output:
+        import json
+        cpu = Cpu.host()
+        print(json.dumps({"cpu": cpu.to_dict(), "seconds": round(seconds, 2),
+                          "rows": [r.to_dict() for r in rows]}, indent=1))
+    else:
+        print(format_host())
+        print()
+        print(format_table(rows))
+        print()
+        print(f"{len(checked) - len(bad)} of {len(checked)} live rows match bit for bit"
+              + (f"; {len(bad)} do not" if bad else "") + (f"; {unchecked} rows not checked" if unchecked else "")
+              + f" ({seconds:.1f} s)")
+    return 1 if bad else 0
