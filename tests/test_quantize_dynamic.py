@@ -81,9 +81,16 @@ def test_dynamic_conv2d_matches_integer_formula(target):
 
 
 def test_quantize_dynamic_input_checks(digits_model):
-    model, _ = digits_model
+    model, (_, _, x_te, _) = digits_model
+    lazy = quantize_dynamic(model)                  # no input_shape: built from the first call's input
     with pytest.raises(ValueError, match="input_shape"):
-        quantize_dynamic(model)
+        lazy.report
+    y = lazy(x_te[:16])
+    np.testing.assert_array_equal(y, quantize_dynamic(model, input_shape=(1, 1, 28, 28))(x_te[:16]))
+    assert lazy.report.by_kind() == {"conv2d": (2, 2), "linear": (1, 1)} and lazy.size_bytes() > 0
+    np.testing.assert_array_equal(lazy(x_te[16:20]), quantize_dynamic(model, input_shape=(1, 1, 28, 28))(x_te[16:20]))
+    with pytest.raises(ValueError, match="torch nn.Module or a minquant Graph"):
+        quantize_dynamic("not a model")
     with pytest.raises(ValueError, match="'linear' and 'conv2d'"):
         quantize_dynamic(model, layers=("lstm",), input_shape=(1, 1, 28, 28))
     qm = quantize_dynamic(model, layers=("linear",), input_shape=(1, 1, 28, 28))

@@ -59,9 +59,11 @@ def test_tiny_cnn_bit_exact(digits_model, engine, fuse):
     try:
         qmodel = _quantized_tiny(model, x_tr[:200], engine, fuse)
         qm = from_torch_quantized(qmodel, (1, 1, 28, 28))
+        lazy = from_torch_quantized(qmodel)        # no input shape: imported at the first call
         x = x_te[:64]
         ref = _torch_out(qmodel, x)
         out = qm(x)
+        assert np.array_equal(lazy(x), ref) and lazy.target == qm.target
     finally:
         torch.backends.quantized.engine = old
     assert qm.target.framework == engine

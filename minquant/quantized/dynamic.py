@@ -26,7 +26,7 @@ import numpy as np
 from ..graph import Graph, Node
 from ..target import as_target
 from . import ops
-from .model import QuantizedModel
+from .model import DeferredModel, QuantizedModel
 from .passes import fold_batch_norm, fusion_groups
 from .static import quantize_weight, to_graph
 
@@ -80,9 +80,11 @@ class QuantizationReport:
 
 def quantize_dynamic(model, *, layers=("linear", "conv2d"), per_channel: bool = True, target="fbgemm",
                      reduce_range=None, input_shape=None):
-    """Dynamic int8 quantization of the Linear and Conv2d layers of ``model`` (torch nn.Module — then
-    ``input_shape`` is required — or minquant Graph). Returns the :class:`QuantizedModel`; its ``report``
-    attribute is the :class:`QuantizationReport` (which layers became int8, which stayed float and why).
+    """Dynamic int8 quantization of the Linear and Conv2d layers of ``model`` (torch nn.Module or minquant
+    Graph). Returns the :class:`QuantizedModel`; its ``report`` attribute is the :class:`QuantizationReport`
+    (which layers became int8, which stayed float and why). A torch model given without ``input_shape``
+    gives a :class:`~minquant.quantized.model.DeferredModel`, quantized at its first call from that input's
+    shape (no calibration is involved, so nothing else waits for data).
 
     ``layers``: which op kinds to quantize ('linear', 'conv2d'). Weights: symmetric int8 per output channel
     (``per_channel``) or per tensor, as :func:`~minquant.quantize.static.quantize_weight`. Activations:
@@ -97,7 +99,12 @@ def quantize_dynamic(model, *, layers=("linear", "conv2d"), per_channel: bool = 
     if reduce_range is None:
         reduce_range = ar.name == "fbgemm"
     if not isinstance(model, Graph) and input_shape is None:
-        raise ValueError("quantize_dynamic needs input_shape to import a torch model (e.g. (1, 3, 224, 224))")
+        if not hasattr(model, "named_modules"):
+            raise ValueError(f"quantize_dynamic needs a torch nn.Module or a minquant Graph, got {type(model).__name__}")
+        return DeferredModel(lambda shape: quantize_dynamic(model, layers=layers, per_channel=per_channel,
+                                                            target=target, reduce_range=reduce_range,
+                                                            input_shape=shape),
+                             f"quantize_dynamic({type(model).__name__})")
     graph = to_graph(model, input_shape)
     g, folded = fold_batch_norm(graph)
     groups = fusion_groups(g)

@@ -56,7 +56,7 @@ from ..torch_import import (MODULE_HANDLERS, Importer, _arg, adaptive_avg_pool2d
                             reshape_attrs, trace)
 from . import ops
 from ..target import Target, as_target
-from .model import QuantizedModel
+from .model import DeferredModel, QuantizedModel
 
 __all__ = ["from_torch_quantized", "engine_target", "torch_eager_ptq", "torch_quantized_codes"]
 
@@ -385,12 +385,13 @@ def _tables():
     })
 
 
-def from_torch_quantized(qmodel, input_shape, *, engine: str | None = None, target=None,
+def from_torch_quantized(qmodel, input_shape=None, *, engine: str | None = None, target=None,
                          name: str | None = None) -> QuantizedModel:
     """A :class:`QuantizedModel` that runs ``qmodel`` (a torch eager-mode model after ``convert``, or after
     ``quantize_dynamic``) with torch's weights and qparams on minquant's kernels (module docstring).
 
-    ``input_shape``: input shape with batch, e.g. ``(1, 3, 224, 224)``. ``engine``: the torch quantized
+    ``input_shape``: input shape with batch, e.g. ``(1, 3, 224, 224)``; without it the result is a
+    :class:`~minquant.quantized.model.DeferredModel`, imported at its first call from that input's shape. ``engine``: the torch quantized
     engine the model was converted for (default: the current ``torch.backends.quantized.engine``).
     ``target``: the :class:`~minquant.target.Target` to reproduce (default: ``Target(engine)``, the engine
     on this host; e.g. ``Target("x86", "avx2")`` for what the model computes on an AVX2 server); its
@@ -400,6 +401,13 @@ def from_torch_quantized(qmodel, input_shape, *, engine: str | None = None, targ
     from torch.fx.passes.shape_prop import ShapeProp
 
     _tables()
+    if input_shape is None:
+        if not isinstance(qmodel, torch.nn.Module):
+            raise ValueError(f"from_torch_quantized needs a torch.nn.Module, got {type(qmodel).__name__}")
+        engine_now = engine or torch.backends.quantized.engine   # the engine is fixed now, not at the call
+        return DeferredModel(lambda shape: from_torch_quantized(qmodel, shape, engine=engine_now, target=target,
+                                                                name=name),
+                             f"from_torch_quantized({name or type(qmodel).__name__})")
     if target is not None:
         target = as_target(target)
         if engine is not None and engine != target.framework:

@@ -57,7 +57,7 @@ from . import ops
 from ..target import Target, as_target
 from .executor import prepare_kernels
 
-__all__ = ["QuantizedModel", "load", "FORMAT", "VERSION"]
+__all__ = ["QuantizedModel", "DeferredModel", "load", "FORMAT", "VERSION"]
 
 FORMAT = "minquant.quantized"
 VERSION = 2
@@ -292,6 +292,42 @@ class QuantizedModel:
         :func:`minquant.onnx_export.to_onnx` (imports onnx only when called). Returns the path."""
         from ..onnx_export import to_onnx
         return to_onnx(self, path, format=format, **kwargs)
+
+
+class DeferredModel:
+    """A quantized model whose graph is built at its first call, from that input's shape — what
+    :func:`~minquant.quantized.from_torch_quantized` and :func:`~minquant.quantized.quantize_dynamic` return
+    for a torch model given without ``input_shape`` (minquant imports a torch model by running it once, so
+    it needs one input to see the layer shapes). After the first call it behaves as the
+    :class:`QuantizedModel` it built (``.model``); before, anything but calling it raises a ``ValueError``
+    saying so. The graph accepts any batch size; a later input of other non-batch dimensions is refused by
+    that model as usual."""
+
+    def __init__(self, build, what: str):
+        self._build, self._what, self._model = build, what, None
+
+    @property
+    def model(self) -> QuantizedModel:
+        if self._model is None:
+            raise ValueError(f"{self._what} was given no input_shape: its layer shapes are taken from the first "
+                             "input, so call it once on a batch first (or pass input_shape=(1, C, H, W))")
+        return self._model
+
+    def __call__(self, x):
+        if self._model is None:
+            shape = np.shape(x)
+            if len(shape) < 2:
+                raise ValueError(f"{self._what}: the first input must be a batch (N, ...), got shape {shape}")
+            self._model = self._build((1,) + tuple(shape[1:]))
+        return self._model(x)
+
+    def __getattr__(self, name):
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return getattr(self.model, name)
+
+    def __repr__(self):
+        return repr(self._model) if self._model is not None else f"DeferredModel({self._what}, built at first call)"
 
 
 def _corrupt(path, why):
