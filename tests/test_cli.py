@@ -140,7 +140,7 @@ def test_help_teaches_with_examples(work):
     from minquant.cli import build_parser
     ap = build_parser()
     sub = next(a for a in ap._actions if a.dest == "command")
-    assert set(sub.choices) == {"demo", "quantize", "inspect", "compare", "prune", "bench"}
+    assert set(sub.choices) == {"demo", "quantize", "inspect", "compare", "prune", "bench", "doctor"}
     for name, p in sub.choices.items():
         text = p.format_help()
         assert "Example:" in text and f"minquant {name}" in text and "docs/" in text, name
