@@ -221,6 +221,37 @@ def test_qadd_vs_onnxruntime(seed, shape):
     assert np.array_equal(qadd(*args, target="onnxruntime"), r)
 
 
+# qparam sets where MLAS's rounding and the float64 textbook formula disagree on 8 to 1,094 code pairs
+QMUL_ORT_PARAMS = [(0.02, 128, 0.011, 3, 0.13, 250), (0.5, 0, 0.25, 255, 3.0, 7), (0.1, 100, 0.1, 100, 0.3, 101),
+                   (0.0625, 3, 0.5, 200, 2.0, 11)]
+
+
+@pytest.mark.parametrize("params", QMUL_ORT_PARAMS)
+def test_qmul_onnxruntime_exhaustive_codes(params):
+    """ONNX Runtime's QLinearMul on every pair of codes (65,536): minquant's 'onnxruntime' qmul matches, and
+    the float64 textbook formula would not (the zero point is added before rounding)."""
+    from minquant.kernels.elementwise import qmul
+    sa, za, sb, zb, sy, zy = params
+    a, b = _all_pairs(0)
+    y = run_node("QLinearMul", {"A": a}, {"as": np.float32(sa), "az": np.uint8(za), "B": b, "bs": np.float32(sb),
+                                          "bz": np.uint8(zb), "ys": np.float32(sy), "yz": np.uint8(zy)},
+                 np.uint8, domain="com.microsoft")
+    ours = qmul(a, F32(sa), za, b, F32(sb), zb, F32(sy), zy, target="onnxruntime")
+    record("mul onnxruntime QLinearMul exhaustive", y.size, (ours != y).sum())
+    assert int((ours != y).sum()) == 0
+    assert 0 < (y > 0).mean() and (y < 255).mean() > 0.2     # not all clipped
+
+
+def test_qmul_onnxruntime_differs_from_textbook():
+    """The exhaustive test above can fail: on its qparam sets MLAS's formula and the textbook one disagree
+    (so a textbook 'onnxruntime' qmul would be caught)."""
+    from minquant.kernels.elementwise import qmul
+    a, b = _all_pairs(0)
+    for sa, za, sb, zb, sy, zy in QMUL_ORT_PARAMS:
+        args = (a, F32(sa), za, b, F32(sb), zb, F32(sy), zy)
+        assert int((qmul(*args, target="onnxruntime") != qmul(*args, target="minquant")).sum()) >= 8
+
+
 @HYP
 @given(seed=st.integers(0, 2 ** 32 - 1), shape=shapes, relu=st.booleans(),
        target=st.sampled_from(["fbgemm", "qnnpack", "onnxruntime", "minquant"]))
