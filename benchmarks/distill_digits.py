@@ -59,7 +59,7 @@ def run(args):
 
     from minquant.distill import (count_params, stratified_subset, student_cnn, teacher_resnet18_digits,
                                   train)
-    from minquant.training import accuracy, predict_logits
+    from minquant.data.training import accuracy, predict_logits
 
     torch.set_num_threads(1)
     t0 = time.time()

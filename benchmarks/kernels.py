@@ -19,7 +19,7 @@ import warnings
 
 import numpy as np
 
-from minquant.timing import median_ms as _median_ms
+from minquant.lesson.timing import median_ms as _median_ms
 
 
 def _machine():
@@ -51,7 +51,7 @@ def bench_gemm(repeats=30):
 
     from minquant.affine import choose_qparams, quantize
     from minquant.kernels import QLinear
-    from reference import torch_quant
+    from minquant.frameworks import torch_ops as torch_quant
 
     rng = np.random.default_rng(0)
     m, k, n = 256, 1024, 1024
@@ -85,8 +85,8 @@ def bench_convs(repeats=20):
     import torch
 
     from minquant.kernels import QConv2d
-    from minquant.zoo import mobilenet_v2_conv_cases
-    from reference import torch_quant
+    from minquant.data.zoo import mobilenet_v2_conv_cases
+    from minquant.frameworks import torch_ops as torch_quant
 
     rows = []
     for case in mobilenet_v2_conv_cases(with_bias=True):

@@ -1,4 +1,4 @@
-"""Full-size check of ``minquant.onnx_import.from_onnx`` against ONNX Runtime (issue 6, import half).
+"""Full-size check of ``minquant.interop.onnx.importer.from_onnx`` against ONNX Runtime (issue 6, import half).
 
     .venv/bin/python -m benchmarks.onnx_import_check            # 100 calib / 200 eval crops (a few minutes)
     .venv/bin/python -m benchmarks.onnx_import_check --quick    # 16 / 32
@@ -29,8 +29,8 @@ import numpy as np  # noqa: E402
 
 def compare(label, path, x, batch, float_model=False):
     import minquant
-    from minquant.onnx_import import from_onnx
-    from minquant.ort_reference import ort_runner
+    from minquant.interop.onnx.importer import from_onnx
+    from minquant.frameworks.ort_recipes import ort_runner
     t0 = time.perf_counter()
     imported = from_onnx(path)
     t_import = time.perf_counter() - t0
@@ -68,10 +68,10 @@ def main(argv=None):
     import onnxruntime
     import torch
     torch.set_num_threads(1)
-    from minquant.datasets import photo_crops
+    from minquant.data.datasets import photo_crops
     from minquant.kernels.arithmetic import describe_cpu
-    from minquant.ort_reference import export_torch, ort_quantize
-    from minquant.zoo import mobilenet_v2_imagenet, tiny_cnn_digits
+    from minquant.frameworks.ort_recipes import export_torch, ort_quantize
+    from minquant.data.zoo import mobilenet_v2_imagenet, tiny_cnn_digits
 
     print(f"onnx {onnx.__version__}, onnxruntime {onnxruntime.__version__}, torch {torch.__version__}; "
           f"{describe_cpu()}")

@@ -4,7 +4,7 @@
     .venv/bin/python -m benchmarks.onnx_models --quick    # smoke run, prints only
 
 For the seed's TinyCNN (digits) and MobileNetV2 (ImageNet weights), quantized by minquant's
-``quantize_static`` with ``target="onnxruntime"`` and exported with :func:`minquant.onnx_export.to_onnx`:
+``quantize_static`` with ``target="onnxruntime"`` and exported with :func:`minquant.interop.onnx.exporter.to_onnx`:
 
 1. **Bit-exactness and file sizes**: ONNX Runtime's logits for the QOperator and QDQ files against
    ``QuantizedModel(...)(x)`` (``np.array_equal``, element counts), what ORT's optimizer turned the QDQ file
@@ -34,7 +34,7 @@ from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from minquant.ort_reference import ort_runner, ort_session  # noqa: E402
+from minquant.frameworks.ort_recipes import ort_runner, ort_session  # noqa: E402
 
 
 def batched(fn, x, batch=32):
@@ -50,10 +50,10 @@ def torch_run(m, x, batch=32):
 
 def models(quick):
     """(name, torch model, float Graph, static QuantizedModel, eval data, input shape) for both models."""
-    from minquant.datasets import photo_crops
+    from minquant.data.datasets import photo_crops
     from minquant.quantized import quantize_static
-    from minquant.torch_import import from_torch
-    from minquant.zoo import mobilenet_v2_imagenet, tiny_cnn_digits
+    from minquant.interop.torch.fx_import import from_torch
+    from minquant.data.zoo import mobilenet_v2_imagenet, tiny_cnn_digits
     tiny, (x_tr, _, x_te, _) = tiny_cnn_digits()
     fm = mobilenet_v2_imagenet()
     out = []
@@ -73,7 +73,7 @@ def models(quick):
 # ------------------------------------------------------------------------------------------------------
 def section_exact(cases, workdir):
     import minquant
-    from minquant.onnx_export import to_onnx
+    from minquant.interop.onnx.exporter import to_onnx
     rows, fused = [], {}
     for c in cases:
         qm, x = c["qm"], c["x"]
@@ -126,7 +126,7 @@ def section_exact(cases, workdir):
 # 2. dynamic
 # ------------------------------------------------------------------------------------------------------
 def section_dynamic(cases, workdir, quick):
-    from minquant.onnx_export import to_onnx
+    from minquant.interop.onnx.exporter import to_onnx
     from minquant.quantized import quantize_dynamic
     rows, node_rows = [], []
     for c in cases:
@@ -175,7 +175,7 @@ def section_dynamic(cases, workdir, quick):
 def _alone(n, vals, workdir):
     """(elements differing, elements) between ORT and minquant for node ``n`` run alone on ``vals``."""
     from minquant.graph import Graph, Node
-    from minquant.onnx_export import to_onnx
+    from minquant.interop.onnx.exporter import to_onnx
     from minquant.quantized import QuantizedModel
     ins = [f"in{i}" for i in range(len(n.inputs))]
     feeds = {k: vals[v] for k, v in zip(ins, n.inputs)}
@@ -197,7 +197,7 @@ ROUNDS = 3
 def section_latency(cases, quick):
     import torch
 
-    from minquant.timing import median_ms
+    from minquant.lesson.timing import median_ms
     torch.set_num_threads(1)
     rows = []
     for c in cases:
@@ -226,7 +226,7 @@ def section_latency(cases, quick):
             for label, _ in runners:
                 rows.append((c["name"], batch, label, best[label]))
                 print(f"  {c['name']} batch {batch} {label}: {best[label]:.2f} ms", flush=True)
-    lines = ["## 3. Latency, one thread (median after warm-up, `minquant.timing.median_ms`)", "",
+    lines = ["## 3. Latency, one thread (median after warm-up, `minquant.lesson.timing.median_ms`)", "",
              f"Each runtime is timed in {ROUNDS} round-robin rounds (`median_ms` per round: 30 / 7 repeats for "
              "TinyCNN batch 1 / 32, 10 / 3 for MobileNetV2) and the lowest median is reported — the machine is "
              "shared, and a round where another process ran is slower for whichever runtime it hit. ONNX Runtime runs the exported files (default optimizations, 1 intra-op thread); torch fp32 is the "

@@ -1,6 +1,6 @@
 """Structured pruning: parameters, FLOPs and measured torch fp32 latency before/after (issue 4).
 
-* TinyCNN (trained on digits, ``minquant.zoo.tiny_cnn_digits``), 50 % of channels, input 1×1×28×28;
+* TinyCNN (trained on digits, ``minquant.data.zoo.tiny_cnn_digits``), 50 % of channels, input 1×1×28×28;
 * torchvision MobileNetV2 (ImageNet weights from the offline package) and ResNet-18 (random init: no
   weights offline — latency and counts do not depend on the values), 30 % of channels, input 1×3×224×224;
   with ``round_to=1`` and ``round_to=8`` (kept channel counts rounded up to multiples of 8, which
@@ -84,9 +84,9 @@ def main():
     torch.set_num_threads(1)
     import torchvision
 
-    from minquant.datasets import photo_crops
-    from minquant.training import accuracy
-    from minquant.zoo import mobilenet_v2_imagenet, tiny_cnn_digits
+    from minquant.data.datasets import photo_crops
+    from minquant.data.training import accuracy
+    from minquant.data.zoo import mobilenet_v2_imagenet, tiny_cnn_digits
 
     wanted = [c.strip() for c in args.cases.split(",") if c.strip()]
     bad = sorted(set(wanted) - set(CASES))

@@ -1,7 +1,7 @@
 """Prune, then quantize: pruned TinyCNNs through ``minquant.quantize_static`` (issue 4).
 
 Re-creates two models of ``benchmarks/prune_tinycnn.py`` the same way (its functions, seeds and
-fine-tuning budget), starting from the cached trained TinyCNN (``minquant.zoo.tiny_cnn_digits``):
+fine-tuning budget), starting from the cached trained TinyCNN (``minquant.data.zoo.tiny_cnn_digits``):
 
 * **unstructured 90 %, one-shot + fine-tune** — per-layer magnitude pruning (first conv kept dense, the
   others pruned harder so that all conv/linear weights are 90 % zero), then ``--epochs`` of Adam with the
@@ -41,8 +41,8 @@ import torch
 import minquant
 from minquant.prune import count_params, masked_training, prune_channels, prune_magnitude
 from minquant.sparse import encoded_nbytes, smallest_encoding
-from minquant.training import accuracy, fit
-from minquant.zoo import tiny_cnn_digits
+from minquant.data.training import accuracy, fit
+from minquant.data.zoo import tiny_cnn_digits
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from prune_tinycnn import FIRST, rest_amount, weight_sparsity  # noqa: E402

@@ -1,6 +1,6 @@
 """TinyCNN on scikit-learn digits: test accuracy vs sparsity, with fine-tuning (issue 4).
 
-Starts from the cached trained TinyCNN (``minquant.zoo.tiny_cnn_digits``: 15 epochs, Adam 1e-3) and,
+Starts from the cached trained TinyCNN (``minquant.data.zoo.tiny_cnn_digits``: 15 epochs, Adam 1e-3) and,
 with the same fine-tuning budget for every point (``--epochs``, default 20, Adam 1e-3, batch 64):
 
 * unstructured 50 / 70 / 90 % — per-layer magnitude pruning on Zhu & Gupta's gradual schedule during
@@ -32,8 +32,8 @@ import torch
 
 from minquant.prune import (constant_step_targets, count_params, gradual_prune, iterative_prune,
                             masked_training, model_report, prune_channels, prune_magnitude, storage_report)
-from minquant.training import accuracy, fit
-from minquant.zoo import tiny_cnn_digits
+from minquant.data.training import accuracy, fit
+from minquant.data.zoo import tiny_cnn_digits
 
 FIG = Path(__file__).resolve().parent / "figures"
 FIRST = "features.0"

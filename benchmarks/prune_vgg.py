@@ -28,9 +28,9 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from minquant.datasets import digits
+from minquant.data.datasets import digits
 from minquant.prune import count_params, gradual_prune, model_report, prune_channels, storage_report
-from minquant.training import accuracy, fit
+from minquant.data.training import accuracy, fit
 
 FIG = Path(__file__).resolve().parent / "figures"
 

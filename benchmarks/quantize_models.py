@@ -5,7 +5,7 @@
 
 Sections, in the order the issue asks for them:
 
-1. **Bit-exactness** of :func:`minquant.quantized.from_torch_quantized`: torch eager-mode quantized TinyCNN
+1. **Bit-exactness** of :func:`minquant.interop.torch.quantized_import`: torch eager-mode quantized TinyCNN
    (QuantWrapper, default qconfig), torchvision quantizable MobileNetV2 (ImageNet weights) and ResNet18
    (seeded random init), engines x86 and qnnpack: logits that differ from ``qmodel(x)``.
 2. **Seed TinyCNN on digits**: fp32 vs minquant static int8 test accuracy (540 images) and size.
@@ -34,9 +34,9 @@ from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from minquant.ort_reference import export_torch, ort_quantize, ort_runner  # noqa: E402
-from minquant.timing import median_ms as _median_ms  # noqa: E402
-from minquant.quantized.from_torch_quantized import torch_eager_ptq  # noqa: E402
+from minquant.frameworks.ort_recipes import export_torch, ort_quantize, ort_runner  # noqa: E402
+from minquant.lesson.timing import median_ms as _median_ms  # noqa: E402
+from minquant.interop.torch.quantized_import import torch_eager_ptq  # noqa: E402
 
 warnings.filterwarnings("ignore")
 
@@ -57,7 +57,7 @@ def torch_tiny_ptq(model, calib, engine, batch=32):
     import torch
     import torch.ao.quantization as tq
 
-    from minquant.zoo import TinyCNN
+    from minquant.data.zoo import TinyCNN
     torch.backends.quantized.engine = engine
     m = tq.QuantWrapper(TinyCNN())
     m.module.load_state_dict(model.state_dict())
@@ -70,7 +70,7 @@ def torchvision_ptq(arch, engine, calib, batch=25):
     import torch
     from torchvision.models.quantization import resnet18
 
-    from minquant.zoo import mobilenet_v2_imagenet
+    from minquant.data.zoo import mobilenet_v2_imagenet
     torch.backends.quantized.engine = engine
     torch.manual_seed(0)
     m = mobilenet_v2_imagenet(quantizable=True) if arch == "mobilenet_v2" else resnet18(weights=None,
@@ -106,9 +106,9 @@ def ort_models(model, shape, calib, workdir, method="MinMax"):
 def section_bit_exact(quick):
     import torch
 
-    from minquant.datasets import photo_crops
-    from minquant.quantized import from_torch_quantized
-    from minquant.zoo import tiny_cnn_digits
+    from minquant.data.datasets import photo_crops
+    from minquant.interop.torch import quantized_import as from_torch_quantized
+    from minquant.data.zoo import tiny_cnn_digits
     model, (x_tr, _, x_te, _) = tiny_cnn_digits()
     photos_c, photos_e = photo_crops(8, split="calib"), photo_crops(4 if quick else 16, split="eval")
     rows = []
@@ -138,7 +138,7 @@ def section_bit_exact(quick):
 
 def section_tiny(quick):
     from minquant.quantized import quantize_static
-    from minquant.zoo import tiny_cnn_digits
+    from minquant.data.zoo import tiny_cnn_digits
     model, (x_tr, y_tr, x_te, y_te) = tiny_cnn_digits()
     f = torch_run(model, x_te)
     acc_f = float((f.argmax(1) == y_te).mean())
@@ -169,10 +169,10 @@ def section_tiny(quick):
 def section_mobilenet(quick):
     import torch
 
-    from minquant.datasets import photo_crops
+    from minquant.data.datasets import photo_crops
     from minquant.quantized import compare, quantize_static
-    from minquant.torch_import import from_torch
-    from minquant.zoo import mobilenet_v2_imagenet
+    from minquant.interop.torch.fx_import import from_torch
+    from minquant.data.zoo import mobilenet_v2_imagenet
     n_cal, n_eval = (24, 16) if quick else (100, 200)
     calib, ev = photo_crops(n_cal, split="calib"), photo_crops(n_eval, split="eval")
     fm = mobilenet_v2_imagenet()
@@ -245,9 +245,9 @@ def section_mobilenet(quick):
 def section_latency(quick):
     import torch
 
-    from minquant.datasets import photo_crops
+    from minquant.data.datasets import photo_crops
     from minquant.quantized import quantize_static
-    from minquant.zoo import mobilenet_v2_imagenet, tiny_cnn_digits
+    from minquant.data.zoo import mobilenet_v2_imagenet, tiny_cnn_digits
     torch.set_num_threads(1)
     model, (x_tr, _, x_te, _) = tiny_cnn_digits()
     fm = mobilenet_v2_imagenet()

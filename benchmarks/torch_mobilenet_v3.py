@@ -5,9 +5,9 @@
 
 For each torch engine (x86, qnnpack) and seed: torchvision's quantizable ``mobilenet_v3_large``
 (``quantize=False``, seeded random weights, BatchNorm statistics from one train-mode pass over the
-calibration crops: :func:`minquant.zoo.mobilenet_v3_random`), ``fuse_model`` → default
+calibration crops: :func:`minquant.data.zoo.mobilenet_v3_random`), ``fuse_model`` → default
 qconfig → ``prepare`` → calibrate on ``photo_crops(16, split="calib")`` → ``convert``; then
-:func:`minquant.quantized.from_torch_quantized` and, on ``photo_crops(n, split="eval")`` cut into batches of
+:func:`minquant.interop.torch.quantized_import` and, on ``photo_crops(n, split="eval")`` cut into batches of
 several sizes (fbgemm's element-wise rounding depends on the position in the whole batch tensor, see
 :mod:`minquant.kernels.elementwise`): logits compared with ``np.array_equal``, and every uint8 tensor a
 torch module returns (forward hooks) compared with minquant's value of the same name.
@@ -34,7 +34,7 @@ warnings.filterwarnings("ignore")
 
 def quantize(model, engine, calib):
     """A fused, eager-mode quantized copy of ``model`` (default ``engine`` qconfig, calibrated on ``calib``)."""
-    from minquant.quantized.from_torch_quantized import torch_eager_ptq
+    from minquant.interop.torch.quantized_import import torch_eager_ptq
 
     m = copy.deepcopy(model)
     m.fuse_model()
@@ -44,11 +44,11 @@ def quantize(model, engine, calib):
 def run(quick: bool):
     import torch
 
-    from minquant.datasets import photo_crops
+    from minquant.data.datasets import photo_crops
     from minquant.kernels.elementwise import activation_tables
-    from minquant.quantized import from_torch_quantized
-    from minquant.quantized.from_torch_quantized import torch_quantized_codes
-    from minquant.zoo import mobilenet_v3_random
+    from minquant.interop.torch import quantized_import as from_torch_quantized
+    from minquant.interop.torch.quantized_import import torch_quantized_codes
+    from minquant.data.zoo import mobilenet_v3_random
 
     torch.set_num_threads(1)
     calib = photo_crops(16, split="calib")

@@ -2,9 +2,10 @@
 
 The core — quantization math (:mod:`minquant.affine`), calibration observers (:mod:`minquant.observers`),
 integer kernels (:mod:`minquant.kernels`), the graph IR and its executor — imports only numpy, numba and
-scipy. Modules that talk to torch or onnx (``minquant.torch_import``, ``minquant.onnx_import``,
-``minquant.onnx_export``, ``minquant.zoo``, ``minquant.training``, ``minquant.prune``, ``minquant.distill``) and
-the plotting ones (``minquant.render``, ``minquant.report``) load only when you ask for them.
+scipy. One folder per layer above it, imports pointing only downward (docs/architecture.md): ``kernels``,
+``quantized`` (whole models), ``interop`` (torch and ONNX import/export), ``frameworks`` (what torch and ONNX
+Runtime do, as callable recipes), ``prune``, ``distill``, ``lesson`` (the CLI, the demo, plots, data and model
+zoo). What needs torch, onnx or matplotlib loads only when you ask for it.
 
 Start reading at docs/quantization.md; every kernel docstring cites its steps.
 """
@@ -28,27 +29,23 @@ __all__ = ["affine", "kernels", "observers", "target", "Target", "Cpu", "CPUS",
            "MovingAverageMinMaxObserver", "PerChannelMinMaxObserver", "MovingAveragePerChannelMinMaxObserver",
            "PercentileObserver", "MSEObserver", "EntropyObserver", "HistogramObserver", "RunningHistogram"]
 
-_LAZY_MODULES = {"prune", "distill", "zoo", "datasets", "training", "torch_import", "onnx_export", "onnx_import",
-                 "render", "report", "ort_reference"}
-_WHOLE_MODEL = {"quantize_static", "quantize_dynamic", "from_torch_quantized", "compare", "load", "QuantizedModel",
-                "report_torch_quantized"}
+#: modules loaded on first use (they import torch, onnx or matplotlib), by the name ``minquant.<name>`` gives
+_LAZY_MODULES = {"prune": "prune", "distill": "distill", "quantized": "quantized", "interop": "interop",
+                 "frameworks": "frameworks", "lesson": "lesson", "zoo": "lesson.zoo", "datasets": "lesson.datasets",
+                 "training": "lesson.training", "render": "lesson.render", "report": "lesson.report",
+                 "doctor": "lesson.doctor", "golden": "lesson.golden"}
+#: functions and classes loaded on first use, by the module that defines them
+_LAZY_NAMES = {"quantize_static": "quantized", "quantize_dynamic": "quantized", "compare": "quantized",
+               "load": "quantized", "QuantizedModel": "quantized", "report_torch_quantized": "quantized",
+               "from_torch": "interop.torch", "from_torch_quantized": "interop.torch",
+               "from_onnx": "interop.onnx", "to_onnx": "interop.onnx"}
 
 
 def __getattr__(name):
     """torch-dependent entry points load on first use, so ``import minquant`` needs no torch."""
-    if name == "from_torch":
-        from .torch_import import from_torch
-        return from_torch
-    if name == "from_onnx":
-        from .onnx_import import from_onnx
-        return from_onnx
-    if name == "to_onnx":
-        from .onnx_export import to_onnx
-        return to_onnx
-    if name in _WHOLE_MODEL:
-        import importlib
-        return getattr(importlib.import_module(".quantized", __name__), name)
+    import importlib
+    if name in _LAZY_NAMES:
+        return getattr(importlib.import_module(f".{_LAZY_NAMES[name]}", __name__), name)
     if name in _LAZY_MODULES:
-        import importlib
-        return importlib.import_module(f".{name}", __name__)
+        return importlib.import_module(f".{_LAZY_MODULES[name]}", __name__)
     raise AttributeError(f"module 'minquant' has no attribute {name!r}")

@@ -22,7 +22,7 @@ import numpy as np
 from . import float_ops as F
 from .graph import Graph, Node
 
-__all__ = ["run", "infer_shapes", "FLOAT_KERNELS", "Kernel"]
+__all__ = ["run", "value_info", "infer_shapes", "FLOAT_KERNELS", "Kernel"]
 
 Kernel = Callable[[Node, list], np.ndarray]
 
@@ -131,15 +131,23 @@ def run(graph: Graph, x, *, kernels: Mapping[str, Kernel] | None = None, interme
     return (result, env) if intermediates else result
 
 
-def infer_shapes(graph: Graph, batch: int = 1) -> Graph:
-    """Fill every ``node.shape`` by running the graph once on zeros of ``graph.input_shapes`` (with the
-    batch set to ``batch``). Returns the graph (modified in place)."""
+def value_info(graph: Graph, kernels=None, batch: int = 1) -> dict:
+    """``{value: (shape, dtype name)}`` for every graph input and node output, found the one way minquant
+    finds shapes: by running the graph once on zeros of ``graph.input_shapes`` (batch set to ``batch``) with
+    ``kernels`` (default: the float kernels; a quantized model passes its own table)."""
     missing = [v for v in graph.inputs if v not in graph.input_shapes]
     if missing:
-        raise ValueError(f"infer_shapes needs graph.input_shapes for inputs {missing}")
+        raise ValueError(f"graph {graph.name!r}: inputs {missing} have no input_shapes")
     feeds = {v: np.zeros((batch,) + tuple(graph.input_shapes[v][1:]), np.float32) for v in graph.inputs}
-    shapes: dict[str, tuple[int, ...]] = {}
-    run(graph, feeds, hook=lambda name, v: shapes.__setitem__(name, tuple(v.shape)))
+    info: dict[str, tuple] = {}
+    run(graph, feeds, kernels=kernels, hook=lambda name, v: info.__setitem__(name, (tuple(v.shape), v.dtype.name)))
+    return info
+
+
+def infer_shapes(graph: Graph, batch: int = 1) -> Graph:
+    """Fill every ``node.shape`` from :func:`value_info` (float kernels). Returns the graph (modified in
+    place)."""
+    info = value_info(graph, batch=batch)
     for n in graph.nodes:
-        n.shape = shapes[n.name]
+        n.shape = info[n.name][0]
     return graph

@@ -3,7 +3,7 @@
 Each function mirrors its ``torch.nn.functional`` counterpart (same argument names and defaults, NCHW
 layout, weights laid out as in ``torch.nn``), so ``tests/test_graph_float.py`` can compare them one by one.
 They are the reference the quantized kernels are measured against, so they favour clarity over speed —
-except convolution, which goes through :func:`minquant.kernels.im2col` and one matrix product per group.
+except convolution, which goes through :func:`minquant.im2col` and one matrix product per group.
 
 All inputs must be float32 arrays (a float64 or integer array is a mistake upstream and raises
 ValueError); outputs are float32. Sizes of pooled / convolved outputs follow PyTorch exactly:
@@ -23,7 +23,7 @@ import numpy as np
 
 from numba import config as _numba_config
 
-from .kernels.im2col import conv_out_size, im2col, im2col_reference
+from .im2col import conv_out_size, im2col, im2col_reference
 
 __all__ = [
     "conv2d", "linear", "batch_norm", "relu", "relu6", "hardswish", "hardsigmoid", "add", "mul", "cat",
@@ -76,7 +76,7 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1) -> n
         out[n, o, y, x] = bias[o] + Σ_{c<C/G, i<KH, j<KW} weight[o, c, i, j] · x[n, g·C/G + c, y·sh − ph + i·dh,
                                                                                     x·sw − pw + j·dw]
 
-    Computed as :func:`~minquant.kernels.im2col` (rows = output positions, columns = (kh, kw, c)) times
+    Computed as :func:`~minquant.im2col` (rows = output positions, columns = (kh, kw, c)) times
     the weight matrix of each group; a 1×1 stride-1 convolution needs no im2col (the NHWC input already is
     that matrix). Depthwise convolution (C/G = 1) multiplies and sums the KH·KW taps of the im2col rows
     (there is no matrix product to do). The batch is processed in chunks (:data:`IM2COL_BUDGET_BYTES`)."""

@@ -56,7 +56,7 @@ def quantized(work):
 def in_process():
     import torch
     torch.set_num_threads(1)
-    from minquant.zoo import tiny_cnn_digits
+    from minquant.data.zoo import tiny_cnn_digits
     model, data = tiny_cnn_digits()
     return model, data
 
@@ -137,7 +137,7 @@ def test_bench_quick_prints_three_runtimes(work):
 def test_help_teaches_with_examples(work):
     r = mq("--help", cwd=work)
     assert r.returncode == 0 and "docs/" in r.stdout
-    from minquant.cli import build_parser
+    from minquant.lesson.cli import build_parser
     ap = build_parser()
     sub = next(a for a in ap._actions if a.dest == "command")
     assert set(sub.choices) == {"demo", "quantize", "inspect", "compare", "prune", "bench", "doctor"}
@@ -173,7 +173,7 @@ def torch_files(work, in_process):
     import torch
     import torch.nn as nn
 
-    from minquant.zoo import TinyCNN
+    from minquant.data.zoo import TinyCNN
     model, _ = in_process
     torch.jit.trace(model, torch.zeros(1, 1, 28, 28)).save(str(work / "tiny.ts"))
     m = TinyCNN().eval()

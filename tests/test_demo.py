@@ -1,4 +1,4 @@
-"""minquant.demo, in parts (the whole demo takes minutes even with --quick; it is run by hand).
+"""minquant.lesson.demo, in parts (the whole demo takes minutes even with --quick; it is run by hand).
 
 The seed's TinyCNN (cached), a few hundred digits, one timing repeat. Checked: the seed's quantize_dynamic
 really leaves Conv2d float; minquant's run of torch's int8 model is bit-identical; minquant's static int8
@@ -12,7 +12,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from minquant import demo  # noqa: E402
+from minquant.lesson import demo  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -21,7 +21,7 @@ def one_thread():
 
 
 def test_seed_quantize_dynamic_leaves_conv_float(digits_model):
-    from minquant import recipes
+    from minquant.frameworks import torch_recipes as recipes
     from minquant.quantized import report_torch_quantized
     model, (_, _, x_te, _) = digits_model
     q = recipes.seed_quantize_dynamic(model)
@@ -33,7 +33,7 @@ def test_seed_quantize_dynamic_leaves_conv_float(digits_model):
 
 
 def test_common_rows_on_tinycnn(digits_model):
-    from minquant import recipes
+    from minquant.frameworks import torch_recipes as recipes
     model, (x_tr, _, x_te, y_te) = digits_model
     x_ev, y_ev = x_te[:120], y_te[:120]
     f_ref = recipes.torch_logits(model, x_ev)
@@ -82,7 +82,7 @@ def test_prune_helper_reaches_the_target_sparsity(digits_model):
 
 def test_onnx_rows_without_exporter(digits_model, monkeypatch):
     pytest.importorskip("onnxruntime")
-    from minquant import recipes
+    from minquant.frameworks import torch_recipes as recipes
     model, (x_tr, _, x_te, y_te) = digits_model
     monkeypatch.setattr(demo, "_to_onnx", lambda: None)
     x_ev, y_ev = x_te[:100], y_te[:100]
@@ -99,7 +99,7 @@ def test_onnx_rows_without_exporter(digits_model, monkeypatch):
 
 
 def test_weight_panels_show_what_per_channel_buys(digits_model):
-    from minquant import report
+    from minquant.lesson import report
     model, _ = digits_model
     w = model.features[2].weight.detach().numpy()
     panels = [report._panel(p) for p in demo._weight_panels("conv 2", w)]

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 import torch
 
-from minquant.datasets import digits
+from minquant.data.datasets import digits
 from minquant.distill import (count_params, resnet18_digits, stratified_subset, student_cnn,
                               teacher_resnet18_digits, train)
-from minquant.training import accuracy, fit, predict_logits
+from minquant.data.training import accuracy, fit, predict_logits
 
 torch.set_num_threads(1)
 
@@ -137,7 +137,7 @@ def test_models_shapes_and_parameter_ratio():
 
 def test_teacher_cache_round_trip(tmp_path, monkeypatch):
     """A cached teacher is loaded (no training) from MINQUANT_CACHE as a plain npz, BatchNorm stats included."""
-    from minquant.zoo import save_state_npz
+    from minquant.data.zoo import save_state_npz
 
     monkeypatch.setenv("MINQUANT_CACHE", str(tmp_path))
     torch.manual_seed(1)

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from minquant import doctor as doc
+from minquant.lesson import doctor as doc
 from minquant.target import Cpu
 
 #: (framework, family) → differing elements measured on a host where that row does not match yet: the row's
@@ -89,7 +89,7 @@ def test_missing_framework_rows_say_so(monkeypatch, capsys):
 
 
 def test_cli_json_and_exit_code(capsys):
-    from minquant.cli import main
+    from minquant.lesson.cli import main
     code = main(["doctor", "--json"])
     data = json.loads(capsys.readouterr().out)
     assert {"cpu", "seconds", "rows"} <= set(data)
@@ -100,7 +100,7 @@ def test_cli_json_and_exit_code(capsys):
 
 
 def test_cli_table(capsys):
-    from minquant.cli import main
+    from minquant.lesson.cli import main
     code = main(["doctor"])
     text = capsys.readouterr().out
     assert text.startswith("CPU  ")

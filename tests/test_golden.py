@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from minquant import golden
+from minquant.lesson import golden
 
 RECORDINGS = Path(__file__).resolve().parent / "golden" / "recordings"
 
@@ -86,7 +86,7 @@ def test_recording_cpu(folder):
 
 
 def test_module_imports_without_torch():
-    code = "import sys; sys.modules['torch'] = None; sys.modules['onnx'] = None; import minquant.golden"
+    code = "import sys; sys.modules['torch'] = None; sys.modules['onnx'] = None; import minquant.lesson.golden"
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[1])
 
 

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from minquant import float_ops as F
 from minquant.executor import run
 from minquant.graph import BatchNormAttrs, Conv2dAttrs, Graph, Node
-from minquant.torch_import import from_torch
+from minquant.interop.torch.fx_import import from_torch
 
 torch.set_num_threads(1)
 OPS_SETTINGS = settings(max_examples=40, deadline=None, derandomize=True,
@@ -55,7 +55,7 @@ def _random_eval_model(ctor, seed=0, size=224):
 # ----------------------------------------------------------------------------------------------------------
 
 def test_tiny_cnn_digits_matches_torch():
-    from minquant.zoo import tiny_cnn_digits
+    from minquant.data.zoo import tiny_cnn_digits
 
     model, (_, _, x_test, y_test) = tiny_cnn_digits()
     x = x_test[:128]
@@ -68,8 +68,8 @@ def test_tiny_cnn_digits_matches_torch():
 
 
 def test_mobilenet_v2_imagenet_matches_torch():
-    from minquant.datasets import photo_crops
-    from minquant.zoo import mobilenet_v2_imagenet
+    from minquant.data.datasets import photo_crops
+    from minquant.data.zoo import mobilenet_v2_imagenet
 
     model = mobilenet_v2_imagenet()
     x = photo_crops(4, split="eval")

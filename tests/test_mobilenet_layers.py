@@ -5,8 +5,8 @@ textbook arithmetic would not (so the comparison is sensitive to the int16 pair 
 import numpy as np
 
 from minquant.kernels import QConv2d
-from minquant.zoo import mobilenet_v2_conv_cases
-from reference import ort_quant, torch_quant   # the frameworks' recipes (repository top level)
+from minquant.data.zoo import mobilenet_v2_conv_cases
+from minquant.frameworks import (ort_ops as ort_quant, torch_ops as torch_quant)  # the frameworks' recipes (repository top level)
 
 
 def mobilenet_kernels_crosscheck():

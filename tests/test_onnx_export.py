@@ -1,4 +1,4 @@
-"""minquant.onnx_export.to_onnx: the files are valid ONNX, ONNX Runtime runs them, and its outputs equal
+"""minquant.interop.onnx.exporter.to_onnx: the files are valid ONNX, ONNX Runtime runs them, and its outputs equal
 minquant's ``target="onnxruntime"`` outputs bit for bit (float graphs: within 1e-4).
 
 ORT sessions use default graph optimizations (so the QDQ files are fused into integer kernels, which the
@@ -16,8 +16,8 @@ ort = pytest.importorskip("onnxruntime")
 
 import minquant  # noqa: E402
 from minquant.graph import OPS, Graph, Node  # noqa: E402
-from minquant.onnx_export import to_onnx  # noqa: E402
-from minquant.ort_reference import ort_runner  # noqa: E402
+from minquant.interop.onnx.exporter import to_onnx  # noqa: E402
+from minquant.frameworks.ort_recipes import ort_runner  # noqa: E402
 from minquant.quantized import QuantizedModel, ops, quantize_dynamic, quantize_static  # noqa: E402
 
 torch.set_num_threads(1)
@@ -52,8 +52,8 @@ def tiny_static(digits_model):
 
 @pytest.fixture(scope="session")
 def mobilenet():
-    from minquant.datasets import photo_crops
-    from minquant.zoo import mobilenet_v2_imagenet
+    from minquant.data.datasets import photo_crops
+    from minquant.data.zoo import mobilenet_v2_imagenet
     model = mobilenet_v2_imagenet()
     qm = quantize_static(model, photo_crops(8), target="onnxruntime", progress=False)
     return minquant.from_torch(model, (1, 3, 224, 224)), qm, photo_crops(4, split="eval")
@@ -232,7 +232,7 @@ def test_qclamp_top_below_floor(fmt, tmp_path):
     """``qclamp`` takes the per-channel top first, then clips: a top under ``lo`` gives ``lo``. The file
     (clip, then Min) raises such tops to ``lo`` so that it computes the same; read back, it is the same
     qclamp again."""
-    from minquant.onnx_import import from_onnx
+    from minquant.interop.onnx.importer import from_onnx
     hi = np.array([30, 255, 100, 70], np.uint8)              # channel 0: top 30 < lo 60
     nodes = [Node("q", "quantize", ["x"], ops.QuantizeAttrs(0.05, 100)),
              Node("cl", "qclamp", ["q"], ops.QClampAttrs(60, 200), {"hi_channels": hi}),
@@ -286,7 +286,7 @@ def test_every_static_op_reads_back(small, fmt, tmp_path):
     file and as the model, and the same nodes — float fallbacks included (hardswish / hardsigmoid /
     batch_norm / a non-global adaptive pool come back from the float32 sequences the exporter writes for
     them), clamps included (back into the layers' ``clamp``, qadd's ReLU, one qclamp with its top)."""
-    from minquant.onnx_import import from_onnx
+    from minquant.interop.onnx.importer import from_onnx
     _, qm, x = small
     back = from_onnx(to_onnx(qm, tmp_path / "small.onnx", format=fmt))
     assert collections.Counter(n.op for n in back.graph.nodes) == collections.Counter(n.op for n in qm.graph.nodes)

@@ -1,4 +1,4 @@
-"""minquant.onnx_import.from_onnx against ONNX Runtime (CPU EP, default session options, one thread).
+"""minquant.interop.onnx.importer.from_onnx against ONNX Runtime (CPU EP, default session options, one thread).
 
 Float imports must match ORT within 1e-4; quantized imports (QDQ, QOperator, quantize_dynamic) must match
 bit for bit (np.array_equal) and run on minquant's integer kernels. The ONNX files are made once per session
@@ -21,8 +21,8 @@ from onnx import helper as oh  # noqa: E402
 from onnx import numpy_helper as onh  # noqa: E402
 
 import minquant  # noqa: E402
-from minquant.onnx_import import OnnxGraph, from_onnx, fuse_qdq, load_onnx  # noqa: E402
-from minquant.ort_reference import export_torch, ort_quantize, ort_runner  # noqa: E402
+from minquant.interop.onnx.importer import OnnxGraph, from_onnx, fuse_qdq, load_onnx  # noqa: E402
+from minquant.frameworks.ort_recipes import export_torch, ort_quantize, ort_runner  # noqa: E402
 from minquant.quantized import QuantizedModel  # noqa: E402
 
 torch.set_num_threads(1)
@@ -54,8 +54,8 @@ def ops_of(m):
 @pytest.fixture(scope="session")
 def files(tmp_path_factory, digits_model):
     """ONNX files built once: TinyCNN float / QDQ / QOperator / dynamic, MobileNetV2 float / QDQ."""
-    from minquant.datasets import photo_crops
-    from minquant.zoo import mobilenet_v2_imagenet
+    from minquant.data.datasets import photo_crops
+    from minquant.data.zoo import mobilenet_v2_imagenet
     d = tmp_path_factory.mktemp("onnx_import")
     model, (x_tr, _, x_te, _) = digits_model
     out = {"tiny": export_torch(model, (1, 1, 28, 28), d / "tiny.onnx"), "x_digits": x_te[:120]}
@@ -311,7 +311,7 @@ def test_conv_integer_accumulates_exactly(tmp_path):
     int16 pair saturation (what MLAS's QLinearConv does on AVX2) change many outputs, so this test would
     fail if the import saturated."""
     from minquant.kernels.gemm import gemm_u8s8_reference
-    from minquant.kernels.im2col import im2col_reference
+    from minquant.im2col import im2col_reference
     rng = np.random.default_rng(6)
     w = rng.choice(np.array([-127, -120, 110, 127], np.int8), size=(6, 8, 3, 3))
     n = oh.make_node
@@ -362,7 +362,7 @@ def test_int32_bias_beyond_float32_is_kept_exactly(tmp_path):
     codes = np.rint(want / 0.01) + 128
     assert len(np.unique(want)) > 10 and np.mean((codes == 0) | (codes == 255)) < 0.05
     # and back out: to_onnx writes the int32 bias as it is, so the round trip keeps it and the numbers
-    from minquant.onnx_export import to_onnx
+    from minquant.interop.onnx.exporter import to_onnx
     for fmt in ("qdq", "qoperator"):
         again = from_onnx(to_onnx(qm, tmp_path / f"again_{fmt}.onnx", format=fmt))
         assert np.array_equal(again.graph.nodes[1].params["bias"], b)
@@ -430,7 +430,7 @@ def test_hardswish_fallback_is_ort_float_arithmetic():
 
 
 # ---------------------------------------------------------------------------------------------------------
-# 3. round trip: minquant → minquant.onnx_export.to_onnx → from_onnx
+# 3. round trip: minquant → minquant.interop.onnx.exporter.to_onnx → from_onnx
 # ---------------------------------------------------------------------------------------------------------
 INTEGER_LAYERS = {"qconv2d", "qlinear", "qadd", "qcat", "qmax_pool2d", "qavg_pool2d", "qadaptive_avg_pool2d"}
 
@@ -439,9 +439,9 @@ INTEGER_LAYERS = {"qconv2d", "qlinear", "qadd", "qcat", "qmax_pool2d", "qavg_poo
 def minquant_models(digits_model):
     """Default ``quantize_static`` models (target='fbgemm') and their float graphs, built once:
     {name: (quantized model, float graph, test input)}."""
-    from minquant.datasets import photo_crops
+    from minquant.data.datasets import photo_crops
     from minquant.quantized import quantize_static
-    from minquant.zoo import mobilenet_v2_imagenet
+    from minquant.data.zoo import mobilenet_v2_imagenet
     model, (x_tr, _, x_te, _) = digits_model
     mnv2 = mobilenet_v2_imagenet()
     return {"tiny": (quantize_static(model, x_tr[:256], progress=False), minquant.from_torch(model, (1, 1, 28, 28)),
@@ -466,7 +466,7 @@ def test_minquant_export_reads_back_bit_identical(minquant_models, which, fmt, t
     emulation computes, bit for bit, with the same integer layers (no float fallback appears): the uint8
     Min after a ReLU6 layer (per-channel top after equalization; every MobileNetV2 export has them) goes
     back into the layer's ``clamp_hi``."""
-    from minquant.onnx_export import to_onnx
+    from minquant.interop.onnx.exporter import to_onnx
     qm, _, x = minquant_models[which]
     assert qm.target.framework == "fbgemm"
     path = to_onnx(qm, tmp_path / f"{which}_{fmt}.onnx", format=fmt)
@@ -500,7 +500,7 @@ def test_minquant_export_reads_back_bit_identical(minquant_models, which, fmt, t
 def test_minquant_float_graphs_read_back(minquant_models, tmp_path):
     """A float Graph (minquant.from_torch) → to_onnx → from_onnx runs within 1e-4 of the original; the
     same ops, except TinyCNN's divisible adaptive pool, which ONNX writes as an AveragePool."""
-    from minquant.onnx_export import to_onnx
+    from minquant.interop.onnx.exporter import to_onnx
     for which in ("tiny", "mnv2"):
         _, g, x = minquant_models[which]
         back = from_onnx(to_onnx(g, tmp_path / f"{which}.onnx"))
@@ -519,7 +519,7 @@ def test_minquant_dynamic_and_code_ops_read_back(digits_model, tmp_path):
     (Relu → Min) survive the round trip."""
     from minquant.executor import FLOAT_KERNELS
     from minquant.graph import Graph, MaxPool2dAttrs, Node
-    from minquant.onnx_export import to_onnx
+    from minquant.interop.onnx.exporter import to_onnx
     from minquant.quantized import ops, quantize_dynamic
     from minquant.quantized.executor import EXTRA_FLOAT_KERNELS
     model, (_, _, x_te, _) = digits_model

@@ -10,8 +10,8 @@ import torch.nn.utils.prune as tprune
 
 from minquant.prune import (global_magnitude_masks, magnitude_mask, masked_training, prune_magnitude)
 from minquant.prune.magnitude import n_to_prune, weight_arrays
-from minquant.training import fit
-from minquant.zoo import TinyCNN
+from minquant.data.training import fit
+from minquant.data.zoo import TinyCNN
 
 torch.set_num_threads(1)
 

@@ -7,7 +7,7 @@ import torch
 import torch.nn as nn
 
 from minquant.prune import is_nm_sparse, nm_mask, prune_nm
-from minquant.zoo import TinyCNN
+from minquant.data.zoo import TinyCNN
 
 torch.set_num_threads(1)
 

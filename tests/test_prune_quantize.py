@@ -15,15 +15,15 @@ import torch
 import minquant
 from minquant.prune import prune_channels, prune_magnitude
 from minquant.sparse import decode, encode_bitmask, encoded_nbytes, smallest_encoding
-from minquant.training import fit
-from minquant.zoo import TinyCNN
+from minquant.data.training import fit
+from minquant.data.zoo import TinyCNN
 
 torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="module")
 def trained():
-    from minquant.datasets import digits
+    from minquant.data.datasets import digits
 
     xtr, ytr, xte, yte = digits()
     torch.manual_seed(0)

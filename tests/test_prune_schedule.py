@@ -7,7 +7,7 @@ import torch.nn as nn
 
 from minquant.prune import (constant_step_targets, fit_fine_tune, iterative_prune, zhu_gupta_sparsity,
                             zhu_gupta_targets)
-from minquant.zoo import TinyCNN
+from minquant.data.zoo import TinyCNN
 
 torch.set_num_threads(1)
 

@@ -9,7 +9,7 @@ import torch
 from minquant.prune import (decode, encode_bitmask, encode_csr, encode_dense, encoded_nbytes,
                             prune_magnitude, smallest_encoding, storage_report)
 from minquant.sparse import min_uint
-from minquant.zoo import TinyCNN
+from minquant.data.zoo import TinyCNN
 
 torch.set_num_threads(1)
 

@@ -13,7 +13,7 @@ import torchvision
 from minquant.prune import (apply_architecture, build_graph, channel_importance, dead_channels,
                             describe_architecture, load_pruned, model_report, prune_channels,
                             remove_zero_channels, save_pruned, select_channels)
-from minquant.zoo import TinyCNN, load_state_npz, save_state_npz
+from minquant.data.zoo import TinyCNN, load_state_npz, save_state_npz
 
 torch.set_num_threads(1)
 SMALL = (1, 3, 64, 64)  # ImageNet nets run on 64×64 too (adaptive pooling): fast structural tests

@@ -11,7 +11,7 @@ import torch
 import minquant
 from minquant.quantized import QuantizedModel, load, quantize_static
 from minquant.quantized.model import FORMAT
-from minquant.zoo import tiny_cnn_digits
+from minquant.data.zoo import tiny_cnn_digits
 
 torch.set_num_threads(1)
 
@@ -45,8 +45,8 @@ def test_round_trip_is_bit_identical(qmodel, tmp_path):
 
 def test_torch_imported_model_round_trip(tmp_path):
     import torch.ao.quantization as tq
-    from minquant.quantized import from_torch_quantized
-    from minquant.zoo import TinyCNN
+    from minquant.interop.torch import quantized_import as from_torch_quantized
+    from minquant.data.zoo import TinyCNN
 
     model, (x_tr, _, x_te, _) = tiny_cnn_digits()
     m = tq.QuantWrapper(TinyCNN())

@@ -17,8 +17,8 @@ from minquant.observers import MinMaxObserver, PercentileObserver
 from minquant.quantized import compare, quantize_static
 from minquant.quantized.compare import sqnr_db
 from minquant.quantized.passes import prepare_float_graph
-from minquant.torch_import import from_torch
-from minquant.zoo import TinyCNN
+from minquant.interop.torch.fx_import import from_torch
+from minquant.data.zoo import TinyCNN
 
 torch.set_num_threads(1)
 warnings.filterwarnings("ignore", message=".*deprecated.*")

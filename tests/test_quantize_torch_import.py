@@ -16,10 +16,11 @@ import torch
 import torch.ao.quantization as tq
 import torch.nn as nn
 
-from minquant.datasets import photo_crops
-from minquant.quantized import compare, from_torch_quantized
-from minquant.quantized.from_torch_quantized import torch_eager_ptq, torch_quantized_codes
-from minquant.zoo import TinyCNN, mobilenet_v2_imagenet, mobilenet_v3_random, tiny_cnn_digits
+from minquant.data.datasets import photo_crops
+from minquant.quantized import compare
+from minquant.interop.torch import quantized_import as from_torch_quantized
+from minquant.interop.torch.quantized_import import torch_eager_ptq, torch_quantized_codes
+from minquant.data.zoo import TinyCNN, mobilenet_v2_imagenet, mobilenet_v3_random, tiny_cnn_digits
 
 torch.set_num_threads(1)
 warnings.filterwarnings("ignore", message=".*deprecated.*")

@@ -1,4 +1,4 @@
-"""minquant.render: the text listing names every node with its qparams and params; the PNG is a real,
+"""minquant.lesson.render: the text listing names every node with its qparams and params; the PNG is a real,
 sanely sized image with int8 and float boxes in their colours; bad input raises ValueError."""
 import re
 
@@ -9,7 +9,7 @@ torch = pytest.importorskip("torch")
 
 import minquant  # noqa: E402
 from minquant.graph import Graph, Node  # noqa: E402
-from minquant.render import KIND_COLORS, node_kind, to_png, to_text, value_info  # noqa: E402
+from minquant.lesson.render import KIND_COLORS, node_kind, to_png, to_text, value_info  # noqa: E402
 
 torch.set_num_threads(1)
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -66,10 +66,10 @@ def test_text_quantized_model_has_qparams_and_params(tiny):
 def test_text_reads_onnx_files(tiny, tmp_path):
     pytest.importorskip("onnx")
     try:
-        from minquant.onnx_import import from_onnx  # noqa: F401
+        from minquant.interop.onnx.importer import from_onnx  # noqa: F401
     except ImportError:
-        pytest.skip("minquant.onnx_import is not available")
-    from minquant.onnx_export import to_onnx
+        pytest.skip("minquant.interop.onnx.importer is not available")
+    from minquant.interop.onnx.exporter import to_onnx
     graph, qm = tiny
     text = to_text(to_onnx(qm, tmp_path / "q.onnx", format="qoperator"))
     assert "QuantizedModel" in text and "qconv2d" in text and "QLinearConv" in text

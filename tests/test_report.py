@@ -1,4 +1,4 @@
-"""minquant.report: every plot writes a valid PNG, bad input raises ValueError, write_report embeds all.
+"""minquant.lesson.report: every plot writes a valid PNG, bad input raises ValueError, write_report embeds all.
 
 Small seeded synthetic inputs, plus one real ``compare`` result on the seed's TinyCNN (cached model,
 64 test digits). A PNG is "valid" when it starts with the PNG signature, matplotlib reads it back as an
@@ -10,7 +10,7 @@ import re
 import numpy as np
 import pytest
 
-from minquant import report
+from minquant.lesson import report
 from minquant.quantized.compare import Comparison, LayerSQNR
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -121,7 +121,7 @@ def test_variants_synthetic(tmp_path):
 
 
 def test_variants_from_demo_rows(tmp_path):
-    from minquant.demo import Row
+    from minquant.lesson.demo import Row
     rows = [Row("TinyCNN", "fp32", "torch", 100, 100, 0.5, 0.9), Row("TinyCNN", "int8", "minquant", 30, 30, 1.0, 0.9)]
     assert_png(report.plot_variants(rows, tmp_path / "v.png"))
 

@@ -3,7 +3,7 @@
 * :func:`kd_loss` — the loss ``α·CE + (1 − α)·T²·KL(softmax(t/T) ‖ softmax(z/T))`` and its gradient, in
   NumPy (``loss.py``; derivation in docs/distillation.md).
 * :class:`KDLoss` — the same loss as a torch ``nn.Module`` (``torch_loss.py``), checked against it.
-* :func:`train` — train a student with or without a teacher, on top of :func:`minquant.training.fit`
+* :func:`train` — train a student with or without a teacher, on top of :func:`minquant.data.training.fit`
   (``trainer.py``; not ``train.py``, which would shadow the function).
 * :func:`resnet18_digits`, :func:`student_cnn`, :func:`teacher_resnet18_digits` — the seed's teacher and
   student for scikit-learn's digits (``models.py``).

@@ -6,7 +6,7 @@
 * :func:`student_cnn` — a 3-layer CNN (two convolutions and one linear layer, ~9 k parameters: >1000× fewer),
   built only from layers minquant's static int8 converter targets (Conv2d, ReLU, MaxPool2d, Flatten, Linear).
 * :func:`teacher_resnet18_digits` — the teacher trained on the full digits training split, cached as a
-  NumPy ``.npz`` in :func:`minquant.zoo.cache_dir`.
+  NumPy ``.npz`` in :func:`minquant.data.zoo.cache_dir`.
 
 This module imports torch and torchvision: it is not part of the numpy-only core.
 """
@@ -51,15 +51,15 @@ def student_cnn(size: int = 28, widths: tuple[int, int] = (8, 16), num_classes: 
 
 def teacher_resnet18_digits(epochs: int = 8, seed: int = 0, *, size: int = 28, lr: float = 1e-3,
                             batch_size: int = 64, cache: bool = True, progress: bool = False):
-    """:func:`resnet18_digits` trained on the full training split of :func:`minquant.datasets.digits`
+    """:func:`resnet18_digits` trained on the full training split of :func:`minquant.data.datasets.digits`
     (1,257 images, ``size``×``size``) with Adam and cross-entropy, seeded; eval mode.
 
     Returns ``(model, (x_train, y_train, x_test, y_test))``. The weights (and BatchNorm statistics) are
-    cached as ``resnet18_digits_s{size}_e{epochs}_seed{seed}.npz`` in :func:`minquant.zoo.cache_dir`
+    cached as ``resnet18_digits_s{size}_e{epochs}_seed{seed}.npz`` in :func:`minquant.data.zoo.cache_dir`
     (no pickle). At 28×28 one epoch takes about a minute on one core."""
-    from ..datasets import digits
-    from ..training import fit
-    from ..zoo import cache_dir, load_state_npz, save_state_npz
+    from ..data.datasets import digits
+    from ..data.training import fit
+    from ..data.zoo import cache_dir, load_state_npz, save_state_npz
 
     data = digits(size=size)
     path = cache_dir() / f"resnet18_digits_s{size}_e{epochs}_seed{seed}.npz"

@@ -1,4 +1,4 @@
-"""Train a student with (or without) a teacher: :func:`train`, built on :func:`minquant.training.fit`.
+"""Train a student with (or without) a teacher: :func:`train`, built on :func:`minquant.data.training.fit`.
 
 ``fit`` owns the loop (Adam, seeded data order); distillation plugs in through its ``loss_fn`` hook. The
 hook receives the batch's *inputs*, not their indices, yet the teacher's logits should be computed once and
@@ -28,7 +28,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from ..training import accuracy, fit, predict_logits
+from ..data.training import accuracy, fit, predict_logits
 from .torch_loss import KDLoss
 
 __all__ = ["train", "DistillResult", "stratified_subset"]
@@ -109,7 +109,7 @@ def train(student: nn.Module, teacher, data, *, epochs: int = 30, lr: float = 1e
         of teacher logits aligned with ``x_train``, or ``None`` to train from scratch with cross-entropy
         (``T``, ``alpha``, ``scale_by_T2`` then unused).
     data : ``(x_train, y_train)`` or ``(x_train, y_train, x_test, y_test)`` NumPy arrays (NCHW float32,
-        int labels), e.g. from :func:`minquant.datasets.digits`.
+        int labels), e.g. from :func:`minquant.data.datasets.digits`.
     eval_every : evaluate train and test accuracy after every ``eval_every``-th epoch and after the last
         (default: every epoch; large sweeps save time with a coarser curve).
     T, alpha, scale_by_T2 : the loss :class:`~minquant.distill.KDLoss` (defaults: T = 4, α = 0.7 as in the

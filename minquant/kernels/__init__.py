@@ -7,7 +7,7 @@
 from ..target import Arithmetic, Cpu, Target
 from .conv import PackedConvWeight, QConv2d, pack_conv_weight, qconv2d, qconv2d_reference
 from .gemm import PackedWeight, gemm_u8s8, gemm_u8s8_reference, pack_weight
-from .im2col import conv_out_size, im2col, im2col_reference
+from ..im2col import conv_out_size, im2col, im2col_reference
 from .linear import QLinear, qlinear, qlinear_reference
 from .requantize import output_stage, requantize, requantize_reference
 

@@ -24,7 +24,7 @@ from numba import njit
 
 from ..target import resolve_conv
 from .gemm import gemm_u8s8_reference, pack_weight, raw_product_cols
-from .im2col import _pair, conv_out_size, im2col_reference, im2col_t
+from ..im2col import _pair, conv_out_size, im2col_reference, im2col_t
 from .requantize import OutputStage, _requant_row, finish_requantize_cols, output_stage, requantize_reference
 
 __all__ = ["QConv2d", "qconv2d", "qconv2d_reference", "PackedConvWeight", "pack_conv_weight"]

@@ -15,13 +15,13 @@ Two schedules of target sparsities (fraction of zero weights after each step):
   until ``final``.
 
 :func:`gradual_prune` is Zhu & Gupta as they ran it: pruning *during* one training run
-(:func:`minquant.training.fit`, one optimizer throughout; ``t`` counts epochs), the mask tightened at the
+(:func:`minquant.data.training.fit`, one optimizer throughout; ``t`` counts epochs), the mask tightened at the
 end of epochs t0 + Δt, …, t0 + n·Δt, then training goes on at ``s_f``.
 
 :func:`iterative_prune` runs a list of targets the seed's way: magnitude-prune to ``s_k`` (global or per
 layer), then call ``fine_tune(model, k, s_k)`` with the pruned weights held at zero
 (:func:`~minquant.prune.magnitude.masked_training`), with a tqdm progress bar. :func:`fit_fine_tune`
-makes a ``fine_tune`` from :func:`minquant.training.fit` (a fresh Adam every step).
+makes a ``fine_tune`` from :func:`minquant.data.training.fit` (a fresh Adam every step).
 """
 from __future__ import annotations
 
@@ -110,10 +110,10 @@ def iterative_prune(model, targets, fine_tune=None, *, scope: str = "global", ty
 
 
 def fit_fine_tune(x, y, *, epochs: int = 1, lr: float = 1e-3, batch_size: int = 64, seed: int = 0, **kw):
-    """A ``fine_tune`` callback for :func:`iterative_prune`: :func:`minquant.training.fit` for ``epochs``
+    """A ``fine_tune`` callback for :func:`iterative_prune`: :func:`minquant.data.training.fit` for ``epochs``
     epochs on (x, y) (a fresh Adam each step; data order seeded by ``seed + step``)."""
     def fine_tune(model, step, sparsity):
-        from ..training import fit
+        from ..data.training import fit
         fit(model, x, y, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed + step, **kw)
     return fine_tune
 
@@ -121,7 +121,7 @@ def fit_fine_tune(x, y, *, epochs: int = 1, lr: float = 1e-3, batch_size: int = 
 def gradual_prune(model, x, y, s_f: float, *, epochs: int, n: int, t0: int = 0, dt: int = 1, s_i: float = 0.0,
                   scope: str = "layer", types=None, exclude=(), evaluate=None, progress: bool = True,
                   **fit_kwargs):
-    """Zhu & Gupta's gradual pruning inside one :func:`minquant.training.fit` run of ``epochs`` epochs.
+    """Zhu & Gupta's gradual pruning inside one :func:`minquant.data.training.fit` run of ``epochs`` epochs.
 
     ``t`` = epochs completed. Before training the model is pruned to ``s_i``; after epoch ``t`` with
     ``t = t0 + k·Δt`` (k = 1…n) the mask is tightened to ``s_t`` (:func:`zhu_gupta_sparsity`); the
@@ -129,7 +129,7 @@ def gradual_prune(model, x, y, s_f: float, *, epochs: int, n: int, t0: int = 0, 
     momentum included, see :func:`~minquant.prune.magnitude.masked_training`). ``fit_kwargs`` go to
     ``fit`` (lr, batch_size, seed…); ``progress`` shows fit's tqdm bar. Returns per-epoch dicts
     ``{epoch, sparsity, metric}`` (``metric = evaluate(model)`` if given)."""
-    from ..training import fit
+    from ..data.training import fit
     from .magnitude import DEFAULT_TYPES, apply_masks, masked_training, prune_magnitude
 
     if t0 + n * dt > epochs:

@@ -19,11 +19,10 @@ from . import ops, passes
 from .calibrate import calibrate
 from .compare import Comparison, compare, sqnr_db
 from .dynamic import QuantizationReport, quantize_dynamic, report_torch_quantized
-from .from_torch_quantized import from_torch_quantized   # imports torch only when called
 from .model import DeferredModel, QuantizedModel, load
 from .static import CALIBRATORS, DEFAULT_CALIBRATOR, quantize_static, quantize_weight
 
 
-__all__ = ["quantize_static", "quantize_dynamic", "from_torch_quantized", "compare", "Comparison", "sqnr_db",
+__all__ = ["quantize_static", "quantize_dynamic", "compare", "Comparison", "sqnr_db",
            "report_torch_quantized", "QuantizationReport", "QuantizedModel", "DeferredModel", "load", "calibrate", "passes", "ops",
            "CALIBRATORS", "DEFAULT_CALIBRATOR", "quantize_weight"]

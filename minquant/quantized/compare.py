@@ -13,7 +13,7 @@ a drop that persists to the output is where to look (a clipped range, an outlier
 
 ``quantized_model`` is a :class:`~minquant.quantized.model.QuantizedModel` — from
 :func:`~minquant.quantize.quantize_static` (its ``float_names`` say which float value each quantized value
-approximates) or from :func:`~minquant.quantized.from_torch_quantized` (the cross-checking case: torch's
+approximates) or from :func:`~minquant.interop.torch.quantized_import` (the cross-checking case: torch's
 quantized model against its float original). Values are matched by name:
 
 * a quantized value ``v`` is compared with the float value ``float_names[v]`` if given (``""``: not
@@ -99,7 +99,7 @@ class Comparison:
 def _float_graph(float_model, example_shape) -> Graph:
     if isinstance(float_model, Graph):
         return float_model
-    from ..torch_import import from_torch
+    from ..interop.torch.fx_import import from_torch
     return from_torch(float_model, example_shape)
 
 

@@ -41,7 +41,7 @@ from ..kernels.add import qadd, torch_vector_block
 from ..kernels.elementwise import activation_tables, apply_tables, qmul
 from ..kernels.dynamic import dynamic_input_qparams, dynamic_linear
 from ..kernels.gemm import gemm_u8s8, pack_weight, raw_product_cols
-from ..kernels.im2col import conv_out_size, im2col, im2col_t
+from ..im2col import conv_out_size, im2col, im2col_t
 from ..kernels.quantize import quantize_u8
 from ..kernels.pool import qadaptive_avg_pool2d, qavg_pool2d, qavg_pool2d_onnxruntime, qmax_pool2d
 from . import ops  # noqa: F401  (registers the quantized ops)

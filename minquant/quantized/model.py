@@ -50,7 +50,7 @@ from pathlib import Path
 import numpy as np
 
 from ..affine import dequantize
-from ..executor import run as run_graph
+from ..executor import run as run_graph, value_info
 from ..graph import Graph, Node
 from ..sparse import decode, encoded_nbytes, smallest_encoding
 from . import ops
@@ -183,12 +183,7 @@ class QuantizedModel:
     def shapes(self):
         """{value: (shape, dtype)} from one batch-1 run on zeros (cached)."""
         if self._shapes is None:
-            info = {}
-            feeds = {v: np.zeros((1,) + tuple(self.graph.input_shapes[v][1:]), np.float32)
-                     for v in self.graph.inputs}
-            run_graph(self.graph, feeds, kernels=self._kernels,
-                      hook=lambda k, v: info.__setitem__(k, (tuple(v.shape), v.dtype.name)))
-            self._shapes = info
+            self._shapes = value_info(self.graph, self._kernels)
         return self._shapes
 
     def summary(self) -> str:
@@ -289,14 +284,14 @@ class QuantizedModel:
 
     def to_onnx(self, path, format: str = "qdq", **kwargs) -> Path:
         """Write the model as an ONNX file (``format`` 'qdq' or 'qoperator'); see
-        :func:`minquant.onnx_export.to_onnx` (imports onnx only when called). Returns the path."""
-        from ..onnx_export import to_onnx
+        :func:`minquant.interop.onnx.exporter.to_onnx` (imports onnx only when called). Returns the path."""
+        from ..interop.onnx.exporter import to_onnx
         return to_onnx(self, path, format=format, **kwargs)
 
 
 class DeferredModel:
     """A quantized model whose graph is built at its first call, from that input's shape — what
-    :func:`~minquant.quantized.from_torch_quantized` and :func:`~minquant.quantized.quantize_dynamic` return
+    :func:`~minquant.interop.torch.quantized_import` and :func:`~minquant.quantized.quantize_dynamic` return
     for a torch model given without ``input_shape`` (minquant imports a torch model by running it once, so
     it needs one input to see the layer shapes). After the first call it behaves as the
     :class:`QuantizedModel` it built (``.model``); before, anything but calling it raises a ``ValueError``

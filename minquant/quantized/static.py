@@ -180,7 +180,7 @@ def to_graph(model, input_shape=None, first_batch=None) -> Graph:
             raise ValueError("input_shape is needed to import a torch model")
         input_shape = (1,) + tuple(first_batch.shape[1:])
     try:
-        from ..torch_import import from_torch
+        from ..interop.torch.fx_import import from_torch
     except ImportError as e:  # pragma: no cover - torch missing
         raise ValueError(f"model is not a minquant Graph and torch is not available: {e}") from e
     return from_torch(model, tuple(input_shape))

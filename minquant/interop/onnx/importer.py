@@ -123,10 +123,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .graph import (AdaptiveAvgPool2dAttrs, AvgPool2dAttrs, BatchNormAttrs, CatAttrs, ClipAttrs, Conv2dAttrs,
-                    FlattenAttrs, Graph, MaxPool2dAttrs, Node, ReshapeAttrs, unique_name)
-from .kernels.im2col import conv_out_size
-from .float_ops import pool_out_size
+from ...graph import (AdaptiveAvgPool2dAttrs, AvgPool2dAttrs, BatchNormAttrs, CatAttrs, ClipAttrs, Conv2dAttrs,
+                      FlattenAttrs, Graph, MaxPool2dAttrs, Node, ReshapeAttrs, unique_name)
+from ...im2col import conv_out_size
+from ...float_ops import pool_out_size
 
 __all__ = ["from_onnx", "load_onnx", "fuse_qdq", "fuse_code_clamps", "fuse_float_patterns", "FLOAT_OPS",
            "QUANTIZED_OPS"]
@@ -713,7 +713,7 @@ def fuse_code_clamps(graph: OnnxGraph, nodes: list, q_source: dict | None = None
 
     ``q_source`` (Q output → the float tensor it read) is updated: the clamped codes approximate what
     the unclamped codes approximated."""
-    from .affine import quantize
+    from ...affine import quantize
     consts = graph.consts
     uses = _Uses(nodes, graph.outputs)
     replace, removed = {}, set()
@@ -912,7 +912,7 @@ def bias_param(b_q, x_scale, w_scale):
     float32 ``b = f32(b_q·s_xw)`` round-trips whenever ``|b_q| < 2^23`` (its relative error 2⁻²⁴ moves
     ``b/s_xw`` by less than ½); this is checked, and if any channel does not come back exactly the int32
     array itself is stored — the kernels' output stage adds an integer bias as given."""
-    from .affine import quantize_bias
+    from ...affine import quantize_bias
     b_q = np.asarray(b_q, np.int32).reshape(-1)
     ats = (np.float32(x_scale) * np.asarray(w_scale, np.float32)).astype(np.float32)
     ats = np.broadcast_to(ats, b_q.shape)
@@ -1230,7 +1230,7 @@ def _code_clamp(b: Builder, n: ONode, i: int, lo: int, hi: int, top):
     ``qconv2d`` / ``qlinear`` output stage (``clamp``, ``clamp_hi``), a ``qclamp`` (``lo``, ``hi``,
     ``hi_channels``), a ``qadd`` whose clip is its fused ReLU (``[z_y, 255]``) — when the two clamps compose
     into one (:func:`_compose_clamp`); else a ``qclamp`` node."""
-    from .quantized import ops
+    from ...quantized import ops
     x = b.act(n, i, codes=True)
     top = None if top is None else np.asarray(top, np.int64)
     prod = b.sole_producer(n, i)
@@ -1479,7 +1479,7 @@ def _concat(b: Builder, n: ONode):
     if not all(coded) or len(qps) != 1:
         _fail(n, "a Concat of uint8 codes needs every input to be codes with the same (scale, zero point) — "
                  "else QLinearConcat")
-    from .quantized import ops
+    from ...quantized import ops
     (s, z), = qps
     b.emit(n, "qcat", xs, ops.QCatAttrs(axis, (s,) * len(xs), (z,) * len(xs), s, z), shape=shape, qp=(s, z))
 
@@ -1537,14 +1537,14 @@ def _identity(b: Builder, n: ONode):
 def _quantize_linear(b: Builder, n: ONode):
     x = b.act(n, 0, codes=False)
     s, z = _act_qparams(b.consts, n, n.inputs[1], n.inputs[2] if len(n.inputs) > 2 else "", "QuantizeLinear")
-    from .quantized.ops import QuantizeAttrs
+    from ...quantized.ops import QuantizeAttrs
     b.emit(n, "quantize", [x], QuantizeAttrs(s, z), shape=b.shape[x], qp=(s, z))
 
 
 def _dequantize_linear(b: Builder, n: ONode):
     src = n.inputs[0]
     if src in b.consts and src not in b.val:          # a constant (e.g. a weight of an unfused float op)
-        from .affine import dequantize
+        from ...affine import dequantize
         q = np.asarray(b.consts[src])
         s = b.const(n, 1, "DequantizeLinear scale")
         z = b.const(n, 2, "DequantizeLinear zero point", dtype=None, optional=True)
@@ -1554,12 +1554,12 @@ def _dequantize_linear(b: Builder, n: ONode):
         return
     x = b.act(n, 0, codes=True)
     s, z = _act_qparams(b.consts, n, n.inputs[1], n.inputs[2] if len(n.inputs) > 2 else "", "DequantizeLinear")
-    from .quantized.ops import QuantizeAttrs
+    from ...quantized.ops import QuantizeAttrs
     b.emit(n, "dequantize", [x], QuantizeAttrs(s, z), shape=b.shape[x])
 
 
 def _qlinear_conv(b: Builder, n: ONode):
-    from .quantized import ops
+    from ...quantized import ops
     x = b.act(n, 0, codes=True)
     xs_, xz = _act_qparams(b.consts, n, n.inputs[1], n.inputs[2], "input")
     w, ws, wz, per_channel = _weight_qparams(b.consts, n, n.inputs[3], n.inputs[4], n.inputs[5], 0)
@@ -1578,7 +1578,7 @@ def _qlinear_conv(b: Builder, n: ONode):
 
 
 def _emit_qlinear(b: Builder, n: ONode, x, xq, w, ws, wz, per_channel, bias_q, yq):
-    from .quantized import ops
+    from ...quantized import ops
     xs = b.shape[x]
     if xs[-1] != w.shape[1]:
         _fail(n, f"input {xs} does not match weight (out, in) {w.shape}")
@@ -1625,7 +1625,7 @@ def _qlinear_matmul(b: Builder, n: ONode):
 
 
 def _qlinear_add(b: Builder, n: ONode):
-    from .quantized import ops
+    from ...quantized import ops
     a, c = b.act(n, 0, codes=True), b.act(n, 3, codes=True)
     aq = _act_qparams(b.consts, n, n.inputs[1], n.inputs[2], "A")
     cq = _act_qparams(b.consts, n, n.inputs[4], n.inputs[5], "B")
@@ -1647,7 +1647,7 @@ def _qlinear_pool_io(b: Builder, n: ONode):
 
 
 def _qlinear_global_avg_pool(b: Builder, n: ONode):
-    from .quantized import ops
+    from ...quantized import ops
     x, xq, yq = _qlinear_pool_io(b, n)
     xs = b.shape[x]
     if len(xs) != 4:
@@ -1657,7 +1657,7 @@ def _qlinear_global_avg_pool(b: Builder, n: ONode):
 
 
 def _qlinear_avg_pool(b: Builder, n: ONode):
-    from .quantized import ops
+    from ...quantized import ops
     x, xq, yq = _qlinear_pool_io(b, n)
     k, s, p, _, ceil, shape = _pool_geometry(b, n, b.shape[x])
     if ceil:
@@ -1668,7 +1668,7 @@ def _qlinear_avg_pool(b: Builder, n: ONode):
 
 
 def _qlinear_concat(b: Builder, n: ONode):
-    from .quantized import ops
+    from ...quantized import ops
     yq = _act_qparams(b.consts, n, n.inputs[0], n.inputs[1], "output")
     rest = n.inputs[2:]
     if len(rest) % 3 or not rest:
@@ -1705,7 +1705,7 @@ def _float_bias(b: Builder, n: ONode, name, o):
 
 
 def _dynamic_conv(b: Builder, n: ONode):
-    from .quantized import ops
+    from ...quantized import ops
     x = b.act(n, 0, codes=False)
     w, ws, wz, pc = _dynamic_weights(b, n, n.inputs[1], n.inputs[2], n.inputs[3], 0)
     if w.ndim != 4:
@@ -1720,7 +1720,7 @@ def _dynamic_conv(b: Builder, n: ONode):
 
 
 def _dynamic_matmul(b: Builder, n: ONode):
-    from .quantized import ops
+    from ...quantized import ops
     x = b.act(n, 0, codes=False)
     w, ws, wz, pc = _dynamic_weights(b, n, n.inputs[1], n.inputs[3] if len(n.inputs) > 3 else "", n.inputs[2], 1)
     if w.ndim != 2:
@@ -1837,7 +1837,7 @@ def from_onnx(model, *, name: str | None = None, target="onnxruntime"):
     b.symbolic_batch = _symbolic_batch(proto)
     b.exact = True
     graph = b.build()
-    from .quantized import QuantizedModel
+    from ...quantized import QuantizedModel
     float_names = {n.name: q_source[n.name] for n in graph.nodes if n.name in q_source}
     return QuantizedModel(graph, target, float_names=float_names,
                           meta={"source": "onnx", "onnx_opset": g.opset.get("", 0)})

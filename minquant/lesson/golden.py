@@ -9,8 +9,8 @@ be replayed anywhere (tests/test_golden.py; tests/golden/README.md describes the
 
 Command line::
 
-    python -m minquant.golden record OUTDIR [--variants native forced-avx2] [--name-prefix P] [--families ...]
-    python -m minquant.golden replay DIR [DIR ...]
+    python -m minquant.lesson.golden record OUTDIR [--variants native forced-avx2] [--name-prefix P] [--families ...]
+    python -m minquant.lesson.golden replay DIR [DIR ...]
 
 ``record`` writes one folder per variant, ``OUTDIR/<cpu>-<isa>-<variant>-<date>/``. Each variant runs in
 its own subprocess: ``native`` with the three ISA variables removed, ``forced-avx2`` with
@@ -73,7 +73,7 @@ MOBILENET_BUILD = ("torchvision.models.quantization.mobilenet_v2(weights=None, q
 # ================================================================================================ the host
 def host_cpu_flags() -> list:
     """This machine's CPU flags, /proc/cpuinfo spelling, sorted (LLVM's feature map off Linux)."""
-    from .target import _host_flags
+    from ..target import _host_flags
     return sorted(_host_flags())
 
 
@@ -525,14 +525,14 @@ def record_variant(folder, variant: str, families=FAMILIES) -> Path:
                 extra["mobilenet_v2_x86"] = mn
     flags = host_cpu_flags()
     env = {k: os.environ[k] for k in ISA_ENV_VARS if os.environ.get(k)}
-    from .target import Cpu
+    from ..target import Cpu
     cpu = Cpu.from_flags(flags, linux=sys.platform.startswith("linux"), environ=env)
     manifest = dict(
         host=dict(machine=platform.machine(), isa=_isa_tag(flags), cpu_flags=flags,
                   model_name=_cpuinfo_fields().get("model name", ""), family_tag=cpu_family_tag(),
                   linux=sys.platform.startswith("linux")),
         versions=_versions(), env=env,
-        recorder=dict(module="minquant.golden", format=FORMAT_VERSION, variant=variant,
+        recorder=dict(module="minquant.lesson.golden", format=FORMAT_VERSION, variant=variant,
                       date=datetime.date.today().isoformat(),
                       aten_cpu_capability=str(torch.backends.cpu.get_cpu_capability()), cpu=cpu.to_dict()),
         families={k: b.cases for k, b in books.items()}, **extra)
@@ -546,14 +546,14 @@ def record_variant(folder, variant: str, families=FAMILIES) -> Path:
 
 
 def _isa_tag(flags) -> str:
-    from .target import Cpu
+    from ..target import Cpu
     return Cpu.from_flags(flags).name
 
 
 def recording_name(variant: str, prefix: str | None = None, date: str | None = None) -> str:
     """``<cpu>-<isa>-<variant>-<date>``, e.g. ``zen4-avx512-vnni-native-2025-06-01`` (the isa is what
     :meth:`Cpu.host` names this CPU, without the environment's caps)."""
-    from .target import Cpu
+    from ..target import Cpu
     prefix = cpu_family_tag() if prefix is None else prefix
     isa = Cpu.host(respect_environment=False).name
     date = date or datetime.date.today().isoformat()
@@ -574,7 +574,7 @@ def record(outdir, variants=tuple(VARIANTS), *, prefix: str | None = None, famil
         env.update(VARIANTS[variant])
         root = str(Path(__file__).resolve().parents[1])
         env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-        subprocess.run([sys.executable, "-m", "minquant.golden", "_child", str(folder), variant,
+        subprocess.run([sys.executable, "-m", "minquant.lesson.golden", "_child", str(folder), variant,
                         "--families", *families], env=env, check=True)
         folders.append(folder)
     return folders
@@ -588,14 +588,14 @@ def load_manifest(folder) -> dict:
 
 def cpu_of(manifest: dict):
     """The :class:`~minquant.target.Cpu` of the process that made the recording."""
-    from .target import Cpu
+    from ..target import Cpu
     host = manifest["host"]
     return Cpu.from_flags(host["cpu_flags"], linux=host.get("linux", True), environ=manifest.get("env") or {})
 
 
 def target_for(family: str, params: dict, cpu):
     """The :class:`~minquant.target.Target` whose arithmetic a case of ``family`` must reproduce."""
-    from .target import Target
+    from ..target import Target
     if family == "ort_nodes":
         return Target("onnxruntime", cpu)
     if family in ("histogram_observer", "mobilenet_v2_x86"):
@@ -652,7 +652,7 @@ def _w_scale(arrays):
 
 
 def _replay_conv2d(p, a, target):
-    from .kernels import qconv2d
+    from ..kernels import qconv2d
     got = qconv2d(a["x_q"], p["x_scale"], p["x_zp"], a["w_q"], _w_scale(a), _weight_zp(p, a["w_q"].shape[0]),
                   a.get("bias"), p["y_scale"], p["y_zp"], stride=p["stride"], padding=p["padding"],
                   dilation=p["dilation"], groups=p["groups"], relu=p["relu"], target=target)
@@ -660,14 +660,14 @@ def _replay_conv2d(p, a, target):
 
 
 def _replay_linear(p, a, target):
-    from .kernels import qlinear
+    from ..kernels import qlinear
     got = qlinear(a["x_q"], p["x_scale"], p["x_zp"], a["w_q"], _w_scale(a), _weight_zp(p, a["w_q"].shape[0]),
                   a.get("bias"), p["y_scale"], p["y_zp"], relu=p["relu"], target=target)
     return a["y_q"], got
 
 
 def _replay_dynamic_linear(p, a, target):
-    from .kernels import dynamic_linear
+    from ..kernels import dynamic_linear
     n_out = a["w_q"].shape[0]
     wz = np.zeros(n_out, np.int64) if p["per_channel"] else 0
     got = dynamic_linear(a["x"], a["w_q"], _w_scale(a), wz, a.get("bias"), reduce_range=p["reduce_range"],
@@ -676,27 +676,27 @@ def _replay_dynamic_linear(p, a, target):
 
 
 def _replay_add(p, a, target):
-    from .kernels import qadd
+    from ..kernels import qadd
     got = qadd(a["a_q"], p["a_scale"], p["a_zp"], a["b_q"], p["b_scale"], p["b_zp"], p["y_scale"], p["y_zp"],
                relu=p["relu"], target=target)
     return a["y_q"], got
 
 
 def _replay_mul(p, a, target):
-    from .kernels.elementwise import qmul
+    from ..kernels.elementwise import qmul
     got = qmul(a["a_q"], p["a_scale"], p["a_zp"], a["b_q"], p["b_scale"], p["b_zp"], p["y_scale"], p["y_zp"],
                relu=p.get("relu", False), target=target)
     return a["y_q"], got
 
 
 def _replay_hardswish(p, a, target):
-    from .kernels.elementwise import qactivation
+    from ..kernels.elementwise import qactivation
     got = qactivation("hardswish", a["x_q"], p["x_scale"], p["x_zp"], p["y_scale"], p["y_zp"], target=target)
     return a["y_q"], got
 
 
 def _replay_adaptive_avg_pool2d(p, a, target):
-    from .kernels import qadaptive_avg_pool2d
+    from ..kernels import qadaptive_avg_pool2d
     got = qadaptive_avg_pool2d(a["x_q"], p["output_size"], x_scale=p["x_scale"], x_zp=p["x_zp"], target=target)
     return a["y_q"], got
 
@@ -705,7 +705,7 @@ def _histogram_observer(target, reduce_range):
     """minquant's HistogramObserver for ``target`` (it takes ``target=`` where supported, else the ATen
     float32 summation width: 16 lanes with the avx512 capability, 8 otherwise)."""
     import inspect
-    from .observers import HistogramObserver
+    from ..observers import HistogramObserver
     if "target" in inspect.signature(HistogramObserver.__init__).parameters:
         return HistogramObserver(reduce_range=reduce_range, target=target)
     return HistogramObserver(reduce_range=reduce_range, simd_lanes=max(target.ops().vector_bits, 256) // 32)
@@ -753,15 +753,15 @@ def _unpack_nibbles(packed: np.ndarray, count: int) -> np.ndarray:
 
 def _ort_outputs(op, ins, attrs, target):
     """minquant's computation of one ONNX Runtime node: a list of outputs (ins: the node's inputs in order)."""
-    from .affine import dequantize, quantize
-    from .target import resolve_linear
+    from ..affine import dequantize, quantize
+    from ..target import resolve_linear
 
     def get(i):
         return ins[i] if i < len(ins) else None
 
     if op == "QLinearConv":
-        from .kernels import qconv2d
-        from .onnx_import import bias_param
+        from ..kernels import qconv2d
+        from ..interop.onnx.importer import bias_param
         x, xs, xz, w, ws, wz, ys, yz, b = (get(i) for i in range(9))
         kh, kw = (int(v) for v in attrs.get("kernel_shape", w.shape[2:]))
         pads = [int(v) for v in attrs.get("pads", [0, 0, 0, 0])]
@@ -779,8 +779,8 @@ def _ort_outputs(op, ins, attrs, target):
                     groups=int(attrs.get("group", 1)), target=target)
         return [y]
     if op in ("QGemm", "QLinearMatMul"):
-        from .kernels import qlinear
-        from .onnx_import import bias_param
+        from ..kernels import qlinear
+        from ..interop.onnx.importer import bias_param
         if op == "QGemm":
             a, as_, az, b, bs, bz, c, ys, yz = (get(i) for i in range(9))
             if int(attrs.get("transA", 0)) or float(attrs.get("alpha", 1.0)) != 1.0:
@@ -796,7 +796,7 @@ def _ort_outputs(op, ins, attrs, target):
         return [qlinear(a, float(_scalar(as_)), int(_scalar(az)), np.ascontiguousarray(w), ws_k, wz_k, bias,
                         float(_scalar(ys)), int(_scalar(yz)), target=target)]
     if op == "MatMulInteger":
-        from .kernels.gemm import gemm_u8s8, pack_weight
+        from ..kernels.gemm import gemm_u8s8, pack_weight
         a, b, az, bz = (get(i) for i in range(4))
         if a.dtype != np.uint8 or b.dtype != np.int8:
             raise ValueError(f"MatMulInteger: only uint8 × int8, got {a.dtype} × {b.dtype}")
@@ -805,8 +805,8 @@ def _ort_outputs(op, ins, attrs, target):
         packed = pack_weight(np.ascontiguousarray(b.T), bz)
         return [gemm_u8s8(a, packed, az, saturate_pairs=resolve_linear(target).saturate_pairs)]
     if op == "ConvInteger":
-        from .kernels.gemm import gemm_u8s8, pack_weight
-        from .kernels.im2col import im2col
+        from ..kernels.gemm import gemm_u8s8, pack_weight
+        from ..im2col import im2col
         x, w, xz, wz = (get(i) for i in range(4))
         xz = 0 if xz is None else int(_scalar(xz))
         wz = 0 if wz is None else int(_scalar(wz))
@@ -823,12 +823,12 @@ def _ort_outputs(op, ins, attrs, target):
         w_mat = np.ascontiguousarray(w.transpose(0, 2, 3, 1).reshape(w.shape[0], -1))   # (kh, kw, c) order
         # ConvInteger accumulates exactly in int32 on every CPU (no pair saturation; onnx_import's dynamic conv)
         acc = gemm_u8s8(cols.reshape(-1, w_mat.shape[1]), pack_weight(w_mat, wz), xz, saturate_pairs=False)
-        from .kernels.im2col import conv_out_size
+        from ..im2col import conv_out_size
         oh = conv_out_size(x.shape[2], kh, stride[0], pads[0], dil[0])
         ow = conv_out_size(x.shape[3], kw, stride[1], pads[1], dil[1])
         return [np.ascontiguousarray(acc.reshape(n, oh, ow, -1).transpose(0, 3, 1, 2))]
     if op == "DynamicQuantizeLinear":
-        from .kernels.dynamic import dynamic_input_qparams
+        from ..kernels.dynamic import dynamic_input_qparams
         (x,) = ins[:1]
         s, z = dynamic_input_qparams(x, reduce_range=False, target=target)
         return [quantize(x, s, z, "uint8", target="onnxruntime"), np.float32(s), np.uint8(z)]
@@ -846,19 +846,19 @@ def _ort_outputs(op, ins, attrs, target):
         args = (a, float(_scalar(as_)), int(_scalar(az)), b, float(_scalar(bs)), int(_scalar(bz)),
                 float(_scalar(cs)), int(_scalar(cz)))
         if op == "QLinearAdd":
-            from .kernels import qadd
+            from ..kernels import qadd
             return [qadd(*args, target=target)]
-        from .kernels.elementwise import qmul
+        from ..kernels.elementwise import qmul
         return [qmul(*args, target=target)]
     if op == "QLinearGlobalAveragePool":
-        from .kernels import qadaptive_avg_pool2d
+        from ..kernels import qadaptive_avg_pool2d
         if int(attrs.get("channels_last", 0)):
             raise ValueError("QLinearGlobalAveragePool: channels_last=1 is not supported")
         x, xs, xz, ys, yz = (get(i) for i in range(5))
         return [qadaptive_avg_pool2d(x, 1, x_scale=float(_scalar(xs)), x_zp=int(_scalar(xz)),
                                      y_scale=float(_scalar(ys)), y_zp=int(_scalar(yz)), target=target)]
     if op == "MatMulNBits":
-        from .kernels.int4 import int4_linear
+        from ..kernels.int4 import int4_linear
         a, b, scales, zp = get(0), get(1), get(2), get(3)
         if int(attrs.get("bits", 4)) != 4:
             raise ValueError("MatMulNBits: only bits=4")
@@ -886,14 +886,14 @@ def _replay_ort_nodes(p, a, target):
 # --- the whole model --------------------------------------------------------------------------------------------
 def _replay_mobilenet_v2_x86(p, a, target):
     import torch
-    import minquant
+    from ..interop.torch import quantized_import as from_torch_quantized
     warnings.filterwarnings("ignore")
     m = _build_quantizable_mobilenet()
     import torch.ao.quantization as taq
     taq.convert(m, inplace=True)
     m.load_state_dict(a["state_dict"])
     m.eval()
-    qm = minquant.from_torch_quantized(m, (1, 3, 224, 224), target=target)
+    qm = from_torch_quantized(m, (1, 3, 224, 224), target=target)
     x = np.asarray(a["x"], np.float32)
     got = np.concatenate([np.asarray(qm(x[i:i + 1]), np.float32) for i in range(x.shape[0])])
     del torch
@@ -972,7 +972,7 @@ def replay_recording(folder) -> dict:
 
 # ============================================================================================ command line
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m minquant.golden", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m minquant.lesson.golden", description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
     rec = sub.add_parser("record", help="record this machine, one folder per variant")
     rec.add_argument("outdir")

@@ -70,7 +70,7 @@ def torch_static_tinycnn(model, calib, engine: str = "x86", batch: int = 32):
     import torch
     import torch.ao.quantization as tq
 
-    from .zoo import TinyCNN
+    from ..data.zoo import TinyCNN
 
     with quiet():
         torch.backends.quantized.engine = engine
@@ -91,7 +91,7 @@ def torch_static_mobilenet_v2(calib, engine: str = "x86", batch: int = 25):
     import torch
     import torch.ao.quantization as tq
 
-    from .zoo import mobilenet_v2_imagenet
+    from ..data.zoo import mobilenet_v2_imagenet
 
     with quiet():
         torch.backends.quantized.engine = engine

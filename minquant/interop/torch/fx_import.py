@@ -31,7 +31,7 @@ not model a later read of the overwritten ``a`` (none of torchvision's models ha
 Extending: a module handler is ``handler(importer, fx_node, module)``, a function handler
 ``handler(importer, fx_node)``; both call :meth:`Importer.emit` (examples: :data:`MODULE_HANDLERS`).
 ``from_torch(..., module_handlers=)`` adds module types. A whole other importer — the one for
-torch-quantized models (:mod:`minquant.quantized.from_torch_quantized`) — subclasses :class:`Importer`
+torch-quantized models (:mod:`minquant.interop.torch.quantized_import`) — subclasses :class:`Importer`
 and overrides its two lookups, :meth:`Importer.module_handler` and :meth:`Importer.function_handler`
 (which handler computes this call?); the walk over the fx graph, inputs, outputs, shape arithmetic and
 error messages stay here. :func:`trace` (checks, symbolic tracing, one probe run) is shared the same way.
@@ -45,8 +45,8 @@ from typing import Callable, Mapping
 
 import numpy as np
 
-from .graph import (AdaptiveAvgPool2dAttrs, AvgPool2dAttrs, BatchNormAttrs, CatAttrs, Conv2dAttrs,
-                    FlattenAttrs, Graph, MaxPool2dAttrs, Node, ReshapeAttrs, unique_name)
+from ...graph import (AdaptiveAvgPool2dAttrs, AvgPool2dAttrs, BatchNormAttrs, CatAttrs, Conv2dAttrs, FlattenAttrs,
+                      Graph, MaxPool2dAttrs, Node, ReshapeAttrs, unique_name)
 
 __all__ = ["from_torch", "Importer", "MODULE_HANDLERS", "trace"]
 

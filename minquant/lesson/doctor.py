@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .target import Arithmetic, Cpu, Target, fbgemm_conv_path
+from ..target import Arithmetic, Cpu, Target, fbgemm_conv_path
 
 __all__ = ["Row", "doctor", "format_table", "format_host", "FAMILIES"]
 
@@ -145,13 +145,13 @@ def _path(target: Target, family: str, ar: Arithmetic) -> str:
         vnni = {"fbgemm": cpu.fbgemm_vnni, "onnxruntime": cpu.mlas_vnni}.get(ar.name, False)
         return f"{name}{extra}, {_accumulation(ar, vnni)}"
     if family == "MatMulNBits":
-        from .kernels.int4 import _m1_lanes
+        from ..kernels.int4 import _m1_lanes
         lanes = _m1_lanes(ar)
         isa = "AVX-512" if lanes == 16 else "AVX2"
         return f"MLAS SQNBit fp32, M=1 dot kernel, {lanes} lanes ({isa})"
     if family in ("add", "hardswish"):
         if ar.name == "fbgemm":
-            from .kernels.add import torch_vector_block
+            from ..kernels.add import torch_vector_block
             blk = torch_vector_block(ar)
             what = "" if family == "add" else " tables"
             if not blk:
@@ -261,8 +261,8 @@ def _pool_case(rng):
 # ------------------------------------------------------------------------------------------------------
 def _minquant(family, c, ar):
     """minquant's fast kernel on case ``c`` under the resolved arithmetic ``ar``."""
-    from .kernels import dynamic_linear, int4_linear, qadaptive_avg_pool2d, qadd, qconv2d, qlinear
-    from .kernels.elementwise import qactivation, qmul
+    from ..kernels import dynamic_linear, int4_linear, qadaptive_avg_pool2d, qadd, qconv2d, qlinear
+    from ..kernels.elementwise import qactivation, qmul
     if family in ("linear", "QLinearMatMul"):
         return qlinear(c["x"], c["xs"], c["xz"], c["w"], c["ws"], c["wz"], c["bias"], c["ys"], c["yz"],
                        target=ar)
@@ -358,7 +358,7 @@ def _ort_run(op, feeds, inits, out_dtype, attrs=None, domain=""):
 
 def _ort_case_and_run(rng, family):
     """(case, ORT's output) for an ONNX Runtime family."""
-    from .affine import quantize_bias
+    from ..affine import quantize_bias
     if family.startswith("QLinearConv"):
         c = _conv_case(rng, _conv_kind(family))
         b_q = quantize_bias(c["bias"], c["xs"], c["ws"], target="onnxruntime").astype(np.int32)

@@ -8,7 +8,7 @@
     minquant bench [MODEL...]                          one-thread latency: torch fp32, torch int8, minquant int8
     minquant doctor [--json]                           each framework's integer path here, checked live
 
-MODEL and DATA arguments are resolved by :mod:`minquant.cli_models`. Exit codes: 0 success; 1 a problem
+MODEL and DATA arguments are resolved by :mod:`minquant.lesson.cli_models`. Exit codes: 0 success; 1 a problem
 with the input (missing or corrupt file, unsupported layer, empty calibration set, NaN in data), reported
 as one line ``minquant: error: ...`` on stderr; 2 a usage error (bad or missing options). ``--debug``
 shows the traceback instead. Output files are written to a temporary name and renamed when complete, so a
@@ -24,8 +24,8 @@ import time
 import warnings
 
 from .cli_models import ARCHS, BUILTINS, InputError, UsageError
-from .target import CPUS, FRAMEWORKS, as_target
-from .quantized.static import CALIBRATORS, DEFAULT_CALIBRATOR
+from ..target import CPUS, FRAMEWORKS, as_target
+from ..quantized.static import CALIBRATORS, DEFAULT_CALIBRATOR
 
 EPILOG = ("Docs: docs/quantization.md (the integer arithmetic, step by step), docs/walkthrough.md (the demo), "
           "README.md (API in ten lines). Exit codes: 0 ok, 1 bad input/model, 2 usage error.")
@@ -135,7 +135,7 @@ def cmd_quantize(args) -> int:
     sample = fm.input_shape[1:] if fm.input_shape else None
     n = args.num_calib if args.num_calib is not None else (256 if args.calib == "digits" else None)
     calib = load_inputs(args.calib, sample, fm.norm, n=n, split="calib", progress=_progress())
-    from .quantized import quantize_static
+    from ..quantized import quantize_static
     qm = quantize_static(fm.model, calib, per_channel=args.per_channel, calibrator=args.calibrator,
                          target=args.target, input_shape=(1,) + tuple(calib.shape[1:]), progress=_progress())
     with atomic_output(out) as tmp:
@@ -194,12 +194,12 @@ def cmd_inspect(args) -> int:
         try:
             from .render import to_png
         except ImportError:
-            raise InputError("--png needs minquant.render, which this installation does not have yet") from None
+            raise InputError("--png needs minquant.lesson.render, which this installation does not have yet") from None
         if not Path(args.png).parent.is_dir():
             raise InputError(f"cannot write {args.png}: folder {Path(args.png).parent} does not exist")
     png_target = None
     if kind == "minquant":
-        from .quantized import load
+        from ..quantized import load
         qm = load(path)
         print(qm.summary())
         if qm.meta:
@@ -209,7 +209,7 @@ def cmd_inspect(args) -> int:
     elif kind == "onnx":
         obj, text = None, None
         try:
-            from .onnx_import import from_onnx
+            from ..interop.onnx.importer import from_onnx
             obj = from_onnx(str(path))
         except ImportError:
             pass
@@ -224,7 +224,7 @@ def cmd_inspect(args) -> int:
         print(text if text is not None else _onnx_node_listing(path))
         png_target = obj
     elif kind in ("state-npz", "pruned-npz"):
-        from .prune.architecture import ARCH_KEY
+        from ..prune.architecture import ARCH_KEY
         with np.load(path, allow_pickle=False) as f:
             named = [(k, f[k]) for k in f.files if k != ARCH_KEY]
         print(f"{path}: {'structurally pruned model (channel counts inside)' if kind == 'pruned-npz' else 'state dict'}"
@@ -268,17 +268,17 @@ def cmd_compare(args) -> int:
         try:
             from .report import plot_sqnr
         except ImportError:
-            raise InputError("--report needs minquant.report, which this installation does not have yet") from None
+            raise InputError("--report needs minquant.lesson.report, which this installation does not have yet") from None
         if Path(args.report).exists() and not Path(args.report).is_dir():
             raise InputError(f"--report {args.report} is a file; give a folder")
     if kind == "minquant":
-        from .quantized import load
+        from ..quantized import load
         qm = load(qpath)
     elif kind == "onnx":
         try:
-            from .onnx_import import from_onnx
+            from ..interop.onnx.importer import from_onnx
         except ImportError:
-            raise InputError(f"{qpath}: reading ONNX models needs minquant.onnx_import") from None
+            raise InputError(f"{qpath}: reading ONNX models needs minquant.interop.onnx.importer") from None
         qm = from_onnx(str(qpath))
         if not hasattr(qm, "float_names"):
             raise InputError(f"{qpath} is a float ONNX model; compare needs a quantized one")
@@ -296,7 +296,7 @@ def cmd_compare(args) -> int:
     source = args.data or _default_data(sample)
     n = args.num
     x = load_inputs(source, sample, fm.norm, n=n, split="eval", progress=_progress())
-    from .quantized import compare
+    from ..quantized import compare
     t0 = time.perf_counter()
     comp = compare(fm.model, qm, x)
     print(comp.table(limit=args.top))
@@ -330,13 +330,13 @@ def cmd_prune(args) -> int:
                          "a state dict with --arch)")
     import torch
 
-    from .prune import count_params, prune_channels, prune_magnitude, save_pruned
+    from ..prune import count_params, prune_channels, prune_magnitude, save_pruned
     model = fm.model
     digits = tuple(fm.input_shape) == (1, 1, 28, 28)
 
     def acc(m):
         from .cli_models import digits_data
-        from .training import accuracy
+        from ..data.training import accuracy
         _, _, x_te, y_te = digits_data()
         return accuracy(m, x_te, y_te)
 
@@ -390,8 +390,8 @@ def cmd_bench(args) -> int:
     from tqdm.auto import tqdm
 
     from .cli_models import data_shape, load_float_model, load_inputs
-    from .executor import run as run_graph
-    from .quantized import quantize_static
+    from ..executor import run as run_graph
+    from ..quantized import quantize_static
     from .timing import median_ms
     batches = sorted(set(args.batch))
     target_s, lo, hi = (0.2, 3, 30) if args.quick else (2.0, 5, 500)
@@ -470,7 +470,11 @@ def build_parser() -> argparse.ArgumentParser:
                     "compare and time models.\n\nStart with:  minquant demo --quick\n"
                     "Then:        minquant quantize tinycnn --calib digits --out tiny.mq.npz")
     ap.add_argument("--debug", action="store_true", help="show the full traceback when something fails")
-    from . import __version__
+    from importlib.metadata import PackageNotFoundError, version
+    try:
+        __version__ = version("minquant")
+    except PackageNotFoundError:   # running from a source tree that was not installed
+        __version__ = "0.1.0 (not installed)"
     ap.add_argument("--version", action="version", version=f"minquant {__version__}")
     sub = ap.add_subparsers(dest="command", metavar="COMMAND", required=True)
 

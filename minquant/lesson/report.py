@@ -21,7 +21,7 @@ Every function writes a PNG (matplotlib's Agg renderer through ``matplotlib.figu
 global backend switch, no display needed), first to a temporary file beside ``path`` and then renamed over
 it, so a reader never sees half a file. Bad input — nothing to draw, NaN or infinite values, a non-positive
 scale — raises ``ValueError`` naming the problem. Imports matplotlib inside the functions: ``import
-minquant.report`` is cheap and the numpy-only core never loads it.
+minquant.lesson.report`` is cheap and the numpy-only core never loads it.
 """
 from __future__ import annotations
 
@@ -100,7 +100,7 @@ class HistogramPanel:
     log: bool | None = None
 
     def code_range(self) -> tuple[int, int]:
-        from .affine import qtype
+        from ..affine import qtype
         qt = qtype(self.dtype)
         lo = qt.qmin if self.qmin is None else int(self.qmin)
         hi = qt.qmax if self.qmax is None else int(self.qmax)
@@ -146,7 +146,7 @@ def plot_histograms(panels: Sequence, path, *, title: str | None = None, bins: i
     ``[s·(q_min − z), s·(q_max − z)]`` with the clipped tails shaded; the grid ``{s·(q − z)}`` as a rug of
     ticks along the bottom (and faint full-height lines when at most 40 levels are in view); a box with
     ``s``, ``z``, the levels the values actually span and the share of values clipped below / above."""
-    from .affine import dequantize, quantize
+    from ..affine import dequantize, quantize
 
     panels = [_panel(p) for p in panels]
     if not panels:

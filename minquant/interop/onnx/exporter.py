@@ -51,7 +51,7 @@ Where exactness is not promised:
   ``QLinearAveragePool``): the emulation rounds them as 'minquant' (exact rational mean), ORT in float32
   with the zero point added before rounding — they can differ on means within float error of a .5 tie.
 
-**Reading it back.** :func:`minquant.onnx_import.from_onnx` reads these files back: a quantized model
+**Reading it back.** :func:`minquant.interop.onnx.importer.from_onnx` reads these files back: a quantized model
 with the same integer layers (the clamps on codes go back into the layers' ``clamp`` / ``clamp_hi``, the
 float fallback sequences back into ``hardswish`` / ``hardsigmoid`` / ``batch_norm`` /
 ``adaptive_avg_pool2d``) whose numbers are ORT's — and the 'onnxruntime' emulation's — bit for bit
@@ -75,7 +75,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .graph import unique_name
+from ...graph import unique_name
 
 __all__ = ["to_onnx", "FORMATS", "DEFAULT_OPSET", "MIN_OPSET"]
 
@@ -363,7 +363,7 @@ class _Exporter:
         what the output stage adds as given, so it is written as is."""
         if "bias" not in n.params:
             return None, None
-        from .affine import quantize_bias
+        from ...affine import quantize_bias
         o = n.params["weight"].shape[0]
         ws_o = np.broadcast_to(np.asarray(ws, _F32), (o,))
         b = n.params["bias"]
@@ -790,7 +790,7 @@ class _Exporter:
 
 def dequant(q, s, z):
     """``f32(f32(q − z) · f32(s))``: the float value DequantizeLinear gives code ``q`` (affine.dequantize)."""
-    from .affine import dequantize
+    from ...affine import dequantize
     return dequantize(np.asarray(q, np.int64), s, z)
 
 
@@ -807,8 +807,14 @@ def to_onnx(model, path, *, format: str = "qdq", opset: int = DEFAULT_OPSET) -> 
     then renamed). Raises ValueError for an unsupported op (naming op and node), an unknown format, or a
     model that is neither a QuantizedModel nor a Graph."""
     onnx = _onnx()
-    from .graph import Graph
-    from .render import value_info
+    from ...graph import Graph
+    from ...executor import FLOAT_KERNELS, value_info as run_value_info
+    from ...quantized.executor import EXTRA_FLOAT_KERNELS
+
+    def value_info(model_or_graph):
+        if isinstance(model_or_graph, Graph):
+            return run_value_info(model_or_graph, {**FLOAT_KERNELS, **EXTRA_FLOAT_KERNELS})
+        return model_or_graph.shapes()
     if format not in FORMATS:
         raise ValueError(f"unknown ONNX format {format!r}; expected one of {FORMATS}")
     opset = int(opset)
@@ -816,7 +822,7 @@ def to_onnx(model, path, *, format: str = "qdq", opset: int = DEFAULT_OPSET) -> 
         raise ValueError(f"opset {opset} outside [{MIN_OPSET}, {onnx.defs.onnx_opset_version()}]")
     if isinstance(model, Graph):
         graph, quantized, qparams, target = model, False, {}, None
-        from .quantized import ops as qops
+        from ...quantized import ops as qops
         qnodes = [n.name for n in graph.nodes if n.op in qops.QUANTIZED_OPS]
         if qnodes:
             raise ValueError(f"to_onnx: graph {graph.name!r} has quantized nodes {qnodes[:3]}...; wrap it in a "

@@ -69,7 +69,7 @@ def load_state_npz(model: nn.Module, path) -> nn.Module:
 
 
 def tiny_cnn_digits(epochs: int = 15, seed: int = 0, *, cache: bool = True, progress: bool = False):
-    """TinyCNN trained on :func:`minquant.datasets.digits` (Adam, lr 1e-3, batch 64, seeded).
+    """TinyCNN trained on :func:`minquant.data.datasets.digits` (Adam, lr 1e-3, batch 64, seeded).
 
     Returns ``(model, (x_train, y_train, x_test, y_test))``; the model is in eval mode. The trained
     weights are cached in :func:`cache_dir` keyed by (epochs, seed)."""
@@ -166,7 +166,7 @@ def mobilenet_v2_conv_cases(seed: int = 7, with_bias: bool = False):
     output qparams come from its real float output. Yields dicts with ``name``, the float input ``x``, the
     ``conv`` module and the kernel arguments ``args = (x_q, x_scale, x_zp, w_q, w_scale, w_zp, bias, y_scale,
     y_zp)`` and ``kwargs = dict(stride, padding, dilation, groups)``."""
-    from .affine import choose_qparams, quantize
+    from ..affine import choose_qparams, quantize
     from .datasets import photo_crops
 
     model = mobilenet_v2_imagenet()

@@ -2,11 +2,11 @@
 
 Two models, one table:
 
-* **TinyCNN** — the seed's model, trained on scikit-learn's digits (:func:`minquant.zoo.tiny_cnn_digits`,
+* **TinyCNN** — the seed's model, trained on scikit-learn's digits (:func:`minquant.data.zoo.tiny_cnn_digits`,
   cached); accuracy on the 540 test digits.
 * **MobileNetV2** — torchvision's model with torchvision's ImageNet weights
-  (:func:`minquant.zoo.mobilenet_v2_imagenet`); no ImageNet here, so the measure is top-1 *agreement* with
-  the fp32 model and logit SQNR on crops of scikit-image's photos (:func:`minquant.datasets.photo_crops`,
+  (:func:`minquant.data.zoo.mobilenet_v2_imagenet`); no ImageNet here, so the measure is top-1 *agreement* with
+  the fp32 model and logit SQNR on crops of scikit-image's photos (:func:`minquant.data.datasets.photo_crops`,
   calibration and evaluation crops from disjoint halves of each photo).
 
 Rows per model (the seed's exercises 1–5 and its challenge):
@@ -16,7 +16,7 @@ Rows per model (the seed's exercises 1–5 and its challenge):
    it — and what it actually quantized (:func:`minquant.quantized.report_torch_quantized`: its Conv2d stay
    float).
 3. PyTorch eager static int8 (QuantStub/DeQuantStub, fuse, calibrate, convert), and minquant running that
-   very model (:func:`minquant.quantized.from_torch_quantized`): the logits must be bit-identical.
+   very model (:func:`minquant.interop.torch.quantized_import`): the logits must be bit-identical.
 4. minquant dynamic (:func:`minquant.quantize_dynamic`, Linear *and* Conv2d), minquant static per-tensor
    and per-channel (:func:`minquant.quantize_static`).
 5. Pruned: TinyCNN magnitude-pruned to 90 % and fine-tuned on digits, then int8; MobileNetV2 pruned
@@ -37,8 +37,8 @@ and scales of its quantized layers; minquant: ``size_bytes()``; ONNX: the initia
 logit SQNR = 10·log10(Σf²/Σ(f − q)²) against it.
 
 ``main(quick=True)`` uses fewer photo crops, fewer timing repeats and fewer fine-tuning epochs. With a
-``report_dir`` the demo also writes PNG figures (:mod:`minquant.report`), ``results.json`` and
-``report.md`` there. The frameworks' recipes are in :mod:`minquant.recipes` (the operator-level test
+``report_dir`` the demo also writes PNG figures (:mod:`minquant.lesson.report`), ``results.json`` and
+``report.md`` there. The frameworks' recipes are in :mod:`minquant.frameworks.torch_recipes` (the operator-level test
 oracles are in the repository's ``reference/`` package). Imports torch: not part of the numpy-only core.
 """
 from __future__ import annotations
@@ -122,7 +122,7 @@ def _agree(f, q) -> float:
 
 
 def _sqnr(f, q) -> float:
-    from .quantized.compare import sqnr_db
+    from ..quantized.compare import sqnr_db
     return float(sqnr_db(f, q))
 
 
@@ -153,7 +153,7 @@ def measure_latencies(rows: list) -> None:
     each variant is warmed up (``warmup`` untimed calls — JIT compilation, caches), then the variants are
     called in turn, one timed call each per round, and each gets the median of its ``repeats`` times
     (``time.perf_counter``). Interleaving makes a load change on a shared machine hit every variant alike,
-    instead of whichever happened to be timed at that moment. Same rule as :func:`minquant.timing.median_ms`
+    instead of whichever happened to be timed at that moment. Same rule as :func:`minquant.lesson.timing.median_ms`
     otherwise."""
     items = [r for r in rows if isinstance(r.ms, _Timed)]
     for r in items:
@@ -180,7 +180,7 @@ def _fp32_param_bytes(model) -> int:
 
 
 def _torch_q_param_bytes(qmodel) -> int:
-    from .quantized import report_torch_quantized
+    from ..quantized import report_torch_quantized
     return sum(r.bytes for r in report_torch_quantized(qmodel).layers)
 
 
@@ -196,7 +196,7 @@ def _scores(row: Row, f_ref, logits, y=None, sqnr: bool = True) -> Row:
 def _to_onnx():
     """minquant's ONNX exporter, if installed: ``fn(qm, path, format)`` or None."""
     try:
-        from .onnx_export import to_onnx
+        from ..interop.onnx.exporter import to_onnx
     except Exception:   # not written yet / onnx missing
         return None
     return lambda qm, path, fmt: (qm.to_onnx(path, format=fmt) if hasattr(qm, "to_onnx")
@@ -209,8 +209,9 @@ def _to_onnx():
 def _common_rows(name, model, shape, calib, x_eval, y_eval, f_ref, x1, reps, torch_static, cfg, art,
                  n_eval_dynamic=None):
     """fp32, torch dynamic (seed), torch static + minquant's run of it, minquant dynamic / static."""
-    from . import recipes
-    from .quantized import from_torch_quantized, quantize_dynamic, quantize_static, report_torch_quantized
+    from ..frameworks import torch_recipes as recipes
+    from ..interop.torch import quantized_import as from_torch_quantized
+    from ..quantized import quantize_dynamic, quantize_static, report_torch_quantized
 
     rows = []
     r = Row(name, "fp32", "torch", recipes.state_dict_file_bytes(model), _fp32_param_bytes(model),
@@ -274,8 +275,8 @@ def _common_rows(name, model, shape, calib, x_eval, y_eval, f_ref, x1, reps, tor
 
 def _onnx_rows(name, model, shape, calib, x_eval, y_eval, f_ref, x1, reps, art):
     """torch.onnx.export → ONNX Runtime fp32; ORT quantize_static (QDQ); minquant to_onnx → ORT."""
-    from . import recipes
-    from .quantized import quantize_static
+    from ..frameworks import torch_recipes as recipes
+    from ..quantized import quantize_static
 
     rows = []
     with tempfile.TemporaryDirectory() as d:
@@ -297,7 +298,7 @@ def _onnx_rows(name, model, shape, calib, x_eval, y_eval, f_ref, x1, reps, art):
         if export is None:
             for fmt in ("QDQ", "QOperator"):
                 rows.append(Row(name, f"ONNX Runtime runs minquant int8 ({fmt})", "ONNX Runtime",
-                                note="not yet available: minquant.onnx_export is not installed"))
+                                note="not yet available: minquant.interop.onnx.exporter is not installed"))
             return rows
         with _step("minquant quantize_static(target='onnxruntime') → to_onnx → ONNX Runtime"):
             qm = quantize_static(model, calib, target="onnxruntime", batch_size=16, progress=False)
@@ -339,8 +340,8 @@ def _rest_amount(model, target: float) -> float:
 def _prune_tiny(base, target, epochs, x_tr, y_tr):
     """One-shot per-layer magnitude pruning to ``target`` sparsity (first conv dense), then ``epochs`` of
     fine-tuning with the mask held (the recipe and seed of benchmarks/prune_tinycnn.py's one-shot row)."""
-    from .prune import masked_training, prune_magnitude
-    from .training import fit
+    from ..prune import masked_training, prune_magnitude
+    from ..data.training import fit
     model = copy.deepcopy(base)
     masks = prune_magnitude(model, _rest_amount(base, target), scope="layer", exclude=(FIRST_CONV,))
     if epochs:
@@ -355,12 +356,12 @@ def _weight_sparsity(model, names) -> float:
 
 
 def tinycnn_rows(cfg: Settings, art: dict) -> list[Row]:
-    from . import recipes
-    from .distill import count_params, stratified_subset, student_cnn, train
-    from .prune import storage_report
-    from .quantized import quantize_static
-    from .training import predict_logits
-    from .zoo import tiny_cnn_digits
+    from ..frameworks import torch_recipes as recipes
+    from ..distill import count_params, stratified_subset, student_cnn, train
+    from ..prune import storage_report
+    from ..quantized import quantize_static
+    from ..data.training import predict_logits
+    from ..data.zoo import tiny_cnn_digits
     import torch
 
     name = "TinyCNN"
@@ -437,11 +438,11 @@ def tinycnn_rows(cfg: Settings, art: dict) -> list[Row]:
 # MobileNetV2
 # ------------------------------------------------------------------------------------------------------
 def mobilenet_rows(cfg: Settings, art: dict) -> list[Row]:
-    from . import recipes
-    from .datasets import photo_crops
-    from .prune import prune_channels, prune_magnitude
-    from .training import predict_logits
-    from .zoo import mobilenet_v2_imagenet
+    from ..frameworks import torch_recipes as recipes
+    from ..data.datasets import photo_crops
+    from ..prune import prune_channels, prune_magnitude
+    from ..data.training import predict_logits
+    from ..data.zoo import mobilenet_v2_imagenet
 
     name = "MobileNetV2"
     with _step(f"MobileNetV2 (ImageNet weights), {cfg.n_calib} calibration + {cfg.n_eval} evaluation crops"):
@@ -540,7 +541,7 @@ def markdown_table(rows: list[Row]) -> str:
 # the report folder
 # ------------------------------------------------------------------------------------------------------
 def _float_values(graph, x, names):
-    from .executor import run
+    from ..executor import run
     vals = {}
     run(graph, x, hook=lambda k, v: vals.__setitem__(k, v.copy()) if k in names else None)
     return vals
@@ -549,7 +550,7 @@ def _float_values(graph, x, names):
 def _weight_panels(label, w, per_channel_reduce=False):
     """Per-tensor grid on the whole tensor; the narrowest channel under the per-tensor grid and under its
     own per-channel grid (quantize_weight: the rule quantize_static uses)."""
-    from .quantized import quantize_weight
+    from ..quantized import quantize_weight
     w = np.asarray(w, np.float32)
     _, s_t, _ = quantize_weight(w, per_channel=False)
     _, s_c, _ = quantize_weight(w, per_channel=True)
@@ -570,9 +571,9 @@ def _activation_panel(qm, fvals, qname, fname, what):
 def write_outputs(folder, rows: list[Row], art: dict, cfg: Settings, elapsed: float) -> Path:
     """Figures, results.json and report.md in ``folder`` (each written to a temporary file, then renamed)."""
     from . import report
-    from .quantized import compare
-    from .quantized.passes import fold_batch_norm
-    from .torch_import import from_torch
+    from ..quantized import compare
+    from ..quantized.passes import fold_batch_norm
+    from ..interop.torch.fx_import import from_torch
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)

@@ -1,10 +1,10 @@
 """Look at a model: a text listing (:func:`to_text`) and a box-and-arrow drawing (:func:`to_png`).
 
-    print(minquant.render.to_text(qm))            # QuantizedModel, float Graph, or an ONNX file's path
-    minquant.render.to_png(qm, "model.png")       # one box per node, top to bottom, int8 vs float coloured
+    print(minquant.lesson.render.to_text(qm))            # QuantizedModel, float Graph, or an ONNX file's path
+    minquant.lesson.render.to_png(qm, "model.png")       # one box per node, top to bottom, int8 vs float coloured
 
 Both accept a :class:`~minquant.graph.Graph`, a :class:`~minquant.quantized.QuantizedModel`, or the path
-of an ONNX file (read with ``minquant.onnx_import.from_onnx``). Shapes and dtypes come from one batch-1
+of an ONNX file (read with ``minquant.interop.onnx.importer.from_onnx``). Shapes and dtypes come from one batch-1
 run on zeros, so every listed value is what the executor really produces.
 
 **Listing.** One block per node, in execution order::
@@ -46,15 +46,15 @@ _KIND_LABELS = {"int8": "int8 (uint8 codes / int8 weights)", "float": "float32",
 # ---------------------------------------------------------------------------------------------------------
 def _as_model(obj):
     """(graph, QuantizedModel or None) from a Graph, a QuantizedModel or an ONNX file path."""
-    from .graph import Graph
+    from ..graph import Graph
     if isinstance(obj, (str, os.PathLike)):
         path = Path(obj)
         if not path.is_file():
             raise ValueError(f"{path} is not a file (expected a Graph, a QuantizedModel or an ONNX file)")
         try:
-            from .onnx_import import from_onnx
+            from ..interop.onnx.importer import from_onnx
         except ImportError as e:
-            raise ValueError(f"reading {path} needs minquant.onnx_import.from_onnx, which is not available: {e}") \
+            raise ValueError(f"reading {path} needs minquant.interop.onnx.importer.from_onnx, which is not available: {e}") \
                 from e
         obj = from_onnx(path)
     if isinstance(obj, Graph):
@@ -71,18 +71,12 @@ def value_info(model_or_graph) -> dict:
     graph, qm = _as_model(model_or_graph)
     if qm is not None:
         return qm.shapes()
-    from .executor import FLOAT_KERNELS, run
-    missing = [v for v in graph.inputs if v not in graph.input_shapes]
-    if missing:
-        raise ValueError(f"graph {graph.name!r}: inputs {missing} have no input_shapes")
+    from ..executor import FLOAT_KERNELS, value_info as run_value_info
     kernels = dict(FLOAT_KERNELS)
     if any(n.op not in kernels for n in graph.nodes):
-        from .quantized.executor import EXTRA_FLOAT_KERNELS
+        from ..quantized.executor import EXTRA_FLOAT_KERNELS
         kernels.update(EXTRA_FLOAT_KERNELS)
-    info = {}
-    feeds = {v: np.zeros((1,) + tuple(graph.input_shapes[v][1:]), np.float32) for v in graph.inputs}
-    run(graph, feeds, kernels=kernels, hook=lambda k, v: info.__setitem__(k, (tuple(v.shape), v.dtype.name)))
-    return info
+    return run_value_info(graph, kernels)
 
 
 def node_kind(node, info=None) -> str:
@@ -95,7 +89,7 @@ def node_kind(node, info=None) -> str:
     if info and node.name in info and info[node.name][1] == "uint8":
         return "int8"
     try:
-        from .quantized import ops as qops
+        from ..quantized import ops as qops
         if node.op in qops.QUANTIZED_OPS:
             return "int8"
     except ImportError:  # pragma: no cover

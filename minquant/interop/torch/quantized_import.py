@@ -5,7 +5,7 @@
     prepared = torch.ao.quantization.prepare(model)       # (after fusing modules)
     ...calibrate prepared...
     qmodel = torch.ao.quantization.convert(prepared)
-    qm = minquant.quantized.from_torch_quantized(qmodel, (1, 3, 224, 224))
+    qm = minquant.interop.torch.quantized_import(qmodel, (1, 3, 224, 224))
     assert np.array_equal(qm(x), qmodel(torch.from_numpy(x)).numpy())     # bit for bit
 
 This is the cross-checking use case: the integer weights, the weight scales / zero points, every
@@ -20,7 +20,7 @@ as ``torch.ops.quantized.add`` appear with their output qparams as constants) an
 is channels-last in memory. Several torch kernels round differently by memory layout — average pooling,
 and fbgemm's residual add, hardswish and hardsigmoid (their SIMD blocks and scalar tail follow memory
 order) — so that layout is stored in the node. The walk over the fx graph is
-:class:`minquant.torch_import.Importer`'s; this module only overrides its two lookups (which handler
+:class:`minquant.interop.torch.fx_import.Importer`'s; this module only overrides its two lookups (which handler
 computes a call: quantized tables first, :func:`minquant.from_torch`'s for float values). Supported:
 
 * modules — ``Quantize`` (QuantStub after convert), ``DeQuantize``, quantized ``Conv2d`` / ``ConvReLU2d``
@@ -50,13 +50,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..affine import quantize
-from ..torch_import import (MODULE_HANDLERS, Importer, _arg, adaptive_avg_pool2d_attrs, alias, avg_pool2d_attrs,
-                            check_dropout_off, check_relu6, flatten_attrs, is_inplace, max_pool2d_attrs, op_name,
-                            reshape_attrs, trace)
-from . import ops
-from ..target import Target, as_target
-from .model import DeferredModel, QuantizedModel
+from ...affine import quantize
+from .fx_import import (MODULE_HANDLERS, Importer, _arg, adaptive_avg_pool2d_attrs, alias, avg_pool2d_attrs,
+                        check_dropout_off, check_relu6, flatten_attrs, is_inplace, max_pool2d_attrs, op_name,
+                        reshape_attrs, trace)
+from ...quantized import ops
+from ...target import Target, as_target
+from ...quantized.model import DeferredModel, QuantizedModel
 
 __all__ = ["from_torch_quantized", "engine_target", "torch_eager_ptq", "torch_quantized_codes"]
 
@@ -79,7 +79,7 @@ def _f32_if_exact(a: np.ndarray) -> np.ndarray:
 
 
 class _QImporter(Importer):
-    """:class:`minquant.torch_import.Importer` whose lookups try the quantized tables first; ``info[fx node]``
+    """:class:`minquant.interop.torch.fx_import.Importer` whose lookups try the quantized tables first; ``info[fx node]``
     holds what the probe run saw: quantized?, (scale, zero point), channels-last?"""
 
     def __init__(self, gm, batch, name, info):
@@ -248,7 +248,7 @@ def _on_q_activation(act):
 
 def _pass_q(op, attrs_of):
     """A handler for an op that moves or selects codes (pools, flatten, reshape): the output keeps the
-    input's qparams; ``attrs_of(imp, fxn, m)`` reads the geometry as :mod:`minquant.torch_import` does."""
+    input's qparams; ``attrs_of(imp, fxn, m)`` reads the geometry as :mod:`minquant.interop.torch.fx_import` does."""
     def handler(imp, fxn, m=None):
         s, z = imp.qparams_of(fxn.args[0], fxn)
         imp.emit_q(fxn, op, [fxn.args[0]], attrs_of(imp, fxn, m), qparams=(s, z))

@@ -3,24 +3,24 @@
 A MODEL argument is one of
 
 ==========================  =====================================================================
-``tinycnn``                 :func:`minquant.zoo.tiny_cnn_digits` (the seed's TinyCNN, trained on digits)
-``mobilenet_v2``            :func:`minquant.zoo.mobilenet_v2_imagenet` (torchvision's ImageNet weights)
+``tinycnn``                 :func:`minquant.data.zoo.tiny_cnn_digits` (the seed's TinyCNN, trained on digits)
+``mobilenet_v2``            :func:`minquant.data.zoo.mobilenet_v2_imagenet` (torchvision's ImageNet weights)
 a state dict ``.pt/.pth``   ``torch.load(weights_only=True)`` — weights only, so ``--arch`` names the
                             architecture (tinycnn, mobilenet_v2, resnet18, mobilenet_v3_small; the
                             torchvision ones are built with ``weights=None``: nothing is downloaded)
-a ``.npz`` state dict       :func:`minquant.zoo.save_state_npz` or a structurally pruned model
+a ``.npz`` state dict       :func:`minquant.data.zoo.save_state_npz` or a structurally pruned model
                             (:func:`minquant.prune.save_pruned`, channel counts in the file) + ``--arch``
 a TorchScript file          with ``--arch``: its weights go into that architecture (its module tree must
                             match); without: exported to ONNX by torch and read like an ONNX file
-an ONNX float model         :func:`minquant.onnx_import.from_onnx`
+an ONNX float model         :func:`minquant.interop.onnx.importer.from_onnx`
 ==========================  =====================================================================
 
 The file kind is read from the content, not the name: ``.npz``, torch checkpoints and TorchScript are
 zip archives told apart by their member names (``*.npy``; ``data.pkl``; ``code/``). Nothing is unpickled
 beyond what ``torch.load(weights_only=True)`` allows; ``.npz`` files load with ``allow_pickle=False``.
 
-An input-data argument (``--calib`` / ``--data``) is ``digits`` (:func:`minquant.datasets.digits`),
-``photos`` (:func:`minquant.datasets.photo_crops`) or a folder of images (PNG/JPEG/BMP/TIFF, read with
+An input-data argument (``--calib`` / ``--data``) is ``digits`` (:func:`minquant.data.datasets.digits`),
+``photos`` (:func:`minquant.data.datasets.photo_crops`) or a folder of images (PNG/JPEG/BMP/TIFF, read with
 scikit-image) and/or ``.npy`` arrays, searched recursively in sorted order. Images are converted to the
 model's channel count, center-cropped to a square and resized to the model's H×W (bilinear, anti-aliased,
 as ``photo_crops`` does), scaled to [0, 1] and normalised: ImageNet mean/std for 3-channel models, the
@@ -77,7 +77,7 @@ class FloatModel:
 
 
 def _is_graph(obj) -> bool:
-    from .graph import Graph
+    from ..graph import Graph
     return isinstance(obj, Graph)
 
 
@@ -106,8 +106,8 @@ def file_kind(path) -> str:
         except (zipfile.BadZipFile, OSError) as e:
             raise InputError(f"{path} is a damaged zip archive ({e})") from None
         if any(n.endswith(".npy") for n in names):
-            from .prune.architecture import ARCH_KEY
-            from .quantized.model import _JSON_KEY
+            from ..prune.architecture import ARCH_KEY
+            from ..quantized.model import _JSON_KEY
             if f"{_JSON_KEY}.npy" in names:
                 return "minquant"
             return "pruned-npz" if f"{ARCH_KEY}.npy" in names else "state-npz"
@@ -167,7 +167,7 @@ def build_arch(arch: str, state: dict | None = None):
     if arch not in ARCHS:
         raise UsageError(f"unknown --arch {arch!r}; choose from {', '.join(ARCHS)}")
     if arch == "tinycnn":
-        from .zoo import TinyCNN
+        from ..data.zoo import TinyCNN
         return TinyCNN().eval()
     import torchvision
     kw = {}
@@ -227,7 +227,7 @@ def _check_torchscript_modules(ts, path) -> None:
     """Refuse a TorchScript model with a torch.nn layer minquant has no import for, naming it."""
     import torch.nn as nn
 
-    from . import torch_import
+    from ..interop.torch import fx_import as torch_import
     torch_import._ensure_tables()
     supported = {t.__name__ for t in torch_import.MODULE_HANDLERS} | {"Sequential", "ModuleList", "ModuleDict",
                                                                      "Dropout", "Dropout2d", "Identity"}
@@ -251,7 +251,7 @@ def _torchscript_into_arch(ts, path, arch):
 
 
 def _torchscript_to_graph(ts, path, input_shape):
-    """TorchScript → ONNX (torch's TorchScript exporter) → :func:`minquant.onnx_import.from_onnx`."""
+    """TorchScript → ONNX (torch's TorchScript exporter) → :func:`minquant.interop.onnx.importer.from_onnx`."""
     import tempfile
     import warnings
 
@@ -275,9 +275,9 @@ def _torchscript_to_graph(ts, path, input_shape):
 def _onnx_graph(path, shown=None):
     shown = shown or path
     try:
-        from .onnx_import import from_onnx
+        from ..interop.onnx.importer import from_onnx
     except ImportError:
-        raise InputError(f"{shown}: reading ONNX models needs minquant.onnx_import, which this installation "
+        raise InputError(f"{shown}: reading ONNX models needs minquant.interop.onnx.importer, which this installation "
                          "does not have yet") from None
     try:
         g = from_onnx(str(path))
@@ -298,10 +298,10 @@ def load_float_model(spec: str, arch: str | None = None, input_shape=None, fallb
         if arch is not None and arch != spec:
             raise UsageError(f"--arch {arch} contradicts the built-in model {spec}")
         if spec == "tinycnn":
-            from .zoo import tiny_cnn_digits
+            from ..data.zoo import tiny_cnn_digits
             model, _DIGITS["data"] = tiny_cnn_digits()      # the digits come along: keep them
         else:
-            from .zoo import mobilenet_v2_imagenet
+            from ..data.zoo import mobilenet_v2_imagenet
             model = mobilenet_v2_imagenet()
         s, norm = ARCHS[spec]
         return FloatModel(model, s, norm, "builtin", spec)
@@ -314,7 +314,7 @@ def load_float_model(spec: str, arch: str | None = None, input_shape=None, fallb
         _require_arch(path, arch, "an .npz state dict")
         try:
             if kind == "pruned-npz":
-                from .prune import load_pruned
+                from ..prune import load_pruned
                 model = load_pruned(build_arch(arch), path)
             else:
                 with np.load(path, allow_pickle=False) as f:
@@ -369,15 +369,15 @@ _DIGITS: dict = {}
 
 
 def digits_data():
-    """:func:`minquant.datasets.digits` (x_train, y_train, x_test, y_test), computed once per process."""
+    """:func:`minquant.data.datasets.digits` (x_train, y_train, x_test, y_test), computed once per process."""
     if "data" not in _DIGITS:
-        from .datasets import digits
+        from ..data.datasets import digits
         _DIGITS["data"] = digits()
     return _DIGITS["data"]
 
 
 def digits_normalization() -> tuple[float, float]:
-    """(mean, std) that :func:`minquant.datasets.digits` subtracts/divides by: those of the training
+    """(mean, std) that :func:`minquant.data.datasets.digits` subtracts/divides by: those of the training
     split's [0, 1] images upsampled to 28×28 (same split, same zoom)."""
     from scipy.ndimage import zoom
     from sklearn.datasets import load_digits
@@ -479,7 +479,7 @@ def _folder_inputs(files: list[Path], sample_shape, norm, n, progress) -> np.nda
     c, h, w = sample_shape
     mean = std = None
     if norm == "imagenet" and c == 3:
-        from .datasets import IMAGENET_MEAN, IMAGENET_STD
+        from ..data.datasets import IMAGENET_MEAN, IMAGENET_STD
         mean, std = IMAGENET_MEAN[:, None, None], IMAGENET_STD[:, None, None]
     batches, count = [], 0
     for p in tqdm(files, desc="read inputs", unit="file", disable=not progress, leave=False):
@@ -540,7 +540,7 @@ def load_inputs(source: str, sample_shape, norm, *, n=None, split="calib", progr
     if source == "photos" and not Path(source).is_dir():
         if sample_shape is not None and (sample_shape[0] != 3 or sample_shape[1] != sample_shape[2]):
             raise UsageError(f"photos are 3×S×S crops but the model takes {'×'.join(map(str, sample_shape))}")
-        from .datasets import photo_crops
+        from ..data.datasets import photo_crops
         size = sample_shape[1] if sample_shape is not None else 224
         return photo_crops(64 if n is None else n, split="calib" if split == "calib" else "eval", size=size)
     return _folder_inputs(input_files(source), sample_shape, norm, n, progress)
