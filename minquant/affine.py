@@ -109,6 +109,10 @@ def _broadcast_params(x: np.ndarray, p, axis, group_size, what: str) -> np.ndarr
         if p.size != 1:
             raise ValueError(f"{what} has {p.size} values but axis=None (per tensor) needs one")
         return p.reshape(())
+    if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)):
+        raise TypeError(f"axis must be an int or None, got {type(axis).__name__}")
+    if not -x.ndim <= axis < x.ndim:
+        raise ValueError(f"axis {axis} is out of range for a {x.ndim}-D input of shape {x.shape}")
     ax = axis % x.ndim
     if group_size is None:
         if p.ndim != 1 or p.shape[0] != x.shape[ax]:
@@ -130,6 +134,15 @@ def _broadcast_params(x: np.ndarray, p, axis, group_size, what: str) -> np.ndarr
 def _check_scale(scale: np.ndarray) -> None:
     if not np.all(np.isfinite(scale)) or np.any(scale <= 0):
         raise ValueError(f"scale must be finite and > 0, got {scale.ravel()[:8]}")
+
+
+def _integer_zero_point(zp: np.ndarray) -> np.ndarray:
+    """Zero points as int64 — refusing values that are not whole numbers (a zero point is a code)."""
+    if zp.dtype.kind == "b" or zp.dtype.kind not in "iuf":
+        raise TypeError(f"zero_point must be integer codes, got dtype {zp.dtype}")
+    if zp.dtype.kind == "f" and (not np.all(np.isfinite(zp)) or np.any(zp != np.rint(zp))):
+        raise ValueError(f"zero_point must be a whole number (it is a code), got {zp.ravel()[:8]}")
+    return zp.astype(np.int64)
 
 
 def _check_zero_point(zp: np.ndarray, qt: QType) -> None:
@@ -186,6 +199,10 @@ def choose_qparams(min_val, max_val, dtype="uint8", *, symmetric: bool = False, 
         raise ValueError(f"min_val > max_val: {mn[mn > mx][:4]} > {mx[mn > mx][:4]}")
 
     if rule == "torch":
+        span = np.maximum(mx, 0).astype(np.float64) - np.minimum(mn, 0).astype(np.float64)
+        if np.any(span > np.finfo(np.float32).max):
+            raise ValueError(f"the range [{float(np.min(mn)):.3g}, {float(np.max(mx)):.3g}] is too wide for the 'torch' "
+                             "rule: max − min overflows float32 (torch's observers would return an infinite scale)")
         min_neg = np.minimum(mn, np.float32(0))
         max_pos = np.maximum(mx, np.float32(0))
         if symmetric:
@@ -293,15 +310,24 @@ def quantize(x, scale, zero_point, dtype="uint8", axis=None, *, group_size=None,
     x = np.asarray(x)
     if x.dtype.kind != "f":
         raise ValueError(f"quantize expects floating-point input, got dtype {x.dtype}")
-    x = x.astype(np.float32, copy=False)
     _check_finite("input", x)
-    s = _broadcast_params(x, scale, axis, group_size, "scale").astype(np.float32)
-    z = _broadcast_params(x, zero_point, axis, group_size, "zero_point").astype(np.int64)
+    if x.dtype != np.float32 and x.size and np.abs(x).max() > np.finfo(np.float32).max:
+        raise ValueError(f"input has values beyond float32's range (max |x| = {np.abs(x).max():.3g}); "
+                         "quantization computes in float32")
+    x = x.astype(np.float32, copy=False)
+    s = np.asarray(_broadcast_params(x, scale, axis, group_size, "scale"), dtype=np.float64)
     _check_scale(s)
+    if np.any(s > np.finfo(np.float32).max) or np.any(s.astype(np.float32) == 0):
+        raise ValueError(f"scale {s.ravel()[:4]} is not representable in float32 (quantization computes in float32)")
+    s = s.astype(np.float32)
+    z = _integer_zero_point(_broadcast_params(x, zero_point, axis, group_size, "zero_point"))
     _check_zero_point(z, qt)
-    with np.errstate(over="ignore", invalid="ignore"):
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         if rule == "torch":
             inv = (np.float32(1) / s).astype(np.float32)
+            if not np.all(np.isfinite(inv)):
+                raise ValueError(f"scale {s[~np.isfinite(inv)].ravel()[:4]} is too small: its float32 reciprocal "
+                                 "overflows, and the 'torch' rule quantizes as x·(1/s) (use a scale ≥ 3e-39)")
             t = np.rint((x * inv).astype(np.float32)).astype(np.float64)
         else:
             t = np.rint((x / s).astype(np.float32)).astype(np.float64)
@@ -361,6 +387,9 @@ def pack_int4(q) -> np.ndarray:
     q = np.asarray(q).ravel()
     if q.dtype.kind not in "iu" or q.size and (q.min() < -8 or q.max() > 15):
         raise ValueError("pack_int4 expects integer codes in [-8, 7] (int4) or [0, 15] (uint4)")
+    if q.size and q.min() < 0 and q.max() > 7:
+        raise ValueError(f"pack_int4: codes span [{int(q.min())}, {int(q.max())}], which is neither int4 [-8, 7] nor "
+                         "uint4 [0, 15] — the packed nibbles could not be unpacked to both")
     nib = (q.astype(np.int16) & 0xF).astype(np.uint8)
     if nib.size % 2:
         nib = np.append(nib, np.uint8(0))
