@@ -1,0 +1,189 @@
+"""Reading an ONNX file: :func:`load_onnx` (a path, bytes or ModelProto, checked and never executed),
+:class:`OnnxGraph` (nodes with decoded attributes, initializers and Constant nodes as NumPy constants, input
+shapes, opset) and the small attribute helpers the handlers share (``pads`` / ``auto_pad``, 2-D ints, the
+error that names a node).
+
+This module imports ``onnx`` inside the functions that need it.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["ONode", "OnnxGraph", "load_onnx"]
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Reading the file
+# ----------------------------------------------------------------------------------------------------------
+
+@dataclass
+class ONode:
+    """One ONNX node, with its attributes decoded to Python values (ints, floats, strings, lists, arrays)."""
+    op: str
+    name: str
+    inputs: list
+    outputs: list
+    attrs: dict = field(default_factory=dict)
+    domain: str = ""
+
+    def where(self) -> str:
+        return f"{self.op} (node {self.name!r})"
+
+
+def _tensor(t, where: str) -> np.ndarray:
+    from onnx import TensorProto, numpy_helper
+    if t.data_location == TensorProto.EXTERNAL or len(t.external_data):
+        raise ValueError(f"{where}: tensor {t.name!r} is stored in an external data file; from_onnx reads "
+                         "self-contained .onnx files only")
+    try:
+        return np.array(numpy_helper.to_array(t))
+    except Exception as e:
+        raise ValueError(f"{where}: tensor {t.name!r} cannot be read ({type(e).__name__}: {e}); the file is "
+                         "corrupt or truncated") from None
+
+
+def _attr_value(a, where: str):
+    from onnx import helper
+    v = helper.get_attribute_value(a)
+    if isinstance(v, bytes):
+        return v.decode("utf-8", "replace")
+    if hasattr(v, "dims") and hasattr(v, "data_type"):       # a TensorProto (Constant's value)
+        return _tensor(v, where)
+    if isinstance(v, list):
+        return [x.decode("utf-8", "replace") if isinstance(x, bytes) else x for x in v]
+    return v
+
+
+def load_onnx(model):
+    """An ``onnx.ModelProto`` from a path, raw bytes or a ModelProto — checked, never executed.
+
+    Raises ValueError for a missing file, bytes that are not an ONNX protobuf (or are truncated), a model
+    that fails ``onnx.checker`` or that needs external data files."""
+    import onnx
+
+    if isinstance(model, onnx.ModelProto):
+        proto, what = model, "the ModelProto"
+    else:
+        if isinstance(model, (bytes, bytearray)):
+            data, what = bytes(model), "the given bytes"
+        elif isinstance(model, (str, os.PathLike)):
+            path = Path(model)
+            if not path.is_file():
+                raise ValueError(f"ONNX file {str(path)!r} does not exist")
+            data, what = path.read_bytes(), f"{str(path)!r}"
+        else:
+            raise ValueError(f"from_onnx needs a path, bytes or an onnx.ModelProto, got {type(model).__name__}")
+        if not data:
+            raise ValueError(f"{what} is empty, not an ONNX model")
+        proto = onnx.ModelProto()
+        try:
+            proto.ParseFromString(data)
+        except Exception as e:
+            raise ValueError(f"{what} is not a valid ONNX model (protobuf parse error: {e}); the file is "
+                             "corrupt, truncated or not ONNX") from None
+    if proto.ir_version <= 0 or not proto.opset_import or not proto.HasField("graph"):
+        raise ValueError(f"{what} is not a valid ONNX model (no IR version, opset or graph); the file is "
+                         "corrupt, truncated or not ONNX")
+    for t in proto.graph.initializer:
+        if t.data_location == onnx.TensorProto.EXTERNAL or len(t.external_data):
+            raise ValueError(f"{what}: initializer {t.name!r} is stored in an external data file; from_onnx "
+                             "reads self-contained .onnx files only")
+    try:
+        onnx.checker.check_model(proto)
+    except Exception as e:
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ValueError(f"{what} is not a valid ONNX model ({type(e).__name__}: {msg}); the file is corrupt, "
+                         "truncated or not ONNX") from None
+    return proto
+
+
+class OnnxGraph:
+    """The parts of an ONNX graph the importer needs: ``nodes`` (:class:`ONode`, Constant nodes folded
+    into ``consts``), ``consts`` (initializers and constants by name, NumPy), ``inputs`` (name → example
+    shape, batch 1 where symbolic), ``outputs`` (names), ``opset`` (domain → version)."""
+
+    def __init__(self, proto):
+        g = proto.graph
+        self.name = g.name or "onnx_model"
+        self.opset = {o.domain or "": o.version for o in proto.opset_import}
+        self.consts: dict[str, np.ndarray] = {t.name: _tensor(t, "initializer") for t in g.initializer}
+        self.nodes: list[ONode] = []
+        self.inputs: dict[str, tuple] = {}
+        for vi in g.input:
+            if vi.name in self.consts:
+                continue
+            tt = vi.type.tensor_type
+            if not vi.type.HasField("tensor_type") or tt.elem_type != 1:
+                raise ValueError(f"graph input {vi.name!r} must be a float32 tensor (minquant models take float "
+                                 "input)")
+            dims = []
+            for i, d in enumerate(tt.shape.dim):
+                if d.HasField("dim_value") and d.dim_value > 0:
+                    dims.append(int(d.dim_value))
+                elif i == 0:
+                    dims.append(1)                      # symbolic batch
+                else:
+                    raise ValueError(f"graph input {vi.name!r} has a symbolic size in dimension {i}; only the "
+                                     "batch (dimension 0) may be symbolic")
+            if len(dims) < 2:
+                raise ValueError(f"graph input {vi.name!r} needs a batch dimension and at least one more, got "
+                                 f"rank {len(dims)}")
+            self.inputs[vi.name] = tuple(dims)
+        if not self.inputs:
+            raise ValueError("the ONNX graph has no (non-initializer) input")
+        self.outputs = [vi.name for vi in g.output]
+        for n in g.node:
+            where = f"{n.op_type} (node {n.name!r})"
+            attrs = {a.name: _attr_value(a, where) for a in n.attribute}
+            if n.op_type == "Constant" and (n.domain or "") == "":
+                if "value" not in attrs:
+                    raise ValueError(f"{where}: only Constant nodes with a tensor 'value' are supported")
+                self.consts[n.output[0]] = np.asarray(attrs["value"])
+                continue
+            self.nodes.append(ONode(n.op_type, n.name or n.output[0], list(n.input), list(n.output), attrs,
+                                    n.domain or ""))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Small helpers
+# ----------------------------------------------------------------------------------------------------------
+
+def _fail(n: ONode, problem: str):
+    raise ValueError(f"cannot import ONNX {n.where()}: {problem}")
+
+
+def _pads2d(n: ONode, in_hw, kernel, strides, dilations=(1, 1)):
+    """Symmetric (ph, pw) from ONNX ``pads`` [top, left, bottom, right] / ``auto_pad`` (ValueError if
+    asymmetric: minquant's ops pad both sides equally)."""
+    auto = n.attrs.get("auto_pad", "NOTSET")
+    if auto in ("NOTSET", ""):
+        pads = list(n.attrs.get("pads", [0, 0, 0, 0]))
+    elif auto == "VALID":
+        pads = [0, 0, 0, 0]
+    elif auto in ("SAME_UPPER", "SAME_LOWER"):
+        pads = [0, 0, 0, 0]
+        for i in range(2):
+            out = -(-in_hw[i] // strides[i])
+            total = max(0, (out - 1) * strides[i] + dilations[i] * (kernel[i] - 1) + 1 - in_hw[i])
+            small, big = total // 2, total - total // 2
+            pads[i], pads[i + 2] = (small, big) if auto == "SAME_UPPER" else (big, small)
+    else:
+        _fail(n, f"unknown auto_pad {auto!r}")
+    if len(pads) != 4:
+        _fail(n, f"only 2-D (NCHW) operators are supported, got pads {pads}")
+    if pads[0] != pads[2] or pads[1] != pads[3]:
+        _fail(n, f"asymmetric padding {pads} (top, left, bottom, right) is not supported")
+    return int(pads[0]), int(pads[1])
+
+
+def _ints2(n: ONode, key: str, default):
+    v = n.attrs.get(key, default)
+    v = [int(t) for t in v]
+    if len(v) != 2:
+        _fail(n, f"only 2-D operators are supported ({key} = {v})")
+    return tuple(v)
+
