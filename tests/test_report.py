@@ -1,8 +1,11 @@
-"""minquant.lesson.report: every plot writes a valid PNG, bad input raises ValueError, write_report embeds all.
+"""minquant.lesson.report: every plot draws the data it is given and writes a valid PNG, bad input raises
+ValueError, write_report embeds all.
 
 Small seeded synthetic inputs, plus one real ``compare`` result on the seed's TinyCNN (cached model,
 64 test digits). A PNG is "valid" when it starts with the PNG signature, matplotlib reads it back as an
-RGBA image of the expected size, and it is not blank.
+RGBA image of the expected size, and it is not blank. What was drawn is read back from the matplotlib
+Figure that was saved (the ``drawn`` fixture records it): bar lengths, histogram counts, grid lines, line
+points, colours — so a plot of the wrong data fails.
 """
 import math
 import re
@@ -10,10 +13,40 @@ import re
 import numpy as np
 import pytest
 
+from matplotlib.colors import to_rgba
+
 from minquant.lesson import report
 from minquant.quantized.compare import Comparison, LayerSQNR
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+RED, BLUE = to_rgba("#C44E52"), to_rgba("#4C72B0")
+
+
+@pytest.fixture
+def drawn(monkeypatch):
+    """The Figures the plotting functions save, in order; the real ``_save`` still writes each PNG."""
+    figs, real_save = [], report._save
+
+    def save(fig, path):
+        figs.append(fig)
+        return real_save(fig, path)
+    monkeypatch.setattr(report, "_save", save)
+    return figs
+
+
+def bars_by_label(ax, labels_ax=None):
+    """``{y tick label: (bar length, face colour)}`` of a horizontal bar chart (labels from ``labels_ax``,
+    for panels that share the first column's labels), plus the labels top to bottom."""
+    labels_ax = labels_ax or ax
+    names = {round(float(y), 6): t.get_text() for y, t in zip(labels_ax.get_yticks(), labels_ax.get_yticklabels())}
+    bars = {}
+    for c in ax.containers:
+        for p in c.patches:
+            y = round(p.get_y() + p.get_height() / 2, 6)
+            assert y in names, (y, names)
+            bars[names[y]] = (p.get_width(), p.get_facecolor())
+    top_down = [names[y] for y in sorted(names, reverse=True)]
+    return bars, top_down
 
 
 def assert_png(path, min_side=200):
@@ -37,7 +70,7 @@ def synthetic_comparison(values):
 # ---------------------------------------------------------------------------------------------------------
 # histograms
 # ---------------------------------------------------------------------------------------------------------
-def test_histograms_synthetic(tmp_path):
+def test_histograms_synthetic(tmp_path, drawn):
     rng = np.random.default_rng(0)
     w = rng.normal(0, 0.05, (16, 8, 3, 3)).astype(np.float32)
     act = np.maximum(rng.normal(0.5, 1.0, 5000), 0).astype(np.float32)
@@ -48,6 +81,56 @@ def test_histograms_synthetic(tmp_path):
     out = report.plot_histograms(panels, tmp_path / "h.png", title="synthetic")
     assert out == tmp_path / "h.png"
     assert_png(out)
+    (fig,) = drawn
+    axes = [ax for ax in fig.axes if ax.get_visible()]
+    assert len(axes) == 3
+    spans = [(w, float(np.abs(w).max() / 127.5), 0, -128, 127), (w, float(np.abs(w).max() / 63.5), 0, -64, 64),
+             (act, float(act.max() / 255 * 0.8), 0, 0, 255)]
+    for ax, (values, s, z, qmin, qmax) in zip(axes, spans):
+        check_histogram_panel(ax, values, s, z, qmin, qmax)
+    assert [ax.get_yscale() for ax in axes] == ["linear", "linear", "log"]   # the ReLU zeros: log counts
+    clip_hi = spans[2][1] * 255
+    above = float((act > clip_hi + spans[2][1] / 2).mean())
+    assert above > 0.001                                                     # its scale clips the top
+    assert any(f"0.00 % below, {100 * above:.2f} % above" in t.get_text() for t in axes[2].texts)
+
+
+def check_histogram_panel(ax, values, s, z, qmin, qmax, bins=80):
+    """The bars are the histogram of ``values`` over [min(values, clip low), max(values, clip high)], the red
+    lines sit at the clip range s·(qmin − z), s·(qmax − z), and the rug has one tick per code, s apart."""
+    v = np.asarray(values, np.float64).ravel()
+    clip_lo, clip_hi = s * (qmin - z), s * (qmax - z)
+    want, edges = np.histogram(v, bins=bins, range=(min(v.min(), clip_lo), max(v.max(), clip_hi)))
+    (hist,) = ax.containers
+    assert [p.get_height() for p in hist.patches] == want.tolist()
+    assert sum(p.get_height() for p in hist.patches) == v.size
+    np.testing.assert_allclose([p.get_x() for p in hist.patches], edges[:-1], rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(sorted(line.get_xdata()[0] for line in ax.lines), [clip_lo, clip_hi], rtol=1e-5)
+    rug = ax.collections[0]
+    xs = np.array([seg[0, 0] for seg in rug.get_segments()])
+    np.testing.assert_allclose(xs, s * (np.arange(qmin, qmax + 1) - z), rtol=1e-5, atol=1e-4 * s)
+    np.testing.assert_allclose(np.diff(xs), s, rtol=1e-3)
+    faint = qmax - qmin + 1 <= 40                   # full-height grid lines only when the levels can be told apart
+    assert len(ax.collections) == 2 if faint else len(ax.collections) == 1
+    if faint:
+        np.testing.assert_allclose([seg[0, 0] for seg in ax.collections[1].get_segments()], xs)
+    assert any(f"{qmax - qmin + 1} codes {qmin}…{qmax}" in t.get_text() for t in ax.get_legend().get_texts())
+
+
+def test_histograms_few_levels_draw_the_grid_lines(tmp_path, drawn):
+    """A 3-bit code range (−4…3) with a zero point: eight levels, each drawn as a full-height line at
+    s·(q − z); values beyond the grid are counted as clipped on both sides."""
+    v = np.linspace(-1.0, 1.5, 501)
+    s, z = 0.25, -1
+    report.plot_histograms([dict(label="3 bits", values=v, scale=s, zero_point=z, qmin=-4, qmax=3)],
+                           tmp_path / "h.png", bins=25)
+    (fig,) = drawn
+    (ax,) = [a for a in fig.axes if a.get_visible()]
+    check_histogram_panel(ax, v, s, z, -4, 3, bins=25)
+    below = float((v < s * (-4 - z) - s / 2).mean())
+    above = float((v > s * (3 - z) + s / 2).mean())
+    assert below > 0 and above > 0
+    assert any(f"{100 * below:.2f} % below, {100 * above:.2f} % above" in t.get_text() for t in ax.texts)
 
 
 @pytest.mark.parametrize("bad, msg", [
@@ -72,13 +155,31 @@ def test_histograms_needs_a_panel(tmp_path):
 # ---------------------------------------------------------------------------------------------------------
 # per-layer SQNR
 # ---------------------------------------------------------------------------------------------------------
-def test_sqnr_synthetic_with_infinite_layer(tmp_path):
-    cmp = synthetic_comparison([35.0, 12.5, math.inf, 3.0, 22.0, 40.0])
-    out = report.plot_sqnr(cmp, tmp_path / "s.png", order=[f"layer{i}" for i in range(6)])
+def test_sqnr_synthetic_with_infinite_layer(tmp_path, drawn):
+    values = [35.0, 12.5, math.inf, 3.0, 22.0, 40.0]
+    cmp = synthetic_comparison(values)
+    order = [f"layer{i}" for i in range(6)]
+    out = report.plot_sqnr(cmp, tmp_path / "s.png", order=order)
     assert_png(out)
+    (fig,) = drawn
+    (ax,) = fig.axes
+    bars, top_down = bars_by_label(ax)
+    assert top_down == [f"{name}  (qconv2d)" for name in order]            # graph order, first layer on top
+    lengths = {label.split()[0]: width for label, (width, _) in bars.items()}
+    for i, v in enumerate(values):
+        if math.isfinite(v):
+            assert lengths[f"layer{i}"] == v
+    assert lengths["layer2"] > max(v for v in values if math.isfinite(v))   # ∞ drawn at the right edge
+    red = {label.split()[0] for label, (_, colour) in bars.items() if colour == RED}
+    assert red == {"layer3", "layer1"}                                     # the 6 // 3 = 2 lowest
+    assert all(colour == BLUE for label, (_, colour) in bars.items() if label.split()[0] not in red)
+    texts = [t.get_text() for t in ax.texts]
+    assert "∞" in texts and "3.0 dB  (#1 worst)" in texts and "12.5 dB  (#2 worst)" in texts
+    (line,) = ax.lines
+    assert list(line.get_xdata()) == [20.0, 20.0] and line.get_linestyle() == "--"   # the output's SQNR
 
 
-def test_sqnr_real_compare_on_tinycnn(tmp_path, digits_model):
+def test_sqnr_real_compare_on_tinycnn(tmp_path, digits_model, drawn):
     import torch
     import minquant as mq
     torch.set_num_threads(1)
@@ -88,6 +189,16 @@ def test_sqnr_real_compare_on_tinycnn(tmp_path, digits_model):
     assert len(cmp.layers) >= 4 and all(np.isfinite(r.sqnr_db) for r in cmp.layers)
     out = report.plot_sqnr(cmp, tmp_path / "tiny_sqnr.png", order=[n.name for n in qm.graph.nodes])
     assert_png(out)
+    (fig,) = drawn
+    (ax,) = fig.axes
+    bars, top_down = bars_by_label(ax)
+    want = {r.name: r.sqnr_db for r in cmp.layers}
+    assert {label.split()[0]: width for label, (width, _) in bars.items()} == pytest.approx(want, rel=1e-12)
+    assert [label.split()[0] for label in top_down] == [n.name for n in qm.graph.nodes if n.name in want]
+    n_red = min(5, len(want) // 3)
+    red = {label.split()[0] for label, (_, colour) in bars.items() if colour == RED}
+    assert red == set(sorted(want, key=want.get)[:n_red])
+    assert ax.lines[0].get_xdata()[0] == pytest.approx(cmp.output_sqnr_db)
 
 
 def test_sqnr_bad_input(tmp_path):
@@ -116,14 +227,40 @@ ROWS = [
 ]
 
 
-def test_variants_synthetic(tmp_path):
+def check_variant_bars(axes, rows):
+    """One block of three axes (size KB, ms, accuracy or agreement %): bar lengths and colours are the rows'
+    values and runtimes; a missing value has no bar and an "n/a"."""
+    metric = "accuracy" if any(r.get("accuracy") is not None for r in rows) else "agreement"
+    size = [r.get("size_bytes", r.get("file_bytes")) for r in rows]
+    for ax, values, scale in ((axes[0], size, 1 / 1024), (axes[1], [r.get("ms") for r in rows], 1),
+                              (axes[2], [r.get(metric) for r in rows], 100)):
+        bars, top_down = bars_by_label(ax, axes[0])
+        assert top_down == [r["variant"] for r in rows]
+        want = {r["variant"]: v * scale for r, v in zip(rows, values) if v is not None}
+        assert {k: w for k, (w, _) in bars.items()} == pytest.approx(want, rel=1e-12)
+        for r in rows:
+            if r["variant"] in bars:
+                assert bars[r["variant"]][1] == to_rgba(report._RUNTIME_COLORS[r["runtime"]])
+        assert [t.get_text() for t in ax.texts].count("n/a") == sum(v is None for v in values)
+
+
+def test_variants_synthetic(tmp_path, drawn):
     assert_png(report.plot_variants(ROWS, tmp_path / "v.png", title="variants"))
+    (fig,) = drawn
+    axes = np.array(fig.axes).reshape(2, 3)
+    check_variant_bars(axes[0], ROWS[:3])             # TinyCNN has accuracy: the third column is accuracy
+    check_variant_bars(axes[1], ROWS[3:])             # MobileNetV2 has none: top-1 agreement
+    assert "accuracy" in axes[0, 2].get_xlabel() and "agreement" in axes[1, 2].get_xlabel()
+    assert axes[0, 1].get_title() == "TinyCNN" and axes[1, 1].get_title() == "MobileNetV2"
 
 
-def test_variants_from_demo_rows(tmp_path):
+def test_variants_from_demo_rows(tmp_path, drawn):
     from minquant.lesson.demo import Row
     rows = [Row("TinyCNN", "fp32", "torch", 100, 100, 0.5, 0.9), Row("TinyCNN", "int8", "minquant", 30, 30, 1.0, 0.9)]
     assert_png(report.plot_variants(rows, tmp_path / "v.png"))
+    (fig,) = drawn
+    check_variant_bars(fig.axes, [dict(variant=r.variant, runtime=r.runtime, file_bytes=r.file_bytes, ms=r.ms,
+                                       accuracy=r.accuracy) for r in rows])
 
 
 @pytest.mark.parametrize("bad, msg", [
@@ -138,10 +275,17 @@ def test_variants_bad_input(tmp_path, bad, msg):
         report.plot_variants(bad, tmp_path / "v.png")
 
 
-def test_sparsity_synthetic(tmp_path):
+def test_sparsity_synthetic(tmp_path, drawn):
     pts = [("no fine-tune", s, a) for s, a in ((0, 0.97), (0.5, 0.94), (0.9, 0.64), (0.95, 0.23))]
     pts += [dict(series="fine-tuned", sparsity=0.9, value=0.959), dict(series="fine-tuned", sparsity=0.5, value=0.974)]
     assert_png(report.plot_sparsity(pts, tmp_path / "p.png", baseline=0.9667, title="synthetic"))
+    (fig,) = drawn
+    (ax,) = fig.axes
+    lines = {line.get_label(): (list(line.get_xdata()), list(line.get_ydata())) for line in ax.lines}
+    assert lines.keys() == {"no fine-tune", "fine-tuned", "unpruned: 96.7 %"}
+    assert lines["no fine-tune"] == (pytest.approx([0, 50, 90, 95]), pytest.approx([97, 94, 64, 23]))
+    assert lines["fine-tuned"] == (pytest.approx([50, 90]), pytest.approx([97.4, 95.9]))   # sorted by sparsity
+    assert lines["unpruned: 96.7 %"][1] == pytest.approx([96.67, 96.67])
 
 
 @pytest.mark.parametrize("bad, msg", [
