@@ -1,5 +1,7 @@
-"""minquant.lesson.render: the text listing names every node with its qparams and params; the PNG is a real,
-sanely sized image with int8 and float boxes in their colours; bad input raises ValueError."""
+"""minquant.lesson.render: the text listing names every node with its qparams, the attributes that differ from
+their defaults and its params; the PNG is a real, sanely sized image with int8 and float boxes in their
+colours, a straight arrow between consecutive nodes and a bracket at the column's side for a skip connection
+(read from the pixels); bad input raises ValueError."""
 import re
 
 import numpy as np
@@ -60,15 +62,30 @@ def test_text_quantized_model_has_qparams_and_params(tiny):
     conv = qm.graph.node("features.2")
     w = conv.params["weight"]
     assert f"weight int8{list(w.shape)} {w.min()}…{w.max()}" in text
-    assert f"x_zp={conv.attrs.x_zp}" in text or conv.attrs.x_zp == 0
+    # attributes are listed when they differ from the default (x_zp=0): the first conv reads the quantized
+    # input (zero point 86-ish), the second reads a ReLU's codes (zero point 0)
+    first, second = qm.graph.node("features.0").attrs.x_zp, conv.attrs.x_zp
+    assert first != 0 and second == 0
+    assert attrs_line(text, "features.0").split().count(f"x_zp={first}") == 1
+    assert "x_zp=" not in attrs_line(text, "features.2")
+    assert f"x_scale={float(conv.attrs.x_scale):.6g}" in attrs_line(text, "features.2").split()
+
+
+def attrs_line(text, name):
+    """The ``attrs`` line of node ``name``'s block in a listing ('' when the block has none)."""
+    lines = text.splitlines()
+    start = next(i for i, ln in enumerate(lines) if re.match(rf"^\s*\d+\. {re.escape(name)}  ", ln))
+    for ln in lines[start + 1:]:
+        if re.match(r"^\s*(\d+\. |output )", ln):
+            break
+        if ln.strip().startswith("attrs "):
+            return ln
+    return ""
 
 
 def test_text_reads_onnx_files(tiny, tmp_path):
     pytest.importorskip("onnx")
-    try:
-        from minquant.interop.onnx.importer import from_onnx  # noqa: F401
-    except ImportError:
-        pytest.skip("minquant.interop.onnx.importer is not available")
+    import minquant.interop.onnx.importer  # noqa: F401  (part of minquant: an ImportError here is a failure)
     from minquant.interop.onnx.exporter import to_onnx
     graph, qm = tiny
     text = to_text(to_onnx(qm, tmp_path / "q.onnx", format="qoperator"))
@@ -99,11 +116,54 @@ def test_png_quantized_and_float(tiny, tmp_path):
     assert not list(tmp_path.glob("*.tmp*"))
 
 
+def _box_rows_and_right_edge(img, colours):
+    """(row bands [(top, bottom)] of the boxes filled with one of ``colours``, their x centre, right edge)."""
+    fill = np.zeros(img.shape[:2], bool)
+    for c in colours:
+        rgb = np.array([int(c[i:i + 2], 16) for i in (1, 3, 5)]) / 255.0
+        fill |= np.all(np.abs(img[..., :3] - rgb) < 0.02, axis=-1)
+    wide = fill.sum(axis=1) > fill.shape[1] // 4            # box rows, not the legend's small swatches
+    rows = np.flatnonzero(wide)
+    bands = np.split(rows, np.flatnonzero(np.diff(rows) > 1) + 1)
+    cols = np.flatnonzero(fill[wide].any(axis=0))
+    bands = [b for b in bands if b.size > 5]                # not an anti-aliased edge row that matches by chance
+    return [(int(b[0]), int(b[-1])) for b in bands], int((cols[0] + cols[-1]) // 2), int(cols[-1])
+
+
 def test_png_default_layout_and_skip_edges(tmp_path):
+    """The residual graph and the same chain without its skip (add reads c2 twice: one edge) are drawn in
+    the same default layout (one column of six boxes). Both have a straight arrow in every gap between
+    consecutive boxes; the pixels that differ are exactly the skip's bracket: right of the boxes, from the
+    middle of the input box x down to the middle of the add box, a vertical line the whole way."""
+    import matplotlib.image as mpimg
     g = residual_graph()
-    path = to_png(g, tmp_path / "r.png")
-    assert path.read_bytes()[:8] == PNG_MAGIC
+    chain = residual_graph()
+    chain.node("add").inputs[:] = ["c2", "c2"]
     assert [node_kind(n, value_info(g)) for n in g.nodes] == ["float"] * 5
+    imgs = []
+    for graph, name in ((g, "r.png"), (chain, "c.png")):
+        path = to_png(graph, tmp_path / name, title="residual")
+        assert path.read_bytes()[:8] == PNG_MAGIC
+        imgs.append(mpimg.imread(str(path)))
+    with_skip, without = imgs
+    assert with_skip.shape == without.shape
+    bands, centre, right = _box_rows_and_right_edge(without, [KIND_COLORS["input"], KIND_COLORS["float"]])
+    assert len(bands) == 6                                  # x, c1, r1, c2, add, out in one column
+    assert _box_rows_and_right_edge(with_skip, [KIND_COLORS["input"], KIND_COLORS["float"]])[0] == bands
+    dark = lambda img: img[..., :3].max(axis=-1) < 0.5       # noqa: E731  (black / grey strokes)
+    for img in imgs:                                         # x→c1, c1→r1, r1→c2, c2→add, add→out
+        for (_, bottom), (top, _) in zip(bands, bands[1:]):
+            assert dark(img)[bottom + 3:top - 2, centre - 3:centre + 4].any(), (bottom, top)
+    mid_x, mid_add = [(a + b) // 2 for a, b in (bands[0], bands[4])]
+    diff = np.flatnonzero(np.any(with_skip != without, axis=-1).any(axis=0)), \
+        np.flatnonzero(np.any(with_skip != without, axis=-1).any(axis=1))
+    cols, rows = diff
+    assert cols.size and rows.size
+    assert cols.min() >= right - 3                           # nothing changed inside or left of the boxes
+    assert mid_x - 6 <= rows.min() and rows.max() <= mid_add + 6
+    strip = dark(with_skip)[mid_x + 2:mid_add - 1, right + 3:]
+    assert strip.any(axis=0).any() and strip.all(axis=0).any()   # one pixel column dark from x down to add
+    assert not dark(without)[bands[0][0]:bands[-1][1], right + 3:].any()   # no skip: nothing right of the boxes
 
 
 def test_bad_input_raises(tiny, tmp_path):
