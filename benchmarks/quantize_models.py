@@ -107,7 +107,7 @@ def section_bit_exact(quick):
     import torch
 
     from minquant.data.datasets import photo_crops
-    from minquant.interop.torch import quantized_import as from_torch_quantized
+    from minquant.interop.torch import from_torch_quantized
     from minquant.data.zoo import tiny_cnn_digits
     model, (x_tr, _, x_te, _) = tiny_cnn_digits()
     photos_c, photos_e = photo_crops(8, split="calib"), photo_crops(4 if quick else 16, split="eval")

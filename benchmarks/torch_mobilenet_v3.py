@@ -46,7 +46,7 @@ def run(quick: bool):
 
     from minquant.data.datasets import photo_crops
     from minquant.kernels.elementwise import activation_tables
-    from minquant.interop.torch import quantized_import as from_torch_quantized
+    from minquant.interop.torch import from_torch_quantized
     from minquant.interop.torch.quantized_import import torch_quantized_codes
     from minquant.data.zoo import mobilenet_v3_random
 

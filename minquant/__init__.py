@@ -25,7 +25,8 @@ __all__ = ["affine", "kernels", "observers", "target", "Target", "Cpu", "CPUS",
            "quantize_static", "quantize_dynamic", "from_torch_quantized", "compare", "load", "QuantizedModel",
            "report_torch_quantized", "QType", "qtype", "choose_qparams", "quantize", "dequantize",
            "fake_quantize", "quantize_bias", "pack_int4", "unpack_int4", "to_float16", "Graph", "Node", "OPS",
-           "register_op", "run", "infer_shapes", "from_torch", "from_onnx", "to_onnx", "Observer", "MinMaxObserver",
+           "register_op", "run", "infer_shapes", "from_torch", "from_onnx", "from_onnx_quantized", "to_onnx",
+           "Observer", "MinMaxObserver",
            "MovingAverageMinMaxObserver", "PerChannelMinMaxObserver", "MovingAveragePerChannelMinMaxObserver",
            "PercentileObserver", "MSEObserver", "EntropyObserver", "HistogramObserver", "RunningHistogram"]
 
@@ -38,7 +39,8 @@ _LAZY_MODULES = {"prune": "prune", "distill": "distill", "quantized": "quantized
 _LAZY_NAMES = {"quantize_static": "quantized", "quantize_dynamic": "quantized", "compare": "quantized",
                "load": "quantized", "QuantizedModel": "quantized", "report_torch_quantized": "quantized",
                "from_torch": "interop.torch", "from_torch_quantized": "interop.torch",
-               "from_onnx": "interop.onnx", "to_onnx": "interop.onnx"}
+               "from_onnx": "interop.onnx", "from_onnx_quantized": "interop.onnx",
+               "to_onnx": "interop.onnx"}
 
 
 def __getattr__(name):

@@ -232,7 +232,7 @@ def test_qclamp_top_below_floor(fmt, tmp_path):
     """``qclamp`` takes the per-channel top first, then clips: a top under ``lo`` gives ``lo``. The file
     (clip, then Min) raises such tops to ``lo`` so that it computes the same; read back, it is the same
     qclamp again."""
-    from minquant.interop.onnx.importer import from_onnx
+    from minquant.interop.onnx.importer import from_onnx_quantized
     hi = np.array([30, 255, 100, 70], np.uint8)              # channel 0: top 30 < lo 60
     nodes = [Node("q", "quantize", ["x"], ops.QuantizeAttrs(0.05, 100)),
              Node("cl", "qclamp", ["q"], ops.QClampAttrs(60, 200), {"hi_channels": hi}),
@@ -244,14 +244,14 @@ def test_qclamp_top_below_floor(fmt, tmp_path):
     path = to_onnx(qm, tmp_path / "m.onnx", format=fmt)
     y = ort_run(path, x)
     assert np.array_equal(y, ref), f"{int((y != ref).sum())} of {y.size} differ"
-    back = from_onnx(path)
+    back = from_onnx_quantized(path)
     assert [n.op for n in back.graph.nodes] == ["quantize", "qclamp", "dequantize"]
     assert np.array_equal(back(x), ref)
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_int32_bias_written_as_is(fmt, tmp_path):
-    """A qconv2d / qlinear ``bias`` may be int32 (from_onnx keeps a file's int32 bias that float32 cannot
+    """A qconv2d / qlinear ``bias`` may be int32 (from_onnx_quantized keeps a file's int32 bias that float32 cannot
     represent): the file holds exactly those integers — not a re-quantization — and ORT adds them as the
     emulation does. The large values (≫ 2^24, on tiny s_x·s_w) have no float32 preimage."""
     rng = np.random.default_rng(5)
@@ -282,18 +282,18 @@ def test_int32_bias_written_as_is(fmt, tmp_path):
 
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_every_static_op_reads_back(small, fmt, tmp_path):
-    """to_onnx → from_onnx of the every-op model and of its clamped variant: the same numbers as ORT on the
+    """to_onnx → from_onnx_quantized of the every-op model and of its clamped variant: the same numbers as ORT on the
     file and as the model, and the same nodes — float fallbacks included (hardswish / hardsigmoid /
     batch_norm / a non-global adaptive pool come back from the float32 sequences the exporter writes for
     them), clamps included (back into the layers' ``clamp``, qadd's ReLU, one qclamp with its top)."""
-    from minquant.interop.onnx.importer import from_onnx
+    from minquant.interop.onnx.importer import from_onnx_quantized
     _, qm, x = small
-    back = from_onnx(to_onnx(qm, tmp_path / "small.onnx", format=fmt))
+    back = from_onnx_quantized(to_onnx(qm, tmp_path / "small.onnx", format=fmt))
     assert collections.Counter(n.op for n in back.graph.nodes) == collections.Counter(n.op for n in qm.graph.nodes)
     assert np.array_equal(back(x), qm(x))
     assert np.array_equal(back(x), ort_run(tmp_path / "small.onnx", x))
     qm2 = with_clamps(qm)
-    back = from_onnx(to_onnx(qm2, tmp_path / "clamps.onnx", format=fmt))
+    back = from_onnx_quantized(to_onnx(qm2, tmp_path / "clamps.onnx", format=fmt))
     assert np.array_equal(back(x), qm2(x))
     g = back.graph
     assert g.node("c1").attrs.clamp == (5, 180) and g.node("fc1").attrs.clamp == (3, 100)

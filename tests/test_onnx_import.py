@@ -1,4 +1,5 @@
-"""minquant.interop.onnx.importer.from_onnx against ONNX Runtime (CPU EP, default session options, one thread).
+"""minquant.interop.onnx.importer.from_onnx (float) and from_onnx_quantized against ONNX Runtime (CPU EP, default
+session options, one thread).
 
 Float imports must match ORT within 1e-4; quantized imports (QDQ, QOperator, quantize_dynamic) must match
 bit for bit (np.array_equal) and run on minquant's integer kernels. The ONNX files are made once per session
@@ -21,7 +22,7 @@ from onnx import helper as oh  # noqa: E402
 from onnx import numpy_helper as onh  # noqa: E402
 
 import minquant  # noqa: E402
-from minquant.interop.onnx.importer import OnnxGraph, from_onnx, fuse_qdq, load_onnx  # noqa: E402
+from minquant.interop.onnx.importer import OnnxGraph, from_onnx, from_onnx_quantized, fuse_qdq, load_onnx  # noqa: E402
 from minquant.frameworks.ort_recipes import export_torch, ort_quantize, ort_runner  # noqa: E402
 from minquant.quantized import QuantizedModel  # noqa: E402
 
@@ -188,7 +189,7 @@ def _file_biases(path):
 def test_mobilenet_v2_qdq_bit_identical(files):
     from minquant.kernels.requantize import output_stage
     from minquant.quantized.executor import weight_qparams
-    qm = from_onnx(files["mnv2_qdq"])
+    qm = from_onnx_quantized(files["mnv2_qdq"])
     assert isinstance(qm, QuantizedModel) and qm.target.framework == "onnxruntime"
     ops = ops_of(qm)
     # what ORT runs after its optimizer: 52 QLinearConv, 10 QLinearAdd, QLinearGlobalAveragePool, QGemm
@@ -212,7 +213,7 @@ def test_mobilenet_v2_qdq_bit_identical(files):
 
 @pytest.mark.parametrize("fmt", ["qdq", "qoperator", "dynamic"])
 def test_tinycnn_quantized_formats_bit_identical(files, fmt, tmp_path):
-    qm = from_onnx(files[f"tiny_{fmt}"])
+    qm = from_onnx_quantized(files[f"tiny_{fmt}"])
     ops = ops_of(qm)
     if fmt == "dynamic":   # DynamicQuantizeLinear → ConvInteger/MatMulInteger chains
         assert ops["dynamic_conv2d"] == 2 and ops["dynamic_linear"] == 1
@@ -231,7 +232,7 @@ def test_compare_float_and_quantized_imports(files):
     """Each quantized value remembers the float tensor its QuantizeLinear read, so minquant's per-layer
     SQNR report lines up the float and the quantized import of the same model."""
     from minquant.quantized import compare
-    report = compare(from_onnx(files["tiny"]), from_onnx(files["tiny_qdq"]), files["x_digits"][:40])
+    report = compare(from_onnx(files["tiny"]), from_onnx_quantized(files["tiny_qdq"]), files["x_digits"][:40])
     matched = {r.float_name for r in report.layers}
     assert {"/features/features.1/Relu_output_0", "/features/features.3/Relu_output_0"} <= matched, matched
     assert report.output_sqnr_db > 15 and report.top1_agreement >= 0.9          # ORT MinMax, 16 calib
@@ -261,7 +262,7 @@ def test_synthetic_quantized_ops_bit_identical(fmt, tmp_path):
     fp32 = tmp_path / "f.onnx"
     onnx.save(_synthetic_float_model(), fp32)
     path = ort_quantize(fp32, rng.standard_normal((8, 3, 16, 16)).astype(np.float32), tmp_path / "q.onnx", fmt)
-    qm = from_onnx(path)
+    qm = from_onnx_quantized(path)
     ops = ops_of(qm)
     for op in ("qcat", "qmax_pool2d", "qadd", "qavg_pool2d", "qadaptive_avg_pool2d", "qflatten"):
         assert ops[op] == 1, (op, ops)
@@ -297,7 +298,7 @@ def test_qdq_fusion_follows_ort(tmp_path):
         onnx.save(m, tmp_path / "m.onnx")
         run = ort_runner(tmp_path / "m.onnx", optimized=tmp_path / "opt.onnx")
         ort_ops = {nd.op_type for nd in onnx.load(tmp_path / "opt.onnx").graph.node}
-        qm = from_onnx(m)
+        qm = from_onnx_quantized(m)
         assert ("QLinearConv" in ort_ops) == fused and ("qconv2d" in ops_of(qm)) == fused
         assert ("relu" in ops_of(qm)) == (not fused)
         if fused:
@@ -321,7 +322,7 @@ def test_conv_integer_accumulates_exactly(tmp_path):
              n("Mul", ["accf", "s"], ["yy"]), n("Add", ["yy", "b"], ["y"])]
     m = make_model(nodes, {"w": w, "wz": np.int8(0), "ws": np.float32(0.004), "b": _w(1, 6, 1, 1)},
                    ["n", 8, 6, 6])
-    qm = from_onnx(m)
+    qm = from_onnx_quantized(m)
     assert ops_of(qm) == {"dynamic_conv2d": 1}
     x = np.abs(rng.standard_normal((4, 8, 6, 6))).astype(np.float32) * 3   # many large codes
     y, want = qm(x), ort_runner(m)(x)
@@ -353,7 +354,7 @@ def test_int32_bias_beyond_float32_is_kept_exactly(tmp_path):
     # the float32 route would be off by a few units on the two large channels
     as_float = (b.astype(np.float64) * (np.float32(0.02) * ws).astype(np.float64)).astype(np.float32)
     assert not np.array_equal(quantize_bias(as_float, 0.02, ws, target="onnxruntime"), b)
-    qm = from_onnx(m)
+    qm = from_onnx_quantized(m)
     bias = qm.graph.nodes[1].params["bias"]
     assert bias.dtype == np.int32 and np.array_equal(bias, b)
     x = rng.standard_normal((3, 2, 5, 5)).astype(np.float32)
@@ -364,7 +365,7 @@ def test_int32_bias_beyond_float32_is_kept_exactly(tmp_path):
     # and back out: to_onnx writes the int32 bias as it is, so the round trip keeps it and the numbers
     from minquant.interop.onnx.exporter import to_onnx
     for fmt in ("qdq", "qoperator"):
-        again = from_onnx(to_onnx(qm, tmp_path / f"again_{fmt}.onnx", format=fmt))
+        again = from_onnx_quantized(to_onnx(qm, tmp_path / f"again_{fmt}.onnx", format=fmt))
         assert np.array_equal(again.graph.nodes[1].params["bias"], b)
         assert np.array_equal(again(x), want)
 
@@ -381,7 +382,7 @@ def test_qlinear_average_pool_rounds_like_ort(geometry):
              n("DequantizeLinear", ["yq", "s", "z"], ["y"])]
     s_, z_ = np.float32(0.0625), np.uint8(101)     # exact float sums: ties are exact; odd z moves them
     m = make_model(nodes, {"s": s_, "z": z_}, ["n", 8, 12, 12], ms=True, out_shape=["n", 8, 6, 6])
-    qm = from_onnx(m)
+    qm = from_onnx_quantized(m)
     assert ops_of(qm)["qavg_pool2d"] == 1
     codes = np.random.default_rng(9).integers(0, 256, (4, 8, 12, 12))
     x = (s_ * (codes - 101)).astype(np.float32)                          # quantizes back to `codes`
@@ -419,7 +420,7 @@ def test_hardswish_fallback_is_ort_float_arithmetic():
              n("DequantizeLinear", ["hq", "s2", "z2"], ["y"])]
     qdq = make_model(nodes, {"s": np.float32(0.037), "z": np.uint8(128), "s2": np.float32(0.02),
                              "z2": np.uint8(20)}, ["n", 4, 16, 16])
-    qm = from_onnx(qdq)
+    qm = from_onnx_quantized(qdq)
     x = (np.random.default_rng(11).standard_normal((8, 4, 16, 16)) * 2).astype(np.float32)
     assert np.array_equal(qm(x), ort_runner(qdq)(x))
     _, vals = qm.run(x, intermediates=True, raw=True)
@@ -430,7 +431,7 @@ def test_hardswish_fallback_is_ort_float_arithmetic():
 
 
 # ---------------------------------------------------------------------------------------------------------
-# 3. round trip: minquant → minquant.interop.onnx.exporter.to_onnx → from_onnx
+# 3. round trip: minquant → minquant.interop.onnx.exporter.to_onnx → from_onnx / from_onnx_quantized
 # ---------------------------------------------------------------------------------------------------------
 INTEGER_LAYERS = {"qconv2d", "qlinear", "qadd", "qcat", "qmax_pool2d", "qavg_pool2d", "qadaptive_avg_pool2d"}
 
@@ -462,7 +463,7 @@ def _effective_clamp(node):
 @pytest.mark.parametrize("fmt", ["qdq", "qoperator"])
 @pytest.mark.parametrize("which", ["tiny", "mnv2"])
 def test_minquant_export_reads_back_bit_identical(minquant_models, which, fmt, tmp_path):
-    """qm → to_onnx → from_onnx computes what ORT computes on the file and what qm's 'onnxruntime'
+    """qm → to_onnx → from_onnx_quantized computes what ORT computes on the file and what qm's 'onnxruntime'
     emulation computes, bit for bit, with the same integer layers (no float fallback appears): the uint8
     Min after a ReLU6 layer (per-channel top after equalization; every MobileNetV2 export has them) goes
     back into the layer's ``clamp_hi``."""
@@ -470,7 +471,7 @@ def test_minquant_export_reads_back_bit_identical(minquant_models, which, fmt, t
     qm, _, x = minquant_models[which]
     assert qm.target.framework == "fbgemm"
     path = to_onnx(qm, tmp_path / f"{which}_{fmt}.onnx", format=fmt)
-    back = from_onnx(path)
+    back = from_onnx_quantized(path)
     y = back(x)
     want_ort = ort_runner(path)(x)
     want_mq = QuantizedModel(qm.graph, target="onnxruntime")(x)
@@ -524,7 +525,7 @@ def test_minquant_dynamic_and_code_ops_read_back(digits_model, tmp_path):
     from minquant.quantized.executor import EXTRA_FLOAT_KERNELS
     model, (_, _, x_te, _) = digits_model
     qm = quantize_dynamic(model, input_shape=(1, 1, 28, 28), target="onnxruntime")
-    back = from_onnx(to_onnx(qm, tmp_path / "dyn.onnx"))
+    back = from_onnx_quantized(to_onnx(qm, tmp_path / "dyn.onnx"))
     assert ops_of(back) == ops_of(qm)
     assert [n.attrs.relu for n in back.graph.nodes if n.op.startswith("dynamic")] == \
         [n.attrs.relu for n in qm.graph.nodes if n.op.startswith("dynamic")]
@@ -539,7 +540,7 @@ def test_minquant_dynamic_and_code_ops_read_back(digits_model, tmp_path):
     qm = QuantizedModel(Graph(["x"], nodes, ["dq"], {"x": (1, 4, 6, 6)}, "codes"), "onnxruntime")
     x = np.random.default_rng(12).standard_normal((3, 4, 6, 6)).astype(np.float32) * 3
     for fmt in ("qdq", "qoperator"):
-        back = from_onnx(to_onnx(qm, tmp_path / f"codes_{fmt}.onnx", format=fmt))
+        back = from_onnx_quantized(to_onnx(qm, tmp_path / f"codes_{fmt}.onnx", format=fmt))
         assert ops_of(back) == ops_of(qm), (fmt, ops_of(back))
         assert np.array_equal(back(x), qm(x))
         assert np.array_equal(back.graph.node("top").params["hi_channels"], np.tile(top, 2))
@@ -567,7 +568,7 @@ def test_unsupported_ops_are_named():
              n("DequantizeLinear", ["mq", "s", "z"], ["y"])]
     m = make_model(nodes, {"s": np.float32(0.1), "z": np.uint8(128)}, ["n", 4])
     with pytest.raises(ValueError, match=r"QLinearMul \(node 'square'\)"):
-        from_onnx(m)
+        from_onnx_quantized(m)
     m = make_model([n("Div", ["x", "k"], ["y"], name="halve")], {"k": np.float32(2)}, ["n", 4])
     with pytest.raises(ValueError, match=r"Div \(node 'halve'\): only inside"):   # not one of the exporter's
         from_onnx(m)
@@ -587,5 +588,54 @@ def test_corrupt_truncated_and_foreign_files(files, tmp_path):
     with pytest.raises(ValueError, match="does not exist"):
         from_onnx(tmp_path / "missing.onnx")
     with pytest.raises(ValueError, match="path, bytes or an onnx.ModelProto"):
+
+
+def test_each_import_refuses_the_other_kind(files):
+    """from_onnx reads float models only and from_onnx_quantized quantized ones (QDQ, QOperator, dynamic),
+    as from_torch / from_torch_quantized; each refusal names the file and the function to use instead, and
+    onnx_is_quantized tells the two kinds apart (as the CLI does)."""
+    import re
+
+    from minquant.interop.onnx import onnx_is_quantized
+    assert minquant.from_onnx is from_onnx and minquant.from_onnx_quantized is from_onnx_quantized
+    assert onnx_is_quantized(files["tiny"]) is False
+    with pytest.raises(ValueError, match=re.escape(f"{str(files['tiny'])!r} has no quantized operators; use "
+                                                   "from_onnx") + "$"):
+        from_onnx_quantized(files["tiny"])
+    data = files["tiny"].read_bytes()
+    with pytest.raises(ValueError, match="^the given bytes has no quantized operators; use from_onnx$"):
+        from_onnx_quantized(data)
+    for fmt in ("qdq", "qoperator", "dynamic"):
+        path = files[f"tiny_{fmt}"]
+        assert onnx_is_quantized(path) is True
+        assert onnx_is_quantized(onnx.load(str(path))) is True
+        with pytest.raises(ValueError, match=re.escape(f"{str(path)!r} has quantized operators "
+                                                       "(QDQ/QOperator/dynamic); use from_onnx_quantized") + "$"):
+            from_onnx(path)
+        with pytest.raises(ValueError, match="^the ModelProto has quantized operators"):
+            from_onnx(onnx.load(str(path)))
+    with pytest.raises(ValueError, match="not a valid ONNX"):
+        onnx_is_quantized(data[: len(data) // 2])
+
+
+def test_cli_reads_both_kinds_of_onnx_file(files, tmp_path, capsys):
+    """``minquant inspect`` lists a float and a quantized ONNX file (the importer says which kind each is);
+    ``quantize`` reads a float one and refuses a quantized one, ``compare`` refuses a float one."""
+    from minquant.lesson.cli import main
+    assert main(["inspect", str(files["tiny"])]) == 0
+    out = capsys.readouterr().out
+    assert "conv2d" in out and "qconv2d" not in out and "cannot import" not in out, out
+    assert main(["inspect", str(files["tiny_qdq"])]) == 0
+    out = capsys.readouterr().out
+    assert "qconv2d" in out and "cannot import" not in out, out
+    out_file = tmp_path / "q.mq.npz"
+    args = ["--calib", "digits", "--num-calib", "16", "--out", str(out_file)]
+    assert main(["quantize", str(files["tiny"]), *args]) == 0 and out_file.is_file()
+    capsys.readouterr()
+    out_file.unlink()
+    assert main(["quantize", str(files["tiny_qdq"]), *args]) == 1 and not out_file.exists()
+    assert "is already a quantized model; give the float model" in capsys.readouterr().err
+    assert main(["compare", str(files["tiny"]), "--float", "tinycnn", "--num", "8"]) == 1
+    assert "is a float ONNX model; compare needs a quantized one" in capsys.readouterr().err
         from_onnx(12345)
     assert isinstance(from_onnx(data), minquant.Graph)          # the intact bytes import fine

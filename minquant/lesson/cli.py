@@ -209,8 +209,8 @@ def cmd_inspect(args) -> int:
     elif kind == "onnx":
         obj, text = None, None
         try:
-            from ..interop.onnx.importer import from_onnx
-            obj = from_onnx(str(path))
+            from ..interop.onnx.importer import from_onnx, from_onnx_quantized, onnx_is_quantized
+            obj = (from_onnx_quantized if onnx_is_quantized(str(path)) else from_onnx)(str(path))
         except ImportError:
             pass
         except ValueError as e:           # minquant cannot run it: still list what it holds
@@ -276,12 +276,12 @@ def cmd_compare(args) -> int:
         qm = load(qpath)
     elif kind == "onnx":
         try:
-            from ..interop.onnx.importer import from_onnx
+            from ..interop.onnx.importer import from_onnx_quantized, onnx_is_quantized
         except ImportError:
             raise InputError(f"{qpath}: reading ONNX models needs minquant.interop.onnx.importer") from None
-        qm = from_onnx(str(qpath))
-        if not hasattr(qm, "float_names"):
+        if not onnx_is_quantized(str(qpath)):
             raise InputError(f"{qpath} is a float ONNX model; compare needs a quantized one")
+        qm = from_onnx_quantized(str(qpath))
     else:
         raise InputError(f"{qpath} is a {kind}, not a quantized model (make one with `minquant quantize`)")
     if args.data is not None:

@@ -275,15 +275,16 @@ def _torchscript_to_graph(ts, path, input_shape):
 def _onnx_graph(path, shown=None):
     shown = shown or path
     try:
-        from ..interop.onnx.importer import from_onnx
+        from ..interop.onnx.importer import from_onnx, onnx_is_quantized
     except ImportError:
         raise InputError(f"{shown}: reading ONNX models needs minquant.interop.onnx.importer, which this installation "
                          "does not have yet") from None
     try:
-        g = from_onnx(str(path))
+        quantized = onnx_is_quantized(str(path))
+        g = None if quantized else from_onnx(str(path))
     except ValueError as e:
         raise InputError(f"{shown}: {e}") from None
-    if not _is_graph(g):
+    if quantized:
         raise InputError(f"{shown} is already a quantized model; give the float model")
     return g
 

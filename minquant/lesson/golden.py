@@ -886,7 +886,7 @@ def _replay_ort_nodes(p, a, target):
 # --- the whole model --------------------------------------------------------------------------------------------
 def _replay_mobilenet_v2_x86(p, a, target):
     import torch
-    from ..interop.torch import quantized_import as from_torch_quantized
+    from ..interop.torch import from_torch_quantized
     warnings.filterwarnings("ignore")
     m = _build_quantizable_mobilenet()
     import torch.ao.quantization as taq

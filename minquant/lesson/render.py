@@ -4,7 +4,7 @@
     minquant.lesson.render.to_png(qm, "model.png")       # one box per node, top to bottom, int8 vs float coloured
 
 Both accept a :class:`~minquant.graph.Graph`, a :class:`~minquant.quantized.QuantizedModel`, or the path
-of an ONNX file (read with ``minquant.interop.onnx.importer.from_onnx``). Shapes and dtypes come from one batch-1
+of an ONNX file (read with ``minquant.interop.onnx.importer.from_onnx`` or ``from_onnx_quantized``). Shapes and dtypes come from one batch-1
 run on zeros, so every listed value is what the executor really produces.
 
 **Listing.** One block per node, in execution order::
@@ -52,11 +52,11 @@ def _as_model(obj):
         if not path.is_file():
             raise ValueError(f"{path} is not a file (expected a Graph, a QuantizedModel or an ONNX file)")
         try:
-            from ..interop.onnx.importer import from_onnx
+            from ..interop.onnx.importer import from_onnx, from_onnx_quantized, onnx_is_quantized
         except ImportError as e:
             raise ValueError(f"reading {path} needs minquant.interop.onnx.importer.from_onnx, which is not available: {e}") \
                 from e
-        obj = from_onnx(path)
+        obj = (from_onnx_quantized if onnx_is_quantized(path) else from_onnx)(path)
     if isinstance(obj, Graph):
         return obj, None
     if hasattr(obj, "graph") and hasattr(obj, "qparams") and isinstance(getattr(obj, "graph"), Graph):

@@ -51,13 +51,14 @@ Where exactness is not promised:
   ``QLinearAveragePool``): the emulation rounds them as 'minquant' (exact rational mean), ORT in float32
   with the zero point added before rounding — they can differ on means within float error of a .5 tie.
 
-**Reading it back.** :func:`minquant.interop.onnx.importer.from_onnx` reads these files back: a quantized model
-with the same integer layers (the clamps on codes go back into the layers' ``clamp`` / ``clamp_hi``, the
-float fallback sequences back into ``hardswish`` / ``hardsigmoid`` / ``batch_norm`` /
+**Reading it back.** :func:`minquant.interop.onnx.importer.from_onnx_quantized` reads these files back: a
+quantized model with the same integer layers (the clamps on codes go back into the layers' ``clamp`` /
+``clamp_hi``, the float fallback sequences back into ``hardswish`` / ``hardsigmoid`` / ``batch_norm`` /
 ``adaptive_avg_pool2d``) whose numbers are ORT's — and the 'onnxruntime' emulation's — bit for bit
-(tests/test_onnx_import.py, TinyCNN and MobileNetV2, both formats); a float Graph within ~1e-5 (a non-global
-adaptive pool comes back as the equivalent ``avg_pool2d``). A qconv2d / qlinear bias may be int32 (from_onnx
-keeps a file's int32 bias that float32 cannot represent): it is written as it is.
+(tests/test_onnx_import.py, TinyCNN and MobileNetV2, both formats); :func:`~minquant.interop.onnx.importer.from_onnx`
+reads a float Graph back within ~1e-5 (a non-global adaptive pool comes back as the equivalent ``avg_pool2d``).
+A qconv2d / qlinear bias may be int32 (from_onnx_quantized keeps a file's int32 bias that float32 cannot
+represent): it is written as it is.
 
 Dynamic ops are written as ORT's ``quantize_dynamic`` writes them — DynamicQuantizeLinear →
 MatMulInteger / ConvInteger → Cast → Mul(s_x·s_w) → Mul → Add(bias) — and ORT fuses the MatMul chain
@@ -359,7 +360,7 @@ class _Exporter:
 
     def _bias_int32(self, n, ws):
         """The int32 bias the emulation adds: ``rne(f64(b) / f64(f32(s_x·s_w)))`` (affine.quantize_bias) for
-        a float bias; an integer bias (from_onnx keeps a file's int32 bias that has no float32 preimage) is
+        a float bias; an integer bias (from_onnx_quantized keeps a file's int32 bias that has no float32 preimage) is
         what the output stage adds as given, so it is written as is."""
         if "bias" not in n.params:
             return None, None

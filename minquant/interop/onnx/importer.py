@@ -1,10 +1,18 @@
-"""Import an ONNX model into minquant: float models → a :class:`~minquant.graph.Graph`, quantized models →
-a :class:`~minquant.quantized.QuantizedModel` whose integer kernels reproduce ONNX Runtime bit for bit.
+"""Import an ONNX model into minquant: a float model with :func:`from_onnx` → a
+:class:`~minquant.graph.Graph`, a quantized one with :func:`from_onnx_quantized` → a
+:class:`~minquant.quantized.QuantizedModel` whose integer kernels reproduce ONNX Runtime bit for bit
+(as :func:`~minquant.interop.torch.from_torch` / :func:`~minquant.interop.torch.from_torch_quantized` do for
+torch). Each refuses the other kind of file; :func:`onnx_is_quantized` tells which kind a file is.
 
     graph = from_onnx("model.onnx")              # float model
     y = minquant.run(graph, x)                   # ≈ onnxruntime (max |Δ| ≤ 1e-4 on logits)
-    qm = from_onnx("model_int8.onnx")            # QDQ / QOperator / quantize_dynamic output
+    qm = from_onnx_quantized("model_int8.onnx")  # QDQ / QOperator / quantize_dynamic output
     y = qm(x)                                    # == onnxruntime, bit for bit (target="onnxruntime")
+
+The work is split into modules beside this one: :mod:`~minquant.interop.onnx.proto` reads and checks the
+file, :mod:`~minquant.interop.onnx.fuse` rewrites the graph into what ONNX Runtime runs,
+:mod:`~minquant.interop.onnx.build` walks it into a minquant graph and :mod:`~minquant.interop.onnx.handlers`
+holds one handler per ONNX op.
 
 **Quantized models: build what ONNX Runtime runs.** A QDQ file (``QuantizeLinear`` / ``DequantizeLinear``
 around float ops, what ``onnxruntime.quantization.quantize_static`` writes by default) is *not* run as
@@ -87,7 +95,7 @@ A plain ``Concat`` of codes with equal qparams is a ``qcat``; a Relu after a ``d
 ReLU. So a minquant model read back from its own export has the same integer layers.
 
 Each quantized value's ``float_names`` entry is the float tensor its QuantizeLinear read, so
-``minquant.quantized.compare(from_onnx(fp32), from_onnx(int8), x)`` lines up the two imports layer by layer.
+``minquant.quantized.compare(from_onnx(fp32), from_onnx_quantized(int8), x)`` lines up the two imports layer by layer.
 
 Float ops (both paths): Conv → ``conv2d``; Gemm, MatMul with a constant 2-D weight (+ a following Add of
 a constant bias) → ``linear``; BatchNormalization → ``batch_norm``; Relu → ``relu``; Clip → ``relu6`` (0, 6),
@@ -114,43 +122,79 @@ This module imports ``onnx`` (inside the functions that need it); the graphs it 
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+from ...graph import Graph
 from .build import Builder, bias_param  # noqa: F401  (bias_param: read by minquant.lesson.golden)
 from .fuse import fold_constants, fuse_code_clamps, fuse_dynamic, fuse_float_patterns, fuse_qdq, _is_q
 from .handlers import FLOAT_OPS, HANDLERS, QUANTIZED_OPS, _QUANT_MARKERS, _check_supported
-from .proto import OnnxGraph, load_onnx
+from .proto import OnnxGraph, describe, load_onnx
 
-__all__ = ["from_onnx", "load_onnx", "fuse_qdq", "fuse_code_clamps", "fuse_float_patterns", "FLOAT_OPS",
-           "QUANTIZED_OPS"]
+if TYPE_CHECKING:
+    from ...quantized import QuantizedModel
+
+__all__ = ["from_onnx", "from_onnx_quantized", "onnx_is_quantized", "load_onnx", "fuse_qdq", "fuse_code_clamps",
+           "fuse_float_patterns", "FLOAT_OPS", "QUANTIZED_OPS"]
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Entry point
+# Entry points
 # ----------------------------------------------------------------------------------------------------------
 
-def from_onnx(model, *, name: str | None = None, target="onnxruntime"):
-    """Import an ONNX model (path, bytes or ``onnx.ModelProto``).
-
-    A float model becomes a :class:`~minquant.graph.Graph` (run it with :func:`minquant.run`); a model with
-    quantized operators (QDQ, QOperator, or ``quantize_dynamic`` output) becomes a
-    :class:`~minquant.quantized.QuantizedModel` built from what ONNX Runtime actually runs after its graph
-    optimizer (module docstring), so that its output equals ORT's bit for bit under ``target``
-    (default ``"onnxruntime"`` on this host; ``Target("onnxruntime", "avx2")`` gives what ORT computes on
-    an AVX2 machine without VNNI; another framework runs the same integer graph with that framework's
-    arithmetic).
-    Raises ValueError for files that are not (valid) ONNX and for unsupported ops (naming each op type and
-    node)."""
+def _read(model, name):
+    """(proto, :class:`OnnxGraph` with constants folded) of ``model``, renamed to ``name`` if given."""
     proto = load_onnx(model)
     g = OnnxGraph(proto)
     if name:
         g.name = name
     fold_constants(g)
-    quantized = any(n.op in _QUANT_MARKERS for n in g.nodes)
-    if not quantized:
-        nodes = fuse_float_patterns(g, g.nodes)
-        _check_supported(nodes, False)
-        b = Builder(g, nodes, HANDLERS)
-        b.symbolic_batch = _symbolic_batch(proto)
-        return b.build()
+    return proto, g
+
+
+def _has_quantized_ops(g: OnnxGraph) -> bool:
+    return any(n.op in _QUANT_MARKERS for n in g.nodes)
+
+
+def onnx_is_quantized(model) -> bool:
+    """True if the ONNX model (path, bytes or ``onnx.ModelProto``) has quantized operators — QDQ
+    (``QuantizeLinear`` / ``DequantizeLinear``), QOperator (``QLinearConv``, ``QGemm``...) or
+    ``quantize_dynamic``'s (``DynamicQuantizeLinear``, ``ConvInteger``, ``MatMulInteger``): read it with
+    :func:`from_onnx_quantized`; False for a float model: read it with :func:`from_onnx`. Raises ValueError
+    for a file that is not (valid) ONNX, like both."""
+    return _has_quantized_ops(_read(model, None)[1])
+
+
+def from_onnx(model, *, name: str | None = None) -> Graph:
+    """Import a float ONNX model (path, bytes or ``onnx.ModelProto``) as a :class:`~minquant.graph.Graph`;
+    run it with :func:`minquant.run` (module docstring: which ops, and the exporter's float sequences that
+    come back as one op).
+
+    Raises ValueError for a model with quantized operators (read it with :func:`from_onnx_quantized`), for
+    files that are not (valid) ONNX and for unsupported ops (naming each op type and node)."""
+    proto, g = _read(model, name)
+    if _has_quantized_ops(g):
+        raise ValueError(f"{describe(model)} has quantized operators (QDQ/QOperator/dynamic); use "
+                         "from_onnx_quantized")
+    nodes = fuse_float_patterns(g, g.nodes)
+    _check_supported(nodes, False)
+    b = Builder(g, nodes, HANDLERS)
+    b.symbolic_batch = _symbolic_batch(proto)
+    return b.build()
+
+
+def from_onnx_quantized(model, *, name: str | None = None, target="onnxruntime") -> QuantizedModel:
+    """Import a quantized ONNX model (QDQ, QOperator, or ``quantize_dynamic`` output; path, bytes or
+    ``onnx.ModelProto``) as a :class:`~minquant.quantized.QuantizedModel` built from what ONNX Runtime
+    actually runs after its graph optimizer (module docstring), so that its output equals ORT's bit for bit
+    under ``target`` (default ``"onnxruntime"`` on this host; ``Target("onnxruntime", "avx2")`` gives what
+    ORT computes on an AVX2 machine without VNNI; another framework runs the same integer graph with that
+    framework's arithmetic).
+
+    Raises ValueError for a model without quantized operators (read it with :func:`from_onnx`), for files
+    that are not (valid) ONNX and for unsupported ops (naming each op type and node)."""
+    proto, g = _read(model, name)
+    if not _has_quantized_ops(g):
+        raise ValueError(f"{describe(model)} has no quantized operators; use from_onnx")
     # the float tensor each QuantizeLinear reads: what the quantized value approximates (for compare())
     q_source = {n.outputs[0]: n.inputs[0] for n in g.nodes if _is_q(n)}
     nodes = fuse_dynamic(g, fuse_qdq(g))

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["ONode", "OnnxGraph", "load_onnx"]
+__all__ = ["ONode", "OnnxGraph", "load_onnx", "describe"]
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -58,6 +58,16 @@ def _attr_value(a, where: str):
     return v
 
 
+def describe(model) -> str:
+    """How messages name ``model`` (a path, bytes or ModelProto): the path quoted, "the given bytes" or
+    "the ModelProto"."""
+    if isinstance(model, (str, os.PathLike)):
+        return repr(str(Path(model)))
+    if isinstance(model, (bytes, bytearray)):
+        return "the given bytes"
+    return "the ModelProto"
+
+
 def load_onnx(model):
     """An ``onnx.ModelProto`` from a path, raw bytes or a ModelProto — checked, never executed.
 
@@ -65,16 +75,17 @@ def load_onnx(model):
     that fails ``onnx.checker`` or that needs external data files."""
     import onnx
 
+    what = describe(model)
     if isinstance(model, onnx.ModelProto):
-        proto, what = model, "the ModelProto"
+        proto = model
     else:
         if isinstance(model, (bytes, bytearray)):
-            data, what = bytes(model), "the given bytes"
+            data = bytes(model)
         elif isinstance(model, (str, os.PathLike)):
             path = Path(model)
             if not path.is_file():
-                raise ValueError(f"ONNX file {str(path)!r} does not exist")
-            data, what = path.read_bytes(), f"{str(path)!r}"
+                raise ValueError(f"ONNX file {what} does not exist")
+            data = path.read_bytes()
         else:
             raise ValueError(f"from_onnx needs a path, bytes or an onnx.ModelProto, got {type(model).__name__}")
         if not data:
