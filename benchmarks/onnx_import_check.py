@@ -1,4 +1,5 @@
-"""Full-size check of ``minquant.interop.onnx.importer.from_onnx`` against ONNX Runtime (issue 6, import half).
+"""Full-size check of ``minquant.interop.onnx.importer.from_onnx`` / ``from_onnx_quantized`` against ONNX Runtime
+(issue 6, import half).
 
     .venv/bin/python -m benchmarks.onnx_import_check            # 100 calib / 200 eval crops (a few minutes)
     .venv/bin/python -m benchmarks.onnx_import_check --quick    # 16 / 32
@@ -29,10 +30,10 @@ import numpy as np  # noqa: E402
 
 def compare(label, path, x, batch, float_model=False):
     import minquant
-    from minquant.interop.onnx.importer import from_onnx
+    from minquant.interop.onnx.importer import from_onnx, from_onnx_quantized
     from minquant.frameworks.ort_recipes import ort_runner
     t0 = time.perf_counter()
-    imported = from_onnx(path)
+    imported = (from_onnx if float_model else from_onnx_quantized)(path)
     t_import = time.perf_counter() - t0
     run = (lambda b: minquant.run(imported, b)) if float_model else imported
     ort = ort_runner(path)
@@ -69,12 +70,12 @@ def main(argv=None):
     import torch
     torch.set_num_threads(1)
     from minquant.data.datasets import photo_crops
-    from minquant.kernels.arithmetic import describe_cpu
+    from minquant.target import Cpu
     from minquant.frameworks.ort_recipes import export_torch, ort_quantize
     from minquant.data.zoo import mobilenet_v2_imagenet, tiny_cnn_digits
 
     print(f"onnx {onnx.__version__}, onnxruntime {onnxruntime.__version__}, torch {torch.__version__}; "
-          f"{describe_cpu()}")
+          f"{Cpu.host().describe()}")
     with tempfile.TemporaryDirectory() as d:
         d = Path(d)
         model, (x_tr, _, x_te, _) = tiny_cnn_digits()
