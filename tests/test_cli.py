@@ -1,26 +1,57 @@
-"""The ``minquant`` command line, run as a user runs it: ``python -m minquant ...`` in a fresh folder.
+"""The ``minquant`` command line, run as a user runs it: ``minquant ...`` / ``python -m minquant ...`` in a folder.
+
+Most behaviours run in-process through ``minquant.lesson.cli.main(argv)`` (the function the console script
+calls: it returns the exit code; argparse's usage errors raise SystemExit(2)), with the working folder,
+stdout and stderr redirected. Only what needs a real process runs in one: the ``python -m minquant`` module
+entry, the installed ``minquant`` console script turning the returned code into the exit status, and a
+real SIGINT arriving while a subcommand runs.
 
 Success paths are checked against the same work done in-process (the saved model gives the outputs of
 ``quantize_static`` with the same arguments; the printed SQNR is ``compare``'s; the pruned weights are
 ``prune_magnitude``'s). Each bad input must exit 1 with one line ``minquant: error: ...`` on stderr, no
 traceback and no output file; bad options exit 2. The quantized model is made once and shared.
 """
+import contextlib
+import io
 import os
+import signal
 import subprocess
 import sys
+import textwrap
+import warnings
+from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
+from minquant.lesson import cli
+
 N_CALIB = 64
-ENV = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1", NUMBA_NUM_THREADS="1",
-           PYTHONWARNINGS="ignore")
+THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")
+ENV = dict(os.environ, **{v: "1" for v in THREAD_VARS}, PYTHONWARNINGS="ignore")
 
 
-def mq(*args, cwd, timeout=240):
-    """Run ``python -m minquant ARGS`` in ``cwd``; returns the CompletedProcess (text)."""
-    return subprocess.run([sys.executable, "-m", "minquant", *map(str, args)], cwd=cwd, env=ENV,
-                          capture_output=True, text=True, timeout=timeout)
+def run(*args, cwd):
+    """``minquant ARGS`` in-process in folder ``cwd``: (returncode, stdout, stderr) like a CompletedProcess.
+    An exception escaping ``main`` fails the test (a user would have seen a traceback)."""
+    out, err, old = io.StringIO(), io.StringIO(), os.getcwd()
+    os.chdir(cwd)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = cli.main([str(a) for a in args])
+            except SystemExit as e:              # argparse: --help, --version, usage errors
+                code = e.code
+    finally:
+        os.chdir(old)
+    return SimpleNamespace(returncode=code, stdout=out.getvalue(), stderr=err.getvalue())
+
+
+def mq(*args, cwd, timeout=240, exe=(sys.executable, "-m", "minquant")):
+    """Run ``python -m minquant ARGS`` (or ``exe ARGS``) in ``cwd`` as a real process (text output)."""
+    return subprocess.run([*exe, *map(str, args)], cwd=cwd, env=ENV, capture_output=True, text=True,
+                          timeout=timeout)
 
 
 def assert_fails(r, code=1, *, mentions=(), no_files=(), folder=None, before=None):
@@ -45,20 +76,60 @@ def work(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def quantized(work):
-    """`minquant quantize tinycnn --calib digits` once for the module: (path, CompletedProcess)."""
-    r = mq("quantize", "tinycnn", "--calib", "digits", "--num-calib", N_CALIB, "--out", "tiny.mq.npz", cwd=work)
-    assert r.returncode == 0, r.stderr
-    return work / "tiny.mq.npz", r
-
-
-@pytest.fixture(scope="module")
 def in_process():
     import torch
     torch.set_num_threads(1)
     from minquant.data.zoo import tiny_cnn_digits
     model, data = tiny_cnn_digits()
     return model, data
+
+
+@pytest.fixture(scope="module")
+def quantized(work, in_process):
+    """`minquant quantize tinycnn --calib digits` once for the module: (path, result)."""
+    r = run("quantize", "tinycnn", "--calib", "digits", "--num-calib", N_CALIB, "--out", "tiny.mq.npz", cwd=work)
+    assert r.returncode == 0, r.stderr
+    return work / "tiny.mq.npz", r
+
+
+# ------------------------------------------------------------------------------------------------------
+# real processes: the entry points, the exit status, SIGINT
+# ------------------------------------------------------------------------------------------------------
+def test_python_m_minquant_runs_a_command_and_exits_with_its_code(quantized):
+    """`python -m minquant` runs main and exits 0 on success, 2 on a usage error."""
+    import minquant as mq_
+    path, _ = quantized
+    r = mq("inspect", path.name, cwd=path.parent)
+    assert r.returncode == 0 and r.stderr == "", r.stderr
+    assert mq_.load(path).summary() in r.stdout
+    r = mq("frobnicate", cwd=path.parent)
+    assert_fails(r, 2, mentions=["frobnicate"])
+
+
+def test_console_script_exits_1_with_one_line(work):
+    """The installed `minquant` script (pyproject [project.scripts]) exits with main's return code."""
+    exe = Path(sys.executable).with_name("minquant")
+    assert exe.exists(), exe
+    before = os.listdir(work)
+    r = mq("inspect", "no_such_model.npz", cwd=work, exe=(str(exe),))
+    assert_fails(r, mentions=["no_such_model.npz", "no such file"], folder=work, before=before)
+
+
+def test_sigint_exits_130_without_traceback(work):
+    """Ctrl-C while a subcommand runs (a real SIGINT to the process): one line, exit 130, no traceback."""
+    code = textwrap.dedent("""
+        import os, signal, sys, time
+        from minquant.lesson import cli
+        def busy(args):
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(60)
+            return 0
+        cli.cmd_inspect = busy
+        sys.exit(cli.main(["inspect", "anything.npz"]))
+    """)
+    r = subprocess.run([sys.executable, "-c", code], cwd=work, env=ENV, capture_output=True, text=True, timeout=50)
+    assert r.returncode == 130, (r.returncode, r.stderr)
+    assert r.stderr.strip() == "minquant: interrupted" and r.stdout == ""
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -82,7 +153,7 @@ def test_quantize_matches_in_process_quantize_static(quantized, in_process):
 def test_inspect_prints_the_summary(quantized):
     import minquant as mq_
     path, _ = quantized
-    r = mq("inspect", path.name, cwd=path.parent)
+    r = run("inspect", path.name, cwd=path.parent)
     assert r.returncode == 0, r.stderr
     summary = mq_.load(path).summary()
     assert summary in r.stdout
@@ -93,7 +164,7 @@ def test_compare_prints_compare_sqnr_worst_first(quantized, in_process):
     from minquant.quantized import compare, load
     path, _ = quantized
     model, (_, _, x_te, _) = in_process
-    r = mq("compare", path.name, "--float", "tinycnn", "--data", "digits", "--num", 32, cwd=path.parent)
+    r = run("compare", path.name, "--float", "tinycnn", "--data", "digits", "--num", 32, cwd=path.parent)
     assert r.returncode == 0, r.stderr
     want = compare(model, load(path), x_te[:32])
     assert f"output {want.output_sqnr_db:.2f} dB" in r.stdout, r.stdout
@@ -108,7 +179,7 @@ def test_prune_writes_the_magnitude_pruned_state(work, in_process):
 
     from minquant.prune import prune_magnitude
     model, _ = in_process
-    r = mq("prune", "tinycnn", "--amount", 0.5, "--out", "pruned.npz", cwd=work)
+    r = run("prune", "tinycnn", "--amount", 0.5, "--out", "pruned.npz", cwd=work)
     assert r.returncode == 0, r.stderr
     ref = copy.deepcopy(model)
     prune_magnitude(ref, 0.5)
@@ -123,8 +194,29 @@ def test_prune_writes_the_magnitude_pruned_state(work, in_process):
     assert total - nonzero == pytest.approx(weights / 2, abs=1)         # half of the conv/linear weights
 
 
-def test_bench_quick_prints_three_runtimes(work):
-    r = mq("bench", "tinycnn", "--quick", "--batch", 1, cwd=work)
+@pytest.fixture
+def thread_settings_restored():
+    """`bench` sets one thread for torch, Numba, the BLAS and the environment: put them back afterwards."""
+    import numba
+    import torch
+    from threadpoolctl import threadpool_info, threadpool_limits
+    env = {v: os.environ.get(v) for v in THREAD_VARS}
+    torch_n, numba_n = torch.get_num_threads(), numba.get_num_threads()
+    blas = {lib["prefix"]: lib["num_threads"] for lib in threadpool_info()}
+    yield
+    for v, val in env.items():
+        if val is None:
+            os.environ.pop(v, None)
+        else:
+            os.environ[v] = val
+    torch.set_num_threads(torch_n)
+    numba.set_num_threads(numba_n)
+    threadpool_limits(blas)
+
+
+def test_bench_quick_prints_three_runtimes(work, thread_settings_restored):
+    """The smallest bench (--quick, batch 1, TinyCNN) in-process: one row per runtime, in this order."""
+    r = run("bench", "tinycnn", "--quick", "--batch", 1, cwd=work)
     assert r.returncode == 0, r.stderr
     rows = [ln.split() for ln in r.stdout.splitlines() if ln.strip().startswith("tinycnn")]
     labels = [" ".join(row[2:-4]) for row in rows]
@@ -135,8 +227,8 @@ def test_bench_quick_prints_three_runtimes(work):
 
 
 def test_help_teaches_with_examples(work):
-    r = mq("--help", cwd=work)
-    assert r.returncode == 0 and "docs/" in r.stdout
+    r = run("--help", cwd=work)
+    assert r.returncode == 0 and "docs/" in r.stdout and r.stdout.startswith("usage: minquant")
     from minquant.lesson.cli import build_parser
     ap = build_parser()
     sub = next(a for a in ap._actions if a.dest == "command")
@@ -151,7 +243,7 @@ def test_help_teaches_with_examples(work):
 # ------------------------------------------------------------------------------------------------------
 def test_missing_model_path(work):
     before = os.listdir(work)
-    r = mq("quantize", "no_such_model.pt", "--calib", "digits", "--out", "x.npz", cwd=work)
+    r = run("quantize", "no_such_model.pt", "--calib", "digits", "--out", "x.npz", cwd=work)
     assert_fails(r, mentions=["no_such_model.pt", "no such file"], folder=work, before=before)
 
 
@@ -160,10 +252,10 @@ def test_corrupt_files(work, quantized):
     raw = path.read_bytes()
     (work / "truncated.npz").write_bytes(raw[: len(raw) // 2])
     before = os.listdir(work)
-    assert_fails(mq("inspect", "truncated.npz", cwd=work), mentions=["truncated.npz", "corrupt"])
-    r = mq("quantize", "truncated.npz", "--arch", "tinycnn", "--calib", "digits", "--out", "x.npz", cwd=work)
+    assert_fails(run("inspect", "truncated.npz", cwd=work), mentions=["truncated.npz", "corrupt"])
+    r = run("quantize", "truncated.npz", "--arch", "tinycnn", "--calib", "digits", "--out", "x.npz", cwd=work)
     assert_fails(r, mentions=["truncated.npz"], folder=work, before=before)
-    r = mq("compare", "truncated.npz", "--float", "tinycnn", cwd=work)
+    r = run("compare", "truncated.npz", "--float", "tinycnn", cwd=work)
     assert_fails(r, mentions=["truncated.npz"], folder=work, before=before)
 
 
@@ -189,7 +281,7 @@ def test_quantize_torchscript_file(work, torch_files, in_process):
     the calibration data. Same arithmetic as quantizing the torch model itself."""
     import minquant as mq_
     model, (x_tr, _, x_te, _) = in_process
-    r = mq("quantize", "tiny.ts", "--calib", "digits", "--num-calib", 16, "--out", "ts.mq.npz", cwd=work)
+    r = run("quantize", "tiny.ts", "--calib", "digits", "--num-calib", 16, "--out", "ts.mq.npz", cwd=work)
     assert r.returncode == 0, r.stderr
     want = mq_.quantize_static(model, x_tr[:16], progress=False)
     assert np.array_equal(mq_.load(work / "ts.mq.npz")(x_te[:100]), want(x_te[:100]))
@@ -197,11 +289,11 @@ def test_quantize_torchscript_file(work, torch_files, in_process):
 
 def test_unsupported_layer_and_mismatched_checkpoint(work, torch_files):
     before = os.listdir(work)
-    r = mq("quantize", "gelu.ts", "--calib", "digits", "--out", "x.npz", cwd=work)
+    r = run("quantize", "gelu.ts", "--calib", "digits", "--out", "x.npz", cwd=work)
     assert_fails(r, mentions=["unsupported layer GELU", "features.1"], folder=work, before=before)
-    r = mq("quantize", "partial.pt", "--arch", "tinycnn", "--calib", "digits", "--out", "x.npz", cwd=work)
+    r = run("quantize", "partial.pt", "--arch", "tinycnn", "--calib", "digits", "--out", "x.npz", cwd=work)
     assert_fails(r, mentions=["partial.pt", "classifier.bias"], folder=work, before=before)
-    r = mq("quantize", "partial.pt", "--calib", "digits", "--out", "x.npz", cwd=work)       # weights only
+    r = run("quantize", "partial.pt", "--calib", "digits", "--out", "x.npz", cwd=work)       # weights only
     assert_fails(r, 2, mentions=["--arch"], folder=work, before=before)
 
 
@@ -209,7 +301,7 @@ def test_empty_calibration_folder(work):
     (work / "empty").mkdir()
     (work / "empty" / "notes.txt").write_text("not an image")
     before = os.listdir(work)
-    r = mq("quantize", "tinycnn", "--calib", "empty", "--out", "x.npz", cwd=work)
+    r = run("quantize", "tinycnn", "--calib", "empty", "--out", "x.npz", cwd=work)
     assert_fails(r, mentions=["empty", "set of inputs is empty"], folder=work, before=before)
 
 
@@ -221,17 +313,17 @@ def test_nan_in_calibration_npy(work):
     np.save(work / "nan" / "a.npy", good)
     np.save(work / "nan" / "b.npy", bad)
     before = os.listdir(work)
-    r = mq("quantize", "tinycnn", "--calib", "nan", "--out", "x.npz", cwd=work)
+    r = run("quantize", "tinycnn", "--calib", "nan", "--out", "x.npz", cwd=work)
     assert_fails(r, mentions=["b.npy", "NaN"], folder=work, before=before)
 
 
 def test_bad_arguments_exit_2(work):
     before = os.listdir(work)
-    r = mq("quantize", "tinycnn", "--calib", "digits", cwd=work)                      # no --out
+    r = run("quantize", "tinycnn", "--calib", "digits", cwd=work)                      # no --out
     assert_fails(r, 2, mentions=["--out"], folder=work, before=before)
-    r = mq("prune", "tinycnn", "--amount", 1.5, "--out", "x.npz", cwd=work)
+    r = run("prune", "tinycnn", "--amount", 1.5, "--out", "x.npz", cwd=work)
     assert_fails(r, 2, mentions=["(0, 1)"], folder=work, before=before)
-    r = mq("quantize", "tinycnn", "--calib", "digits", "--out", "x.npz", "--calibrator", "magic", cwd=work)
+    r = run("quantize", "tinycnn", "--calib", "digits", "--out", "x.npz", "--calibrator", "magic", cwd=work)
     assert_fails(r, 2, mentions=["calibrator"], folder=work, before=before)
-    r = mq("frobnicate", cwd=work)
+    r = run("frobnicate", cwd=work)
     assert_fails(r, 2, folder=work, before=before)
