@@ -55,6 +55,7 @@ FLOAT_KERNELS: dict[str, Kernel] = {
                                              n.attrs.dilation, n.attrs.ceil_mode),
     "identity": lambda n, xs: F.identity(xs[0]),
     "clip": lambda n, xs: F.clip(xs[0], n.attrs.lo, n.attrs.hi),
+    "relu_clip": lambda n, xs: F.relu_clip(xs[0], n.params["hi"]),
 }
 
 

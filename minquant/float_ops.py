@@ -23,12 +23,13 @@ import numpy as np
 
 from numba import config as _numba_config
 
+from .graph import int_pair
 from .im2col import conv_out_size, im2col, im2col_reference
 
 __all__ = [
     "conv2d", "linear", "batch_norm", "relu", "relu6", "hardswish", "hardsigmoid", "add", "mul", "cat",
     "flatten", "reshape", "adaptive_avg_pool2d", "avg_pool2d", "max_pool2d", "dropout", "identity",
-    "pool_out_size", "adaptive_pool_bounds", "clip",
+    "pool_out_size", "adaptive_pool_bounds", "clip", "relu_clip",
 ]
 
 #: conv2d processes the batch in chunks so that one im2col buffer stays below this many bytes.
@@ -44,17 +45,6 @@ def _f32(x, what: str, ndim: int | None = None) -> np.ndarray:
     if ndim is not None and x.ndim != ndim:
         raise ValueError(f"{what} must have {ndim} dims, got shape {x.shape}")
     return x
-
-
-def _pair(v, name: str) -> tuple[int, int]:
-    if isinstance(v, (int, np.integer)):
-        return int(v), int(v)
-    v = tuple(int(t) for t in v)
-    if len(v) == 1:
-        return v[0], v[0]
-    if len(v) != 2:
-        raise ValueError(f"{name} must be an int or a pair, got {v}")
-    return v
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -94,7 +84,8 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1) -> n
         bias = _f32(bias, "conv2d bias", 1)
         if bias.shape != (o,):
             raise ValueError(f"conv2d: bias shape {bias.shape} does not match {o} output channels")
-    (sh, sw), (ph, pw), (dh, dw) = _pair(stride, "stride"), _pair(padding, "padding"), _pair(dilation, "dilation")
+    (sh, sw), (ph, pw), (dh, dw) = (int_pair(stride, "stride", minimum=1), int_pair(padding, "padding", minimum=0),
+                                    int_pair(dilation, "dilation", minimum=1))
     oh, ow = conv_out_size(h, kh, sh, ph, dh), conv_out_size(w, kw, sw, pw, dw)
     og, k = o // groups, kh * kw
 
@@ -186,6 +177,18 @@ def relu6(x) -> np.ndarray:
 def clip(x, lo=-np.inf, hi=np.inf) -> np.ndarray:
     """min(max(x, lo), hi) (ONNX ``Clip``; relu6 is clip(x, 0, 6))."""
     return np.minimum(np.maximum(_f32(x, "clip input"), np.float32(lo)), np.float32(hi))
+
+
+def relu_clip(x, hi) -> np.ndarray:
+    """min(max(x, 0), hi[c]) with one upper bound per channel (axis 1) — a ReLU6 whose channels were
+    rescaled by cross-layer equalization (:func:`minquant.quantized.passes.equalize`; ONNX: Relu → Min by
+    a per-channel constant)."""
+    x = _f32(x, "relu_clip input")
+    hi = np.asarray(hi)
+    if x.ndim < 2 or hi.shape != (x.shape[1],):
+        raise ValueError(f"relu_clip needs one bound per channel: input {x.shape}, hi {hi.shape}")
+    shape = (1, -1) + (1,) * (x.ndim - 2)
+    return np.minimum(np.maximum(x, np.float32(0)), hi.astype(np.float32).reshape(shape))
 
 
 def hardsigmoid(x) -> np.ndarray:
@@ -285,12 +288,10 @@ def pool_out_size(size: int, k: int, stride: int, pad: int, dilation: int = 1, c
 
 def _pool_args(x, kernel_size, stride, padding, what):
     x = _f32(x, f"{what} input", 4)
-    k = _pair(kernel_size, "kernel_size")
+    k = int_pair(kernel_size, "kernel_size", minimum=1)
     s = k if stride is None or (not isinstance(stride, (int, np.integer)) and len(stride) == 0) \
-        else _pair(stride, "stride")
-    p = _pair(padding, "padding")
-    if min(k) < 1 or min(s) < 1 or min(p) < 0:
-        raise ValueError(f"{what}: kernel {k} and stride {s} must be ≥ 1, padding {p} ≥ 0")
+        else int_pair(stride, "stride", minimum=1)
+    p = int_pair(padding, "padding", minimum=0)
     if p[0] > k[0] // 2 or p[1] > k[1] // 2:
         raise ValueError(f"{what}: padding {p} must be at most half the kernel size {k}")
     return x, k, s, p
@@ -327,7 +328,7 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=Fal
     """Maximum over each (dilated) window; padding reads −∞; like ``F.max_pool2d``. ``stride`` defaults to
     ``kernel_size``; output size: :func:`pool_out_size`. A NaN in a window gives NaN."""
     x, k, s, p = _pool_args(x, kernel_size, stride, padding, "max_pool2d")
-    d = _pair(dilation, "dilation")
+    d = int_pair(dilation, "dilation", minimum=1)
     _, _, h, w = x.shape
     out_hw = (pool_out_size(h, k[0], s[0], p[0], d[0], ceil_mode), pool_out_size(w, k[1], s[1], p[1], d[1], ceil_mode))
     taps = _windows(_pad_top_left(x, p, -np.inf), k, s, d, out_hw, -np.inf)

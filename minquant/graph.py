@@ -36,7 +36,8 @@ import numpy as np
 __all__ = [
     "Node", "Graph", "OpSpec", "OPS", "register_op",
     "Conv2dAttrs", "BatchNormAttrs", "AvgPool2dAttrs", "MaxPool2dAttrs", "AdaptiveAvgPool2dAttrs",
-    "CatAttrs", "FlattenAttrs", "ReshapeAttrs", "ClipAttrs", "unique_name",
+    "CatAttrs", "FlattenAttrs", "ReshapeAttrs", "ClipAttrs", "unique_name", "int_pair", "format_graph",
+    "shape_text", "number_text", "param_text",
 ]
 
 
@@ -44,17 +45,33 @@ __all__ = [
 # Attributes: one small frozen dataclass per op (validated on construction)
 # ----------------------------------------------------------------------------------------------------------
 
-def _pair(v, name: str, *, minimum: int) -> tuple[int, int]:
-    """An int or a pair of ints → a pair of ints ≥ ``minimum`` (ValueError otherwise)."""
-    if isinstance(v, (int, np.integer)):
-        v = (int(v), int(v))
-    try:
-        v = tuple(int(t) for t in v)
-    except TypeError:
-        raise ValueError(f"{name} must be an int or a pair of ints, got {v!r}") from None
-    if len(v) != 2 or min(v) < minimum:
-        raise ValueError(f"{name} must be an int or a pair of ints ≥ {minimum}, got {v!r}")
-    return v
+def int_pair(v, name: str, *, minimum: int = 0) -> tuple[int, int]:
+    """An int, or a sequence of one or two ints (PyTorch's ``_pair``), → a pair of Python ints ≥ ``minimum``.
+
+    The one place minquant reads a 2-D geometry argument (stride, padding, dilation, kernel_size,
+    output_size): the graph's attributes, the float ops, im2col and the integer kernels all call it.
+    Raises ValueError naming ``name`` for anything else — a float (``2.0``), a bool, a string, three
+    values, or a value below ``minimum``."""
+    def one(t):
+        if isinstance(t, (bool, np.bool_)) or not isinstance(t, (int, np.integer)):
+            raise ValueError(f"{name} must be an int or a pair of ints, got {v!r}")
+        return int(t)
+
+    if isinstance(v, np.ndarray) and v.ndim == 0:
+        v = v[()]
+    if isinstance(v, (int, np.integer, bool, np.bool_)):
+        pair = (one(v),) * 2
+    else:
+        try:
+            items = tuple(v)
+        except TypeError:
+            raise ValueError(f"{name} must be an int or a pair of ints, got {v!r}") from None
+        if len(items) not in (1, 2) or isinstance(v, (str, bytes)):
+            raise ValueError(f"{name} must be an int or a pair of ints, got {v!r}")
+        pair = tuple(one(t) for t in items) * (2 // len(items))
+    if min(pair) < minimum:
+        raise ValueError(f"{name} must be ≥ {minimum}, got {v!r}")
+    return pair
 
 
 @dataclass(frozen=True)
@@ -67,9 +84,9 @@ class Conv2dAttrs:
     groups: int = 1
 
     def __post_init__(self):
-        object.__setattr__(self, "stride", _pair(self.stride, "stride", minimum=1))
-        object.__setattr__(self, "padding", _pair(self.padding, "padding", minimum=0))
-        object.__setattr__(self, "dilation", _pair(self.dilation, "dilation", minimum=1))
+        object.__setattr__(self, "stride", int_pair(self.stride, "stride", minimum=1))
+        object.__setattr__(self, "padding", int_pair(self.padding, "padding", minimum=0))
+        object.__setattr__(self, "dilation", int_pair(self.dilation, "dilation", minimum=1))
         if int(self.groups) < 1:
             raise ValueError(f"groups must be ≥ 1, got {self.groups}")
         object.__setattr__(self, "groups", int(self.groups))
@@ -97,12 +114,12 @@ class AvgPool2dAttrs:
     divisor_override: int | None = None
 
     def __post_init__(self):
-        k = _pair(self.kernel_size, "kernel_size", minimum=1)
-        p = _pair(self.padding, "padding", minimum=0)
+        k = int_pair(self.kernel_size, "kernel_size", minimum=1)
+        p = int_pair(self.padding, "padding", minimum=0)
         if p[0] > k[0] // 2 or p[1] > k[1] // 2:
             raise ValueError(f"padding {p} must be at most half the kernel size {k}")
         object.__setattr__(self, "kernel_size", k)
-        object.__setattr__(self, "stride", _pair(self.stride, "stride", minimum=1))
+        object.__setattr__(self, "stride", int_pair(self.stride, "stride", minimum=1))
         object.__setattr__(self, "padding", p)
         object.__setattr__(self, "ceil_mode", bool(self.ceil_mode))
         object.__setattr__(self, "count_include_pad", bool(self.count_include_pad))
@@ -122,14 +139,14 @@ class MaxPool2dAttrs:
     ceil_mode: bool = False
 
     def __post_init__(self):
-        k = _pair(self.kernel_size, "kernel_size", minimum=1)
-        p = _pair(self.padding, "padding", minimum=0)
+        k = int_pair(self.kernel_size, "kernel_size", minimum=1)
+        p = int_pair(self.padding, "padding", minimum=0)
         if p[0] > k[0] // 2 or p[1] > k[1] // 2:
             raise ValueError(f"padding {p} must be at most half the kernel size {k}")
         object.__setattr__(self, "kernel_size", k)
-        object.__setattr__(self, "stride", _pair(self.stride, "stride", minimum=1))
+        object.__setattr__(self, "stride", int_pair(self.stride, "stride", minimum=1))
         object.__setattr__(self, "padding", p)
-        object.__setattr__(self, "dilation", _pair(self.dilation, "dilation", minimum=1))
+        object.__setattr__(self, "dilation", int_pair(self.dilation, "dilation", minimum=1))
         object.__setattr__(self, "ceil_mode", bool(self.ceil_mode))
 
 
@@ -139,7 +156,7 @@ class AdaptiveAvgPool2dAttrs:
     output_size: tuple[int, int]
 
     def __post_init__(self):
-        object.__setattr__(self, "output_size", _pair(self.output_size, "output_size", minimum=1))
+        object.__setattr__(self, "output_size", int_pair(self.output_size, "output_size", minimum=1))
 
 
 @dataclass(frozen=True)
@@ -229,6 +246,7 @@ OPS: dict[str, OpSpec] = {
     "max_pool2d": OpSpec(1, MaxPool2dAttrs, (), (), "maximum over fixed windows"),
     "identity": OpSpec(1, None, (), (), "x (what Dropout and Identity are at inference)"),
     "clip": OpSpec(1, ClipAttrs, (), (), "min(max(x, lo), hi) (ONNX Clip)"),
+    "relu_clip": OpSpec(1, None, (("hi", 1),), (), "min(max(x, 0), hi[c]) per channel (ReLU6 after equalization)"),
 }
 
 
@@ -488,22 +506,9 @@ class Graph:
         return int(sum(p.nbytes for n in self.nodes for p in n.params.values()))
 
     def summary(self) -> str:
-        """A readable table: one line per node with its op, inputs, output shape, attributes and params."""
-        def shp(s):
-            return "[" + ", ".join(str(d) for d in s) + "]" if s is not None else "?"
-
-        ins = ", ".join(f"{v}{shp(self.input_shapes.get(v))}" for v in self.inputs)
-        lines = [f"Graph {self.name!r}: inputs {ins} → outputs {', '.join(self.outputs)}; "
-                 f"{len(self.nodes)} nodes, {self.num_params():,} params ({self.param_bytes():,} bytes)"]
-        rows = []
-        for n in self.nodes:
-            params = " ".join(f"{k}{shp(v.shape)}" for k, v in n.params.items())
-            rows.append((n.name, n.op, ", ".join(n.inputs), shp(n.shape), n.attrs_text(), params))
-        head = ("name", "op", "inputs", "shape", "attrs", "params")
-        widths = [max(len(r[i]) for r in [head] + rows) for i in range(len(head))]
-        for r in [head] + rows:
-            lines.append("  " + "  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
-        return "\n".join(lines)
+        """A readable table: one line per node with its op, inputs, output shape, attributes and params
+        (:func:`format_graph`)."""
+        return format_graph(self)
 
     def __str__(self) -> str:
         return self.summary()
@@ -514,3 +519,119 @@ class Graph:
 
     def __deepcopy__(self, memo):
         return self.copy()
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Printing a graph as text (Graph.summary, QuantizedModel.summary, lesson.render.to_text)
+# ----------------------------------------------------------------------------------------------------------
+
+def number_text(v) -> str:
+    """A float with 6 significant digits (``0.0441996``)."""
+    return f"{float(v):.6g}"
+
+
+def shape_text(info, v, *, batch: bool = False, sep: str = "×", dtype_first: bool = True) -> str:
+    """The shape and dtype of value ``v`` from ``info`` (``{value: (shape, dtype name)}``, e.g.
+    :func:`minquant.executor.value_info`): ``uint8 32×28×28`` (batch dimension dropped) or, with ``batch``,
+    ``float32 N×1×28×28``; ``?`` for a value ``info`` does not know. ``dtype_first=False``: ``32×28×28 uint8``."""
+    if not info or v not in info:
+        return "?"
+    shape, dtype = info[v]
+    dims = ("N",) + tuple(shape[1:]) if batch else tuple(shape[1:])
+    dims_text = sep.join(str(d) for d in dims) if dims else "scalar"
+    return f"{dtype} {dims_text}" if dtype_first else f"{dims_text} {dtype}"
+
+
+def param_text(name, arr) -> str:
+    """``weight int8[64, 32, 3, 3] −64…64`` (one value: ``= v``)."""
+    arr = np.asarray(arr)
+    text = f"{name} {arr.dtype.name}{list(arr.shape)}"
+    if arr.size == 1:
+        return text + f" = {number_text(arr.ravel()[0])}"
+    if arr.size:
+        text += f" {number_text(arr.min())}…{number_text(arr.max())}"
+    return text
+
+
+def _attrs_long(node) -> str:
+    """Every attribute that differs from its default, floats with 6 digits, other values as ``repr``."""
+    a = node.attrs
+    if a is None or not hasattr(a, "__dataclass_fields__"):
+        return ""
+    parts = []
+    for f in fields(a):
+        v = getattr(a, f.name)
+        if f.default is not MISSING and v == f.default:
+            continue
+        if isinstance(v, float):
+            v = number_text(v)
+        elif isinstance(v, tuple) and v and all(isinstance(t, float) for t in v):
+            v = "(" + ", ".join(number_text(t) for t in v) + ")"
+        else:
+            v = repr(v)
+        parts.append(f"{f.name}={v}")
+    return " ".join(parts)
+
+
+def _table(lines, head, rows):
+    widths = [max(len(r[i]) for r in [head] + rows) for i in range(len(head))]
+    for r in [head] + rows:
+        lines.append("  " + "  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+
+
+def format_graph(graph: "Graph", *, header: str | None = None, info=None, qparams=None, columns=None,
+                 listing: bool = False) -> str:
+    """The one way minquant prints a graph as text.
+
+    ``info``: ``{value: (shape, dtype name)}`` (:func:`minquant.executor.value_info`; without it the
+    nodes' own ``shape``); ``qparams``: ``{value: (scale, zero point)}`` of uint8 values; ``header``: the
+    first line (default: the graph's name, inputs, outputs, node and parameter counts).
+
+    * a **table** (default), one row per node; ``columns`` is a list of ``(title, node -> str)`` (default:
+      name, op, inputs, shape, attrs, params — :meth:`Graph.summary`; :meth:`QuantizedModel.summary
+      <minquant.quantized.model.QuantizedModel.summary>` passes its own);
+    * a **listing** (``listing=True``, :func:`minquant.lesson.render.to_text`): the inputs, then one block
+      per node — number, name, op, inputs and source; output dtype and shape with the (scale, zero point);
+      every non-default attribute; every parameter with dtype, shape and min…max — then the outputs."""
+    qparams = qparams or {}
+    if header is None:
+        def shp(s):
+            return "[" + ", ".join(str(d) for d in s) + "]" if s is not None else "?"
+        ins = ", ".join(f"{v}{shp(graph.input_shapes.get(v))}" for v in graph.inputs)
+        header = (f"Graph {graph.name!r}: inputs {ins} → outputs {', '.join(graph.outputs)}; "
+                  f"{len(graph.nodes)} nodes, {graph.num_params():,} params ({graph.param_bytes():,} bytes)")
+    lines = [header]
+    if listing:
+        for v in graph.inputs:
+            lines.append(f"  input  {v}  {shape_text(info, v, batch=True)}")
+        width = len(str(len(graph.nodes)))
+        for i, n in enumerate(graph.nodes, 1):
+            src = f"   [{n.source}]" if n.source else ""
+            lines.append(f"  {i:>{width}}. {n.name}  {n.op}  ← {', '.join(n.inputs)}{src}")
+            pad = " " * (width + 6)
+            out = f"{pad}out    {shape_text(info, n.name)}"
+            if n.name in qparams:
+                s, z = qparams[n.name]
+                out += f"   scale {number_text(s)}  zero point {z}"
+            lines.append(out)
+            attrs = _attrs_long(n)
+            if attrs:
+                lines.append(f"{pad}attrs  {attrs}")
+            if n.params:
+                lines.append(f"{pad}params " + " · ".join(param_text(k, p) for k, p in n.params.items()))
+        for v in graph.outputs:
+            lines.append(f"  output {v}  {shape_text(info, v, batch=True)}")
+        return "\n".join(lines)
+    if columns is None:
+        def shape_of(n):
+            if info is not None:
+                return "[" + ", ".join(str(d) for d in info[n.name][0]) + "]" if n.name in info else "?"
+            return "[" + ", ".join(str(d) for d in n.shape) + "]" if n.shape is not None else "?"
+        columns = [("name", lambda n: n.name), ("op", lambda n: n.op), ("inputs", lambda n: ", ".join(n.inputs)),
+                   ("shape", shape_of), ("attrs", lambda n: n.attrs_text()),
+                   ("params", lambda n: " ".join(f"{k}[{', '.join(str(d) for d in v.shape)}]"
+                                                 for k, v in n.params.items()))]
+    head = tuple(t for t, _ in columns)
+    rows = [tuple(f(n) for _, f in columns) for n in graph.nodes]
+    _table(lines, head, rows)
+    return "\n".join(lines)

@@ -16,6 +16,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from .graph import int_pair
+
 __all__ = ["conv_out_size", "im2col", "im2col_reference", "im2col_t"]
 
 
@@ -28,18 +30,14 @@ def conv_out_size(size: int, k: int, stride: int, pad: int, dilation: int) -> in
     return out
 
 
-def _pair(v, name):
-    if np.isscalar(v):
-        return int(v), int(v)
-    v = tuple(int(t) for t in v)
-    if len(v) != 2:
-        raise ValueError(f"{name} must be an int or a pair, got {v}")
-    return v
+def _geometry(stride, padding, dilation):
+    return (int_pair(stride, "stride", minimum=1), int_pair(padding, "padding", minimum=0),
+            int_pair(dilation, "dilation", minimum=1))
 
 
 def im2col_reference(x_nhwc, kh, kw, stride=1, padding=0, dilation=1, pad_value=0):
     """Readable im2col: (N, H, W, C) → (N·OH·OW, KH·KW·C), columns ordered (kh, kw, c)."""
-    (sh, sw), (ph, pw), (dh, dw) = _pair(stride, "stride"), _pair(padding, "padding"), _pair(dilation, "dilation")
+    (sh, sw), (ph, pw), (dh, dw) = _geometry(stride, padding, dilation)
     n, h, w, c = x_nhwc.shape
     oh, ow = conv_out_size(h, kh, sh, ph, dh), conv_out_size(w, kw, sw, pw, dw)
     padded = np.full((n, h + 2 * ph, w + 2 * pw, c), pad_value, dtype=x_nhwc.dtype)
@@ -77,7 +75,7 @@ def _im2col_kernel(x, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, pad_value, out):
 def im2col(x_nhwc, kh, kw, stride=1, padding=0, dilation=1, pad_value=0, out=None):
     """Fast im2col (Numba); same contract as :func:`im2col_reference`. ``out`` may be a preallocated
     (N·OH·OW, KH·KW·C) array of the input's dtype."""
-    (sh, sw), (ph, pw), (dh, dw) = _pair(stride, "stride"), _pair(padding, "padding"), _pair(dilation, "dilation")
+    (sh, sw), (ph, pw), (dh, dw) = _geometry(stride, padding, dilation)
     x_nhwc = np.ascontiguousarray(x_nhwc)
     n, h, w, c = x_nhwc.shape
     oh, ow = conv_out_size(h, kh, sh, ph, dh), conv_out_size(w, kw, sw, pw, dw)
@@ -115,7 +113,7 @@ def im2col_t(x_nchw, kh, kw, stride=1, padding=0, dilation=1, pad_value=0, out=N
     """The same patch matrix, transposed and read straight from NCHW: (KH·KW·C, N·OH·OW), row (kh, kw, c),
     column (n, oh, ow) — ``im2col_reference(x.transpose(0, 2, 3, 1), ...).T``. The quantized conv kernels
     use this layout so that ``W (O, K) @ cols`` lands directly in NCHW order."""
-    (sh, sw), (ph, pw), (dh, dw) = _pair(stride, "stride"), _pair(padding, "padding"), _pair(dilation, "dilation")
+    (sh, sw), (ph, pw), (dh, dw) = _geometry(stride, padding, dilation)
     x_nchw = np.ascontiguousarray(x_nchw)
     n, c, h, w = x_nchw.shape
     oh, ow = conv_out_size(h, kh, sh, ph, dh), conv_out_size(w, kw, sw, pw, dw)

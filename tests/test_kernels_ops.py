@@ -1,4 +1,4 @@
-"""Quantized add, pooling, dynamic linear and int4 weight-only linear against PyTorch and ONNX Runtime.
+"""Quantized add, pooling, dynamic linear / conv2d and int4 weight-only linear against PyTorch and ONNX Runtime.
 
 Every comparison asserts 0 mismatching elements (codes for uint8 outputs, bit patterns for float32
 outputs), and every fast kernel is checked bit for bit against its readable reference. Inputs come from
@@ -25,7 +25,8 @@ import minquant.kernels.add as add_mod  # noqa: E402
 import minquant.kernels.dynamic as dyn_mod  # noqa: E402
 from minquant.affine import pack_int4  # noqa: E402
 from minquant.kernels.add import qadd, qadd_reference  # noqa: E402
-from minquant.kernels.dynamic import dynamic_linear, dynamic_linear_reference  # noqa: E402
+from minquant.kernels.dynamic import (dynamic_conv2d, dynamic_conv2d_reference, dynamic_linear,  # noqa: E402
+                                      dynamic_linear_reference, pack_dynamic_conv_weight)
 from minquant.kernels.int4 import int4_linear, int4_linear_reference  # noqa: E402
 from minquant.kernels.pool import (qadaptive_avg_pool2d, qadaptive_avg_pool2d_reference,  # noqa: E402
                                    qavg_pool2d, qavg_pool2d_reference, qmax_pool2d, qmax_pool2d_reference)
@@ -581,6 +582,124 @@ def test_dynamic_linear_bad_input():
         dynamic_linear(x, w, 0.1, 0, np.zeros(4, F32))
     with pytest.raises(ValueError, match="w_scale"):
         dynamic_linear(x, w, np.ones(2, F32), 0, None)
+
+
+# =========================================================================================================
+# dynamic conv2d (no torch counterpart: torch's quantize_dynamic leaves Conv2d float; ONNX Runtime's
+# ConvInteger path is the oracle)
+# =========================================================================================================
+@st.composite
+def dyn_conv_case(draw):
+    seed = draw(st.integers(0, 2 ** 32 - 1))
+    rng = np.random.default_rng(seed)
+    groups = draw(st.sampled_from([1, 1, 2, 3]))
+    depthwise = draw(st.booleans()) and groups > 1
+    cg = 1 if depthwise else draw(st.integers(1, 4))
+    og = draw(st.integers(1, 3))
+    kh, kw = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    stride, dilation = (draw(st.integers(1, 2)), draw(st.integers(1, 2))), (draw(st.integers(1, 2)), 1)
+    padding = (draw(st.integers(0, kh // 2)), draw(st.integers(0, kw // 2)))
+    h, w = draw(st.integers(kh * 2, 9)), draw(st.integers(kw, 9))
+    x = (rng.standard_normal((draw(st.integers(1, 2)), cg * groups, h, w)) * rng.uniform(0.3, 4)
+         + rng.uniform(-2, 2)).astype(F32)
+    o = og * groups
+    w_q = rng.integers(-128, 128, size=(o, cg, kh, kw), dtype=np.int8)      # full range: pairs can saturate
+    per_channel = draw(st.booleans())
+    w_scale = rng.uniform(0.001, 0.02, size=o).astype(F32) if per_channel else F32(rng.uniform(0.001, 0.02))
+    bias = (rng.standard_normal(o) * 0.5).astype(F32)
+    geo = dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
+    return x, w_q, w_scale, bias, geo
+
+
+def _ort_dynamic_conv_session(w_q, w_scale, bias, geo):
+    """The graph ORT's dynamic quantizer writes for a Conv: DynamicQuantizeLinear → ConvInteger → Cast →
+    Mul(x_scale · w_scale) → Mul → Add(bias)."""
+    o, _, kh, kw = w_q.shape
+    ws = np.asarray(w_scale, F32).reshape((1, o, 1, 1) if np.size(w_scale) > 1 else ())
+    inits = [numpy_helper.from_array(w_q, "W"), numpy_helper.from_array(np.int8(0), "WZ"),
+             numpy_helper.from_array(ws, "WS"), numpy_helper.from_array(bias.reshape(1, o, 1, 1), "B")]
+    (ph, pw), (sh, sw), (dh, dw) = geo["padding"], geo["stride"], geo["dilation"]
+    nodes = [helper.make_node("DynamicQuantizeLinear", ["X"], ["XQ", "XS", "XZ"]),
+             helper.make_node("ConvInteger", ["XQ", "W", "XZ", "WZ"], ["ACC"], kernel_shape=[kh, kw],
+                              strides=[sh, sw], pads=[ph, pw, ph, pw], dilations=[dh, dw], group=geo["groups"]),
+             helper.make_node("Cast", ["ACC"], ["ACCF"], to=TensorProto.FLOAT),
+             helper.make_node("Mul", ["XS", "WS"], ["S"]),
+             helper.make_node("Mul", ["ACCF", "S"], ["Y0"]),
+             helper.make_node("Add", ["Y0", "B"], ["Y"])]
+    return ort_session(nodes, [helper.make_tensor_value_info("X", TensorProto.FLOAT, [None, w_q.shape[1] * geo["groups"],
+                                                                                     None, None])],
+                       [helper.make_tensor_value_info("Y", TensorProto.FLOAT, None)], inits, opsets=(("", 17),))
+
+
+@HYP
+@given(case=dyn_conv_case())
+def test_dynamic_conv2d_vs_onnxruntime(case):
+    """target='onnxruntime' is ORT's ConvInteger path bit for bit — full-range weights and activations, so an
+    accumulation with int16 pair saturation would differ (ConvInteger is exact, unlike MatMulInteger)."""
+    x, w_q, w_scale, bias, geo = case
+    y = _ort_dynamic_conv_session(w_q, w_scale, bias, geo).run(None, {"X": x})[0]
+    r = dynamic_conv2d_reference(x, w_q, w_scale, 0, bias, **geo, target="onnxruntime")
+    record("dynamic_conv2d onnxruntime DQL+ConvInteger", y.size, bits_differ(r, y))
+    assert bits_differ(r, y) == 0
+    assert bits_differ(dynamic_conv2d(x, w_q, w_scale, 0, bias, **geo, target="onnxruntime"), r) == 0
+
+
+def test_dynamic_conv2d_onnxruntime_accumulates_exactly():
+    """A stress case: with full-range codes and weights a pair-saturating accumulation changes outputs; on
+    this host ORT's ConvInteger is exact (checked on the integer accumulator with one ConvInteger node) and
+    so is minquant's 'onnxruntime' dynamic conv. (minquant never saturates under 'onnxruntime'; whether
+    MLAS's ConvInteger pairs products on a CPU without VNNI is measured only where such a CPU runs this.)"""
+    rng = np.random.default_rng(7)
+    x = rng.uniform(-1, 1, (2, 8, 6, 6)).astype(F32)
+    x[0, 0, 0, 0], x[0, 0, 0, 1] = -1, 1                        # codes span [0, 255]
+    w_q = rng.integers(-128, 128, size=(4, 8, 3, 3), dtype=np.int8)
+    w_q[:, :, 0, :2] = 127
+    geo = dict(stride=(1, 1), padding=(1, 1), dilation=(1, 1), groups=1)
+    ws, bias = np.full(4, 0.01, F32), np.zeros(4, F32)
+    y = _ort_dynamic_conv_session(w_q, ws, bias, geo).run(None, {"X": x})[0]
+    assert bits_differ(dynamic_conv2d(x, w_q, ws, 0, bias, **geo, target="onnxruntime"), y) == 0
+    saturating = dynamic_conv2d_reference(x, w_q, ws, 0, bias, **geo, target="fbgemm@avx2", reduce_range=False)
+    minq = dynamic_conv2d_reference(x, w_q, ws, 0, bias, **geo, target="minquant", reduce_range=False)
+    assert bits_differ(saturating, minq) > 0                         # saturation would matter on this data
+    x_q = rng.integers(200, 256, size=x.shape, dtype=np.uint8)                  # large codes: pairs > 32767
+    acc = run_node("ConvInteger", {"x": x_q}, {"w": w_q}, np.int32, dict(kernel_shape=[3, 3], pads=[1, 1, 1, 1]))
+    exact = torch.nn.functional.conv2d(torch.from_numpy(x_q.astype(np.float64)),      # < 2^53: exact
+                                       torch.from_numpy(w_q.astype(np.float64)), padding=1).numpy()
+    np.testing.assert_array_equal(acc, exact.astype(np.int64))
+
+
+@pytest.mark.parametrize("target", ["fbgemm@avx2", "fbgemm@avx512-vnni", "qnnpack", "onnxruntime", "minquant"])
+@HYP
+@given(case=dyn_conv_case(), reduce_range=st.booleans(), relu=st.booleans(), wzp=st.booleans())
+def test_dynamic_conv2d_fast_equals_reference(target, case, reduce_range, relu, wzp):
+    """All three code paths of the fast version (depthwise float32 shortcut, column GEMM for groups = 1,
+    per-group GEMM) against the int64 NumPy reference, bit for bit, with pair saturation ('fbgemm@avx2'),
+    weight zero points and a fused ReLU."""
+    import dataclasses
+    x, w_q, w_scale, bias, geo = case
+    w_zp = np.random.default_rng(int(w_q.sum()) & 0xFFFF).integers(-3, 4, w_q.shape[0]) if wzp else 0
+    kw = dict(geo, reduce_range=reduce_range, relu=relu, target=target)
+    r = dynamic_conv2d_reference(x, w_q, w_scale, w_zp, bias, **kw)
+    packed = pack_dynamic_conv_weight(w_q, w_zp, geo["groups"])
+    assert bits_differ(dynamic_conv2d(x, packed, w_scale, None, bias, **kw), r) == 0
+    if packed.depthwise_w is not None:                          # the per-group GEMM path on the same case
+        gemm = dataclasses.replace(packed, depthwise_w=None)
+        assert bits_differ(dynamic_conv2d(x, gemm, w_scale, None, bias, **kw), r) == 0
+
+
+def test_dynamic_conv2d_bad_input():
+    w_q = np.zeros((4, 2, 3, 3), np.int8)
+    x = np.zeros((1, 4, 6, 6), F32)
+    with pytest.raises(ValueError, match="channels"):
+        dynamic_conv2d(x, w_q, 0.1, 0, None)                       # 4 channels, weights expect 2·1
+    with pytest.raises(ValueError, match="float32 NCHW"):
+        dynamic_conv2d(x.astype(np.float64), w_q, 0.1, 0, None, groups=2)
+    with pytest.raises(ValueError, match="stride"):
+        dynamic_conv2d_reference(x, w_q, 0.1, 0, None, groups=2, stride=0)
+    with pytest.raises(ValueError, match="groups"):
+        pack_dynamic_conv_weight(w_q, 0, 3)
+    with pytest.raises(ValueError, match="NaN"):
+        dynamic_conv2d(np.full((1, 4, 6, 6), np.nan, F32), w_q, 0.1, 0, None, groups=2)
 
 
 # =========================================================================================================

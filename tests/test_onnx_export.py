@@ -340,8 +340,7 @@ def test_dynamic_nodes_bit_exact(digits_model, tmp_path):
     u8×s8 pair saturation): the test also checks it against minquant's dynamic conv with saturate_pairs
     forced off."""
     from minquant.target import resolve_linear
-    from minquant.kernels.gemm import pack_weight
-    from minquant.quantized.executor import dynamic_conv2d
+    from minquant.kernels.dynamic import dynamic_conv2d
     model, (_, _, x_test, _) = digits_model
     qm = quantize_dynamic(model, input_shape=(1, 1, 28, 28), target="onnxruntime")
     x = x_test[:16]
@@ -354,9 +353,10 @@ def test_dynamic_nodes_bit_exact(digits_model, tmp_path):
     y = ort_run(to_onnx(one, tmp_path / "conv.onnx"), inp)
     n = one.graph.node("features.0")
     w = n.params["weight"]
-    pack = [pack_weight(np.ascontiguousarray(w.transpose(0, 2, 3, 1).reshape(w.shape[0], -1)), 0)]
-    exact = dynamic_conv2d(inp, pack, n.params["w_scale"], n.params["bias"], n.attrs, w.shape[2:],
-                           dataclasses.replace(resolve_linear("onnxruntime"), saturate_pairs=False))
+    a = n.attrs
+    exact = dynamic_conv2d(inp, w, n.params["w_scale"], 0, n.params["bias"], stride=a.stride, padding=a.padding,
+                           dilation=a.dilation, groups=a.groups, reduce_range=a.reduce_range, relu=a.relu,
+                           target=dataclasses.replace(resolve_linear("onnxruntime"), saturate_pairs=False))
     assert np.array_equal(y, exact)
     assert np.array_equal(y, one(inp)), f"{int((y != one(inp)).sum())} of {y.size} differ"
 

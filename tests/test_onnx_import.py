@@ -522,7 +522,6 @@ def test_minquant_dynamic_and_code_ops_read_back(digits_model, tmp_path):
     from minquant.graph import Graph, MaxPool2dAttrs, Node
     from minquant.interop.onnx.exporter import to_onnx
     from minquant.quantized import ops, quantize_dynamic
-    from minquant.quantized.executor import EXTRA_FLOAT_KERNELS
     model, (_, _, x_te, _) = digits_model
     qm = quantize_dynamic(model, input_shape=(1, 1, 28, 28), target="onnxruntime")
     back = from_onnx_quantized(to_onnx(qm, tmp_path / "dyn.onnx"))
@@ -549,8 +548,7 @@ def test_minquant_dynamic_and_code_ops_read_back(digits_model, tmp_path):
               ["r"], {"x": (1, 4, 6, 6)}, "relu_clip")
     back = from_onnx(to_onnx(g, tmp_path / "relu_clip.onnx"))
     assert ops_of(back) == {"relu_clip": 1}
-    kernels = {**FLOAT_KERNELS, **EXTRA_FLOAT_KERNELS}
-    assert np.array_equal(minquant.run(back, x, kernels=kernels), minquant.run(g, x, kernels=kernels))
+    assert np.array_equal(minquant.run(back, x, kernels=FLOAT_KERNELS), minquant.run(g, x, kernels=FLOAT_KERNELS))
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -105,10 +105,8 @@ def test_dynamic_depthwise_shortcut_equals_the_gemm_path(target, reduce_range):
     """The exact float32 shortcut for depthwise dynamic convs (taken when no tap pair can saturate) gives the
     same floats as the per-group integer GEMM path, bit for bit — with 8-bit weights, weight zero points and
     both activation ranges (with 8-bit activations and large weights fbgemm must fall back to the GEMM)."""
-    from minquant.kernels.conv import tap_pair_max
-    from minquant.kernels.gemm import pack_weight
-    from minquant.quantized.executor import dynamic_conv2d
-    from minquant.quantized.ops import DynamicConv2dAttrs
+    import dataclasses
+    from minquant.kernels.dynamic import dynamic_conv2d, dynamic_conv2d_reference, pack_dynamic_conv_weight
 
     rng = np.random.default_rng(3)
     c = 6
@@ -117,12 +115,12 @@ def test_dynamic_depthwise_shortcut_equals_the_gemm_path(target, reduce_range):
     wz = rng.integers(-2, 3, c)
     ws = rng.uniform(0.001, 0.01, c).astype(np.float32)
     bias = rng.normal(0, 0.5, c).astype(np.float32)
-    attrs = DynamicConv2dAttrs((2, 2), (1, 1), (1, 1), c, True, reduce_range, True)
+    geo = dict(stride=2, padding=1, groups=c, reduce_range=reduce_range, relu=True, target=target)
     x = rng.normal(0.5, 1, (2, c, 11, 11)).astype(np.float32)
-    packs = [pack_weight(np.ascontiguousarray(w[i:i + 1].transpose(0, 2, 3, 1).reshape(1, -1)), wz[i:i + 1])
-             for i in range(c)]
-    dw = (w.astype(np.int64) - wz.reshape(-1, 1, 1, 1)).astype(np.float32)
-    gemm = dynamic_conv2d(x, packs, ws, bias, attrs, (3, 3), target)
-    fast = dynamic_conv2d(x, packs, ws, bias, attrs, (3, 3), target, dw, tap_pair_max(w))
+    packed = pack_dynamic_conv_weight(w, wz, c)
+    assert packed.depthwise_w is not None
+    gemm = dynamic_conv2d(x, dataclasses.replace(packed, depthwise_w=None), ws, None, bias, **geo)
+    fast = dynamic_conv2d(x, packed, ws, None, bias, **geo)
     np.testing.assert_array_equal(fast, gemm)
+    np.testing.assert_array_equal(fast, dynamic_conv2d_reference(x, w, ws, wz, bias, **geo))
     assert (gemm > 0).mean() > 0.2 and np.unique(gemm).size > 100      # fused ReLU, not degenerate

@@ -308,29 +308,48 @@ class Chain(nn.Module):
 
 
 def test_equalization_keeps_relu6_exactly():
-    from minquant.quantized.executor import EXTRA_FLOAT_KERNELS
     from minquant.quantized.passes import equalizable_pairs, equalize
-    from minquant.executor import FLOAT_KERNELS
     torch.manual_seed(0)
     model = Chain().eval()
     g = from_torch(model, (1, 3, 6, 6))
     x = np.random.default_rng(6).normal(size=(8, 3, 6, 6)).astype(np.float32)
     assert equalizable_pairs(g) == [("c1", "a1", "c2"), ("c2", "a2", "c3")]
     ge, scales = equalize(g)
-    table = {**FLOAT_KERNELS, **EXTRA_FLOAT_KERNELS}
     ref = _out(model, x)
     assert (run(g, x, intermediates=True)[1]["c1"] > 6).mean() > 0.03    # the clip at 6 matters
-    np.testing.assert_allclose(run(ge, x, kernels=table), ref, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(run(ge, x), ref, rtol=1e-4, atol=1e-4)
     assert [n.op for n in ge.nodes] == ["conv2d", "relu_clip", "conv2d", "relu_clip", "conv2d", "flatten"]
     # the clip moved with the channel: hi = 6 / s, and the scales undo the rescaling exactly
     np.testing.assert_allclose(ge.node("a1").params["hi"], 6 / scales["a1"], rtol=1e-6)
-    _, vals = run(ge, x, intermediates=True, kernels=table)
+    _, vals = run(ge, x, intermediates=True)
     _, orig = run(g, x, intermediates=True)
     np.testing.assert_allclose(vals["a1"] * scales["a1"].reshape(1, -1, 1, 1), orig["a1"], rtol=1e-4, atol=1e-5)
     # DFQ's balance: after equalization, A's output-channel and B's input-channel weight ranges agree
     ra = np.abs(ge.node("c2").params["weight"]).reshape(8, -1).max(1)
     rb = np.abs(ge.node("c3").params["weight"]).max(axis=(0, 2, 3))
     np.testing.assert_allclose(ra, rb, rtol=1e-3)
+
+
+def test_prepare_float_graph_with_equalization():
+    """``prepare_float_graph(g, equalize=True)`` runs the equalization pass (its keyword once shadowed the
+    function: TypeError 'bool' object is not callable): same graph and scales as calling the pass on the
+    prepared graph, the float function kept."""
+    from minquant.quantized.passes import equalize
+    torch.manual_seed(0)
+    model = Chain().eval()
+    g = from_torch(model, (1, 3, 6, 6))
+    x = np.random.default_rng(6).normal(size=(8, 3, 6, 6)).astype(np.float32)
+    ge, groups, folded, scales = prepare_float_graph(g, equalize=True)
+    plain, _, _, none = prepare_float_graph(g)
+    assert none == {} and {"a1", "a2"} <= set(scales)
+    want, want_scales = equalize(plain)
+    assert [n.op for n in ge.nodes] == [n.op for n in want.nodes] == \
+        ["conv2d", "relu_clip", "conv2d", "relu_clip", "conv2d", "flatten"]
+    for k in scales:
+        np.testing.assert_array_equal(scales[k], want_scales[k])
+    np.testing.assert_array_equal(run(ge, x), run(want, x))
+    np.testing.assert_allclose(run(ge, x), _out(model, x), rtol=1e-4, atol=1e-4)
+    assert groups["c1"].activation_op == "relu_clip"
 
 
 def test_equalized_quantized_model_clips_per_channel():

@@ -24,7 +24,8 @@ from numba import njit
 
 from ..target import resolve_conv
 from .gemm import gemm_u8s8_reference, pack_weight, raw_product_cols
-from ..im2col import _pair, conv_out_size, im2col_reference, im2col_t
+from ..graph import int_pair
+from ..im2col import conv_out_size, im2col_reference, im2col_t
 from .requantize import OutputStage, _requant_row, finish_requantize_cols, output_stage, requantize_reference
 
 __all__ = ["QConv2d", "qconv2d", "qconv2d_reference", "PackedConvWeight", "pack_conv_weight"]
@@ -84,7 +85,8 @@ def qconv2d_reference(x_q, x_scale, x_zp, w_q, w_scale, w_zp, bias, y_scale, y_z
     st = output_stage(c_out, x_scale, w_scale, bias, y_scale, y_zp, relu=relu, clamp=clamp, clamp_hi=clamp_hi,
                       target=ar)
     y = requantize_reference(acc, st)
-    (sh, sw), (ph, pw), (dh, dw) = _pair(stride, "stride"), _pair(padding, "padding"), _pair(dilation, "dilation")
+    (sh, sw), (ph, pw), (dh, dw) = (int_pair(stride, "stride", minimum=1), int_pair(padding, "padding", minimum=0),
+                                    int_pair(dilation, "dilation", minimum=1))
     oh, ow = conv_out_size(h, kh, sh, ph, dh), conv_out_size(w, kw, sw, pw, dw)
     return y.reshape(n, oh, ow, c_out).transpose(0, 3, 1, 2).copy()
 
@@ -368,8 +370,9 @@ class QConv2d:
         if self.packed.groups != groups:
             raise ValueError(f"packed weights were made for groups={self.packed.groups}, call has groups={groups}")
         self.groups = int(groups)
-        self.stride, self.padding, self.dilation = (_pair(stride, "stride"), _pair(padding, "padding"),
-                                                    _pair(dilation, "dilation"))
+        self.stride, self.padding, self.dilation = (int_pair(stride, "stride", minimum=1),
+                                                    int_pair(padding, "padding", minimum=0),
+                                                    int_pair(dilation, "dilation", minimum=1))
         self.arith = conv_arithmetic(target, self.packed.w_q.shape, self.packed.w_zp, groups, self.stride,
                                      self.padding, self.dilation)
         if not 0 <= int(x_zp) <= 255:

@@ -44,10 +44,12 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from ..float_ops import pool_out_size
+from ..graph import int_pair
 from ..target import resolve_ops
 
 __all__ = ["qmax_pool2d", "qmax_pool2d_reference", "qavg_pool2d", "qavg_pool2d_reference",
-           "qadaptive_avg_pool2d", "qadaptive_avg_pool2d_reference", "pool_out_size",
+           "qadaptive_avg_pool2d", "qadaptive_avg_pool2d_reference",
            "torch_uses_channels_last_path", "qavg_pool2d_onnxruntime"]
 
 _F32 = np.float32
@@ -56,40 +58,14 @@ _F32 = np.float32
 # ---------------------------------------------------------------------------------------------------------
 # geometry and argument checks
 # ---------------------------------------------------------------------------------------------------------
-def _pair(v, name):
-    if np.ndim(v) == 0:
-        v = (int(v), int(v))
-    v = tuple(int(t) for t in v)
-    if len(v) != 2:
-        raise ValueError(f"{name} must be an int or a pair, got {v}")
-    return v
-
-
-def pool_out_size(size, k, stride, pad, dilation=1, ceil_mode=False) -> int:
-    """Output length along one axis (torch's ``pooling_output_shape``):
-    ``⌊(size + 2·pad − dilation·(k − 1) − 1 [+ stride − 1 if ceil_mode]) / stride⌋ + 1``, minus one if
-    ceil_mode makes the last window start inside the right padding."""
-    eff = dilation * (k - 1) + 1
-    num = size + 2 * pad - eff + (stride - 1 if ceil_mode else 0)
-    out = num // stride + 1
-    if ceil_mode and (out - 1) * stride >= size + pad:
-        out -= 1
-    if out <= 0:
-        raise ValueError(f"pooling output would be empty: input {size}, kernel {k}, stride {stride}, "
-                         f"padding {pad}, dilation {dilation}")
-    return out
-
-
 def _check_pool_args(x_q, kernel_size, stride, padding, dilation):
     x_q = np.asarray(x_q)
     if x_q.dtype != np.uint8 or x_q.ndim != 4:
         raise ValueError(f"x_q must be a 4-D uint8 NCHW array, got {x_q.dtype} {x_q.shape}")
-    k = _pair(kernel_size, "kernel_size")
-    s = k if stride is None or (np.ndim(stride) > 0 and len(stride) == 0) else _pair(stride, "stride")
-    p = _pair(padding, "padding")
-    d = _pair(dilation, "dilation")
-    if min(k) < 1 or min(s) < 1 or min(d) < 1 or min(p) < 0:
-        raise ValueError(f"kernel {k}, stride {s}, dilation {d} must be >= 1 and padding {p} >= 0")
+    k = int_pair(kernel_size, "kernel_size", minimum=1)
+    s = k if stride is None or (np.ndim(stride) > 0 and len(stride) == 0) else int_pair(stride, "stride", minimum=1)
+    p = int_pair(padding, "padding", minimum=0)
+    d = int_pair(dilation, "dilation", minimum=1)
     if p[0] > k[0] // 2 or p[1] > k[1] // 2:
         raise ValueError(f"padding {p} should be at most half of the kernel size {k} (as torch requires)")
     return x_q, k, s, p, d
@@ -380,7 +356,7 @@ def _adaptive_plan(x_q, output_size, x_scale, x_zp, y_scale, y_zp, target, chann
     if x_q.dtype != np.uint8 or x_q.ndim != 4:
         raise ValueError(f"x_q must be a 4-D uint8 NCHW array, got {x_q.dtype} {x_q.shape}")
     n, c, h, w = x_q.shape
-    oh, ow = _pair(output_size, "output_size")
+    oh, ow = int_pair(output_size, "output_size", minimum=1)
     if not (1 <= oh and 1 <= ow) or min(h, w) < 1:
         raise ValueError(f"output_size {(oh, ow)} and input size {(h, w)} must be >= 1")
     ar = resolve_ops(target)

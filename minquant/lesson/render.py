@@ -21,7 +21,8 @@ the next column. Box colour says what the node computes on: **int8** (uint8 code
 **float**, **quantize / dequantize** (the boundary), **dynamic** (int8 weights, float activations). Each
 box shows the name, the op and the output shape (with the scale / zero point for codes).
 
-This module imports NumPy; matplotlib (its Agg canvas, never pyplot) is imported by :func:`to_png` only.
+The text comes from the one graph formatter, :func:`minquant.graph.format_graph`; matplotlib (its Agg
+canvas, never pyplot) is imported by :func:`to_png` only.
 """
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ import math
 import os
 from pathlib import Path
 
-import numpy as np
+from ..graph import shape_text
 
 __all__ = ["to_text", "to_png", "value_info", "node_kind", "KIND_COLORS"]
 
@@ -66,17 +67,12 @@ def _as_model(obj):
 
 def value_info(model_or_graph) -> dict:
     """``{value: (shape, dtype name)}`` for every graph input and node output, from one batch-1 run on
-    zeros (a QuantizedModel's own kernels; for a Graph the float kernels plus minquant's extra float
-    ops). Needs ``graph.input_shapes`` for every input."""
+    zeros (a QuantizedModel's own kernels; for a Graph the float kernels). Needs ``graph.input_shapes`` for every input."""
     graph, qm = _as_model(model_or_graph)
     if qm is not None:
         return qm.shapes()
-    from ..executor import FLOAT_KERNELS, value_info as run_value_info
-    kernels = dict(FLOAT_KERNELS)
-    if any(n.op not in kernels for n in graph.nodes):
-        from ..quantized.executor import EXTRA_FLOAT_KERNELS
-        kernels.update(EXTRA_FLOAT_KERNELS)
-    return run_value_info(graph, kernels)
+    from ..executor import value_info as run_value_info
+    return run_value_info(graph)
 
 
 def node_kind(node, info=None) -> str:
@@ -97,15 +93,6 @@ def node_kind(node, info=None) -> str:
     return "float"
 
 
-def _shape_text(info, v, *, batch=False) -> str:
-    """``uint8 32×28×28`` (batch dimension dropped) or, with ``batch``, ``float32 N×1×28×28``."""
-    if v not in info:
-        return "?"
-    shape, dtype = info[v]
-    dims = ("N",) + tuple(shape[1:]) if batch else shape[1:]
-    return f"{dtype} " + ("×".join(str(d) for d in dims) if dims else "scalar")
-
-
 def _op_label(node) -> str:
     """The op with its geometry in short: ``qconv2d 3×3 /2 g32``, ``max_pool2d 2×2``."""
     a, extra = node.attrs, []
@@ -122,42 +109,6 @@ def _op_label(node) -> str:
     return " ".join([node.op] + extra)
 
 
-def _num(v) -> str:
-    return f"{float(v):.6g}"
-
-
-def _param_text(name, arr) -> str:
-    arr = np.asarray(arr)
-    text = f"{name} {arr.dtype.name}{list(arr.shape)}"
-    if arr.size == 1:
-        return text + f" = {_num(arr.ravel()[0])}"
-    if arr.size:
-        lo, hi = arr.min(), arr.max()
-        text += f" {_num(lo)}…{_num(hi)}"
-    return text
-
-
-def _attrs_text(node) -> str:
-    """Every attribute (dataclass field) that differs from its default; floats shown with 6 digits."""
-    import dataclasses
-    a = node.attrs
-    if a is None or not dataclasses.is_dataclass(a):
-        return ""
-    parts = []
-    for f in dataclasses.fields(a):
-        v = getattr(a, f.name)
-        if f.default is not dataclasses.MISSING and v == f.default:
-            continue
-        if isinstance(v, float):
-            v = _num(v)
-        elif isinstance(v, tuple) and v and all(isinstance(t, float) for t in v):
-            v = "(" + ", ".join(_num(t) for t in v) + ")"
-        else:
-            v = repr(v)
-        parts.append(f"{f.name}={v}")
-    return " ".join(parts)
-
-
 # ---------------------------------------------------------------------------------------------------------
 # text
 # ---------------------------------------------------------------------------------------------------------
@@ -165,36 +116,16 @@ def to_text(model_or_graph) -> str:
     """A readable listing of the model (module docstring): a header, the inputs, then for each node its
     number, name, op, inputs and source; its output dtype and shape (batch omitted) with the (scale, zero
     point) of uint8 values; its attributes; its parameters (dtype, shape, min…max); then the outputs."""
+    from ..graph import format_graph
     graph, qm = _as_model(model_or_graph)
     info = value_info(model_or_graph if not isinstance(model_or_graph, (str, os.PathLike)) else (qm or graph))
-    qp = qm.qparams if qm is not None else {}
     if qm is not None:
         head = (f"QuantizedModel {graph.name!r} (target={str(qm.target)!r}): {len(graph.nodes)} nodes, "
                 f"{graph.num_params():,} params, {qm.size_bytes():,} bytes")
     else:
         head = (f"Graph {graph.name!r} (float): {len(graph.nodes)} nodes, {graph.num_params():,} params, "
                 f"{graph.param_bytes():,} bytes")
-    lines = [head]
-    for v in graph.inputs:
-        lines.append(f"  input  {v}  {_shape_text(info, v, batch=True)}")
-    width = len(str(len(graph.nodes)))
-    for i, n in enumerate(graph.nodes, 1):
-        src = f"   [{n.source}]" if n.source else ""
-        lines.append(f"  {i:>{width}}. {n.name}  {n.op}  ← {', '.join(n.inputs)}{src}")
-        pad = " " * (width + 6)
-        out = f"{pad}out    {_shape_text(info, n.name)}"
-        if n.name in qp:
-            s, z = qp[n.name]
-            out += f"   scale {_num(s)}  zero point {z}"
-        lines.append(out)
-        attrs = _attrs_text(n)
-        if attrs:
-            lines.append(f"{pad}attrs  {attrs}")
-        if n.params:
-            lines.append(f"{pad}params " + " · ".join(_param_text(k, p) for k, p in n.params.items()))
-    for v in graph.outputs:
-        lines.append(f"  output {v}  {_shape_text(info, v, batch=True)}")
-    return "\n".join(lines)
+    return format_graph(graph, header=head, info=info, qparams=qm.qparams if qm is not None else None, listing=True)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -237,9 +168,9 @@ def to_png(model_or_graph, path, *, rows: int | None = None, dpi: int = 110, tit
     from matplotlib.figure import Figure
     from matplotlib.patches import FancyArrowPatch, FancyBboxPatch, Patch
 
-    boxes = [("input", v, v, _shape_text(info, v)) for v in graph.inputs]
+    boxes = [("input", v, v, shape_text(info, v)) for v in graph.inputs]
     for n in graph.nodes:
-        extra = _shape_text(info, n.name)
+        extra = shape_text(info, n.name)
         if n.name in qp:
             s, z = qp[n.name]
             extra += f"  s={float(s):.3g} z={z}"

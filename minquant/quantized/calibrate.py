@@ -82,8 +82,8 @@ def calibrate(graph: Graph, data, observers: Mapping[str, object], *, batch_size
 
     ``observers``: value name (graph input or node name) → an observer with ``update(x)`` (or a list of
     them). Returns the number
-    of samples seen (``kernels``: the executor's table, default: float kernels including this package's
-    ``relu_clip``). Raises ValueError for empty / non-finite data, or an observer for a value the graph
+    of samples seen (``kernels``: the executor's table, default:
+    :data:`minquant.executor.FLOAT_KERNELS`). Raises ValueError for empty / non-finite data, or an observer for a value the graph
     does not compute."""
     known = set(graph.inputs) | {n.name for n in graph.nodes}
     missing = sorted(set(observers) - known)
@@ -100,10 +100,6 @@ def calibrate(graph: Graph, data, observers: Mapping[str, object], *, batch_size
             except ValueError as e:
                 raise ValueError(f"calibrating {name!r}: {e}") from e
 
-    if kernels is None:
-        from ..executor import FLOAT_KERNELS
-        from .executor import EXTRA_FLOAT_KERNELS
-        kernels = {**FLOAT_KERNELS, **EXTRA_FLOAT_KERNELS}
     seen = 0
     bar = tqdm(iter_batches(data, batch_size), total=_length(data, batch_size), desc="calibrate", unit="batch",
                disable=not progress, leave=False)

@@ -19,7 +19,8 @@ Where a framework has no such kernel the nearest exact formula is used and said 
   tests/test_quantize_torch_import.py, but torch's vectorised channels-last kernel was not studied;
 * ``dynamic_conv2d`` has no torch counterpart (torch's ``quantize_dynamic`` leaves Conv2d float): it is
   the emulation's ``dynamic_linear`` arithmetic on the im2col matrix of the quantized input — except that
-  under 'onnxruntime' the integer accumulation is exact, as ORT's ``ConvInteger`` (no pair saturation).
+  under 'onnxruntime' the integer accumulation is exact, as ORT's ``ConvInteger`` (no pair saturation;
+  :func:`minquant.kernels.dynamic.dynamic_conv2d`).
 * ``qhardswish`` / ``qhardsigmoid`` (256-entry tables) and ``qmul`` under 'onnxruntime' use the float64
   textbook formula (:mod:`minquant.kernels.elementwise`; ONNX Runtime's counterparts were not studied);
 * float ops run minquant's float kernels (torch's arithmetic), except a global ``adaptive_avg_pool2d``
@@ -33,21 +34,17 @@ import numpy as np
 
 from ..affine import dequantize, quantize
 from ..executor import FLOAT_KERNELS
-from ..float_ops import conv2d
 from ..kernels import QConv2d, QLinear
-from ..target import Target, as_target, resolve_linear
-from ..kernels.conv import tap_pair_max
+from ..target import Target, as_target
 from ..kernels.add import qadd, torch_vector_block
 from ..kernels.elementwise import activation_tables, apply_tables, qmul
-from ..kernels.dynamic import dynamic_input_qparams, dynamic_linear
-from ..kernels.gemm import gemm_u8s8, pack_weight, raw_product_cols
-from ..im2col import conv_out_size, im2col, im2col_t
+from ..kernels.dynamic import dynamic_conv2d, dynamic_linear, pack_dynamic_conv_weight
+from ..kernels.gemm import pack_weight
 from ..kernels.quantize import quantize_u8
 from ..kernels.pool import qadaptive_avg_pool2d, qavg_pool2d, qavg_pool2d_onnxruntime, qmax_pool2d
 from . import ops  # noqa: F401  (registers the quantized ops)
 
-__all__ = ["prepare_kernels", "weight_qparams", "dynamic_conv2d", "relu_clip", "EXTRA_FLOAT_KERNELS",
-           "global_avg_pool_mlas"]
+__all__ = ["prepare_kernels", "weight_qparams", "global_avg_pool_mlas"]
 
 _F32 = np.float32
 
@@ -61,13 +58,6 @@ def weight_qparams(node):
         raise ValueError(f"node {node.name!r}: per-tensor weights need one scale and zero point, got "
                          f"{ws.shape} and {wz.shape}")
     return ws.dtype.type(ws[0]), int(wz[0])
-
-
-def relu_clip(x, hi):
-    """min(max(x, 0), hi[c]) with one upper bound per channel (axis 1) — a ReLU6 whose channels were
-    rescaled by cross-layer equalization (:func:`minquant.quantized.passes.equalize`)."""
-    shape = (1, -1) + (1,) * (x.ndim - 2)
-    return np.minimum(np.maximum(x, _F32(0)), hi.astype(_F32).reshape(shape))
 
 
 def global_avg_pool_mlas(x):
@@ -91,11 +81,6 @@ def global_avg_pool_mlas(x):
     return (total / _F32(h * w)).astype(_F32).reshape(n, c, 1, 1)
 
 
-#: float kernels for the float ops this package adds; ``FLOAT_KERNELS | EXTRA_FLOAT_KERNELS`` runs any
-#: prepared float graph
-EXTRA_FLOAT_KERNELS = {"relu_clip": lambda n, xs: relu_clip(xs[0], n.params["hi"])}
-
-
 def _check_codes(x, node):
     if not isinstance(x, np.ndarray) or x.dtype != np.uint8:
         raise ValueError(f"{node.op} expects uint8 codes as input, got {getattr(x, 'dtype', type(x))}")
@@ -115,76 +100,6 @@ def _prepare_qlinear(node, target):
     ws, wz = weight_qparams(node)
     return QLinear(node.params["weight"], ws, wz, node.params.get("bias"), a.x_scale, a.x_zp, a.y_scale, a.y_zp,
                    clamp=a.clamp, clamp_hi=node.params.get("clamp_hi"), target=target)
-
-
-def dynamic_conv2d(x, packs, w_scale, bias, attrs, kernel_hw, target, depthwise_w=None, pair_max=255):
-    """Dynamic conv2d (float in, float out): run-time qparams of the whole input as
-    :func:`~minquant.kernels.dynamic.dynamic_input_qparams`, quantize, im2col per group with padding at
-    z_x (real 0), integer GEMM (:func:`~minquant.kernels.gemm.gemm_u8s8`, the emulation's pair saturation;
-    none under 'onnxruntime': ORT's ConvInteger is exact),
-    then ``y = acc·f32(s_x·s_w) + b`` as the emulation's dynamic linear does: one rounding (fbgemm's FMA),
-    multiply-then-add (qnnpack, ONNX Runtime) or float64 (minquant). ``packs``: one
-    :class:`~minquant.kernels.gemm.PackedWeight` per group, rows in im2col's (kh, kw, c) order.
-    ``depthwise_w`` (optional, one input channel per group): ``w − z_w`` as float32 OIHW and ``pair_max``,
-    the largest |w_t| + |w_t+1| of a tap pair — the exact float32 shortcut below."""
-    ar = resolve_linear(target)
-    if x.dtype != _F32 or x.ndim != 4:
-        raise ValueError(f"dynamic_conv2d expects a float32 NCHW input, got {x.dtype} {x.shape}")
-    if not np.all(np.isfinite(x)):
-        raise ValueError("dynamic_conv2d: input contains NaN or Inf")
-    xs, xz = dynamic_input_qparams(x, reduce_range=attrs.reduce_range, target=ar)
-    x_q = quantize(x, xs, xz, "uint8", target=ar.quantize_rule)
-    n, c, h, w = x.shape
-    kh, kw = kernel_hw
-    g = attrs.groups
-    cg = c // g
-    oh = conv_out_size(h, kh, attrs.stride[0], attrs.padding[0], attrs.dilation[0])
-    ow = conv_out_size(w, kw, attrs.stride[1], attrs.padding[1], attrs.dilation[1])
-    # ONNX Runtime's counterpart is ConvInteger (what its quantize_dynamic writes for a Conv), which
-    # accumulates exactly in int32 — measured: 0 mismatches against an exact integer conv where pair
-    # saturation changes thousands of outputs (tests/test_onnx_import.py)
-    saturate = ar.saturate_pairs and ar.name != "onnxruntime"
-    depthwise = cg == 1 and g > 1
-    if (depthwise and depthwise_w is not None and kh * kw <= 255
-            and (not saturate or int(x_q.max(initial=0)) * pair_max < 32768)):
-        # one input channel per group: the accumulator Σ (x_q − z_x)(w − z_w) over K_h·K_w ≤ 255 taps is an
-        # integer below 255·255·255 < 2^24, so a float32 convolution of the two integer tensors (padding 0 = z_x − z_x)
-        # computes it exactly — and no tap pair can reach the int16 limits, so saturation changes nothing
-        acc = conv2d((x_q.astype(_F32) - _F32(xz)), depthwise_w, None, attrs.stride, attrs.padding,
-                     attrs.dilation, g).transpose(0, 2, 3, 1).reshape(-1, depthwise_w.shape[0])
-    elif g == 1:
-        # column layout, as the static conv: raw (O, N·OH·OW) = W @ im2col_t, exact (gemm.raw_product_cols),
-        # then the zero-point terms of step 4: acc = raw − z_x·(Σw − K·z_w) − z_w·Σx
-        pk = packs[0]
-        cols = im2col_t(x_q, kh, kw, attrs.stride, attrs.padding, attrs.dilation, pad_value=xz)
-        has_wzp = bool(np.any(pk.w_zp))
-        raw, m_sum = raw_product_cols(cols, pk, saturate, has_wzp)
-        acc_t = raw.astype(np.int64) - np.int64(xz) * (pk.col_sum - cols.shape[0] * pk.w_zp)[:, None]
-        if has_wzp:
-            acc_t -= pk.w_zp[:, None] * m_sum[None, :]
-        acc = acc_t.T                                                       # (N·OH·OW, O)
-    else:
-        x_nhwc = np.ascontiguousarray(x_q.transpose(0, 2, 3, 1))
-        accs = []
-        for gi in range(g):
-            cols = im2col(x_nhwc[..., gi * cg:(gi + 1) * cg], kh, kw, attrs.stride, attrs.padding, attrs.dilation,
-                          pad_value=xz)
-            accs.append(gemm_u8s8(cols, packs[gi], xz, saturate_pairs=saturate))
-        acc = np.concatenate(accs, axis=1) if g > 1 else accs[0]          # (N·OH·OW, O)
-    o = acc.shape[1]
-    ws = np.broadcast_to(np.asarray(w_scale, np.float64), (o,))
-    b = np.zeros(o, _F32) if bias is None else bias.astype(_F32)
-    if ar.name == "minquant":
-        y = (acc.astype(np.float64) * (xs * ws) + b.astype(np.float64)).astype(_F32)
-    else:
-        s = (_F32(xs) * ws.astype(_F32)).astype(_F32)
-        if ar.name == "fbgemm":   # fma(acc, s, b): the exact product in float64, one (double) rounding
-            y = (acc.astype(_F32).astype(np.float64) * s.astype(np.float64) + b.astype(np.float64)).astype(_F32)
-        else:
-            y = ((acc.astype(_F32) * s).astype(_F32) + b).astype(_F32)
-    if attrs.relu:
-        y = np.maximum(y, _F32(0))
-    return np.ascontiguousarray(y.reshape(n, oh, ow, o).transpose(0, 3, 1, 2))
 
 
 def _to_nhwc_order(x):
@@ -219,20 +134,7 @@ def prepare_kernels(graph, target) -> dict:
                 prepared[n.name] = (pack_weight(n.params["weight"], wz), ws)
             elif n.op == "dynamic_conv2d":
                 ws, wz = weight_qparams(n)
-                w = n.params["weight"]
-                o, cg, kh, kw = w.shape
-                g = n.attrs.groups
-                og = o // g
-                wz_all = np.broadcast_to(np.asarray(wz, np.int64), (o,))
-                packs = [pack_weight(np.ascontiguousarray(w[i * og:(i + 1) * og].transpose(0, 2, 3, 1)
-                                                          .reshape(og, -1)), wz_all[i * og:(i + 1) * og])
-                         for i in range(g)]
-                dw, pair_max = None, 255
-                if cg == 1 and g > 1:        # depthwise-style: the exact float32 shortcut of dynamic_conv2d
-                    wi = w.astype(np.int64) - wz_all.reshape(-1, 1, 1, 1)
-                    dw = wi.astype(_F32)
-                    pair_max = tap_pair_max(w)
-                prepared[n.name] = (packs, ws, (kh, kw), dw, pair_max)
+                prepared[n.name] = (pack_dynamic_conv_weight(n.params["weight"], wz, n.attrs.groups), ws)
         except ValueError as e:
             raise ValueError(f"cannot prepare node {n.name!r} ({n.op}, from {n.source or '?'}): {e}") from e
 
@@ -321,11 +223,12 @@ def prepare_kernels(graph, target) -> dict:
                               relu=n.attrs.relu, target=tgt)
 
     def k_dyn_conv(n, xs):
-        packs, ws, khw, dw, pair_max = prepared[n.name]
-        return dynamic_conv2d(xs[0], packs, ws, n.params.get("bias"), n.attrs, khw, tgt, dw, pair_max)
+        packed, ws = prepared[n.name]
+        a = n.attrs
+        return dynamic_conv2d(xs[0], packed, ws, None, n.params.get("bias"), stride=a.stride, padding=a.padding,
+                              dilation=a.dilation, reduce_range=a.reduce_range, relu=a.relu, target=tgt)
 
     table = dict(FLOAT_KERNELS)
-    table.update(EXTRA_FLOAT_KERNELS)
     if ar.name == "onnxruntime":   # ORT's float global average pool sums in MLAS's order
         float_adaptive = table["adaptive_avg_pool2d"]
         table["adaptive_avg_pool2d"] = lambda n, xs: (global_avg_pool_mlas(xs[0]) if n.attrs.output_size == (1, 1)

@@ -51,7 +51,7 @@ import numpy as np
 
 from ..affine import dequantize
 from ..executor import run as run_graph, value_info
-from ..graph import Graph, Node
+from ..graph import Graph, Node, format_graph, shape_text
 from ..sparse import decode, encoded_nbytes, smallest_encoding
 from . import ops
 from ..target import Target, as_target
@@ -192,17 +192,10 @@ class QuantizedModel:
         info = self.shapes() if all(v in self.graph.input_shapes for v in self.graph.inputs) else {}
 
         def shp(v):
-            if v not in info:
-                return "?"
-            s, d = info[v]
-            return "×".join(str(t) for t in s[1:]) + f" {d}"
+            return shape_text(info, v, dtype_first=False)
 
-        rows = []
-        for n in self.graph.nodes:
-            a = n.attrs
-            qp = self.qparams.get(n.name)
-            qtxt = f"{qp[0]:.6g} / {qp[1]}" if qp else ""
-            extra = []
+        def details(n):
+            a, extra = n.attrs, []
             if n.op in ops.WEIGHT_OPS:
                 w = n.params["weight"]
                 extra.append(f"w {w.dtype.name}{list(w.shape)} "
@@ -224,18 +217,21 @@ class QuantizedModel:
                     extra.append(f"{a.activation} [{a.lo}, {a.hi}]")
             elif n.op not in ops.QUANTIZED_OPS:
                 extra.append("float")
-            ins = ", ".join(shp(v) for v in n.inputs[:1])
-            rows.append((n.name, n.op, ins, shp(n.name), qtxt, "; ".join(extra), f"{n.num_params():,}",
-                         f"{self.node_bytes(n):,}"))
-        head = ("name", "op", "input", "output", "scale / zp", "details", "params", "bytes")
-        widths = [max(len(r[i]) for r in [head] + rows) for i in range(len(head))]
+            return "; ".join(extra)
+
+        def scale_zp(n):
+            qp = self.qparams.get(n.name)
+            return f"{qp[0]:.6g} / {qp[1]}" if qp else ""
+
+        columns = [("name", lambda n: n.name), ("op", lambda n: n.op),
+                   ("input", lambda n: ", ".join(shp(v) for v in n.inputs[:1])), ("output", lambda n: shp(n.name)),
+                   ("scale / zp", scale_zp), ("details", details), ("params", lambda n: f"{n.num_params():,}"),
+                   ("bytes", lambda n: f"{self.node_bytes(n):,}")]
         fp32 = self.fp32_param_bytes()
-        lines = [f"QuantizedModel {self.name!r} (target={str(self.target)!r}): {len(self.graph.nodes)} nodes, "
-                 f"{self.graph.num_params():,} params, {self.size_bytes():,} bytes "
-                 f"(fp32 params: {fp32:,} bytes, {fp32 / max(self.size_bytes(), 1):.2f}×)"]
-        for r in [head] + rows:
-            lines.append("  " + "  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
-        return "\n".join(lines)
+        header = (f"QuantizedModel {self.name!r} (target={str(self.target)!r}): {len(self.graph.nodes)} nodes, "
+                  f"{self.graph.num_params():,} params, {self.size_bytes():,} bytes "
+                  f"(fp32 params: {fp32:,} bytes, {fp32 / max(self.size_bytes(), 1):.2f}×)")
+        return format_graph(self.graph, header=header, columns=columns)
 
     def __repr__(self) -> str:
         return (f"QuantizedModel({self.name!r}, target={str(self.target)!r}, {len(self.graph.nodes)} nodes, "

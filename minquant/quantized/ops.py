@@ -28,15 +28,14 @@ qadaptive_avg_pool2d  uint8 → uint8             output size + input qparams (o
                                                 y_scale/y_zp are given: ONNX QLinearGlobalAveragePool)
 qclamp                uint8 → uint8             codes clamped to [lo, hi] — a standalone ReLU (lo = z) or ReLU6;
                                                 optional ``hi_channels`` (uint8 per channel): a per-channel top
-relu_clip             float → float             min(max(x, 0), hi[c]): ReLU6 after cross-layer equalization
 qflatten / qreshape   uint8 → uint8             as flatten / reshape (codes move, qparams stay)
 dynamic_linear        float → float             int8 weight; activations quantized at run time
 dynamic_conv2d        float → float             conv geometry; int8 weight; activations quantized at run time
 ====================  ========================  =================================================================
 
-Every float op of the IR (``conv2d``, ``hardswish``, ``mul``...) may also appear: an op minquant has no
+Every float op of the IR (``conv2d``, ``hardswish``, ``mul``, ``relu_clip``...) may also appear: an op minquant has no
 integer kernel for runs in float between a ``dequantize`` and a ``quantize`` (the "fallback"), and a
-layer left unquantized (e.g. by :func:`~minquant.quantize.quantize_dynamic`) stays a float node.
+layer left unquantized (e.g. by :func:`~minquant.quantized.dynamic.quantize_dynamic`) stays a float node.
 
 Weight parameters (all nodes that hold int8 weights): ``weight`` int8, ``w_scale`` float32 (float64 when
 a framework's scale is not a float32 number) of length O — or length 1 with ``per_channel=False`` —,
@@ -61,7 +60,7 @@ from ..graph import OPS, OpSpec, register_op
 __all__ = ["QuantizeAttrs", "QConv2dAttrs", "QLinearAttrs", "QAddAttrs", "QCatAttrs", "QAvgPool2dAttrs",
            "QAdaptiveAvgPool2dAttrs", "QClampAttrs", "DynamicLinearAttrs", "DynamicConv2dAttrs", "QMulAttrs",
            "QActivationAttrs",
-           "ATTRS_CLASSES", "QUANTIZED_OPS", "FLOAT_OPS", "CODE_OPS", "WEIGHT_OPS", "value_qparams", "attrs_to_json",
+           "ATTRS_CLASSES", "QUANTIZED_OPS", "CODE_OPS", "WEIGHT_OPS", "value_qparams", "attrs_to_json",
            "attrs_from_json"]
 
 
@@ -355,7 +354,6 @@ _SPECS = {
     "qavg_pool2d": OpSpec(1, QAvgPool2dAttrs, (), (), "quantized average pooling"),
     "qadaptive_avg_pool2d": OpSpec(1, QAdaptiveAvgPool2dAttrs, (), (), "quantized adaptive average pooling"),
     "qclamp": OpSpec(1, QClampAttrs, (), (("hi_channels", 1),), "clamp codes (standalone ReLU / ReLU6)"),
-    "relu_clip": OpSpec(1, None, (("hi", 1),), (), "min(max(x, 0), hi[c]) per channel (ReLU6 after equalization)"),
     "qflatten": OpSpec(1, G.FlattenAttrs, (), (), "flatten codes"),
     "qreshape": OpSpec(1, G.ReshapeAttrs, (), (), "reshape codes"),
     "dynamic_linear": OpSpec(1, DynamicLinearAttrs, _WL, _B, "float in/out, int8 weights, run-time qparams"),
@@ -369,10 +367,8 @@ for _name, _spec in _SPECS.items():
 CODE_OPS = frozenset({"quantize", "qconv2d", "qlinear", "qadd", "qcat", "qmax_pool2d", "qavg_pool2d",
                       "qadaptive_avg_pool2d", "qclamp", "qflatten", "qreshape", "qmul", "qhardswish",
                       "qhardsigmoid"})
-#: float ops this module adds (not quantized ops)
-FLOAT_OPS = frozenset({"relu_clip"})
 #: every op this module adds
-QUANTIZED_OPS = frozenset(_SPECS) - FLOAT_OPS
+QUANTIZED_OPS = frozenset(_SPECS)
 #: ops that hold int8 weights
 WEIGHT_OPS = frozenset({"qconv2d", "qlinear", "dynamic_linear", "dynamic_conv2d"})
 

@@ -37,7 +37,7 @@ depthwise outputs span orders of magnitude). ReLU6 is not homogeneous: ``min(max
 with the channel: ReLU6 becomes ``relu_clip`` with ``hi[c] = 6 / s_c`` — the same function, exactly
 (:func:`equalize`; the quantized model applies the per-channel top as a clamp on codes).
 
-*Activation-aware variant* (what :func:`~minquant.quantize.quantize_static` uses): ``r_A[c]`` is the
+*Activation-aware variant* (what :func:`~minquant.quantized.static.quantize_static` uses): ``r_A[c]`` is the
 measured range ``max|x_c|`` of the activation B reads (a few calibration batches), and
 
     s_c = r_A[c]^α / r_B[c]^(1−α)
@@ -204,6 +204,10 @@ def equalize(graph: Graph, *, iterations: int = 20, tol: float = 1e-3, act_range
     return g, scales
 
 
+#: the pass under another name: ``prepare_float_graph``'s keyword ``equalize`` shadows the function
+_equalize_pass = equalize
+
+
 def prepare_float_graph(graph: Graph, *, equalize: bool = False):
     """Everything the quantizer does to the float graph: identity nodes dropped, BatchNorm folded,
     optionally cross-layer equalization, fusion groups found. Returns ``(graph, groups, folded,
@@ -216,5 +220,5 @@ def prepare_float_graph(graph: Graph, *, equalize: bool = False):
     g, folded = fold_batch_norm(g)
     scales = {}
     if equalize:
-        g, scales = equalize(g)
+        g, scales = _equalize_pass(g)
     return g, fusion_groups(g), folded, scales

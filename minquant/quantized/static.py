@@ -229,11 +229,9 @@ def _channel_ranges(g: Graph, batches) -> dict[str, np.ndarray]:
             m = np.abs(v).max(axis=tuple(i for i in range(v.ndim) if i != 1)).astype(np.float64)
             ranges[name] = np.maximum(ranges[name], m) if name in ranges else m
 
-    from ..executor import FLOAT_KERNELS
     from ..executor import run as run_graph
-    from .executor import EXTRA_FLOAT_KERNELS
     for b in batches:
-        run_graph(g, b, hook=hook, kernels={**FLOAT_KERNELS, **EXTRA_FLOAT_KERNELS})
+        run_graph(g, b, hook=hook)
     return ranges
 
 

@@ -809,12 +809,11 @@ def to_onnx(model, path, *, format: str = "qdq", opset: int = DEFAULT_OPSET) -> 
     model that is neither a QuantizedModel nor a Graph."""
     onnx = _onnx()
     from ...graph import Graph
-    from ...executor import FLOAT_KERNELS, value_info as run_value_info
-    from ...quantized.executor import EXTRA_FLOAT_KERNELS
+    from ...executor import value_info as run_value_info
 
     def value_info(model_or_graph):
         if isinstance(model_or_graph, Graph):
-            return run_value_info(model_or_graph, {**FLOAT_KERNELS, **EXTRA_FLOAT_KERNELS})
+            return run_value_info(model_or_graph)
         return model_or_graph.shapes()
     if format not in FORMATS:
         raise ValueError(f"unknown ONNX format {format!r}; expected one of {FORMATS}")
