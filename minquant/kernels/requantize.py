@@ -10,7 +10,9 @@ ReLU6 (or any clamp to [lo_real, hi_real]) is the same clamp on codes, with lo/h
 per-channel top ``clamp_hi[n]`` (ReLU6 after cross-layer equalization, whose clip is 6/s_c in channel c)
 lowers hi channel by channel, in the same pass.
 
-``requantize_reference`` is the NumPy spec; ``requantize`` the Numba version (bit-identical).
+``requantize_reference`` is the NumPy spec. The fast kernels never requantize a finished accumulator on
+its own: ``finish_requantize`` / ``finish_requantize_cols`` (Numba) fuse the zero-point correction of
+step 4 with this output stage, bit-identical to ``requantize_reference`` of the corrected accumulator.
 """
 from __future__ import annotations
 
@@ -23,7 +25,7 @@ from numba.extending import intrinsic
 from ..affine import quantize_bias
 from ..target import resolve_linear
 
-__all__ = ["OutputStage", "output_stage", "requantize", "requantize_reference", "finish_requantize", "finish_requantize_cols"]
+__all__ = ["OutputStage", "output_stage", "requantize_reference", "finish_requantize", "finish_requantize_cols"]
 
 
 
@@ -218,14 +220,6 @@ def _requant_value(a, n, mode, bias_f, bias_q, mult32, mult64, y_zp, lo, hi):
 
 
 @njit(cache=True)
-def _requantize_kernel(acc, mode, bias_f, bias_q, mult32, mult64, y_zp, lo, hi, out):
-    M, N = acc.shape
-    for m in range(M):
-        for n in range(N):
-            out[m, n] = _requant_value(np.int64(acc[m, n]), n, mode, bias_f, bias_q, mult32, mult64, y_zp, lo, hi)
-
-
-@njit(cache=True)
 def _finish_requant_kernel(raw, row_sum, col_adj, w_zp, a_zp, mode, bias_f, bias_q, mult32, mult64, y_zp,
                            lo, hi, out3):
     """Fused zero-point correction (step 4) + output stage (step 7), writing out3[b, n, p] for row
@@ -327,13 +321,3 @@ def finish_requantize(raw, row_sum, col_adj, w_zp, a_zp, st: OutputStage, out3):
                            st.bias_q, st.mult32, st.mult64, np.float64(st.y_zp), np.float64(st.lo),
                            st.hi, out3)
     return out3
-
-
-def requantize(acc, st: OutputStage, out=None) -> np.ndarray:
-    """Fast :func:`requantize_reference` (Numba; bit-identical)."""
-    acc = np.ascontiguousarray(acc, dtype=np.int32)
-    if out is None:
-        out = np.empty(acc.shape, dtype=np.uint8)
-    _requantize_kernel(acc, st.mode, st.bias_f, st.bias_q, st.mult32, st.mult64, np.float64(st.y_zp),
-                       np.float64(st.lo), st.hi, out)
-    return out

@@ -12,7 +12,7 @@ is 1/10,000 of the signal's. A low value at one layer that the following layers 
 a drop that persists to the output is where to look (a clipped range, an outlier channel...).
 
 ``quantized_model`` is a :class:`~minquant.quantized.model.QuantizedModel` — from
-:func:`~minquant.quantize.quantize_static` (its ``float_names`` say which float value each quantized value
+:func:`~minquant.quantized.static.quantize_static` (its ``float_names`` say which float value each quantized value
 approximates) or from :func:`~minquant.interop.torch.quantized_import` (the cross-checking case: torch's
 quantized model against its float original). Values are matched by name:
 

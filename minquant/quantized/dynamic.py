@@ -87,7 +87,7 @@ def quantize_dynamic(model, *, layers=("linear", "conv2d"), per_channel: bool = 
     shape (no calibration is involved, so nothing else waits for data).
 
     ``layers``: which op kinds to quantize ('linear', 'conv2d'). Weights: symmetric int8 per output channel
-    (``per_channel``) or per tensor, as :func:`~minquant.quantize.static.quantize_weight`. Activations:
+    (``per_channel``) or per tensor, as :func:`~minquant.quantized.static.quantize_weight`. Activations:
     per call, uint8 from the input's min/max (``reduce_range``: 7-bit; default: True for 'fbgemm', as
     torch's dynamic Linear, False otherwise)."""
     layers = tuple(layers)
