@@ -45,7 +45,7 @@ def test_round_trip_is_bit_identical(qmodel, tmp_path):
 
 def test_torch_imported_model_round_trip(tmp_path):
     import torch.ao.quantization as tq
-    from minquant.interop.torch import quantized_import as from_torch_quantized
+    from minquant.interop.torch import from_torch_quantized
     from minquant.data.zoo import TinyCNN
 
     model, (x_tr, _, x_te, _) = tiny_cnn_digits()
