@@ -79,7 +79,7 @@ def convert(arch, engine, calib):
     """torch eager PTQ of ``arch`` under ``engine`` (calibration in one pass)."""
     import torch
 
-    from minquant.interop.torch.quantized_import import torch_eager_ptq
+    from minquant.frameworks.torch_oracle import torch_eager_ptq
     torch.backends.quantized.engine = engine
     m = float_model(arch, calib)
     m.fuse_model()
@@ -244,11 +244,12 @@ def _onnx_import(path, target):
 def ort_rows(x, calib, host_cpu):
     from minquant import Target
     from minquant.data.zoo import mobilenet_v2_imagenet
-    from minquant.frameworks.ort_recipes import export_torch, ort_quantize, ort_runner
+    from minquant.frameworks.ort_oracle import ort_quantize, ort_runner
+    from minquant.frameworks.torch_oracle import export_onnx
     rows = []
     name = ARCH_NAMES["mobilenet_v2"]
     with tempfile.TemporaryDirectory() as d:
-        fp32 = export_torch(mobilenet_v2_imagenet(), SHAPE, Path(d) / "mnv2.onnx")
+        fp32 = export_onnx(mobilenet_v2_imagenet(), SHAPE, Path(d) / "mnv2.onnx")
         for fmt in ("qdq", "qoperator"):
             label = f"ONNX Runtime quantize_static {'QDQ' if fmt == 'qdq' else 'QOperator'}"
             t0 = time.perf_counter()

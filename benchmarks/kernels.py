@@ -51,7 +51,7 @@ def bench_gemm(repeats=30):
 
     from minquant.affine import choose_qparams, quantize
     from minquant.kernels import QLinear
-    from minquant.frameworks import torch_ops as torch_quant
+    from minquant.frameworks import torch_oracle as torch_quant
 
     rng = np.random.default_rng(0)
     m, k, n = 256, 1024, 1024
@@ -86,7 +86,7 @@ def bench_convs(repeats=20):
 
     from minquant.kernels import QConv2d
     from minquant.data.zoo import mobilenet_v2_conv_cases
-    from minquant.frameworks import torch_ops as torch_quant
+    from minquant.frameworks import torch_oracle as torch_quant
 
     rows = []
     for case in mobilenet_v2_conv_cases(with_bias=True):

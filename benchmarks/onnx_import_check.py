@@ -31,7 +31,7 @@ import numpy as np  # noqa: E402
 def compare(label, path, x, batch, float_model=False):
     import minquant
     from minquant.interop.onnx.importer import from_onnx, from_onnx_quantized
-    from minquant.frameworks.ort_recipes import ort_runner
+    from minquant.frameworks.ort_oracle import ort_runner
     t0 = time.perf_counter()
     imported = (from_onnx if float_model else from_onnx_quantized)(path)
     t_import = time.perf_counter() - t0
@@ -71,7 +71,8 @@ def main(argv=None):
     torch.set_num_threads(1)
     from minquant.data.datasets import photo_crops
     from minquant.target import Cpu
-    from minquant.frameworks.ort_recipes import export_torch, ort_quantize
+    from minquant.frameworks.ort_oracle import ort_quantize
+    from minquant.frameworks.torch_oracle import export_onnx
     from minquant.data.zoo import mobilenet_v2_imagenet, tiny_cnn_digits
 
     print(f"onnx {onnx.__version__}, onnxruntime {onnxruntime.__version__}, torch {torch.__version__}; "
@@ -79,7 +80,7 @@ def main(argv=None):
     with tempfile.TemporaryDirectory() as d:
         d = Path(d)
         model, (x_tr, _, x_te, _) = tiny_cnn_digits()
-        fp32 = export_torch(model, (1, 1, 28, 28), d / "tiny.onnx")
+        fp32 = export_onnx(model, (1, 1, 28, 28), d / "tiny.onnx")
         compare("TinyCNN float", fp32, x_te, 60, float_model=True)
         compare("TinyCNN QDQ (static, 64 calib)", ort_quantize(fp32, x_tr[:64], d / "tiny_qdq.onnx"), x_te, 60)
         compare("TinyCNN QOperator (static, 64 calib)",
@@ -88,7 +89,7 @@ def main(argv=None):
 
         calib = photo_crops(n_cal, split="calib")
         x_ev = photo_crops(n_ev, split="eval")
-        fp32 = export_torch(mobilenet_v2_imagenet(), (1, 3, 224, 224), d / "mnv2.onnx")
+        fp32 = export_onnx(mobilenet_v2_imagenet(), (1, 3, 224, 224), d / "mnv2.onnx")
         compare("MobileNetV2 float", fp32, x_ev, 20, float_model=True)
         t0 = time.perf_counter()
         qdq = ort_quantize(fp32, calib, d / "mnv2_qdq.onnx")

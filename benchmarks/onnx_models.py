@@ -34,7 +34,7 @@ from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from minquant.frameworks.ort_recipes import ort_runner, ort_session  # noqa: E402
+from minquant.frameworks.ort_oracle import ort_runner, ort_session  # noqa: E402
 
 
 def batched(fn, x, batch=32):

@@ -34,9 +34,10 @@ from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from minquant.frameworks.ort_recipes import export_torch, ort_quantize, ort_runner  # noqa: E402
+from minquant.frameworks.ort_oracle import ort_quantize, ort_runner  # noqa: E402
 from minquant.lesson.timing import median_ms as _median_ms  # noqa: E402
-from minquant.interop.torch.quantized_import import torch_eager_ptq  # noqa: E402
+from minquant.frameworks.torch_oracle import (export_onnx, torch_eager_ptq,  # noqa: E402
+                                              torch_static_tinycnn as torch_tiny_ptq)
 
 warnings.filterwarnings("ignore")
 
@@ -53,19 +54,6 @@ def _agree(f, q):
 # ------------------------------------------------------------------------------------------------------
 # torch recipes
 # ------------------------------------------------------------------------------------------------------
-def torch_tiny_ptq(model, calib, engine, batch=32):
-    import torch
-    import torch.ao.quantization as tq
-
-    from minquant.data.zoo import TinyCNN
-    torch.backends.quantized.engine = engine
-    m = tq.QuantWrapper(TinyCNN())
-    m.module.load_state_dict(model.state_dict())
-    m.eval()
-    tq.fuse_modules(m.module, [["features.0", "features.1"], ["features.2", "features.3"]], inplace=True)
-    return torch_eager_ptq(m, engine, calib, batch=batch)
-
-
 def torchvision_ptq(arch, engine, calib, batch=25):
     import torch
     from torchvision.models.quantization import resnet18
@@ -95,7 +83,7 @@ def mq_run(qm, x, batch=25):
 def ort_models(model, shape, calib, workdir, method="MinMax"):
     """(fp32 path, int8 QDQ per-channel path): torch.onnx.export + onnxruntime.quantization.quantize_static
     (``method`` calibration on ``calib``, QUInt8 activations, QInt8 per-channel weights)."""
-    fp32 = export_torch(model, shape, Path(workdir) / "model.onnx")
+    fp32 = export_onnx(model, shape, Path(workdir) / "model.onnx")
     int8 = ort_quantize(fp32, calib, Path(workdir) / "model_int8.onnx", "qdq", method=method, pre_process=True)
     return fp32, int8
 

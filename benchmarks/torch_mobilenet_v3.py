@@ -34,7 +34,7 @@ warnings.filterwarnings("ignore")
 
 def quantize(model, engine, calib):
     """A fused, eager-mode quantized copy of ``model`` (default ``engine`` qconfig, calibrated on ``calib``)."""
-    from minquant.interop.torch.quantized_import import torch_eager_ptq
+    from minquant.frameworks.torch_oracle import torch_eager_ptq
 
     m = copy.deepcopy(model)
     m.fuse_model()
@@ -47,7 +47,7 @@ def run(quick: bool):
     from minquant.data.datasets import photo_crops
     from minquant.kernels.elementwise import activation_tables
     from minquant.interop.torch import from_torch_quantized
-    from minquant.interop.torch.quantized_import import torch_quantized_codes
+    from minquant.frameworks.torch_oracle import torch_quantized_codes
     from minquant.data.zoo import mobilenet_v3_random
 
     torch.set_num_threads(1)

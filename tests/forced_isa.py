@@ -7,10 +7,10 @@ of oneDNN under engine x86 reads the CPU (cpuinfo) and cannot be forced: on a VN
 still routes convolutions to oneDNN, now running oneDNN's AVX2 kernels. The :class:`~minquant.target.Cpu`
 that describes such a process is ``forced_cpu()``: the host's features with the three caps.
 
-``call(fn, *arrays, **kwargs)`` imports ``fn`` ("module:function", e.g. "minquant.frameworks.torch_ops:qconv2d") in
+``call(fn, *arrays, **kwargs)`` imports ``fn`` ("module:function", e.g. "minquant.frameworks.torch_oracle:qconv2d") in
 the child, calls it with the arrays (NumPy, passed through a temporary .npz, ``allow_pickle=False``) and
 JSON-able keyword arguments, and returns its NumPy result. ``engine=`` (optional) wraps the call in
-``minquant.frameworks.torch_ops.engine(...)``.
+``minquant.frameworks.torch_oracle.engine(...)``.
 """
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ args_path, out_path, spec = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
 mod, fn = spec["fn"].split(":")
 f = getattr(importlib.import_module(mod), fn)
 import contextlib
-from minquant.frameworks.torch_ops import engine
+from minquant.frameworks.torch_oracle import engine
 outs = {}
 with np.load(args_path, allow_pickle=False) as z, (engine(spec["engine"]) if spec["engine"] else contextlib.nullcontext()):
     for c, call in enumerate(spec["calls"]):

@@ -10,7 +10,7 @@ from hypothesis import assume, given, settings, strategies as st
 
 from minquant.affine import (choose_qparams, dequantize, fake_quantize, pack_int4, quantize, qtype,
                              to_float16, unpack_int4)
-from minquant.frameworks import ort_ops as ort_quant, torch_ops as torch_quant
+from minquant.frameworks import ort_oracle as ort_quant, torch_oracle as torch_quant
 
 SET = dict(max_examples=60, deadline=None, derandomize=True)
 

@@ -21,26 +21,26 @@ def one_thread():
 
 
 def test_seed_quantize_dynamic_leaves_conv_float(digits_model):
-    from minquant.frameworks import torch_recipes as recipes
+    from minquant.frameworks import torch_oracle
     from minquant.quantized import report_torch_quantized
     model, (_, _, x_te, _) = digits_model
-    q = recipes.seed_quantize_dynamic(model)
+    q = torch_oracle.seed_quantize_dynamic(model)
     rep = report_torch_quantized(q)
     assert rep.by_kind() == {"conv2d": (0, 2), "linear": (1, 1)}
-    f, g = recipes.torch_logits(model, x_te[:64]), recipes.torch_logits(q, x_te[:64])
+    f, g = torch_oracle.torch_logits(model, x_te[:64]), torch_oracle.torch_logits(q, x_te[:64])
     assert not np.array_equal(f, g)                      # the Linear really is int8 …
     assert (f.argmax(1) == g.argmax(1)).mean() >= 0.95    # … and barely changes the predictions
 
 
 def test_common_rows_on_tinycnn(digits_model):
-    from minquant.frameworks import torch_recipes as recipes
+    from minquant.frameworks import torch_oracle
     model, (x_tr, _, x_te, y_te) = digits_model
     x_ev, y_ev = x_te[:120], y_te[:120]
-    f_ref = recipes.torch_logits(model, x_ev)
+    f_ref = torch_oracle.torch_logits(model, x_ev)
     cfg = demo.settings(quick=True)
     art = {}
     rows = demo._common_rows("TinyCNN", model, (1, 1, 28, 28), x_tr[:64], x_ev, y_ev, f_ref, x_ev[:1], 1,
-                             lambda c: recipes.torch_static_tinycnn(model, c, "x86"), cfg, art)
+                             lambda c: torch_oracle.torch_static_tinycnn(model, c, "x86"), cfg, art)
     demo.measure_latencies(rows)
     by = {r.variant.strip(): r for r in rows}
     assert list(by) == ["fp32", "torch quantize_dynamic (seed's line)", "torch static int8 (eager, x86)",
@@ -82,11 +82,11 @@ def test_prune_helper_reaches_the_target_sparsity(digits_model):
 
 def test_onnx_rows_without_exporter(digits_model, monkeypatch):
     pytest.importorskip("onnxruntime")
-    from minquant.frameworks import torch_recipes as recipes
+    from minquant.frameworks import torch_oracle
     model, (x_tr, _, x_te, y_te) = digits_model
     monkeypatch.setattr(demo, "_to_onnx", lambda: None)
     x_ev, y_ev = x_te[:100], y_te[:100]
-    f_ref = recipes.torch_logits(model, x_ev)
+    f_ref = torch_oracle.torch_logits(model, x_ev)
     rows = demo._onnx_rows("TinyCNN", model, (1, 1, 28, 28), x_tr[:32], x_ev, y_ev, f_ref, x_ev[:1], 1, {})
     assert [r.variant for r in rows] == ["ONNX Runtime fp32 (torch.onnx.export)",
                                          "ONNX Runtime int8 (its quantize_static, QDQ)",

@@ -30,7 +30,7 @@ from minquant.kernels.dynamic import (dynamic_conv2d, dynamic_conv2d_reference, 
 from minquant.kernels.int4 import int4_linear, int4_linear_reference  # noqa: E402
 from minquant.kernels.pool import (qadaptive_avg_pool2d, qadaptive_avg_pool2d_reference,  # noqa: E402
                                    qavg_pool2d, qavg_pool2d_reference, qmax_pool2d, qmax_pool2d_reference)
-from minquant.frameworks.ort_ops import run_node  # noqa: E402
+from minquant.frameworks.ort_oracle import ort_session as oracle_session, run_node  # noqa: E402
 from minquant.target import Target, resolve_linear, resolve_ops  # noqa: E402
 import forced_isa  # noqa: E402
 
@@ -96,12 +96,7 @@ def ort_session(nodes, inputs, outputs, inits=(), opsets=(("", 17), ("com.micros
     g = helper.make_graph(nodes, "g", inputs, outputs, initializer=list(inits))
     m = helper.make_model(g, opset_imports=[helper.make_opsetid(d, v) for d, v in opsets])
     m.ir_version = 10
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = 1
-    so.inter_op_num_threads = 1
-    so.log_severity_level = 3
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    return ort.InferenceSession(m.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    return oracle_session(m, optimize=False)
 
 
 # =========================================================================================================
@@ -527,7 +522,7 @@ def test_dynamic_linear_pair_saturation_matters(eng, monkeypatch):
     x, w_q, w_scale, w_zp, bias = _dyn_case(5, 32, 128, 32, False)
     exact = dynamic_linear_reference(x, w_q, w_scale, w_zp, bias, reduce_range=False, target="fbgemm@avx512-vnni")
     if eng == "fbgemm":
-        y_avx2 = forced_isa.call("minquant.frameworks.torch_ops:dynamic_linear", x, w_q, w_scale, w_zp, bias,
+        y_avx2 = forced_isa.call("minquant.frameworks.torch_oracle:dynamic_linear", x, w_q, w_scale, w_zp, bias,
                                  reduce_range=False, engine="fbgemm")
         avx2 = Target("fbgemm", forced_isa.forced_cpu())
         assert bits_differ(dynamic_linear_reference(x, w_q, w_scale, w_zp, bias, reduce_range=False, target=avx2),

@@ -12,7 +12,7 @@ from hypothesis import given, settings, HealthCheck, strategies as st
 from minquant.affine import quantize_bias
 from minquant.kernels import qconv2d, qconv2d_reference, qlinear, qlinear_reference
 from minquant.target import Cpu, Target
-from minquant.frameworks import ort_ops as ort_quant, torch_ops as torch_quant
+from minquant.frameworks import ort_oracle as ort_quant, torch_oracle as torch_quant
 
 import forced_isa
 
@@ -188,7 +188,7 @@ def test_pair_saturation_is_what_makes_fbgemm_exact():
     xs, xz, ws = np.float32(0.01), 0, np.float32(0.001)
     ys, yz = np.float32(20.0 / 250), 0   # exact result ≈ 16.5, saturated ≈ 10.5: both inside the range
     args = (x_q, xs, xz, w_q, ws, 0, None, ys, yz)
-    want_avx2 = forced_isa.call("minquant.frameworks.torch_ops:qlinear", *args, engine="fbgemm")
+    want_avx2 = forced_isa.call("minquant.frameworks.torch_oracle:qlinear", *args, engine="fbgemm")
     with torch_quant.engine("fbgemm"):
         want_host = torch_quant.qlinear(*args)
     exact = qlinear_reference(*args, target="minquant")
@@ -218,7 +218,7 @@ def test_qconv2d_forced_avx2_matches_torch(engine):
         cases = [((x, xs, xz, w, ws, 1, None if b is None else b, ys, yz), {**kw, "relu": False})
                  for (x, xs, xz, w, ws, wz, b, ys, yz), kw in cases if np.ndim(ws) == 0]
         assert len(cases) >= 10
-    wants = forced_isa.call_many("minquant.frameworks.torch_ops:qconv2d", [(args, kw) for args, kw in cases], engine=engine)
+    wants = forced_isa.call_many("minquant.frameworks.torch_oracle:qconv2d", [(args, kw) for args, kw in cases], engine=engine)
     bad = []
     for i, ((args, kw), want) in enumerate(zip(cases, wants)):
         got = qconv2d(*args, **kw, target=target)

@@ -6,7 +6,7 @@ import numpy as np
 
 from minquant.kernels import QConv2d
 from minquant.data.zoo import mobilenet_v2_conv_cases
-from minquant.frameworks import (ort_ops as ort_quant, torch_ops as torch_quant)  # the frameworks' recipes (repository top level)
+from minquant.frameworks import ort_oracle as ort_quant, torch_oracle as torch_quant  # the frameworks' oracles
 
 
 def mobilenet_kernels_crosscheck():

@@ -17,7 +17,7 @@ ort = pytest.importorskip("onnxruntime")
 import minquant  # noqa: E402
 from minquant.graph import OPS, Graph, Node  # noqa: E402
 from minquant.interop.onnx.exporter import to_onnx  # noqa: E402
-from minquant.frameworks.ort_recipes import ort_runner  # noqa: E402
+from minquant.frameworks.ort_oracle import ort_runner  # noqa: E402
 from minquant.quantized import QuantizedModel, ops, quantize_dynamic, quantize_static  # noqa: E402
 
 torch.set_num_threads(1)

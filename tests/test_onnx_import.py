@@ -23,7 +23,8 @@ from onnx import numpy_helper as onh  # noqa: E402
 
 import minquant  # noqa: E402
 from minquant.interop.onnx.importer import OnnxGraph, from_onnx, from_onnx_quantized, fuse_qdq, load_onnx  # noqa: E402
-from minquant.frameworks.ort_recipes import export_torch, ort_quantize, ort_runner  # noqa: E402
+from minquant.frameworks.ort_oracle import ort_quantize, ort_runner  # noqa: E402
+from minquant.frameworks.torch_oracle import export_onnx  # noqa: E402
 from minquant.quantized import QuantizedModel  # noqa: E402
 
 torch.set_num_threads(1)
@@ -59,10 +60,10 @@ def files(tmp_path_factory, digits_model):
     from minquant.data.zoo import mobilenet_v2_imagenet
     d = tmp_path_factory.mktemp("onnx_import")
     model, (x_tr, _, x_te, _) = digits_model
-    out = {"tiny": export_torch(model, (1, 1, 28, 28), d / "tiny.onnx"), "x_digits": x_te[:120]}
+    out = {"tiny": export_onnx(model, (1, 1, 28, 28), d / "tiny.onnx"), "x_digits": x_te[:120]}
     for fmt in ("qdq", "qoperator", "dynamic"):
         out[f"tiny_{fmt}"] = ort_quantize(out["tiny"], x_tr[:16], d / f"tiny_{fmt}.onnx", fmt)
-    out["mnv2"] = export_torch(mobilenet_v2_imagenet(), (1, 3, 224, 224), d / "mnv2.onnx")
+    out["mnv2"] = export_onnx(mobilenet_v2_imagenet(), (1, 3, 224, 224), d / "mnv2.onnx")
     out["mnv2_qdq"] = ort_quantize(out["mnv2"], photo_crops(8, split="calib"), d / "mnv2_qdq.onnx")
     out["x_photos"] = photo_crops(3, split="eval")
     return out

@@ -19,7 +19,7 @@ import torch.nn as nn
 from minquant.data.datasets import photo_crops
 from minquant.quantized import compare
 from minquant.interop.torch import from_torch_quantized
-from minquant.interop.torch.quantized_import import torch_eager_ptq, torch_quantized_codes
+from minquant.frameworks.torch_oracle import torch_eager_ptq, torch_quantized_codes
 from minquant.data.zoo import TinyCNN, mobilenet_v2_imagenet, mobilenet_v3_random, tiny_cnn_digits
 
 torch.set_num_threads(1)

@@ -152,11 +152,11 @@ def test_saved_model_computes_its_recorded_cpu_on_this_host(digits_model, tmp_pa
                                                 dilation=list(a.dilation), groups=a.groups, relu=lo == a.y_zp)))
         mine.append(codes[n.name])
     assert len(calls) == 2
-    want_avx2 = forced_isa.call_many("minquant.frameworks.torch_ops:qconv2d", calls, engine="fbgemm")
+    want_avx2 = forced_isa.call_many("minquant.frameworks.torch_oracle:qconv2d", calls, engine="fbgemm")
     for got, want in zip(mine, want_avx2):
         np.testing.assert_array_equal(got, want)
     if Cpu.host().fbgemm_vnni:      # this host's own fbgemm is exact: the recorded CPU really mattered
-        from minquant.frameworks import torch_ops as torch_quant
+        from minquant.frameworks import torch_oracle as torch_quant
         with torch_quant.engine("fbgemm"):
             native = [torch_quant.qconv2d(*args, **kw) for args, kw in calls]
         assert sum(int((w != v).sum()) for w, v in zip(want_avx2, native)) > 0

@@ -251,21 +251,18 @@ def _torchscript_into_arch(ts, path, arch):
 
 
 def _torchscript_to_graph(ts, path, input_shape):
-    """TorchScript → ONNX (torch's TorchScript exporter) → :func:`minquant.interop.onnx.importer.from_onnx`."""
+    """TorchScript → ONNX (torch's TorchScript exporter,
+    :func:`minquant.frameworks.torch_oracle.export_onnx`) → :func:`minquant.interop.onnx.importer.from_onnx`."""
     import tempfile
-    import warnings
 
-    import torch
+    from ..frameworks.torch_oracle import export_onnx
     if input_shape is None:
         raise UsageError(f"{path} is a TorchScript model of unknown input size: give --input-shape C,H,W "
                          "(or --arch)")
     with tempfile.TemporaryDirectory() as d:
         onnx_path = Path(d) / "model.onnx"
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                torch.onnx.export(ts, (torch.zeros(input_shape),), str(onnx_path), dynamo=False,
-                                  opset_version=17, input_names=["input"], output_names=["output"])
+            export_onnx(ts, input_shape, onnx_path, input_name="input", output_name="output", dynamic_batch=False)
         except Exception as e:
             raise InputError(f"{path}: torch could not export the TorchScript model to ONNX: "
                              f"{str(e).splitlines()[0][:200]}") from None

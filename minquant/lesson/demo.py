@@ -38,8 +38,9 @@ logit SQNR = 10·log10(Σf²/Σ(f − q)²) against it.
 
 ``main(quick=True)`` uses fewer photo crops, fewer timing repeats and fewer fine-tuning epochs. With a
 ``report_dir`` the demo also writes PNG figures (:mod:`minquant.lesson.report`), ``results.json`` and
-``report.md`` there. The frameworks' recipes are in :mod:`minquant.frameworks.torch_recipes` (the operator-level test
-oracles are in the repository's ``reference/`` package). Imports torch: not part of the numpy-only core.
+``report.md`` there. The frameworks' recipes are in :mod:`minquant.frameworks.torch_oracle` and
+:mod:`minquant.frameworks.ort_oracle` (beside the operator-level test oracles). Imports torch: not part of the
+numpy-only core.
 """
 from __future__ import annotations
 
@@ -209,33 +210,33 @@ def _to_onnx():
 def _common_rows(name, model, shape, calib, x_eval, y_eval, f_ref, x1, reps, torch_static, cfg, art,
                  n_eval_dynamic=None):
     """fp32, torch dynamic (seed), torch static + minquant's run of it, minquant dynamic / static."""
-    from ..frameworks import torch_recipes as recipes
+    from ..frameworks import torch_oracle
     from ..interop.torch import quantized_import as from_torch_quantized
     from ..quantized import quantize_dynamic, quantize_static, report_torch_quantized
 
     rows = []
-    r = Row(name, "fp32", "torch", recipes.state_dict_file_bytes(model), _fp32_param_bytes(model),
+    r = Row(name, "fp32", "torch", torch_oracle.state_dict_file_bytes(model), _fp32_param_bytes(model),
             _torch_timed(model, x1, reps), note="the reference for 'agree' and 'SQNR'")
     r.accuracy = None if y_eval is None else float((f_ref.argmax(1) == y_eval).mean())
     rows.append(r)
 
     with _step("PyTorch quantize_dynamic, as the seed writes it"):
-        qd = recipes.seed_quantize_dynamic(model)
+        qd = torch_oracle.seed_quantize_dynamic(model)
         rep = report_torch_quantized(qd)
         kinds = rep.by_kind()
         conv_q, conv_n = kinds.get("conv2d", (0, 0))
         lin_q, lin_n = kinds.get("linear", (0, 0))
-        r = Row(name, "torch quantize_dynamic (seed's line)", "torch", recipes.state_dict_file_bytes(qd),
+        r = Row(name, "torch quantize_dynamic (seed's line)", "torch", torch_oracle.state_dict_file_bytes(qd),
                 _torch_q_param_bytes(qd),
                 _torch_timed(qd, x1, reps),
                 note=f"int8: {lin_q}/{lin_n} Linear, {conv_q}/{conv_n} Conv2d (Conv2d stays float)")
-        rows.append(_scores(r, f_ref, recipes.torch_logits(qd, x_eval), y_eval))
+        rows.append(_scores(r, f_ref, torch_oracle.torch_logits(qd, x_eval), y_eval))
     art[f"{name}_torch_dynamic_report"] = str(rep)
 
     with _step("PyTorch static int8 (QuantStub/DeQuantStub, fuse, calibrate, convert; engine x86)"):
         tq = torch_static(calib)
-        t_logits = recipes.torch_logits(tq, x_eval)
-        r = Row(name, "torch static int8 (eager, x86)", "torch", recipes.state_dict_file_bytes(tq),
+        t_logits = torch_oracle.torch_logits(tq, x_eval)
+        r = Row(name, "torch static int8 (eager, x86)", "torch", torch_oracle.state_dict_file_bytes(tq),
                 _torch_q_param_bytes(tq), _torch_timed(tq, x1, reps))
         rows.append(_scores(r, f_ref, t_logits, y_eval))
     with _step("minquant runs torch's int8 model (from_torch_quantized)"):
@@ -275,23 +276,23 @@ def _common_rows(name, model, shape, calib, x_eval, y_eval, f_ref, x1, reps, tor
 
 def _onnx_rows(name, model, shape, calib, x_eval, y_eval, f_ref, x1, reps, art):
     """torch.onnx.export → ONNX Runtime fp32; ORT quantize_static (QDQ); minquant to_onnx → ORT."""
-    from ..frameworks import torch_recipes as recipes
+    from ..frameworks import ort_oracle, torch_oracle
     from ..quantized import quantize_static
 
     rows = []
     with tempfile.TemporaryDirectory() as d:
         d = Path(d)
         with _step("torch.onnx.export, ONNX Runtime fp32"):
-            fp32 = recipes.export_onnx(model, shape, d / "model.onnx")
-            run = recipes.ort_runner(fp32)
+            fp32 = torch_oracle.export_onnx(model, shape, d / "model.onnx")
+            run = ort_oracle.ort_runner(fp32)
             r = Row(name, "ONNX Runtime fp32 (torch.onnx.export)", "ONNX Runtime", fp32.stat().st_size,
-                    recipes.onnx_initializer_bytes(fp32), _Timed(partial(run, x1), reps))
+                    ort_oracle.onnx_initializer_bytes(fp32), _Timed(partial(run, x1), reps))
             rows.append(_scores(r, f_ref, run(x_eval), y_eval))
         with _step("ONNX Runtime quantize_static (QDQ, per-channel, MinMax)"):
-            int8 = recipes.ort_quantize_static(fp32, d / "model_int8.onnx", calib)
-            run = recipes.ort_runner(int8)
+            int8 = ort_oracle.ort_quantize(fp32, calib, d / "model_int8.onnx", "qdq", pre_process=True)
+            run = ort_oracle.ort_runner(int8)
             r = Row(name, "ONNX Runtime int8 (its quantize_static, QDQ)", "ONNX Runtime", int8.stat().st_size,
-                    recipes.onnx_initializer_bytes(int8), _Timed(partial(run, x1), reps),
+                    ort_oracle.onnx_initializer_bytes(int8), _Timed(partial(run, x1), reps),
                     note=f"MinMax calibration, {len(calib)} samples")
             rows.append(_scores(r, f_ref, run(x_eval), y_eval))
         export = _to_onnx()
@@ -307,7 +308,7 @@ def _onnx_rows(name, model, shape, calib, x_eval, y_eval, f_ref, x1, reps, art):
                 label = {"qdq": "QDQ", "qoperator": "QOperator"}[fmt]
                 try:
                     path = Path(export(qm, d / f"model_mq_{fmt}.onnx", fmt))
-                    run = recipes.ort_runner(path)
+                    run = ort_oracle.ort_runner(path)
                     got = run(x_eval)
                 except Exception as e:  # the exporter is new: report, do not crash the demo
                     rows.append(Row(name, f"ONNX Runtime runs minquant int8 ({label})", "ONNX Runtime",
@@ -315,7 +316,7 @@ def _onnx_rows(name, model, shape, calib, x_eval, y_eval, f_ref, x1, reps, art):
                     continue
                 differ = int((got != mine).sum())
                 r = Row(name, f"ONNX Runtime runs minquant int8 ({label})", "ONNX Runtime", path.stat().st_size,
-                        recipes.onnx_initializer_bytes(path), _Timed(partial(run, x1), reps),
+                        ort_oracle.onnx_initializer_bytes(path), _Timed(partial(run, x1), reps),
                         note=f"vs minquant target='onnxruntime': {differ}/{got.size} logits differ")
                 rows.append(_scores(r, f_ref, got, y_eval))
                 art.setdefault("ort_exact", []).append((name, label, differ, got.size))
@@ -356,7 +357,7 @@ def _weight_sparsity(model, names) -> float:
 
 
 def tinycnn_rows(cfg: Settings, art: dict) -> list[Row]:
-    from ..frameworks import torch_recipes as recipes
+    from ..frameworks import torch_oracle
     from ..distill import count_params, stratified_subset, student_cnn, train
     from ..prune import storage_report
     from ..quantized import quantize_static
@@ -370,7 +371,7 @@ def tinycnn_rows(cfg: Settings, art: dict) -> list[Row]:
     f_ref = predict_logits(model, x_te)
     x1, calib, reps = x_te[:1], x_tr[:256], cfg.tiny_repeats
     rows = _common_rows(name, model, (1, 1, 28, 28), calib, x_te, y_te, f_ref, x1, reps,
-                        lambda c: recipes.torch_static_tinycnn(model, c, "x86"), cfg, art)
+                        lambda c: torch_oracle.torch_static_tinycnn(model, c, "x86"), cfg, art)
     art["tiny"] = dict(model=model, data=(x_tr, y_tr, x_te, y_te))
 
     # pruning: 90 % one-shot + fine-tune (the table), plus the accuracy-vs-sparsity curve
@@ -399,7 +400,7 @@ def tinycnn_rows(cfg: Settings, art: dict) -> list[Row]:
         m, qm, pf, pq, sp = pruned90
         best = storage_report(m)["best"]
         r = Row(name, f"pruned {sp:.0%} (magnitude) + {cfg.finetune_epochs} ep fine-tune", "torch",
-                recipes.state_dict_file_bytes(m), _fp32_param_bytes(m), _torch_timed(m, x1, reps),
+                torch_oracle.state_dict_file_bytes(m), _fp32_param_bytes(m), _torch_timed(m, x1, reps),
                 note=f"zeros stored dense by torch; best sparse encoding {best:,} B")
         rows.append(_scores(r, f_ref, pf, y_te, sqnr=False))
         r = Row(name, "  pruned → minquant static int8", "minquant", _saved_bytes(qm), qm.size_bytes(),
@@ -421,7 +422,7 @@ def tinycnn_rows(cfg: Settings, art: dict) -> list[Row]:
                             f"{n_t / n_s:.1f}× fewer params than TinyCNN"),
                            (f"student, distilled from TinyCNN ({len(xs)} images)", kd,
                             "T=4, α=0.7, ×T²; agreement = with the teacher")):
-        r = Row(name, label, "torch", recipes.state_dict_file_bytes(m), _fp32_param_bytes(m),
+        r = Row(name, label, "torch", torch_oracle.state_dict_file_bytes(m), _fp32_param_bytes(m),
                 _torch_timed(m, x1, reps), note=note)
         rows.append(_scores(r, f_ref, predict_logits(m, x_te), y_te, sqnr=False))
     r = Row(name, "  distilled student → minquant static int8", "minquant", _saved_bytes(qkd), qkd.size_bytes(),
@@ -438,7 +439,7 @@ def tinycnn_rows(cfg: Settings, art: dict) -> list[Row]:
 # MobileNetV2
 # ------------------------------------------------------------------------------------------------------
 def mobilenet_rows(cfg: Settings, art: dict) -> list[Row]:
-    from ..frameworks import torch_recipes as recipes
+    from ..frameworks import torch_oracle
     from ..data.datasets import photo_crops
     from ..prune import prune_channels, prune_magnitude
     from ..data.training import predict_logits
@@ -452,7 +453,7 @@ def mobilenet_rows(cfg: Settings, art: dict) -> list[Row]:
         f_ref = predict_logits(model, x_ev, batch_size=16)
     x1, reps = x_ev[:1], cfg.big_repeats
     rows = _common_rows(name, model, (1, 3, 224, 224), calib, x_ev, None, f_ref, x1, reps,
-                        lambda c: recipes.torch_static_mobilenet_v2(c, "x86"), cfg, art,
+                        lambda c: torch_oracle.torch_static_mobilenet_v2(c, "x86"), cfg, art,
                         n_eval_dynamic=cfg.n_eval_dynamic)
     art["mnv2"] = dict(model=model, calib=calib, eval=x_ev)
 
@@ -466,12 +467,12 @@ def mobilenet_rows(cfg: Settings, art: dict) -> list[Row]:
             points.append(("global magnitude, no fine-tuning: agreement with fp32", s, _agree(f_ref, out)))
             if abs(s - 0.1) < 1e-9:
                 r = Row(name, "pruned 10 % (global magnitude), no fine-tune", "torch",
-                        recipes.state_dict_file_bytes(m), _fp32_param_bytes(m), _torch_timed(m, x1, reps),
+                        torch_oracle.state_dict_file_bytes(m), _fp32_param_bytes(m), _torch_timed(m, x1, reps),
                         note="no ImageNet here to fine-tune on")
                 rows.append(_scores(r, f_ref, out, None))
         m = prune_channels(model, (1, 3, 224, 224), 0.02)
         r = Row(name, "pruned 2 % of channels (L1, removed), no fine-tune", "torch",
-                recipes.state_dict_file_bytes(m), _fp32_param_bytes(m), _torch_timed(m, x1, reps),
+                torch_oracle.state_dict_file_bytes(m), _fp32_param_bytes(m), _torch_timed(m, x1, reps),
                 note="structured pruning wrecks it without fine-tuning")
         rows.append(_scores(r, f_ref, predict_logits(m, x_ev, batch_size=16), None))
     art["mnv2_sparsity"] = points

@@ -58,7 +58,7 @@ from ...quantized import ops
 from ...target import Target, as_target
 from ...quantized.model import DeferredModel, QuantizedModel
 
-__all__ = ["from_torch_quantized", "engine_target", "torch_eager_ptq", "torch_quantized_codes"]
+__all__ = ["from_torch_quantized", "engine_target"]
 
 _ENGINES = ("x86", "fbgemm", "qnnpack")
 
@@ -450,61 +450,3 @@ def from_torch_quantized(qmodel, input_shape=None, *, engine: str | None = None,
     graph = _QImporter(gm, shape[0], label, info).build()
     return QuantizedModel(graph, target, meta={"method": "from_torch_quantized", "engine": engine,
                                                 "torch_version": torch.__version__})
-
-
-# ----------------------------------------------------------------------------------------------------------
-# the torch side of a cross-check (tests, benchmarks)
-# ----------------------------------------------------------------------------------------------------------
-def torch_eager_ptq(model, engine: str, calib, *, batch: int | None = None):
-    """torch's eager-mode post-training static quantization of ``model``, in place; returns it converted.
-
-    ``model.qconfig = get_default_qconfig(engine)`` → ``prepare`` → forward ``calib`` (a NumPy array or a
-    tensor; in one pass, or in slices of ``batch`` — torch's histogram observers merge batches, so the two
-    may give different qparams) under ``torch.no_grad()`` → ``convert``. Fuse modules *before* calling
-    (``model.fuse_model()`` / ``fuse_modules``); select the engine too (``torch.backends.quantized.engine =
-    engine``): this function does not change it. torch's DeprecationWarnings about ``torch.ao.quantization``
-    are silenced here (this *is* the eager API being cross-checked)."""
-    import warnings
-
-    import torch
-    import torch.ao.quantization as tq
-
-    data = torch.from_numpy(calib) if isinstance(calib, np.ndarray) else calib
-    if len(data) == 0:
-        raise ValueError("torch_eager_ptq: the calibration data is empty")
-    if batch is not None and batch < 1:
-        raise ValueError(f"torch_eager_ptq: batch must be ≥ 1, got {batch}")
-    step = len(data) if batch is None else batch
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        model.qconfig = tq.get_default_qconfig(engine)
-        tq.prepare(model, inplace=True)
-        with torch.no_grad():
-            for i in range(0, len(data), step):
-                model(data[i:i + step])
-        return tq.convert(model, inplace=True)
-
-
-def torch_quantized_codes(qmodel, x: np.ndarray):
-    """One torch forward pass of ``qmodel`` on ``x``: ``(output as NumPy, {module name: uint8 codes})`` —
-    the codes of every quantized tensor a submodule returns (forward hooks; FloatFunctional outputs are
-    named by their module, e.g. ``…skip_mul``), to compare with ``QuantizedModel.run(x, intermediates=True,
-    raw=True)``."""
-    import torch
-
-    seen = {}
-
-    def hook(name):
-        def f(mod, inp, out):
-            if isinstance(out, torch.Tensor) and out.is_quantized:
-                seen[name] = out.int_repr().numpy().copy()
-        return f
-
-    handles = [m.register_forward_hook(hook(n)) for n, m in qmodel.named_modules() if n]
-    try:
-        with torch.no_grad():
-            out = qmodel(torch.from_numpy(x)).numpy()
-    finally:
-        for h in handles:
-            h.remove()
-    return out, seen
