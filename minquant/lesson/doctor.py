@@ -16,14 +16,16 @@ the float32 bits of a float output). The cases are built so that a wrong emulati
   at 0 or 255 (``clipped`` = the fraction of the framework's outputs at 0 or 255);
 * element counts that are not a multiple of ATen's SIMD block, so the scalar tail is exercised.
 
-torch and onnxruntime are imported inside the functions; a missing framework gives rows that say so
-(``checked=False``) instead of failing. Everything runs on one thread (torch's thread count is restored).
+The framework side is the package's oracles, :mod:`minquant.frameworks.torch_oracle` (one op under
+``engine(...)``) and :mod:`minquant.frameworks.ort_oracle` (one-node models), imported inside the functions; a
+missing framework gives rows that say so (``checked=False``) instead of failing. Everything runs on one thread (torch's thread count is restored).
 
     rows = doctor()                 # list[Row]
     print(format_table(rows))
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
 import warnings
@@ -257,22 +259,33 @@ def _pool_case(rng):
 
 
 # ------------------------------------------------------------------------------------------------------
-# minquant's side
+# the two sides: minquant's fast kernels and the frameworks' oracles (minquant.frameworks.torch_oracle /
+# ort_oracle) take the same arguments
 # ------------------------------------------------------------------------------------------------------
+def _gemm_args(c):
+    return c["x"], c["xs"], c["xz"], c["w"], c["ws"], c["wz"], c["bias"], c["ys"], c["yz"]
+
+
+def _pair_args(c):
+    return c["a"], c["sa"], c["za"], c["b"], c["sb"], c["zb"], c["ys"], c["yz"]
+
+
+def _conv_kw(c):
+    return dict(stride=1, padding=1, dilation=1, groups=c["groups"])
+
+
 def _minquant(family, c, ar):
     """minquant's fast kernel on case ``c`` under the resolved arithmetic ``ar``."""
     from ..kernels import dynamic_linear, int4_linear, qadaptive_avg_pool2d, qadd, qconv2d, qlinear
     from ..kernels.elementwise import qactivation, qmul
     if family in ("linear", "QLinearMatMul"):
-        return qlinear(c["x"], c["xs"], c["xz"], c["w"], c["ws"], c["wz"], c["bias"], c["ys"], c["yz"],
-                       target=ar)
+        return qlinear(*_gemm_args(c), target=ar)
     if "onv" in family:
-        return qconv2d(c["x"], c["xs"], c["xz"], c["w"], c["ws"], c["wz"], c["bias"], c["ys"], c["yz"],
-                       stride=1, padding=1, dilation=1, groups=c["groups"], target=ar)
+        return qconv2d(*_gemm_args(c), **_conv_kw(c), target=ar)
     if family in ("add", "QLinearAdd"):
-        return qadd(c["a"], c["sa"], c["za"], c["b"], c["sb"], c["zb"], c["ys"], c["yz"], target=ar)
+        return qadd(*_pair_args(c), target=ar)
     if family == "mul":
-        return qmul(c["a"], c["sa"], c["za"], c["b"], c["sb"], c["zb"], c["ys"], c["yz"], target=ar)
+        return qmul(*_pair_args(c), target=ar)
     if family == "hardswish":
         return qactivation("hardswish", c["x"], c["xs"], c["xz"], c["ys"], c["yz"], target=ar)
     if family == "global avg pool":
@@ -288,77 +301,44 @@ def _minquant(family, c, ar):
     raise ValueError(f"no minquant kernel for family {family!r}")
 
 
-# ------------------------------------------------------------------------------------------------------
-# torch's side (private helpers; torch imported lazily)
-# ------------------------------------------------------------------------------------------------------
-def _tq_act(torch, codes, scale, zp):
-    return torch._make_per_tensor_quantized_tensor(torch.from_numpy(np.ascontiguousarray(codes)), float(scale),
-                                                   int(zp))
-
-
-def _tq_weight(torch, w, ws, wz):
-    return torch._make_per_channel_quantized_tensor(torch.from_numpy(np.ascontiguousarray(w)),
-                                                    torch.from_numpy(np.asarray(ws, np.float64)),
-                                                    torch.from_numpy(np.asarray(wz, np.int64)), 0)
-
-
-def _torch_run(torch, family, c):
-    ops = torch.ops.quantized
-    if family in ("linear", "dynamic linear"):
-        packed = ops.linear_prepack(_tq_weight(torch, c["w"], c["ws"], c["wz"]), torch.from_numpy(c["bias"]))
-        if family == "dynamic linear":
-            return ops.linear_dynamic(torch.from_numpy(c["xf"]), packed, True).numpy()
-        return ops.linear(_tq_act(torch, c["x"], c["xs"], c["xz"]), packed, float(c["ys"]),
-                          int(c["yz"])).int_repr().numpy()
+def _torch_run(family, c):
+    """torch's operator on case ``c`` under the current engine (:mod:`minquant.frameworks.torch_oracle`)."""
+    from ..frameworks import torch_oracle as tor
+    if family == "linear":
+        return tor.qlinear(*_gemm_args(c))
+    if family == "dynamic linear":
+        return tor.dynamic_linear(c["xf"], c["w"], c["ws"], c["wz"], c["bias"], reduce_range=True)
     if family.startswith("conv"):
-        packed = ops.conv2d_prepack(_tq_weight(torch, c["w"], c["ws"], c["wz"]), torch.from_numpy(c["bias"]),
-                                    [1, 1], [1, 1], [1, 1], int(c["groups"]))
-        return ops.conv2d(_tq_act(torch, c["x"], c["xs"], c["xz"]), packed, float(c["ys"]),
-                          int(c["yz"])).int_repr().numpy()
+        return tor.qconv2d(*_gemm_args(c), **_conv_kw(c))
     if family in ("add", "mul"):
-        a, b = _tq_act(torch, c["a"], c["sa"], c["za"]), _tq_act(torch, c["b"], c["sb"], c["zb"])
-        op = ops.add if family == "add" else ops.mul
-        return op(a, b, float(c["ys"]), int(c["yz"])).int_repr().numpy()
+        return (tor.qadd if family == "add" else tor.qmul)(*_pair_args(c))
     if family == "hardswish":
-        return ops.hardswish(_tq_act(torch, c["x"], c["xs"], c["xz"]), float(c["ys"]),
-                             int(c["yz"])).int_repr().numpy()
+        return tor.qhardswish(c["x"], c["xs"], c["xz"], c["ys"], c["yz"])
     if family == "global avg pool":
-        return torch.nn.functional.adaptive_avg_pool2d(_tq_act(torch, c["x"], c["xs"], c["xz"]),
-                                                       1).int_repr().numpy()
+        return tor.qadaptive_avg_pool2d(c["x"], c["xs"], c["xz"], 1)
     raise ValueError(family)
 
 
-# ------------------------------------------------------------------------------------------------------
-# ONNX Runtime's side: one-node models (onnx / onnxruntime imported lazily)
-# ------------------------------------------------------------------------------------------------------
-def _ort_run(op, feeds, inits, out_dtype, attrs=None, domain=""):
-    """Run one ONNX node on ORT's CPU provider, one thread, graph optimizations off. ``feeds`` are graph
-    inputs, ``inits`` initializers (None = an omitted optional input); node inputs in that order."""
-    import onnxruntime as ort
-    from onnx import TensorProto, helper, numpy_helper
-    types = {np.dtype(np.float32): TensorProto.FLOAT, np.dtype(np.uint8): TensorProto.UINT8,
-             np.dtype(np.int8): TensorProto.INT8, np.dtype(np.int32): TensorProto.INT32}
-    names = [*feeds] + ["" if v is None else k for k, v in inits.items()]
-    vi = [helper.make_tensor_value_info(k, types[v.dtype], v.shape) for k, v in feeds.items()]
-    init = [numpy_helper.from_array(np.asarray(v), k) for k, v in inits.items() if v is not None]
-    node = helper.make_node(op, names, ["y"], domain=domain, **(attrs or {}))
-    out = helper.make_tensor_value_info("y", types[np.dtype(out_dtype)], None)
-    opsets = [helper.make_opsetid("", 21)] + ([helper.make_opsetid(domain, 1)] if domain else [])
-    model = helper.make_model(helper.make_graph([node], "doctor", vi, [out], initializer=init),
-                              opset_imports=opsets)
-    model.ir_version = 10
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = 1
-    so.inter_op_num_threads = 1
-    so.log_severity_level = 3
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    sess = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
-    return sess.run(None, feeds)[0]
+@contextlib.contextmanager
+def _torch_engine(framework):
+    """torch_oracle.engine(framework) on one torch thread; engine and thread count restored after."""
+    import torch
+
+    from ..frameworks.torch_oracle import engine
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with engine(framework):
+            yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _ort_case_and_run(rng, family):
-    """(case, ORT's output) for an ONNX Runtime family."""
+    """(case, ORT's output) for an ONNX Runtime family: one-node models of
+    :mod:`minquant.frameworks.ort_oracle` (CPU provider, one thread, graph optimizations off)."""
     from ..affine import quantize_bias
+    from ..frameworks import ort_oracle as ort
     if family.startswith("QLinearConv"):
         c = _conv_case(rng, _conv_kind(family))
         b_q = quantize_bias(c["bias"], c["xs"], c["ws"], target="onnxruntime").astype(np.int32)
@@ -366,36 +346,22 @@ def _ort_case_and_run(rng, family):
         c["bias"] = (b_q.astype(np.float64) * (c["xs"] * c["ws"]).astype(_F32).astype(np.float64)).astype(_F32)
         if not np.array_equal(quantize_bias(c["bias"], c["xs"], c["ws"], target="onnxruntime"), b_q):
             raise RuntimeError("doctor: the QLinearConv bias does not round-trip")
-        y = _ort_run("QLinearConv", {"x": c["x"]},
-                     {"xs": _F32(c["xs"]), "xz": np.uint8(c["xz"]), "w": c["w"], "ws": c["ws"],
-                      "wz": np.zeros(c["w"].shape[0], np.int8), "ys": _F32(c["ys"]), "yz": np.uint8(c["yz"]),
-                      "b": b_q}, np.uint8,
-                     dict(kernel_shape=[3, 3], strides=[1, 1], pads=[1, 1, 1, 1], group=int(c["groups"])))
+        y = ort.qlinear_conv(c["x"], c["xs"], c["xz"], c["w"], c["ws"], c["wz"], b_q, c["ys"], c["yz"], **_conv_kw(c))
         return c, y
     if family == "QLinearMatMul":
         c = _linear_case(rng)
         c["ws"], c["wz"], c["bias"] = _F32(0.006), 0, None      # per-tensor B, no bias
         real = ((c["x"].astype(np.float64) - c["xz"]) @ c["w"].astype(np.float64).T) * float(c["xs"]) * 0.006
         c["ys"], c["yz"] = _out_qparams(real)
-        y = _ort_run("QLinearMatMul", {"a": c["x"]},
-                     {"as": _F32(c["xs"]), "az": np.uint8(c["xz"]), "b": np.ascontiguousarray(c["w"].T),
-                      "bs": _F32(c["ws"]), "bz": np.int8(0), "ys": _F32(c["ys"]), "yz": np.uint8(c["yz"])},
-                     np.uint8)
+        y = ort.qlinear_matmul(c["x"], c["xs"], c["xz"], c["w"], c["ws"], c["wz"], c["ys"], c["yz"])
         return c, y
     if family == "QLinearAdd":
         c = _pair_case(rng)
-        y = _ort_run("QLinearAdd", {"a": c["a"]},
-                     {"as": _F32(c["sa"]), "az": np.uint8(c["za"]), "b": c["b"], "bs": _F32(c["sb"]),
-                      "bz": np.uint8(c["zb"]), "cs": _F32(c["ys"]), "cz": np.uint8(c["yz"])}, np.uint8,
-                     domain="com.microsoft")
-        return c, y
+        return c, ort.qlinear_add(*_pair_args(c))
     if family == "QLinearGlobalAveragePool":
         c = _pool_case(rng)
         c["ys"], c["yz"] = _F32(0.0211), 40
-        y = _ort_run("QLinearGlobalAveragePool", {"x": c["x"]},
-                     {"xs": _F32(c["xs"]), "xz": np.uint8(c["xz"]), "ys": _F32(c["ys"]), "yz": np.uint8(c["yz"])},
-                     np.uint8, {"channels_last": 0}, domain="com.microsoft")
-        return c, y
+        return c, ort.qlinear_global_average_pool(c["x"], c["xs"], c["xz"], c["ys"], c["yz"])
     if family == "MatMulNBits":
         k, n, block = 256, 37, 32                  # one row (M = 1: the decode kernel), N mod 4 = 1
         nb = k // block
@@ -406,9 +372,7 @@ def _ort_case_and_run(rng, family):
         zp_packed = (z[:, 0::2] | (z[:, 1::2] << 4)).astype(np.uint8).reshape(-1)
         x = rng.normal(0, 1, (1, k)).astype(_F32)
         c = dict(xf=x, packed=packed, scales=scales, zp=z.astype(np.int64), block=block, k=k)
-        y = _ort_run("MatMulNBits", {"a": x}, {"b": packed, "scales": scales.reshape(-1), "zp": zp_packed},
-                     np.float32, dict(K=k, N=n, bits=4, block_size=block), domain="com.microsoft")
-        return c, y
+        return c, ort.matmul_nbits(x, packed, scales, zp_packed, k=k, n=n, block_size=block)
     raise ValueError(family)
 
 
@@ -485,16 +449,12 @@ def doctor(live: bool = True, cpu: Cpu | None = None, seed: int = 0) -> list[Row
     for label, (framework, package) in _FRAMEWORKS.items():
         target = Target(framework, cpu)
         missing = _available(package) if live else ""
-        torch_state = None
         if live and not missing and package == "torch":
             import torch
-            torch_state = (torch.backends.quantized.engine, torch.get_num_threads())
             if framework not in torch.backends.quantized.supported_engines:
                 missing = f"torch engine {framework!r} not supported by this torch build"
-        try:
-            if torch_state is not None and not missing:
-                torch.backends.quantized.engine = framework
-                torch.set_num_threads(1)
+        torch_live = live and not missing and package == "torch"
+        with _torch_engine(framework) if torch_live else contextlib.nullcontext():
             for i, family in enumerate(FAMILIES[label]):
                 try:
                     ar = _resolve(target, family)
@@ -517,15 +477,11 @@ def doctor(live: bool = True, cpu: Cpu | None = None, seed: int = 0) -> list[Row
                         c = _torch_case(rng, family)
                         with warnings.catch_warnings():
                             warnings.simplefilter("ignore")
-                            return c, _torch_run(torch, family, c)
+                            return c, _torch_run(family, c)
                 else:
                     def run(family=family, rng=rng):
                         return _ort_case_and_run(rng, family)
                 _check(row, family, ar, run)
-        finally:
-            if torch_state is not None and not missing:
-                torch.backends.quantized.engine, threads = torch_state
-                torch.set_num_threads(threads)
     return rows
 
 
