@@ -15,7 +15,7 @@ PKG = Path(__file__).resolve().parents[1] / "minquant"
 
 #: layer of each top-level module / sub-package of minquant, low to high
 LAYERS = {
-    "core": 0,        # affine, target, observers, graph, float_ops, executor, sparse, im2col
+    "core": 0,        # affine, target, observers, graph, float_ops, executor, sparse, im2col, files
     "kernels": 1,
     "data": 1,        # offline datasets, model zoo, training loop (torch, the core)
     "quantized": 2,
@@ -26,7 +26,7 @@ LAYERS = {
     "lesson": 5,
     "facade": 6,      # minquant/__init__.py (the public names of every layer) and __main__.py
 }
-CORE = {"affine", "target", "observers", "graph", "float_ops", "executor", "sparse",
+CORE = {"files", "affine", "target", "observers", "graph", "float_ops", "executor", "sparse",
         "im2col"}
 
 #: function-level imports that go up a layer, each with its reason (importer module -> imported module)
@@ -145,7 +145,7 @@ def test_core_imports_only_numpy_numba_scipy(core_module):
     allowed = {"numpy", "numba", "scipy", "llvmlite", "minquant"}
     stdlib = {"__future__", "dataclasses", "functools", "os", "sys", "math", "typing", "collections", "itertools",
               "json", "hashlib", "io", "re", "warnings", "pathlib", "copy", "operator", "abc", "enum", "zipfile",
-              "textwrap", "contextlib", "numbers", "bisect", "heapq", "time", "types", "inspect"}
+              "textwrap", "contextlib", "numbers", "bisect", "heapq", "time", "types", "inspect", "tempfile"}
     for n in ast.walk(tree):
         names = [a.name for a in n.names] if isinstance(n, ast.Import) else \
             ([n.module] if isinstance(n, ast.ImportFrom) and n.level == 0 and n.module else [])

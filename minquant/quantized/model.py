@@ -19,6 +19,9 @@
        "arrays": {array key: {"dtype": "int8", "shape": [...], "sha256": "..."}},
        "float_names": {value: float value}, "meta": {...}, "channel_scales": {value: [per channel]}}
 
+* ``__model_sha256__`` — the SHA-256 of those JSON bytes (hex, as uint8), so that an edited description
+  (a changed ``y_scale``, another target) is refused on load rather than silently computing other codes;
+
 * one array per node parameter, key ``"<node index>.<param name>"`` (int8 weights, float32 scales,
   int8 weight zero points, float32 bias...). Integer weights are stored in the smallest of the dense,
   bitmask and CSR encodings of :mod:`minquant.sparse` — a pruned layer's zero codes cost one bit each (or
@@ -32,8 +35,10 @@ as that framework on the loading host, which is what version 1 computed.
 
 Attribute values (scales, zero points, clamps...) are JSON numbers: Python floats round-trip exactly, so a
 loaded model computes bit-identical outputs. On load every array's dtype, shape and SHA-256 are checked
-and the graph is re-validated; a truncated or corrupt file, or a file that is not a minquant model, raises
-``ValueError`` saying which.
+and the graph is re-validated; a truncated, corrupt or edited file, or a file that is not a minquant model,
+raises ``ValueError`` saying which part. ``save`` writes all or nothing (:mod:`minquant.files`: a unique
+temporary file in the same folder, fsync, rename), so a reader never sees a partial file and two writers
+never share a temporary name.
 
 This module imports NumPy only.
 """
@@ -43,7 +48,6 @@ import dataclasses
 import hashlib
 import io
 import json
-import os
 import zipfile
 from pathlib import Path
 
@@ -51,6 +55,7 @@ import numpy as np
 
 from ..affine import dequantize
 from ..executor import run as run_graph, value_info
+from ..files import atomic_write
 from ..graph import Graph, Node, format_graph, shape_text
 from ..sparse import decode, encoded_nbytes, smallest_encoding
 from . import ops
@@ -62,6 +67,7 @@ __all__ = ["QuantizedModel", "DeferredModel", "load", "FORMAT", "VERSION"]
 FORMAT = "minquant.quantized"
 VERSION = 2
 _JSON_KEY = "__model__"
+_JSON_HASH_KEY = "__model_sha256__"     # SHA-256 of the description's bytes (version 2): an edit is detected
 
 
 def _sparse_candidate(param: str, arr) -> bool:
@@ -270,12 +276,11 @@ class QuantizedModel:
         """Write the model to ``path`` (module docstring; the name is used as given). Returns the path."""
         path = Path(path)
         doc, arrays = self.to_json_and_arrays()
-        text = json.dumps(doc, indent=1, allow_nan=False)
-        arrays[_JSON_KEY] = np.frombuffer(text.encode("utf-8"), dtype=np.uint8)
-        tmp = path.with_name(path.name + ".tmp")
-        with open(tmp, "wb") as f:
+        text = json.dumps(doc, indent=1, allow_nan=False).encode("utf-8")
+        arrays[_JSON_KEY] = np.frombuffer(text, dtype=np.uint8)
+        arrays[_JSON_HASH_KEY] = np.frombuffer(hashlib.sha256(text).hexdigest().encode("ascii"), dtype=np.uint8)
+        with atomic_write(path) as f:        # unique temporary file, fsync, rename: all or nothing
             np.savez(f, **arrays)
-        os.replace(tmp, path)
         return path
 
     def to_onnx(self, path, format: str = "qdq", **kwargs) -> Path:
@@ -337,8 +342,10 @@ def load(path) -> QuantizedModel:
             files = set(f.files)
             if _JSON_KEY not in files:
                 raise _corrupt(path, f"no {_JSON_KEY!r} entry (not a file written by QuantizedModel.save)")
-            text = f[_JSON_KEY].tobytes().decode("utf-8")
-            arrays = {k: f[k] for k in files if k != _JSON_KEY}
+            raw_text = f[_JSON_KEY].tobytes()
+            stored_hash = f[_JSON_HASH_KEY].tobytes().decode("ascii") if _JSON_HASH_KEY in files else None
+            text = raw_text.decode("utf-8")
+            arrays = {k: f[k] for k in files if k not in (_JSON_KEY, _JSON_HASH_KEY)}
     except ValueError as e:
         if str(e).startswith(str(path)):
             raise
@@ -354,6 +361,12 @@ def load(path) -> QuantizedModel:
                              f"expected {FORMAT!r}")
     if doc.get("version") not in (1, VERSION):
         raise _corrupt(path, f"format version {doc.get('version')!r}; this minquant reads versions 1 and {VERSION}")
+    if doc["version"] >= 2:
+        if stored_hash is None:
+            raise _corrupt(path, f"the SHA-256 of the model description ({_JSON_HASH_KEY!r}) is missing")
+        if hashlib.sha256(raw_text).hexdigest() != stored_hash:
+            raise _corrupt(path, "the model description (JSON) was modified: its SHA-256 does not match the one "
+                                 "stored with it")
     try:
         described = doc["arrays"]
         for key, d in described.items():

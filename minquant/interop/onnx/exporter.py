@@ -65,17 +65,17 @@ MatMulInteger / ConvInteger → Cast → Mul(s_x·s_w) → Mul → Add(bias) —
 into ``DynamicQuantizeMatMul``; the 'onnxruntime' emulation reproduces both (ConvInteger accumulates
 exactly, without the u8×s8 pair saturation of QLinearConv).
 
-An op the exporter cannot write raises ``ValueError`` naming the op and the node. The file is written to
-``<path>.tmp`` and renamed, so a failed export never leaves a half-written model. This module imports
+An op the exporter cannot write raises ``ValueError`` naming the op and the node. The file is written all or
+nothing (:func:`minquant.files.atomic_write`), so a failed export never leaves a half-written model. This module imports
 ``onnx`` (and nothing from minquant's core imports it).
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 
+from ...files import atomic_write
 from ...graph import unique_name
 
 __all__ = ["to_onnx", "FORMATS", "DEFAULT_OPSET", "MIN_OPSET"]
@@ -804,8 +804,8 @@ def to_onnx(model, path, *, format: str = "qdq", opset: int = DEFAULT_OPSET) -> 
     no quantized values. ``opset``: ONNX opset of the default domain (≥ 14; com.microsoft ops use version 1).
 
     The batch dimension of inputs and outputs is symbolic (``N``); the other dimensions are the graph's
-    ``input_shapes``. The model passes ``onnx.checker.check_model`` before it is written (to ``path.tmp``,
-    then renamed). Raises ValueError for an unsupported op (naming op and node), an unknown format, or a
+    ``input_shapes``. The model passes ``onnx.checker.check_model`` before it is written (all or nothing,
+    :mod:`minquant.files`). Raises ValueError for an unsupported op (naming op and node), an unknown format, or a
     model that is neither a QuantizedModel nor a Graph."""
     onnx = _onnx()
     from ...graph import Graph
@@ -853,12 +853,6 @@ def to_onnx(model, path, *, format: str = "qdq", opset: int = DEFAULT_OPSET) -> 
     except onnx.checker.ValidationError as e:
         raise ValueError(f"to_onnx produced an invalid model (bug): {e}") from e
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(m.SerializeToString())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    with atomic_write(path) as f:            # unique temporary file, fsync, rename: all or nothing
+        f.write(m.SerializeToString())
     return path
