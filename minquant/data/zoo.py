@@ -22,6 +22,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from ..files import atomic_write
+
 __all__ = ["TinyCNN", "tiny_cnn_digits", "mobilenet_v2_imagenet", "mobilenet_v2_weights_path", "mobilenet_v2_conv_cases",
            "mobilenet_v3_random", "save_state_npz", "load_state_npz", "cache_dir"]
 
@@ -55,9 +57,8 @@ def cache_dir() -> Path:
 def save_state_npz(model: nn.Module, path) -> None:
     """A state dict as a plain ``.npz`` (one array per tensor): loads without executing code."""
     arrays = {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()}
-    tmp = Path(str(path) + ".tmp.npz")
-    np.savez(tmp, **arrays)
-    os.replace(tmp, path)
+    with atomic_write(path) as f:
+        np.savez(f, **arrays)
 
 
 def load_state_npz(model: nn.Module, path) -> nn.Module:

@@ -38,11 +38,12 @@ import os
 import platform
 import subprocess
 import sys
-import tempfile
 import warnings
 from pathlib import Path
 
 import numpy as np
+
+from ..files import atomic_write
 
 __all__ = ["FAMILIES", "FORCED_AVX2_ENV", "VARIANTS", "ISA_ENV_VARS", "record", "record_variant",
            "load_manifest", "cpu_of", "target_for", "load_family", "replay_case", "count_mismatches",
@@ -130,22 +131,9 @@ class _Book:
 
 
 def _atomic_write(path: Path, write) -> None:
-    """``write(fileobj)`` into a temporary file beside ``path``, then ``os.replace`` it into place."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.chmod(tmp, 0o644)             # mkstemp makes it private; a recording is meant to be shared
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    """``write(fileobj)`` all or nothing (:func:`minquant.files.atomic_write`)."""
+    with atomic_write(Path(path)) as f:
+        write(f)
 
 
 def _save_npz(path: Path, arrays: dict) -> None:

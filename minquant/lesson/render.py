@@ -30,6 +30,7 @@ import math
 import os
 from pathlib import Path
 
+from ..files import atomic_path
 from ..graph import shape_text
 
 __all__ = ["to_text", "to_png", "value_info", "node_kind", "KIND_COLORS"]
@@ -238,11 +239,6 @@ def to_png(model_or_graph, path, *, rows: int | None = None, dpi: int = 110, tit
     name = title or (f"{graph.name} — " + (f"QuantizedModel (target={qm.target})" if qm is not None else "float Graph")
                      + f", {len(graph.nodes)} nodes")
     ax.text(0.3, fig_h - 0.3, name, fontsize=11, fontweight="bold", va="center", ha="left")
-    tmp = path.with_name(path.name + ".tmp.png")
-    try:
+    with atomic_path(path, suffix=".png") as tmp:
         fig.savefig(tmp, dpi=dpi, format="png")
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return path

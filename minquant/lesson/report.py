@@ -34,6 +34,8 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from ..files import atomic_path, atomic_write
+
 __all__ = ["HistogramPanel", "plot_histograms", "plot_sqnr", "plot_variants", "plot_sparsity", "write_report"]
 
 _RUNTIME_COLORS = {"torch": "#4C72B0", "minquant": "#DD8452", "ONNX Runtime": "#55A868"}
@@ -52,13 +54,8 @@ def _save(fig, path) -> Path:
     """Write ``fig`` as PNG to a temporary name beside ``path``, then rename it over ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
+    with atomic_path(path, suffix=".png") as tmp:
         fig.savefig(tmp, format="png")
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return path
 
 
@@ -459,7 +456,6 @@ def write_report(folder, *, table: str, images: Sequence | Mapping = (), title: 
     if notes:
         lines += ["## Notes", ""] + [f"- {n}" for n in notes] + [""]
     path = folder / name
-    tmp = folder / f".{name}.{os.getpid()}.tmp"
-    tmp.write_text("\n".join(lines), encoding="utf-8")
-    os.replace(tmp, path)
+    with atomic_write(path, "w") as f:
+        f.write("\n".join(lines))
     return path

@@ -13,10 +13,11 @@ unicode array under ``ARCH_KEY`` — and :func:`load_pruned` reads it with ``all
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
+
+from ..files import atomic_write
 
 __all__ = ["describe_architecture", "apply_architecture", "save_pruned", "load_pruned", "ARCH_KEY",
            "FORMAT"]
@@ -103,10 +104,8 @@ def save_pruned(model, path) -> None:
     if ARCH_KEY in arrays:
         raise ValueError(f"the state dict already has a key {ARCH_KEY!r}")
     arrays[ARCH_KEY] = np.array(json.dumps(describe_architecture(model)))
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez(tmp, **arrays)
-    os.replace(tmp, path)
+    with atomic_write(Path(path)) as f:
+        np.savez(f, **arrays)
 
 
 def load_pruned(model, path):
