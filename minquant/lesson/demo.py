@@ -211,7 +211,7 @@ def _common_rows(name, model, shape, calib, x_eval, y_eval, f_ref, x1, reps, tor
                  n_eval_dynamic=None):
     """fp32, torch dynamic (seed), torch static + minquant's run of it, minquant dynamic / static."""
     from ..frameworks import torch_oracle
-    from ..interop.torch import quantized_import as from_torch_quantized
+    from ..interop.torch import from_torch_quantized
     from ..quantized import quantize_dynamic, quantize_static, report_torch_quantized
 
     rows = []
