@@ -43,7 +43,7 @@ warnings.filterwarnings("ignore")
 
 
 def _sqnr(f, q):
-    from minquant.quantized.compare import sqnr_db
+    from minquant.quantized.comparison import sqnr_db
     return sqnr_db(f, q)
 
 

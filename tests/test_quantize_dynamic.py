@@ -13,7 +13,7 @@ import torch.nn as nn
 from minquant.affine import quantize
 from minquant.kernels.dynamic import dynamic_input_qparams
 from minquant.quantized import load, quantize_dynamic, report_torch_quantized
-from minquant.quantized.compare import sqnr_db
+from minquant.quantized.comparison import sqnr_db
 
 
 torch.set_num_threads(1)

@@ -15,7 +15,7 @@ from minquant.affine import choose_qparams
 from minquant.executor import run
 from minquant.observers import MinMaxObserver, PercentileObserver
 from minquant.quantized import compare, quantize_static
-from minquant.quantized.compare import sqnr_db
+from minquant.quantized.comparison import sqnr_db
 from minquant.quantized.passes import prepare_float_graph
 from minquant.interop.torch.fx_import import from_torch
 from minquant.data.zoo import TinyCNN

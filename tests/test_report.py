@@ -16,7 +16,7 @@ import pytest
 from matplotlib.colors import to_rgba
 
 from minquant.lesson import report
-from minquant.quantized.compare import Comparison, LayerSQNR
+from minquant.quantized.comparison import Comparison, LayerSQNR
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 RED, BLUE = to_rgba("#C44E52"), to_rgba("#4C72B0")

@@ -123,7 +123,7 @@ def _agree(f, q) -> float:
 
 
 def _sqnr(f, q) -> float:
-    from ..quantized.compare import sqnr_db
+    from ..quantized.comparison import sqnr_db
     return float(sqnr_db(f, q))
 
 

@@ -44,7 +44,7 @@ from ..affine import dequantize, quantize
 from ..graph import Graph, Node
 from ..target import as_target
 from . import ops
-from .calibrate import calibrate, iter_batches
+from .calibration import calibrate, iter_batches
 from .model import QuantizedModel
 from .passes import equalizable_pairs, equalize as equalize_pass, fusion_groups, prepare_float_graph
 
