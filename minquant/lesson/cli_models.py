@@ -32,12 +32,13 @@ naming the file. This module imports torch inside the functions that need it.
 """
 from __future__ import annotations
 
-import os
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from ..files import atomic_path
 
 __all__ = ["InputError", "UsageError", "FloatModel", "ARCHS", "BUILTINS", "file_kind", "load_float_model",
            "load_inputs", "input_files", "data_shape", "build_arch", "atomic_output"]
@@ -137,25 +138,15 @@ def _looks_like_onnx(path) -> bool:
 
 def atomic_output(path):
     """``with atomic_output(out) as tmp: write(tmp)`` — the file appears at ``out`` only if the block
-    succeeds (``os.replace`` of a temporary file in the same folder); on failure no file is left."""
-    import contextlib
-
-    @contextlib.contextmanager
-    def cm():
-        out = Path(path)
-        if out.is_dir():
-            raise InputError(f"--out {out} is a folder; give a file name")
-        if not out.parent.is_dir():
-            raise InputError(f"cannot write {out}: folder {out.parent} does not exist")
-        stem = f".{out.stem}.{os.getpid()}.partial"       # same suffix as out: .npz / .png writers keep it
-        tmp = out.with_name(stem + out.suffix)
-        try:
-            yield tmp
-            os.replace(tmp, out)
-        finally:
-            for leftover in out.parent.glob(stem + "*"):
-                leftover.unlink(missing_ok=True)
-    return cm()
+    succeeds (:func:`minquant.files.atomic_path`: a unique temporary file in the same folder with ``out``'s
+    suffix, fsync, rename); on failure no file is left. A folder or a missing parent folder is a usage
+    error (:class:`InputError`), said before anything is computed."""
+    out = Path(path)
+    if out.is_dir():
+        raise InputError(f"--out {out} is a folder; give a file name")
+    if not out.parent.is_dir():
+        raise InputError(f"cannot write {out}: folder {out.parent} does not exist")
+    return atomic_path(out, suffix=out.suffix)
 
 
 # ------------------------------------------------------------------------------------------------------

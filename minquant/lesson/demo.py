@@ -57,6 +57,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..files import atomic_write
+
 
 __all__ = ["main", "Row", "Settings", "settings", "format_table", "markdown_table"]
 
@@ -648,9 +650,8 @@ def write_outputs(folder, rows: list[Row], art: dict, cfg: Settings, elapsed: fl
            "load_average": art.get("load"), "rows": [asdict(r) for r in rows],
            "sparsity": {"TinyCNN": art.get("tiny_sparsity"), "MobileNetV2": art.get("mnv2_sparsity")},
            "torch_quantize_dynamic_report": art.get("TinyCNN_torch_dynamic_report")}
-    tmp = folder / ".results.json.tmp"
-    tmp.write_text(json.dumps(doc, indent=1, default=str, allow_nan=True))
-    os.replace(tmp, folder / "results.json")
+    with atomic_write(folder / "results.json", "w") as f:
+        f.write(json.dumps(doc, indent=1, default=str, allow_nan=True))
     notes = _notes(rows, art, cfg)
     intro = (f"`minquant demo{' --quick' if cfg.quick else ''}`: {cfg.n_calib} calibration and {cfg.n_eval} "
              f"evaluation photo crops for MobileNetV2, the 540 test digits for TinyCNN; latency = batch 1, one "
