@@ -374,3 +374,24 @@ def test_equalized_quantized_model_clips_per_channel():
     rep = compare(model, eq, x)
     assert rep.output_sqnr_db == pytest.approx(sqnr_db(f, eq(x)), rel=1e-4)
     assert all(r.sqnr_db > 20 for r in rep.layers)   # intermediates are compared in the float model's units
+
+
+def test_default_gives_7bit_weights_exactly_where_pairs_can_saturate():
+    """reduce_range=None: on an AVX512-VNNI CPU fbgemm's GEMM is exact but its depthwise kernel still pairs
+    taps with int16 saturation, so only the depthwise layer gets 7-bit weights; on AVX2 every layer does;
+    under qnnpack none."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(),
+                          nn.Conv2d(16, 16, 3, padding=1, groups=16), nn.ReLU(),
+                          nn.Conv2d(16, 8, 1)).eval()
+    x = np.random.default_rng(0).normal(size=(16, 3, 12, 12)).astype(np.float32)
+    want = {"fbgemm@avx512-vnni": ["2"], "fbgemm@avx2": ["0", "2", "4"], "x86@avx512-vnni": [],
+            "qnnpack@avx2": []}
+    for target, layers in want.items():
+        qm = quantize_static(model, x, target=target, progress=False, equalize=False)
+        assert qm.meta["weights_7bit"] == layers, target
+        assert qm.meta["reduce_range"] == ("weights" if layers else False)
+        for n in qm.graph.nodes:
+            if n.op == "qconv2d":
+                w = n.params["weight"].astype(np.int64)
+                assert np.abs(w).max() == (64 if n.name in layers else 127), (target, n.name)

@@ -235,15 +235,28 @@ def _channel_ranges(g: Graph, batches) -> dict[str, np.ndarray]:
     return ranges
 
 
-def _ranges(reduce_range, ar):
-    """(activations 7-bit?, weights 7-bit?) from the ``reduce_range`` argument (see quantize_static)."""
+def _ranges(reduce_range, tgt):
+    """(activations 7-bit?, weights 7-bit? — a bool, or for the default a predicate on the layer node, label)
+    from the ``reduce_range`` argument (see quantize_static)."""
     if reduce_range is None:
-        reduce_range = "weights" if ar.saturate_pairs else False
+        return False, lambda n: _layer_saturates(tgt, n), "weights"
     if reduce_range is True:
         reduce_range = "activations"
     if reduce_range not in (False, "activations", "weights"):
         raise ValueError(f"reduce_range must be None, False, True, 'activations' or 'weights', got {reduce_range!r}")
     return reduce_range == "activations", reduce_range == "weights", reduce_range
+
+
+def _layer_saturates(tgt, n) -> bool:
+    """Can this conv / linear layer's u8×s8 pairs saturate int16 under ``tgt`` (the arithmetic the target
+    resolves to for this very layer: fbgemm's depthwise kernel saturates on every CPU, its GEMM only without
+    VNNI, oneDNN with VNNI never)? Weights are symmetric, so every weight zero point is 0."""
+    if n.op == "linear":
+        return tgt.linear().saturate_pairs
+    c_out, cg, kh, kw = n.params["weight"].shape
+    a = n.attrs
+    return tgt.conv(groups=a.groups, c_in=cg * a.groups, c_out=c_out, kernel=(kh, kw), stride=a.stride,
+                    padding=a.padding, dilation=a.dilation, symmetric_weights=True).saturate_pairs
 
 
 def quantize_static(model, calibration_data, *, per_channel: bool = True, calibrator=DEFAULT_CALIBRATOR,
@@ -260,8 +273,10 @@ def quantize_static(model, calibration_data, *, per_channel: bool = True, calibr
     torch model, the input shape with batch (default: the calibration data's).
     ``reduce_range``: which operand gives up one bit so that fbgemm's int16 pairs cannot saturate —
     ``'activations'`` (or True: uint8 [0, 127], torch's choice), ``'weights'`` (int8 codes in [−64, 64]: a
-    pair is at most 255·(64 + 64) = 32640 ≤ 32767), or False (none). Default None: ``'weights'`` when the target's GEMM
-    saturates pairs (fbgemm without VNNI), else False. ``bias_correction``: cancel the mean output shift
+    pair is at most 255·(64 + 64) = 32640 ≤ 32767), or False (none). Default None: 7-bit weights for exactly
+    the layers whose arithmetic under the target can saturate pairs (:func:`_layer_saturates` — e.g. fbgemm's
+    depthwise kernel on every CPU, its GEMM only without VNNI), full 8-bit elsewhere; ``meta["weights_7bit"]``
+    lists them. ``bias_correction``: cancel the mean output shift
     caused by weight rounding (:func:`bias_correction`), using per-channel input means from calibration.
     ``equalize``: activation-aware cross-layer equalization of conv → (ReLU/ReLU6) → conv pairs before
     calibration (:func:`minquant.quantized.passes.equalize` with ranges measured on the first
@@ -272,7 +287,7 @@ def quantize_static(model, calibration_data, *, per_channel: bool = True, calibr
     the importer cannot read."""
     tgt = as_target(target)
     ar = tgt.linear()
-    act_rr, w_rr, rr_label = _ranges(reduce_range, ar)
+    act_rr, w_rr, rr_label = _ranges(reduce_range, tgt)
     make_observer(calibrator, act_rr)  # fail early on a bad calibrator
     batches = iter_batches(calibration_data, batch_size)
     head = [next(batches)]                      # kept: the model's input shape, and equalization's ranges
@@ -304,20 +319,27 @@ def quantize_static(model, calibration_data, *, per_channel: bool = True, calibr
     for v in observed:
         s, z = observers[v][0].compute()
         qparams[v] = (float(s), int(z))
+    seven_bit: list[str] = []
     qgraph, float_names = _convert(g, groups, role, qparams, per_channel, ar.quantize_rule, w_rr,
-                                   {v: m.mean() for v, m in means.items()})
+                                   {v: m.mean() for v, m in means.items()}, seven_bit)
+    if callable(w_rr) and not seven_bit:
+        rr_label = False
     q_scales = {q: channel_scales[v] for q, v in float_names.items() if v in channel_scales}
     float_names = {k: folded.get(v, v) for k, v in float_names.items()}  # a folded conv's output was its BN's
     meta = {"method": "quantize_static", "calibrator": _calibrator_name(calibrator), "per_channel": per_channel,
-            "reduce_range": rr_label or False, "bias_correction": bool(bias_correction),
+            "reduce_range": rr_label or False, "weights_7bit": seven_bit, "bias_correction": bool(bias_correction),
             "equalized": bool(equalize), "equalize_alpha": EQUALIZE_ALPHA if equalize else None,
             "calibration_samples": n_samples, "folded_batch_norms": sorted(folded.values()),
             "float_fallback": [n for n, r in role.items() if r == "float"]}
     return QuantizedModel(qgraph, tgt, float_names=float_names, meta=meta, channel_scales=q_scales)
 
 
-def _convert(g: Graph, groups, role, qparams, per_channel, quantize_rule, weight_reduce_range=False, means=None):
-    """Build the quantized graph from the plan (module docstring, step 5)."""
+def _convert(g: Graph, groups, role, qparams, per_channel, quantize_rule, weight_reduce_range=False, means=None,
+             seven_bit=None):
+    """Build the quantized graph from the plan (module docstring, step 5). ``weight_reduce_range``: a bool,
+    or a predicate on the float layer node; the names of layers given 7-bit weights are appended to
+    ``seven_bit``."""
+    seven_bit = [] if seven_bit is None else seven_bit
     nodes: list[Node] = []
     codes: dict[str, str] = {}      # float-graph value → its codes value in the new graph
     floats: dict[str, str] = {v: v for v in g.inputs}   # float-graph value → its float value in the new graph
@@ -357,8 +379,10 @@ def _convert(g: Graph, groups, role, qparams, per_channel, quantize_rule, weight
             ins = [get_codes(v) for v in n.inputs]
             if n.op in ("conv2d", "linear"):
                 xs, xz = qp[ins[0]]
-                w_q, w_s, w_z = quantize_weight(n.params["weight"], per_channel=per_channel,
-                                                reduce_range=weight_reduce_range)
+                w7 = weight_reduce_range(n) if callable(weight_reduce_range) else bool(weight_reduce_range)
+                if w7:
+                    seven_bit.append(n.name)
+                w_q, w_s, w_z = quantize_weight(n.params["weight"], per_channel=per_channel, reduce_range=w7)
                 params = {"weight": w_q, "w_scale": w_s, "w_zp": w_z}
                 if means and n.inputs[0] in means:
                     params["bias"] = bias_correction(n, w_q, w_s, w_z, means[n.inputs[0]])
