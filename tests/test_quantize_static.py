@@ -394,4 +394,5 @@ def test_default_gives_7bit_weights_exactly_where_pairs_can_saturate():
         for n in qm.graph.nodes:
             if n.op == "qconv2d":
                 w = n.params["weight"].astype(np.int64)
-                assert np.abs(w).max() == (64 if n.name in layers else 127), (target, n.name)
+                top = np.abs(w).max()        # symmetric: max|w| → 63.5 (7-bit) or 127.5 (8-bit), rounded
+                assert (top == 64) if n.name in layers else (top >= 127), (target, n.name, top)
