@@ -11,7 +11,8 @@
 MODEL and DATA arguments are resolved by :mod:`minquant.lesson.cli_models`. Exit codes: 0 success; 1 a problem
 with the input (missing or corrupt file, unsupported layer, empty calibration set, NaN in data), reported
 as one line ``minquant: error: ...`` on stderr; 2 a usage error (bad or missing options). ``--debug``
-shows the traceback instead. Output files are written to a temporary name and renamed when complete, so a
+shows the traceback instead; Ctrl-C prints ``minquant: interrupted`` and exits with 130 (the SIGINT handler is
+installed first thing in :func:`main`, before the quantized layer and torch load). Output files are written to a temporary name and renamed when complete, so a
 failed command leaves no output behind. Heavy modules (torch, torchvision, onnx) load inside the
 subcommands; ``--help`` stays fast.
 """
@@ -19,13 +20,13 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 import time
 import warnings
 
 from .cli_models import ARCHS, BUILTINS, InputError, UsageError
 from ..target import CPUS, FRAMEWORKS, as_target
-from ..quantized.static import CALIBRATORS, DEFAULT_CALIBRATOR
 
 EPILOG = ("Docs: docs/quantization.md (the integer arithmetic, step by step), docs/walkthrough.md (the demo), "
           "README.md (API in ten lines). Exit codes: 0 ok, 1 bad input/model, 2 usage error.")
@@ -123,12 +124,8 @@ def cmd_demo(args) -> int:
 
 
 def cmd_quantize(args) -> int:
-    from pathlib import Path
-
-    from .cli_models import atomic_output, data_shape, load_float_model, load_inputs
-    out = Path(args.out)
-    if not out.parent.is_dir():
-        raise InputError(f"cannot write {out}: folder {out.parent} does not exist")
+    from .cli_models import atomic_output, check_writable, data_shape, load_float_model, load_inputs
+    out = check_writable(args.out)      # a folder that takes no file fails before any work
     hint = data_shape(args.calib)      # a missing / empty folder fails before the model loads
     t0 = time.perf_counter()
     fm = load_float_model(args.model, args.arch, args.input_shape, fallback_shape=hint)
@@ -316,14 +313,10 @@ def cmd_compare(args) -> int:
 
 
 def cmd_prune(args) -> int:
-    from pathlib import Path
-
     import numpy as np
 
-    from .cli_models import atomic_output, load_float_model
-    out = Path(args.out)
-    if not out.parent.is_dir():
-        raise InputError(f"cannot write {out}: folder {out.parent} does not exist")
+    from .cli_models import atomic_output, check_writable, load_float_model
+    out = check_writable(args.out)
     fm = load_float_model(args.model, args.arch, args.input_shape)
     if not fm.is_torch:
         raise InputError(f"{args.model} is a {fm.kind} model; pruning works on torch models (a built-in name or "
@@ -460,6 +453,8 @@ def cmd_doctor(args) -> int:
 # the parser
 # ------------------------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
+    from ..quantized.static import CALIBRATORS, DEFAULT_CALIBRATOR   # (loads the quantized layer: not at import)
+
     fmt = argparse.RawDescriptionHelpFormatter
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
@@ -593,7 +588,33 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+def _interrupted(signum, frame):
+    """SIGINT (Ctrl-C) anywhere in the command — loading the quantized layer, torch or the data, parsing the
+    arguments, computing: one line on stderr and exit status 130, no traceback. ``SystemExit`` unwinds the
+    stack, so ``finally`` blocks still run (a temporary output file is removed); a second Ctrl-C while
+    unwinding is ignored."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    os.write(2, b"minquant: interrupted\n")
+    raise SystemExit(130)
+
+
 def main(argv=None) -> int:
+    # first, before anything heavy is imported (build_parser loads the quantized layer, the commands torch);
+    # the previous handler is back when main returns (main may be called from Python, e.g. the tests)
+    previous = signal.signal(signal.SIGINT, _interrupted) if _main_thread() else None
+    try:
+        return _main(argv)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+
+
+def _main_thread() -> bool:
+    import threading
+    return threading.current_thread() is threading.main_thread()   # signal.signal works only there
+
+
+def _main(argv=None) -> int:
     ap = build_parser()
     args = ap.parse_args(argv)
     debug = getattr(args, "debug", False)

@@ -32,6 +32,9 @@ naming the file. This module imports torch inside the functions that need it.
 """
 from __future__ import annotations
 
+import contextlib
+import os
+import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -136,17 +139,40 @@ def _looks_like_onnx(path) -> bool:
         return False
 
 
-def atomic_output(path):
-    """``with atomic_output(out) as tmp: write(tmp)`` — the file appears at ``out`` only if the block
-    succeeds (:func:`minquant.files.atomic_path`: a unique temporary file in the same folder with ``out``'s
-    suffix, fsync, rename); on failure no file is left. A folder or a missing parent folder is a usage
-    error (:class:`InputError`), said before anything is computed."""
+def check_writable(path) -> Path:
+    """Say now — before any work is done — if a file cannot be written at ``path``: a folder, a missing
+    folder, or a folder where no file can be created (read-only, ``/proc``...). Raises :class:`InputError`
+    naming ``path`` (never a temporary name)."""
     out = Path(path)
     if out.is_dir():
         raise InputError(f"--out {out} is a folder; give a file name")
     if not out.parent.is_dir():
         raise InputError(f"cannot write {out}: folder {out.parent} does not exist")
-    return atomic_path(out, suffix=out.suffix)
+    try:
+        fd, probe = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    except OSError as e:
+        raise InputError(f"cannot write {out}: files cannot be created in {out.parent} "
+                         f"({e.strerror or type(e).__name__})") from None
+    os.close(fd)
+    os.unlink(probe)
+    return out
+
+
+@contextlib.contextmanager
+def atomic_output(path):
+    """``with atomic_output(out) as tmp: write(tmp)`` — the file appears at ``out`` only if the block
+    succeeds (:func:`minquant.files.atomic_path`: a unique temporary file in the same folder with ``out``'s
+    suffix, fsync, rename); on failure no file is left. A folder, a missing parent folder or one where no
+    file can be created is an :class:`InputError` (:func:`check_writable`), said before anything is
+    computed; an error writing the temporary file is reported under ``out``'s name."""
+    out = check_writable(path)
+    try:
+        with atomic_path(out, suffix=out.suffix) as tmp:
+            yield tmp
+    except OSError as e:
+        if e.filename is not None and Path(str(e.filename)).name.startswith(f".{out.name}."):
+            raise InputError(f"cannot write {out}: {e.strerror or type(e).__name__}") from None
+        raise
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -277,6 +303,19 @@ def _onnx_graph(path, shown=None):
     return g
 
 
+def _arch_shape(arch: str, default, shape):
+    """The input shape of a model of a known architecture: ``--input-shape`` (``shape``, with batch) when
+    given — its channel count must be the architecture's, the size is free (the models end in adaptive
+    pooling) — else the architecture's ``default``."""
+    if shape is None:
+        return default
+    if shape[1] != default[1]:
+        want = "×".join(map(str, default[1:]))
+        raise UsageError(f"--input-shape {','.join(map(str, shape[1:]))} does not fit {arch}: it takes {default[1]} "
+                         f"input channel(s) ({want} by default)")
+    return shape
+
+
 def load_float_model(spec: str, arch: str | None = None, input_shape=None, fallback_shape=None) -> FloatModel:
     """Resolve a MODEL argument (module docstring). ``input_shape``: (C, H, W) from ``--input-shape`` or
     None; ``fallback_shape``: (C, H, W) to use when neither it nor the model says (e.g. the calibration
@@ -293,7 +332,7 @@ def load_float_model(spec: str, arch: str | None = None, input_shape=None, fallb
             from ..data.zoo import mobilenet_v2_imagenet
             model = mobilenet_v2_imagenet()
         s, norm = ARCHS[spec]
-        return FloatModel(model, s, norm, "builtin", spec)
+        return FloatModel(model, _arch_shape(spec, s, shape), norm, "builtin", spec)
     if not path.exists():
         raise InputError(f"{spec}: no such file (and not a built-in model: {', '.join(BUILTINS)})")
     kind = file_kind(path)
@@ -316,13 +355,13 @@ def load_float_model(spec: str, arch: str | None = None, input_shape=None, fallb
             raise InputError(f"{path} could not be loaded into --arch {arch}: {str(e).splitlines()[0][:200]}") \
                 from None
         s, norm = ARCHS[arch]
-        return FloatModel(model.eval(), shape or s, norm, kind, f"{arch} ({path.name})")
+        return FloatModel(model.eval(), _arch_shape(arch, s, shape), norm, kind, f"{arch} ({path.name})")
     if kind == "checkpoint":
         _require_arch(path, arch, "a torch checkpoint")
         state = _torch_state(path)
         model = _load_state(build_arch(arch, state), state, path, arch)
         s, norm = ARCHS[arch]
-        return FloatModel(model, shape or s, norm, kind, f"{arch} ({path.name})")
+        return FloatModel(model, _arch_shape(arch, s, shape), norm, kind, f"{arch} ({path.name})")
     if kind == "torchscript":
         import torch
         try:
@@ -335,7 +374,7 @@ def load_float_model(spec: str, arch: str | None = None, input_shape=None, fallb
             if arch not in ARCHS:
                 raise UsageError(f"unknown --arch {arch!r}; choose from {', '.join(ARCHS)}")
             s, norm = ARCHS[arch]
-            return FloatModel(_torchscript_into_arch(ts, path, arch), shape or s, norm, kind, f"{arch} ({path.name})")
+            return FloatModel(_torchscript_into_arch(ts, path, arch), _arch_shape(arch, s, shape), norm, kind, f"{arch} ({path.name})")
         shape = shape or ((1,) + tuple(fallback_shape) if fallback_shape else None)
         return FloatModel(_torchscript_to_graph(ts, path, shape), shape, _norm_for(shape), kind, path.name)
     # ONNX

@@ -89,10 +89,19 @@ def global_magnitude_masks(weights: dict, amount) -> dict:
     return out
 
 
+def _check_model(model, what: str) -> None:
+    import torch.nn as nn
+
+    if not isinstance(model, nn.Module):
+        raise ValueError(f"{what} needs a torch nn.Module, got {type(model).__name__}")
+
+
 def prunable_weights(model, types=DEFAULT_TYPES, exclude=()) -> dict:
     """``{module_name: weight Parameter}`` of the layers of ``types`` (class names or classes), in
     ``named_modules`` order, skipping names in ``exclude``."""
     import torch.nn as nn
+
+    _check_model(model, "pruning")
 
     classes = tuple(getattr(nn, t) if isinstance(t, str) else t for t in types)
     exclude = set(exclude)
@@ -130,6 +139,7 @@ def prune_magnitude(model, amount, *, scope: str = "global", types=DEFAULT_TYPES
 
     ``scope='layer'`` prunes ``amount`` of every tensor (``l1_unstructured`` on each); ``'global'`` prunes
     ``amount`` of all of them together (``global_unstructured``). Biases and BatchNorm are never pruned."""
+    _check_model(model, "prune_magnitude")
     if scope not in ("global", "layer"):
         raise ValueError(f"scope must be 'global' or 'layer', got {scope!r}")
     arrays = weight_arrays(model, types, exclude)

@@ -38,6 +38,33 @@ __all__ = ["channel_importance", "select_channels", "remove_channels", "prune_ch
            "dead_channels", "remove_zero_channels"]
 
 
+def _runnable_example(model, example_input, what: str):
+    """Check that ``model`` (an nn.Module) runs on ``example_input`` (a tensor, or a shape tuple filled with
+    zeros of the parameters' dtype, as :func:`~minquant.prune.graph.build_graph` takes it) and return the
+    tensor — a ValueError with the model's own error otherwise (before torch.fx's ShapeProp would print a
+    traceback and report the fx node instead)."""
+    import torch
+
+    if not isinstance(model, torch.nn.Module):
+        raise ValueError(f"{what} needs a torch nn.Module, got {type(model).__name__}")
+    if isinstance(example_input, (tuple, list)) and all(isinstance(d, int) for d in example_input):
+        p = next(model.parameters(), None)
+        example_input = torch.zeros(*example_input, dtype=p.dtype if p is not None else torch.float32)
+    if not isinstance(example_input, torch.Tensor):
+        raise ValueError(f"{what}: example_input must be a tensor or a shape tuple, got {type(example_input).__name__}")
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(example_input)
+    except Exception as e:  # noqa: BLE001 — the model's own error, whatever its type
+        raise ValueError(f"{what}: example_input of shape {tuple(example_input.shape)} does not run through "
+                         f"{type(model).__name__}: {type(e).__name__}: {e}") from e
+    finally:
+        model.train(was_training)
+    return example_input
+
+
 def _np(t):
     return t.detach().cpu().double().numpy()
 
@@ -167,6 +194,7 @@ def prune_channels(model, example_input, amount, *, norm: str = "l1", ignore=(),
     producers is named are left alone). ``ignore``: layer names whose output channels must stay.
     The input model is deep-copied unless ``inplace``. Output shape is unchanged: the model input and
     output channels are frozen by the graph."""
+    example_input = _runnable_example(model, example_input, "prune_channels")
     if not inplace:
         model = copy.deepcopy(model)
     graph = build_graph(model, example_input)
@@ -227,6 +255,7 @@ def remove_zero_channels(model, example_input, *, inplace: bool = False):
     """The seed's "remove zero channels/filters": physically drop every channel :func:`dead_channels`
     proves is always zero. The outputs do not change (removed terms were exact zeros); a group whose
     channels are all dead keeps one. Returns ``(model, {gid: removed indices})``."""
+    example_input = _runnable_example(model, example_input, "remove_zero_channels")
     if not inplace:
         model = copy.deepcopy(model)
     graph = build_graph(model, example_input)

@@ -90,6 +90,10 @@ def quantize_dynamic(model, *, layers=("linear", "conv2d"), per_channel: bool = 
     (``per_channel``) or per tensor, as :func:`~minquant.quantized.static.quantize_weight`. Activations:
     per call, uint8 from the input's min/max (``reduce_range``: 7-bit; default: True for 'fbgemm', as
     torch's dynamic Linear, False otherwise)."""
+    if not isinstance(model, Graph) and not hasattr(model, "named_modules"):
+        raise ValueError(f"quantize_dynamic needs a torch nn.Module or a minquant Graph, got {type(model).__name__}")
+    if not isinstance(per_channel, (bool, np.bool_)):
+        raise TypeError(f"per_channel must be True or False, got {per_channel!r}")
     layers = tuple(layers)
     bad = set(layers) - {"linear", "conv2d"}
     if bad:
@@ -99,8 +103,6 @@ def quantize_dynamic(model, *, layers=("linear", "conv2d"), per_channel: bool = 
     if reduce_range is None:
         reduce_range = ar.name == "fbgemm"
     if not isinstance(model, Graph) and input_shape is None:
-        if not hasattr(model, "named_modules"):
-            raise ValueError(f"quantize_dynamic needs a torch nn.Module or a minquant Graph, got {type(model).__name__}")
         return DeferredModel(lambda shape: quantize_dynamic(model, layers=layers, per_channel=per_channel,
                                                             target=target, reduce_range=reduce_range,
                                                             input_shape=shape),

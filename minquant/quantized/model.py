@@ -48,6 +48,7 @@ import dataclasses
 import hashlib
 import io
 import json
+import os
 import zipfile
 from pathlib import Path
 
@@ -132,8 +133,15 @@ class QuantizedModel:
             return dequantize(v, s, z)
         return v
 
+    def _check_input(self, x):
+        """A nested Python list (``x.tolist()``) is not a list of inputs: say so instead of miscounting."""
+        if isinstance(x, (list, tuple)) and any(isinstance(v, (list, tuple, int, float)) for v in x):
+            raise ValueError(f"QuantizedModel {self.name!r} takes a NumPy array (N, ...) per input, got a nested "
+                             f"Python {type(x).__name__}; pass np.asarray(x, dtype=np.float32)")
+
     def __call__(self, x: np.ndarray) -> np.ndarray:
         """Run on a float32 batch; returns float32 (graph outputs that are codes are dequantized)."""
+        self._check_input(x)
         out = run_graph(self.graph, x, kernels=self._kernels)
         if isinstance(out, tuple):
             return tuple(self._float(v, o) for v, o in zip(self.graph.outputs, out))
@@ -146,6 +154,7 @@ class QuantizedModel:
         (``channel_scales``); or the raw values (uint8 codes) with ``raw=True``."""
         if not intermediates:
             return self(x)
+        self._check_input(x)
         out, env = run_graph(self.graph, x, kernels=self._kernels, intermediates=True)
         if isinstance(out, tuple):
             out = tuple(self._float(v, o) for v, o in zip(self.graph.outputs, out))
@@ -332,6 +341,9 @@ def _corrupt(path, why):
 
 def load(path) -> QuantizedModel:
     """Read a model written by :meth:`QuantizedModel.save` (no pickle; every array checked)."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"load needs the path (str or os.PathLike) of a file written by QuantizedModel.save, "
+                        f"got {type(path).__name__}")
     path = Path(path)
     try:
         raw = path.read_bytes()

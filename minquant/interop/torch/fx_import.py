@@ -48,7 +48,8 @@ import numpy as np
 from ...graph import (AdaptiveAvgPool2dAttrs, AvgPool2dAttrs, BatchNormAttrs, CatAttrs, Conv2dAttrs, FlattenAttrs,
                       Graph, MaxPool2dAttrs, Node, ReshapeAttrs, unique_name)
 
-__all__ = ["from_torch", "Importer", "MODULE_HANDLERS", "trace"]
+__all__ = ["from_torch", "Importer", "MODULE_HANDLERS", "trace", "quiet_shape_prop", "ModelRunError",
+           "is_fx_quantized"]
 
 
 def _arg(fxn, i: int, name: str, default=None):
@@ -120,7 +121,12 @@ class Importer:
             return None
         if t.dtype != torch.float32:
             self.fail(fxn, f"{what} is {t.dtype}; minquant imports float32 models only")
-        return t.detach().cpu().numpy().astype(np.float32, copy=True)
+        a = t.detach().cpu().numpy().astype(np.float32, copy=True)
+        if not np.isfinite(a).all():
+            self.fail(fxn, f"{what} has {int(np.isnan(a).sum())} NaN and {int(np.isinf(a).sum())} infinite "
+                           "value(s): the model's own parameters are broken (not the calibration data); "
+                           "minquant imports finite parameters only")
+        return a
 
     def alias(self, fxn, arg) -> None:
         """``fxn`` returns its input unchanged (Dropout, Identity...): no node, same value."""
@@ -463,17 +469,104 @@ def _ensure_tables() -> None:
 # Entry point
 # ----------------------------------------------------------------------------------------------------------
 
+class ModelRunError(Exception):
+    """The model itself failed while the probe ran it: ``node`` (the fx node) raised ``cause``."""
+
+    def __init__(self, node, cause: BaseException):
+        super().__init__(f"{node.name}: {type(cause).__name__}: {cause}")
+        self.node, self.cause = node, cause
+
+
+_SHAPE_PROPS: dict = {}
+
+
+def quiet_shape_prop():
+    """A ``ShapeProp`` (``node.meta['tensor_meta']``, ``node.meta['type']``) that, when the model fails, raises
+    :class:`ModelRunError` carrying the model's own exception — torch's ``ShapeProp`` prints that traceback
+    to stderr and raises a ``RuntimeError`` listing the fx node's metadata instead. A Conv2d module given a
+    3-D input (torch would read it as one unbatched image) fails here as a missing dimension."""
+    if "quiet" in _SHAPE_PROPS:
+        return _SHAPE_PROPS["quiet"]
+    import torch
+    from torch.fx import Interpreter
+    from torch.fx.node import map_aggregate
+    from torch.fx.passes.shape_prop import ShapeProp, _extract_tensor_metadata
+
+    class QuietShapeProp(ShapeProp):
+        def run_node(self, n):
+            if n.op == "call_module":
+                self._check_conv_input(n)
+            try:
+                result = Interpreter.run_node(self, n)
+            except ModelRunError:
+                raise
+            except Exception as e:   # the model's own error, whatever its type
+                raise ModelRunError(n, e) from e
+            found = []
+
+            def extract(obj):
+                if isinstance(obj, torch.Tensor):
+                    found.append(True)
+                    return _extract_tensor_metadata(obj)
+                return obj
+
+            meta = map_aggregate(result, extract)
+            if found:
+                n.meta["tensor_meta"] = meta
+            n.meta["type"] = type(result)
+            return result
+
+        def _check_conv_input(self, n):
+            mod = self.fetch_attr(n.target)
+            if not (isinstance(mod, torch.nn.Conv2d) or type(mod).__name__ in ("Conv2d", "ConvReLU2d")):
+                return
+            args, _ = self.fetch_args_kwargs_from_env(n)
+            x = args[0] if args else None
+            if isinstance(x, torch.Tensor) and x.dim() != 4:
+                raise ModelRunError(n, ValueError(
+                    f"{type(mod).__name__} takes 4-D input (N, C, H, W), got {x.dim()}-D {tuple(x.shape)}"
+                    + (" — is a dimension missing (the batch, or the channel of a grayscale image)?"
+                       if x.dim() == 3 else "")))
+
+    _SHAPE_PROPS["quiet"] = QuietShapeProp
+    return QuietShapeProp
+
+
+def is_fx_quantized(model) -> bool:
+    """Is ``model`` a torch.fx GraphModule quantized in FX graph mode (``convert_fx``) or with pt2e
+    (``convert_pt2e``) — quantize / dequantize calls in its graph rather than quantized modules?"""
+    import torch
+    import torch.fx
+
+    if not isinstance(model, torch.fx.GraphModule):
+        return False
+    quantize_fns = (torch.quantize_per_tensor, torch.quantize_per_channel, torch.quantize_per_tensor_dynamic)
+    for n in model.graph.nodes:
+        if n.op == "call_function" and (n.target in quantize_fns or "quantized_decomposed" in str(n.target)):
+            return True
+    return False
+
+
+def _where(gm, fxn) -> str:
+    if fxn.op == "call_module":
+        return f"module '{fxn.target}' ({type(gm.get_submodule(fxn.target)).__name__})"
+    if fxn.op in ("call_function", "call_method"):
+        return f"fx node '{fxn.name}' ({op_name(fxn)})"
+    return f"fx node '{fxn.name}'"
+
+
 def trace(model, example_input_shape, label: str, *, probe=None, argname: str = "example_input_shape",
           context: str = ""):
     """Check ``example_input_shape``, trace ``model`` with ``torch.fx.symbolic_trace`` and run the traced
     module once on zeros of that shape with the batch raised to ≥ 2 (so that a reshape mixing the batch
-    into other dimensions shows) through ``probe`` — a ``ShapeProp`` subclass, default ``ShapeProp``, which
-    stores every fx node's output shape in ``node.meta['tensor_meta']``. Returns ``(graph_module, shape)``.
-    ValueError for a bad shape, a model fx cannot trace or one that does not run (``context`` is added to
-    that message, e.g. the quantized engine); a ValueError raised by the probe itself passes through."""
+    into other dimensions shows) through ``probe`` — a subclass of :func:`quiet_shape_prop`'s class (the
+    default), which stores every fx node's output shape in ``node.meta['tensor_meta']``. Returns
+    ``(graph_module, shape)``. ValueError for a bad shape, a model fx cannot trace, a model with more than one
+    input or non-float32 parameters, or one that does not run — saying where it failed and the model's own
+    error (``context`` is added to that message, e.g. the quantized engine); nothing is printed. A
+    ValueError raised by the probe itself passes through."""
     import torch
     import torch.fx
-    from torch.fx.passes.shape_prop import ShapeProp
 
     try:
         shape = tuple(int(d) for d in example_input_shape)
@@ -481,19 +574,35 @@ def trace(model, example_input_shape, label: str, *, probe=None, argname: str = 
         raise ValueError(f"{argname} must be a tuple of ints, got {example_input_shape!r}") from None
     if len(shape) < 2 or min(shape) < 1:
         raise ValueError(f"{argname} must be (batch, ...) with positive sizes, got {shape}")
+    wrong = next(((n, p.dtype) for n, p in model.named_parameters()
+                  if p.is_floating_point() and p.dtype != torch.float32), None)
+    if wrong is not None:
+        raise ValueError(f"{label}'s parameters are {wrong[1]} (e.g. {wrong[0]!r}); minquant imports float32 "
+                         "models only: call model.float() first")
     try:
         gm = torch.fx.symbolic_trace(model)
     except Exception as e:  # data-dependent control flow and the like
         raise ValueError(f"torch.fx could not trace {label}: {type(e).__name__}: {e}") from e
+    inputs = [n.name for n in gm.graph.nodes if n.op == "placeholder" and not n.args]   # args: a default
+    if len(inputs) != 1:
+        raise ValueError(f"{label}.forward takes {len(inputs)} inputs ({', '.join(inputs)}); minquant imports "
+                         "models with exactly one input tensor")
     batch = (max(2, shape[0]),) + shape[1:]
+    probed = f"{batch}" if batch == shape else f"{batch} ({argname} {shape} with the batch raised to 2)"
     try:
         with torch.no_grad():
-            (probe or ShapeProp)(gm).propagate(torch.zeros(batch, dtype=torch.float32))
+            (probe or quiet_shape_prop())(gm).propagate(torch.zeros(batch, dtype=torch.float32))
+    except ModelRunError as e:
+        cause = e.cause
+        raise ValueError(f"{label} does not run on an input of shape {probed}{context}: {_where(gm, e.node)} "
+                         f"fails: {type(cause).__name__}: {cause}") from cause
     except ValueError:
         raise
     except Exception as e:
-        raise ValueError(f"{label} does not run on an input of shape {batch}{context}: "
-                         f"{type(e).__name__}: {e}") from e
+        cause = e.__cause__ if isinstance(e, RuntimeError) and str(e).startswith("ShapeProp error") and \
+            e.__cause__ is not None else e
+        raise ValueError(f"{label} does not run on an input of shape {probed}{context}: "
+                         f"{type(cause).__name__}: {cause}") from cause
     return gm, shape
 
 
@@ -504,12 +613,17 @@ def from_torch(model, example_input_shape, *, name: str | None = None,
     ``example_input_shape`` is the input shape with the batch first, e.g. ``(1, 3, 224, 224)``; the graph
     then accepts any batch size. Shapes are propagated with a batch of at least 2, so a reshape that
     would mix the batch into other dimensions is caught. ``module_handlers`` adds or overrides handlers
-    by exact module type. Raises ValueError for a model in training mode, a model fx cannot trace,
-    non-float32 parameters, or an unsupported op (naming the op and the module / fx node it sits in)."""
+    by exact module type. Raises ValueError for a model in training mode, a model fx cannot trace, one that
+    does not run on that shape (with the model's own error), more than one input, non-float32 or non-finite
+    parameters, or an unsupported op (naming the op and the module / fx node it sits in)."""
     import torch
 
     if not isinstance(model, torch.nn.Module):
         raise ValueError(f"from_torch needs a torch.nn.Module, got {type(model).__name__}")
+    if is_fx_quantized(model):
+        raise ValueError(f"{name or type(model).__name__} is a model quantized with torch.fx graph mode or pt2e "
+                         "(convert_fx / convert_pt2e); from_torch imports float models, and such quantized "
+                         "models are not supported yet (from_torch_quantized imports eager-mode ones)")
     training = [n or type(model).__name__ for n, m in model.named_modules() if m.training]
     if training:
         raise ValueError(f"model is in training mode (e.g. {training[0]!r}); call model.eval() first — minquant "

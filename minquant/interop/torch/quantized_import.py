@@ -52,8 +52,8 @@ import numpy as np
 
 from ...affine import quantize
 from .fx_import import (MODULE_HANDLERS, Importer, _arg, adaptive_avg_pool2d_attrs, alias, avg_pool2d_attrs,
-                        check_dropout_off, check_relu6, flatten_attrs, is_inplace, max_pool2d_attrs, op_name,
-                        reshape_attrs, trace)
+                        check_dropout_off, check_relu6, flatten_attrs, is_fx_quantized, is_inplace,
+                        max_pool2d_attrs, op_name, quiet_shape_prop, reshape_attrs, trace)
 from ...quantized import ops
 from ...target import Target, as_target
 from ...quantized.model import DeferredModel, QuantizedModel
@@ -385,6 +385,29 @@ def _tables():
     })
 
 
+#: where torch keeps the modules of an eager-mode quantized model (after convert / quantize_dynamic)
+_QUANTIZED_PACKAGES = ("torch.ao.nn.quantized", "torch.ao.nn.intrinsic.quantized", "torch.nn.quantized",
+                       "torch.nn.intrinsic.quantized")
+
+
+def _check_quantized(qmodel, name) -> None:
+    """ValueError unless ``qmodel`` is an nn.Module holding torch eager-mode quantized modules."""
+    import torch
+
+    if not isinstance(qmodel, torch.nn.Module):
+        raise ValueError(f"from_torch_quantized needs a torch.nn.Module, got {type(qmodel).__name__}")
+    label = name or type(qmodel).__name__
+    if is_fx_quantized(qmodel):
+        raise ValueError(f"{label} was quantized with torch.fx graph mode or pt2e (convert_fx / convert_pt2e): "
+                         "not supported yet — from_torch_quantized imports eager-mode quantized models "
+                         "(torch.ao.quantization.convert or quantize_dynamic); quantize the float model with "
+                         "minquant.quantize_static instead")
+    if not any(type(m).__module__.startswith(_QUANTIZED_PACKAGES) for m in qmodel.modules()):
+        raise ValueError(f"{label} has no quantized modules; quantize it first (torch.ao.quantization prepare, "
+                         "calibrate, convert — or quantize_dynamic) or use minquant.quantize_static / "
+                         "quantize_dynamic on the float model")
+
+
 def from_torch_quantized(qmodel, input_shape=None, *, engine: str | None = None, target=None,
                          name: str | None = None) -> QuantizedModel:
     """A :class:`QuantizedModel` that runs ``qmodel`` (a torch eager-mode model after ``convert``, or after
@@ -396,14 +419,14 @@ def from_torch_quantized(qmodel, input_shape=None, *, engine: str | None = None,
     ``target``: the :class:`~minquant.target.Target` to reproduce (default: ``Target(engine)``, the engine
     on this host; e.g. ``Target("x86", "avx2")`` for what the model computes on an AVX2 server); its
     framework must be the engine. Raises ValueError for an unsupported module / op (naming it and where it sits),
-    a model in training mode, or an unsupported engine."""
+    a model in training mode, a model with no quantized module (a float model), a model quantized with
+    torch.fx graph mode / pt2e (not supported yet), one that does not run on ``input_shape`` (with its own
+    error), or an unsupported engine."""
     import torch
-    from torch.fx.passes.shape_prop import ShapeProp
 
     _tables()
+    _check_quantized(qmodel, name)
     if input_shape is None:
-        if not isinstance(qmodel, torch.nn.Module):
-            raise ValueError(f"from_torch_quantized needs a torch.nn.Module, got {type(qmodel).__name__}")
         engine_now = engine or torch.backends.quantized.engine   # the engine is fixed now, not at the call
         return DeferredModel(lambda shape: from_torch_quantized(qmodel, shape, engine=engine_now, target=target,
                                                                 name=name),
@@ -416,8 +439,6 @@ def from_torch_quantized(qmodel, input_shape=None, *, engine: str | None = None,
         engine = target.framework
     engine = engine or torch.backends.quantized.engine
     target = engine_target(engine) if target is None else engine_target(engine, target.cpu)
-    if not isinstance(qmodel, torch.nn.Module):
-        raise ValueError(f"from_torch_quantized needs a torch.nn.Module, got {type(qmodel).__name__}")
     # torch's convert() leaves the modules it creates in training mode; only those whose forward depends
     # on it (float BatchNorm, Dropout) matter
     mode_dependent = (torch.nn.modules.batchnorm._BatchNorm, torch.nn.modules.dropout._DropoutNd)
@@ -428,7 +449,7 @@ def from_torch_quantized(qmodel, input_shape=None, *, engine: str | None = None,
     label = name or type(qmodel).__name__
     info: dict = {}
 
-    class _Probe(ShapeProp):
+    class _Probe(quiet_shape_prop()):
         """Records, for every tensor an fx node produces: quantized?, its qparams, channels-last?"""
         def run_node(self, n):
             r = super().run_node(n)
