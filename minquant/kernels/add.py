@@ -43,6 +43,7 @@ import numpy as np
 from numba import njit
 
 from ..target import resolve_ops
+from .checks import check_elementwise_qparams
 from .requantize import _fma32, fma_f32_reference
 
 __all__ = ["qadd", "qadd_reference", "qnnpack_add_params", "torch_vector_block"]
@@ -65,12 +66,7 @@ def _check_inputs(a_q, a_scale, a_zp, b_q, b_scale, b_zp, y_scale, y_zp):
             raise ValueError(f"{name} must be a uint8 array, got dtype {q.dtype}")
     if a_q.shape != b_q.shape:
         raise ValueError(f"shape mismatch: a_q {a_q.shape} vs b_q {b_q.shape} (a residual add needs equal shapes)")
-    for name, s in (("a_scale", a_scale), ("b_scale", b_scale), ("y_scale", y_scale)):
-        if np.ndim(s) != 0 or not np.isfinite(s) or s <= 0:
-            raise ValueError(f"{name} must be one finite scale > 0 (per tensor), got {s!r}")
-    for name, z in (("a_zp", a_zp), ("b_zp", b_zp), ("y_zp", y_zp)):
-        if np.ndim(z) != 0 or not 0 <= int(z) <= 255 or int(z) != z:
-            raise ValueError(f"{name} must be one integer zero point in [0, 255], got {z!r}")
+    check_elementwise_qparams(a_scale=a_scale, a_zp=a_zp, b_scale=b_scale, b_zp=b_zp, y_scale=y_scale, y_zp=y_zp)
     return a_q, b_q
 
 

@@ -23,20 +23,25 @@ import numpy as np
 from numba import njit
 
 from ..target import resolve_conv
+from .checks import check_conv_args, check_groups, check_weight_zp
 from .gemm import gemm_u8s8_reference, pack_weight, raw_product_cols
-from ..graph import int_pair
 from ..im2col import conv_out_size, im2col_reference, im2col_t
 from .requantize import OutputStage, _requant_row, finish_requantize_cols, output_stage, requantize_reference
 
 __all__ = ["QConv2d", "qconv2d", "qconv2d_reference", "PackedConvWeight", "pack_conv_weight"]
 
 
-def _check(x_q, w_q, groups):
-    x_q, w_q = np.asarray(x_q), np.asarray(w_q)
-    if x_q.dtype != np.uint8 or x_q.ndim != 4:
-        raise ValueError(f"x_q must be a 4-D uint8 NCHW array, got {x_q.dtype} {x_q.shape}")
+def _check_w(w_q):
+    w_q = np.asarray(w_q)
     if w_q.dtype != np.int8 or w_q.ndim != 4:
         raise ValueError(f"w_q must be a 4-D int8 OIHW array, got {w_q.dtype} {w_q.shape}")
+    return w_q
+
+
+def _check(x_q, w_q, groups):
+    x_q, w_q = np.asarray(x_q), _check_w(w_q)
+    if x_q.dtype != np.uint8 or x_q.ndim != 4:
+        raise ValueError(f"x_q must be a 4-D uint8 NCHW array, got {x_q.dtype} {x_q.shape}")
     c_in, c_out = x_q.shape[1], w_q.shape[0]
     if groups < 1 or c_in % groups or c_out % groups:
         raise ValueError(f"groups={groups} must divide input channels {c_in} and output channels {c_out}")
@@ -67,6 +72,8 @@ def conv_arithmetic(target, w_shape, w_zp, groups, stride, padding, dilation):
 def qconv2d_reference(x_q, x_scale, x_zp, w_q, w_scale, w_zp, bias, y_scale, y_zp, *, stride=1, padding=0,
                       dilation=1, groups=1, relu=False, clamp=None, clamp_hi=None, target="fbgemm"):
     """Readable quantized conv2d: x_q uint8 NCHW, w_q int8 OIHW → uint8 NCHW (module docstring)."""
+    geometry = check_conv_args(_check_w(w_q).shape, x_scale, x_zp, w_scale, w_zp, bias, y_scale, y_zp, stride, padding,
+                    dilation, groups, clamp, clamp_hi)
     x_q, w_q = _check(x_q, w_q, groups)
     ar = conv_arithmetic(target, w_q.shape, w_zp, groups, stride, padding, dilation)
     n, c_in, h, w = x_q.shape
@@ -85,8 +92,7 @@ def qconv2d_reference(x_q, x_scale, x_zp, w_q, w_scale, w_zp, bias, y_scale, y_z
     st = output_stage(c_out, x_scale, w_scale, bias, y_scale, y_zp, relu=relu, clamp=clamp, clamp_hi=clamp_hi,
                       target=ar)
     y = requantize_reference(acc, st)
-    (sh, sw), (ph, pw), (dh, dw) = (int_pair(stride, "stride", minimum=1), int_pair(padding, "padding", minimum=0),
-                                    int_pair(dilation, "dilation", minimum=1))
+    (sh, sw), (ph, pw), (dh, dw) = geometry
     oh, ow = conv_out_size(h, kh, sh, ph, dh), conv_out_size(w, kw, sw, pw, dw)
     return y.reshape(n, oh, ow, c_out).transpose(0, 3, 1, 2).copy()
 
@@ -97,13 +103,11 @@ class PackedConvWeight:
     channel per group) the (C_out, KH·KW) tap matrix."""
 
     def __init__(self, w_q, w_zp, groups):
-        w_q = np.asarray(w_q)
-        if w_q.dtype != np.int8 or w_q.ndim != 4:
-            raise ValueError(f"w_q must be a 4-D int8 OIHW array, got {w_q.dtype} {w_q.shape}")
+        w_q = _check_w(w_q)
+        check_groups(groups, w_q.shape[0])
+        check_weight_zp(w_zp, w_q.shape[0])
         self.w_q, self.groups = w_q, int(groups)
         c_out, cg, kh, kw = w_q.shape
-        if self.groups < 1 or c_out % self.groups:
-            raise ValueError(f"groups={groups} must divide output channels {c_out}")
         self.w_zp = np.ascontiguousarray(np.broadcast_to(np.asarray(w_zp, dtype=np.int64), (c_out,)))
         self.depthwise = cg == 1 and self.groups > 1
         og = c_out // self.groups
@@ -366,17 +370,16 @@ class QConv2d:
 
     def __init__(self, w_q, w_scale, w_zp, bias, x_scale, x_zp, y_scale, y_zp, *, stride=1, padding=0,
                  dilation=1, groups=1, relu=False, clamp=None, clamp_hi=None, target="fbgemm"):
-        self.packed = w_q if isinstance(w_q, PackedConvWeight) else PackedConvWeight(w_q, w_zp, groups)
+        packed = isinstance(w_q, PackedConvWeight)
+        self.stride, self.padding, self.dilation = check_conv_args(
+            w_q.w_q.shape if packed else _check_w(w_q).shape, x_scale, x_zp, w_scale, w_q.w_zp if packed else w_zp,
+            bias, y_scale, y_zp, stride, padding, dilation, groups, clamp, clamp_hi)
+        self.packed = w_q if packed else PackedConvWeight(w_q, w_zp, groups)
         if self.packed.groups != groups:
             raise ValueError(f"packed weights were made for groups={self.packed.groups}, call has groups={groups}")
         self.groups = int(groups)
-        self.stride, self.padding, self.dilation = (int_pair(stride, "stride", minimum=1),
-                                                    int_pair(padding, "padding", minimum=0),
-                                                    int_pair(dilation, "dilation", minimum=1))
         self.arith = conv_arithmetic(target, self.packed.w_q.shape, self.packed.w_zp, groups, self.stride,
                                      self.padding, self.dilation)
-        if not 0 <= int(x_zp) <= 255:
-            raise ValueError(f"activation zero point {x_zp} outside [0, 255]")
         self.x_zp = int(x_zp)
         c_out, cg, kh, kw = self.packed.w_q.shape
         self.stage = output_stage(c_out, x_scale, w_scale, bias, y_scale, y_zp, relu=relu, clamp=clamp,

@@ -50,9 +50,9 @@ from dataclasses import dataclass
 
 from ..affine import choose_qparams, quantize
 from ..float_ops import conv2d as _float_conv2d
-from ..graph import int_pair
 from ..im2col import conv_out_size, im2col, im2col_reference, im2col_t
 from ..target import resolve_linear
+from .checks import check_dynamic_args, check_geometry, check_groups, check_weight_zp
 from .conv import tap_pair_max
 from .gemm import PackedWeight, gemm_u8s8, gemm_u8s8_reference, pack_weight, raw_product_cols
 from .requantize import _fma32, fma_f32_reference
@@ -105,6 +105,13 @@ def _check(x, w_shape, bias):
     return x, bias
 
 
+def _check_w(w_q):
+    w_q = np.asarray(w_q)
+    if w_q.dtype != np.int8 or w_q.ndim != 2:
+        raise ValueError(f"w_q must be a 2-D int8 array (out, in), got {w_q.dtype} {w_q.shape}")
+    return w_q
+
+
 def _weight_scale(w_scale, n):
     ws = np.asarray(w_scale, dtype=np.float64)
     if ws.ndim not in (0, 1) or (ws.ndim == 1 and ws.shape != (n,)):
@@ -118,9 +125,8 @@ def dynamic_linear_reference(x, w_q, w_scale, w_zp, bias, *, reduce_range=True, 
     """Readable dynamic linear (module docstring). x float32 (..., in); w_q int8 (out, in); w_scale, w_zp
     scalar or (out,); bias float (out,) or None → float32 (..., out). ``relu`` applies max(y, 0)
     (torch's ``linear_relu_dynamic``)."""
-    w_q = np.asarray(w_q)
-    if w_q.dtype != np.int8 or w_q.ndim != 2:
-        raise ValueError(f"w_q must be a 2-D int8 array (out, in), got {w_q.dtype} {w_q.shape}")
+    w_q = _check_w(w_q)
+    check_dynamic_args(w_q.shape[0], w_scale, w_zp, bias, reduce_range)
     x, bias = _check(x, w_q.shape, bias)
     ar = resolve_linear(target)
     n_out = w_q.shape[0]
@@ -173,7 +179,13 @@ def _dequant_kernel(acc, s32, s64, b, mode, relu, out):
 def dynamic_linear(x, w_q, w_scale, w_zp, bias, *, reduce_range=True, relu=False, target="fbgemm"):
     """Fast dynamic linear; same contract and bit-identical result as :func:`dynamic_linear_reference`.
     ``w_q`` may be a :class:`~minquant.kernels.gemm.PackedWeight` (``pack_weight(w_q, w_zp)``)."""
-    packed = w_q if isinstance(w_q, PackedWeight) else pack_weight(w_q, w_zp)
+    if isinstance(w_q, PackedWeight):
+        packed = w_q
+        check_dynamic_args(packed.w_q.shape[0], w_scale, packed.w_zp, bias, reduce_range)
+    else:
+        w_q = _check_w(w_q)
+        check_dynamic_args(w_q.shape[0], w_scale, w_zp, bias, reduce_range)
+        packed = pack_weight(w_q, w_zp)
     x, bias = _check(x, packed.w_q.shape, bias)
     ar = resolve_linear(target)
     n_out = packed.w_q.shape[0]
@@ -227,13 +239,11 @@ def _check_conv_weight(w_q, w_zp, groups):
     w_q = np.asarray(w_q)
     if w_q.dtype != np.int8 or w_q.ndim != 4:
         raise ValueError(f"w_q must be a 4-D int8 array (O, C/groups, KH, KW), got {w_q.dtype} {w_q.shape}")
+    check_groups(groups, w_q.shape[0])
     groups = int(groups)
-    if groups < 1 or w_q.shape[0] % groups:
-        raise ValueError(f"groups must be ≥ 1 and divide the {w_q.shape[0]} output channels, got {groups}")
     o = w_q.shape[0]
+    check_weight_zp(w_zp, o)
     wz = np.asarray(w_zp)
-    if wz.ndim not in (0, 1) or (wz.ndim == 1 and wz.shape != (o,)) or np.any(wz != np.round(wz)):
-        raise ValueError(f"w_zp must be one integer or ({o},) integers, got {wz!r}")
     return w_q, np.ascontiguousarray(np.broadcast_to(wz.astype(np.int64), (o,))), groups
 
 
@@ -252,6 +262,7 @@ def pack_dynamic_conv_weight(w_q, w_zp=0, groups=1) -> PackedDynamicConvWeight:
 
 def _conv_setup(x, w_q, w_scale, bias, stride, padding, dilation, groups, reduce_range, target):
     """Checks, steps 1–2 (run-time qparams, quantize) and the geometry shared by both versions."""
+    check_dynamic_args(w_q.shape[0], w_scale, 0, bias, reduce_range)
     ar = resolve_linear(target)
     x = np.asarray(x)
     if x.dtype != _F32 or x.ndim != 4:
@@ -261,8 +272,7 @@ def _conv_setup(x, w_q, w_scale, bias, stride, padding, dilation, groups, reduce
     o, cg, kh, kw = w_q.shape
     if x.shape[1] != cg * groups:
         raise ValueError(f"input has {x.shape[1]} channels; the weights expect {cg}·{groups} = {cg * groups}")
-    stride, padding = int_pair(stride, "stride", minimum=1), int_pair(padding, "padding", minimum=0)
-    dilation = int_pair(dilation, "dilation", minimum=1)
+    stride, padding, dilation = check_geometry(stride, padding, dilation)
     if bias is not None:
         bias = np.asarray(bias)
         if bias.shape != (o,) or bias.dtype.kind != "f":

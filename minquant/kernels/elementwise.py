@@ -56,6 +56,7 @@ import numpy as np
 
 from .add import torch_vector_block
 from ..target import resolve_ops
+from .checks import check_elementwise_qparams
 from .requantize import fma_f32_reference
 
 __all__ = ["ACTIVATIONS", "activation_tables", "apply_tables", "qactivation", "qmul", "HARDSIGMOID_QPARAMS"]
@@ -90,12 +91,7 @@ ACTIVATIONS = {"hardswish": (_hardswish32, _hardswish64), "hardsigmoid": (_hards
 
 
 def _check_qparams(x_scale, x_zp, y_scale, y_zp):
-    for name, s in (("x_scale", x_scale), ("y_scale", y_scale)):
-        if np.ndim(s) != 0 or not np.isfinite(s) or s <= 0:
-            raise ValueError(f"{name} must be one finite scale > 0 (per tensor), got {s!r}")
-    for name, z in (("x_zp", x_zp), ("y_zp", y_zp)):
-        if np.ndim(z) != 0 or int(z) != z or not 0 <= int(z) <= 255:
-            raise ValueError(f"{name} must be one integer zero point in [0, 255], got {z!r}")
+    check_elementwise_qparams(x_scale=x_scale, x_zp=x_zp, y_scale=y_scale, y_zp=y_zp)
 
 
 def _round_clamp(v, zp=0, lo=0):
@@ -172,8 +168,7 @@ def qmul(a_q, a_scale, a_zp, b_q, b_scale, b_zp, y_scale, y_zp, *, relu: bool = 
         np.broadcast_shapes(a_q.shape, b_q.shape)
     except ValueError:
         raise ValueError(f"qmul: shapes {a_q.shape} and {b_q.shape} do not broadcast") from None
-    _check_qparams(a_scale, a_zp, y_scale, y_zp)
-    _check_qparams(b_scale, b_zp, y_scale, y_zp)
+    check_elementwise_qparams(a_scale=a_scale, a_zp=a_zp, b_scale=b_scale, b_zp=b_zp, y_scale=y_scale, y_zp=y_zp)
     ar = resolve_ops(target)
     lo = int(y_zp) if relu else 0
     c = (a_q.astype(np.int32) - int(a_zp)) * (b_q.astype(np.int32) - int(b_zp))     # exact, |c| ≤ 65025

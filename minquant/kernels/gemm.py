@@ -34,6 +34,8 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit
 
+from .checks import check_weight_zp, check_zero_point
+
 __all__ = ["PackedWeight", "pack_weight", "gemm_u8s8", "gemm_u8s8_reference", "INT16_MIN", "INT16_MAX"]
 
 INT16_MIN, INT16_MAX = -32768, 32767
@@ -51,11 +53,9 @@ def _check_gemm_inputs(a, w, a_zp, w_zp):
         raise ValueError(f"shape mismatch: activations have K={a.shape[1]} columns, weights K={w.shape[1]}")
     if a.shape[1] > 65536:
         raise ValueError(f"K={a.shape[1]} > 65536: 255·128·K may overflow the int32 accumulator")
-    if not 0 <= int(a_zp) <= 255:
-        raise ValueError(f"activation zero point {a_zp} outside [0, 255]")
+    check_zero_point(a_zp, "a_zp")
+    check_weight_zp(w_zp, w.shape[0])
     w_zp = np.broadcast_to(np.asarray(w_zp, dtype=np.int64), (w.shape[0],))
-    if np.any(w_zp < -128) or np.any(w_zp > 127):
-        raise ValueError("weight zero point outside [-128, 127]")
     return a, w, w_zp
 
 
@@ -103,6 +103,7 @@ def pack_weight(w_q, w_zp=0) -> PackedWeight:
     if w_q.dtype != np.int8 or w_q.ndim != 2:
         raise ValueError(f"weights must be a 2-D int8 array, got {w_q.dtype} {w_q.shape}")
     n, k = w_q.shape
+    check_weight_zp(w_zp, n)
     w_zp = np.ascontiguousarray(np.broadcast_to(np.asarray(w_zp, dtype=np.int64), (n,)))
     w64 = w_q.astype(np.int64)
     wp = np.pad(w64, ((0, 0), (0, k % 2)))

@@ -59,6 +59,7 @@ from numba import njit
 
 from ..affine import dequantize, unpack_int4
 from ..target import resolve_linear
+from .checks import check_bias, check_whole
 from .requantize import fma_f32_reference
 from .requantize import _fma32
 
@@ -91,6 +92,8 @@ def _check(x, w_packed, w_scale, w_zp, group_size, in_features, bias, dtype):
         raise ValueError(f"x must be float32, got dtype {x.dtype}")
     if not np.all(np.isfinite(x)):
         raise ValueError("x contains NaN or Inf")
+    check_whole(in_features, "in_features", 2)
+    check_whole(group_size, "group_size", 1)
     k = int(in_features)
     if x.ndim < 1 or x.shape[-1] != k:
         raise ValueError(f"shape mismatch: x has {x.shape[-1] if x.ndim else 0} features, in_features={k}")
@@ -119,10 +122,8 @@ def _check(x, w_packed, w_scale, w_zp, group_size, in_features, bias, dtype):
     if np.any(zp < lo) or np.any(zp > hi):
         raise ValueError(f"w_zp outside the {dtype} range [{lo}, {hi}]")
     zp = np.ascontiguousarray(np.broadcast_to(zp.astype(np.int64), scale.shape))
+    check_bias(bias, n, allow_int=False)
     if bias is not None:
-        bias = np.asarray(bias)
-        if bias.shape != (n,) or bias.dtype.kind != "f":
-            raise ValueError(f"bias must be float of shape ({n},), got {bias.dtype} {bias.shape}")
         bias = np.ascontiguousarray(bias, dtype=_F32)
     return x, packed, np.ascontiguousarray(scale), zp, k, gs, n, bias
 

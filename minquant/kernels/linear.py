@@ -14,10 +14,18 @@ from __future__ import annotations
 import numpy as np
 
 from ..target import resolve_linear
+from .checks import check_linear_args
 from .gemm import PackedWeight, gemm_u8s8_reference, pack_weight, prepare_rows, raw_product
 from .requantize import finish_requantize, output_stage, requantize_reference
 
 __all__ = ["QLinear", "qlinear", "qlinear_reference"]
+
+
+def _check_w(w_q):
+    w_q = np.asarray(w_q)
+    if w_q.dtype != np.int8 or w_q.ndim != 2:
+        raise ValueError(f"w_q must be a 2-D int8 array (out_features, in_features), got {w_q.dtype} {w_q.shape}")
+    return w_q
 
 
 def _check_x(x_q, k):
@@ -33,7 +41,8 @@ def qlinear_reference(x_q, x_scale, x_zp, w_q, w_scale, w_zp, bias, y_scale, y_z
                       clamp=None, clamp_hi=None, target="fbgemm"):
     """Readable quantized linear: x_q uint8 (N, in), w_q int8 (out, in), w_scale/w_zp scalar or (out,),
     bias float32 (out,) / int32 (out,) / None → uint8 (N, out)."""
-    w_q = np.asarray(w_q)
+    w_q = _check_w(w_q)
+    check_linear_args(w_q.shape, x_scale, x_zp, w_scale, w_zp, bias, y_scale, y_zp, clamp, clamp_hi)
     x_q = _check_x(x_q, w_q.shape[1])
     ar = resolve_linear(target)
     acc = gemm_u8s8_reference(x_q, w_q, x_zp, w_zp, saturate_pairs=ar.saturate_pairs)
@@ -52,11 +61,12 @@ class QLinear:
 
     def __init__(self, w_q, w_scale, w_zp, bias, x_scale, x_zp, y_scale, y_zp, *, relu=False, clamp=None,
                  clamp_hi=None, target="fbgemm"):
+        w_shape = w_q.w_q.shape if isinstance(w_q, PackedWeight) else _check_w(w_q).shape
+        check_linear_args(w_shape, x_scale, x_zp, w_scale, 0 if isinstance(w_q, PackedWeight) else w_zp, bias,
+                          y_scale, y_zp, clamp, clamp_hi)
         self.packed = w_q if isinstance(w_q, PackedWeight) else pack_weight(w_q, w_zp)
         self.arith = resolve_linear(target)
         n, k = self.packed.w_q.shape
-        if not 0 <= int(x_zp) <= 255:
-            raise ValueError(f"activation zero point {x_zp} outside [0, 255]")
         self.x_zp = int(x_zp)
         self.stage = output_stage(n, x_scale, w_scale, bias, y_scale, y_zp, relu=relu, clamp=clamp,
                                   clamp_hi=clamp_hi, target=self.arith)

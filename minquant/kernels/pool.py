@@ -47,6 +47,7 @@ from numba import njit
 from ..float_ops import pool_out_size
 from ..graph import int_pair
 from ..target import resolve_ops
+from .checks import check_pool_qparams, check_whole
 
 __all__ = ["qmax_pool2d", "qmax_pool2d_reference", "qavg_pool2d", "qavg_pool2d_reference",
            "qadaptive_avg_pool2d", "qadaptive_avg_pool2d_reference",
@@ -72,11 +73,7 @@ def _check_pool_args(x_q, kernel_size, stride, padding, dilation):
 
 
 def _check_qparams(scale, zp, what):
-    if np.ndim(scale) != 0 or not np.isfinite(scale) or scale <= 0:
-        raise ValueError(f"{what} scale must be one finite value > 0 (per tensor), got {scale!r}")
-    if np.ndim(zp) != 0 or int(zp) != zp or not 0 <= int(zp) <= 255:
-        raise ValueError(f"{what} zero point must be one integer in [0, 255], got {zp!r}")
-    return float(scale), int(zp)
+    return check_pool_qparams(scale, zp, what)
 
 
 def _output_qparams(x_scale, x_zp, y_scale, y_zp, ar):
@@ -266,6 +263,8 @@ def _avg_setup(x_q, kernel_size, stride, padding, ceil_mode, count_include_pad, 
                x_zp, y_scale, y_zp, target, channels_last):
     """Argument checks and the pooling plan shared by :func:`qavg_pool2d_reference` and :func:`qavg_pool2d`."""
     x_q, k, s, p, _ = _check_pool_args(x_q, kernel_size, stride, padding, 1)
+    if divisor_override is not None:
+        check_whole(divisor_override, "divisor_override", 1)
     ar = resolve_ops(target)
     if ar.name == "onnxruntime":
         raise ValueError("target='onnxruntime' is reproduced for global average pooling only "

@@ -15,6 +15,7 @@ import numpy as np
 from numba import njit
 
 from ..target import quantize_rule_of
+from .checks import check_scale, check_zero_point
 
 __all__ = ["quantize_u8"]
 
@@ -40,11 +41,11 @@ def quantize_u8(x, scale, zero_point, *, target: str = "torch") -> np.ndarray:
     x = np.asarray(x)
     if x.dtype.kind != "f":
         raise ValueError(f"quantize expects floating-point input, got dtype {x.dtype}")
+    check_scale(scale, "scale")
+    check_zero_point(zero_point, "zero_point")
     s = np.float32(scale)
     if not (np.isfinite(s) and s > 0):
-        raise ValueError(f"scale must be finite and > 0, got {scale!r}")
-    if int(zero_point) != zero_point or not 0 <= int(zero_point) <= 255:
-        raise ValueError(f"zero point {zero_point!r} is not a uint8 code")
+        raise ValueError(f"scale must be finite and > 0 in float32, got {scale!r}")
     xf = np.ascontiguousarray(x, dtype=np.float32)
     out = np.empty(xf.shape, np.uint8)
     divide = rule == "onnxruntime"

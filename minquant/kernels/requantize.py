@@ -24,6 +24,7 @@ from numba.extending import intrinsic
 
 from ..affine import quantize_bias
 from ..target import resolve_linear
+from .checks import check_output_stage_args
 
 __all__ = ["OutputStage", "output_stage", "requantize_reference", "finish_requantize", "finish_requantize_cols"]
 
@@ -84,14 +85,12 @@ def output_stage(n_out, x_scale, w_scale, bias, y_scale, y_zp, *, relu=False, cl
     (n_out,) already on the scale s_x·s_w (used as is). clamp: optional (lo_code, hi_code) replacing
     [0, 255] — a fused ReLU6 is ``(z_y, min(255, z_y + rne(6 / s_y)))``. clamp_hi: optional (n_out,) codes,
     a per-channel top applied after ``clamp`` (hi[n] = min(hi, clamp_hi[n]); must stay ≥ lo)."""
+    check_output_stage_args(n_out, x_scale, w_scale, bias, y_scale, y_zp, clamp, clamp_hi)
     ar = resolve_linear(target)
     per_channel = np.ndim(w_scale) > 0
     ws = np.broadcast_to(np.asarray(w_scale, dtype=np.float32), (n_out,))
-    if not np.all(np.isfinite(ws)) or np.any(ws <= 0) or not (np.isfinite(x_scale) and x_scale > 0) \
-            or not (np.isfinite(y_scale) and y_scale > 0):
-        raise ValueError("scales must be finite and > 0")
-    if not 0 <= int(y_zp) <= 255:
-        raise ValueError(f"output zero point {y_zp} outside [0, 255]")
+    if not np.all(np.isfinite(ws)) or np.any(ws <= 0):
+        raise ValueError("w_scale must be finite and > 0 in float32 (a value under- or overflows float32)")
     ats = (np.float32(x_scale) * ws).astype(np.float32)                       # s_xw = f32(s_x · s_w)
     if ar.multiplier == "onednn":
         return _onednn_stage(n_out, x_scale, ws, bias, y_scale, y_zp, relu, clamp, clamp_hi)
