@@ -16,7 +16,7 @@ decided to represent, and :meth:`Observer.compute` hands that range to :func:`mi
 MinMaxObserver                     running min / max — every value representable, outliers stretch the scale
 MovingAverageMinMaxObserver        exponential moving average of per-batch min / max (QAT's default)
 PerChannelMinMaxObserver           running min / max per channel (weights)
-PercentileObserver                 clip at the (100−p)-th / p-th percentile of a streaming histogram
+PercentileObserver                 clip at the (100−p)-th / p-th percentile: exact tails + a histogram
 MSEObserver                        clip range minimising the histogram's estimated quantization MSE
 EntropyObserver                    TensorRT's KL-divergence threshold on a 2048-bin histogram of |x|
 HistogramObserver                  torch.ao.quantization.HistogramObserver, reproduced bit for bit
@@ -37,13 +37,20 @@ import numpy as np
 from .affine import choose_qparams, qtype
 
 __all__ = [
-    "Observer", "MinMaxObserver", "MovingAverageMinMaxObserver", "PerChannelMinMaxObserver",
+    "CalibrationWarning", "Observer", "MinMaxObserver", "MovingAverageMinMaxObserver", "PerChannelMinMaxObserver",
     "MovingAveragePerChannelMinMaxObserver", "RunningHistogram", "HistogramObserver", "PercentileObserver",
     "MSEObserver", "EntropyObserver",
 ]
 
 _f32 = np.float32
 _F32_EPS = float(np.finfo(np.float32).eps)
+
+
+class CalibrationWarning(UserWarning):
+    """A calibration produced a range that will quantize badly: degenerate (every value equal, or every
+    calibration sample identical) or dominated by outliers (the range is far wider than the bulk of the
+    data). Emitted once per :func:`minquant.quantize_static` call, naming the values; the details are in
+    ``qm.meta["calibration_warnings"]`` (:func:`minquant.quantized.calibration.range_problems`)."""
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -62,7 +69,13 @@ class Observer:
         data) gives ``scale = eps`` instead of dividing by zero.
 
     Subclasses implement ``_observe(x)`` (x: non-empty finite float32 array) and ``clip_range()``.
+
+    ``clamps_input`` (class attribute, False here): True for an observer whose range does not depend on a
+    few extreme values (:class:`PercentileObserver`); calibration then runs the model on the input clamped
+    to that range, as the quantized model will see it (:func:`minquant.quantized.calibration.calibrate`).
     """
+
+    clamps_input = False
 
     def __init__(self, dtype="uint8", *, symmetric: bool = False, reduce_range: bool = False,
                  eps: float = _F32_EPS):
@@ -602,65 +615,164 @@ class HistogramObserver(_HistogramBased):
 # ---------------------------------------------------------------------------------------------------------
 # Percentile, MSE and entropy: three other ways to pick the clipping range from the same histogram.
 # ---------------------------------------------------------------------------------------------------------
+def _placed_in_histogram(counts, edges, cum, k: float) -> float:
+    """The k-th smallest (0-based) of the values a histogram holds, placed by spreading each bin's ``count``
+    values evenly over the bin: where the cumulative count reaches ``k + ½`` — in the bin
+    ``[e_b, e_{b+1}]`` with ``C_b < k + ½ ≤ C_{b+1}``, at ``e_b + (k + ½ − C_b) / count_b · width``
+    (``cum`` = ``[0, C_1, …, C_B]``, float64)."""
+    t = min(k + 0.5, cum[-1])
+    b = int(np.searchsorted(cum, t, side="left")) - 1  # cum[b] < t <= cum[b+1]
+    b = min(max(b, 0), counts.size - 1)
+    frac = (t - cum[b]) / counts[b] if counts[b] > 0 else 0.0
+    return float(edges[b] + min(max(frac, 0.0), 1.0) * (edges[b + 1] - edges[b]))
+
+
 def _quantile_from_histogram(counts, edges, q: float) -> float:
     """``np.percentile(x, 100·q)`` (its default 'linear' method) estimated from a histogram of ``x``.
 
     NumPy interpolates between order statistics: with ``N`` values sorted, rank ``r = q·(N − 1)`` (0-based),
-    ``P = x₍⌊r⌋₎ + (r − ⌊r⌋)·(x₍⌊r⌋+1₎ − x₍⌊r⌋₎)``. From a histogram the k-th smallest value is placed by
-    spreading each bin's ``count`` values evenly over the bin: it is where the cumulative count reaches
-    ``k + ½`` — in the bin ``[e_b, e_{b+1}]`` with ``C_b < k + ½ ≤ C_{b+1}``, at
-    ``e_b + (k + ½ − C_b) / count_b · width``. Each placed order statistic is in the same bin as the true
+    ``P = x₍⌊r⌋₎ + (r − ⌊r⌋)·(x₍⌊r⌋+1₎ − x₍⌊r⌋₎)``. From a histogram each order statistic is placed inside
+    its bin (:func:`_placed_in_histogram`). Each placed order statistic is in the same bin as the true
     one, so for an exact histogram the estimate is within one bin width of ``np.percentile``."""
     cum = np.concatenate([[0.0], np.cumsum(counts)])
     n = cum[-1]
-
-    def placed(k):  # value of the k-th smallest (0-based) sample
-        t = min(k + 0.5, n)
-        b = int(np.searchsorted(cum, t, side="left")) - 1  # cum[b] < t <= cum[b+1]
-        b = min(max(b, 0), counts.size - 1)
-        frac = (t - cum[b]) / counts[b] if counts[b] > 0 else 0.0
-        return edges[b] + min(max(frac, 0.0), 1.0) * (edges[b + 1] - edges[b])
-
     r = q * max(n - 1, 0.0)
     k0 = math.floor(r)
-    v0 = placed(k0)
-    return float(v0 + (r - k0) * (placed(min(k0 + 1, max(n - 1, 0.0))) - v0))
+    v0 = _placed_in_histogram(counts, edges, cum, k0)
+    return float(v0 + (r - k0) * (_placed_in_histogram(counts, edges, cum, min(k0 + 1, max(n - 1, 0.0))) - v0))
 
 
 class PercentileObserver(_HistogramBased):
-    """Clip at the ``(100 − p)``-th and ``p``-th percentiles (default ``p = 99.99``).
+    """Clip at the ``(100 − p)``-th and ``p``-th percentiles (default ``p = 99.99``), robust to a few
+    extreme values.
 
         lo = P_{100−p}(X),   hi = P_p(X)      then choose_qparams(lo, hi)
 
-    Streaming estimate: the data goes into a fixed-size :class:`RunningHistogram` (``bins`` = 2048 bins; the
-    range grows by re-binning as in torch's HistogramObserver, memory never grows). A percentile is read
-    off the histogram the way ``np.percentile`` reads sorted data — interpolating between two order
-    statistics, each placed inside its bin by spreading the bin's count evenly (:func:`_quantile_from_histogram`).
-    For data seen in one batch the estimate is within one bin width (``(max − min) / bins``) of
-    ``np.percentile``; each re-binning of a growing range can move mass by up to about one more bin width.
+    with ``P`` NumPy's default ('linear') percentile: ``N`` values sorted, rank ``r = q·(N − 1)``
+    (q = p/100, 0-based), ``P = x₍⌊r⌋₎ + (r − ⌊r⌋)·(x₍⌊r⌋+1₎ − x₍⌊r⌋₎)``.
 
-    Edge cases: ``p = 100`` gives the MinMax range; all values equal (``min == max``) → ``[v, v]``;
-    ``p`` must be in [50, 100]. NaN/Inf in a batch → ``ValueError`` naming how many; ``compute()``
-    before any data → ``ValueError``; all-zero data → ``s = eps``, ``z = qmin`` (affine), 0 (int8
-    symmetric) or 128 (uint8 symmetric).
+    **Streaming state: exact tails beside a histogram of the middle.** Memory is fixed
+    (``bins`` + 2·``tail`` floats, ``tail`` = 1024 by default) however much data streams through:
+
+    * while at most ``2·tail`` values have been seen, all of them are kept and ``P`` is exact;
+    * after that the state is the ``tail`` smallest values seen (sorted, exact), the ``tail`` largest (sorted,
+      exact), and a :class:`RunningHistogram` (``bins`` = 2048) of *every other* value. A batch's values
+      strictly between the two tails go into the histogram; the others are pooled with the tails, the pool's
+      ``tail`` smallest and ``tail`` largest become the new tails and the rest goes into the histogram.
+      Values only move from a tail into the histogram, so the histogram's range is that of the middle
+      values: it never contains the ``tail`` largest / smallest values seen.
+    * order statistic ``x₍k₎`` of the ``N = n_bottom + n_hist + n_top`` values: the bottom tail's ``k``-th if
+      ``k < n_bottom``; the top tail's ``(k − n_bottom − n_hist)``-th if ``k ≥ n_bottom + n_hist``; else placed
+      in the histogram (:func:`_placed_in_histogram`, each bin's count spread evenly). Exact in the tails;
+      within one histogram bin width of the true value in the middle for data seen in one batch (each
+      re-binning of a growing middle range can move mass by about one more bin width).
+
+    **Why:** a histogram over ``[min, max]`` lets one value of 1e30 make every bin 5e26 wide, and the
+    percentile read from it is meaningless. Here one (or up to ``tail``) extreme values sit in a tail and
+    the histogram never sees them; ``P`` only reads ``x₍⌊r⌋₎`` and ``x₍⌊r⌋+1₎``, so a single largest value
+    does not change ``hi`` — whatever its magnitude — as soon as ``⌊r⌋ + 1 ≤ N − 2``, i.e.
+    ``N > 1 + 100/(100 − p)`` (10 001 values for p = 99.99; likewise for ``lo`` and the smallest value).
+    ``m`` extreme values are ignored when ``N·(1 − q) > m`` and ``m ≤ tail``. With the default ``tail`` the
+    ranks ``r`` of p = 99.99 fall inside the exact tails up to ``N ≈ 10⁷`` values per tensor.
+
+    Edge cases: ``p = 100`` gives the MinMax range (the tails hold the exact min and max); all values equal
+    (``min == max``) → ``[v, v]``; ``N`` ≤ ``1 + 100/(100 − p)`` → the percentile interpolates towards the
+    extreme value, as ``np.percentile`` does; ``p`` must be in [50, 100]; ``tail`` ≥ 1. NaN/Inf in a batch →
+    ``ValueError`` naming how many; ``compute()`` before any data → ``ValueError``; all-zero data →
+    ``s = eps``, ``z = qmin`` (affine), 0 (int8 symmetric) or 128 (uint8 symmetric).
     """
 
-    def __init__(self, percentile: float = 99.99, dtype="uint8", *, bins: int = 2048, symmetric=False,
-                 reduce_range=False, eps=_F32_EPS):
+    clamps_input = True  # its range ignores a few extreme values: calibration may clamp the model input to it
+
+    def __init__(self, percentile: float = 99.99, dtype="uint8", *, bins: int = 2048, tail: int = 1024,
+                 symmetric=False, reduce_range=False, eps=_F32_EPS):
         super().__init__(bins, dtype, symmetric, reduce_range, eps)
         if not 50 <= percentile <= 100:
             raise ValueError(f"percentile must be in [50, 100] (the upper clip point), got {percentile}")
+        if tail < 1:
+            raise ValueError(f"tail must be >= 1, got {tail}")
         self.percentile = float(percentile)
+        self.tail = int(tail)
+        self._reset_tails()
+
+    def _reset_tails(self):
+        self.small = np.empty(0, np.float32)   # every value, while at most 2·tail have been seen
+        self.bottom = self.top = None          # then: the `tail` smallest / largest values, sorted
+        self.n_hist = 0                        # values in the histogram (exact count)
+
+    def reset(self):
+        super().reset()
+        self._reset_tails()
+
+    @property
+    def count(self) -> int:
+        """Number of values observed."""
+        if self.bottom is None:
+            return int(self.small.size)
+        return self.bottom.size + self.n_hist + self.top.size
+
+    def _to_histogram(self, v):
+        if v.size:
+            self.histogram.update(v)
+            self.n_hist += int(v.size)
+
+    def _split(self, pool):
+        """The pool's ``tail`` smallest and largest values become the tails (sorted); the rest → histogram."""
+        k = self.tail
+        pool = np.partition(pool, (k - 1, pool.size - k))
+        self.bottom, self.top = np.sort(pool[:k]), np.sort(pool[pool.size - k:])
+        self._to_histogram(pool[k:pool.size - k])
+
+    def _observe(self, x):
+        x = x.ravel()
+        if self.bottom is None:
+            pool = np.concatenate([self.small, x])
+            if pool.size <= 2 * self.tail:
+                self.small = pool
+            else:
+                self.small = np.empty(0, np.float32)
+                self._split(pool)
+            return
+        middle = (x > self.bottom[-1]) & (x < self.top[0])
+        self._to_histogram(x[middle])
+        extreme = x[~middle]
+        if extreme.size:
+            self._split(np.concatenate([self.bottom, self.top, extreme]))
+
+    def _order_statistic(self, k: int, counts, edges, cum) -> float:
+        nb = self.bottom.size
+        if k < nb:
+            return float(self.bottom[k])
+        if k >= nb + self.n_hist:
+            return float(self.top[k - nb - self.n_hist])
+        return _placed_in_histogram(counts, edges, cum, k - nb)
+
+    def _quantile(self, q: float, counts, edges, cum) -> float:
+        n = self.count
+        r = q * (n - 1)
+        k0 = min(math.floor(r), n - 1)
+        v0 = self._order_statistic(k0, counts, edges, cum)
+        if r == k0:
+            return v0
+        return v0 + (r - k0) * (self._order_statistic(min(k0 + 1, n - 1), counts, edges, cum) - v0)
 
     def clip_range(self):
-        h = self.histogram
-        if h.empty:
+        if self.count == 0:
             raise self._not_ready()
-        if h.min_val == h.max_val or self.percentile == 100:
-            return _f32(h.min_val), _f32(h.max_val)
+        if self.bottom is None:  # everything seen is kept: exact
+            s = self.small.astype(np.float64)
+            mn, mx = s.min(), s.max()
+            if mn == mx or self.percentile == 100:
+                return _f32(mn), _f32(mx)
+            lo, hi = np.percentile(s, [100 - self.percentile, self.percentile])
+            return _f32(lo), _f32(max(hi, lo))
+        mn, mx = float(self.bottom[0]), float(self.top[-1])
+        if mn == mx or self.percentile == 100:
+            return _f32(mn), _f32(mx)
         counts, edges = self._hist64()
-        lo = _quantile_from_histogram(counts, edges, 1 - self.percentile / 100)
-        hi = _quantile_from_histogram(counts, edges, self.percentile / 100)
+        cum = np.concatenate([[0.0], np.cumsum(counts)])
+        lo = self._quantile(1 - self.percentile / 100, counts, edges, cum)
+        hi = self._quantile(self.percentile / 100, counts, edges, cum)
         return _f32(lo), _f32(max(hi, lo))
 
 

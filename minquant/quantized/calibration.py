@@ -17,18 +17,45 @@ Every batch is checked: float32-convertible real numbers, non-empty, finite (a N
 min/max), the right per-sample shape (the executor checks that). An empty iterable raises ValueError.
 A tqdm progress bar counts batches (``progress=False`` turns it off).
 
+**The input the quantized model will see.** The quantized model's first step saturates its input to the
+input's quantization range. If the input's observer has a range that ignores extreme values
+(``clamps_input``: :class:`~minquant.observers.PercentileObserver`), that observer sees each raw batch
+first and the graph then runs on the batch clamped to its range so far, ``[min(lo, 0), max(hi, 0)]``
+(the real range ``choose_qparams`` maps onto the codes): every other observer — the layers downstream, and
+the input's own other statistics — calibrates what the quantized model will compute, not values it can
+never produce. A single 1e30 pixel otherwise becomes thousands of huge activations after two convolutions,
+which no percentile can clip. Data without extreme values is barely touched (only values beyond the
+percentile are clamped). The range "so far" is robust once the observer has seen more than
+``1 + 100/(100 − p)`` values (10 001 for p = 99.99; the default batch of 32 digits has 25 088); an extreme
+value in the first, smaller batches passes through unclamped. Observers without ``clamps_input``
+(MinMax, torch's Histogram, MSE, entropy) leave the data unchanged, as torch's calibration does.
+
+**Report** (:class:`RangeStats`, :func:`range_problems`): beside each observer, ``RangeStats`` keeps the
+exact min / max, a log-scale histogram of ``|x|`` and (for the graph input) whether every sample equals the
+first; after calibration ``range_problems`` compares each chosen range with the data and returns the
+degenerate and outlier-dominated ones; :func:`warn_calibration` emits one
+:class:`~minquant.observers.CalibrationWarning` naming them.
+
 This module imports NumPy and tqdm (torch only if the data is torch tensors, through their ``.numpy()``).
 """
 from __future__ import annotations
 
+import warnings
 from typing import Iterable, Mapping
 
 import numpy as np
 
+from ..affine import qtype
 from ..executor import run
 from ..graph import Graph
+from ..observers import CalibrationWarning
 
-__all__ = ["calibrate", "iter_batches"]
+__all__ = ["calibrate", "iter_batches", "RangeStats", "range_problems", "warn_calibration", "CalibrationWarning",
+           "OUTLIER_RATIO", "ROBUST_QUANTILE"]
+
+#: a range is outlier-dominated when max(|lo|, |hi|) > OUTLIER_RATIO × the ROBUST_QUANTILE of |x| (x ≠ 0)
+OUTLIER_RATIO = 100.0
+ROBUST_QUANTILE = 0.999
 
 
 def _to_numpy(batch, i: int) -> np.ndarray:
@@ -76,34 +103,187 @@ def _length(data, batch_size):
         return None
 
 
+def _as_list(obs):
+    if obs is None:
+        return []
+    return list(obs) if isinstance(obs, (list, tuple)) else [obs]
+
+
+def _update(name, observers, value):
+    try:
+        for o in observers:
+            o.update(value)
+    except ValueError as e:
+        raise ValueError(f"calibrating {name!r}: {e}") from e
+
+
 def calibrate(graph: Graph, data, observers: Mapping[str, object], *, batch_size: int = 32,
               progress: bool = True, kernels=None) -> int:
     """Run ``graph`` (float) over ``data`` and feed ``observers[value]`` every value it names.
 
     ``observers``: value name (graph input or node name) → an observer with ``update(x)`` (or a list of
-    them). Returns the number
-    of samples seen (``kernels``: the executor's table, default:
-    :data:`minquant.executor.FLOAT_KERNELS`). Raises ValueError for empty / non-finite data, or an observer for a value the graph
-    does not compute."""
+    them). An observer of the (single) graph input with ``clamps_input = True`` sees the raw batch and the
+    graph runs on the batch clamped to its range so far (module docstring). Returns the number of samples
+    seen (``kernels``: the executor's table, default: :data:`minquant.executor.FLOAT_KERNELS`). Raises
+    ValueError for empty / non-finite data, or an observer for a value the graph does not compute."""
     known = set(graph.inputs) | {n.name for n in graph.nodes}
     missing = sorted(set(observers) - known)
     if missing:
         raise ValueError(f"observers for values the graph does not compute: {missing[:5]}")
     from tqdm.auto import tqdm
 
+    in_name = graph.inputs[0] if len(graph.inputs) == 1 else None
+    clampers = [o for o in _as_list(observers.get(in_name)) if getattr(o, "clamps_input", False)
+                and hasattr(o, "clip_range")]
+
     def hook(name, value):
-        obs = observers.get(name)
-        if obs is not None:
-            try:
-                for o in (obs if isinstance(obs, (list, tuple)) else (obs,)):
-                    o.update(value)
-            except ValueError as e:
-                raise ValueError(f"calibrating {name!r}: {e}") from e
+        obs = [o for o in _as_list(observers.get(name)) if not (name == in_name and o in clampers)]
+        if obs:
+            _update(name, obs, value)
 
     seen = 0
     bar = tqdm(iter_batches(data, batch_size), total=_length(data, batch_size), desc="calibrate", unit="batch",
                disable=not progress, leave=False)
     for x in bar:
+        if clampers:
+            _update(in_name, clampers, x)
+            lo, hi = clampers[0].clip_range()
+            lo, hi = np.float32(min(float(np.min(lo)), 0.0)), np.float32(max(float(np.max(hi)), 0.0))
+            if x.min() < lo or x.max() > hi:
+                x = np.clip(x, lo, hi)
         run(graph, x, hook=hook, kernels=kernels)
         seen += x.shape[0]
     return seen
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The report: degenerate and outlier-dominated ranges.
+# ---------------------------------------------------------------------------------------------------------
+_MAG_SHIFT = 20       # float32 bits >> 20 & 0x7FF: 8 exponent bits + the top 3 mantissa bits = 1/8 octave
+_MAG_BINS = 2048
+
+
+class RangeStats:
+    """What one calibrated value really held — cheap, O(1) memory besides one sample (graph input only).
+
+    * ``min``, ``max`` (exact, float32) and ``count``;
+    * a histogram of ``|x|`` on a log scale, 8 bins per octave: the bin of a float32 is its bits
+      ``(b >> 20) & 0x7FF`` (sign dropped; 8 exponent bits and the top 3 mantissa bits), one ``bincount`` per
+      batch. Bin 0 holds 0 (and ``|x| < 2⁻¹²⁹``), which the robust magnitude ignores;
+    * ``samples=True`` (the graph input): whether every sample equals the first one.
+
+    :meth:`robust_abs` is the ``q``-quantile of the non-zero ``|x|``, rounded *up* to its bin's upper edge
+    (at most 2^(1/8) ≈ 9 % above the true quantile)."""
+
+    def __init__(self, samples: bool = False):
+        self.min = self.max = None
+        self.count = 0
+        self.mag = np.zeros(_MAG_BINS, np.int64)
+        self.samples = bool(samples)
+        self.first = None
+        self.n_samples = 0
+        self.identical = True
+
+    def update(self, x):
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        if not x.size:
+            return self
+        bmin, bmax = np.float32(x.min()), np.float32(x.max())
+        self.min = bmin if self.min is None else min(self.min, bmin)
+        self.max = bmax if self.max is None else max(self.max, bmax)
+        self.count += x.size
+        key = (x.view(np.uint32).ravel() >> _MAG_SHIFT) & (_MAG_BINS - 1)
+        self.mag += np.bincount(key, minlength=_MAG_BINS)
+        if self.samples and x.ndim >= 1:
+            if self.first is None:
+                self.first = x[0].copy()
+            if self.identical:
+                self.identical = bool(np.all(x == self.first))
+            self.n_samples += x.shape[0]
+        return self
+
+    def robust_abs(self, q: float = ROBUST_QUANTILE) -> float:
+        """Upper edge of the log-bin holding the ``q``-quantile of the non-zero ``|x|`` (0.0 if all zero)."""
+        cum = np.cumsum(self.mag[1:])
+        if not cum.size or cum[-1] == 0:
+            return 0.0
+        b = int(np.searchsorted(cum, q * cum[-1], side="left")) + 1
+        e, m = b >> 3, b & 7
+        if e == 0:                           # subnormal: |x| < 2^-126
+            return 2.0 ** -126
+        return float(2.0 ** (e - 127) * (1 + (m + 1) / 8))
+
+
+def _representable(scale, zero_point, dtype="uint8", reduce_range=False):
+    qt = qtype(dtype)
+    qt = qt.reduced() if reduce_range else qt
+    s, z = float(np.max(scale)), int(np.max(zero_point))
+    return (qt.qmin - z) * s, (qt.qmax - z) * s
+
+
+def range_problems(stats: Mapping[str, RangeStats], qparams: Mapping[str, tuple], *, dtype="uint8",
+                   reduce_range: bool = False, ratio: float = OUTLIER_RATIO, quantile: float = ROBUST_QUANTILE):
+    """The calibrated ranges that will quantize badly, as ``[{value, problem, numbers}]``.
+
+    For each value with ``stats[v]`` (its :class:`RangeStats`) and ``qparams[v] = (scale, zero_point)``
+    (per tensor; the real range they represent is ``[(qmin − z)·s, (qmax − z)·s]``):
+
+    * ``"degenerate"``: the value never changed over the calibration set (``min == max``): the scale is
+      ``eps`` or set by that one value and says nothing about real inputs;
+    * ``"identical_samples"`` (graph input, ≥ 2 samples, not constant): every calibration sample is the same;
+    * ``"outlier_dominated"``: ``R = max(|lo|, |hi|)`` of the represented range exceeds ``ratio`` (100) ×
+      ``P`` = the ``quantile`` (99.9 %) of the non-zero ``|x|`` (:meth:`RangeStats.robust_abs`, rounded up
+      by < 9 %, so a flag means ``R > 100·P`` for certain). 99.9 % of the values then use fewer than 1 %
+      of the codes: most of them round to a handful of levels.
+
+    ``numbers``: ``min``, ``max`` (the data), and for outliers ``range_lo``, ``range_hi``, ``p99_9_abs``,
+    ``ratio``; for samples, ``samples``. Floats, so the list goes into ``meta`` (JSON) as it is."""
+    out = []
+    for v, st in stats.items():
+        if st.min is None or v not in qparams:
+            continue
+        mn, mx = float(st.min), float(st.max)
+        if mn == mx:
+            out.append({"value": v, "problem": "degenerate",
+                        "numbers": {"min": mn, "max": mx, "count": int(st.count)}})
+            continue
+        if st.samples and st.identical and st.n_samples > 1:
+            out.append({"value": v, "problem": "identical_samples",
+                        "numbers": {"min": mn, "max": mx, "samples": int(st.n_samples)}})
+        lo, hi = _representable(*qparams[v], dtype, reduce_range)
+        r, p = max(abs(lo), abs(hi)), st.robust_abs(quantile)
+        if p > 0 and r > ratio * p:
+            out.append({"value": v, "problem": "outlier_dominated",
+                        "numbers": {"min": mn, "max": mx, "range_lo": lo, "range_hi": hi, "p99_9_abs": p,
+                                    "ratio": r / p}})
+    return out
+
+
+_ADVICE = {
+    "outlier_dominated": "a few extreme calibration values set the range; remove them from the calibration data "
+                         "or use calibrator='percentile' (the default), which ignores them",
+    "degenerate": "the value never changed during calibration; calibrate with more varied, real samples",
+    "identical_samples": "every calibration sample is the same; calibrate with more varied, real samples",
+}
+
+
+def warn_calibration(problems, *, calibrator: str = "", stacklevel: int = 3) -> None:
+    """Emit ONE :class:`CalibrationWarning` naming every value in ``problems`` (:func:`range_problems`) with
+    advice; nothing if the list is empty."""
+    if not problems:
+        return
+    parts = []
+    for p in problems:
+        n = p["numbers"]
+        if p["problem"] == "outlier_dominated":
+            parts.append(f"{p['value']!r}: outlier-dominated range [{n['range_lo']:.3g}, {n['range_hi']:.3g}], "
+                         f"{n['ratio']:.3g}× the 99.9th percentile |x| {n['p99_9_abs']:.3g}")
+        elif p["problem"] == "degenerate":
+            parts.append(f"{p['value']!r}: degenerate range, every calibration value = {n['min']:.6g}")
+        else:
+            parts.append(f"{p['value']!r}: all {n['samples']} calibration samples identical")
+    kinds = list(dict.fromkeys(p["problem"] for p in problems))
+    by = f" (calibrator {calibrator!r})" if calibrator else ""
+    msg = (f"calibration{by} produced {len(problems)} bad range(s): " + "; ".join(parts) + ". Advice: "
+           + "; ".join(_ADVICE[k] for k in kinds) + ". Details: qm.meta['calibration_warnings'].")
+    warnings.warn(msg, CalibrationWarning, stacklevel=stacklevel)

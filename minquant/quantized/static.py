@@ -31,6 +31,12 @@ benchmarks/RESULTS_models.md). Emulations that accumulate exactly (qnnpack, onnx
 (:func:`bias_correction`).
 
 Default calibrator: :data:`DEFAULT_CALIBRATOR` (see its comment for the measurement behind the choice).
+
+**Calibration report**: every observed value's range is checked against what the data held
+(:func:`minquant.quantized.calibration.range_problems`: degenerate — the value never changed; identical
+calibration samples; outlier-dominated — the range is over 100× the 99.9th percentile of ``|x|``). The
+findings are in ``meta["calibration_warnings"]`` (``[{value, problem, numbers}]``, empty when all is well)
+and one :class:`~minquant.observers.CalibrationWarning` names them.
 """
 from __future__ import annotations
 
@@ -44,7 +50,7 @@ from ..affine import dequantize, quantize
 from ..graph import Graph, Node
 from ..target import as_target
 from . import ops
-from .calibration import calibrate, iter_batches
+from .calibration import RangeStats, calibrate, iter_batches, range_problems, warn_calibration
 from .model import QuantizedModel
 from .passes import equalizable_pairs, equalize as equalize_pass, fusion_groups, prepare_float_graph
 
@@ -313,12 +319,16 @@ def quantize_static(model, calibration_data, *, per_channel: bool = True, calibr
             if role[n.name] == "layer" and n.op in ("conv2d", "linear"):
                 means.setdefault(n.inputs[0], ChannelMean())
                 observers.setdefault(n.inputs[0], []).append(means[n.inputs[0]])
+    stats = {v: RangeStats(samples=v in g.inputs) for v in observed}   # the calibration report's facts
+    for v, st in stats.items():
+        observers[v].append(st)
     n_samples = calibrate(g, itertools.chain(head, batches), observers, batch_size=batch_size,
                           progress=progress)
     qparams = {}
     for v in observed:
         s, z = observers[v][0].compute()
         qparams[v] = (float(s), int(z))
+    problems = range_problems(stats, qparams, dtype="uint8", reduce_range=act_rr)
     seven_bit: list[str] = []
     qgraph, float_names = _convert(g, groups, role, qparams, per_channel, ar.quantize_rule, w_rr,
                                    {v: m.mean() for v, m in means.items()}, seven_bit)
@@ -330,7 +340,8 @@ def quantize_static(model, calibration_data, *, per_channel: bool = True, calibr
             "reduce_range": rr_label or False, "weights_7bit": seven_bit, "bias_correction": bool(bias_correction),
             "equalized": bool(equalize), "equalize_alpha": EQUALIZE_ALPHA if equalize else None,
             "calibration_samples": n_samples, "folded_batch_norms": sorted(folded.values()),
-            "float_fallback": [n for n, r in role.items() if r == "float"]}
+            "float_fallback": [n for n, r in role.items() if r == "float"], "calibration_warnings": problems}
+    warn_calibration(problems, calibrator=meta["calibrator"], stacklevel=3)
     return QuantizedModel(qgraph, tgt, float_names=float_names, meta=meta, channel_scales=q_scales)
 
 
