@@ -71,16 +71,22 @@ def check_whole(v, name: str, minimum: int = 1) -> None:
         raise ValueError(f"{name} must be ≥ {minimum}, got {v!r}")
 
 
+def _per_channel_values(v, n_out: int, name: str, what: str) -> np.ndarray:
+    """``v`` as an array of numbers with one value (per tensor) or ``n_out`` values (per output channel)."""
+    if isinstance(v, (str, bytes)) or v is None:
+        raise TypeError(f"{name} must be {what}, got {v!r}")
+    a = np.asarray(v)
+    if a.dtype.kind not in "iuf":
+        raise TypeError(f"{name} must be {what}, got dtype {a.dtype}")
+    if a.ndim > 1 or (a.ndim == 1 and a.size not in (1, n_out)):
+        raise ValueError(f"{name} has {a.size} values (shape {a.shape}); per-channel weights need one per "
+                         f"output channel ({n_out})")
+    return a
+
+
 def check_weight_scale(w_scale, n_out: int, name: str = "w_scale") -> None:
     """Per tensor (one value) or per output channel (n_out values); every value finite and > 0."""
-    if isinstance(w_scale, (str, bytes)) or w_scale is None:
-        raise TypeError(f"{name} must be a number or an array of numbers, got {w_scale!r}")
-    ws = np.asarray(w_scale)
-    if ws.dtype.kind not in "iuf":
-        raise TypeError(f"{name} must be a number or an array of numbers, got dtype {ws.dtype}")
-    if ws.ndim > 1 or (ws.ndim == 1 and ws.size not in (1, n_out)):
-        raise ValueError(f"{name} has {ws.size} values (shape {ws.shape}); per-channel weights need one per "
-                         f"output channel ({n_out})")
+    ws = _per_channel_values(w_scale, n_out, name, "a number or an array of numbers")
     bad = ~np.isfinite(ws.astype(np.float64)) | (ws <= 0)
     if np.any(bad):
         raise ValueError(f"{name} must be finite and > 0; {int(bad.sum())} value(s) are not "
@@ -89,14 +95,7 @@ def check_weight_scale(w_scale, n_out: int, name: str = "w_scale") -> None:
 
 def check_weight_zp(w_zp, n_out: int, name: str = "w_zp", lo: int = -128, hi: int = 127) -> None:
     """Per tensor or per output channel; whole numbers in [lo, hi] (int8 weights: [-128, 127])."""
-    if isinstance(w_zp, (str, bytes)) or w_zp is None:
-        raise TypeError(f"{name} must be an integer or an array of integers, got {w_zp!r}")
-    z = np.asarray(w_zp)
-    if z.dtype.kind not in "iuf":
-        raise TypeError(f"{name} must be an integer or an array of integers, got dtype {z.dtype}")
-    if z.ndim > 1 or (z.ndim == 1 and z.size not in (1, n_out)):
-        raise ValueError(f"{name} has {z.size} values (shape {z.shape}); per-channel weights need one per "
-                         f"output channel ({n_out})")
+    z = _per_channel_values(w_zp, n_out, name, "an integer or an array of integers")
     zf = z.astype(np.float64)
     bad = ~np.isfinite(zf) | (zf != np.floor(zf)) | (zf < lo) | (zf > hi)
     if np.any(bad):
