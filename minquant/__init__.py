@@ -9,16 +9,6 @@ zoo). What needs torch, onnx or matplotlib loads only when you ask for it.
 
 Start reading at docs/quantization.md; every kernel docstring cites its steps.
 """
-from . import affine, kernels, observers, target
-from .target import CPUS, Cpu, Target
-from .affine import (QType, choose_qparams, dequantize, fake_quantize, pack_int4, qtype, quantize,
-                     quantize_bias, to_float16, unpack_int4)
-from .executor import infer_shapes, run
-from .observers import (EntropyObserver, HistogramObserver, MinMaxObserver, MovingAverageMinMaxObserver,
-                        MovingAveragePerChannelMinMaxObserver, MSEObserver, Observer, PercentileObserver,
-                        PerChannelMinMaxObserver, RunningHistogram)
-from .graph import OPS, Graph, Node, register_op
-
 __version__ = "0.1.0"
 
 __all__ = ["affine", "kernels", "observers", "target", "Target", "Cpu", "CPUS",
@@ -28,15 +18,27 @@ __all__ = ["affine", "kernels", "observers", "target", "Target", "Cpu", "CPUS",
            "register_op", "run", "infer_shapes", "from_torch", "from_onnx", "from_onnx_quantized", "to_onnx",
            "Observer", "MinMaxObserver",
            "MovingAverageMinMaxObserver", "PerChannelMinMaxObserver", "MovingAveragePerChannelMinMaxObserver",
-           "PercentileObserver", "MSEObserver", "EntropyObserver", "HistogramObserver", "RunningHistogram"]
+           "PercentileObserver", "MSEObserver", "EntropyObserver", "HistogramObserver", "RunningHistogram",
+           "CalibrationWarning"]
 
 #: modules loaded on first use (they import torch, onnx or matplotlib), by the name ``minquant.<name>`` gives
 _LAZY_MODULES = {"prune": "prune", "distill": "distill", "quantized": "quantized", "interop": "interop",
                  "frameworks": "frameworks", "lesson": "lesson", "zoo": "lesson.zoo", "datasets": "lesson.datasets",
                  "training": "lesson.training", "render": "lesson.render", "report": "lesson.report",
                  "doctor": "lesson.doctor", "golden": "lesson.golden"}
+#: core modules, also loaded on first use: ``import minquant`` itself loads nothing heavy (0.4 s of numpy
+#: and numba otherwise), so the ``minquant`` command can take Ctrl-C from its first instant
+_LAZY_MODULES.update({m: m for m in ("affine", "kernels", "observers", "target", "executor", "graph")})
 #: functions and classes loaded on first use, by the module that defines them
-_LAZY_NAMES = {"quantize_static": "quantized", "quantize_dynamic": "quantized", "compare": "quantized",
+_LAZY_NAMES = {**{n: "target" for n in ("CPUS", "Cpu", "Target")},
+               **{n: "affine" for n in ("QType", "choose_qparams", "dequantize", "fake_quantize", "pack_int4",
+                                        "qtype", "quantize", "quantize_bias", "to_float16", "unpack_int4")},
+               **{n: "executor" for n in ("infer_shapes", "run")},
+               **{n: "observers" for n in ("EntropyObserver", "HistogramObserver", "MinMaxObserver",
+                                           "MovingAverageMinMaxObserver", "MovingAveragePerChannelMinMaxObserver",
+                                           "MSEObserver", "Observer", "PercentileObserver",
+                                           "PerChannelMinMaxObserver", "RunningHistogram", "CalibrationWarning")},
+               **{n: "graph" for n in ("OPS", "Graph", "Node", "register_op")},"quantize_static": "quantized", "quantize_dynamic": "quantized", "compare": "quantized",
                "load": "quantized", "QuantizedModel": "quantized", "report_torch_quantized": "quantized",
                "from_torch": "interop.torch", "from_torch_quantized": "interop.torch",
                "from_onnx": "interop.onnx", "from_onnx_quantized": "interop.onnx",
@@ -44,10 +46,18 @@ _LAZY_NAMES = {"quantize_static": "quantized", "quantize_dynamic": "quantized", 
 
 
 def __getattr__(name):
-    """torch-dependent entry points load on first use, so ``import minquant`` needs no torch."""
+    """Every public name loads on first use (and is then cached here), so ``import minquant`` needs no
+    torch and costs almost nothing."""
     import importlib
     if name in _LAZY_NAMES:
-        return getattr(importlib.import_module(f".{_LAZY_NAMES[name]}", __name__), name)
-    if name in _LAZY_MODULES:
-        return importlib.import_module(f".{_LAZY_MODULES[name]}", __name__)
-    raise AttributeError(f"module 'minquant' has no attribute {name!r}")
+        value = getattr(importlib.import_module(f".{_LAZY_NAMES[name]}", __name__), name)
+    elif name in _LAZY_MODULES:
+        value = importlib.import_module(f".{_LAZY_MODULES[name]}", __name__)
+    else:
+        raise AttributeError(f"module 'minquant' has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))

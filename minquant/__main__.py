@@ -1,5 +1,5 @@
 import sys
 
-from .lesson.cli import main
+from .lesson.console import main
 
 sys.exit(main())

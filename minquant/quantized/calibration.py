@@ -79,7 +79,15 @@ def _to_numpy(batch, i: int) -> np.ndarray:
 
 
 def iter_batches(data, batch_size: int = 32):
-    """Yield checked float32 batches from ``data`` (module docstring). Raises ValueError if there is none."""
+    """Yield checked float32 batches from ``data`` (module docstring). A torch tensor is taken as an array
+    (N, ...) — not iterated sample by sample. Raises TypeError for a ``batch_size`` that is not a whole number,
+    ValueError if it is below 1 or there is no batch."""
+    if isinstance(batch_size, (bool, np.bool_)) or not isinstance(batch_size, (int, np.integer)):
+        raise TypeError(f"batch_size must be a whole number of samples, got {batch_size!r}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    if hasattr(data, "detach") and hasattr(data, "numpy") and hasattr(data, "shape"):   # a whole torch tensor
+        data = data.detach().cpu().numpy()
     if isinstance(data, np.ndarray):
         if data.ndim == 0 or data.shape[0] == 0:
             raise ValueError(f"calibration data is empty (shape {data.shape})")

@@ -241,6 +241,22 @@ def _channel_ranges(g: Graph, batches) -> dict[str, np.ndarray]:
     return ranges
 
 
+def _clamped_head(head, calibrator, act_rr):
+    """The equalization samples as the quantized model will see them: if the calibrator clamps the input
+    (``clamps_input``, e.g. percentile), each sample is clipped to the range it chooses over the whole head,
+    ``[min(lo, 0), max(hi, 0)]`` — the same rule calibration applies batch by batch
+    (:mod:`.calibration`) — so one extreme pixel among the first samples cannot set a layer's per-channel
+    range. Other calibrators leave the samples as they are, as calibration does."""
+    obs = make_observer(calibrator, act_rr)
+    if not getattr(obs, "clamps_input", False):
+        return head
+    for b in head:
+        obs.update(b)
+    lo, hi = obs.clip_range()
+    lo, hi = np.float32(min(float(np.min(lo)), 0.0)), np.float32(max(float(np.max(hi)), 0.0))
+    return [np.clip(b, lo, hi) for b in head]
+
+
 def _ranges(reduce_range, tgt):
     """(activations 7-bit?, weights 7-bit? — a bool, or for the default a predicate on the layer node, label)
     from the ``reduce_range`` argument (see quantize_static)."""
@@ -291,6 +307,10 @@ def quantize_static(model, calibration_data, *, per_channel: bool = True, calibr
 
     Raises ValueError for empty / NaN calibration data, an unknown calibrator or emulation, or a model
     the importer cannot read."""
+    if not isinstance(per_channel, (bool, np.bool_)):
+        raise TypeError(f"per_channel must be True or False (int8 weights per output channel or per "
+                        f"tensor), got {per_channel!r}")
+    per_channel = bool(per_channel)
     tgt = as_target(target)
     ar = tgt.linear()
     act_rr, w_rr, rr_label = _ranges(reduce_range, tgt)
@@ -308,8 +328,8 @@ def quantize_static(model, calibration_data, *, per_channel: bool = True, calibr
         infer_shapes(graph)
     g, groups, folded, channel_scales = prepare_float_graph(graph)
     if equalize:
-        g, channel_scales = equalize_pass(g, act_ranges=_channel_ranges(g, head), alpha=EQUALIZE_ALPHA,
-                                          iterations=1)
+        g, channel_scales = equalize_pass(g, act_ranges=_channel_ranges(g, _clamped_head(head, calibrator, act_rr)),
+                                          alpha=EQUALIZE_ALPHA, iterations=1)
         groups = fusion_groups(g)
     kind, role, observed = _plan(g, groups)
     observers = {v: [make_observer(calibrator, act_rr)] for v in observed}
