@@ -49,7 +49,8 @@ __all__ = ["Cpu", "CPUS", "Target", "Arithmetic", "FRAMEWORKS", "QUANTIZE_RULES"
 FRAMEWORKS = ("fbgemm", "x86", "qnnpack", "onnxruntime", "minquant")
 #: the two ways frameworks quantize a float (``affine.quantize``): multiply by f32(1/s), or divide by s
 QUANTIZE_RULES = ("torch", "onnxruntime")
-_ISAS = ("avx2", "avx512", "avx512_vnni")          # the ISA levels a library can be capped at, low to high
+_ISAS = ("avx2", "avx512", "avx512_vnni", "avx512_amx")   # ISA levels a library can be capped at, low to high
+#                                                    (fbgemm has no AMX level)
 _ATEN_CAPS = ("default", "avx2", "avx512")          # ATen's capabilities, low to high
 
 
@@ -63,18 +64,21 @@ class Cpu:
     avx512_vnni : AVX512-VNNI (``vpdpbusd``: u8×s8 products summed exactly into int32) — fbgemm's VNNI
                   kernels, torch's choice of oneDNN under engine ``x86``, MLAS's VNNI kernels;
     avx_vnni    : the 256-bit VEX form of VNNI (Intel client chips since Alder Lake) — MLAS only;
+    amx         : AMX-INT8 tiles (Intel Sapphire Rapids and later; needs avx512_vnni) — oneDNN's AMX (brgemm)
+                  convolution kernels, which multiply the two scales before the accumulator (step 7c);
     linux       : torch's ``x86`` engine considers oneDNN only on Linux.
 
     The three ``*_isa`` caps say what a library was *told* to use, as the environment variables
     ``FBGEMM_ENABLE_INSTRUCTIONS``, ``ONEDNN_MAX_CPU_ISA`` and ``ATEN_CPU_CAPABILITY`` do (each library reads
     its variable once, when it loads): ``None`` = the best the CPU has, else one of ``"avx2"``, ``"avx512"``,
-    ``"avx512_vnni"`` (ATen: ``"default"``, ``"avx2"``, ``"avx512"``). torch's choice of oneDNN and fbgemm's
+    ``"avx512_vnni"``, ``"avx512_amx"`` (oneDNN only; ATen: ``"default"``, ``"avx2"``, ``"avx512"``). torch's choice of oneDNN and fbgemm's
     groupwise kernel read the CPU itself (cpuinfo) and ignore the caps.
     """
     name: str
     avx512: bool = False
     avx512_vnni: bool = False
     avx_vnni: bool = False
+    amx: bool = False
     linux: bool = True
     fbgemm_isa: str | None = None
     onednn_isa: str | None = None
@@ -83,25 +87,32 @@ class Cpu:
     def __post_init__(self):
         if self.avx512_vnni and not self.avx512:
             raise ValueError(f"Cpu {self.name!r}: avx512_vnni needs avx512")
-        for field, allowed in (("fbgemm_isa", _ISAS), ("onednn_isa", _ISAS), ("aten_isa", _ATEN_CAPS)):
+        if self.amx and not self.avx512_vnni:
+            raise ValueError(f"Cpu {self.name!r}: amx needs avx512_vnni")
+        for field, allowed in (("fbgemm_isa", _ISAS[:3]), ("onednn_isa", _ISAS), ("aten_isa", _ATEN_CAPS)):
             v = getattr(self, field)
             if v is not None and v not in allowed:
                 raise ValueError(f"Cpu {self.name!r}: {field}={v!r}; expected None or one of {allowed}")
 
     # --- what each library uses on this CPU ------------------------------------------------------------
     def _level(self, cap):
-        best = 2 if self.avx512_vnni else (1 if self.avx512 else 0)
+        best = 3 if self.amx else (2 if self.avx512_vnni else (1 if self.avx512 else 0))
         return best if cap is None else min(best, _ISAS.index(cap))
 
     @property
     def fbgemm_vnni(self) -> bool:
         """fbgemm's GEMM uses vpdpbusd (exact int32) rather than vpmaddubsw (int16-saturating pairs)."""
-        return self._level(self.fbgemm_isa) == 2
+        return self._level(self.fbgemm_isa) >= 2
 
     @property
     def onednn_vnni(self) -> bool:
-        """oneDNN's int8 kernels use vpdpbusd (exact) rather than vpmaddubsw pairs."""
-        return self._level(self.onednn_isa) == 2
+        """oneDNN's int8 kernels use vpdpbusd or AMX tiles (exact) rather than vpmaddubsw pairs."""
+        return self._level(self.onednn_isa) >= 2
+
+    @property
+    def onednn_amx(self) -> bool:
+        """oneDNN's dense and grouped int8 convolutions run its AMX kernels (their own output stage order)."""
+        return self._level(self.onednn_isa) == 3
 
     @property
     def torch_picks_onednn(self) -> bool:
@@ -148,12 +159,14 @@ class Cpu:
         flags = set(flags)
         avx512 = {"avx512f", "avx512bw", "avx512vl", "avx512dq"} <= flags
         vnni = avx512 and "avx512_vnni" in flags
+        amx = vnni and {"amx_int8", "amx_tile"} <= flags
         caps = _caps_from_environ(environ or {})
         if not name:
-            name = "avx512-vnni" if vnni else ("avx512" if avx512 else ("avx-vnni" if "avx_vnni" in flags else "avx2"))
+            name = "avx512-vnni-amx" if amx else "avx512-vnni" if vnni else ("avx512" if avx512 else ("avx-vnni" if "avx_vnni" in flags else "avx2"))
             if any(caps.values()):
                 name += "/" + ",".join(f"{k.split('_')[0]}={v}" for k, v in caps.items() if v)
-        return cls(name, avx512=avx512, avx512_vnni=vnni, avx_vnni="avx_vnni" in flags, linux=linux, **caps)
+        return cls(name, avx512=avx512, avx512_vnni=vnni, avx_vnni="avx_vnni" in flags, amx=amx, linux=linux,
+                   **caps)
 
     @classmethod
     def host(cls, *, respect_environment: bool = True) -> "Cpu":
@@ -196,7 +209,8 @@ class Cpu:
 
     def describe(self) -> str:
         feats = ["AVX2"] + (["AVX-512 F/BW/VL/DQ"] if self.avx512 else []) + \
-                (["AVX512-VNNI"] if self.avx512_vnni else []) + (["AVX-VNNI"] if self.avx_vnni else [])
+                (["AVX512-VNNI"] if self.avx512_vnni else []) + (["AVX-VNNI"] if self.avx_vnni else []) + \
+                (["AMX-INT8"] if self.amx else [])
         caps = [f"{k}={getattr(self, k)}" for k in ("fbgemm_isa", "onednn_isa", "aten_isa") if getattr(self, k)]
         return f"{self.name}: " + " + ".join(feats) + (f" (capped: {', '.join(caps)})" if caps else "")
 
@@ -211,7 +225,7 @@ def _caps_from_environ(environ) -> dict:
     dn = norm(environ.get("ONEDNN_MAX_CPU_ISA") or environ.get("DNNL_MAX_CPU_ISA"),
               {"avx2": "avx2", "avx2_vnni": "avx2", "avx2_vnni_2": "avx2", "avx512_core": "avx512",
                "avx512_core_vnni": "avx512_vnni", "avx512_core_bf16": "avx512_vnni", "avx512_core_fp16": "avx512_vnni",
-               "avx512_core_amx": "avx512_vnni", "avx512_core_amx_fp16": "avx512_vnni", "all": None})
+               "avx512_core_amx": "avx512_amx", "avx512_core_amx_fp16": "avx512_amx", "all": None})
     at = norm(environ.get("ATEN_CPU_CAPABILITY"), {"default": "default", "avx2": "avx2", "avx512": "avx512"})
     return {"fbgemm_isa": fb, "onednn_isa": dn, "aten_isa": at}
 
@@ -240,6 +254,8 @@ CPUS = {
     "avx512": Cpu("avx512", avx512=True),                             # Intel Skylake-SP (no VNNI)
     "avx512-vnni": Cpu("avx512-vnni", avx512=True, avx512_vnni=True),  # Cascade Lake+, Ice Lake, AMD Zen 4/5
     "avx-vnni": Cpu("avx-vnni", avx_vnni=True),                       # Intel Alder/Raptor Lake client
+    "avx512-vnni-amx": Cpu("avx512-vnni-amx", avx512=True, avx512_vnni=True, avx_vnni=True, amx=True),
+    #                                                                   Intel Sapphire Rapids and later
     # an AVX512-VNNI machine with every library capped at AVX2 by its environment variable (what
     # FBGEMM_ENABLE_INSTRUCTIONS=AVX2 ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2 give)
     "avx512-vnni/forced-avx2": Cpu("avx512-vnni/forced-avx2", avx512=True, avx512_vnni=True,
@@ -263,7 +279,8 @@ class Arithmetic:
                          reciprocal, 'onnxruntime' divides);
     multiplier         : 'f32_ats_over_ys' — f32(f32(s_x·s_w) / s_y); 'f32_ats_times_inv_ys' —
                          f32(f32(s_x·s_w) · f32(1/s_y)) (qnnpack); 'f64' (float64, minquant); 'onednn'
-                         (oneDNN's scale-then-bias-then-1/s_y stage, docs/quantization.md step 7c);
+                         (oneDNN's scale-then-bias-then-1/s_y stage, docs/quantization.md step 7c); 'onednn_amx'
+                         (the same with the two scales multiplied first: oneDNN's AMX kernels);
     quantize_rule      : how this framework quantizes float activations ('torch' or 'onnxruntime');
     vector_bits        : width of the build of ATen's quantized elementwise kernels that runs (256; 0 under
                          the ``default`` capability; :attr:`Cpu.aten_vector_bits`): positions inside whole
@@ -393,7 +410,9 @@ class Target:
                     "with int16 saturation in a way minquant does not reproduce yet (dense convolutions with an "
                     "odd channel count and grouped convolutions differ) — no real CPU takes this path")
             c = self.cpu
-            return Arithmetic("onednn", False, True, "torch", "onednn", "torch", c.aten_vector_bits,
+            depthwise = groups > 1 and c_in == groups        # one input channel per group
+            mult = "onednn_amx" if c.onednn_amx and not depthwise else "onednn"
+            return Arithmetic("onednn", False, True, "torch", mult, "torch", c.aten_vector_bits,
                               c.aten_avx512_kernel_bits, c)
         ar = self.ops()
         if ar.name == "onnxruntime" and groups > 1 and c_in == c_out == groups:

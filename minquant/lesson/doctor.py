@@ -123,7 +123,8 @@ def _resolve(target: Target, family: str) -> Arithmetic:
 def _path(target: Target, family: str, ar: Arithmetic) -> str:
     cpu = target.cpu
     if ar.name == "onednn":
-        return "oneDNN, " + _accumulation(ar, cpu.onednn_vnni)
+        kernel = "oneDNN AMX (s_x·s_w first)" if ar.multiplier == "onednn_amx" else "oneDNN"
+        return f"{kernel}, " + _accumulation(ar, cpu.onednn_vnni)
     if family.startswith("conv") or family.startswith("QLinearConv"):
         if ar.name == "fbgemm":
             layer = _conv_layer(_conv_kind(family))
@@ -493,7 +494,7 @@ def format_host(cpu: Cpu | None = None) -> str:
     cpu = Cpu.host() if cpu is None else cpu
     yes = {True: "yes", False: "no"}
     lines = [f"CPU  {cpu.describe()}",
-             f"     fbgemm VNNI: {yes[cpu.fbgemm_vnni]}   oneDNN VNNI: {yes[cpu.onednn_vnni]}   "
+             f"     fbgemm VNNI: {yes[cpu.fbgemm_vnni]}   oneDNN VNNI: {yes[cpu.onednn_vnni]}   oneDNN AMX: {yes[cpu.onednn_amx]}   "
              f"torch x86 picks oneDNN for conv: {yes[cpu.torch_picks_onednn]}   MLAS VNNI: {yes[cpu.mlas_vnni]}",
              f"     ATen capability: {cpu.aten_capability}; quantized elementwise kernels run the "
              f"{cpu.aten_vector_bits}-bit build"]
