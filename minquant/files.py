@@ -3,8 +3,9 @@
 A reader must never see half a file, two writers must not trip over each other's temporary file, and an
 interrupt (Ctrl-C, an exception) must leave either the old file or the new one — and nothing else:
 
-1. write to a *unique* temporary file in the destination's folder (``tempfile.mkstemp``: two processes
-   saving to the same path never share a temporary name; the same folder keeps the final rename atomic);
+1. write to a *unique* temporary file in the destination's folder (a random name created with ``O_EXCL``:
+   two processes saving to the same path never share a temporary name; the same folder keeps the final
+   rename atomic);
 2. flush and ``fsync`` it, so the bytes are on disk before the name points at them;
 3. ``os.replace`` it onto the destination (atomic on POSIX and Windows);
 4. in a ``finally``: if anything failed before step 3, remove the temporary file.
@@ -17,7 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
+import secrets
 from pathlib import Path
 
 __all__ = ["atomic_path", "atomic_write"]
@@ -37,19 +38,20 @@ def atomic_path(path, *, suffix: str = ""):
     exception the temporary file is removed and ``path`` is untouched."""
     path = Path(path)
     _check_destination(path)
-    tmp = None
+    # the name is chosen *before* the file exists, so an interrupt at any instant after this line finds it in
+    # the finally below (tempfile.mkstemp returns the name only after creating the file: a Ctrl-C in between
+    # left an orphan); O_EXCL makes the creation fail rather than share a name with another writer
+    tmp = path.parent / f".{path.name}.{secrets.token_hex(8)}.tmp{suffix}"
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=path.parent)
-        os.close(fd)
-        yield Path(tmp)
+        os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        yield tmp
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)                  # mkstemp makes the file private; the result is an ordinary file
+        os.chmod(tmp, 0o644)                  # created private (0600); the result is an ordinary file
         os.replace(tmp, path)
     finally:
-        if tmp is not None:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
 
 
 @contextlib.contextmanager
