@@ -47,9 +47,11 @@ _PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "cat", "hubble_deep_field
            "brick", "grass", "gravel", "logo", "retina", "colorwheel", "clock", "microaneurysms")
 
 
-def photo_crops(n: int, *, seed: int = 0, size: int = 224, split: str = "calib"):
+def photo_crops(n: int, *, seed: int = 0, size: int = 224, split: str = "calib", mean=IMAGENET_MEAN,
+                std=IMAGENET_STD):
     """``n`` random ``size``×``size`` crops (random position and scale, random flip) of scikit-image's
-    bundled photos, ImageNet-normalised: float32 (n, 3, size, size).
+    bundled photos, RGB in [0, 1] normalised per channel as ``(x − mean) / std`` (default: torchvision's
+    ImageNet statistics; EfficientNet-Lite uses 0.5 and 0.5): float32 (n, 3, size, size).
 
     ``split='calib'`` and ``split='eval'`` draw from disjoint halves of every photo (left/right half,
     by column), so calibration and evaluation never share pixels."""
@@ -58,6 +60,9 @@ def photo_crops(n: int, *, seed: int = 0, size: int = 224, split: str = "calib")
 
     if split not in ("calib", "eval"):
         raise ValueError(f"split must be 'calib' or 'eval', got {split!r}")
+    mean, std = (np.broadcast_to(np.asarray(v, np.float32), (3,)) for v in (mean, std))
+    if not (np.all(np.isfinite(std)) and np.all(std > 0)):
+        raise ValueError(f"std must be positive and finite per channel, got {std.tolist()}")
     rng = np.random.default_rng(seed + (0 if split == "calib" else 10_000))
     photos = []
     for name in _PHOTOS:
@@ -88,5 +93,5 @@ def photo_crops(n: int, *, seed: int = 0, size: int = 224, split: str = "calib")
         crop = resize(crop, (size, size), order=1, anti_aliasing=True).astype(np.float32)
         if rng.random() < 0.5:
             crop = crop[:, ::-1]
-        out[i] = ((crop - IMAGENET_MEAN) / IMAGENET_STD).transpose(2, 0, 1)
+        out[i] = ((crop - mean) / std).transpose(2, 0, 1)
     return out

