@@ -67,11 +67,17 @@ _QTYPES = {
     "uint4": QType("uint4", 0, 15, np.uint8, 4),
     "int4": QType("int4", -8, 7, np.int8, 4),
     "int32": QType("int32", -(2 ** 31), 2 ** 31 - 1, np.int32, 32),
+    # ONNX's other QuantizeLinear outputs (opset 21+): 16-bit codes, and 2-bit codes held one per byte
+    "uint16": QType("uint16", 0, 65535, np.uint16, 16),
+    "int16": QType("int16", -32768, 32767, np.int16, 16),
+    "uint2": QType("uint2", 0, 3, np.uint8, 2),
+    "int2": QType("int2", -2, 1, np.int8, 2),
 }
 
 
 def qtype(dtype) -> QType:
-    """Look up a code type by name ('uint8', 'int8', 'uint4', 'int4', 'int32') or pass a QType through."""
+    """Look up a code type by name ('uint8', 'int8', 'uint4', 'int4', 'int32'; 'uint16', 'int16', 'uint2',
+    'int2' for ONNX's QuantizeLinear) or pass a QType through."""
     if isinstance(dtype, QType):
         return dtype
     name = np.dtype(dtype).name if not isinstance(dtype, str) else dtype
@@ -295,8 +301,9 @@ def quantize(x, scale, zero_point, dtype="uint8", axis=None, *, group_size=None,
     x : float array.  NaN or Inf raise ``ValueError``.
     scale, zero_point : scalar (per tensor), 1-D of length ``x.shape[axis]`` (per channel), or, with
         ``group_size``, the shape of ``x`` with ``axis`` divided by ``group_size`` (per group).
-    dtype : 'uint8', 'int8', 'uint4', 'int4' or 'int32' (bias). 4-bit codes come back one per int8/uint8
-        element; :func:`pack_int4` stores them two per byte.
+    dtype : 'uint8', 'int8', 'uint4', 'int4', 'int32' (bias), or 'uint16', 'int16', 'uint2', 'int2' (ONNX's
+        QuantizeLinear). 4-bit and 2-bit codes come back one per int8/uint8 element; :func:`pack_int4`
+        stores 4-bit codes two per byte.
     target : the quantize rule, or a target that implies it (a framework name such as 'fbgemm' / 'x86' /
         'qnnpack' → 'torch', 'onnxruntime' / 'minquant' → 'onnxruntime', or a :class:`~minquant.target.Target`):
         'torch' — multiply by the float32 reciprocal: ``rne(f32(x · f32(1/f32(s))))`` then ``+ z``;

@@ -129,11 +129,12 @@ from .build import Builder, bias_param  # noqa: F401  (bias_param: read by minqu
 from .fuse import fold_constants, fuse_code_clamps, fuse_dynamic, fuse_float_patterns, fuse_qdq, _is_q
 from .handlers import FLOAT_OPS, HANDLERS, QUANTIZED_OPS, _QUANT_MARKERS, _check_supported
 from .proto import OnnxGraph, describe, load_onnx
+from .program import OnnxProgram, is_program
 
 if TYPE_CHECKING:
     from ...quantized import QuantizedModel
 
-__all__ = ["from_onnx", "from_onnx_quantized", "onnx_is_quantized", "load_onnx", "fuse_qdq", "fuse_code_clamps",
+__all__ = ["from_onnx", "from_onnx_quantized", "onnx_is_quantized", "OnnxProgram", "load_onnx", "fuse_qdq", "fuse_code_clamps",
            "fuse_float_patterns", "FLOAT_OPS", "QUANTIZED_OPS"]
 
 
@@ -164,14 +165,24 @@ def onnx_is_quantized(model) -> bool:
     return _has_quantized_ops(_read(model, None)[1])
 
 
-def from_onnx(model, *, name: str | None = None) -> Graph:
-    """Import a float ONNX model (path, bytes or ``onnx.ModelProto``) as a :class:`~minquant.graph.Graph`;
-    run it with :func:`minquant.run` (module docstring: which ops, and the exporter's float sequences that
-    come back as one op).
+def from_onnx(model, *, name: str | None = None, target="onnxruntime") -> Graph | OnnxProgram:
+    """Import an ONNX model (path, bytes or ``onnx.ModelProto``):
 
-    Raises ValueError for a model with quantized operators (read it with :func:`from_onnx_quantized`), for
-    files that are not (valid) ONNX and for unsupported ops (naming each op type and node)."""
+    * a graph made only of quantization operators (QuantizeLinear, DequantizeLinear, QLinearConv,
+      QLinearMatMul, ConvInteger, MatMulInteger, DynamicQuantizeLinear, ONNX Runtime's QGemm / QLinearAdd /
+      QLinearMul / QLinearGlobalAveragePool / MatMulNBits) → an :class:`~minquant.interop.onnx.program.
+      OnnxProgram`: any number of inputs and outputs of any rank and integer / float16 / float32 type, run
+      node by node on minquant's kernels with ``target``'s arithmetic (default ONNX Runtime on this CPU);
+    * a float model → a :class:`~minquant.graph.Graph`; run it with :func:`minquant.run` (module docstring:
+      which ops, and the exporter's float sequences that come back as one op).
+
+    Raises ValueError for a model that mixes quantized operators with float ops (a whole QDQ / QOperator /
+    dynamic model, which ONNX Runtime rewrites before running: read it with :func:`from_onnx_quantized`),
+    for files that are not (valid) ONNX and for unsupported ops or types (naming each op type and node)."""
     proto, g = _read(model, name)
+    if is_program(g):
+        return OnnxProgram(g, target=target)
+    g.image_inputs()                                    # a Graph takes float32 images (ValueError naming the input)
     if _has_quantized_ops(g):
         raise ValueError(f"{describe(model)} has quantized operators (QDQ/QOperator/dynamic); use "
                          "from_onnx_quantized")
@@ -193,6 +204,7 @@ def from_onnx_quantized(model, *, name: str | None = None, target="onnxruntime")
     Raises ValueError for a model without quantized operators (read it with :func:`from_onnx`), for files
     that are not (valid) ONNX and for unsupported ops (naming each op type and node)."""
     proto, g = _read(model, name)
+    g.image_inputs()
     if not _has_quantized_ops(g):
         raise ValueError(f"{describe(model)} has no quantized operators; use from_onnx")
     # the float tensor each QuantizeLinear reads: what the quantized value approximates (for compare())

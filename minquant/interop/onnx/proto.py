@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["ONode", "OnnxGraph", "load_onnx", "describe"]
+__all__ = ["ONode", "OnnxGraph", "load_onnx", "describe", "onnx_pads"]
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -114,8 +114,10 @@ def load_onnx(model):
 
 class OnnxGraph:
     """The parts of an ONNX graph the importer needs: ``nodes`` (:class:`ONode`, Constant nodes folded
-    into ``consts``), ``consts`` (initializers and constants by name, NumPy), ``inputs`` (name → example
-    shape, batch 1 where symbolic), ``outputs`` (names), ``opset`` (domain → version)."""
+    into ``consts``), ``consts`` (initializers and constants by name, NumPy), ``input_types`` (name →
+    (ONNX element type number, dims with None where symbolic), every non-initializer input), ``inputs``
+    (name → example shape, batch 1 where symbolic — only for a model taking float32 images: reading it checks
+    that, :meth:`image_inputs`), ``outputs`` (names), ``opset`` (domain → version)."""
 
     def __init__(self, proto):
         g = proto.graph
@@ -123,29 +125,18 @@ class OnnxGraph:
         self.opset = {o.domain or "": o.version for o in proto.opset_import}
         self.consts: dict[str, np.ndarray] = {t.name: _tensor(t, "initializer") for t in g.initializer}
         self.nodes: list[ONode] = []
-        self.inputs: dict[str, tuple] = {}
+        self.input_types: dict[str, tuple] = {}
+        self._inputs = None
         for vi in g.input:
             if vi.name in self.consts:
                 continue
+            if not vi.type.HasField("tensor_type"):
+                self.input_types[vi.name] = (None, None)
+                continue
             tt = vi.type.tensor_type
-            if not vi.type.HasField("tensor_type") or tt.elem_type != 1:
-                raise ValueError(f"graph input {vi.name!r} must be a float32 tensor (minquant models take float "
-                                 "input)")
-            dims = []
-            for i, d in enumerate(tt.shape.dim):
-                if d.HasField("dim_value") and d.dim_value > 0:
-                    dims.append(int(d.dim_value))
-                elif i == 0:
-                    dims.append(1)                      # symbolic batch
-                else:
-                    raise ValueError(f"graph input {vi.name!r} has a symbolic size in dimension {i}; only the "
-                                     "batch (dimension 0) may be symbolic")
-            if len(dims) < 2:
-                raise ValueError(f"graph input {vi.name!r} needs a batch dimension and at least one more, got "
-                                 f"rank {len(dims)}")
-            self.inputs[vi.name] = tuple(dims)
-        if not self.inputs:
-            raise ValueError("the ONNX graph has no (non-initializer) input")
+            dims = None if not tt.HasField("shape") else [
+                int(d.dim_value) if d.HasField("dim_value") and d.dim_value > 0 else None for d in tt.shape.dim]
+            self.input_types[vi.name] = (int(tt.elem_type), dims)
         self.outputs = [vi.name for vi in g.output]
         for n in g.node:
             where = f"{n.op_type} (node {n.name!r})"
@@ -158,6 +149,39 @@ class OnnxGraph:
             self.nodes.append(ONode(n.op_type, n.name or n.output[0], list(n.input), list(n.output), attrs,
                                     n.domain or ""))
 
+    @property
+    def inputs(self) -> dict:
+        """name → example shape of each input of a model taking float32 images (:meth:`image_inputs`)."""
+        if self._inputs is None:
+            self._inputs = self.image_inputs()
+        return self._inputs
+
+    def image_inputs(self) -> dict:
+        """name → example shape (batch 1 where symbolic) of every graph input, checking that each is a float32
+        tensor with a batch dimension and fixed other sizes, as minquant's float and quantized models take
+        (ValueError naming the input otherwise)."""
+        out = {}
+        for name, (elem, dims) in self.input_types.items():
+            if elem != 1:
+                raise ValueError(f"graph input {name!r} must be a float32 tensor (minquant models take float "
+                                 "input)")
+            shape = []
+            for i, d in enumerate(dims or []):
+                if d is not None:
+                    shape.append(d)
+                elif i == 0:
+                    shape.append(1)                      # symbolic batch
+                else:
+                    raise ValueError(f"graph input {name!r} has a symbolic size in dimension {i}; only the "
+                                     "batch (dimension 0) may be symbolic")
+            if len(shape) < 2:
+                raise ValueError(f"graph input {name!r} needs a batch dimension and at least one more, got "
+                                 f"rank {len(shape)}")
+            out[name] = tuple(shape)
+        if not out:
+            raise ValueError("the ONNX graph has no (non-initializer) input")
+        return out
+
 
 # ----------------------------------------------------------------------------------------------------------
 # Small helpers
@@ -167,25 +191,38 @@ def _fail(n: ONode, problem: str):
     raise ValueError(f"cannot import ONNX {n.where()}: {problem}")
 
 
+def onnx_pads(n: ONode, in_size, kernel, strides, dilations) -> list:
+    """ONNX's ``pads`` [begin₁ … begin_d, end₁ … end_d] of a d-dimensional window op, from the ``pads`` or
+    ``auto_pad`` attribute: SAME_UPPER / SAME_LOWER give each axis ``total = max(0, (⌈size/stride⌉ − 1)·stride
+    + dilation·(kernel − 1) + 1 − size)``, the odd unit at the end (UPPER) or the beginning (LOWER)."""
+    d = len(in_size)
+    auto = n.attrs.get("auto_pad", "NOTSET")
+    if auto in ("NOTSET", ""):
+        pads = [int(p) for p in n.attrs.get("pads", [0] * 2 * d)]
+    elif auto == "VALID":
+        pads = [0] * 2 * d
+    elif auto in ("SAME_UPPER", "SAME_LOWER"):
+        pads = [0] * 2 * d
+        for i in range(d):
+            out = -(-in_size[i] // strides[i])
+            total = max(0, (out - 1) * strides[i] + dilations[i] * (kernel[i] - 1) + 1 - in_size[i])
+            small, big = total // 2, total - total // 2
+            pads[i], pads[i + d] = (small, big) if auto == "SAME_UPPER" else (big, small)
+    else:
+        _fail(n, f"unknown auto_pad {auto!r}")
+    if len(pads) != 2 * d:
+        _fail(n, f"pads {pads} do not have two values per spatial axis ({d})")
+    if min(pads) < 0:
+        _fail(n, f"negative pads {pads} are not supported")
+    return pads
+
+
 def _pads2d(n: ONode, in_hw, kernel, strides, dilations=(1, 1)):
     """Symmetric (ph, pw) from ONNX ``pads`` [top, left, bottom, right] / ``auto_pad`` (ValueError if
     asymmetric: minquant's ops pad both sides equally)."""
-    auto = n.attrs.get("auto_pad", "NOTSET")
-    if auto in ("NOTSET", ""):
-        pads = list(n.attrs.get("pads", [0, 0, 0, 0]))
-    elif auto == "VALID":
-        pads = [0, 0, 0, 0]
-    elif auto in ("SAME_UPPER", "SAME_LOWER"):
-        pads = [0, 0, 0, 0]
-        for i in range(2):
-            out = -(-in_hw[i] // strides[i])
-            total = max(0, (out - 1) * strides[i] + dilations[i] * (kernel[i] - 1) + 1 - in_hw[i])
-            small, big = total // 2, total - total // 2
-            pads[i], pads[i + 2] = (small, big) if auto == "SAME_UPPER" else (big, small)
-    else:
-        _fail(n, f"unknown auto_pad {auto!r}")
-    if len(pads) != 4:
-        _fail(n, f"only 2-D (NCHW) operators are supported, got pads {pads}")
+    if len(n.attrs.get("pads", [0] * 4)) != 4:
+        _fail(n, f"only 2-D (NCHW) operators are supported, got pads {list(n.attrs['pads'])}")
+    pads = onnx_pads(n, in_hw, kernel, strides, dilations)
     if pads[0] != pads[2] or pads[1] != pads[3]:
         _fail(n, f"asymmetric padding {pads} (top, left, bottom, right) is not supported")
     return int(pads[0]), int(pads[1])
