@@ -104,12 +104,28 @@ def load_onnx(model):
             raise ValueError(f"{what}: initializer {t.name!r} is stored in an external data file; from_onnx "
                              "reads self-contained .onnx files only")
     try:
-        onnx.checker.check_model(proto)
+        onnx.checker.check_model(_with_shape_fields(proto))
     except Exception as e:
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ValueError(f"{what} is not a valid ONNX model ({type(e).__name__}: {msg}); the file is corrupt, "
                          "truncated or not ONNX") from None
     return proto
+
+
+def _with_shape_fields(proto):
+    """``proto``, or a copy in which every graph input / output declared without a ``shape`` field gets an
+    empty one: the IR makes the shape optional (ONNX Runtime runs such files, minquant's golden recordings
+    hold some), ``onnx.checker`` requires the field. The copy is only checked, never read."""
+    def missing(vi):
+        return vi.type.HasField("tensor_type") and not vi.type.tensor_type.HasField("shape")
+    if not any(missing(vi) for vi in list(proto.graph.input) + list(proto.graph.output)):
+        return proto
+    copy = type(proto)()
+    copy.CopyFrom(proto)
+    for vi in list(copy.graph.input) + list(copy.graph.output):
+        if missing(vi):
+            vi.type.tensor_type.shape.SetInParent()
+    return copy
 
 
 class OnnxGraph:
