@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import secrets
 from pathlib import Path
 
 __all__ = ["atomic_path", "atomic_write"]
@@ -41,7 +40,7 @@ def atomic_path(path, *, suffix: str = ""):
     # the name is chosen *before* the file exists, so an interrupt at any instant after this line finds it in
     # the finally below (tempfile.mkstemp returns the name only after creating the file: a Ctrl-C in between
     # left an orphan); O_EXCL makes the creation fail rather than share a name with another writer
-    tmp = path.parent / f".{path.name}.{secrets.token_hex(8)}.tmp{suffix}"
+    tmp = path.parent / f".{path.name}.{os.urandom(8).hex()}.tmp{suffix}"
     try:
         os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
         yield tmp
