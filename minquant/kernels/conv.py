@@ -25,6 +25,7 @@ from numba import njit
 from ..target import resolve_conv
 from .checks import check_conv_args, check_groups, check_weight_zp
 from .gemm import gemm_u8s8_reference, pack_weight, raw_product_cols
+from .gemm_simd import ISA_NONE, choose_plan, conv_simd
 from ..im2col import conv_out_size, im2col_reference, im2col_t
 from .requantize import OutputStage, _requant_row, finish_requantize_cols, output_stage, requantize_reference
 
@@ -390,6 +391,14 @@ class QConv2d:
             self.group_stages = [_slice_stage(self.stage, g, og) for g in range(self.groups)]
             self.has_wzp = [bool(np.any(pk.w_zp)) for pk in self.packed.packs]
 
+    @property
+    def plan(self):
+        """How a groups = 1 product runs on this host (:func:`~minquant.kernels.gemm_simd.choose_plan`; other
+        groupings use the float32 paths): the target's arithmetic on the host's int8 instructions."""
+        if self.packed.depthwise or self.groups != 1:
+            return choose_plan(False, False, ISA_NONE)
+        return choose_plan(self.arith.saturate_pairs, self.packed.packs[0].risky.shape[0] > 0)
+
     def __call__(self, x_q):
         pk = self.packed
         x_q, w_arr = _check(x_q, pk.w_q, self.groups)
@@ -424,6 +433,11 @@ class QConv2d:
             return out
         og = c_out // self.groups
         out3 = np.empty((n, c_out, oh * ow), np.uint8)
+        plan = self.plan
+        if plan.isa != ISA_NONE:
+            conv_simd(plan, pk.packs[0], x_q, (kh, kw), (sh, sw), (ph, pw), (dh, dw), ow, self.x_zp, self.col_adj[0],
+                      st, out3)
+            return out3.reshape(n, c_out, oh, ow)
         pointwise = kh == kw == 1 and (sh, sw, ph, pw) == (1, 1, 0, 0)
         for g in range(self.groups):
             xg = x_q if self.groups == 1 else x_q[:, g * cg:(g + 1) * cg]

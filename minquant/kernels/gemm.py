@@ -29,7 +29,7 @@ full-range weights the result can differ from the exact sum; ``saturate_pairs=Tr
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from numba import njit
@@ -86,7 +86,8 @@ class PackedWeight:
 
     w_q: (N, K) int8 codes; w_t: (K, N) float32 copy for BLAS; col_sum: (N,) Σ_k w; w_zp: (N,) zero points;
     risky: (R, 2) rows of (n, k0) — weight pairs (k0, k0+1) that can saturate int16 — and risky_w: (R, 2)
-    their two weights (0 for a missing partner at odd K); norm_max: max_n ‖w_n‖₂."""
+    their two weights (0 for a missing partner at odd K); norm_max: max_n ‖w_n‖₂; simd: the int8 SIMD
+    operands made from w_q on first use (:func:`~minquant.kernels.gemm_simd.weight_operand`)."""
     w_q: np.ndarray
     w_t: np.ndarray
     col_sum: np.ndarray
@@ -95,6 +96,7 @@ class PackedWeight:
     risky_w: np.ndarray
     norm_max: float
     abs_sum_max: int = 0
+    simd: dict = field(default_factory=dict, compare=False, repr=False)
 
 
 def pack_weight(w_q, w_zp=0) -> PackedWeight:

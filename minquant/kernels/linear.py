@@ -16,6 +16,7 @@ import numpy as np
 from ..target import resolve_linear
 from .checks import check_linear_args
 from .gemm import PackedWeight, gemm_u8s8_reference, pack_weight, prepare_rows, raw_product
+from .gemm_simd import ISA_NONE, choose_plan, linear_simd
 from .requantize import finish_requantize, output_stage, requantize_reference
 
 __all__ = ["QLinear", "qlinear", "qlinear_reference"]
@@ -72,9 +73,18 @@ class QLinear:
                                   clamp_hi=clamp_hi, target=self.arith)
         self.col_adj = self.packed.col_sum - k * self.packed.w_zp
 
+    @property
+    def plan(self):
+        """How the product runs on this host (:func:`~minquant.kernels.gemm_simd.choose_plan`): the target's
+        arithmetic on the host's int8 instructions, or the float32 BLAS path."""
+        return choose_plan(self.arith.saturate_pairs, self.packed.risky.shape[0] > 0)
+
     def __call__(self, x_q):
         p = self.packed
         x_q = _check_x(x_q, p.w_q.shape[1])
+        plan = self.plan
+        if plan.isa != ISA_NONE:
+            return linear_simd(plan, p, x_q, self.x_zp, self.col_adj, self.stage)
         a_f, row_sum, col_max, norm2 = prepare_rows(x_q)
         raw = raw_product(a_f, p, norm2, col_max, self.arith.saturate_pairs)
         out = np.empty((x_q.shape[0], p.w_q.shape[0], 1), np.uint8)

@@ -1,0 +1,288 @@
+"""The quantized GEMM on the CPU's int8 instructions, with the output stage fused (docs/quantization.md,
+steps 4, 7 and 8). Bit-identical to :func:`~minquant.kernels.gemm.gemm_u8s8_reference` followed by
+:func:`~minquant.kernels.requantize.requantize_reference`, whatever instructions run.
+
+**The target decides the arithmetic, the host decides the instructions** (:func:`choose_plan`):
+
+=====================  ===========================================  ==========================================
+host                   exact target (``saturate_pairs=False``)      pair-saturating target (fbgemm w/o VNNI)
+=====================  ===========================================  ==========================================
+AVX512-VNNI            vpdpbusd                                     vpmaddubsw + vpdpwssd — or vpdpbusd when
+                                                                    no weight pair can saturate
+AVX-512BW / AVX2       vpmaddubsw + vpmaddwd when no weight pair    vpmaddubsw + vpmaddwd (the hardware
+                       can saturate; otherwise the same on *split*  saturates exactly as fbgemm does)
+                       weights: w = ⌊w/2⌋ + ⌈w/2⌉, both halves in
+                       [−64, 64], so 255·64·2 = 32640 never
+                       saturates — K doubled, exact
+no JIT / no AVX2       the float32 BLAS path (:mod:`.gemm`)
+=====================  ===========================================  ==========================================
+
+A weight pair (k, k+1), k even, "can saturate" when 255·(|w_k| + |w_k+1|) over its same-sign weights exceeds
+the int16 range (:attr:`~minquant.kernels.gemm.PackedWeight.risky`); without such pairs the pair-saturating
+and the exact sums are the same integers, so either instruction sequence gives the target's result.
+
+Two layouts of the same product (:mod:`.tiles` does the multiply-adds):
+
+* **linear** (``QLinear``): lanes = output channels, rows = input rows. The weights are packed once as the
+  lane operand [N/64][K/4][64][4]; each input row's bytes are broadcast. Output (M, N).
+* **conv** (``QConv2d``, groups = 1): lanes = output pixels, rows = output channels. The weights are the
+  broadcast rows (N, K padded); each 64-pixel panel of the image is packed on the fly (im2col in (kh, kw, c)
+  order, or a plain 4-channel interleave for 1×1 stride-1 convolutions). Output rows are NCHW rows.
+
+The epilogue (per output row of a finished panel, straight from the int32 tile): the zero-point terms
+acc = raw − z_x·(Σ_k w − K·z_w) − z_w·Σ_k a (step 4) and the target's output stage (step 7).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numba import njit
+
+from . import tiles
+from .requantize import OutputStage, _requant_row, _requant_value
+from .simd import ISA_AVX2, ISA_AVX512BW, ISA_AVX512VNNI, ISA_NAMES, ISA_NONE, host_isa  # noqa: F401 (ISA_NONE re-exported)
+
+__all__ = ["GemmPlan", "choose_plan", "linear_simd", "conv_simd"]
+
+KC = 128   # groups of 4 k per K block: a 64-lane panel block is 32 KB, inside L1
+
+
+@dataclass(frozen=True)
+class GemmPlan:
+    """How one layer's product runs here: ``isa`` (an ``ISA_*`` of :mod:`.simd`), ``pairs`` (the
+    instructions add u8×s8 pairs with int16 saturation — vpmaddubsw) and ``split`` (the weights are split in
+    two non-saturating halves, K doubled)."""
+    isa: int
+    pairs: bool
+    split: bool
+
+    def describe(self) -> str:
+        if self.isa == ISA_NONE:
+            return "float32 BLAS (no int8 SIMD)"
+        ins = {ISA_AVX512VNNI: "vpmaddubsw+vpdpwssd" if self.pairs else "vpdpbusd",
+               ISA_AVX512BW: "vpmaddubsw+vpmaddwd zmm", ISA_AVX2: "vpmaddubsw+vpmaddwd ymm"}[self.isa]
+        return f"{ISA_NAMES[self.isa]} {ins}" + (" on split weights" if self.split else "")
+
+
+def choose_plan(saturate_pairs: bool, can_saturate: bool, isa: int | None = None) -> GemmPlan:
+    """The plan for a layer whose target saturates pairs (``saturate_pairs``) and whose weights have pairs
+    that can saturate (``can_saturate``), on a host with instruction set ``isa`` (default: this host's)."""
+    isa = host_isa() if isa is None else isa
+    if isa == ISA_NONE:
+        return GemmPlan(ISA_NONE, False, False)
+    if isa == ISA_AVX512VNNI:
+        return GemmPlan(isa, saturate_pairs and can_saturate, False)
+    return GemmPlan(isa, True, can_saturate and not saturate_pairs)
+
+
+# (isa, pairs, broadcast operand is unsigned) → (step, main tile, its rows, tail tile)
+_KERNELS = {
+    (ISA_AVX512VNNI, False, True): (tiles.step_vnni_u8s8, tiles.tile6x64, 6, tiles.tile1x64),
+    (ISA_AVX512VNNI, False, False): (tiles.step_vnni_s8u8, tiles.tile6x64, 6, tiles.tile1x64),
+    (ISA_AVX512VNNI, True, True): (tiles.step_pairs_vnni_u8s8, tiles.tile6x64, 6, tiles.tile1x64),
+    (ISA_AVX512VNNI, True, False): (tiles.step_pairs_vnni_s8u8, tiles.tile6x64, 6, tiles.tile1x64),
+    (ISA_AVX512BW, True, True): (tiles.step_pairs_512_u8s8, tiles.tile6x64, 6, tiles.tile1x64),
+    (ISA_AVX512BW, True, False): (tiles.step_pairs_512_s8u8, tiles.tile6x64, 6, tiles.tile1x64),
+    (ISA_AVX2, True, True): (tiles.step_pairs_256_u8s8, tiles.tile1x64_256, 1, tiles.tile1x64_256),
+    (ISA_AVX2, True, False): (tiles.step_pairs_256_s8u8, tiles.tile1x64_256, 1, tiles.tile1x64_256),
+}
+
+
+# ------------------------------------------------------------------------------------------- packing
+def split_weights(w_q) -> np.ndarray:
+    """(N, K) int8 → (N, 2K) int8 [⌊w/2⌋ | ⌈w/2⌉]: two halves in [−64, 64] whose products never saturate
+    an int16 pair (255·64·2 = 32640), summing to w."""
+    lo = np.right_shift(w_q, 1)                                  # arithmetic shift: floor(w / 2)
+    return np.concatenate([lo, (w_q.astype(np.int16) - lo).astype(np.int8)], axis=1)
+
+
+def _pad_k(w, k4):
+    """(R, K) → (R, 4·k4) zero-padded, C-contiguous."""
+    out = np.zeros((w.shape[0], 4 * k4), w.dtype)
+    out[:, :w.shape[1]] = w
+    return out
+
+
+def _k4(k):
+    return -(-k // 4)
+
+
+def weight_operand(packed, layout_lanes: bool, split: bool) -> np.ndarray:
+    """The weights of a :class:`~minquant.kernels.gemm.PackedWeight` as a SIMD operand, made once and kept
+    on it: lane operand [N/64][K'/4][64][4] (linear layout) or broadcast rows (N, K') (conv layout); K' is
+    K padded to a multiple of 4, doubled when ``split``."""
+    key = (layout_lanes, split)
+    got = packed.simd.get(key)
+    if got is not None:
+        return got
+    w = packed.w_q
+    n, k = w.shape
+    k4 = _k4(k)
+    rows = _pad_k(w, k4)
+    if split:
+        rows = split_weights(rows)
+    if layout_lanes:
+        k4s = rows.shape[1] // 4
+        n64 = -(-n // 64)
+        full = np.zeros((n64 * 64, 4 * k4s), np.int8)
+        full[:n] = rows
+        got = np.ascontiguousarray(full.reshape(n64, 64, k4s, 4).transpose(0, 2, 1, 3)).reshape(-1)
+    else:
+        got = np.ascontiguousarray(rows)
+    packed.simd[key] = got
+    return got
+
+
+# ------------------------------------------------------------------------------------------- linear
+@njit(cache=True)
+def _linear_kernel(step, main, rows_main, tail, A, V, K4, C, row_sum, col_adj, w_zp, a_zp, mode, bias_f, bias_q,
+                   mult32, mult64, y_zp, lo, hi, out):
+    """out (M, N) uint8 = output stage of (A · Wᵀ − zero-point terms), one 64-channel panel at a time."""
+    M, N = out.shape
+    ldb = A.shape[1]
+    for j in range((N + 63) // 64):
+        tiles.product_panel(step, main, rows_main, tail, A, ldb, M, V, j * K4 * 256, K4, KC, C)
+        n0 = j * 64
+        nn = min(64, N - n0)
+        for m in range(M):
+            rs = row_sum[m]
+            for c in range(nn):
+                n = n0 + c
+                a = np.int64(C[m, c]) - a_zp * col_adj[n] - w_zp[n] * rs
+                out[m, n] = _requant_value(a, n, mode, bias_f, bias_q, mult32, mult64, y_zp, lo, hi)
+
+
+def linear_simd(plan: GemmPlan, packed, x_q, x_zp, col_adj, st: OutputStage) -> np.ndarray:
+    """uint8 (M, N) of a quantized linear layer on ``plan``'s instructions (module docstring)."""
+    step, main, rows_main, tail = _KERNELS[(plan.isa, plan.pairs, True)]
+    V = weight_operand(packed, True, plan.split)
+    m, k = x_q.shape
+    k4 = _k4(k)
+    if k % 4 or plan.split or not x_q.flags.c_contiguous:
+        a = _pad_k(x_q, k4)
+        if plan.split:
+            a = np.concatenate([a, a], axis=1)
+    else:
+        a = x_q
+    row_sum = x_q.sum(1, dtype=np.int64) if np.any(packed.w_zp) else np.zeros(m, np.int64)
+    out = np.empty((m, packed.w_q.shape[0]), np.uint8)
+    C = np.empty((max(m, 1), 64), np.int32)
+    _linear_kernel(step, main, rows_main, tail, a, V, a.shape[1] // 4, C, row_sum, col_adj, packed.w_zp,
+                   np.int64(x_zp), st.mode, st.bias_f, st.bias_q, st.mult32, st.mult64, np.float64(st.y_zp),
+                   np.float64(st.lo), st.hi, out)
+    return out
+
+
+# ------------------------------------------------------------------------------------------- conv
+@njit(cache=True)
+def _pack_pointwise(x, b, p0, pn, K4, V):
+    """Panel of a 1×1 stride-1 conv: V[g][l][i] = x[b, 4g+i, p0+l] (0 past the channels / pixels)."""
+    c_in = x.shape[1]
+    xb = x[b].reshape(c_in, x.shape[2] * x.shape[3])
+    for g in range(K4):
+        base = g * 256
+        c = 4 * g
+        if c + 4 <= c_in:
+            r0 = xb[c, p0:p0 + pn]
+            r1 = xb[c + 1, p0:p0 + pn]
+            r2 = xb[c + 2, p0:p0 + pn]
+            r3 = xb[c + 3, p0:p0 + pn]
+            for l in range(pn):
+                V[base + 4 * l] = r0[l]
+                V[base + 4 * l + 1] = r1[l]
+                V[base + 4 * l + 2] = r2[l]
+                V[base + 4 * l + 3] = r3[l]
+        else:
+            for l in range(pn):
+                for i in range(4):
+                    V[base + 4 * l + i] = xb[c + i, p0 + l] if c + i < c_in else 0
+        for i in range(4 * pn, 256):
+            V[base + i] = 0
+
+
+@njit(cache=True)
+def _pack_im2col(x, b, p0, pn, kh, kw, sh, sw, ph, pw, dh, dw, ow, zp, K4, V):
+    """Panel of a general conv: V[k//4][l][k%4] = the input seen by tap k = (i·kw + j)·C + c of output pixel
+    p0 + l (the zero point z_x outside the image, real 0; 0 past K and past the last pixel)."""
+    c_in, h, w = x.shape[1], x.shape[2], x.shape[3]
+    K = kh * kw * c_in
+    for l in range(64):
+        if l >= pn:
+            for k in range(4 * K4):
+                V[(k >> 2) * 256 + 4 * l + (k & 3)] = 0
+            continue
+        p = p0 + l
+        oy = p // ow
+        ox = p - oy * ow
+        for i in range(kh):
+            iy = oy * sh - ph + i * dh
+            for j in range(kw):
+                ix = ox * sw - pw + j * dw
+                inside = 0 <= iy < h and 0 <= ix < w
+                kb = (i * kw + j) * c_in
+                for c in range(c_in):
+                    k = kb + c
+                    V[(k >> 2) * 256 + 4 * l + (k & 3)] = x[b, c, iy, ix] if inside else zp
+        for k in range(K, 4 * K4):
+            V[(k >> 2) * 256 + 4 * l + (k & 3)] = 0
+
+
+@njit(cache=True)
+def _conv_kernel(step, main, rows_main, tail, x, Wr, K4, repeat, kh, kw, sh, sw, ph, pw, dh, dw, ow, x_zp,
+                 need_sums, V, C, accrow, m_sum, col_adj, w_zp, mode, bias_f, bias_q, mult32, mult64, y_zp, lo, hi,
+                 out3):
+    """out3 (batch, N, P) uint8: for each image and each 64-pixel panel, pack the panel (``repeat`` = 2
+    duplicates it for split weights), multiply by all N weight rows, then the epilogue row by row."""
+    n_img = x.shape[0]
+    N, P = out3.shape[1], out3.shape[2]
+    ldb = Wr.shape[1]
+    pointwise = kh == 1 and kw == 1 and sh == 1 and sw == 1 and ph == 0 and pw == 0
+    half = K4 * 256
+    for b in range(n_img):
+        for j in range((P + 63) // 64):
+            p0 = j * 64
+            pn = min(64, P - p0)
+            if pointwise:
+                _pack_pointwise(x, b, p0, pn, K4, V)
+            else:
+                _pack_im2col(x, b, p0, pn, kh, kw, sh, sw, ph, pw, dh, dw, ow, np.uint8(x_zp), K4, V)
+            if repeat == 2:
+                V[half:2 * half] = V[:half]
+            if need_sums:
+                for l in range(64):
+                    m_sum[l] = 0
+                for g in range(K4):
+                    for l in range(64):
+                        o = g * 256 + 4 * l
+                        m_sum[l] += np.int32(V[o]) + np.int32(V[o + 1]) + np.int32(V[o + 2]) + np.int32(V[o + 3])
+            tiles.product_panel(step, main, rows_main, tail, Wr, ldb, N, V, 0, K4 * repeat, KC, C)
+            for n in range(N):
+                cterm = np.int32(x_zp * col_adj[n])
+                zw = np.int32(w_zp[n])
+                row = C[n]
+                for l in range(pn):
+                    accrow[l] = row[l] - cterm
+                if zw != 0:
+                    for l in range(pn):
+                        accrow[l] -= zw * m_sum[l]
+                _requant_row(accrow[:pn], n, mode, bias_f, bias_q, mult32, mult64, y_zp, lo, hi, out3[b, n, p0:p0 + pn])
+
+
+def conv_simd(plan: GemmPlan, packed, x_q, kernel, stride, padding, dilation, ow, x_zp, col_adj,
+              st: OutputStage, out3) -> np.ndarray:
+    """A groups = 1 convolution (``packed``: its (N, KH·KW·C) :class:`~minquant.kernels.gemm.PackedWeight`)
+    into ``out3`` (batch, N, OH·OW) on ``plan``'s instructions (module docstring)."""
+    step, main, rows_main, tail = _KERNELS[(plan.isa, plan.pairs, False)]
+    Wr = weight_operand(packed, False, plan.split)
+    n, k = packed.w_q.shape
+    k4 = _k4(k)
+    repeat = 2 if plan.split else 1
+    V = np.empty(k4 * repeat * 256, np.uint8)
+    C = np.empty((n, 64), np.int32)
+    (kh, kw), (sh, sw), (ph, pw), (dh, dw) = kernel, stride, padding, dilation
+    _conv_kernel(step, main, rows_main, tail, np.ascontiguousarray(x_q), Wr, k4, repeat, kh, kw, sh, sw, ph, pw,
+                 dh, dw, ow, np.int64(x_zp), bool(np.any(packed.w_zp)), V, C, np.empty(64, np.int32),
+                 np.zeros(64, np.int32), col_adj, packed.w_zp, st.mode, st.bias_f, st.bias_q, st.mult32,
+                 st.mult64, np.float64(st.y_zp), np.float64(st.lo), st.hi, out3)
+    return out3

@@ -1,0 +1,253 @@
+"""The CPU's int8 instructions, callable from Numba (docs/quantization.md, steps 4 and 8).
+
+Numba has no vector type of its own, so this module defines two — ``i32x16`` (a 512-bit zmm register as
+16 int32 lanes) and ``i32x8`` (a 256-bit ymm register as 8 int32 lanes) — and a handful of
+``numba.extending.intrinsic`` functions that emit one LLVM instruction or intrinsic each. Every wrapper
+states what it computes per 32-bit lane and the x86 instruction it becomes. Byte vectors (64 × u8 or s8)
+and int16 vectors (32 × i16) travel in the same registers, reinterpreted (a free ``bitcast``).
+
+The instructions (per 32-bit lane i, bytes u[4i..4i+3] unsigned, s[4i..4i+3] signed):
+
+    vpdpbusd   acc[i] += u0·s0 + u1·s1 + u2·s2 + u3·s3                 exact int32     (AVX512-VNNI)
+    vpmaddubsw h[2i] = sat16(u0·s0 + u1·s1), h[2i+1] = sat16(u2·s2 + u3·s3)   int16 pair saturation
+                                                                          (AVX-512BW / AVX2)
+    vpmaddwd   d[i] = h[2i]·1 + h[2i+1]·1                              exact int32     (AVX-512BW / AVX2)
+
+``vpmaddubsw`` then ``vpmaddwd`` with ones is fbgemm's accumulation on CPUs without VNNI: the hardware does
+the int16 pair saturation of step 8 itself.
+
+Pitfalls (why the kernels are organised as they are):
+
+* compiling a function that uses an instruction the CPU lacks aborts the process (LLVM "Cannot select",
+  SIGABRT, not catchable). :func:`host_isa` reads the CPU's features first; every micro-kernel is compiled
+  lazily, on its first call, so only the instruction set chosen for this host is ever compiled.
+* under ``NUMBA_DISABLE_JIT=1`` an intrinsic cannot run: :func:`host_isa` then says :data:`ISA_NONE` and the
+  callers take their plain NumPy/Numba paths.
+* no bounds checks: a load reads 64 (or 32) bytes from ``array data + byte offset`` whatever the array's
+  shape — callers pad their operands so that every read stays inside.
+"""
+from __future__ import annotations
+
+import contextlib
+import functools
+
+import numba
+from llvmlite import ir
+from numba import types
+from numba.core import cgutils
+from numba.extending import intrinsic, models, register_model
+
+__all__ = ["ISA_NONE", "ISA_AVX2", "ISA_AVX512BW", "ISA_AVX512VNNI", "ISA_NAMES", "host_isa", "isa_cap", "isa_available",
+           "i32x16", "i32x8"]
+
+# instruction sets, best last (an int so it can be passed to / compared in compiled code)
+ISA_NONE = 0          # no SIMD kernels (no JIT, or a CPU without AVX2): the float32 / plain paths
+ISA_AVX2 = 1          # vpmaddubsw + vpmaddwd on ymm (256-bit)
+ISA_AVX512BW = 2      # vpmaddubsw + vpmaddwd on zmm (512-bit)
+ISA_AVX512VNNI = 3    # vpdpbusd on zmm
+ISA_NAMES = {ISA_NONE: "none", ISA_AVX2: "AVX2", ISA_AVX512BW: "AVX-512BW", ISA_AVX512VNNI: "AVX512-VNNI"}
+
+
+_cap = [ISA_AVX512VNNI]   # the ceiling set by isa_cap (tests and benchmarks run the lower sets this way)
+
+
+def host_isa() -> int:
+    """The instruction set the int8 kernels use: the best one this process can compile and run, lowered by
+    an enclosing :func:`isa_cap`."""
+    return min(_detected_isa(), _cap[0])
+
+
+@contextlib.contextmanager
+def isa_cap(isa: int):
+    """Within the block, use at most ``isa`` (e.g. ``ISA_AVX2`` on an AVX-512 host, to run and test the
+    kernels an AVX2 machine gets; ``ISA_NONE`` for the float32 path)."""
+    old = _cap[0]
+    _cap[0] = isa
+    try:
+        yield
+    finally:
+        _cap[0] = old
+
+
+@functools.lru_cache(maxsize=1)
+def _detected_isa() -> int:
+    """The best instruction set this process can compile and run (LLVM's view of the host CPU)."""
+    if numba.config.DISABLE_JIT:
+        return ISA_NONE
+    try:
+        from llvmlite import binding
+        f = binding.get_host_cpu_features()
+    except Exception:   # noqa: BLE001 — no way to ask: no SIMD kernels
+        return ISA_NONE
+    if f.get("avx512f") and f.get("avx512bw") and f.get("avx512vl"):
+        return ISA_AVX512VNNI if f.get("avx512vnni") else ISA_AVX512BW
+    return ISA_AVX2 if f.get("avx2") else ISA_NONE
+
+
+def isa_available(isa: int) -> bool:
+    """Whether kernels for ``isa`` can run here (every lower instruction set is available too)."""
+    return isa <= _detected_isa()
+
+
+# ------------------------------------------------------------------------------------------ vector types
+class _Int32Vector(types.Type):
+    def __init__(self, lanes):
+        self.lanes = lanes
+        super().__init__(name=f"i32x{lanes}")
+
+
+i32x16 = _Int32Vector(16)   #: a zmm register: 16 × int32 (or 64 bytes, or 32 × int16)
+i32x8 = _Int32Vector(8)     #: a ymm register: 8 × int32 (or 32 bytes, or 16 × int16)
+
+
+@register_model(_Int32Vector)
+class _Int32VectorModel(models.PrimitiveModel):
+    def __init__(self, dmm, fe_type):
+        super().__init__(dmm, fe_type, ir.VectorType(ir.IntType(32), fe_type.lanes))
+
+
+def _vty(lanes, bits=32):
+    return ir.VectorType(ir.IntType(bits), lanes * 32 // bits)
+
+
+def _byte_ptr(context, builder, arr_ty, arr, offset):
+    """i8* to ``arr``'s data + ``offset`` bytes."""
+    data = context.make_array(arr_ty)(context, builder, arr).data
+    p = builder.bitcast(data, ir.IntType(8).as_pointer())
+    return builder.gep(p, [offset])
+
+
+def _call(builder, name, ret, args):
+    fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ret, [a.type for a in args]), name)
+    return builder.call(fn, args)
+
+
+def _make_vector_ops(vt, lanes):
+    """The lane-count-generic intrinsics (zero, load, broadcast, add, store) for vector type ``vt``."""
+    vec = _vty(lanes)
+
+    @intrinsic
+    def zero(typingctx):
+        def codegen(context, builder, sig, args):
+            return ir.Constant(vec, None)
+        return vt(), codegen
+
+    @intrinsic
+    def load(typingctx, arr, offset):
+        if not isinstance(arr, types.Array) or not isinstance(offset, types.Integer):
+            return None
+
+        def codegen(context, builder, sig, args):
+            p = _byte_ptr(context, builder, sig.args[0], args[0], args[1])
+            v = builder.load(builder.bitcast(p, vec.as_pointer()))
+            v.align = 1
+            return v
+        return vt(arr, offset), codegen
+
+    @intrinsic
+    def broadcast(typingctx, arr, offset):
+        if not isinstance(arr, types.Array) or not isinstance(offset, types.Integer):
+            return None
+
+        def codegen(context, builder, sig, args):
+            p = _byte_ptr(context, builder, sig.args[0], args[0], args[1])
+            x = builder.load(builder.bitcast(p, ir.IntType(32).as_pointer()))
+            x.align = 1
+            v = builder.insert_element(ir.Constant(vec, ir.Undefined), x, ir.Constant(ir.IntType(32), 0))
+            return builder.shuffle_vector(v, ir.Constant(vec, ir.Undefined), ir.Constant(vec, None))
+        return vt(arr, offset), codegen
+
+    @intrinsic
+    def add(typingctx, a, b):
+        if a != vt or b != vt:
+            return None
+
+        def codegen(context, builder, sig, args):
+            return builder.add(args[0], args[1])
+        return vt(vt, vt), codegen
+
+    @intrinsic
+    def store(typingctx, arr, offset, v):
+        if not isinstance(arr, types.Array) or v != vt:
+            return None
+
+        def codegen(context, builder, sig, args):
+            p = _byte_ptr(context, builder, sig.args[0], args[0], args[1])
+            st = builder.store(args[2], builder.bitcast(p, vec.as_pointer()))
+            st.align = 1
+            return context.get_dummy_value()
+        return types.none(arr, offset, vt), codegen
+
+    return zero, load, broadcast, add, store
+
+
+#: zero16() = 0 in every lane (vpxord); load16(a, o) = the 64 bytes at a's data + o (vmovdqu64);
+#: bcast16(a, o) = the 4 bytes at a's data + o in every lane (vpbroadcastd); add16 = lane-wise int32 add
+#: (vpaddd); store16(a, o, v) writes v's 64 bytes at a's data + o (vmovdqu64)
+zero16, load16, bcast16, add16, store16 = _make_vector_ops(i32x16, 16)
+#: the same on ymm registers, 32 bytes (vpxor, vmovdqu, vpbroadcastd, vpaddd, vmovdqu)
+zero8, load8, bcast8, add8, store8 = _make_vector_ops(i32x8, 8)
+
+
+@intrinsic
+def dpbusd16(typingctx, acc, u, s):
+    """acc[i] + Σ_{j<4} u[4i+j]·s[4i+j], u unsigned bytes, s signed bytes, exact int32 — ``vpdpbusd zmm``
+    (AVX512-VNNI; LLVM ``llvm.x86.avx512.vpdpbusd.512``, <16 x i32> operands)."""
+    if (acc, u, s) != (i32x16, i32x16, i32x16):
+        return None
+
+    def codegen(context, builder, sig, args):
+        return _call(builder, "llvm.x86.avx512.vpdpbusd.512", _vty(16), list(args))
+    return i32x16(i32x16, i32x16, i32x16), codegen
+
+
+def _make_pairs(vt, lanes, maddubs_name, maddwd_name):
+    @intrinsic
+    def pairs(typingctx, u, s):
+        if (u, s) != (vt, vt):
+            return None
+
+        def codegen(context, builder, sig, args):
+            b8 = _vty(lanes, 8)
+            h16 = _vty(lanes, 16)
+            h = _call(builder, maddubs_name, h16, [builder.bitcast(args[0], b8), builder.bitcast(args[1], b8)])
+            ones = ir.Constant(h16, [1] * (2 * lanes))
+            return _call(builder, maddwd_name, _vty(lanes), [h, ones])
+        return vt(vt, vt), codegen
+    return pairs
+
+
+@intrinsic
+def maddubs16(typingctx, u, s):
+    """int16 h[2i] = sat16(u0·s0 + u1·s1), h[2i+1] = sat16(u2·s2 + u3·s3) over lane i's 4 bytes (the 32 int16
+    results in the register's bits) — ``vpmaddubsw zmm`` (AVX-512BW; ``llvm.x86.avx512.pmaddubs.w.512``)."""
+    if (u, s) != (i32x16, i32x16):
+        return None
+
+    def codegen(context, builder, sig, args):
+        b8 = _vty(16, 8)
+        h = _call(builder, "llvm.x86.avx512.pmaddubs.w.512", _vty(16, 16),
+                  [builder.bitcast(args[0], b8), builder.bitcast(args[1], b8)])
+        return builder.bitcast(h, _vty(16))
+    return i32x16(i32x16, i32x16), codegen
+
+
+@intrinsic
+def dpwssd_ones16(typingctx, acc, h):
+    """acc[i] + h[2i] + h[2i+1] (int16 halves of lane i, exact int32) — ``vpdpwssd zmm`` with int16 ones
+    (AVX512-VNNI; ``llvm.x86.avx512.vpdpwssd.512``): vpmaddwd and vpaddd in one instruction."""
+    if (acc, h) != (i32x16, i32x16):
+        return None
+
+    def codegen(context, builder, sig, args):
+        ones = ir.Constant(_vty(16), [0x00010001] * 16)      # two int16 ones per lane
+        return _call(builder, "llvm.x86.avx512.vpdpwssd.512", _vty(16), [args[0], args[1], ones])
+    return i32x16(i32x16, i32x16), codegen
+
+
+#: pairs16(u, s)[i] = sat16(u0·s0 + u1·s1) + sat16(u2·s2 + u3·s3) over lane i's 4 bytes — ``vpmaddubsw zmm``
+#: then ``vpmaddwd zmm`` with int16 ones (AVX-512BW; ``llvm.x86.avx512.pmaddubs.w.512``, ``.pmaddw.d.512``)
+pairs16 = _make_pairs(i32x16, 16, "llvm.x86.avx512.pmaddubs.w.512", "llvm.x86.avx512.pmaddw.d.512")
+#: pairs8: the same on ymm — ``vpmaddubsw ymm`` + ``vpmaddwd ymm`` (AVX2; ``llvm.x86.avx2.pmadd.ub.sw``,
+#: ``llvm.x86.avx2.pmadd.wd``)
+pairs8 = _make_pairs(i32x8, 8, "llvm.x86.avx2.pmadd.ub.sw", "llvm.x86.avx2.pmadd.wd")

@@ -1,0 +1,177 @@
+"""Register-blocked micro-kernels of the int8 GEMM on the CPU's own instructions (:mod:`.simd`).
+
+The product is C[r, l] = Σ_k B[r, k] · V[l, k] for one *panel* of 64 lanes l, where
+
+* ``B`` is the *broadcast* operand: rows of bytes, row r at byte ``b0 + r·ldb``, K padded to a multiple of
+  4 with zeros; each step broadcasts 4 consecutive bytes B[r, 4k..4k+3] to every 32-bit lane;
+* ``V`` is the *lane* operand, packed [panel][K/4][64 lanes][4 bytes]: the 4 bytes V[l, 4k..4k+3] of
+  lane l at byte ``v0 + k·256 + 4·l`` — one zmm load brings 16 lanes × 4 consecutive k;
+* ``C`` is int32 (rows, 64), row r at byte ``c0 + r·256``; ``accumulate`` adds to it (K blocking) instead
+  of overwriting.
+
+A *step* function says how 4 bytes of B meet 4 bytes of V in each lane (the arithmetic):
+
+    step_vnni            acc + Σ_4 u·s                  vpdpbusd                     exact
+    step_pairs_vnni      acc + sat16(u·s + u·s) ×2      vpmaddubsw + vpdpwssd        fbgemm's pairs
+    step_pairs_512       the same                       vpmaddubsw + vpmaddwd + vpaddd
+    step_pairs_256       the same on ymm                vpmaddubsw + vpmaddwd + vpaddd (AVX2)
+
+and the ``_u8s8`` / ``_s8u8`` suffix whether B holds the unsigned (activations, linear layout) or the signed
+bytes (weights, convolution layout) — the instructions take the unsigned operand first.
+
+Numba has no arrays of vectors, so each micro-kernel names its accumulators (``c<row><quarter>``). The
+512-bit tile is 6 rows × 64 lanes (24 zmm accumulators + 4 weight vectors + a broadcast); the one-row
+kernels take the rows left over, and are the only kernel on AVX2 (16 ymm registers: 8 accumulators).
+"""
+from __future__ import annotations
+
+from numba import njit
+
+from .simd import (add8, add16, bcast8, bcast16, dpbusd16, dpwssd_ones16, load8, load16, maddubs16, pairs8,
+                   pairs16, store8, store16, zero8, zero16)
+
+__all__ = ["TILE_ROWS_512", "LANES"]
+
+LANES = 64          # lanes per panel (one cache line of bytes per k-group of 4 per 16 lanes)
+TILE_ROWS_512 = 6   # rows of the 512-bit main tile
+
+
+# ------------------------------------------------------------------------------------------------ steps
+@njit(inline="always")
+def step_vnni_u8s8(acc, b, v):
+    return dpbusd16(acc, b, v)
+
+
+@njit(inline="always")
+def step_vnni_s8u8(acc, b, v):
+    return dpbusd16(acc, v, b)
+
+
+@njit(inline="always")
+def step_pairs_vnni_u8s8(acc, b, v):
+    return dpwssd_ones16(acc, maddubs16(b, v))
+
+
+@njit(inline="always")
+def step_pairs_vnni_s8u8(acc, b, v):
+    return dpwssd_ones16(acc, maddubs16(v, b))
+
+
+@njit(inline="always")
+def step_pairs_512_u8s8(acc, b, v):
+    return add16(acc, pairs16(b, v))
+
+
+@njit(inline="always")
+def step_pairs_512_s8u8(acc, b, v):
+    return add16(acc, pairs16(v, b))
+
+
+@njit(inline="always")
+def step_pairs_256_u8s8(acc, b, v):
+    return add8(acc, pairs8(b, v))
+
+
+@njit(inline="always")
+def step_pairs_256_s8u8(acc, b, v):
+    return add8(acc, pairs8(v, b))
+
+
+# ------------------------------------------------------------------------------------------ 512-bit tiles
+@njit(cache=True)
+def tile6x64(step, B, b0, ldb, V, v0, k4n, C, c0, accumulate):
+    """C[0:6, 0:64] (+)= B[0:6] · V-panel over k4n groups of 4 k (module docstring), zmm registers."""
+    if accumulate:
+        c00 = load16(C, c0); c01 = load16(C, c0 + 64); c02 = load16(C, c0 + 128); c03 = load16(C, c0 + 192)
+        c10 = load16(C, c0 + 256); c11 = load16(C, c0 + 320); c12 = load16(C, c0 + 384); c13 = load16(C, c0 + 448)
+        c20 = load16(C, c0 + 512); c21 = load16(C, c0 + 576); c22 = load16(C, c0 + 640); c23 = load16(C, c0 + 704)
+        c30 = load16(C, c0 + 768); c31 = load16(C, c0 + 832); c32 = load16(C, c0 + 896); c33 = load16(C, c0 + 960)
+        c40 = load16(C, c0 + 1024); c41 = load16(C, c0 + 1088); c42 = load16(C, c0 + 1152)
+        c43 = load16(C, c0 + 1216)
+        c50 = load16(C, c0 + 1280); c51 = load16(C, c0 + 1344); c52 = load16(C, c0 + 1408)
+        c53 = load16(C, c0 + 1472)
+    else:
+        c00 = zero16(); c01 = zero16(); c02 = zero16(); c03 = zero16()
+        c10 = zero16(); c11 = zero16(); c12 = zero16(); c13 = zero16()
+        c20 = zero16(); c21 = zero16(); c22 = zero16(); c23 = zero16()
+        c30 = zero16(); c31 = zero16(); c32 = zero16(); c33 = zero16()
+        c40 = zero16(); c41 = zero16(); c42 = zero16(); c43 = zero16()
+        c50 = zero16(); c51 = zero16(); c52 = zero16(); c53 = zero16()
+    for k in range(k4n):
+        o = v0 + k * 256
+        v_0 = load16(V, o); v_1 = load16(V, o + 64); v_2 = load16(V, o + 128); v_3 = load16(V, o + 192)
+        b = b0 + 4 * k
+        x = bcast16(B, b)
+        c00 = step(c00, x, v_0); c01 = step(c01, x, v_1); c02 = step(c02, x, v_2); c03 = step(c03, x, v_3)
+        x = bcast16(B, b + ldb)
+        c10 = step(c10, x, v_0); c11 = step(c11, x, v_1); c12 = step(c12, x, v_2); c13 = step(c13, x, v_3)
+        x = bcast16(B, b + 2 * ldb)
+        c20 = step(c20, x, v_0); c21 = step(c21, x, v_1); c22 = step(c22, x, v_2); c23 = step(c23, x, v_3)
+        x = bcast16(B, b + 3 * ldb)
+        c30 = step(c30, x, v_0); c31 = step(c31, x, v_1); c32 = step(c32, x, v_2); c33 = step(c33, x, v_3)
+        x = bcast16(B, b + 4 * ldb)
+        c40 = step(c40, x, v_0); c41 = step(c41, x, v_1); c42 = step(c42, x, v_2); c43 = step(c43, x, v_3)
+        x = bcast16(B, b + 5 * ldb)
+        c50 = step(c50, x, v_0); c51 = step(c51, x, v_1); c52 = step(c52, x, v_2); c53 = step(c53, x, v_3)
+    store16(C, c0, c00); store16(C, c0 + 64, c01); store16(C, c0 + 128, c02); store16(C, c0 + 192, c03)
+    store16(C, c0 + 256, c10); store16(C, c0 + 320, c11); store16(C, c0 + 384, c12); store16(C, c0 + 448, c13)
+    store16(C, c0 + 512, c20); store16(C, c0 + 576, c21); store16(C, c0 + 640, c22); store16(C, c0 + 704, c23)
+    store16(C, c0 + 768, c30); store16(C, c0 + 832, c31); store16(C, c0 + 896, c32); store16(C, c0 + 960, c33)
+    store16(C, c0 + 1024, c40); store16(C, c0 + 1088, c41); store16(C, c0 + 1152, c42)
+    store16(C, c0 + 1216, c43)
+    store16(C, c0 + 1280, c50); store16(C, c0 + 1344, c51); store16(C, c0 + 1408, c52)
+    store16(C, c0 + 1472, c53)
+
+
+@njit(cache=True)
+def tile1x64(step, B, b0, ldb, V, v0, k4n, C, c0, accumulate):
+    """One row of :func:`tile6x64` (the rows left over), zmm registers."""
+    if accumulate:
+        c0_ = load16(C, c0); c1_ = load16(C, c0 + 64); c2_ = load16(C, c0 + 128); c3_ = load16(C, c0 + 192)
+    else:
+        c0_ = zero16(); c1_ = zero16(); c2_ = zero16(); c3_ = zero16()
+    for k in range(k4n):
+        o = v0 + k * 256
+        x = bcast16(B, b0 + 4 * k)
+        c0_ = step(c0_, x, load16(V, o)); c1_ = step(c1_, x, load16(V, o + 64))
+        c2_ = step(c2_, x, load16(V, o + 128)); c3_ = step(c3_, x, load16(V, o + 192))
+    store16(C, c0, c0_); store16(C, c0 + 64, c1_); store16(C, c0 + 128, c2_); store16(C, c0 + 192, c3_)
+
+
+# ------------------------------------------------------------------------------------------ 256-bit tile
+@njit(cache=True)
+def tile1x64_256(step, B, b0, ldb, V, v0, k4n, C, c0, accumulate):
+    """One row × 64 lanes on ymm registers (AVX2): 8 accumulators of 8 lanes."""
+    if accumulate:
+        c0_ = load8(C, c0); c1_ = load8(C, c0 + 32); c2_ = load8(C, c0 + 64); c3_ = load8(C, c0 + 96)
+        c4_ = load8(C, c0 + 128); c5_ = load8(C, c0 + 160); c6_ = load8(C, c0 + 192); c7_ = load8(C, c0 + 224)
+    else:
+        c0_ = zero8(); c1_ = zero8(); c2_ = zero8(); c3_ = zero8()
+        c4_ = zero8(); c5_ = zero8(); c6_ = zero8(); c7_ = zero8()
+    for k in range(k4n):
+        o = v0 + k * 256
+        x = bcast8(B, b0 + 4 * k)
+        c0_ = step(c0_, x, load8(V, o)); c1_ = step(c1_, x, load8(V, o + 32))
+        c2_ = step(c2_, x, load8(V, o + 64)); c3_ = step(c3_, x, load8(V, o + 96))
+        c4_ = step(c4_, x, load8(V, o + 128)); c5_ = step(c5_, x, load8(V, o + 160))
+        c6_ = step(c6_, x, load8(V, o + 192)); c7_ = step(c7_, x, load8(V, o + 224))
+    store8(C, c0, c0_); store8(C, c0 + 32, c1_); store8(C, c0 + 64, c2_); store8(C, c0 + 96, c3_)
+    store8(C, c0 + 128, c4_); store8(C, c0 + 160, c5_); store8(C, c0 + 192, c6_); store8(C, c0 + 224, c7_)
+
+
+# ------------------------------------------------------------------------------------------ one panel
+@njit(cache=True)
+def product_panel(step, main, rows_main, tail, B, ldb, R, V, v0, K4, KC, C):
+    """C[r, 0:64] = Σ_k B[r, k]·V[l, k] for every row r < R of one 64-lane panel (V's panel at byte v0),
+    K taken in blocks of KC groups of 4 (so that the panel's block stays in L1), rows_main rows at a time
+    by ``main``, the rest one by one by ``tail``."""
+    for k0 in range(0, K4, KC):
+        kn = min(KC, K4 - k0)
+        acc = k0 > 0
+        r = 0
+        while r + rows_main <= R:
+            main(step, B, r * ldb + 4 * k0, ldb, V, v0 + k0 * 256, kn, C, r * 256, acc)
+            r += rows_main
+        while r < R:
+            tail(step, B, r * ldb + 4 * k0, ldb, V, v0 + k0 * 256, kn, C, r * 256, acc)
+            r += 1
