@@ -12,7 +12,8 @@ kernels round the elements of each vector block differently from the scalar tail
 kernel build that runs decides which positions round which way. A :class:`Target` is therefore two pieces of data:
 
 ``framework``  ``"fbgemm"``, ``"x86"`` (torch's default engine: oneDNN or fbgemm per convolution, by torch's
-               own rule), ``"qnnpack"``, ``"onnxruntime"`` (ONNX Runtime's CPU provider, MLAS) or
+               own rule), ``"x86-inductor"`` (a torchao pt2e model lowered by ``torch.compile``: every conv and
+               linear on oneDNN, handed the scales themselves, the rest in Inductor's float32 C++), ``"qnnpack"``, ``"onnxruntime"`` (ONNX Runtime's CPU provider, MLAS) or
                ``"minquant"`` (the textbook arithmetic of docs/quantization.md);
 ``cpu``        a :class:`Cpu`: the instruction sets the libraries use (AVX2, AVX-512 F/BW/VL/DQ,
                AVX512-VNNI, AVX-VNNI) — the host's by default, or a named preset (:data:`CPUS`) to ask what
@@ -41,12 +42,12 @@ import os
 import sys
 from dataclasses import dataclass
 
-__all__ = ["Cpu", "CPUS", "Target", "Arithmetic", "FRAMEWORKS", "QUANTIZE_RULES", "as_target", "fbgemm_conv_path",
+__all__ = ["Cpu", "CPUS", "Target", "Arithmetic", "LiteRTPath", "LITERT_PATHS", "FRAMEWORKS", "QUANTIZE_RULES", "as_target", "fbgemm_conv_path",
            "resolve_conv",
-           "resolve_linear", "resolve_ops", "quantize_rule_of"]
+           "resolve_linear", "resolve_ops", "quantize_rule_of", "onednn_matmul_combines"]
 
 #: framework names a :class:`Target` accepts (module docstring)
-FRAMEWORKS = ("fbgemm", "x86", "qnnpack", "onnxruntime", "minquant")
+FRAMEWORKS = ("fbgemm", "x86", "qnnpack", "onnxruntime", "minquant", "litert", "litert-builtin", "litert-ref", "x86-inductor")
 #: the two ways frameworks quantize a float (``affine.quantize``): multiply by f32(1/s), or divide by s
 QUANTIZE_RULES = ("torch", "onnxruntime")
 _ISAS = ("avx2", "avx512", "avx512_vnni", "avx512_amx")   # ISA levels a library can be capped at, low to high
@@ -263,6 +264,37 @@ CPUS = {
 }
 
 
+# ------------------------------------------------------------------------------- LiteRT's kernel paths
+@dataclass(frozen=True)
+class LiteRTPath:
+    """One kernel path of the LiteRT (TensorFlow Lite) interpreter, as measured on x86 (docs/quantization.md,
+    step 7d). int8 activations run on minquant's uint8 kernels as codes + 128 (zero points + 128: the same
+    affine map), so every field below is about roundings only.
+
+    name        'xnnpack' (``OpResolverType.AUTO`` / ``BUILTIN``: the XNNPACK delegate), 'builtin' (the optimized
+                builtin kernels, ``BUILTIN_WITHOUT_DEFAULT_DELEGATES``), 'reference' (``BUILTIN_REF``);
+    conv        output stage of CONV_2D / DEPTHWISE_CONV_2D (an :attr:`Arithmetic.multiplier` value);
+    linear      output stage of FULLY_CONNECTED;
+    add         ADD: 'xnnpack' (20-bit multipliers, one rounding half up) or 'q31_double' (TFLite's: inputs
+                shifted left 20, three MultiplyByQuantizedMultiplier, double rounding);
+    quantize    QUANTIZE: 'mul_rne' (rne(x·f32(1/s))) or 'div_away' (round-half-away(f32(x/s)));
+    dequantize  DEQUANTIZE: 'f32' f32(s·(q − z)) or 'split' f32(f32(q·s) − f32(z·s)) (q, z the int8 codes)."""
+    name: str
+    conv: str
+    linear: str
+    add: str
+    quantize: str
+    dequantize: str
+
+
+#: framework name → its LiteRT kernel path
+LITERT_PATHS = {
+    "litert": LiteRTPath("xnnpack", "f32_ats_over_ys", "f32_ats_over_ys", "xnnpack", "mul_rne", "f32"),
+    "litert-builtin": LiteRTPath("builtin", "q31_double_up", "q31_double_up", "q31_double", "mul_rne", "split"),
+    "litert-ref": LiteRTPath("reference", "q31_double", "f64_away", "q31_double", "div_away", "f32"),
+}
+
+
 # ------------------------------------------------------------------------------- the resolved arithmetic
 @dataclass(frozen=True)
 class Arithmetic:
@@ -280,14 +312,17 @@ class Arithmetic:
     multiplier         : 'f32_ats_over_ys' — f32(f32(s_x·s_w) / s_y); 'f32_ats_times_inv_ys' —
                          f32(f32(s_x·s_w) · f32(1/s_y)) (qnnpack); 'f64' (float64, minquant); 'onednn'
                          (oneDNN's scale-then-bias-then-1/s_y stage, docs/quantization.md step 7c); 'onednn_amx'
-                         (the same with the two scales multiplied first: oneDNN's AMX kernels);
+                         (the same with the two scales multiplied first: oneDNN's AMX kernels); LiteRT's
+                         'q31_double' (QuantizeMultiplier + gemmlowp's double rounding), 'q31_double_up'
+                         (both roundings ties up) and 'f64_away' (round-half-away(acc·f64 M)), step 7d;
     quantize_rule      : how this framework quantizes float activations ('torch' or 'onnxruntime');
     vector_bits        : width of the build of ATen's quantized elementwise kernels that runs (256; 0 under
                          the ``default`` capability; :attr:`Cpu.aten_vector_bits`): positions inside whole
                          SIMD blocks round one way, the tail another;
     vector_bits_avx512_kernels : the width of ATen kernels also built for AVX-512 (channels-last average
                          pool; :attr:`Cpu.aten_avx512_kernel_bits`);
-    cpu                : the :class:`Cpu` this was resolved for (kernels that need more read it here).
+    cpu                : the :class:`Cpu` this was resolved for (kernels that need more read it here);
+    litert             : the :class:`LiteRTPath` of a LiteRT target (None otherwise): its ops' roundings.
     """
     name: str
     saturate_pairs: bool
@@ -298,6 +333,7 @@ class Arithmetic:
     vector_bits: int = 256
     vector_bits_avx512_kernels: int = 256
     cpu: Cpu = CPUS["avx2"]
+    litert: LiteRTPath | None = None
 
 
 def _two(v):
@@ -365,7 +401,9 @@ class Target:
     @property
     def quantize_rule(self) -> str:
         """How the framework quantizes a float: 'torch' (× f32(1/s)) or 'onnxruntime' (÷ s)."""
-        return "torch" if self.framework in ("fbgemm", "x86", "qnnpack") else "onnxruntime"
+        if self.framework in LITERT_PATHS:   # the nearest of the two rules (the exact one: LiteRTPath.quantize)
+            return "torch" if LITERT_PATHS[self.framework].quantize == "mul_rne" else "onnxruntime"
+        return "torch" if self.framework in ("fbgemm", "x86", "qnnpack", "x86-inductor") else "onnxruntime"
 
     def _fbgemm(self) -> Arithmetic:
         sat = not self.cpu.fbgemm_vnni
@@ -380,17 +418,24 @@ class Target:
         bits = (c.aten_vector_bits, c.aten_avx512_kernel_bits)
         if self.framework in ("fbgemm", "x86"):
             return self._fbgemm()
+        if self.framework == "x86-inductor":   # linear layers: oneDNN's matmul (see onednn_matmul_combines)
+            return Arithmetic("inductor", False, True, "torch", "onednn_direct", "torch", *bits, c)
         if self.framework == "qnnpack":
             return Arithmetic("qnnpack", False, False, "torch", "f32_ats_times_inv_ys", "torch", *bits, c)
         if self.framework == "onnxruntime":
             sat = not c.mlas_vnni
             return Arithmetic("onnxruntime", sat, False, "onnxruntime", "f32_ats_over_ys", "onnxruntime",
                               *bits, c)
+        if self.framework in LITERT_PATHS:   # exact int32 accumulation, int32 bias on s_x·s_w
+            lp = LITERT_PATHS[self.framework]
+            return Arithmetic("litert", False, False, "onnxruntime", lp.conv, self.quantize_rule, *bits, c, lp)
         return Arithmetic("minquant", False, False, "onnxruntime", "f64", "onnxruntime", *bits, c)
 
     def linear(self) -> Arithmetic:
-        """A quantized linear layer: torch's x86 engine runs every quantized linear on fbgemm."""
-        return self.ops()
+        """A quantized linear layer: torch's x86 engine runs every quantized linear on fbgemm; LiteRT's
+        FULLY_CONNECTED has its own output stage on some paths."""
+        ar = self.ops()
+        return dataclasses.replace(ar, multiplier=ar.litert.linear) if ar.litert is not None else ar
 
     def conv(self, *, groups: int = 1, c_in: int | None = None, c_out: int | None = None, kernel=(1, 1),
              stride=(1, 1), padding=(0, 0), dilation=(1, 1), symmetric_weights: bool = True,
@@ -401,6 +446,8 @@ class Target:
         its kernels (:func:`fbgemm_conv_path`), and that kernel decides whether u8×s8 pairs saturate."""
         c_in = groups if c_in is None else int(c_in)
         c_out = groups if c_out is None else int(c_out)
+        if self.framework == "x86-inductor":
+            return self._inductor_conv(groups, c_in, symmetric_weights, transposed)
         if self.framework == "x86" and self.cpu.torch_picks_onednn and groups <= 100 and symmetric_weights \
                 and not transposed:
             if not self.cpu.onednn_vnni:
@@ -410,7 +457,8 @@ class Target:
                     "with int16 saturation in a way minquant does not reproduce yet (dense convolutions with an "
                     "odd channel count and grouped convolutions differ) — no real CPU takes this path")
             c = self.cpu
-            depthwise = groups > 1 and c_in == groups        # one input channel per group
+            depthwise = groups > 1 and c_in == c_out == groups   # one channel per group in and out (measured:
+            #                                   a channel multiplier of 2 already runs on the AMX kernels)
             mult = "onednn_amx" if c.onednn_amx and not depthwise else "onednn"
             return Arithmetic("onednn", False, True, "torch", mult, "torch", c.aten_vector_bits,
                               c.aten_avx512_kernel_bits, c)
@@ -427,6 +475,24 @@ class Target:
         else:
             sat = not self.cpu.fbgemm_vnni      # the packed GEMM follows FBGEMM_ENABLE_INSTRUCTIONS
         return dataclasses.replace(ar, saturate_pairs=sat)
+
+    def _inductor_conv(self, groups, c_in, symmetric_weights, transposed) -> Arithmetic:
+        """``x86-inductor``: Inductor lowers every quantized conv of a pt2e graph to ``onednn.qconv_pointwise``
+        (no fbgemm, no groups limit) with the scales themselves as oneDNN's scales, so the constants are
+        a_x = f32(s_x), m_y = f32(1/f32(s_y)) — not the reciprocals-of-reciprocals of eager ``x86``
+        (:func:`minquant.kernels.requantize.output_stage`). AMX machines: dense and grouped convolutions
+        multiply the scales first ('onednn_direct_amx'); depthwise ones and AVX512-VNNI CPUs do not."""
+        c = self.cpu
+        if not symmetric_weights or transposed:
+            raise ValueError(f"target {self}: oneDNN takes symmetric weights (zero points 0) and no transposed "
+                             "convolution; X86InductorQuantizer makes neither")
+        if not c.onednn_vnni:
+            raise ValueError(f"target {self}: oneDNN below AVX512-VNNI pairs u8×s8 products with int16 saturation "
+                             "in a way minquant does not reproduce yet")
+        depthwise = groups > 1 and c_in == groups
+        mult = "onednn_direct_amx" if c.onednn_amx and not depthwise else "onednn_direct"
+        return Arithmetic("onednn", False, True, "torch", mult, "torch", c.aten_vector_bits,
+                          c.aten_avx512_kernel_bits, c)
 
     # --- saved form ---------------------------------------------------------------------------------------
     def to_dict(self) -> dict:
@@ -453,6 +519,17 @@ def as_target(spec, cpu="host") -> Target:
     if "@" in spec:
         spec, cpu = spec.split("@", 1)
     return Target(spec, cpu)
+
+
+def onednn_matmul_combines(cpu: Cpu, m: int, n: int) -> bool:
+    """Does oneDNN's int8 matmul (``onednn.qlinear_pointwise``, Inductor's quantized linear) take its AMX
+    kernel, which multiplies the two scales first — ``f32(acc)·f32(a_x·a_w) + b`` — rather than
+    ``f32(f32(acc)·a_x)·a_w + b``? Measured with torch 2.14.1 on an Intel Xeon with AMX-INT8 (float outputs,
+    where the two differ in ~1/3 of the values): by problem size, not ISA alone — AMX for ``m·n ≥ 512``
+    (m rows, n output features; e.g. a 1000-class head at any batch), the VNNI kernel below that (a 10-class
+    head at batch ≤ 4). At the edge (m = 1, n = 512, in_features 256) the VNNI kernel was seen too: minquant
+    does not model oneDNN's heuristic there."""
+    return cpu.onednn_amx and m * n >= 512
 
 
 def resolve_ops(target) -> Arithmetic:

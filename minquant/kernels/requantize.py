@@ -25,8 +25,10 @@ from numba.extending import intrinsic
 from ..affine import quantize_bias
 from ..target import resolve_linear
 from .checks import check_output_stage_args
+from .fixedpoint import mbqm_double, mbqm_double_up, quantize_multiplier
 
-__all__ = ["OutputStage", "output_stage", "requantize_reference", "finish_requantize", "finish_requantize_cols"]
+__all__ = ["OutputStage", "output_stage", "requantize_reference", "finish_requantize", "finish_requantize_cols",
+           "onednn_value_reference", "onednn_sum_requantize_reference"]
 
 
 
@@ -63,13 +65,19 @@ _FLOAT_BIAS_FMA = 1           # fbgemm, per-tensor weights: fma(b, f32(1 / s_xw)
 _INT_BIAS_F32 = 2             # qnnpack / onnxruntime: f32(acc + b_q) · f32 multiplier
 _INT_BIAS_F64 = 3             # minquant: (acc + b_q) · float64 multiplier
 _ONEDNN = 4                   # torch x86 → oneDNN: f32(f32(f32(acc)·a_x)·a_w) + b, then ·f32(1/s_y) + z_y
+_Q31_DOUBLE = 5               # LiteRT reference: MultiplyByQuantizedMultiplier(acc + b_q), gemmlowp double rounding
+_Q31_DOUBLE_UP = 6            # LiteRT optimized builtin kernels: the same, both roundings ties up
+_F64_AWAY = 7                 # LiteRT reference FULLY_CONNECTED: round-half-away((acc + b_q) · f64 M)
+_FIXED_MODES = {"q31_double": _Q31_DOUBLE, "q31_double_up": _Q31_DOUBLE_UP, "f64_away": _F64_AWAY}
 
 
 class OutputStage:
     """Everything the output stage needs, precomputed once per layer (per output channel n):
 
     mode, bias_f (float32 term or raw bias), bias_q (int32), mult32 / mult64 (multiplier M), y_zp, lo (one
-    code) and hi (float64 (n_out,): the top code of each output channel)."""
+    code) and hi (float64 (n_out,): the top code of each output channel). In LiteRT's fixed-point modes
+    (docs/quantization.md, step 7d) mult64 holds the Q31 integer multiplier (exact in float64) and mult32[1]
+    the shift; in ``f64_away`` mult64 is M = f64(s_x)·f64(s_w)/f64(s_y)."""
 
     def __init__(self, mode, bias_f, bias_q, mult32, mult64, y_zp, lo, hi):
         self.mode, self.bias_f, self.bias_q = mode, bias_f, bias_q
@@ -92,9 +100,11 @@ def output_stage(n_out, x_scale, w_scale, bias, y_scale, y_zp, *, relu=False, cl
     if not np.all(np.isfinite(ws)) or np.any(ws <= 0):
         raise ValueError("w_scale must be finite and > 0 in float32 (a value under- or overflows float32)")
     ats = (np.float32(x_scale) * ws).astype(np.float32)                       # s_xw = f32(s_x · s_w)
-    if ar.multiplier in ("onednn", "onednn_amx"):
+    if ar.multiplier in _FIXED_MODES:
+        return _fixed_stage(n_out, x_scale, ws, bias, y_scale, y_zp, relu, clamp, clamp_hi, ar)
+    if ar.multiplier in _ONEDNN_MULTIPLIERS:
         return _onednn_stage(n_out, x_scale, ws, bias, y_scale, y_zp, relu, clamp, clamp_hi,
-                             combined=ar.multiplier == "onednn_amx")
+                             combined=ar.multiplier.endswith("amx"), direct=ar.multiplier.startswith("onednn_direct"))
     if ar.multiplier == "f32_ats_times_inv_ys":
         mult32 = (ats * (np.float32(1) / np.float32(y_scale))).astype(np.float32)
     else:
@@ -151,7 +161,37 @@ def _clamp_codes(n_out, y_zp, relu, clamp, clamp_hi):
     return lo, his
 
 
-def _onednn_stage(n_out, x_scale, ws, bias, y_scale, y_zp, relu, clamp, clamp_hi, combined=False):
+def _fixed_stage(n_out, x_scale, ws, bias, y_scale, y_zp, relu, clamp, clamp_hi, ar):
+    """LiteRT's integer output stages (docs/quantization.md, step 7d): an int32 bias on s_x·s_w (given, or
+    quantized with ``ar.bias_rule``), the multiplier ``M = f64(s_x)·f64(s_w[n])/f64(s_y)`` as TFLite's
+    Prepare computes it, and — for the fixed-point modes — ``QuantizeMultiplier(M)``."""
+    m64 = np.float64(np.float32(x_scale)) * ws.astype(np.float64) / np.float64(np.float32(y_scale))
+    bias_q = np.zeros(n_out, np.int64)
+    if bias is not None:
+        bias = np.asarray(bias)
+        if bias.shape != (n_out,):
+            raise ValueError(f"bias has shape {bias.shape}, expected ({n_out},)")
+        bias_q = (bias if bias.dtype.kind in "iu" else
+                  quantize_bias(bias, x_scale, ws, target=ar.bias_rule)).astype(np.int64)
+    mode = _FIXED_MODES[ar.multiplier]
+    mult32 = np.zeros((3, n_out), np.float32)
+    if mode == _F64_AWAY:
+        mult64 = m64
+    else:
+        q, shift = quantize_multiplier(m64)
+        if np.any(shift > 30):
+            raise ValueError(f"a multiplier s_x·s_w/s_y ≥ 2^30 ({m64.max():.3g}) is out of LiteRT's range")
+        mult64 = q.astype(np.float64)
+        mult32[1] = shift.astype(np.float32)
+    lo, his = _clamp_codes(n_out, y_zp, relu, clamp, clamp_hi)
+    return OutputStage(mode, np.zeros(n_out, np.float32), bias_q, mult32, mult64, int(y_zp), lo, his)
+
+
+#: the multipliers of oneDNN's stage: eager x86 ('onednn', 'onednn_amx') and Inductor ('onednn_direct...')
+_ONEDNN_MULTIPLIERS = ("onednn", "onednn_amx", "onednn_direct", "onednn_direct_amx")
+
+
+def _onednn_stage(n_out, x_scale, ws, bias, y_scale, y_zp, relu, clamp, clamp_hi, combined=False, direct=False):
     """oneDNN's output stage as torch 2.14.1 drives it (docs/quantization.md, step 7c). torch hands ideep
     the *reciprocals* of the activation scales, computed in float64 and rounded to float32; oneDNN inverts
     them again in float32 to get its src / dst scales, and multiplies by the inverse of the dst scale — a
@@ -164,15 +204,21 @@ def _onednn_stage(n_out, x_scale, ws, bias, y_scale, y_zp, relu, clamp, clamp_hi
     and each output is ``clamp(rne(f32(f32(v·m_y) + z_y)))`` with a float bias and the zero point added
     *before* rounding, where v depends on the kernel oneDNN picked:
 
-    * ``combined=False`` — the AVX512-VNNI kernels, and the depthwise kernel also on AMX machines: two scale
-      multiplications, ``v = f32(f32(f32(f32(acc)·a_x)·a_w[n]) + b[n])``;
-    * ``combined=True`` — the AMX (brgemm) kernels for dense and grouped convolutions on CPUs with AMX-INT8
+    * ``combined=False`` — the AVX512-VNNI kernels, and the depthwise kernel (one channel per group in and
+      out) also on AMX machines: two scale multiplications, ``v = f32(f32(f32(f32(acc)·a_x)·a_w[n]) + b[n])``;
+    * ``combined=True`` — the AMX (brgemm) kernels for dense and grouped convolutions (a depthwise channel
+      multiplier included) on CPUs with AMX-INT8
       (Sapphire Rapids and later): the scales are multiplied first, ``v = f32(f32(f32(acc)·f32(a_x·a_w[n]))
       + b[n])``.
 
     (Measured on an Intel Xeon with AMX, natively and with ONEDNN_MAX_CPU_ISA=AVX512_CORE_VNNI: each
     formula 0 mismatching codes of ≥ 9.6 M per kind of convolution; the other one 1–13.) A fused ReLU
-    (max(v, 0) before the output scale) gives exactly the lower clamp at z_y."""
+    (max(v, 0) before the output scale) gives exactly the lower clamp at z_y.
+
+    ``direct=True`` — the same kernels as Inductor calls them for a pt2e model (``onednn.qconv_pointwise``,
+    ``qlinear_pointwise``): torch hands oneDNN the scales themselves, so ``a_x = f32(s_x)`` and
+    ``m_y = f32(1/f32(s_y))`` (one float32 division, oneDNN's own). Measured the same way: 0 mismatching
+    codes of 36.9 M per ISA (dense, depthwise, grouped, 1×1, 3-channel convs); the eager constants 3–8."""
     bias_f = np.zeros(n_out, np.float32)
     if bias is not None:
         bias = np.asarray(bias)
@@ -182,8 +228,11 @@ def _onednn_stage(n_out, x_scale, ws, bias, y_scale, y_zp, relu, clamp, clamp_hi
             raise ValueError("oneDNN's output stage takes a float bias (torch passes it as float), not int32")
         bias_f = bias.astype(np.float32)
     one = np.float32(1.0)
-    a_x = np.float32(one / np.float32(1.0 / float(x_scale)))
-    m_y = np.float32(one / np.float32(one / np.float32(1.0 / float(y_scale))))
+    if direct:
+        a_x, m_y = np.float32(x_scale), np.float32(one / np.float32(y_scale))
+    else:
+        a_x = np.float32(one / np.float32(1.0 / float(x_scale)))
+        m_y = np.float32(one / np.float32(one / np.float32(1.0 / float(y_scale))))
     a_w = ws.astype(np.float32)
     if combined:   # mult32[1] = 1 makes the kernel's f32(f32(acc)·1) exact: v = f32(f32(acc)·f32(a_x·a_w)) + b
         mult32 = np.stack([(a_x * a_w).astype(np.float32), np.ones(n_out, np.float32), np.full(n_out, m_y, np.float32)])
@@ -192,6 +241,29 @@ def _onednn_stage(n_out, x_scale, ws, bias, y_scale, y_zp, relu, clamp, clamp_hi
     lo, his = _clamp_codes(n_out, y_zp, relu, clamp, clamp_hi)
     return OutputStage(_ONEDNN, np.ascontiguousarray(bias_f), np.zeros(n_out, np.int64),
                        np.ascontiguousarray(mult32), np.zeros(n_out), int(y_zp), lo, his)
+
+
+def onednn_value_reference(acc, st: OutputStage) -> np.ndarray:
+    """oneDNN's float32 value before its dst scale (``st`` from a oneDNN stage): ``f32(f32(f32(acc)·a_x)·a_w)
+    + b``, or with the scales multiplied first (``mult32`` rows 0 and 1 hold (a_w, a_x) or (a_x·a_w, 1)) —
+    also what a float-output ``qlinear_pointwise`` returns. ``acc`` (M, N) exact integers."""
+    if st.mode != _ONEDNN:
+        raise ValueError("onednn_value_reference needs a oneDNN output stage")
+    a = np.asarray(acc).astype(np.float32)
+    return (((a * st.mult32[1]).astype(np.float32) * st.mult32[0]).astype(np.float32) + st.bias_f).astype(np.float32)
+
+
+def onednn_sum_requantize_reference(acc, st: OutputStage, prev_q, prev_scale, prev_zp) -> np.ndarray:
+    """oneDNN's ``sum`` post-op (Inductor's conv + residual add, ``qconv2d_pointwise.binary``): the codes
+    ``prev_q`` (M, N) already in the destination, with their own qparams, are added before the dst scale as
+    one fused multiply-add, ``v' = fma(f32(prev_q − z_p), f32(s_p), v)``; then the clamp (a ReLU after the
+    sum is the lower clamp at z_y) and ``rne(f32(f32(v'·m_y) + z_y))``. Measured: 0 of 3.7 M codes differ per
+    ISA; a separate multiply and add 1."""
+    v = onednn_value_reference(acc, st)
+    d = (np.asarray(prev_q).astype(np.int64) - int(prev_zp)).astype(np.float32)
+    v = fma_f32_reference(d, np.broadcast_to(np.float32(prev_scale), d.shape), v)
+    t = np.rint(((v * st.mult32[2]).astype(np.float32) + np.float32(st.y_zp)).astype(np.float32))
+    return np.minimum(np.maximum(t, st.lo), st.hi).astype(np.uint8)
 
 
 def requantize_reference(acc, st: OutputStage) -> np.ndarray:
@@ -210,6 +282,14 @@ def requantize_reference(acc, st: OutputStage) -> np.ndarray:
         v = (v + st.bias_f).astype(np.float32)
         t = np.rint(((v * st.mult32[2]).astype(np.float32) + np.float32(st.y_zp)).astype(np.float32))
         return np.minimum(np.maximum(t, st.lo), st.hi).astype(np.uint8)
+    elif st.mode in (_Q31_DOUBLE, _Q31_DOUBLE_UP):
+        from .fixedpoint import multiply_by_quantized_multiplier_reference as mbqm
+        a = acc + st.bias_q
+        t = np.array([[mbqm(a[i, n], int(st.mult64[n]), int(st.mult32[1, n]), ties_up=st.mode == _Q31_DOUBLE_UP)
+                       for n in range(a.shape[1])] for i in range(a.shape[0])], np.float64).reshape(a.shape)
+    elif st.mode == _F64_AWAY:
+        v = (acc + st.bias_q).astype(np.float64) * st.mult64
+        t = np.sign(v) * np.floor(np.abs(v) + 0.5)            # C's round: halves away from zero
     else:
         t = np.rint((acc + st.bias_q).astype(np.float64) * st.mult64)
     return np.minimum(np.maximum(t + st.y_zp, st.lo), st.hi).astype(np.uint8)
@@ -230,6 +310,13 @@ def _requant_value(a, n, mode, bias_f, bias_q, mult32, mult64, y_zp, lo, hi):
         v = np.float32(np.float32(np.float32(np.float32(a) * mult32[1, n]) * mult32[0, n]) + bias_f[n])
         t = np.rint(np.float32(np.float32(v * mult32[2, n]) + np.float32(y_zp)))
         return np.uint8(min(max(t, lo), hi[n]))
+    elif mode == 5:
+        t = np.float64(mbqm_double(np.int64(a + bias_q[n]), np.int64(mult64[n]), np.int64(mult32[1, n])))
+    elif mode == 6:
+        t = np.float64(mbqm_double_up(np.int64(a + bias_q[n]), np.int64(mult64[n]), np.int64(mult32[1, n])))
+    elif mode == 7:
+        v = np.float64(a + bias_q[n]) * mult64[n]
+        t = np.floor(v + 0.5) if v >= 0 else -np.floor(-v + 0.5)
     else:
         t = np.rint(np.float64(a + bias_q[n]) * mult64[n])
     return np.uint8(min(max(t + y_zp, lo), hi[n]))
@@ -292,6 +379,9 @@ def _requant_row(acc, n, mode, bias_f, bias_q, mult32, mult64, y_zp, lo, hi, out
             v = np.float32(np.float32(np.float32(np.float32(acc[i]) * ax) * aw) + bf)
             t = np.float32(np.rint(np.float32(np.float32(v * my) + zf)))
             out[i] = np.uint8(min(max(t, lof), hif))
+    elif mode >= 5:
+        for i in range(L):
+            out[i] = _requant_value(np.int64(acc[i]), n, mode, bias_f, bias_q, mult32, mult64, y_zp, lo, hi)
     else:
         bq = bias_q[n]
         mu = mult64[n]

@@ -23,6 +23,12 @@ Where a framework has no such kernel the nearest exact formula is used and said 
   :func:`minquant.kernels.dynamic.dynamic_conv2d`).
 * ``qhardswish`` / ``qhardsigmoid`` (256-entry tables) and ``qmul`` under 'onnxruntime' use the float64
   textbook formula (:mod:`minquant.kernels.elementwise`; ONNX Runtime's counterparts were not studied);
+* under a LiteRT target (``Arithmetic.litert``) quantize, dequantize, add and the average pools are LiteRT's
+  own (:mod:`minquant.kernels.litert`; an average pool must have VALID windows and keep its qparams, as
+  LiteRT's AVERAGE_POOL_2D does); ``qmul`` / ``qhardswish`` / ``qhardsigmoid`` / ``qcat`` are not reproduced
+  for LiteRT (``ValueError``);
+* ``qconv2d_add``, ``qlinear_float`` and, under 'x86-inductor', ``qadaptive_avg_pool2d`` are what Inductor
+  makes of a torchao pt2e graph (:mod:`minquant.quantized.pt2e_kernels`);
 * float ops run minquant's float kernels (torch's arithmetic), except a global ``adaptive_avg_pool2d``
   under 'onnxruntime', which sums in MLAS's order (:func:`global_avg_pool_mlas`).
 
@@ -41,8 +47,12 @@ from ..kernels.elementwise import activation_tables, apply_tables, qmul
 from ..kernels.dynamic import dynamic_conv2d, dynamic_linear, pack_dynamic_conv_weight
 from ..kernels.gemm import pack_weight
 from ..kernels.quantize import quantize_u8
+from ..kernels.fp16 import fp16_aware, widen
+from ..kernels.litert import avg_pool_litert, dequantize_litert, qadd_litert, quantize_litert
 from ..kernels.pool import qadaptive_avg_pool2d, qavg_pool2d, qavg_pool2d_onnxruntime, qmax_pool2d
 from . import ops  # noqa: F401  (registers the quantized ops)
+from .precision_ops import prepare_precision_kernels
+from .pt2e_kernels import QConv2dAdd, QLinearFloat, adaptive_avg_pool_inductor
 
 __all__ = ["prepare_kernels", "weight_qparams", "global_avg_pool_mlas"]
 
@@ -110,6 +120,21 @@ def _from_nhwc_order(y):
     return np.ascontiguousarray(y.transpose(0, 3, 1, 2)) if y.ndim == 4 else y
 
 
+def _litert_pool_window(node, graph):
+    """(kernel, stride) of an average pool LiteRT can run: VALID windows, output qparams = input's."""
+    a = node.attrs
+    if a.y_scale is not None:
+        from .ops import value_qparams
+        if value_qparams(graph).get(node.inputs[0]) != (a.y_scale, a.y_zp):
+            raise ValueError("LiteRT's AVERAGE_POOL_2D keeps its input's qparams; this pool changes them")
+    if node.op == "qadaptive_avg_pool2d":
+        return None
+    if a.padding != (0, 0) or a.ceil_mode or a.divisor_override is not None:
+        raise ValueError("LiteRT's AVERAGE_POOL_2D is reproduced for VALID windows (no padding, floor mode, "
+                         "no divisor override)")
+    return a.kernel_size, a.stride
+
+
 def prepare_kernels(graph, target) -> dict:
     """The kernel table for ``graph`` under ``target`` (a :class:`~minquant.target.Target` or a framework
     name; module docstring): every layer prepared once, each convolution with the arithmetic its framework
@@ -119,12 +144,21 @@ def prepare_kernels(graph, target) -> dict:
     minq = Target("minquant", tgt.cpu)
     pool_target = minq if ar.name == "onnxruntime" else tgt
     prepared: dict[str, object] = {}
+    lp = ar.litert
     for n in graph.nodes:
         try:
+            if lp is not None and n.op in ("qmul", "qhardswish", "qhardsigmoid", "qcat"):
+                raise ValueError(f"minquant does not reproduce LiteRT's {n.op[1:].upper()} (target {tgt})")
+            if lp is not None and n.op in ("qavg_pool2d", "qadaptive_avg_pool2d"):
+                prepared[n.name] = _litert_pool_window(n, graph)
             if n.op == "qconv2d":
                 prepared[n.name] = _prepare_qconv(n, tgt)
             elif n.op == "qlinear":
                 prepared[n.name] = _prepare_qlinear(n, tgt)
+            elif n.op == "qconv2d_add":
+                prepared[n.name] = QConv2dAdd(n, tgt)
+            elif n.op == "qlinear_float":
+                prepared[n.name] = QLinearFloat(n, tgt)
             elif n.op in ("qhardswish", "qhardsigmoid"):
                 a = n.attrs
                 prepared[n.name] = activation_tables(n.op[1:], a.x_scale, a.x_zp, a.y_scale, a.y_zp,
@@ -141,9 +175,13 @@ def prepare_kernels(graph, target) -> dict:
     vector_block = torch_vector_block(ar)
 
     def k_quantize(n, xs):
-        return quantize_u8(xs[0], n.attrs.scale, n.attrs.zero_point, target=ar.quantize_rule)
+        if lp is not None:
+            return quantize_litert(xs[0], n.attrs.scale, n.attrs.zero_point, lp.quantize)
+        return quantize_u8(widen(xs[0]), n.attrs.scale, n.attrs.zero_point, target=ar.quantize_rule)
 
     def k_dequantize(n, xs):
+        if lp is not None:
+            return dequantize_litert(_check_codes(xs[0], n), n.attrs.scale, n.attrs.zero_point, lp.dequantize)
         return dequantize(_check_codes(xs[0], n), n.attrs.scale, n.attrs.zero_point)
 
     def k_qconv(n, xs):
@@ -157,6 +195,9 @@ def prepare_kernels(graph, target) -> dict:
     def k_qadd(n, xs):
         a = n.attrs
         x0, x1 = _check_codes(xs[0], n), _check_codes(xs[1], n)
+        if lp is not None:
+            return qadd_litert(x0, a.a_scale, a.a_zp, x1, a.b_scale, a.b_zp, a.y_scale, a.y_zp, relu=a.relu,
+                               rule=lp.add)
         if a.channels_last:
             return _from_nhwc_order(qadd(_to_nhwc_order(x0), a.a_scale, a.a_zp, _to_nhwc_order(x1), a.b_scale,
                                          a.b_zp, a.y_scale, a.y_zp, relu=a.relu, target=ar))
@@ -175,6 +216,8 @@ def prepare_kernels(graph, target) -> dict:
 
     def k_qavg(n, xs):
         a = n.attrs
+        if lp is not None:
+            return avg_pool_litert(_check_codes(xs[0], n), *prepared[n.name])
         if ar.name == "onnxruntime" and not a.ceil_mode and a.divisor_override is None:
             return qavg_pool2d_onnxruntime(_check_codes(xs[0], n), a.kernel_size, a.stride, a.padding,
                                            a.count_include_pad, x_scale=a.x_scale, x_zp=a.x_zp,
@@ -185,6 +228,17 @@ def prepare_kernels(graph, target) -> dict:
 
     def k_qadaptive(n, xs):
         a = n.attrs
+        if ar.name == "inductor":   # pt2e lowered by Inductor: float32 between dequantize and quantize
+            ys, yz = (a.x_scale, a.x_zp) if a.y_scale is None else (a.y_scale, a.y_zp)
+            return adaptive_avg_pool_inductor(_check_codes(xs[0], n), a.output_size, a.x_scale, a.x_zp, ys, yz)
+        if lp is not None:
+            x = _check_codes(xs[0], n)
+            (oh, ow) = a.output_size
+            if x.shape[2] % oh or x.shape[3] % ow:
+                raise ValueError(f"node {n.name!r}: LiteRT pools fixed windows; {x.shape[2]}x{x.shape[3]} → "
+                                 f"{oh}x{ow} is not a whole number of windows")
+            k = (x.shape[2] // oh, x.shape[3] // ow)
+            return avg_pool_litert(x, k, k)
         em = tgt if (ar.name != "onnxruntime" or a.output_size == (1, 1)) else minq
         return qadaptive_avg_pool2d(_check_codes(xs[0], n), a.output_size, x_scale=a.x_scale, x_zp=a.x_zp,
                                     y_scale=a.y_scale, y_zp=a.y_zp, target=em, channels_last=a.channels_last)
@@ -228,7 +282,7 @@ def prepare_kernels(graph, target) -> dict:
         return dynamic_conv2d(xs[0], packed, ws, None, n.params.get("bias"), stride=a.stride, padding=a.padding,
                               dilation=a.dilation, reduce_range=a.reduce_range, relu=a.relu, target=tgt)
 
-    table = dict(FLOAT_KERNELS)
+    table = {op: fp16_aware(k) for op, k in FLOAT_KERNELS.items()}   # float16 values: widen, compute, round
     if ar.name == "onnxruntime":   # ORT's float global average pool sums in MLAS's order
         float_adaptive = table["adaptive_avg_pool2d"]
         table["adaptive_avg_pool2d"] = lambda n, xs: (global_avg_pool_mlas(xs[0]) if n.attrs.output_size == (1, 1)
@@ -237,5 +291,8 @@ def prepare_kernels(graph, target) -> dict:
                   "qadd": k_qadd, "qcat": k_qcat, "qmax_pool2d": k_qmax, "qavg_pool2d": k_qavg,
                   "qadaptive_avg_pool2d": k_qadaptive, "qclamp": k_qclamp, "qflatten": k_qflatten,
                   "qreshape": k_qreshape, "dynamic_linear": k_dyn_linear, "dynamic_conv2d": k_dyn_conv,
-                  "qmul": k_qmul, "qhardswish": k_qactivation, "qhardsigmoid": k_qactivation})
+                  "qmul": k_qmul, "qhardswish": k_qactivation, "qhardsigmoid": k_qactivation,
+                  "qconv2d_add": lambda n, xs: prepared[n.name](_check_codes(xs[0], n), _check_codes(xs[1], n)),
+                  "qlinear_float": lambda n, xs: prepared[n.name](_check_codes(xs[0], n))})
+    table.update(prepare_precision_kernels(graph, tgt))   # float16 and int4 layers (precision_ops.py)
     return table

@@ -109,14 +109,24 @@ def _calibrator_name(calibrator) -> str:
     return getattr(calibrator, "__name__", repr(calibrator))
 
 
-def quantize_weight(w, *, per_channel: bool = True, reduce_range: bool = False):
+def quantize_weight(w, *, per_channel: bool = True, reduce_range: bool = False, narrow: bool = False):
     """int8 weight codes, symmetric: ``s = max(|min|, |max|) / 127.5`` (torch's symmetric rule,
     :func:`minquant.affine.choose_qparams`), ``z = 0``, per output channel (axis 0) or per tensor.
     ``reduce_range``: 7-bit scale ``s = max|w| / 63.5`` (torch's rule for the range [−64, 63]); the codes
     then lie in [−64, 64] (max|w|/s = 63.5 rounds to 64), so two adjacent u8×s8 products stay within int16:
-    255·(64 + 64) = 32640 ≤ 32767. Returns ``(w_q int8, w_scale float32
+    255·(64 + 64) = 32640 ≤ 32767. ``narrow``: LiteRT's quantization spec — ``s = max|w| / 127`` and codes in
+    [−127, 127] (the converter's symmetric rule). Returns ``(w_q int8, w_scale float32
     (O,) or (1,), w_zp int8 of the same length)``."""
     w = np.asarray(w, dtype=np.float32)
+    if narrow:
+        if reduce_range:
+            raise ValueError("narrow (LiteRT) weights have no 7-bit variant")
+        m = np.abs(w).reshape(w.shape[0], -1).max(axis=1) if per_channel else np.abs(w).max().reshape(1)
+        s = np.where(m > 0, m / np.float32(127), np.float32(1)).astype(np.float32)
+        z0 = np.zeros(s.shape, np.int64)
+        w_q = np.clip(quantize(w, s, z0, "int8", axis=0, target="onnxruntime") if per_channel else
+                      quantize(w, s[0], 0, "int8", target="onnxruntime"), -127, 127).astype(np.int8)
+        return w_q, s, np.zeros(s.shape, np.int8)
     if per_channel:
         obs = O.PerChannelMinMaxObserver(axis=0, dtype="int8", symmetric=True, reduce_range=reduce_range).update(w)
         s, z = obs.compute()
@@ -283,7 +293,8 @@ def _layer_saturates(tgt, n) -> bool:
 
 def quantize_static(model, calibration_data, *, per_channel: bool = True, calibrator=DEFAULT_CALIBRATOR,
                     target="fbgemm", input_shape=None, reduce_range=None, bias_correction: bool = True,
-                    equalize: bool = True, batch_size: int = 32, progress: bool = True) -> QuantizedModel:
+                    equalize: bool = True, batch_size: int = 32, progress: bool = True,
+                    weight_rounding=None) -> QuantizedModel:
     """Post-training static int8 quantization (module docstring).
 
     ``model``: a torch ``nn.Module`` in eval mode (imported with :func:`minquant.from_torch`) or a minquant
@@ -300,10 +311,15 @@ def quantize_static(model, calibration_data, *, per_channel: bool = True, calibr
     depthwise kernel on every CPU, its GEMM only without VNNI), full 8-bit elsewhere; ``meta["weights_7bit"]``
     lists them. ``bias_correction``: cancel the mean output shift
     caused by weight rounding (:func:`bias_correction`), using per-channel input means from calibration.
-    ``equalize``: activation-aware cross-layer equalization of conv → (ReLU/ReLU6) → conv pairs before
+    ``equalize``: (skipped for LiteRT targets: a ReLU6 clipped per channel has no .tflite form)
+    activation-aware cross-layer equalization of conv → (ReLU/ReLU6) → conv pairs before
     calibration (:func:`minquant.quantized.passes.equalize` with ranges measured on the first
     :data:`EQUALIZE_SAMPLES` calibration samples, α = :data:`EQUALIZE_ALPHA`; ReLU6 keeps its clip, per
     channel).
+    ``weight_rounding``: None (round to nearest, :func:`quantize_weight`) or an object whose method
+    ``quantize_weight(node, *, per_channel, reduce_range) → (w_q, w_scale, w_zp)`` gives the weight codes of
+    each conv / linear layer from its float node (after BN folding and equalization) — e.g. the learned
+    up/down rounding of :func:`minquant.qat.adaround` (``meta["weight_rounding"]`` names it).
 
     Raises ValueError for empty / NaN calibration data, an unknown calibrator or emulation, or a model
     the importer cannot read."""
@@ -311,8 +327,13 @@ def quantize_static(model, calibration_data, *, per_channel: bool = True, calibr
         raise TypeError(f"per_channel must be True or False (int8 weights per output channel or per "
                         f"tensor), got {per_channel!r}")
     per_channel = bool(per_channel)
+    if weight_rounding is not None and not callable(getattr(weight_rounding, "quantize_weight", None)):
+        raise TypeError(f"weight_rounding must be None or an object with a quantize_weight(node, *, per_channel, "
+                        f"reduce_range) method, got {type(weight_rounding).__name__}")
     tgt = as_target(target)
     ar = tgt.linear()
+    if ar.litert is not None:   # a ReLU6 clipped per channel (equalization) cannot be written in a .tflite
+        equalize = False
     act_rr, w_rr, rr_label = _ranges(reduce_range, tgt)
     make_observer(calibrator, act_rr)  # fail early on a bad calibrator
     batches = iter_batches(calibration_data, batch_size)
@@ -351,7 +372,8 @@ def quantize_static(model, calibration_data, *, per_channel: bool = True, calibr
     problems = range_problems(stats, qparams, dtype="uint8", reduce_range=act_rr)
     seven_bit: list[str] = []
     qgraph, float_names = _convert(g, groups, role, qparams, per_channel, ar.quantize_rule, w_rr,
-                                   {v: m.mean() for v, m in means.items()}, seven_bit)
+                                   {v: m.mean() for v, m in means.items()}, seven_bit,
+                                   weight_rounding=weight_rounding, litert=ar.litert is not None)
     if callable(w_rr) and not seven_bit:
         rr_label = False
     q_scales = {q: channel_scales[v] for q, v in float_names.items() if v in channel_scales}
@@ -359,14 +381,31 @@ def quantize_static(model, calibration_data, *, per_channel: bool = True, calibr
     meta = {"method": "quantize_static", "calibrator": _calibrator_name(calibrator), "per_channel": per_channel,
             "reduce_range": rr_label or False, "weights_7bit": seven_bit, "bias_correction": bool(bias_correction),
             "equalized": bool(equalize), "equalize_alpha": EQUALIZE_ALPHA if equalize else None,
+            "weight_rounding": getattr(weight_rounding, "name", "nearest" if weight_rounding is None
+                                       else type(weight_rounding).__name__),
             "calibration_samples": n_samples, "folded_batch_norms": sorted(folded.values()),
             "float_fallback": [n for n, r in role.items() if r == "float"], "calibration_warnings": problems}
     warn_calibration(problems, calibrator=meta["calibrator"], stacklevel=3)
     return QuantizedModel(qgraph, tgt, float_names=float_names, meta=meta, channel_scales=q_scales)
 
 
+def _rounded_weight(weight_rounding, node, per_channel, reduce_range):
+    """A ``weight_rounding`` object's codes for one layer, checked: int8 codes of the weight's shape, one
+    positive scale and one zero point per output channel (or one for the tensor)."""
+    w_q, w_s, w_z = weight_rounding.quantize_weight(node, per_channel=per_channel, reduce_range=reduce_range)
+    w_q, w_s, w_z = np.asarray(w_q), np.asarray(w_s, np.float32).reshape(-1), np.asarray(w_z).reshape(-1)
+    o = node.params["weight"].shape[0]
+    if w_q.dtype != np.int8 or w_q.shape != node.params["weight"].shape:
+        raise ValueError(f"weight_rounding gave {node.name!r} codes of dtype {w_q.dtype} and shape {w_q.shape}; "
+                         f"expected int8 {node.params['weight'].shape}")
+    if w_s.shape != w_z.shape or w_s.size != (o if per_channel else 1) or not np.all(w_s > 0):
+        raise ValueError(f"weight_rounding gave {node.name!r} {w_s.size} scale(s) and {w_z.size} zero point(s); "
+                         f"expected {o if per_channel else 1} positive scales")
+    return w_q, w_s, w_z.astype(np.int8)
+
+
 def _convert(g: Graph, groups, role, qparams, per_channel, quantize_rule, weight_reduce_range=False, means=None,
-             seven_bit=None):
+             seven_bit=None, weight_rounding=None, litert=False):
     """Build the quantized graph from the plan (module docstring, step 5). ``weight_reduce_range``: a bool,
     or a predicate on the float layer node; the names of layers given 7-bit weights are appended to
     ``seven_bit``."""
@@ -395,6 +434,9 @@ def _convert(g: Graph, groups, role, qparams, per_channel, quantize_rule, weight
         return floats[v]
 
     def q6(s, z):
+        if litert:   # LiteRT's CalculateActivationRangeQuantized: z + round-half-away(f32(6 / s))
+            return int(min(255, z + np.sign(np.float32(6.0) / np.float32(s)) *
+                           np.floor(np.abs(np.float32(6.0) / np.float32(s)) + 0.5)))
         return int(quantize(np.float32(6.0), s, z, "uint8", target=quantize_rule))
 
     for n in g.nodes:
@@ -413,7 +455,11 @@ def _convert(g: Graph, groups, role, qparams, per_channel, quantize_rule, weight
                 w7 = weight_reduce_range(n) if callable(weight_reduce_range) else bool(weight_reduce_range)
                 if w7:
                     seven_bit.append(n.name)
-                w_q, w_s, w_z = quantize_weight(n.params["weight"], per_channel=per_channel, reduce_range=w7)
+                if weight_rounding is not None:
+                    w_q, w_s, w_z = _rounded_weight(weight_rounding, n, per_channel, w7)
+                else:
+                    w_q, w_s, w_z = quantize_weight(n.params["weight"], per_channel=per_channel, reduce_range=w7,
+                                                    narrow=litert)
                 params = {"weight": w_q, "w_scale": w_s, "w_zp": w_z}
                 if means and n.inputs[0] in means:
                     params["bias"] = bias_correction(n, w_q, w_s, w_z, means[n.inputs[0]])
