@@ -109,24 +109,14 @@ def _calibrator_name(calibrator) -> str:
     return getattr(calibrator, "__name__", repr(calibrator))
 
 
-def quantize_weight(w, *, per_channel: bool = True, reduce_range: bool = False, narrow: bool = False):
+def quantize_weight(w, *, per_channel: bool = True, reduce_range: bool = False):
     """int8 weight codes, symmetric: ``s = max(|min|, |max|) / 127.5`` (torch's symmetric rule,
     :func:`minquant.affine.choose_qparams`), ``z = 0``, per output channel (axis 0) or per tensor.
     ``reduce_range``: 7-bit scale ``s = max|w| / 63.5`` (torch's rule for the range [−64, 63]); the codes
     then lie in [−64, 64] (max|w|/s = 63.5 rounds to 64), so two adjacent u8×s8 products stay within int16:
-    255·(64 + 64) = 32640 ≤ 32767. ``narrow``: LiteRT's quantization spec — ``s = max|w| / 127`` and codes in
-    [−127, 127] (the converter's symmetric rule). Returns ``(w_q int8, w_scale float32
+    255·(64 + 64) = 32640 ≤ 32767. Returns ``(w_q int8, w_scale float32
     (O,) or (1,), w_zp int8 of the same length)``."""
     w = np.asarray(w, dtype=np.float32)
-    if narrow:
-        if reduce_range:
-            raise ValueError("narrow (LiteRT) weights have no 7-bit variant")
-        m = np.abs(w).reshape(w.shape[0], -1).max(axis=1) if per_channel else np.abs(w).max().reshape(1)
-        s = np.where(m > 0, m / np.float32(127), np.float32(1)).astype(np.float32)
-        z0 = np.zeros(s.shape, np.int64)
-        w_q = np.clip(quantize(w, s, z0, "int8", axis=0, target="onnxruntime") if per_channel else
-                      quantize(w, s[0], 0, "int8", target="onnxruntime"), -127, 127).astype(np.int8)
-        return w_q, s, np.zeros(s.shape, np.int8)
     if per_channel:
         obs = O.PerChannelMinMaxObserver(axis=0, dtype="int8", symmetric=True, reduce_range=reduce_range).update(w)
         s, z = obs.compute()
@@ -311,8 +301,7 @@ def quantize_static(model, calibration_data, *, per_channel: bool = True, calibr
     depthwise kernel on every CPU, its GEMM only without VNNI), full 8-bit elsewhere; ``meta["weights_7bit"]``
     lists them. ``bias_correction``: cancel the mean output shift
     caused by weight rounding (:func:`bias_correction`), using per-channel input means from calibration.
-    ``equalize``: (skipped for LiteRT targets: a ReLU6 clipped per channel has no .tflite form)
-    activation-aware cross-layer equalization of conv → (ReLU/ReLU6) → conv pairs before
+    ``equalize``: activation-aware cross-layer equalization of conv → (ReLU/ReLU6) → conv pairs before
     calibration (:func:`minquant.quantized.passes.equalize` with ranges measured on the first
     :data:`EQUALIZE_SAMPLES` calibration samples, α = :data:`EQUALIZE_ALPHA`; ReLU6 keeps its clip, per
     channel).
@@ -332,8 +321,6 @@ def quantize_static(model, calibration_data, *, per_channel: bool = True, calibr
                         f"reduce_range) method, got {type(weight_rounding).__name__}")
     tgt = as_target(target)
     ar = tgt.linear()
-    if ar.litert is not None:   # a ReLU6 clipped per channel (equalization) cannot be written in a .tflite
-        equalize = False
     act_rr, w_rr, rr_label = _ranges(reduce_range, tgt)
     make_observer(calibrator, act_rr)  # fail early on a bad calibrator
     batches = iter_batches(calibration_data, batch_size)
@@ -373,7 +360,7 @@ def quantize_static(model, calibration_data, *, per_channel: bool = True, calibr
     seven_bit: list[str] = []
     qgraph, float_names = _convert(g, groups, role, qparams, per_channel, ar.quantize_rule, w_rr,
                                    {v: m.mean() for v, m in means.items()}, seven_bit,
-                                   weight_rounding=weight_rounding, litert=ar.litert is not None)
+                                   weight_rounding=weight_rounding)
     if callable(w_rr) and not seven_bit:
         rr_label = False
     q_scales = {q: channel_scales[v] for q, v in float_names.items() if v in channel_scales}
@@ -405,7 +392,7 @@ def _rounded_weight(weight_rounding, node, per_channel, reduce_range):
 
 
 def _convert(g: Graph, groups, role, qparams, per_channel, quantize_rule, weight_reduce_range=False, means=None,
-             seven_bit=None, weight_rounding=None, litert=False):
+             seven_bit=None, weight_rounding=None):
     """Build the quantized graph from the plan (module docstring, step 5). ``weight_reduce_range``: a bool,
     or a predicate on the float layer node; the names of layers given 7-bit weights are appended to
     ``seven_bit``."""
@@ -434,9 +421,6 @@ def _convert(g: Graph, groups, role, qparams, per_channel, quantize_rule, weight
         return floats[v]
 
     def q6(s, z):
-        if litert:   # LiteRT's CalculateActivationRangeQuantized: z + round-half-away(f32(6 / s))
-            return int(min(255, z + np.sign(np.float32(6.0) / np.float32(s)) *
-                           np.floor(np.abs(np.float32(6.0) / np.float32(s)) + 0.5)))
         return int(quantize(np.float32(6.0), s, z, "uint8", target=quantize_rule))
 
     for n in g.nodes:
@@ -458,8 +442,7 @@ def _convert(g: Graph, groups, role, qparams, per_channel, quantize_rule, weight
                 if weight_rounding is not None:
                     w_q, w_s, w_z = _rounded_weight(weight_rounding, n, per_channel, w7)
                 else:
-                    w_q, w_s, w_z = quantize_weight(n.params["weight"], per_channel=per_channel, reduce_range=w7,
-                                                    narrow=litert)
+                    w_q, w_s, w_z = quantize_weight(n.params["weight"], per_channel=per_channel, reduce_range=w7)
                 params = {"weight": w_q, "w_scale": w_s, "w_zp": w_z}
                 if means and n.inputs[0] in means:
                     params["bias"] = bias_correction(n, w_q, w_s, w_z, means[n.inputs[0]])
