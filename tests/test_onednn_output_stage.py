@@ -41,7 +41,8 @@ VNNI_ENV = {"ONEDNN_MAX_CPU_ISA": "AVX512_CORE_VNNI"}
 KINDS = {"dense 1x1": dict(c_in=64, c_out=64, k=1, groups=1),
          "dense 3x3": dict(c_in=32, c_out=64, k=3, groups=1),
          "grouped 3x3 g=4": dict(c_in=64, c_out=64, k=3, groups=4),
-         "depthwise 3x3": dict(c_in=64, c_out=64, k=3, groups=64)}
+         "depthwise 3x3": dict(c_in=64, c_out=64, k=3, groups=64),
+         "depthwise 3x3, channel multiplier 2": dict(c_in=64, c_out=128, k=3, groups=64)}
 SEEDS = (0, 1, 2)
 
 
@@ -204,4 +205,5 @@ def test_amx_is_read_from_the_flags_and_capped_by_onednn_max_cpu_isa():
     assert t.conv(groups=1, c_in=32, c_out=64, kernel=(3, 3)).multiplier == "onednn_amx"
     assert t.conv(groups=4, c_in=64, c_out=64, kernel=(3, 3)).multiplier == "onednn_amx"
     assert t.conv(groups=64, c_in=64, c_out=64, kernel=(3, 3)).multiplier == "onednn"
+    assert t.conv(groups=64, c_in=64, c_out=128, kernel=(3, 3)).multiplier == "onednn_amx"
     assert Target("x86", "avx512-vnni").conv(groups=1, c_in=32, c_out=64).multiplier == "onednn"
