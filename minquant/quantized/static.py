@@ -109,14 +109,24 @@ def _calibrator_name(calibrator) -> str:
     return getattr(calibrator, "__name__", repr(calibrator))
 
 
-def quantize_weight(w, *, per_channel: bool = True, reduce_range: bool = False):
+def quantize_weight(w, *, per_channel: bool = True, reduce_range: bool = False, narrow: bool = False):
     """int8 weight codes, symmetric: ``s = max(|min|, |max|) / 127.5`` (torch's symmetric rule,
     :func:`minquant.affine.choose_qparams`), ``z = 0``, per output channel (axis 0) or per tensor.
     ``reduce_range``: 7-bit scale ``s = max|w| / 63.5`` (torch's rule for the range [−64, 63]); the codes
     then lie in [−64, 64] (max|w|/s = 63.5 rounds to 64), so two adjacent u8×s8 products stay within int16:
-    255·(64 + 64) = 32640 ≤ 32767. Returns ``(w_q int8, w_scale float32
+    255·(64 + 64) = 32640 ≤ 32767. ``narrow``: LiteRT's quantization spec — ``s = max|w| / 127`` and codes in
+    [−127, 127] (the converter's symmetric rule). Returns ``(w_q int8, w_scale float32
     (O,) or (1,), w_zp int8 of the same length)``."""
     w = np.asarray(w, dtype=np.float32)
+    if narrow:
+        if reduce_range:
+            raise ValueError("narrow (LiteRT) weights have no 7-bit variant")
+        m = np.abs(w).reshape(w.shape[0], -1).max(axis=1) if per_channel else np.abs(w).max().reshape(1)
+        s = np.where(m > 0, m / np.float32(127), np.float32(1)).astype(np.float32)
+        z0 = np.zeros(s.shape, np.int64)
+        w_q = np.clip(quantize(w, s, z0, "int8", axis=0, target="onnxruntime") if per_channel else
+                      quantize(w, s[0], 0, "int8", target="onnxruntime"), -127, 127).astype(np.int8)
+        return w_q, s, np.zeros(s.shape, np.int8)
     if per_channel:
         obs = O.PerChannelMinMaxObserver(axis=0, dtype="int8", symmetric=True, reduce_range=reduce_range).update(w)
         s, z = obs.compute()
@@ -192,21 +202,22 @@ def to_graph(model, input_shape=None, first_batch=None) -> Graph:
     return from_torch(model, tuple(input_shape))
 
 
-def _plan(g: Graph, groups):
-    """Which values are codes, which node becomes what (module docstring, step 3).
+def _plan(g: Graph, groups, float_nodes=frozenset()):
+    """Which values are codes, which node becomes what (module docstring, step 3). Nodes named in
+    ``float_nodes`` stay float (their activation is not fused into them).
 
     Returns (kind per value: 'codes'/'float', role per node: 'layer'/'absorbed'/'code'/'float',
     observed values: {value: reason})."""
     kind = {v: "float" for v in g.inputs}
     role, observed = {}, {}
-    absorbed = {f.activation for f in groups.values() if f.activation}
+    absorbed = {f.activation for k, f in groups.items() if f.activation and k not in float_nodes}
     shapes = {n.name: n.shape for n in g.nodes}
     shapes.update(g.input_shapes)
     for n in g.nodes:
         if n.name in absorbed:
             role[n.name] = "absorbed"
             continue
-        is_layer = n.op in ("conv2d", "linear", "cat") or (
+        is_layer = n.name not in float_nodes and n.op in ("conv2d", "linear", "cat") or n.name not in float_nodes and (
             n.op == "add" and shapes.get(n.inputs[0]) is not None and shapes.get(n.inputs[0]) == shapes.get(n.inputs[1]))
         if is_layer:
             role[n.name] = "layer"
@@ -284,7 +295,7 @@ def _layer_saturates(tgt, n) -> bool:
 def quantize_static(model, calibration_data, *, per_channel: bool = True, calibrator=DEFAULT_CALIBRATOR,
                     target="fbgemm", input_shape=None, reduce_range=None, bias_correction: bool = True,
                     equalize: bool = True, batch_size: int = 32, progress: bool = True,
-                    weight_rounding=None) -> QuantizedModel:
+                    weight_rounding=None, float_nodes=()) -> QuantizedModel:
     """Post-training static int8 quantization (module docstring).
 
     ``model``: a torch ``nn.Module`` in eval mode (imported with :func:`minquant.from_torch`) or a minquant
@@ -301,7 +312,8 @@ def quantize_static(model, calibration_data, *, per_channel: bool = True, calibr
     depthwise kernel on every CPU, its GEMM only without VNNI), full 8-bit elsewhere; ``meta["weights_7bit"]``
     lists them. ``bias_correction``: cancel the mean output shift
     caused by weight rounding (:func:`bias_correction`), using per-channel input means from calibration.
-    ``equalize``: activation-aware cross-layer equalization of conv → (ReLU/ReLU6) → conv pairs before
+    ``equalize``: (skipped for LiteRT targets: a ReLU6 clipped per channel has no .tflite form)
+    activation-aware cross-layer equalization of conv → (ReLU/ReLU6) → conv pairs before
     calibration (:func:`minquant.quantized.passes.equalize` with ranges measured on the first
     :data:`EQUALIZE_SAMPLES` calibration samples, α = :data:`EQUALIZE_ALPHA`; ReLU6 keeps its clip, per
     channel).
@@ -309,6 +321,9 @@ def quantize_static(model, calibration_data, *, per_channel: bool = True, calibr
     ``quantize_weight(node, *, per_channel, reduce_range) → (w_q, w_scale, w_zp)`` gives the weight codes of
     each conv / linear layer from its float node (after BN folding and equalization) — e.g. the learned
     up/down rounding of :func:`minquant.qat.adaround` (``meta["weight_rounding"]`` names it).
+
+    ``float_nodes``: names of nodes of the (prepared) float graph to leave in float — the float16 / int4 layers
+    of a mixed-precision model (:func:`minquant.quantized.precision_convert.quantize_precision`).
 
     Raises ValueError for empty / NaN calibration data, an unknown calibrator or emulation, or a model
     the importer cannot read."""
@@ -321,6 +336,8 @@ def quantize_static(model, calibration_data, *, per_channel: bool = True, calibr
                         f"reduce_range) method, got {type(weight_rounding).__name__}")
     tgt = as_target(target)
     ar = tgt.linear()
+    if ar.litert is not None:   # a ReLU6 clipped per channel (equalization) cannot be written in a .tflite
+        equalize = False
     act_rr, w_rr, rr_label = _ranges(reduce_range, tgt)
     make_observer(calibrator, act_rr)  # fail early on a bad calibrator
     batches = iter_batches(calibration_data, batch_size)
@@ -339,7 +356,7 @@ def quantize_static(model, calibration_data, *, per_channel: bool = True, calibr
         g, channel_scales = equalize_pass(g, act_ranges=_channel_ranges(g, _clamped_head(head, calibrator, act_rr)),
                                           alpha=EQUALIZE_ALPHA, iterations=1)
         groups = fusion_groups(g)
-    kind, role, observed = _plan(g, groups)
+    kind, role, observed = _plan(g, groups, frozenset(float_nodes))
     observers = {v: [make_observer(calibrator, act_rr)] for v in observed}
     means = {}
     if bias_correction:
@@ -360,7 +377,7 @@ def quantize_static(model, calibration_data, *, per_channel: bool = True, calibr
     seven_bit: list[str] = []
     qgraph, float_names = _convert(g, groups, role, qparams, per_channel, ar.quantize_rule, w_rr,
                                    {v: m.mean() for v, m in means.items()}, seven_bit,
-                                   weight_rounding=weight_rounding)
+                                   weight_rounding=weight_rounding, litert=ar.litert is not None)
     if callable(w_rr) and not seven_bit:
         rr_label = False
     q_scales = {q: channel_scales[v] for q, v in float_names.items() if v in channel_scales}
@@ -392,7 +409,7 @@ def _rounded_weight(weight_rounding, node, per_channel, reduce_range):
 
 
 def _convert(g: Graph, groups, role, qparams, per_channel, quantize_rule, weight_reduce_range=False, means=None,
-             seven_bit=None, weight_rounding=None):
+             seven_bit=None, weight_rounding=None, litert=False):
     """Build the quantized graph from the plan (module docstring, step 5). ``weight_reduce_range``: a bool,
     or a predicate on the float layer node; the names of layers given 7-bit weights are appended to
     ``seven_bit``."""
@@ -421,6 +438,9 @@ def _convert(g: Graph, groups, role, qparams, per_channel, quantize_rule, weight
         return floats[v]
 
     def q6(s, z):
+        if litert:   # LiteRT's CalculateActivationRangeQuantized: z + round-half-away(f32(6 / s))
+            return int(min(255, z + np.sign(np.float32(6.0) / np.float32(s)) *
+                           np.floor(np.abs(np.float32(6.0) / np.float32(s)) + 0.5)))
         return int(quantize(np.float32(6.0), s, z, "uint8", target=quantize_rule))
 
     for n in g.nodes:
@@ -442,7 +462,8 @@ def _convert(g: Graph, groups, role, qparams, per_channel, quantize_rule, weight
                 if weight_rounding is not None:
                     w_q, w_s, w_z = _rounded_weight(weight_rounding, n, per_channel, w7)
                 else:
-                    w_q, w_s, w_z = quantize_weight(n.params["weight"], per_channel=per_channel, reduce_range=w7)
+                    w_q, w_s, w_z = quantize_weight(n.params["weight"], per_channel=per_channel, reduce_range=w7,
+                                                    narrow=litert)
                 params = {"weight": w_q, "w_scale": w_s, "w_zp": w_z}
                 if means and n.inputs[0] in means:
                     params["bias"] = bias_correction(n, w_q, w_s, w_z, means[n.inputs[0]])
