@@ -12,7 +12,7 @@ Start reading at docs/quantization.md; every kernel docstring cites its steps.
 __version__ = "0.1.0"
 
 __all__ = ["affine", "kernels", "observers", "target", "Target", "Cpu", "CPUS",
-           "quantize_static", "quantize_dynamic", "from_torch_quantized", "compare", "load", "QuantizedModel",
+           "quantize_static", "quantize_dynamic", "from_torch_quantized", "from_torch_pt2e", "compare", "load", "QuantizedModel",
            "report_torch_quantized", "QType", "qtype", "choose_qparams", "quantize", "dequantize",
            "fake_quantize", "quantize_bias", "pack_int4", "unpack_int4", "to_float16", "Graph", "Node", "OPS",
            "register_op", "run", "infer_shapes", "from_torch", "from_onnx", "from_onnx_quantized", "to_onnx",
@@ -40,7 +40,7 @@ _LAZY_NAMES = {**{n: "target" for n in ("CPUS", "Cpu", "Target")},
                                            "PerChannelMinMaxObserver", "RunningHistogram", "CalibrationWarning")},
                **{n: "graph" for n in ("OPS", "Graph", "Node", "register_op")},"quantize_static": "quantized", "quantize_dynamic": "quantized", "compare": "quantized",
                "load": "quantized", "QuantizedModel": "quantized", "report_torch_quantized": "quantized",
-               "from_torch": "interop.torch", "from_torch_quantized": "interop.torch",
+               "from_torch": "interop.torch", "from_torch_quantized": "interop.torch", "from_torch_pt2e": "interop.torch",
                "from_onnx": "interop.onnx", "from_onnx_quantized": "interop.onnx",
                "to_onnx": "interop.onnx"}
 

@@ -447,7 +447,7 @@ class Target:
         c_in = groups if c_in is None else int(c_in)
         c_out = groups if c_out is None else int(c_out)
         if self.framework == "x86-inductor":
-            return self._inductor_conv(groups, c_in, symmetric_weights, transposed)
+            return self._inductor_conv(groups, c_in, c_out, symmetric_weights, transposed)
         if self.framework == "x86" and self.cpu.torch_picks_onednn and groups <= 100 and symmetric_weights \
                 and not transposed:
             if not self.cpu.onednn_vnni:
@@ -476,12 +476,13 @@ class Target:
             sat = not self.cpu.fbgemm_vnni      # the packed GEMM follows FBGEMM_ENABLE_INSTRUCTIONS
         return dataclasses.replace(ar, saturate_pairs=sat)
 
-    def _inductor_conv(self, groups, c_in, symmetric_weights, transposed) -> Arithmetic:
+    def _inductor_conv(self, groups, c_in, c_out, symmetric_weights, transposed) -> Arithmetic:
         """``x86-inductor``: Inductor lowers every quantized conv of a pt2e graph to ``onednn.qconv_pointwise``
         (no fbgemm, no groups limit) with the scales themselves as oneDNN's scales, so the constants are
         a_x = f32(s_x), m_y = f32(1/f32(s_y)) — not the reciprocals-of-reciprocals of eager ``x86``
         (:func:`minquant.kernels.requantize.output_stage`). AMX machines: dense and grouped convolutions
-        multiply the scales first ('onednn_direct_amx'); depthwise ones and AVX512-VNNI CPUs do not."""
+        multiply the scales first ('onednn_direct_amx'); one-channel-per-group convolutions and AVX512-VNNI
+        CPUs do not (the same kernel choice as eager ``x86``)."""
         c = self.cpu
         if not symmetric_weights or transposed:
             raise ValueError(f"target {self}: oneDNN takes symmetric weights (zero points 0) and no transposed "
@@ -489,7 +490,7 @@ class Target:
         if not c.onednn_vnni:
             raise ValueError(f"target {self}: oneDNN below AVX512-VNNI pairs u8×s8 products with int16 saturation "
                              "in a way minquant does not reproduce yet")
-        depthwise = groups > 1 and c_in == groups
+        depthwise = groups > 1 and c_in == c_out == groups
         mult = "onednn_direct_amx" if c.onednn_amx and not depthwise else "onednn_direct"
         return Arithmetic("onednn", False, True, "torch", mult, "torch", c.aten_vector_bits,
                           c.aten_avx512_kernel_bits, c)

@@ -16,6 +16,10 @@ qconv2d               uint8 → uint8             conv geometry, x/y qparams, ou
                                                 top code after the clamp (ReLU6 after cross-layer equalization)
 qlinear               uint8 → uint8             x/y qparams, clamp; weight int8 (O, I), w_scale, w_zp, bias,
                                                 optional ``clamp_hi``
+qconv2d_add           uint8, uint8 → uint8      qconv2d + the codes of a residual (accum_scale, accum_zp) added
+                                                before the output scale: oneDNN's ``sum`` post-op (pt2e)
+qlinear_float         uint8 → float             qlinear without an output quantization: x qparams, weight,
+                                                bias (a pt2e model's classifier, oneDNN's float output)
 qadd                  uint8, uint8 → uint8      a/b/y qparams, fused ReLU, element order (torch layout)
 qcat                  uint8… → uint8            dim, input and output qparams
 qmul                  uint8, uint8 → uint8      a/b/y qparams, fused ReLU; inputs broadcast (squeeze-excite)
@@ -59,7 +63,7 @@ from ..graph import OPS, OpSpec, register_op
 
 __all__ = ["QuantizeAttrs", "QConv2dAttrs", "QLinearAttrs", "QAddAttrs", "QCatAttrs", "QAvgPool2dAttrs",
            "QAdaptiveAvgPool2dAttrs", "QClampAttrs", "DynamicLinearAttrs", "DynamicConv2dAttrs", "QMulAttrs",
-           "QActivationAttrs",
+           "QActivationAttrs", "QConv2dAddAttrs", "QLinearFloatAttrs",
            "ATTRS_CLASSES", "QUANTIZED_OPS", "CODE_OPS", "WEIGHT_OPS", "value_qparams", "attrs_to_json",
            "attrs_from_json"]
 
@@ -142,6 +146,30 @@ def _common_layer_attrs(a):
     object.__setattr__(a, "clamp", _clamp(a.clamp))
     object.__setattr__(a, "activation", str(a.activation))
     _as_bools(a, "per_channel")
+
+
+@dataclass(frozen=True)
+class QConv2dAddAttrs(QConv2dAttrs):
+    """``qconv2d_add``: :class:`QConv2dAttrs` plus the qparams of the residual input (its second input); the
+    clamp and ``activation`` apply after the sum (``"relu"``: ResNet's add + ReLU)."""
+    accum_scale: float = 1.0
+    accum_zp: int = 0
+
+    def __post_init__(self):
+        super().__post_init__()
+        _checked_qparams(self, "accum")
+
+
+@dataclass(frozen=True)
+class QLinearFloatAttrs:
+    """``qlinear_float``: input qparams and per-channel weights; the output is float32 (no y qparams)."""
+    x_scale: float = 1.0
+    x_zp: int = 0
+    per_channel: bool = True
+
+    def __post_init__(self):
+        _checked_qparams(self, "x")
+        _as_bools(self, "per_channel")
 
 
 @dataclass(frozen=True)
@@ -345,6 +373,8 @@ _SPECS = {
     "dequantize": OpSpec(1, QuantizeAttrs, (), (), "uint8 codes → float: r = s·(q − z)"),
     "qconv2d": OpSpec(1, QConv2dAttrs, _W, _BQ, "quantized conv2d, int8 weights, uint8 in/out"),
     "qlinear": OpSpec(1, QLinearAttrs, _WL, _BQ, "quantized linear, int8 weights, uint8 in/out"),
+    "qconv2d_add": OpSpec(2, QConv2dAddAttrs, _W, _B, "quantized conv2d + residual codes (oneDNN sum post-op)"),
+    "qlinear_float": OpSpec(1, QLinearFloatAttrs, _WL, _B, "quantized linear, uint8 in, float32 out"),
     "qadd": OpSpec(2, QAddAttrs, (), (), "quantized residual add"),
     "qcat": OpSpec(None, QCatAttrs, (), (), "quantized concatenation (requantize to one scale)"),
     "qmul": OpSpec(2, QMulAttrs, (), (), "quantized product (broadcasting)"),
@@ -366,17 +396,17 @@ for _name, _spec in _SPECS.items():
 #: ops whose output is uint8 codes
 CODE_OPS = frozenset({"quantize", "qconv2d", "qlinear", "qadd", "qcat", "qmax_pool2d", "qavg_pool2d",
                       "qadaptive_avg_pool2d", "qclamp", "qflatten", "qreshape", "qmul", "qhardswish",
-                      "qhardsigmoid"})
+                      "qhardsigmoid", "qconv2d_add"})
 #: every op this module adds
 QUANTIZED_OPS = frozenset(_SPECS)
 #: ops that hold int8 weights
-WEIGHT_OPS = frozenset({"qconv2d", "qlinear", "dynamic_linear", "dynamic_conv2d"})
+WEIGHT_OPS = frozenset({"qconv2d", "qlinear", "dynamic_linear", "dynamic_conv2d", "qconv2d_add", "qlinear_float"})
 
 ATTRS_CLASSES = {c.__name__: c for c in (
     QuantizeAttrs, QConv2dAttrs, QLinearAttrs, QAddAttrs, QCatAttrs, QAvgPool2dAttrs, QAdaptiveAvgPool2dAttrs,
     QClampAttrs, DynamicLinearAttrs, DynamicConv2dAttrs, G.Conv2dAttrs, G.BatchNormAttrs, G.AvgPool2dAttrs,
     G.MaxPool2dAttrs, G.AdaptiveAvgPool2dAttrs, G.CatAttrs, G.FlattenAttrs, G.ReshapeAttrs, G.ClipAttrs,
-    QMulAttrs, QActivationAttrs)}
+    QMulAttrs, QActivationAttrs, QConv2dAddAttrs, QLinearFloatAttrs)}
 
 
 def attrs_to_json(attrs):
@@ -418,7 +448,7 @@ def value_qparams(graph) -> dict[str, tuple[float, int]]:
         a = n.attrs
         if n.op == "quantize":
             qp[n.name] = (a.scale, a.zero_point)
-        elif n.op in ("qconv2d", "qlinear", "qcat"):
+        elif n.op in ("qconv2d", "qlinear", "qcat", "qconv2d_add"):
             qp[n.name] = (a.y_scale, a.y_zp)
         elif n.op in ("qadd", "qmul", "qhardswish", "qhardsigmoid"):
             qp[n.name] = (a.y_scale, a.y_zp)
