@@ -129,7 +129,7 @@ from .build import Builder, bias_param  # noqa: F401  (bias_param: read by minqu
 from .fuse import fold_constants, fuse_code_clamps, fuse_dynamic, fuse_float_patterns, fuse_qdq, _is_q
 from .handlers import FLOAT_OPS, HANDLERS, QUANTIZED_OPS, _QUANT_MARKERS, _check_supported
 from .proto import OnnxGraph, describe, load_onnx
-from .program import OnnxProgram, is_program
+from .program import OnnxProgram, is_program, is_program_op
 
 if TYPE_CHECKING:
     from ...quantized import QuantizedModel
@@ -182,6 +182,14 @@ def from_onnx(model, *, name: str | None = None, target="onnxruntime") -> Graph 
     proto, g = _read(model, name)
     if is_program(g):
         return OnnxProgram(g, target=target)
+    if _has_quantized_ops(g):
+        try:
+            g.image_inputs()
+        except ValueError as e:                         # not an image model either: say what stops the executor
+            others = sorted({n.op for n in g.nodes if not is_program_op(n)})
+            raise ValueError(f"{describe(model)} mixes quantization operators with ops that minquant's executor "
+                             f"of quantization operators does not run ({', '.join(others)}), and is not a whole "
+                             f"image model for from_onnx_quantized ({e})") from None
     g.image_inputs()                                    # a Graph takes float32 images (ValueError naming the input)
     if _has_quantized_ops(g):
         raise ValueError(f"{describe(model)} has quantized operators (QDQ/QOperator/dynamic); use "

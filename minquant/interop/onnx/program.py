@@ -28,16 +28,21 @@ from .dtypes import STORAGE, UNSUPPORTED, Tensor, tensor_of, type_name
 from .node_ops import NODE_OPS
 from .proto import OnnxGraph
 
-__all__ = ["OnnxProgram", "is_program"]
+__all__ = ["OnnxProgram", "is_program", "is_program_op"]
 
 
 def _key(n) -> str:
     return n.op if n.domain in ("", "ai.onnx") else f"{n.domain}.{n.op}"
 
 
+def is_program_op(n) -> bool:
+    """True if :class:`OnnxProgram` runs the ONNX node ``n`` (:data:`~minquant.interop.onnx.node_ops.NODE_OPS`)."""
+    return _key(n) in NODE_OPS
+
+
 def is_program(g: OnnxGraph) -> bool:
     """True if every node of ``g`` is an op :class:`OnnxProgram` runs and at least one is a quantization op."""
-    return bool(g.nodes) and all(_key(n) in NODE_OPS for n in g.nodes) and any(n.op != "Identity" for n in g.nodes)
+    return bool(g.nodes) and all(map(is_program_op, g.nodes)) and any(n.op != "Identity" for n in g.nodes)
 
 
 class OnnxProgram:
