@@ -59,7 +59,7 @@ from ..executor import run as run_graph, value_info
 from ..files import atomic_write
 from ..graph import Graph, Node, format_graph, shape_text
 from ..sparse import decode, encoded_nbytes, smallest_encoding
-from . import ops
+from . import ops, precision_ops
 from ..target import Target, as_target
 from .executor import prepare_kernels
 
@@ -131,6 +131,8 @@ class QuantizedModel:
         if isinstance(v, np.ndarray) and v.dtype == np.uint8 and name in self.qparams:
             s, z = self.qparams[name]
             return dequantize(v, s, z)
+        if isinstance(v, np.ndarray) and v.dtype == np.float16:   # float16 activations: widened exactly
+            return v.astype(np.float32)
         return v
 
     def _check_input(self, x):
@@ -187,6 +189,8 @@ class QuantizedModel:
         for n in self.graph.nodes:
             if n.op in ops.WEIGHT_OPS:
                 total += 4 * (n.params["weight"].size + (n.params["bias"].size if "bias" in n.params else 0))
+            elif n.op in precision_ops.PRECISION_OPS:
+                total += 4 * precision_ops.float_param_count(n)
             else:
                 total += 4 * n.num_params()
         return int(total)
@@ -230,6 +234,8 @@ class QuantizedModel:
                     extra.append(f"{a.activation} per-channel top, codes {int(hc.min())}…{int(hc.max())}")
                 else:
                     extra.append(f"{a.activation} [{a.lo}, {a.hi}]")
+            elif n.op in precision_ops.PRECISION_OPS:
+                extra.append(precision_ops.describe(n))
             elif n.op not in ops.QUANTIZED_OPS:
                 extra.append("float")
             return "; ".join(extra)

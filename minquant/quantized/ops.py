@@ -448,7 +448,7 @@ def value_qparams(graph) -> dict[str, tuple[float, int]]:
         a = n.attrs
         if n.op == "quantize":
             qp[n.name] = (a.scale, a.zero_point)
-        elif n.op in ("qconv2d", "qlinear", "qcat", "qconv2d_add"):
+        elif n.op in ("qconv2d", "qlinear", "qcat", "qconv2d_add", "w4a8_conv2d", "w4a8_linear"):
             qp[n.name] = (a.y_scale, a.y_zp)
         elif n.op in ("qadd", "qmul", "qhardswish", "qhardsigmoid"):
             qp[n.name] = (a.y_scale, a.y_zp)

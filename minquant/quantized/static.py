@@ -168,12 +168,18 @@ def bias_correction(node, w_q, w_s, w_z, mean_in) -> np.ndarray:
 
     so ``b' = b − δ``. Zero padding is ignored (the border pixels' missing terms are a small part of the
     mean). Returns the new float32 bias."""
-    w = node.params["weight"].astype(np.float64)
     if w_s.size > 1:
         wd = dequantize(w_q, w_s, w_z.astype(np.int32), axis=0)
     else:
         wd = dequantize(w_q, w_s[0], int(w_z[0]))
-    eps = wd - w
+    return corrected_bias(node, wd, mean_in)
+
+
+def corrected_bias(node, w_dequantized, mean_in) -> np.ndarray:
+    """:func:`bias_correction` from the weights the layer will really use (any quantization: int8, int4 per
+    group...): ``b − ε·μ`` with ``ε = w_dequantized − W``. Returns the new float32 bias."""
+    w = node.params["weight"].astype(np.float64)
+    eps = np.asarray(w_dequantized, np.float64).reshape(w.shape) - w
     mu = np.asarray(mean_in, np.float64)
     if node.op == "linear":
         delta = eps @ mu
@@ -217,8 +223,8 @@ def _plan(g: Graph, groups, float_nodes=frozenset()):
         if n.name in absorbed:
             role[n.name] = "absorbed"
             continue
-        is_layer = n.name not in float_nodes and n.op in ("conv2d", "linear", "cat") or n.name not in float_nodes and (
-            n.op == "add" and shapes.get(n.inputs[0]) is not None and shapes.get(n.inputs[0]) == shapes.get(n.inputs[1]))
+        is_layer = n.name not in float_nodes and (n.op in ("conv2d", "linear", "cat") or (
+            n.op == "add" and shapes.get(n.inputs[0]) is not None and shapes.get(n.inputs[0]) == shapes.get(n.inputs[1])))
         if is_layer:
             role[n.name] = "layer"
             out = groups[n.name].output if n.name in groups else n.name
