@@ -365,3 +365,18 @@ def test_float_models_and_whole_quantized_models_keep_their_importers():
                                    numpy_helper.from_array(np.uint8(3), "z")])
     with pytest.raises(ValueError, match="has quantized operators .*use from_onnx_quantized"):
         from_onnx(oh.make_model(g, opset_imports=[oh.make_opsetid("", 21)]))
+
+
+def test_pair_saturation_follows_the_target_only_for_u8_times_s8():
+    """Target("onnxruntime", "avx2"): MLAS's u8 × s8 kernel adds adjacent products in int16 (255·127·2 =
+    64770 saturates to 32767 per pair); the same differences as u8 × u8 (weights 255 with zero point 128)
+    run exactly, as on the host (AVX-512 VNNI, no saturation)."""
+    from minquant.target import Target
+    a = np.full((1, 64), 255, np.uint8)
+    b_s8 = np.full((64, 1), 127, np.int8)
+    b_u8 = np.full((64, 1), 255, np.uint8)
+    exact = 255 * 127 * 64
+    for b, zb, want_avx2 in ((b_s8, np.int8(0), 32 * 32767), (b_u8, np.uint8(128), exact)):
+        m = one_node("MatMulInteger", {"a": a, "b": b}, {"az": np.uint8(0), "bz": zb}, [TP.INT32])
+        assert from_onnx(m, target=Target("onnxruntime", "avx2"))(a, b).item() == want_avx2
+        assert from_onnx(m)(a, b).item() == exact
