@@ -34,7 +34,7 @@ A ReLU / hardtanh(0, h) before the Q is a clamp of codes — exact, since every 
 stage is monotone: the top code is ``rne(f32(f32(h·m_y) + z_y))`` as oneDNN rounds it. Anything else raises
 ValueError naming the op and its place (module path from the export's ``nn_module_stack``). Each node's
 ``source`` names the fx node of its Q; ``meta["pt2e_codes"]`` maps minquant values to those Q nodes (for
-:func:`reference_codes`, the per-layer comparison with the reference graph).
+the per-layer comparison with the reference graph, :func:`minquant.frameworks.torch_pt2e.reference_run`).
 
 This module imports torch.
 """
@@ -49,7 +49,7 @@ from ...quantized import ops
 from ...quantized.model import QuantizedModel
 from ...target import Target
 
-__all__ = ["from_torch_pt2e", "reference_codes"]
+__all__ = ["from_torch_pt2e"]
 
 
 def _qd():
@@ -452,23 +452,3 @@ def from_torch_pt2e(converted, input_shape=None, *, target=None, name: str | Non
     return QuantizedModel(graph, target, meta={"method": "from_torch_pt2e", "torch_version": torch.__version__,
                                                 "pt2e_codes": b.pt2e_codes})
 
-
-def reference_codes(converted, x) -> dict[str, np.ndarray]:
-    """Run the converted (reference) graph with torch as it stands — float32 between every DQ and Q — and
-    return the uint8 output of each ``quantize_per_tensor`` node by fx node name (NCHW)."""
-    import torch
-
-    gm = _module_of(converted)
-    qd = _qd()
-    out: dict[str, np.ndarray] = {}
-
-    class _Rec(torch.fx.Interpreter):
-        def run_node(self, n):
-            r = super().run_node(n)
-            if n.op == "call_function" and n.target == qd.quantize_per_tensor.default:
-                out[n.name] = r.detach().contiguous().numpy().copy()
-            return r
-
-    with torch.no_grad():
-        _Rec(gm).run(torch.as_tensor(x))
-    return out
