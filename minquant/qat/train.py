@@ -1,0 +1,73 @@
+"""Fine-tune a :class:`~minquant.qat.model.FakeQuantModel`: quantization-aware training, with or without labels.
+
+Per batch (``KDLoss`` of :mod:`minquant.distill`, docs/distillation.md)::
+
+    loss = α · cross_entropy(z, y) + (1 − α) · T² · KL(softmax(t/T) ‖ softmax(z/T))
+
+``z`` the fake-quantized student's logits, ``t`` the float model's logits on the same inputs. Without labels
+(the photo models: there is no ImageNet here, only unlabelled calibration crops) ``α = 0``: the quantized model
+learns to reproduce the float model's outputs — distillation from the model it was made from.
+
+Adam updates every learnable tensor — latent weights, biases, weight and activation scales — with one
+learning rate and a cosine decay to 0. Adam normalises each parameter's gradient, so LSQ's gradient factor
+(:mod:`.fake_quant`) does not change its steps; what makes a shared learning rate workable is that a step
+``lr`` is a similar fraction of a scale (≈1e-2…1e-1) as of a weight. This module imports torch.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from .model import FakeQuantModel
+
+__all__ = ["finetune"]
+
+
+def finetune(fq: FakeQuantModel, x, teacher_logits, labels=None, *, epochs: int = 3, lr: float = 1e-4,
+             batch_size: int = 32, T: float = 1.0, alpha: float = 0.0, seed: int = 0,
+             progress: bool = False) -> list[dict]:
+    """Train ``fq`` in place on inputs ``x`` (float32 array (N, ...)) against ``teacher_logits`` (N, classes)
+    and, if ``alpha > 0``, ``labels`` (N,). Returns one dict per epoch (``epoch``, mean ``loss``).
+    Convert afterwards with ``fq.to_quantized()``."""
+    from ..distill.torch_loss import KDLoss        # same rank (layer 4): imported where used
+
+    if not isinstance(fq, FakeQuantModel):
+        raise TypeError(f"finetune trains a FakeQuantModel, got {type(fq).__name__}")
+    x = np.asarray(x, np.float32)
+    t = np.asarray(teacher_logits, np.float32)
+    if t.ndim != 2 or len(t) != len(x):
+        raise ValueError(f"teacher_logits must be (N, classes) for the {len(x)} inputs, got shape {t.shape}")
+    if alpha > 0 and (labels is None or len(labels) != len(x)):
+        raise ValueError("alpha > 0 needs one label per input")
+    if epochs < 1 or batch_size < 1 or not lr > 0:
+        raise ValueError(f"finetune needs epochs ≥ 1, batch_size ≥ 1 and lr > 0, got {epochs}, {batch_size}, {lr}")
+    loss_fn = KDLoss(T=T, alpha=alpha, scale_by_T2=True)
+    xs, ts = torch.from_numpy(x), torch.from_numpy(t)
+    ys = None if labels is None else torch.from_numpy(np.asarray(labels, np.int64))
+    params = [p for p in fq.parameters() if p.requires_grad]
+    opt = torch.optim.Adam(params, lr=lr)
+    steps = epochs * math.ceil(len(x) / batch_size)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: 0.5 * (1 + math.cos(math.pi * min(i / steps, 1.0))))
+    rng = np.random.default_rng(seed)
+    history = []
+    fq.train()
+    for epoch in range(epochs):
+        order = torch.from_numpy(rng.permutation(len(x)))
+        total, count = 0.0, 0
+        for i in range(0, len(x), batch_size):
+            idx = order[i:i + batch_size]
+            z = fq(xs[idx])
+            loss = loss_fn(z, ts[idx], None if ys is None or alpha == 0 else ys[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+            total += float(loss.detach()) * len(idx)
+            count += len(idx)
+        history.append(dict(epoch=epoch + 1, loss=total / count))
+        if progress:
+            print(f"qat epoch {epoch + 1}/{epochs}: loss {total / count:.4g}", flush=True)
+    fq.eval()
+    return history
