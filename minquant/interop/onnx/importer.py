@@ -9,6 +9,12 @@ torch). Each refuses the other kind of file; :func:`onnx_is_quantized` tells whi
     qm = from_onnx_quantized("model_int8.onnx")  # QDQ / QOperator / quantize_dynamic output
     y = qm(x)                                    # == onnxruntime, bit for bit (target="onnxruntime")
 
+A graph made *only* of quantization operators (QuantizeLinear, DequantizeLinear, QLinearConv, QLinearMatMul,
+ConvInteger, MatMulInteger, DynamicQuantizeLinear, and ORT's QGemm, QLinearAdd, QLinearMul,
+QLinearGlobalAveragePool, MatMulNBits) comes back from :func:`from_onnx` as an
+:class:`~minquant.interop.onnx.program.OnnxProgram` instead: run node by node, any input types, ranks and
+counts, scales and weights as run-time inputs (:mod:`~minquant.interop.onnx.node_ops`, docs/onnx.md).
+
 The work is split into modules beside this one: :mod:`~minquant.interop.onnx.proto` reads and checks the
 file, :mod:`~minquant.interop.onnx.fuse` rewrites the graph into what ONNX Runtime runs,
 :mod:`~minquant.interop.onnx.build` walks it into a minquant graph and :mod:`~minquant.interop.onnx.handlers`

@@ -266,7 +266,7 @@ def matmul_integer(n: ONode, ins, target):
     return [Tensor(out.reshape(out_shape).astype(np.int32), "INT32")]
 
 
-def _qmatmul(n: ONode, a_t, as_t, az_t, b_kn_t, bs_t, bz_t, ys_t, yz_t, bias, target, out_shape=None):
+def _qmatmul(n: ONode, a_t, as_t, az_t, b_kn_t, bs_t, bz_t, ys_t, yz_t, bias, target):
     """A (M, K) × B (K, N) requantized (QLinearMatMul on one matrix, QGemm): per-tensor or per-row A
     scale / zero point, per-tensor or per-column B ones."""
     from ...kernels import qlinear
