@@ -117,6 +117,24 @@ def test_mobilenet_fused_ops(mobilenet):
     assert len(relu6) == 35
 
 
+def test_mlp_uint8_linears_both_onednn_orders():
+    """Linear → ReLU → Linear → ReLU → Linear at 4 rows: the 256-wide hidden layer and the 200-wide head are big
+    enough for oneDNN's AMX matmul (scales multiplied first), the 64-wide layer is not. (The two orders differ in
+    ~1/3 of float outputs but rarely in a uint8 code: the head is what makes this test fail with the wrong
+    order — 176 of 800 logits differ with the VNNI order everywhere, measured.)"""
+    torch.manual_seed(0)
+    mlp = torch.nn.Sequential(torch.nn.Linear(32, 256), torch.nn.ReLU(), torch.nn.Linear(256, 64), torch.nn.ReLU(),
+                              torch.nn.Linear(64, 200)).eval()
+    rng = np.random.default_rng(0)
+    calib, x = rng.normal(size=(64, 32)).astype(np.float32), rng.normal(size=(4, 32)).astype(np.float32)
+    tp = _tp()
+    conv = tp.pt2e_ptq(mlp, calib, batch=4)
+    qm = minquant.from_torch_pt2e(conv)
+    assert [n.op for n in qm.graph.nodes] == ["quantize", "qlinear", "qlinear", "qlinear_float"]
+    y = tp.inductor_compile(conv)(x)
+    assert np.array_equal(qm(x), y), f"{int((qm(x) != y).sum())} logits differ on {HOST.describe()}"
+
+
 def test_exported_program_accepted(tiny):
     ep = torch.export.export(tiny.converted, (torch.from_numpy(tiny.x),), strict=True)
     assert np.array_equal(minquant.from_torch_pt2e(ep)(tiny.x), tiny.y_mq)

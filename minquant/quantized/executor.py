@@ -52,7 +52,7 @@ from ..kernels.litert import avg_pool_litert, dequantize_litert, qadd_litert, qu
 from ..kernels.pool import qadaptive_avg_pool2d, qavg_pool2d, qavg_pool2d_onnxruntime, qmax_pool2d
 from . import ops  # noqa: F401  (registers the quantized ops)
 from .precision_ops import prepare_precision_kernels
-from .pt2e_kernels import QConv2dAdd, QLinearFloat, adaptive_avg_pool_inductor
+from .pt2e_kernels import QConv2dAdd, QLinearFloat, QLinearInductor, adaptive_avg_pool_inductor
 
 __all__ = ["prepare_kernels", "weight_qparams", "global_avg_pool_mlas"]
 
@@ -154,7 +154,7 @@ def prepare_kernels(graph, target) -> dict:
             if n.op == "qconv2d":
                 prepared[n.name] = _prepare_qconv(n, tgt)
             elif n.op == "qlinear":
-                prepared[n.name] = _prepare_qlinear(n, tgt)
+                prepared[n.name] = QLinearInductor(n, tgt) if ar.name == "inductor" else _prepare_qlinear(n, tgt)
             elif n.op == "qconv2d_add":
                 prepared[n.name] = QConv2dAdd(n, tgt)
             elif n.op == "qlinear_float":

@@ -13,7 +13,8 @@ conv and the add:
 
 ``qlinear_float`` — ``onednn.qlinear_pointwise(..., output_dtype=float32)``: ``v`` itself is the output.
 oneDNN's matmul picks its AMX kernel (scales multiplied first) by problem size:
-:func:`~minquant.target.onednn_matmul_combines`, decided per call from the batch.
+:func:`~minquant.target.onednn_matmul_combines`, decided per call from the batch — for a uint8-output
+``qlinear`` too (:class:`QLinearInductor`, minquant's fast QLinear in both orders).
 
 ``adaptive_avg_pool_inductor`` — Inductor's C++ for ``dequantize → adaptive_avg_pool2d / mean → quantize``:
 
@@ -36,7 +37,7 @@ from ..kernels.conv import conv_arithmetic
 from ..kernels.requantize import onednn_sum_requantize_reference, onednn_value_reference, output_stage
 from ..target import as_target, onednn_matmul_combines
 
-__all__ = ["QConv2dAdd", "QLinearFloat", "adaptive_avg_pool_inductor"]
+__all__ = ["QConv2dAdd", "QLinearFloat", "QLinearInductor", "adaptive_avg_pool_inductor"]
 
 _F32 = np.float32
 
@@ -113,6 +114,30 @@ class QLinearFloat:
         acc = (rows.astype(np.float64) - self.x_zp) @ self.w.T
         st = self.stages[onednn_matmul_combines(self.cpu, rows.shape[0], self.w.shape[0])]
         return onednn_value_reference(acc, st).reshape(x_q.shape[:-1] + (self.w.shape[0],))
+
+
+class QLinearInductor:
+    """A uint8-output ``qlinear`` under ``x86-inductor``: two prepared :class:`~minquant.kernels.QLinear` (oneDNN's
+    VNNI and AMX orders of the scales), the one oneDNN's matmul takes chosen per call from the number of rows
+    (:func:`~minquant.target.onednn_matmul_combines`)."""
+
+    def __init__(self, node, target):
+        from ..kernels import QLinear
+
+        a = node.attrs
+        tgt = as_target(target)
+        self.cpu = tgt.cpu
+        ar = tgt.linear()
+        ws = node.params["w_scale"] if a.per_channel else node.params["w_scale"][0]
+        wz = node.params["w_zp"].astype(np.int64) if a.per_channel else int(node.params["w_zp"][0])
+        self.n_out = node.params["weight"].shape[0]
+        self.layers = {c: QLinear(node.params["weight"], ws, wz, node.params.get("bias"), a.x_scale, a.x_zp,
+                                  a.y_scale, a.y_zp, clamp=a.clamp, clamp_hi=node.params.get("clamp_hi"),
+                                  target=dataclasses.replace(ar, multiplier=ar.multiplier + ("_amx" if c else "")))
+                       for c in (False, True)}
+
+    def __call__(self, x_q):
+        return self.layers[onednn_matmul_combines(self.cpu, x_q.shape[0], self.n_out)](x_q)
 
 
 def adaptive_avg_pool_inductor(x_q, output_size, x_scale, x_zp, y_scale, y_zp) -> np.ndarray:

@@ -30,6 +30,9 @@ flatten, view, reshape, dropout (eval), clone         ``qflatten`` / ``qreshape`
 a DQ → Q with other qparams                           ``dequantize`` + ``quantize``
 ==================================================  ====================================================
 
+Not imported (ValueError): an add that is not fused into a conv, cat, mul, hardswish, avg_pool2d, any op
+on float values outside these groups.
+
 A ReLU / hardtanh(0, h) before the Q is a clamp of codes — exact, since every float32 step of the output
 stage is monotone: the top code is ``rne(f32(f32(h·m_y) + z_y))`` as oneDNN rounds it. Anything else raises
 ValueError naming the op and its place (module path from the export's ``nn_module_stack``). Each node's
