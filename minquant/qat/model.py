@@ -157,48 +157,45 @@ class FakeQuantModel(nn.Module):
         g = self.qm.graph
         env = {g.inputs[0]: x}
         for n in g.nodes:
-            a, xin = n.attrs, env[n.inputs[0]]
-            if n.op == "quantize":
-                y = self._fq(xin, self.key[n.name]) if quantized else xin
-            elif n.op in ("qconv2d", "qlinear"):
-                k, lay = self.key[n.name], self.layer[n.name]
-                if quantized:
-                    w, b = self._weight(n.name), self.biases[k]
-                else:
-                    w, b = lay["float_weight"], lay["float_bias"]
-                if n.op == "qconv2d":
-                    y = F.conv2d(xin, w, b, a.stride, a.padding, a.dilation, a.groups)
-                else:
-                    y = F.linear(xin, w, b)
-                y = self._activation(y, a.activation, lay["hi"])
-                if quantized:
-                    y = self._fq(y, k)
-            elif n.op == "qadd":
-                y = env[n.inputs[0]] + env[n.inputs[1]]
-                y = torch.relu(y) if a.relu else y
-                y = self._fq(y, self.key[n.name]) if quantized else y
-            elif n.op == "qcat":
-                y = torch.cat([env[v] for v in n.inputs], dim=a.dim)
-                y = self._fq(y, self.key[n.name]) if quantized else y
-            elif n.op == "qmax_pool2d":
-                y = F.max_pool2d(xin, a.kernel_size, a.stride, a.padding, a.dilation, a.ceil_mode)
-            elif n.op in ("qavg_pool2d", "qadaptive_avg_pool2d"):
-                y = (F.avg_pool2d(xin, a.kernel_size, a.stride, a.padding, a.ceil_mode, a.count_include_pad,
-                                  a.divisor_override) if n.op == "qavg_pool2d"
-                     else F.adaptive_avg_pool2d(xin, a.output_size))
-                y = self._fq(y, self.key[n.name]) if quantized else y
-            elif n.op == "qclamp":
-                y = self._activation(xin, a.activation, None)
-            elif n.op == "qflatten":
-                y = torch.flatten(xin, a.start_dim, a.end_dim)
-            elif n.op == "qreshape":
-                y = xin.reshape((xin.shape[0],) + tuple(a.shape))
-            else:  # dequantize
-                y = xin
-            env[n.name] = y
+            env[n.name] = y = self.node_output(n, [env[v] for v in n.inputs], quantized=quantized)
             if hook is not None:
                 hook(n.name, y)
         return env[g.outputs[0]]
+
+    def node_output(self, n: Node, ins: list, *, quantized: bool = True) -> torch.Tensor:
+        """One node of the graph on its (fake-quantized) float inputs (module docstring)."""
+        a, xin = n.attrs, ins[0]
+        if n.op == "quantize":
+            return self._fq(xin, self.key[n.name]) if quantized else xin
+        if n.op in ("qconv2d", "qlinear"):
+            k, lay = self.key[n.name], self.layer[n.name]
+            w, b = (self._weight(n.name), self.biases[k]) if quantized else (lay["float_weight"], lay["float_bias"])
+            if n.op == "qconv2d":
+                y = F.conv2d(xin, w, b, a.stride, a.padding, a.dilation, a.groups)
+            else:
+                y = F.linear(xin, w, b)
+            y = self._activation(y, a.activation, lay["hi"])
+            return self._fq(y, k) if quantized else y
+        if n.op == "qadd":
+            y = ins[0] + ins[1]
+            y = torch.relu(y) if a.relu else y
+            return self._fq(y, self.key[n.name]) if quantized else y
+        if n.op == "qcat":
+            y = torch.cat(ins, dim=a.dim)
+            return self._fq(y, self.key[n.name]) if quantized else y
+        if n.op == "qmax_pool2d":
+            return F.max_pool2d(xin, a.kernel_size, a.stride, a.padding, a.dilation, a.ceil_mode)
+        if n.op in ("qavg_pool2d", "qadaptive_avg_pool2d"):
+            y = (F.avg_pool2d(xin, a.kernel_size, a.stride, a.padding, a.ceil_mode, a.count_include_pad,
+                              a.divisor_override) if n.op == "qavg_pool2d" else F.adaptive_avg_pool2d(xin, a.output_size))
+            return self._fq(y, self.key[n.name]) if quantized else y
+        if n.op == "qclamp":
+            return self._activation(xin, a.activation, None)
+        if n.op == "qflatten":
+            return torch.flatten(xin, a.start_dim, a.end_dim)
+        if n.op == "qreshape":
+            return xin.reshape((xin.shape[0],) + tuple(a.shape))
+        return xin   # dequantize
 
     # -- converting ------------------------------------------------------------------------------------
     def qparams(self, value: str) -> tuple[float, int]:

@@ -26,7 +26,8 @@ import numpy as np
 
 from ..affine import QType, choose_qparams, dequantize, qtype, quantize
 
-__all__ = ["WEIGHT_DTYPES", "weight_qtype", "weight_scale", "NearestWeights"]
+__all__ = ["WEIGHT_DTYPES", "INT8_7BIT", "WEIGHT_RULE", "weight_qtype", "weight_scale", "round_nearest", "dequantize_weight",
+           "NearestWeights"]
 
 #: weight code types a rounding accepts
 WEIGHT_DTYPES = ("int8", "int4")
