@@ -140,6 +140,13 @@ def test_exported_program_accepted(tiny):
     assert np.array_equal(minquant.from_torch_pt2e(ep)(tiny.x), tiny.y_mq)
 
 
+def test_save_load_keeps_the_target(tiny, tmp_path):
+    tiny.qm.save(tmp_path / "tiny.mq.npz")
+    back = minquant.load(tmp_path / "tiny.mq.npz")
+    assert back.target == tiny.qm.target and back.target.framework == "x86-inductor"
+    assert np.array_equal(back(tiny.x), tiny.y_ind)
+
+
 def test_target_x86_inductor():
     amx, vnni = Target("x86-inductor", "avx512-vnni-amx"), Target("x86-inductor", "avx512-vnni")
     assert amx.conv(groups=1, c_in=3, c_out=8).multiplier == "onednn_direct_amx"
