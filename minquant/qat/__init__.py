@@ -7,7 +7,7 @@ arithmetic as the converted :class:`~minquant.quantized.model.QuantizedModel`.
   weight_rounding=)``, recording the float layers (``weights.py``).
 * :class:`FakeQuantModel` — a QuantizedModel mirrored in torch, trained, converted back (``model.py``).
 * :func:`finetune` — the training loop, distillation from the float logits, labels optional (``train.py``).
-* :func:`adaround`, :class:`AdaRoundWeights` — learned rounding, layer by layer (``adaround.py``).
+* :func:`adaround`, :class:`AdaRoundWeights` — learned rounding, layer by layer (``adaptive_rounding.py``; not ``adaround.py``, which would shadow the function).
 
 ``import minquant.qat`` loads only NumPy; the torch parts load on first use. Layer 4 of docs/architecture.md
 (beside ``prune/`` and ``distill/``).
@@ -20,7 +20,7 @@ __all__ = ["fake_quantize", "lsq_grad_factor", "NearestWeights", "WEIGHT_DTYPES"
            "FakeQuantModel", "finetune", "adaround", "AdaRoundWeights"]
 
 _LAZY = {"fake_quantize": "fake_quant", "lsq_grad_factor": "fake_quant", "FakeQuantModel": "model",
-         "finetune": "train", "adaround": "adaround", "AdaRoundWeights": "adaround"}
+         "finetune": "train", "adaround": "adaptive_rounding", "AdaRoundWeights": "adaptive_rounding"}
 
 
 def __getattr__(name):

@@ -55,7 +55,7 @@ _MIN_SCALE = 1e-12
 class FakeQuantModel(nn.Module):
     """``FakeQuantModel(qm, rounding)``: ``qm`` a QuantizedModel from ``quantize_static(...,
     weight_rounding=rounding)``, ``rounding`` that weight rounding (:class:`~minquant.qat.weights.NearestWeights`
-    or :class:`~minquant.qat.adaround.AdaRoundWeights`), which recorded each layer's float weights, code type
+    or :class:`~minquant.qat.adaptive_rounding.AdaRoundWeights`), which recorded each layer's float weights, code type
     and scale. Raises ValueError for ops it has no fake-quant form of (float fallbacks, qmul, hardswish...)."""
 
     def __init__(self, qm: QuantizedModel, rounding):

@@ -17,7 +17,7 @@ the one that rounds to nearest, :class:`NearestWeights`, and the choices every r
   does.
 
 :class:`NearestWeights` also *records* each layer's float weights and bias: that is how quantization-aware
-training (:mod:`.model`) and AdaRound (:mod:`.adaround`) get the folded, equalized float weights that the
+training (:mod:`.model`) and AdaRound (:mod:`.adaptive_rounding`) get the folded, equalized float weights that the
 quantized model's codes stand for. NumPy only.
 """
 from __future__ import annotations
@@ -91,7 +91,7 @@ class NearestWeights:
         return f"{type(self).__name__}({self.dtype!r})"
 
     def codes(self, node, w: np.ndarray, s: np.ndarray, qt: QType) -> np.ndarray:
-        """The layer's codes (round to nearest here; :class:`~minquant.qat.adaround.AdaRoundWeights` overrides)."""
+        """The layer's codes (round to nearest here; :class:`~minquant.qat.adaptive_rounding.AdaRoundWeights` overrides)."""
         return round_nearest(w, s, qt)
 
     def latent_weight(self, name: str) -> np.ndarray:
