@@ -37,11 +37,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from numba import njit
+from numba import literally, njit
 
 from . import tiles
-from .requantize import OutputStage, _requant_row, _requant_value
-from .simd import ISA_AVX2, ISA_AVX512BW, ISA_AVX512VNNI, ISA_NAMES, ISA_NONE, host_isa  # noqa: F401 (ISA_NONE re-exported)
+from .requantize import OutputStage, _requant_lanes, _requant_row
+from .simd import (ISA_AVX2, ISA_AVX512BW, ISA_AVX512VNNI, ISA_NAMES, ISA_NONE, MAC_PAIRS_256, MAC_PAIRS_512,
+                   MAC_PAIRS_VNNI, MAC_SWAP, MAC_VNNI, host_isa)
 
 __all__ = ["GemmPlan", "choose_plan", "linear_simd", "conv_simd"]
 
@@ -76,17 +77,13 @@ def choose_plan(saturate_pairs: bool, can_saturate: bool, isa: int | None = None
     return GemmPlan(isa, True, can_saturate and not saturate_pairs)
 
 
-# (isa, pairs, broadcast operand is unsigned) → (step, main tile, its rows, tail tile)
-_KERNELS = {
-    (ISA_AVX512VNNI, False, True): (tiles.step_vnni_u8s8, tiles.tile6x64, 6, tiles.tile1x64),
-    (ISA_AVX512VNNI, False, False): (tiles.step_vnni_s8u8, tiles.tile6x64, 6, tiles.tile1x64),
-    (ISA_AVX512VNNI, True, True): (tiles.step_pairs_vnni_u8s8, tiles.tile6x64, 6, tiles.tile1x64),
-    (ISA_AVX512VNNI, True, False): (tiles.step_pairs_vnni_s8u8, tiles.tile6x64, 6, tiles.tile1x64),
-    (ISA_AVX512BW, True, True): (tiles.step_pairs_512_u8s8, tiles.tile6x64, 6, tiles.tile1x64),
-    (ISA_AVX512BW, True, False): (tiles.step_pairs_512_s8u8, tiles.tile6x64, 6, tiles.tile1x64),
-    (ISA_AVX2, True, True): (tiles.step_pairs_256_u8s8, tiles.tile1x64_256, 1, tiles.tile1x64_256),
-    (ISA_AVX2, True, False): (tiles.step_pairs_256_s8u8, tiles.tile1x64_256, 1, tiles.tile1x64_256),
-}
+def mac_kind(plan: GemmPlan, weights_broadcast: bool) -> int:
+    """The :func:`~minquant.kernels.simd.mac` kind of a plan (``weights_broadcast``: the convolution layout)."""
+    if plan.isa == ISA_AVX512VNNI:
+        k = MAC_PAIRS_VNNI if plan.pairs else MAC_VNNI
+    else:
+        k = MAC_PAIRS_512 if plan.isa == ISA_AVX512BW else MAC_PAIRS_256
+    return k + (MAC_SWAP if weights_broadcast else 0)
 
 
 # ------------------------------------------------------------------------------------------- packing
@@ -136,26 +133,41 @@ def weight_operand(packed, layout_lanes: bool, split: bool) -> np.ndarray:
 
 # ------------------------------------------------------------------------------------------- linear
 @njit(cache=True)
-def _linear_kernel(step, main, rows_main, tail, A, V, K4, C, row_sum, col_adj, w_zp, a_zp, mode, bias_f, bias_q,
+def _linear_kernel(kind, A, V, K4, C, row_sum, col_adj, w_zp, a_zp, mode, bias_f, bias_q,
                    mult32, mult64, y_zp, lo, hi, out):
     """out (M, N) uint8 = output stage of (A · Wᵀ − zero-point terms), one 64-channel panel at a time."""
     M, N = out.shape
     ldb = A.shape[1]
+    accrow = np.empty(64, np.int32)
+    cterm = np.empty(64, np.int32)
+    zw = np.empty(64, np.int32)
     for j in range((N + 63) // 64):
-        tiles.product_panel(step, main, rows_main, tail, A, ldb, M, V, j * K4 * 256, K4, KC, C)
+        tiles.product_panel(kind, A, ldb, M, V, j * K4 * 256, K4, KC, C)
         n0 = j * 64
         nn = min(64, N - n0)
+        for c in range(nn):
+            cterm[c] = np.int32(a_zp * col_adj[n0 + c])
+            zw[c] = np.int32(w_zp[n0 + c])
         for m in range(M):
-            rs = row_sum[m]
+            row = C[m]
+            rs = np.int32(row_sum[m])
             for c in range(nn):
-                n = n0 + c
-                a = np.int64(C[m, c]) - a_zp * col_adj[n] - w_zp[n] * rs
-                out[m, n] = _requant_value(a, n, mode, bias_f, bias_q, mult32, mult64, y_zp, lo, hi)
+                accrow[c] = row[c] - cterm[c] - zw[c] * rs
+            _requant_lanes(accrow[:nn], n0, mode, bias_f, bias_q, mult32, mult64, y_zp, lo, hi, out[m, n0:n0 + nn])
+
+
+@njit(cache=True)
+def _linear_entry(kind, A, V, K4, C, row_sum, col_adj, w_zp, a_zp, mode, bias_f, bias_q, mult32, mult64, y_zp, lo,
+                  hi, out):
+    """:func:`_linear_kernel` with ``kind`` made a compile-time constant (``literally``: one cached machine
+    code per kind; this small trampoline is what gets typed twice on the first call of a process)."""
+    literally(kind)
+    _linear_kernel(kind, A, V, K4, C, row_sum, col_adj, w_zp, a_zp, mode, bias_f, bias_q, mult32, mult64, y_zp, lo,
+                   hi, out)
 
 
 def linear_simd(plan: GemmPlan, packed, x_q, x_zp, col_adj, st: OutputStage) -> np.ndarray:
     """uint8 (M, N) of a quantized linear layer on ``plan``'s instructions (module docstring)."""
-    step, main, rows_main, tail = _KERNELS[(plan.isa, plan.pairs, True)]
     V = weight_operand(packed, True, plan.split)
     m, k = x_q.shape
     k4 = _k4(k)
@@ -168,7 +180,7 @@ def linear_simd(plan: GemmPlan, packed, x_q, x_zp, col_adj, st: OutputStage) -> 
     row_sum = x_q.sum(1, dtype=np.int64) if np.any(packed.w_zp) else np.zeros(m, np.int64)
     out = np.empty((m, packed.w_q.shape[0]), np.uint8)
     C = np.empty((max(m, 1), 64), np.int32)
-    _linear_kernel(step, main, rows_main, tail, a, V, a.shape[1] // 4, C, row_sum, col_adj, packed.w_zp,
+    _linear_entry(mac_kind(plan, False), a, V, a.shape[1] // 4, C, row_sum, col_adj, packed.w_zp,
                    np.int64(x_zp), st.mode, st.bias_f, st.bias_q, st.mult32, st.mult64, np.float64(st.y_zp),
                    np.float64(st.lo), st.hi, out)
     return out
@@ -229,7 +241,7 @@ def _pack_im2col(x, b, p0, pn, kh, kw, sh, sw, ph, pw, dh, dw, ow, zp, K4, V):
 
 
 @njit(cache=True)
-def _conv_kernel(step, main, rows_main, tail, x, Wr, K4, repeat, kh, kw, sh, sw, ph, pw, dh, dw, ow, x_zp,
+def _conv_kernel(kind, x, Wr, K4, repeat, kh, kw, sh, sw, ph, pw, dh, dw, ow, x_zp,
                  need_sums, V, C, accrow, m_sum, col_adj, w_zp, mode, bias_f, bias_q, mult32, mult64, y_zp, lo, hi,
                  out3):
     """out3 (batch, N, P) uint8: for each image and each 64-pixel panel, pack the panel (``repeat`` = 2
@@ -256,7 +268,7 @@ def _conv_kernel(step, main, rows_main, tail, x, Wr, K4, repeat, kh, kw, sh, sw,
                     for l in range(64):
                         o = g * 256 + 4 * l
                         m_sum[l] += np.int32(V[o]) + np.int32(V[o + 1]) + np.int32(V[o + 2]) + np.int32(V[o + 3])
-            tiles.product_panel(step, main, rows_main, tail, Wr, ldb, N, V, 0, K4 * repeat, KC, C)
+            tiles.product_panel(kind, Wr, ldb, N, V, 0, K4 * repeat, KC, C)
             for n in range(N):
                 cterm = np.int32(x_zp * col_adj[n])
                 zw = np.int32(w_zp[n])
@@ -269,11 +281,19 @@ def _conv_kernel(step, main, rows_main, tail, x, Wr, K4, repeat, kh, kw, sh, sw,
                 _requant_row(accrow[:pn], n, mode, bias_f, bias_q, mult32, mult64, y_zp, lo, hi, out3[b, n, p0:p0 + pn])
 
 
+@njit(cache=True)
+def _conv_entry(kind, x, Wr, K4, repeat, kh, kw, sh, sw, ph, pw, dh, dw, ow, x_zp, need_sums, V, C, accrow, m_sum,
+                col_adj, w_zp, mode, bias_f, bias_q, mult32, mult64, y_zp, lo, hi, out3):
+    """:func:`_conv_kernel` with ``kind`` a compile-time constant (see :func:`_linear_entry`)."""
+    literally(kind)
+    _conv_kernel(kind, x, Wr, K4, repeat, kh, kw, sh, sw, ph, pw, dh, dw, ow, x_zp, need_sums, V, C, accrow, m_sum,
+                 col_adj, w_zp, mode, bias_f, bias_q, mult32, mult64, y_zp, lo, hi, out3)
+
+
 def conv_simd(plan: GemmPlan, packed, x_q, kernel, stride, padding, dilation, ow, x_zp, col_adj,
               st: OutputStage, out3) -> np.ndarray:
     """A groups = 1 convolution (``packed``: its (N, KH·KW·C) :class:`~minquant.kernels.gemm.PackedWeight`)
     into ``out3`` (batch, N, OH·OW) on ``plan``'s instructions (module docstring)."""
-    step, main, rows_main, tail = _KERNELS[(plan.isa, plan.pairs, False)]
     Wr = weight_operand(packed, False, plan.split)
     n, k = packed.w_q.shape
     k4 = _k4(k)
@@ -281,7 +301,7 @@ def conv_simd(plan: GemmPlan, packed, x_q, kernel, stride, padding, dilation, ow
     V = np.empty(k4 * repeat * 256, np.uint8)
     C = np.empty((n, 64), np.int32)
     (kh, kw), (sh, sw), (ph, pw), (dh, dw) = kernel, stride, padding, dilation
-    _conv_kernel(step, main, rows_main, tail, np.ascontiguousarray(x_q), Wr, k4, repeat, kh, kw, sh, sw, ph, pw,
+    _conv_entry(mac_kind(plan, True), np.ascontiguousarray(x_q), Wr, k4, repeat, kh, kw, sh, sw, ph, pw,
                  dh, dw, ow, np.int64(x_zp), bool(np.any(packed.w_zp)), V, C, np.empty(64, np.int32),
                  np.zeros(64, np.int32), col_adj, packed.w_zp, st.mode, st.bias_f, st.bias_q, st.mult32,
                  st.mult64, np.float64(st.y_zp), np.float64(st.lo), st.hi, out3)

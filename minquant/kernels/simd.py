@@ -2,8 +2,8 @@
 
 Numba has no vector type of its own, so this module defines two — ``i32x16`` (a 512-bit zmm register as
 16 int32 lanes) and ``i32x8`` (a 256-bit ymm register as 8 int32 lanes) — and a handful of
-``numba.extending.intrinsic`` functions that emit one LLVM instruction or intrinsic each. Every wrapper
-states what it computes per 32-bit lane and the x86 instruction it becomes. Byte vectors (64 × u8 or s8)
+``numba.extending.intrinsic`` functions that emit one LLVM instruction or intrinsic each (``_emit_*`` for
+the arithmetic). Every wrapper states what it computes per 32-bit lane and the x86 instruction it becomes. Byte vectors (64 × u8 or s8)
 and int16 vectors (32 × i16) travel in the same registers, reinterpreted (a free ``bitcast``).
 
 The instructions (per 32-bit lane i, bytes u[4i..4i+3] unsigned, s[4i..4i+3] signed):
@@ -19,8 +19,11 @@ the int16 pair saturation of step 8 itself.
 Pitfalls (why the kernels are organised as they are):
 
 * compiling a function that uses an instruction the CPU lacks aborts the process (LLVM "Cannot select",
-  SIGABRT, not catchable). :func:`host_isa` reads the CPU's features first; every micro-kernel is compiled
-  lazily, on its first call, so only the instruction set chosen for this host is ever compiled.
+  SIGABRT, not catchable). :func:`host_isa` reads the CPU's features first, and :func:`mac` — the one
+  multiply-add the micro-kernels call — takes its *kind* as a compile-time constant (a Numba literal): each
+  kind compiles to its own machine code, and a kind this CPU cannot run compiles to nothing.
+* kernels are cached (``cache=True``) per kind: the kind is a literal in the signature, not a function
+  argument (Numba cannot cache functions that take other jitted functions as arguments).
 * under ``NUMBA_DISABLE_JIT=1`` an intrinsic cannot run: :func:`host_isa` then says :data:`ISA_NONE` and the
   callers take their plain NumPy/Numba paths.
 * no bounds checks: a load reads 64 (or 32) bytes from ``array data + byte offset`` whatever the array's
@@ -38,7 +41,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic, models, register_model
 
 __all__ = ["ISA_NONE", "ISA_AVX2", "ISA_AVX512BW", "ISA_AVX512VNNI", "ISA_NAMES", "host_isa", "isa_cap", "isa_available",
-           "i32x16", "i32x8"]
+           "i32x16", "i32x8", "MAC_VNNI", "MAC_PAIRS_VNNI", "MAC_PAIRS_512", "MAC_PAIRS_256", "MAC_SWAP", "mac"]
 
 # instruction sets, best last (an int so it can be passed to / compared in compiled code)
 ISA_NONE = 0          # no SIMD kernels (no JIT, or a CPU without AVX2): the float32 / plain paths
@@ -189,65 +192,67 @@ zero16, load16, bcast16, add16, store16 = _make_vector_ops(i32x16, 16)
 zero8, load8, bcast8, add8, store8 = _make_vector_ops(i32x8, 8)
 
 
-@intrinsic
-def dpbusd16(typingctx, acc, u, s):
-    """acc[i] + Σ_{j<4} u[4i+j]·s[4i+j], u unsigned bytes, s signed bytes, exact int32 — ``vpdpbusd zmm``
-    (AVX512-VNNI; LLVM ``llvm.x86.avx512.vpdpbusd.512``, <16 x i32> operands)."""
-    if (acc, u, s) != (i32x16, i32x16, i32x16):
-        return None
-
-    def codegen(context, builder, sig, args):
-        return _call(builder, "llvm.x86.avx512.vpdpbusd.512", _vty(16), list(args))
-    return i32x16(i32x16, i32x16, i32x16), codegen
+# ------------------------------------------------------------------------------ the multiply-add kinds
+MAC_VNNI = 0         # vpdpbusd                              acc + Σ_4 u·s                   exact
+MAC_PAIRS_VNNI = 1   # vpmaddubsw + vpdpwssd (ones)          acc + sat16(u·s+u·s) ×2         fbgemm's pairs
+MAC_PAIRS_512 = 2    # vpmaddubsw + vpmaddwd (ones) + vpaddd the same, AVX-512BW
+MAC_PAIRS_256 = 3    # the same on ymm, AVX2
+MAC_SWAP = 4         # added to a kind: the broadcast operand holds the *signed* bytes (weights)
+_MAC_NEEDS = {MAC_VNNI: ISA_AVX512VNNI, MAC_PAIRS_VNNI: ISA_AVX512VNNI, MAC_PAIRS_512: ISA_AVX512BW,
+              MAC_PAIRS_256: ISA_AVX2}
 
 
-def _make_pairs(vt, lanes, maddubs_name, maddwd_name):
-    @intrinsic
-    def pairs(typingctx, u, s):
-        if (u, s) != (vt, vt):
-            return None
-
-        def codegen(context, builder, sig, args):
-            b8 = _vty(lanes, 8)
-            h16 = _vty(lanes, 16)
-            h = _call(builder, maddubs_name, h16, [builder.bitcast(args[0], b8), builder.bitcast(args[1], b8)])
-            ones = ir.Constant(h16, [1] * (2 * lanes))
-            return _call(builder, maddwd_name, _vty(lanes), [h, ones])
-        return vt(vt, vt), codegen
-    return pairs
+def _emit_dpbusd(builder, acc, u, s):
+    """acc[i] + Σ_{j<4} u[4i+j]·s[4i+j] (u unsigned, s signed bytes), exact — ``vpdpbusd zmm``
+    (``llvm.x86.avx512.vpdpbusd.512``, <16 x i32> operands)."""
+    return _call(builder, "llvm.x86.avx512.vpdpbusd.512", _vty(16), [acc, u, s])
 
 
-@intrinsic
-def maddubs16(typingctx, u, s):
-    """int16 h[2i] = sat16(u0·s0 + u1·s1), h[2i+1] = sat16(u2·s2 + u3·s3) over lane i's 4 bytes (the 32 int16
-    results in the register's bits) — ``vpmaddubsw zmm`` (AVX-512BW; ``llvm.x86.avx512.pmaddubs.w.512``)."""
-    if (u, s) != (i32x16, i32x16):
-        return None
+def _emit_maddubs(builder, u, s, lanes):
+    """int16 h[2i] = sat16(u0·s0 + u1·s1), h[2i+1] = sat16(u2·s2 + u3·s3) over lane i's bytes — ``vpmaddubsw``
+    (``llvm.x86.avx512.pmaddubs.w.512`` on zmm, ``llvm.x86.avx2.pmadd.ub.sw`` on ymm)."""
+    name = "llvm.x86.avx512.pmaddubs.w.512" if lanes == 16 else "llvm.x86.avx2.pmadd.ub.sw"
+    b8 = _vty(lanes, 8)
+    return _call(builder, name, _vty(lanes, 16), [builder.bitcast(u, b8), builder.bitcast(s, b8)])
 
-    def codegen(context, builder, sig, args):
-        b8 = _vty(16, 8)
-        h = _call(builder, "llvm.x86.avx512.pmaddubs.w.512", _vty(16, 16),
-                  [builder.bitcast(args[0], b8), builder.bitcast(args[1], b8)])
-        return builder.bitcast(h, _vty(16))
-    return i32x16(i32x16, i32x16), codegen
+
+def _emit_maddwd_ones(builder, h, lanes):
+    """d[i] = h[2i] + h[2i+1], exact int32 — ``vpmaddwd`` with int16 ones (``llvm.x86.avx512.pmaddw.d.512``,
+    ``llvm.x86.avx2.pmadd.wd``)."""
+    name = "llvm.x86.avx512.pmaddw.d.512" if lanes == 16 else "llvm.x86.avx2.pmadd.wd"
+    ones = ir.Constant(_vty(lanes, 16), [1] * (2 * lanes))
+    return _call(builder, name, _vty(lanes), [h, ones])
+
+
+def _emit_dpwssd_ones(builder, acc, h):
+    """acc[i] + h[2i] + h[2i+1], exact int32 — ``vpdpwssd zmm`` with int16 ones (``llvm.x86.avx512.vpdpwssd.512``):
+    vpmaddwd and vpaddd in one instruction."""
+    ones = ir.Constant(_vty(16), [0x00010001] * 16)
+    return _call(builder, "llvm.x86.avx512.vpdpwssd.512", _vty(16), [acc, builder.bitcast(h, _vty(16)), ones])
 
 
 @intrinsic
-def dpwssd_ones16(typingctx, acc, h):
-    """acc[i] + h[2i] + h[2i+1] (int16 halves of lane i, exact int32) — ``vpdpwssd zmm`` with int16 ones
-    (AVX512-VNNI; ``llvm.x86.avx512.vpdpwssd.512``): vpmaddwd and vpaddd in one instruction."""
-    if (acc, h) != (i32x16, i32x16):
+def mac(typingctx, kind, acc, b, v):
+    """acc + the products of 4 bytes of ``b`` and 4 bytes of ``v`` in every lane, as ``kind`` says (a
+    compile-time constant: ``MAC_*``, plus ``MAC_SWAP`` when ``b`` holds the signed bytes). ``acc``'s type
+    (i32x16 / i32x8) picks the register width. A kind for the other width, or one this CPU cannot run,
+    compiles to ``acc`` unchanged — such calls sit in branches the kind rules out, and LLVM must never see
+    an instruction the CPU lacks (module docstring)."""
+    if not isinstance(kind, types.IntegerLiteral) or acc not in (i32x16, i32x8) or (b, v) != (acc, acc):
         return None
+    k = kind.literal_value
+    base, swap = k % MAC_SWAP, k >= MAC_SWAP
+    lanes = acc.lanes
 
     def codegen(context, builder, sig, args):
-        ones = ir.Constant(_vty(16), [0x00010001] * 16)      # two int16 ones per lane
-        return _call(builder, "llvm.x86.avx512.vpdpwssd.512", _vty(16), [args[0], args[1], ones])
-    return i32x16(i32x16, i32x16), codegen
-
-
-#: pairs16(u, s)[i] = sat16(u0·s0 + u1·s1) + sat16(u2·s2 + u3·s3) over lane i's 4 bytes — ``vpmaddubsw zmm``
-#: then ``vpmaddwd zmm`` with int16 ones (AVX-512BW; ``llvm.x86.avx512.pmaddubs.w.512``, ``.pmaddw.d.512``)
-pairs16 = _make_pairs(i32x16, 16, "llvm.x86.avx512.pmaddubs.w.512", "llvm.x86.avx512.pmaddw.d.512")
-#: pairs8: the same on ymm — ``vpmaddubsw ymm`` + ``vpmaddwd ymm`` (AVX2; ``llvm.x86.avx2.pmadd.ub.sw``,
-#: ``llvm.x86.avx2.pmadd.wd``)
-pairs8 = _make_pairs(i32x8, 8, "llvm.x86.avx2.pmadd.ub.sw", "llvm.x86.avx2.pmadd.wd")
+        acc_, b_, v_ = args[1], args[2], args[3]
+        u, s = (v_, b_) if swap else (b_, v_)
+        if _MAC_NEEDS[base] > _detected_isa() or (lanes == 8) != (base == MAC_PAIRS_256):
+            return acc_
+        if base == MAC_VNNI:
+            return _emit_dpbusd(builder, acc_, u, s)
+        h = _emit_maddubs(builder, u, s, lanes)
+        if base == MAC_PAIRS_VNNI:
+            return _emit_dpwssd_ones(builder, acc_, h)
+        return builder.add(acc_, _emit_maddwd_ones(builder, h, lanes))
+    return acc(kind, acc, b, v), codegen

@@ -9,15 +9,10 @@ The product is C[r, l] = Σ_k B[r, k] · V[l, k] for one *panel* of 64 lanes l, 
 * ``C`` is int32 (rows, 64), row r at byte ``c0 + r·256``; ``accumulate`` adds to it (K blocking) instead
   of overwriting.
 
-A *step* function says how 4 bytes of B meet 4 bytes of V in each lane (the arithmetic):
-
-    step_vnni            acc + Σ_4 u·s                  vpdpbusd                     exact
-    step_pairs_vnni      acc + sat16(u·s + u·s) ×2      vpmaddubsw + vpdpwssd        fbgemm's pairs
-    step_pairs_512       the same                       vpmaddubsw + vpmaddwd + vpaddd
-    step_pairs_256       the same on ymm                vpmaddubsw + vpmaddwd + vpaddd (AVX2)
-
-and the ``_u8s8`` / ``_s8u8`` suffix whether B holds the unsigned (activations, linear layout) or the signed
-bytes (weights, convolution layout) — the instructions take the unsigned operand first.
+``kind`` (a compile-time constant, :func:`~minquant.kernels.simd.mac`) says how 4 bytes of B meet 4 bytes of
+V in each lane — vpdpbusd (exact), or vpmaddubsw pairs (int16 saturation) with vpdpwssd / vpmaddwd — and
+whether B holds the unsigned bytes (activations: the linear layout) or the signed ones (weights: the
+convolution layout, ``+ MAC_SWAP``).
 
 Numba has no arrays of vectors, so each micro-kernel names its accumulators (``c<row><quarter>``). The
 512-bit tile is 6 rows × 64 lanes (24 zmm accumulators + 4 weight vectors + a broadcast); the one-row
@@ -27,8 +22,7 @@ from __future__ import annotations
 
 from numba import njit
 
-from .simd import (add8, add16, bcast8, bcast16, dpbusd16, dpwssd_ones16, load8, load16, maddubs16, pairs8,
-                   pairs16, store8, store16, zero8, zero16)
+from .simd import MAC_PAIRS_256, MAC_SWAP, bcast8, bcast16, load8, load16, mac, store8, store16, zero8, zero16
 
 __all__ = ["TILE_ROWS_512", "LANES"]
 
@@ -36,50 +30,9 @@ LANES = 64          # lanes per panel (one cache line of bytes per k-group of 4 
 TILE_ROWS_512 = 6   # rows of the 512-bit main tile
 
 
-# ------------------------------------------------------------------------------------------------ steps
-@njit(inline="always")
-def step_vnni_u8s8(acc, b, v):
-    return dpbusd16(acc, b, v)
-
-
-@njit(inline="always")
-def step_vnni_s8u8(acc, b, v):
-    return dpbusd16(acc, v, b)
-
-
-@njit(inline="always")
-def step_pairs_vnni_u8s8(acc, b, v):
-    return dpwssd_ones16(acc, maddubs16(b, v))
-
-
-@njit(inline="always")
-def step_pairs_vnni_s8u8(acc, b, v):
-    return dpwssd_ones16(acc, maddubs16(v, b))
-
-
-@njit(inline="always")
-def step_pairs_512_u8s8(acc, b, v):
-    return add16(acc, pairs16(b, v))
-
-
-@njit(inline="always")
-def step_pairs_512_s8u8(acc, b, v):
-    return add16(acc, pairs16(v, b))
-
-
-@njit(inline="always")
-def step_pairs_256_u8s8(acc, b, v):
-    return add8(acc, pairs8(b, v))
-
-
-@njit(inline="always")
-def step_pairs_256_s8u8(acc, b, v):
-    return add8(acc, pairs8(v, b))
-
-
 # ------------------------------------------------------------------------------------------ 512-bit tiles
 @njit(cache=True)
-def tile6x64(step, B, b0, ldb, V, v0, k4n, C, c0, accumulate):
+def tile6x64(kind, B, b0, ldb, V, v0, k4n, C, c0, accumulate):
     """C[0:6, 0:64] (+)= B[0:6] · V-panel over k4n groups of 4 k (module docstring), zmm registers."""
     if accumulate:
         c00 = load16(C, c0); c01 = load16(C, c0 + 64); c02 = load16(C, c0 + 128); c03 = load16(C, c0 + 192)
@@ -102,17 +55,17 @@ def tile6x64(step, B, b0, ldb, V, v0, k4n, C, c0, accumulate):
         v_0 = load16(V, o); v_1 = load16(V, o + 64); v_2 = load16(V, o + 128); v_3 = load16(V, o + 192)
         b = b0 + 4 * k
         x = bcast16(B, b)
-        c00 = step(c00, x, v_0); c01 = step(c01, x, v_1); c02 = step(c02, x, v_2); c03 = step(c03, x, v_3)
+        c00 = mac(kind, c00, x, v_0); c01 = mac(kind, c01, x, v_1); c02 = mac(kind, c02, x, v_2); c03 = mac(kind, c03, x, v_3)
         x = bcast16(B, b + ldb)
-        c10 = step(c10, x, v_0); c11 = step(c11, x, v_1); c12 = step(c12, x, v_2); c13 = step(c13, x, v_3)
+        c10 = mac(kind, c10, x, v_0); c11 = mac(kind, c11, x, v_1); c12 = mac(kind, c12, x, v_2); c13 = mac(kind, c13, x, v_3)
         x = bcast16(B, b + 2 * ldb)
-        c20 = step(c20, x, v_0); c21 = step(c21, x, v_1); c22 = step(c22, x, v_2); c23 = step(c23, x, v_3)
+        c20 = mac(kind, c20, x, v_0); c21 = mac(kind, c21, x, v_1); c22 = mac(kind, c22, x, v_2); c23 = mac(kind, c23, x, v_3)
         x = bcast16(B, b + 3 * ldb)
-        c30 = step(c30, x, v_0); c31 = step(c31, x, v_1); c32 = step(c32, x, v_2); c33 = step(c33, x, v_3)
+        c30 = mac(kind, c30, x, v_0); c31 = mac(kind, c31, x, v_1); c32 = mac(kind, c32, x, v_2); c33 = mac(kind, c33, x, v_3)
         x = bcast16(B, b + 4 * ldb)
-        c40 = step(c40, x, v_0); c41 = step(c41, x, v_1); c42 = step(c42, x, v_2); c43 = step(c43, x, v_3)
+        c40 = mac(kind, c40, x, v_0); c41 = mac(kind, c41, x, v_1); c42 = mac(kind, c42, x, v_2); c43 = mac(kind, c43, x, v_3)
         x = bcast16(B, b + 5 * ldb)
-        c50 = step(c50, x, v_0); c51 = step(c51, x, v_1); c52 = step(c52, x, v_2); c53 = step(c53, x, v_3)
+        c50 = mac(kind, c50, x, v_0); c51 = mac(kind, c51, x, v_1); c52 = mac(kind, c52, x, v_2); c53 = mac(kind, c53, x, v_3)
     store16(C, c0, c00); store16(C, c0 + 64, c01); store16(C, c0 + 128, c02); store16(C, c0 + 192, c03)
     store16(C, c0 + 256, c10); store16(C, c0 + 320, c11); store16(C, c0 + 384, c12); store16(C, c0 + 448, c13)
     store16(C, c0 + 512, c20); store16(C, c0 + 576, c21); store16(C, c0 + 640, c22); store16(C, c0 + 704, c23)
@@ -124,7 +77,7 @@ def tile6x64(step, B, b0, ldb, V, v0, k4n, C, c0, accumulate):
 
 
 @njit(cache=True)
-def tile1x64(step, B, b0, ldb, V, v0, k4n, C, c0, accumulate):
+def tile1x64(kind, B, b0, ldb, V, v0, k4n, C, c0, accumulate):
     """One row of :func:`tile6x64` (the rows left over), zmm registers."""
     if accumulate:
         c0_ = load16(C, c0); c1_ = load16(C, c0 + 64); c2_ = load16(C, c0 + 128); c3_ = load16(C, c0 + 192)
@@ -133,14 +86,14 @@ def tile1x64(step, B, b0, ldb, V, v0, k4n, C, c0, accumulate):
     for k in range(k4n):
         o = v0 + k * 256
         x = bcast16(B, b0 + 4 * k)
-        c0_ = step(c0_, x, load16(V, o)); c1_ = step(c1_, x, load16(V, o + 64))
-        c2_ = step(c2_, x, load16(V, o + 128)); c3_ = step(c3_, x, load16(V, o + 192))
+        c0_ = mac(kind, c0_, x, load16(V, o)); c1_ = mac(kind, c1_, x, load16(V, o + 64))
+        c2_ = mac(kind, c2_, x, load16(V, o + 128)); c3_ = mac(kind, c3_, x, load16(V, o + 192))
     store16(C, c0, c0_); store16(C, c0 + 64, c1_); store16(C, c0 + 128, c2_); store16(C, c0 + 192, c3_)
 
 
 # ------------------------------------------------------------------------------------------ 256-bit tile
 @njit(cache=True)
-def tile1x64_256(step, B, b0, ldb, V, v0, k4n, C, c0, accumulate):
+def tile1x64_256(kind, B, b0, ldb, V, v0, k4n, C, c0, accumulate):
     """One row × 64 lanes on ymm registers (AVX2): 8 accumulators of 8 lanes."""
     if accumulate:
         c0_ = load8(C, c0); c1_ = load8(C, c0 + 32); c2_ = load8(C, c0 + 64); c3_ = load8(C, c0 + 96)
@@ -151,27 +104,32 @@ def tile1x64_256(step, B, b0, ldb, V, v0, k4n, C, c0, accumulate):
     for k in range(k4n):
         o = v0 + k * 256
         x = bcast8(B, b0 + 4 * k)
-        c0_ = step(c0_, x, load8(V, o)); c1_ = step(c1_, x, load8(V, o + 32))
-        c2_ = step(c2_, x, load8(V, o + 64)); c3_ = step(c3_, x, load8(V, o + 96))
-        c4_ = step(c4_, x, load8(V, o + 128)); c5_ = step(c5_, x, load8(V, o + 160))
-        c6_ = step(c6_, x, load8(V, o + 192)); c7_ = step(c7_, x, load8(V, o + 224))
+        c0_ = mac(kind, c0_, x, load8(V, o)); c1_ = mac(kind, c1_, x, load8(V, o + 32))
+        c2_ = mac(kind, c2_, x, load8(V, o + 64)); c3_ = mac(kind, c3_, x, load8(V, o + 96))
+        c4_ = mac(kind, c4_, x, load8(V, o + 128)); c5_ = mac(kind, c5_, x, load8(V, o + 160))
+        c6_ = mac(kind, c6_, x, load8(V, o + 192)); c7_ = mac(kind, c7_, x, load8(V, o + 224))
     store8(C, c0, c0_); store8(C, c0 + 32, c1_); store8(C, c0 + 64, c2_); store8(C, c0 + 96, c3_)
     store8(C, c0 + 128, c4_); store8(C, c0 + 160, c5_); store8(C, c0 + 192, c6_); store8(C, c0 + 224, c7_)
 
 
 # ------------------------------------------------------------------------------------------ one panel
 @njit(cache=True)
-def product_panel(step, main, rows_main, tail, B, ldb, R, V, v0, K4, KC, C):
+def product_panel(kind, B, ldb, R, V, v0, K4, KC, C):
     """C[r, 0:64] = Σ_k B[r, k]·V[l, k] for every row r < R of one 64-lane panel (V's panel at byte v0),
-    K taken in blocks of KC groups of 4 (so that the panel's block stays in L1), rows_main rows at a time
-    by ``main``, the rest one by one by ``tail``."""
+    K taken in blocks of KC groups of 4 (so that the panel's block stays in L1): on zmm 6 rows at a time
+    (:func:`tile6x64`) and the rest one by one; on ymm (AVX2 kinds) one row at a time."""
     for k0 in range(0, K4, KC):
         kn = min(KC, K4 - k0)
         acc = k0 > 0
         r = 0
-        while r + rows_main <= R:
-            main(step, B, r * ldb + 4 * k0, ldb, V, v0 + k0 * 256, kn, C, r * 256, acc)
-            r += rows_main
-        while r < R:
-            tail(step, B, r * ldb + 4 * k0, ldb, V, v0 + k0 * 256, kn, C, r * 256, acc)
-            r += 1
+        if kind % MAC_SWAP == MAC_PAIRS_256:
+            while r < R:
+                tile1x64_256(kind, B, r * ldb + 4 * k0, ldb, V, v0 + k0 * 256, kn, C, r * 256, acc)
+                r += 1
+        else:
+            while r + TILE_ROWS_512 <= R:
+                tile6x64(kind, B, r * ldb + 4 * k0, ldb, V, v0 + k0 * 256, kn, C, r * 256, acc)
+                r += TILE_ROWS_512
+            while r < R:
+                tile1x64(kind, B, r * ldb + 4 * k0, ldb, V, v0 + k0 * 256, kn, C, r * 256, acc)
+                r += 1
