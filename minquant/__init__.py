@@ -25,7 +25,7 @@ __all__ = ["affine", "kernels", "observers", "target", "Target", "Cpu", "CPUS",
 _LAZY_MODULES = {"prune": "prune", "distill": "distill", "quantized": "quantized", "interop": "interop",
                  "frameworks": "frameworks", "lesson": "lesson", "zoo": "lesson.zoo", "datasets": "lesson.datasets",
                  "training": "lesson.training", "render": "lesson.render", "report": "lesson.report",
-                 "doctor": "lesson.doctor", "golden": "lesson.golden"}
+                 "doctor": "lesson.doctor", "golden": "lesson.golden", "qat": "qat"}
 #: core modules, also loaded on first use: ``import minquant`` itself loads nothing heavy (0.4 s of numpy
 #: and numba otherwise), so the ``minquant`` command can take Ctrl-C from its first instant
 _LAZY_MODULES.update({m: m for m in ("affine", "kernels", "observers", "target", "executor", "graph")})

@@ -23,6 +23,7 @@ LAYERS = {
     "frameworks": 4,
     "prune": 4,
     "distill": 4,
+    "qat": 4,         # quantization-aware training, AdaRound (torch; imports quantized/ and below)
     "lesson": 5,
     "facade": 6,      # minquant/__init__.py (the public names of every layer) and __main__.py
 }
