@@ -6,8 +6,9 @@ functions: :func:`~minquant.affine.quantize` / :func:`~minquant.affine.dequantiz
 (:func:`~minquant.kernels.qlinear`, :func:`~minquant.kernels.qconv2d`, :func:`~minquant.kernels.gemm_u8s8`...)
 under ``target`` (default ONNX Runtime on this CPU). docs/onnx.md states the rules.
 
-**QuantizeLinear** ``y = saturate(rne(x / s) + z)``: x float32 or float16 (widened exactly to float32), the
-quotient rounded to float32 and then half to even; ``saturate`` clamps to the code range of the output type
+**QuantizeLinear** ``y = saturate(rne(x / s) + z)``: the division in its precision — the ``precision``
+attribute, else (opset ≥ 23) the scale's type, else float32 — x and s rounded to that type and the quotient
+too (float16: ``f16(f16(x) / f16(s))``, what ONNX Runtime computes), then half to even; ``saturate`` clamps to the code range of the output type
 — z's type, else the ``output_dtype`` attribute, else uint8: uint8, int8, uint16, int16, uint4, int4, uint2,
 int2. ±Inf saturate to the ends of the range; NaN is refused (the spec leaves it undefined for integers).
 
@@ -125,11 +126,19 @@ def _layout(n: ONode, x_shape, p: np.ndarray, what):
     return np.take(full, np.arange(x_shape[ax]), axis=ax), ax, 1
 
 
+def _precision(n: ONode, scale_type: str) -> str:
+    """The type QuantizeLinear divides in: the ``precision`` attribute, else (opset ≥ 23) the scale's type,
+    else float32 (opset < 23: ONNX Runtime widens float16 to float32)."""
+    prec = int(n.attrs.get("precision", 0))
+    p = type_name(prec) if prec else (scale_type if n.opset >= 23 else "FLOAT")
+    if p not in _FLOATS:
+        _fail(n, f"division precision {p.lower()} is not supported (float32 or float16)")
+    return p
+
+
 def quantize_linear(n: ONode, ins, target):
     x, st, z = _need(n, ins, 0, "x"), _need(n, ins, 1, "y_scale"), _get(ins, 2)
     _types(n, x, _FLOATS, "x")
-    if int(n.attrs.get("precision", 0)) not in (0, 1):
-        _fail(n, f"precision={n.attrs['precision']}: minquant divides in float32 only (precision unset or FLOAT)")
     s = _scale(n, st, "y_scale")
     out_dtype = int(n.attrs.get("output_dtype", 0))
     out_type = z.type if z is not None else (type_name(out_dtype) if out_dtype else "UINT8")
@@ -142,9 +151,19 @@ def quantize_linear(n: ONode, ins, target):
     xf = x.array.astype(np.float32)
     if np.isnan(xf).any():
         _fail(n, f"x holds {int(np.isnan(xf).sum())} NaN value(s); quantizing NaN to integer codes is undefined")
-    inf = np.isinf(xf)
     sp, ax, gs = _layout(n, xf.shape, s, "y_scale")
     zpp = _layout(n, xf.shape, zp.reshape(s.shape), "y_zero_point")[0]
+    if _precision(n, st.type) == "FLOAT16":     # x and s rounded to float16, the quotient too; then scale 1
+        s16 = np.asarray(sp, np.float32).astype(np.float16)
+        if not np.all(np.isfinite(s16)) or np.any(s16 == 0):
+            _fail(n, "y_scale is not representable in float16, the division's precision")
+        full = s16 if ax is None else np.expand_dims(s16, tuple(i for i in range(xf.ndim) if i != ax)) \
+            if gs is None else s16
+        with np.errstate(over="ignore"):
+            xf = (xf.astype(np.float16).astype(np.float32) / full.astype(np.float32)).astype(np.float16)
+        xf = xf.astype(np.float32)
+        sp = np.ones(np.shape(sp), np.float32)
+    inf = np.isinf(xf)
     name = CODE_TYPES[out_type]
     q = quantize(np.where(inf, np.float32(0), xf), sp, zpp, name, ax, group_size=gs, target=target)
     if inf.any():                                   # saturate: ±Inf → the ends of the code range

@@ -29,6 +29,7 @@ class ONode:
     outputs: list
     attrs: dict = field(default_factory=dict)
     domain: str = ""
+    opset: int = 0          # the version of its domain the model imports (0: unknown)
 
     def where(self) -> str:
         return f"{self.op} (node {self.name!r})"
@@ -162,8 +163,10 @@ class OnnxGraph:
                     raise ValueError(f"{where}: only Constant nodes with a tensor 'value' are supported")
                 self.consts[n.output[0]] = np.asarray(attrs["value"])
                 continue
+            domain = n.domain or ""
             self.nodes.append(ONode(n.op_type, n.name or n.output[0], list(n.input), list(n.output), attrs,
-                                    n.domain or ""))
+                                    domain, self.opset.get(domain, self.opset.get("ai.onnx" if not domain else
+                                                                                  domain, 0))))
 
     @property
     def inputs(self) -> dict:
