@@ -173,6 +173,8 @@ class _Builder:
             out = self.emit(fxn, "quantize", [v[1]], ops.QuantizeAttrs(s, z), base=fxn.name)
         elif isinstance(v, _Pending):
             out = self.lower(v, fxn, s, z)
+        elif isinstance(v, tuple) and v[0] == "dq":      # DQ → Q: a re-quantization (or the same codes)
+            out = self.lower(_Pending("move", src, x=v[1], steps=[]), fxn, s, z)
         else:
             self.fail(fxn, f"quantizes {getattr(src, 'name', src)!r}, which is not a float value minquant computes")
         self.env[fxn] = _Codes(out, s, z)
