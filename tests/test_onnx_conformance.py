@@ -227,20 +227,19 @@ def test_integer_products_every_type_pair_match_ort(ta, tb):
     (got,), _ = ort_vs_minquant(one_node("MatMulInteger", {"a": a, "b": b}, {"az": az[0], "bz": bz}, [TP.INT32]),
                                 {"a": a, "b": b})
     assert np.array_equal(got, np.matmul(a.astype(np.int64) - az[0], b.astype(np.int64) - bz[None, :]))
-    # QLinearMatMul with the same operands, per-tensor
-    sa, sb = np.float32(0.02), np.float32(0.01)
-    acc_scale = float(np.abs(exact).std()) * sa * sb
-    ys = np.float32(acc_scale / 20)
-    yz = np.array(0 if ta == np.int8 else 128, ta)
-    mq = one_node("QLinearMatMul", {"a": a, "b": b}, {"sa": sa, "za": az[:1].reshape(()), "sb": sb,
-                                                      "zb": bz[:1].reshape(()), "ys": ys, "yz": yz}, [_NP[np.dtype(ta)]],
-                  order=["a", "sa", "za", "b", "sb", "zb", "ys", "yz"])
-    got = from_onnx(mq)(a, b)
-    lo, hi = _RANGE[ta]
-    assert lo < np.median(got) < hi and len(np.unique(got)) > 20
-    if (ta, tb) == (np.int8, np.uint8):
-        return                                           # ORT has no QLinearMatMul for s8 × u8
-    assert np.array_equal(got, ort_session(mq, optimize=False).run(None, {"a": a, "b": b})[0])
+    # QLinearMatMul with the same operands, per-tensor, float32 and float16 scales
+    for dt in (np.float32, np.float16):
+        sa, sb = dt(0.02), dt(0.01)
+        ys = dt(float(np.abs(exact).std()) * float(sa) * float(sb) / 20)
+        yz = np.array(0 if ta == np.int8 else 128, ta)
+        mq = one_node("QLinearMatMul", {"a": a, "b": b}, {"sa": sa, "za": az[:1].reshape(()), "sb": sb,
+                                                          "zb": bz[:1].reshape(()), "ys": ys, "yz": yz},
+                      [_NP[np.dtype(ta)]], order=["a", "sa", "za", "b", "sb", "zb", "ys", "yz"])
+        got = from_onnx(mq)(a, b)
+        lo, hi = _RANGE[ta]
+        assert lo < np.median(got) < hi and len(np.unique(got)) > 20
+        if (ta, tb) != (np.int8, np.uint8):              # ORT has no QLinearMatMul for s8 × u8
+            assert np.array_equal(got, ort_session(mq, optimize=False).run(None, {"a": a, "b": b})[0])
 
 
 @pytest.mark.parametrize("xt, wt", [(np.uint8, np.int8), (np.int8, np.int8), (np.uint8, np.uint8)])
