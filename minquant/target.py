@@ -522,15 +522,18 @@ def as_target(spec, cpu="host") -> Target:
     return Target(spec, cpu)
 
 
-def onednn_matmul_combines(cpu: Cpu, m: int, n: int) -> bool:
-    """Does oneDNN's int8 matmul (``onednn.qlinear_pointwise``, Inductor's quantized linear) take its AMX
-    kernel, which multiplies the two scales first — ``f32(acc)·f32(a_x·a_w) + b`` — rather than
-    ``f32(f32(acc)·a_x)·a_w + b``? Measured with torch 2.14.1 on an Intel Xeon with AMX-INT8 (float outputs,
-    where the two differ in ~1/3 of the values): by problem size, not ISA alone — AMX for ``m·n ≥ 512``
-    (m rows, n output features; e.g. a 1000-class head at any batch), the VNNI kernel below that (a 10-class
-    head at batch ≤ 4). At the edge (m = 1, n = 512, in_features 256) the VNNI kernel was seen too: minquant
-    does not model oneDNN's heuristic there."""
-    return cpu.onednn_amx and m * n >= 512
+def onednn_matmul_combines(cpu: Cpu, m: int, n: int, k: int) -> bool:
+    """Does oneDNN's int8 matmul (``onednn.qlinear_pointwise``, Inductor's quantized linear; m rows, k input
+    and n output features) take its AMX kernel, which multiplies the two scales first — ``f32(acc)·f32(a_x·a_w)
+    + b`` — rather than the VNNI kernel's ``f32(f32(acc)·a_x)·a_w + b``? On an AMX machine, yes unless the
+    problem is "small" for oneDNN's brgemm matmul (``init_brgemm_matmul_conf``, int8, 2-D): ``m = 1 and
+    k = 256``, or ``m ≤ 32 and m·n ≤ 256``, or ``k ≤ 16`` — then its VNNI kernel runs. Read from oneDNN's
+    source and matching every shape measured with torch 2.14.1 on an Intel Xeon with AMX-INT8 (float outputs,
+    where the two orders differ in ~1/3 of the values), including the m = 1, k = 256 exception."""
+    if not cpu.onednn_amx:
+        return False
+    small = (m == 1 and k == 256) or (m <= 32 and m * n <= 256) or k <= 16
+    return not small
 
 
 def resolve_ops(target) -> Arithmetic:

@@ -156,8 +156,10 @@ def test_target_x86_inductor():
     with pytest.raises(ValueError, match="AVX512-VNNI"):
         Target("x86-inductor", "avx2").conv(groups=1, c_in=3, c_out=8)
     from minquant.target import onednn_matmul_combines
-    assert onednn_matmul_combines(amx.cpu, 1, 1000) and not onednn_matmul_combines(amx.cpu, 4, 10)
-    assert not onednn_matmul_combines(vnni.cpu, 64, 1000)
+    assert onednn_matmul_combines(amx.cpu, 1, 1000, 1280) and not onednn_matmul_combines(amx.cpu, 4, 10, 1024)
+    assert onednn_matmul_combines(amx.cpu, 1, 512, 64) and not onednn_matmul_combines(amx.cpu, 1, 512, 256)
+    assert onednn_matmul_combines(amx.cpu, 64, 8, 64) and not onednn_matmul_combines(amx.cpu, 64, 8, 16)
+    assert not onednn_matmul_combines(vnni.cpu, 64, 1000, 1280)
 
 
 def test_unknown_op_named():

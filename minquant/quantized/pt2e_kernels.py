@@ -112,7 +112,7 @@ class QLinearFloat:
     def __call__(self, x_q):
         rows = x_q.reshape(-1, x_q.shape[-1])
         acc = (rows.astype(np.float64) - self.x_zp) @ self.w.T
-        st = self.stages[onednn_matmul_combines(self.cpu, rows.shape[0], self.w.shape[0])]
+        st = self.stages[onednn_matmul_combines(self.cpu, rows.shape[0], self.w.shape[0], self.w.shape[1])]
         return onednn_value_reference(acc, st).reshape(x_q.shape[:-1] + (self.w.shape[0],))
 
 
@@ -130,14 +130,14 @@ class QLinearInductor:
         ar = tgt.linear()
         ws = node.params["w_scale"] if a.per_channel else node.params["w_scale"][0]
         wz = node.params["w_zp"].astype(np.int64) if a.per_channel else int(node.params["w_zp"][0])
-        self.n_out = node.params["weight"].shape[0]
+        self.n_out, self.k = node.params["weight"].shape
         self.layers = {c: QLinear(node.params["weight"], ws, wz, node.params.get("bias"), a.x_scale, a.x_zp,
                                   a.y_scale, a.y_zp, clamp=a.clamp, clamp_hi=node.params.get("clamp_hi"),
                                   target=dataclasses.replace(ar, multiplier=ar.multiplier + ("_amx" if c else "")))
                        for c in (False, True)}
 
     def __call__(self, x_q):
-        return self.layers[onednn_matmul_combines(self.cpu, x_q.shape[0], self.n_out)](x_q)
+        return self.layers[onednn_matmul_combines(self.cpu, x_q.shape[0], self.n_out, self.k)](x_q)
 
 
 def adaptive_avg_pool_inductor(x_q, output_size, x_scale, x_zp, y_scale, y_zp) -> np.ndarray:
