@@ -61,8 +61,8 @@ def _layer_codes_vs_integer(fq, qm, x):
 
 def test_nearest_int8_rounding_is_the_default(digits):
     model, (x_tr, *_ ) = digits
-    a = mq.quantize_static(model, [x_tr[:128]], target="x86", weight_rounding=NearestWeights("int8"), progress=False)
-    b = mq.quantize_static(model, [x_tr[:128]], target="x86", progress=False)
+    a = mq.quantize_static(model, [x_tr[:64]], target="x86", weight_rounding=NearestWeights("int8"), progress=False)
+    b = mq.quantize_static(model, [x_tr[:64]], target="x86", progress=False)
     for na, nb in zip(a.graph.nodes, b.graph.nodes):
         for k in nb.params:
             assert np.array_equal(na.params[k], nb.params[k]), (na.name, k)
