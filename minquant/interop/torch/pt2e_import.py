@@ -1,9 +1,10 @@
 """Import a torchao pt2e model (the Q/DQ graph of ``convert_pt2e``) and run it on minquant's kernels as
 Inductor runs it after ``torch.compile`` (target ``x86-inductor``, :mod:`minquant.target`).
 
-    ep = torch.export.export(model, (x,))
-    prepared = prepare_pt2e(ep.module(), X86InductorQuantizer())      # torchao.quantization.pt2e
-    ...calibrate prepared...
+    ep = torch.export.export(model, (x,), strict=True)               # strict: ResNet's shared ReLU modules
+    quantizer = X86InductorQuantizer().set_global(get_default_x86_inductor_quantization_config())
+    prepared = prepare_pt2e(ep.module(), quantizer)                    # torchao.quantization.pt2e
+    ...calibrate prepared...                 (minquant.frameworks.torch_pt2e.pt2e_ptq does these steps)
     converted = convert_pt2e(prepared)
     qm = minquant.from_torch_pt2e(converted)                          # or the ExportedProgram of it
     torch._inductor.config.freezing = True
@@ -16,19 +17,19 @@ DQ → conv / linear (→ ReLU / hardtanh) (→ add DQ (→ ReLU)) → Q and low
 what is left (pools, flatten, dropout, re-quantizations) it compiles to float32 C++. This importer makes
 the same groups, each one node of minquant's quantized vocabulary (:mod:`minquant.quantized.ops`):
 
-==================================================  ====================================================
-pt2e pattern (between the DQ of the input and the Q)  node (arithmetic under ``x86-inductor``)
-==================================================  ====================================================
-Q of the graph input                                  ``quantize`` (× f32(1/s), Inductor's rule)
-conv2d [relu | hardtanh(0, h)]                        ``qconv2d`` (oneDNN, scales handed directly; the
-                                                      activation is the clamp on codes)
-conv2d + add(DQ r) [relu]                             ``qconv2d_add`` (oneDNN's ``sum`` post-op)
-linear [relu] → Q  /  linear → graph output           ``qlinear``  /  ``qlinear_float``
-adaptive_avg_pool2d, mean over H, W                   ``qadaptive_avg_pool2d`` (Inductor's float32 sum)
-max_pool2d                                            ``qmax_pool2d`` (on codes)
-flatten, view, reshape, dropout (eval), clone         ``qflatten`` / ``qreshape`` / nothing
-a DQ → Q with other qparams                           ``dequantize`` + ``quantize``
-==================================================  ====================================================
+=====================================================  ==================================================
+pt2e pattern (between the DQ of the input and the Q)   node (arithmetic under ``x86-inductor``)
+=====================================================  ==================================================
+Q of the graph input                                   ``quantize`` (× f32(1/s), Inductor's rule)
+conv2d [relu | hardtanh(0, h)]                         ``qconv2d`` (oneDNN, scales handed directly; the
+                                                       activation is the clamp on codes)
+conv2d + add(DQ r) [relu]                              ``qconv2d_add`` (oneDNN's ``sum`` post-op)
+linear [relu] → Q  /  linear → graph output            ``qlinear``  /  ``qlinear_float``
+adaptive_avg_pool2d, mean over H, W                    ``qadaptive_avg_pool2d`` (Inductor's float32 sum)
+max_pool2d                                             ``qmax_pool2d`` (on codes)
+flatten, view, reshape, dropout (eval), clone          ``qflatten`` / ``qreshape`` / nothing
+a DQ → Q with other qparams                            ``dequantize`` + ``quantize``
+=====================================================  ==================================================
 
 Not imported (ValueError): an add that is not fused into a conv, cat, mul, hardswish, avg_pool2d, any op
 on float values outside these groups.
