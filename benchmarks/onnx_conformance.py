@@ -236,12 +236,10 @@ def report(rows, recordings) -> str:
     if exp:
         lines.append("| DynamicQuantizeLinear's function body (`_expanded`, float ops) | " + " | ".join(
             cell(exp, n) for n in names) + " |")
-    lines += ["", "minquant refuses the float8 / float4 cases on purpose, with the reason (its kernels compute with "
-              "integer codes; float8 / float4 codes are a floating-point format with its own rounding and "
-              "`saturate` rule — minquant/interop/onnx/dtypes.py), and the `_expanded` cases because they are "
-              "general float graphs (ReduceMin, Div, Round, Cast, ...), not quantization operators. "
-              "tests/test_onnx_conformance.py runs the same cases: the integer / float16 ones must pass exactly, "
-              "the others are strict xfails naming the reason.", "",
+    lines += ["", "minquant refuses the `_expanded` cases, with the reason: they are DynamicQuantizeLinear's function "
+              "body written in general float ops (ReduceMin, Div, Round, Cast, ...), not quantization operators. "
+              "tests/test_onnx_conformance.py runs the same cases: the 42 must pass exactly (float outputs by their "
+              "bits), the `_expanded` ones are strict xfails naming the reason.", "",
               "## Every case", "",
               "| case | opset | types | " + " | ".join(names) + " |",
               "|---|---:|---|" + "---|" * len(names)]

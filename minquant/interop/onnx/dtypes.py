@@ -12,13 +12,17 @@ UINT4, INT4                    uint8, int8        [0, 15], [−8, 7], one code p
 UINT2, INT2                    uint8, int8        [0, 3], [−2, 1], one code per byte
 INT32, INT64                   int32, int64       accumulators, biases, shapes
 FLOAT, FLOAT16                 float32, float16
+FLOAT8E4M3FN, …E5M2(FNUZ),     ml_dtypes'         float8 / float4 codes (QuantizeLinear / DequantizeLinear)
+FLOAT4E2M1                     float8_* / float4
 =============================  =================  =========================================================
 
 Arrays of ``ml_dtypes``' int4 / uint4 / int2 / uint2 (what ``onnx.numpy_helper.to_array`` returns for those
-types) are taken as codes too. Float8, float4, float6 and bfloat16 tensors are refused with the reason
-(:data:`UNSUPPORTED`): minquant's kernels compute with integer codes and float16/float32 only.
+types) are taken as codes too. The float8 types (FLOAT8E4M3FN, FLOAT8E4M3FNUZ, FLOAT8E5M2, FLOAT8E5M2FNUZ)
+and FLOAT4E2M1 are held in ``ml_dtypes``' own dtypes (:data:`MINIFLOATS`; only QuantizeLinear /
+DequantizeLinear take them, :mod:`~minquant.interop.onnx.minifloat`). float8e8m0, float6 and bfloat16
+tensors are refused with the reason (:data:`UNSUPPORTED`).
 
-This module imports ``onnx`` inside :func:`type_name` only.
+This module imports ``onnx`` inside :func:`type_name` and ``ml_dtypes`` inside :func:`storage` only.
 """
 from __future__ import annotations
 
@@ -26,7 +30,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Tensor", "STORAGE", "CODE_TYPES", "UNSUPPORTED", "type_name", "tensor_of"]
+__all__ = ["Tensor", "STORAGE", "CODE_TYPES", "MINIFLOATS", "UNSUPPORTED", "type_name", "tensor_of", "storage"]
 
 #: ONNX type name → NumPy dtype minquant stores it in
 STORAGE = {"UINT8": np.uint8, "INT8": np.int8, "UINT16": np.uint16, "INT16": np.int16, "UINT4": np.uint8,
@@ -35,20 +39,19 @@ STORAGE = {"UINT8": np.uint8, "INT8": np.int8, "UINT16": np.uint16, "INT16": np.
 #: ONNX code type → :func:`minquant.affine.qtype` name (the types QuantizeLinear may produce)
 CODE_TYPES = {"UINT8": "uint8", "INT8": "int8", "UINT16": "uint16", "INT16": "int16", "UINT4": "uint4",
               "INT4": "int4", "UINT2": "uint2", "INT2": "int2"}
-_FLOAT8 = ("float8 codes (1 sign, 4 or 5 exponent and 3 or 2 mantissa bits, rounded to nearest even with the "
-           "'saturate' rule) are a floating-point format; minquant's kernels compute with integer codes only")
+#: ONNX float8 / float4 type → its ``ml_dtypes`` dtype name (QuantizeLinear / DequantizeLinear only)
+MINIFLOATS = {"FLOAT8E4M3FN": "float8_e4m3fn", "FLOAT8E4M3FNUZ": "float8_e4m3fnuz", "FLOAT8E5M2": "float8_e5m2",
+              "FLOAT8E5M2FNUZ": "float8_e5m2fnuz", "FLOAT4E2M1": "float4_e2m1fn"}
 #: ONNX types minquant does not compute with → why
 UNSUPPORTED = {
-    "FLOAT8E4M3FN": _FLOAT8, "FLOAT8E4M3FNUZ": _FLOAT8, "FLOAT8E5M2": _FLOAT8, "FLOAT8E5M2FNUZ": _FLOAT8,
-    "FLOAT8E8M0": "float8e8m0 (power-of-two scales) is a floating-point format minquant does not implement",
-    "FLOAT4E2M1": "float4e2m1 codes (values ±{0, 0.5, 1, 1.5, 2, 3, 4, 6}) are a floating-point format; "
-                  "minquant's kernels compute with integer codes only",
+    "FLOAT8E8M0": "float8e8m0 (power-of-two scales, rounded up) is a format minquant does not implement",
     "FLOAT6E2M3": "float6 codes are a floating-point format minquant does not implement",
     "FLOAT6E3M2": "float6 codes are a floating-point format minquant does not implement",
     "BFLOAT16": "NumPy has no bfloat16 type; minquant computes in float16 and float32 only",
 }
 #: ml_dtypes' sub-byte integer dtypes (as numpy_helper returns them) → ONNX type name
 _ML_DTYPES = {"int4": "INT4", "uint4": "UINT4", "int2": "INT2", "uint2": "UINT2"}
+_ML_FLOATS = {v: k for k, v in MINIFLOATS.items()}
 _RANGES = {"UINT4": (0, 15), "INT4": (-8, 7), "UINT2": (0, 3), "INT2": (-2, 1)}
 
 
@@ -69,10 +72,18 @@ def type_name(elem_type: int) -> str:
     return TensorProto.DataType.Name(int(elem_type))
 
 
+def storage(t: str) -> np.dtype:
+    """The NumPy dtype an ONNX type is held in (``ml_dtypes``' for float8 / float4)."""
+    if t in MINIFLOATS:
+        import ml_dtypes
+        return np.dtype(getattr(ml_dtypes, MINIFLOATS[t]))
+    return np.dtype(STORAGE[t])
+
+
 def _check_type(t: str, what: str) -> None:
     if t in UNSUPPORTED:
         raise ValueError(f"{what} is {t.lower()}: {UNSUPPORTED[t]}")
-    if t not in STORAGE:
+    if t not in STORAGE and t not in MINIFLOATS:
         raise ValueError(f"{what} is {t.lower()}, not a type of the quantization operators minquant runs "
                          f"(one of {', '.join(k.lower() for k in STORAGE)})")
 
@@ -87,6 +98,8 @@ def tensor_of(value, what: str, declared: str | None = None) -> Tensor:
     found = _ML_DTYPES.get(a.dtype.name)
     if found is not None:
         a = a.astype(STORAGE[found])
+    if found is None and a.dtype.name in _ML_FLOATS:
+        found = _ML_FLOATS[a.dtype.name]
     if declared is None:
         if found is None:
             found = next((k for k, v in STORAGE.items() if np.dtype(v) == a.dtype and k not in _RANGES), None)
@@ -94,7 +107,7 @@ def tensor_of(value, what: str, declared: str | None = None) -> Tensor:
                 raise ValueError(f"{what} has dtype {a.dtype}, not a type of the quantization operators")
         declared = found
     _check_type(declared, what)
-    want = np.dtype(STORAGE[declared])
+    want = storage(declared)
     if a.dtype != want or (found is not None and found != declared and found in _RANGES):
         raise ValueError(f"{what} must be {declared.lower()} (stored as {want.name}), got {a.dtype.name}"
                          + (f" {found.lower()}" if found else ""))

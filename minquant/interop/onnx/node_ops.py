@@ -11,9 +11,13 @@ attribute, else (opset ≥ 23) the scale's type, else float32 — x and s rounde
 too (float16: ``f16(f16(x) / f16(s))``, what ONNX Runtime computes), then half to even; ``saturate`` clamps to the code range of the output type
 — z's type, else the ``output_dtype`` attribute, else uint8: uint8, int8, uint16, int16, uint4, int4, uint2,
 int2. ±Inf saturate to the ends of the range; NaN is refused (the spec leaves it undefined for integers).
+float8 / float4 outputs: the quotient cast to the type, round half to even with the ``saturate`` attribute's
+rule (:mod:`~minquant.interop.onnx.minifloat`; the zero point must be 0 — float4 adds it, turning −0 into +0,
+float8 does not: both as ONNX's reference evaluator).
 
 **DequantizeLinear** ``y = (x − z) · s`` in float32 (``f32(x − z) · f32(s)``, as ONNX Runtime), rounded to
-the output type (the scale's type, or ``output_dtype``); int32 input takes no zero point.
+the output type (the scale's type, or ``output_dtype``); int32 input takes no zero point; float8 / float4
+input: ``f32(x) · f32(s)`` (zero point 0).
 
 **Scale layouts** (both): per tensor — one value (a scalar or shape (1,)); per axis — 1-D, one value per
 index of ``x`` along ``axis`` (default 1, negative counts from the end); blocked — ``block_size`` B > 0 and a
@@ -46,7 +50,7 @@ import dataclasses
 import numpy as np
 
 from ...affine import dequantize, qtype, quantize
-from .dtypes import CODE_TYPES, STORAGE, Tensor, type_name
+from .dtypes import CODE_TYPES, MINIFLOATS, STORAGE, Tensor, type_name
 from .proto import ONode, _fail, onnx_pads
 
 __all__ = ["NODE_OPS", "quantize_linear", "dequantize_linear", "dynamic_quantize_linear", "qlinear_matmul",
@@ -136,7 +140,29 @@ def _precision(n: ONode, scale_type: str) -> str:
     return p
 
 
+def _broadcast(p, ax, gs, ndim) -> np.ndarray:
+    """A :func:`_layout` parameter shaped to broadcast against the input (per axis: the axis kept)."""
+    p = np.asarray(p)
+    return p if ax is None or gs is not None else np.expand_dims(p, tuple(i for i in range(ndim) if i != ax))
+
+
+def _divide(n: ONode, xf, sp, ax, gs, precision) -> np.ndarray:
+    """``x / s`` in ``precision`` as float32 values: float16 — x, s and the quotient each rounded to float16
+    (the quotient of two float16 computed in float32 and rounded once more is the correctly rounded float16
+    quotient: 24 ≥ 2·11 + 2 bits); float32 — one float32 division."""
+    s = _broadcast(sp, ax, gs, xf.ndim).astype(np.float32)
+    with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+        if precision == "FLOAT16":
+            s16 = s.astype(np.float16)
+            if not np.all(np.isfinite(s16)) or np.any(s16 == 0):
+                _fail(n, "y_scale is not representable in float16, the division's precision")
+            return (xf.astype(np.float16).astype(np.float32) / s16.astype(np.float32)).astype(np.float16) \
+                .astype(np.float32)
+        return (xf / s).astype(np.float32)
+
+
 def quantize_linear(n: ONode, ins, target):
+    from .minifloat import from_minifloat, to_minifloat
     x, st, z = _need(n, ins, 0, "x"), _need(n, ins, 1, "y_scale"), _get(ins, 2)
     _types(n, x, _FLOATS, "x")
     s = _scale(n, st, "y_scale")
@@ -144,24 +170,26 @@ def quantize_linear(n: ONode, ins, target):
     out_type = z.type if z is not None else (type_name(out_dtype) if out_dtype else "UINT8")
     if z is not None and out_dtype and type_name(out_dtype) != z.type:
         _fail(n, f"output_dtype {type_name(out_dtype).lower()} differs from the zero point's type {z.type.lower()}")
-    if out_type not in CODE_TYPES:
-        _fail(n, f"output type {out_type.lower()} is not an integer code type minquant quantizes to")
+    if out_type not in CODE_TYPES and out_type not in MINIFLOATS:
+        _fail(n, f"output type {out_type.lower()} is not a code type minquant quantizes to")
     _check_matching_zp(n, z, s, "y_scale")
-    zp = z.array if z is not None else np.zeros(s.shape, STORAGE[out_type])
     xf = x.array.astype(np.float32)
+    sp, ax, gs = _layout(n, xf.shape, s, "y_scale")
+    precision = _precision(n, st.type)
+    if out_type in MINIFLOATS:                  # float8: cast(x / s); float4: cast(x / s + 0) (−0 → +0)
+        if z is not None and np.any(from_minifloat(z.array) != 0):
+            _fail(n, f"a {out_type.lower()} zero point must be 0")
+        t = _divide(n, xf, sp, ax, gs, precision)
+        if out_type == "FLOAT4E2M1":
+            t = (t + np.float32(0)).astype(np.float32)
+        q = to_minifloat(t, out_type, saturate=bool(int(n.attrs.get("saturate", 1))))
+        return [Tensor(q, out_type)]
+    zp = z.array if z is not None else np.zeros(s.shape, STORAGE[out_type])
     if np.isnan(xf).any():
         _fail(n, f"x holds {int(np.isnan(xf).sum())} NaN value(s); quantizing NaN to integer codes is undefined")
-    sp, ax, gs = _layout(n, xf.shape, s, "y_scale")
     zpp = _layout(n, xf.shape, zp.reshape(s.shape), "y_zero_point")[0]
-    if _precision(n, st.type) == "FLOAT16":     # x and s rounded to float16, the quotient too; then scale 1
-        s16 = np.asarray(sp, np.float32).astype(np.float16)
-        if not np.all(np.isfinite(s16)) or np.any(s16 == 0):
-            _fail(n, "y_scale is not representable in float16, the division's precision")
-        full = s16 if ax is None else np.expand_dims(s16, tuple(i for i in range(xf.ndim) if i != ax)) \
-            if gs is None else s16
-        with np.errstate(over="ignore"):
-            xf = (xf.astype(np.float16).astype(np.float32) / full.astype(np.float32)).astype(np.float16)
-        xf = xf.astype(np.float32)
+    if precision == "FLOAT16":                  # the float16 quotient, then rounded and clamped with scale 1
+        xf = _divide(n, xf, sp, ax, gs, precision)
         sp = np.ones(np.shape(sp), np.float32)
     inf = np.isinf(xf)
     name = CODE_TYPES[out_type]
@@ -173,8 +201,9 @@ def quantize_linear(n: ONode, ins, target):
 
 
 def dequantize_linear(n: ONode, ins, target):
+    from .minifloat import from_minifloat
     x, st, z = _need(n, ins, 0, "x"), _need(n, ins, 1, "x_scale"), _get(ins, 2)
-    _types(n, x, tuple(CODE_TYPES) + ("INT32",), "x")
+    _types(n, x, tuple(CODE_TYPES) + ("INT32",) + tuple(MINIFLOATS), "x")
     s = _scale(n, st, "x_scale")
     out_dtype = int(n.attrs.get("output_dtype", 0))
     out_type = type_name(out_dtype) if out_dtype else st.type
@@ -183,6 +212,12 @@ def dequantize_linear(n: ONode, ins, target):
     if z is not None and z.type != x.type:
         _fail(n, f"the zero point is {z.type.lower()}, x is {x.type.lower()}")
     _check_matching_zp(n, z, s, "x_scale")
+    if x.type in MINIFLOATS:                    # float8 / float4: y = f32(x) · s, zero point 0
+        if z is not None and np.any(from_minifloat(z.array) != 0):
+            _fail(n, f"a {x.type.lower()} zero point must be 0")
+        sp, ax, gs = _layout(n, x.shape, s, "x_scale")
+        y = (from_minifloat(x.array) * _broadcast(sp, ax, gs, x.array.ndim).astype(np.float32)).astype(np.float32)
+        return [Tensor(y.astype(STORAGE[out_type]), out_type)]
     zp = z.array.reshape(s.shape) if z is not None else np.zeros(s.shape, np.int64)
     if x.type == "INT32" and np.any(zp):
         _fail(n, "int32 input takes no (or a zero) zero point")

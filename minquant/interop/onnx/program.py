@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from .dtypes import STORAGE, UNSUPPORTED, Tensor, tensor_of, type_name
+from .dtypes import MINIFLOATS, STORAGE, UNSUPPORTED, Tensor, tensor_of, type_name
 from .node_ops import NODE_OPS
 from .proto import OnnxGraph
 
@@ -63,7 +63,7 @@ class OnnxProgram:
             t = type_name(elem)
             if t in UNSUPPORTED:
                 raise ValueError(f"graph input {k!r} is {t.lower()}: {UNSUPPORTED[t]}")
-            if t not in STORAGE:
+            if t not in STORAGE and t not in MINIFLOATS:
                 raise ValueError(f"graph input {k!r} is {t.lower()}, not a type of the quantization operators")
             self.input_types[k], self.input_dims[k] = t, dims
         self.consts = {k: tensor_of(v, f"initializer {k!r}") for k, v in graph.consts.items()}
