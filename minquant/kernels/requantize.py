@@ -66,9 +66,11 @@ _INT_BIAS_F32 = 2             # qnnpack / onnxruntime: f32(acc + b_q) · f32 mul
 _INT_BIAS_F64 = 3             # minquant: (acc + b_q) · float64 multiplier
 _ONEDNN = 4                   # torch x86 → oneDNN: f32(f32(f32(acc)·a_x)·a_w) + b, then ·f32(1/s_y) + z_y
 _Q31_DOUBLE = 5               # LiteRT reference: MultiplyByQuantizedMultiplier(acc + b_q), gemmlowp double rounding
-_Q31_DOUBLE_UP = 6            # LiteRT optimized builtin kernels: the same, both roundings ties up
+_Q31_DOUBLE_UP = 6            # LiteRT optimized builtin kernels: the same, both roundings ties up — except the
+#                               channels flagged by mult32[2, n] = 1 (q31_double there: a depthwise kernel's tail)
 _F64_AWAY = 7                 # LiteRT reference FULLY_CONNECTED: round-half-away((acc + b_q) · f64 M)
-_FIXED_MODES = {"q31_double": _Q31_DOUBLE, "q31_double_up": _Q31_DOUBLE_UP, "f64_away": _F64_AWAY}
+_FIXED_MODES = {"q31_double": _Q31_DOUBLE, "q31_double_up": _Q31_DOUBLE_UP, "q31_double_up_blocks8": _Q31_DOUBLE_UP,
+                "f64_away": _F64_AWAY}
 
 
 class OutputStage:
@@ -183,6 +185,8 @@ def _fixed_stage(n_out, x_scale, ws, bias, y_scale, y_zp, relu, clamp, clamp_hi,
             raise ValueError(f"a multiplier s_x·s_w/s_y ≥ 2^30 ({m64.max():.3g}) is out of LiteRT's range")
         mult64 = q.astype(np.float64)
         mult32[1] = shift.astype(np.float32)
+        if ar.multiplier == "q31_double_up_blocks8":     # the last C_out mod 8 channels: gemmlowp's rounding
+            mult32[2, n_out // 8 * 8:] = 1
     lo, his = _clamp_codes(n_out, y_zp, relu, clamp, clamp_hi)
     return OutputStage(mode, np.zeros(n_out, np.float32), bias_q, mult32, mult64, int(y_zp), lo, his)
 
@@ -285,7 +289,8 @@ def requantize_reference(acc, st: OutputStage) -> np.ndarray:
     elif st.mode in (_Q31_DOUBLE, _Q31_DOUBLE_UP):
         from .fixedpoint import multiply_by_quantized_multiplier_reference as mbqm
         a = acc + st.bias_q
-        t = np.array([[mbqm(a[i, n], int(st.mult64[n]), int(st.mult32[1, n]), ties_up=st.mode == _Q31_DOUBLE_UP)
+        t = np.array([[mbqm(a[i, n], int(st.mult64[n]), int(st.mult32[1, n]),
+                            ties_up=st.mode == _Q31_DOUBLE_UP and st.mult32[2, n] == 0)
                        for n in range(a.shape[1])] for i in range(a.shape[0])], np.float64).reshape(a.shape)
     elif st.mode == _F64_AWAY:
         v = (acc + st.bias_q).astype(np.float64) * st.mult64
@@ -312,8 +317,10 @@ def _requant_value(a, n, mode, bias_f, bias_q, mult32, mult64, y_zp, lo, hi):
         return np.uint8(min(max(t, lo), hi[n]))
     elif mode == 5:
         t = np.float64(mbqm_double(np.int64(a + bias_q[n]), np.int64(mult64[n]), np.int64(mult32[1, n])))
-    elif mode == 6:
+    elif mode == 6 and mult32[2, n] == 0:
         t = np.float64(mbqm_double_up(np.int64(a + bias_q[n]), np.int64(mult64[n]), np.int64(mult32[1, n])))
+    elif mode == 6:
+        t = np.float64(mbqm_double(np.int64(a + bias_q[n]), np.int64(mult64[n]), np.int64(mult32[1, n])))
     elif mode == 7:
         v = np.float64(a + bias_q[n]) * mult64[n]
         t = np.floor(v + 0.5) if v >= 0 else -np.floor(-v + 0.5)
