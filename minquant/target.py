@@ -273,14 +273,19 @@ class LiteRTPath:
 
     name        'xnnpack' (``OpResolverType.AUTO`` / ``BUILTIN``: the XNNPACK delegate), 'builtin' (the optimized
                 builtin kernels, ``BUILTIN_WITHOUT_DEFAULT_DELEGATES``), 'reference' (``BUILTIN_REF``);
-    conv        output stage of CONV_2D / DEPTHWISE_CONV_2D (an :attr:`Arithmetic.multiplier` value);
+    conv        output stage of CONV_2D (an :attr:`Arithmetic.multiplier` value);
+    depthwise   output stage of DEPTHWISE_CONV_2D ('q31_double_up_blocks8': ties up in whole blocks of 8
+                output channels, gemmlowp's double rounding on the last C_out mod 8 — measured);
     linear      output stage of FULLY_CONNECTED;
     add         ADD: 'xnnpack' (20-bit multipliers, one rounding half up) or 'q31_double' (TFLite's: inputs
                 shifted left 20, three MultiplyByQuantizedMultiplier, double rounding);
-    quantize    QUANTIZE: 'mul_rne' (rne(x·f32(1/s))) or 'div_away' (round-half-away(f32(x/s)));
-    dequantize  DEQUANTIZE: 'f32' f32(s·(q − z)) or 'split' f32(f32(q·s) − f32(z·s)) (q, z the int8 codes)."""
+    quantize    QUANTIZE: 'mul_rne' (rne(x·f32(1/s))), 'div_away' (round-half-away(f32(x/s))) or 'blocks8'
+                ('mul_rne' in blocks of 8 values, round-half-away(f64(x)/f64(s)) on the n mod 8 tail);
+    dequantize  DEQUANTIZE: 'f32' f32(s·(q − z)) or 'split' (f32(f32(q·s) − f32(z·s)) in blocks of 8, 'f32' on the
+                tail; q, z the int8 codes)."""
     name: str
     conv: str
+    depthwise: str
     linear: str
     add: str
     quantize: str
@@ -289,9 +294,11 @@ class LiteRTPath:
 
 #: framework name → its LiteRT kernel path
 LITERT_PATHS = {
-    "litert": LiteRTPath("xnnpack", "f32_ats_over_ys", "f32_ats_over_ys", "xnnpack", "mul_rne", "f32"),
-    "litert-builtin": LiteRTPath("builtin", "q31_double_up", "q31_double_up", "q31_double", "mul_rne", "split"),
-    "litert-ref": LiteRTPath("reference", "q31_double", "f64_away", "q31_double", "div_away", "f32"),
+    "litert": LiteRTPath("xnnpack", "f32_ats_over_ys", "f32_ats_over_ys", "f32_ats_over_ys", "xnnpack", "mul_rne",
+                         "f32"),
+    "litert-builtin": LiteRTPath("builtin", "q31_double_up", "q31_double_up_blocks8", "q31_double_up", "q31_double",
+                                 "blocks8", "split"),
+    "litert-ref": LiteRTPath("reference", "q31_double", "q31_double", "f64_away", "q31_double", "div_away", "f32"),
 }
 
 
@@ -314,7 +321,9 @@ class Arithmetic:
                          (oneDNN's scale-then-bias-then-1/s_y stage, docs/quantization.md step 7c); 'onednn_amx'
                          (the same with the two scales multiplied first: oneDNN's AMX kernels); LiteRT's
                          'q31_double' (QuantizeMultiplier + gemmlowp's double rounding), 'q31_double_up'
-                         (both roundings ties up) and 'f64_away' (round-half-away(acc·f64 M)), step 7d;
+                         (both roundings ties up), 'q31_double_up_blocks8' (ties up in whole blocks of 8
+                         output channels, 'q31_double' on the rest) and 'f64_away' (round-half-away(acc·f64 M)),
+                         step 7d;
     quantize_rule      : how this framework quantizes float activations ('torch' or 'onnxruntime');
     vector_bits        : width of the build of ATen's quantized elementwise kernels that runs (256; 0 under
                          the ``default`` capability; :attr:`Cpu.aten_vector_bits`): positions inside whole
@@ -402,7 +411,7 @@ class Target:
     def quantize_rule(self) -> str:
         """How the framework quantizes a float: 'torch' (× f32(1/s)) or 'onnxruntime' (÷ s)."""
         if self.framework in LITERT_PATHS:   # the nearest of the two rules (the exact one: LiteRTPath.quantize)
-            return "torch" if LITERT_PATHS[self.framework].quantize == "mul_rne" else "onnxruntime"
+            return "onnxruntime" if LITERT_PATHS[self.framework].quantize == "div_away" else "torch"
         return "torch" if self.framework in ("fbgemm", "x86", "qnnpack", "x86-inductor") else "onnxruntime"
 
     def _fbgemm(self) -> Arithmetic:
@@ -463,6 +472,8 @@ class Target:
             return Arithmetic("onednn", False, True, "torch", mult, "torch", c.aten_vector_bits,
                               c.aten_avx512_kernel_bits, c)
         ar = self.ops()
+        if ar.litert is not None and groups > 1 and c_in == groups:   # DEPTHWISE_CONV_2D
+            return dataclasses.replace(ar, multiplier=ar.litert.depthwise)
         if ar.name == "onnxruntime" and groups > 1 and c_in == c_out == groups:
             return dataclasses.replace(ar, saturate_pairs=False)   # MLAS's depthwise kernel: exact int32
         if ar.name != "fbgemm":

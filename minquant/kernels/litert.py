@@ -21,8 +21,10 @@ on int8 codes, is computed on ``u − 128`` where the code itself (not a differe
 * **AVERAGE_POOL_2D** (every path; input and output share their qparams): the mean of the *codes*,
   ``y = round_half_away(Σ q / n)`` over the valid window elements (C's ``(acc ± n/2) / n``).
 
-* **QUANTIZE**: ``'mul_rne'`` (XNNPACK and the optimized kernel) ``clamp(z + rne(f32(x·f32(1/s))))``;
-  ``'div_away'`` (reference) ``clamp(z + round_half_away(f32(x/s)))``.
+* **QUANTIZE**: ``'mul_rne'`` (XNNPACK) ``clamp(z + rne(f32(x·f32(1/s))))``; ``'div_away'`` (reference)
+  ``clamp(z + round_half_away(f32(x/s)))``; ``'blocks8'`` (the optimized kernel, measured): ``'mul_rne'`` in
+  its vector loop over blocks of 8 values of each sample, ``clamp(z + round_half_away(f64(x)/f64(s)))`` on the
+  ``n mod 8`` tail.
 
 * **DEQUANTIZE**: ``'f32'`` ``f32(s·(q − z))``; ``'split'`` (optimized kernel) ``f32(f32(q·s) − f32(z·s))`` in
   its vector loop — blocks of 8 values of each sample (measured) — and ``f32(s·(q − z))`` on the last
@@ -155,6 +157,18 @@ def avg_pool_litert(x, kernel, stride) -> np.ndarray:
     return (np.clip(q, -128, 127) + 128).astype(np.uint8)
 
 
+def _tail8(shape) -> np.ndarray:
+    """Boolean mask of the values an 8-wide vector loop leaves to its scalar tail: the last ``n mod 8`` of each
+    sample in LiteRT's memory order — NHWC, so for an NCHW array of minquant the mask is built in NHWC and
+    transposed back."""
+    nhwc = (shape[0], shape[2], shape[3], shape[1]) if len(shape) == 4 else tuple(shape)
+    per = int(np.prod(nhwc[1:])) if len(nhwc) > 1 else int(nhwc[0])
+    flat = np.zeros((nhwc[0] if len(nhwc) > 1 else 1, per), bool)
+    flat[:, per // 8 * 8:] = True
+    mask = flat.reshape(nhwc)
+    return mask.transpose(0, 3, 1, 2) if len(shape) == 4 else mask
+
+
 def quantize_litert(x, scale, zero_point, rule: str) -> np.ndarray:
     """LiteRT's QUANTIZE of float32 ``x`` into uint8 codes (+128; ``zero_point`` is the uint8 one)."""
     x = np.asarray(x)
@@ -164,12 +178,15 @@ def quantize_litert(x, scale, zero_point, rule: str) -> np.ndarray:
     if not np.all(np.isfinite(x)):
         raise ValueError("input contains NaN or Inf")
     s = np.float32(scale)
-    if rule == "mul_rne":
+    if rule in ("mul_rne", "blocks8"):
         t = np.rint((x * np.float32(np.float32(1) / s)).astype(np.float32))
+        if rule == "blocks8":     # the scalar tail of each sample: float64 division, halves away from zero
+            tail = _tail8(x.shape)
+            t[tail] = round_half_away(x[tail].astype(np.float64) / np.float64(s))
     elif rule == "div_away":
         t = round_half_away((x / s).astype(np.float32))
     else:
-        raise ValueError(f"unknown LiteRT quantize rule {rule!r}; expected 'mul_rne' or 'div_away'")
+        raise ValueError(f"unknown LiteRT quantize rule {rule!r}; expected 'mul_rne', 'div_away' or 'blocks8'")
     return np.clip(t.astype(np.float64) + int(zero_point), 0, 255).astype(np.uint8)
 
 
@@ -182,9 +199,7 @@ def dequantize_litert(q, scale, zero_point, rule: str) -> np.ndarray:
     if rule == "split":   # on the int8 codes: f32(q·s) − f32(z·s) in blocks of 8, the tail as 'f32'
         q8 = (q.astype(np.int32) - 128).astype(np.float32)
         out = ((q8 * s).astype(np.float32) - np.float32(np.float32(int(zero_point) - 128) * s)).astype(np.float32)
-        flat = out.reshape(q.shape[0], -1) if q.ndim > 1 else out.reshape(1, -1)
-        tail = flat.shape[1] // 8 * 8
-        qf = (q.reshape(flat.shape)[:, tail:]).astype(np.float32)
-        flat[:, tail:] = (s * (qf - np.float32(zero_point))).astype(np.float32)
+        tail = _tail8(q.shape)
+        out[tail] = (s * (q[tail].astype(np.float32) - np.float32(zero_point))).astype(np.float32)
         return out
     raise ValueError(f"unknown LiteRT dequantize rule {rule!r}; expected 'f32' or 'split'")

@@ -214,7 +214,8 @@ def write_model(model: TfModel) -> bytes:
             b.StartVector(1, len(raw), 16)          # 16-byte aligned, as LiteRT's own writer does
             b.head = b.head - len(raw)
             b.Bytes[b.head:b.head + len(raw)] = raw
-            data = b.EndVector(len(raw))
+            b.vectorNumElems = len(raw)
+            data = b.EndVector()
             tflite.BufferStart(b)
             tflite.BufferAddData(b, data)
             buffers.append(tflite.BufferEnd(b))
