@@ -27,6 +27,8 @@ for _v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_
     os.environ.setdefault(_v, "1")
 
 import argparse  # noqa: E402
+import contextlib  # noqa: E402
+import dataclasses  # noqa: E402
 import datetime  # noqa: E402
 import json  # noqa: E402
 import platform  # noqa: E402
@@ -81,13 +83,47 @@ def run_model(model_name, n_eval, *, layers=True):
         y_ref.append(tp.run_reference(converted, xb))
     y_mq, y_ind, y_ref = (np.concatenate(v) for v in (y_mq, y_ind, y_ref))
     rows = tp.compare_layers(qm, converted, x[:BATCH]) if layers else []
+    whatif = what_if(converted, x[:BATCH], y_ind[:BATCH]) if layers else {}
     return {"model": model_name, "target": str(qm.target), "describe": qm.target.describe(),
             "images": int(len(x)), "total": int(y_ind.size),
             "ind_bad": int((y_mq != y_ind).sum()), "ind_max": float(np.abs(y_mq - y_ind).max()),
             "ref_bad": int((y_ref != y_ind).sum()), "ref_max": float(np.abs(y_ref - y_ind).max()),
             "ref_top1": float((y_ref.argmax(1) == y_ind.argmax(1)).mean()),
             "ops": {op: sum(n.op == op for n in qm.graph.nodes) for op in sorted({n.op for n in qm.graph.nodes})},
-            "layers": rows, "seconds": time.perf_counter() - t0}
+            "layers": rows, "what_if": whatif, "seconds": time.perf_counter() - t0}
+
+
+@contextlib.contextmanager
+def _conv_arithmetic(variant):
+    """What-if: the convolutions of ``x86-inductor`` resolved with another oneDNN stage — ``"eager"`` (eager
+    x86's constants a_x = f32(1/f32(1/s_x)), m_y = f32(1/f32(1/f32(1/s_y))), same kernel order) or ``"vnni"``
+    (the VNNI order of the scales on every conv, as if AMX were not there). Patched for the block only."""
+    from minquant.target import Target
+
+    orig = Target._inductor_conv
+
+    def patched(self, *args):
+        ar = orig(self, *args)
+        mult = ar.multiplier.replace("onednn_direct", "onednn") if variant == "eager" else "onednn_direct"
+        return dataclasses.replace(ar, multiplier=mult)
+    Target._inductor_conv = patched
+    try:
+        yield
+    finally:
+        Target._inductor_conv = orig
+
+
+def what_if(converted, x, y_ind):
+    """Differing logits against Inductor on ``x`` if minquant used eager x86's oneDNN constants, or the VNNI
+    order everywhere (:func:`_conv_arithmetic`)."""
+    import minquant
+
+    out = {}
+    for variant in ("eager", "vnni"):
+        with _conv_arithmetic(variant):
+            qm = minquant.from_torch_pt2e(converted)
+        out[variant] = int((qm(x) != y_ind).sum())
+    return out
 
 
 def run_child(model_name, n_eval):
@@ -146,6 +182,16 @@ def report(results, seconds, quick):
     lines += ["", "Nodes of the imported models (what Inductor makes of the Q/DQ graph): " + "; ".join(
         f"{r['model']}: " + ", ".join(f"{k} {v}" for k, v in r["ops"].items())
         for r in results if r["path"].endswith("(native)")) + ".", ""]
+    lines += ["## What if minquant used another oneDNN stage for the convolutions (first batch, native)", "",
+              "| model | logits differing: Inductor's stage (above) | eager x86's constants | VNNI order on every conv |",
+              "|---|---:|---:|---:|"]
+    for r in results:
+        if r["what_if"]:
+            lines.append(f"| {r['model']} | 0 of the batch's {BATCH * r['total'] // r['images']} | "
+                         f"{r['what_if']['eager']} | {r['what_if']['vnni']} |")
+    lines += ["", "Eager x86 hands oneDNN reciprocals (a_x = f32(1/f32(1/s_x)), m_y = f32(1/f32(1/f32(1/s_y)))); "
+              "Inductor hands it the scales (a_x = f32(s_x), m_y = f32(1/f32(s_y))). The constants differ in the last "
+              "bit for a fraction of the scales, which moves a code only at a near-tie: a whole batch may show none.", ""]
     lines += ["## Per layer: the reference graph against integer execution (first batch)", "",
               "*local*: the reference fed minquant's codes at every Q, so the row is the layer's own arithmetic "
               "(float32 on dequantized values) against the integer kernel on the same input codes; *tie*: over the "
