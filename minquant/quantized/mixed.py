@@ -21,7 +21,9 @@ dominated (no other option is both smaller and less noisy). Greedy, by marginal 
 * ``Budget(min_sqnr_db=t)``: start every layer at its smallest option; while the predicted SQNR is below
   t, move the layer whose next larger option removes the most noise per byte added.
 * ``Budget(max_bytes=B)``: start every layer at its least noisy option; while the layers' bytes exceed B,
-  move the layer whose next smaller option adds the least noise per byte saved.
+  move the layer whose next smaller option adds the least noise per byte saved — or, once single moves can
+  reach B, the one of those that adds the least noise; then, the steps being coarse, spend the bytes left
+  under B on the largest noise cuts that still fit.
 
 **Check** (:func:`quantize_mixed`): the chosen model is built and measured on the same held-out samples; if
 it misses the budget (the prediction ignores interactions, and a model's size also counts the qparams at
@@ -47,7 +49,7 @@ from .precision import FP16, FP32, INT8, Numbers, Precision, w4a8, w4a16
 from .precision_convert import prepare_graph, quantize_precision, weight_layers
 from .precision_ops import FLOAT_ACTIVATION_OPS, float_param_count
 
-__all__ = ["Budget", "Sensitivity", "DEFAULT_CANDIDATES", "measure_sensitivity", "choose_precisions",
+__all__ = ["Budget", "Sensitivity", "DEFAULT_CANDIDATES", "measure_sensitivity", "sensitivity_of", "choose_precisions",
            "quantize_mixed", "precision_table"]
 
 #: the precisions the chooser picks from by default (float32 is always an option too)
@@ -136,27 +138,36 @@ def _isolated(g: Graph, lowered: QuantizedModel, layer: str) -> Graph:
 
 
 def _sensitivity(g, batches, x_sens, candidates, target, **kw) -> Sensitivity:
+    lowered = {c: quantize_precision(g, c, batches, target=target, equalize=False, **kw) for c in candidates}
+    return sensitivity_of(g, lowered, x_sens)
+
+
+def sensitivity_of(graph: Graph, lowered, x_sensitivity) -> Sensitivity:
+    """:class:`Sensitivity` from models already lowered whole (``{Precision: QuantizedModel}``, each made by
+    ``quantize_precision(graph, precision, ..., equalize=False)`` from the prepared float ``graph`` of
+    :func:`~minquant.quantized.precision_convert.prepare_graph`), measured on ``x_sensitivity``."""
+    g, x_sens = graph, np.asarray(x_sensitivity, np.float32)
     layers = weight_layers(g)
     f_ref = run_graph(g, x_sens)
-    sens = Sensitivity(layers, tuple(candidates), samples=int(x_sens.shape[0]))
+    sens = Sensitivity(layers, tuple(_checked(lowered)), samples=int(x_sens.shape[0]))
     sens.fp32_bytes = {name: 4 * g.node(name).num_params() for name in layers}
-    for c in candidates:
-        lowered = quantize_precision(g, c, batches, target=target, equalize=False, **kw)
+    for c, qm in lowered.items():
         for name in layers:
-            iso = QuantizedModel(_isolated(g, lowered, name), lowered.target)
+            iso = QuantizedModel(_isolated(g, qm, name), qm.target)
             sens.sqnr_db.setdefault(name, {})[c] = float(sqnr_db(f_ref, iso(x_sens)))
-            sens.bytes.setdefault(name, {})[c] = lowered.node_bytes(lowered.graph.node(name))
+            sens.bytes.setdefault(name, {})[c] = qm.node_bytes(qm.graph.node(name))
     return sens
 
 
 def measure_sensitivity(model, calibration_data, candidates=DEFAULT_CANDIDATES, *, x_sensitivity=None,
-                        target="x86", input_shape=None, batch_size: int = 32, **kw) -> Sensitivity:
+                        target="x86", input_shape=None, batch_size: int = 32, equalize: bool = True,
+                        **kw) -> Sensitivity:
     """Each layer's :class:`Sensitivity` (module docstring) for ``candidates``, measured on
     ``x_sensitivity`` (default: the last :data:`SENSITIVITY_SAMPLES` samples of an array of calibration
     data, held out from calibration). Other keywords go to ``quantize_precision``."""
     calib, x_sens = _held_out(calibration_data, x_sensitivity)
     batches = list(iter_batches(calib, batch_size))
-    g, _, _ = prepare_graph(model, batches, input_shape=input_shape)
+    g, _, _ = prepare_graph(model, batches, input_shape=input_shape, equalize=equalize)
     return _sensitivity(g, batches, x_sens, _checked(candidates), as_target(target), batch_size=batch_size, **kw)
 
 
@@ -186,15 +197,29 @@ def choose_precisions(sens: Sensitivity, budget: Budget) -> dict:
                 i = at[n]
                 if i + 1 < len(opts[n]):
                     saved = opts[n][i][0] - opts[n][i + 1][0]
-                    cost = (opts[n][i + 1][1] - opts[n][i][1]) / saved
-                    if best is None or cost < best[0]:
-                        best = (cost, n)
+                    added = opts[n][i + 1][1] - opts[n][i][1]
+                    key = (0, added) if saved >= total - budget.max_bytes else (1, added / saved)
+                    if best is None or key < best[0]:     # a last step that fits: the least noise; else per byte
+                        best = (key, n)
             if best is None:
                 raise ValueError(f"no choice meets {budget.describe()}: every layer at its smallest option "
                                  f"still takes {total:,} bytes")
             n = best[1]
             total -= opts[n][at[n]][0] - opts[n][at[n] + 1][0]
             at[n] += 1
+        while True:                   # steps are coarse: spend what is left on the largest noise cut that fits
+            best = None
+            for n in sens.layers:
+                i = at[n]
+                if i > 0 and opts[n][i - 1][0] - opts[n][i][0] <= budget.max_bytes - total:
+                    cut = opts[n][i][1] - opts[n][i - 1][1]
+                    if best is None or cut > best[0]:
+                        best = (cut, n)
+            if best is None or best[0] <= 0:
+                break
+            n = best[1]
+            total += opts[n][at[n] - 1][0] - opts[n][at[n]][0]
+            at[n] -= 1
     else:
         at = {name: len(opts[name]) - 1 for name in sens.layers}     # smallest option
         target_noise = 10.0 ** (-budget.min_sqnr_db / 10.0)
@@ -218,7 +243,7 @@ def _predicted_sqnr(sens, choice) -> float:
 
 def quantize_mixed(model, calibration_data, budget: Budget, candidates=DEFAULT_CANDIDATES, *, x_sensitivity=None,
                    target="x86", input_shape=None, batch_size: int = 32, max_rounds: int = 4,
-                   sensitivity: Sensitivity | None = None, **kw) -> QuantizedModel:
+                   sensitivity: Sensitivity | None = None, equalize: bool = True, **kw) -> QuantizedModel:
     """The mixed-precision model for ``budget`` (module docstring): sensitivity (or the given
     ``sensitivity``, measured on the same model and samples), choice, build, check. Other keywords go to
     ``quantize_precision``. ``meta["mixed"]`` says whether the budget was met on the held-out samples
@@ -228,7 +253,7 @@ def quantize_mixed(model, calibration_data, budget: Budget, candidates=DEFAULT_C
     tgt = as_target(target)
     calib, x_sens = _held_out(calibration_data, x_sensitivity)
     batches = list(iter_batches(calib, batch_size))
-    g, _, _ = prepare_graph(model, batches, input_shape=input_shape)
+    g, _, _ = prepare_graph(model, batches, input_shape=input_shape, equalize=equalize)
     sens = sensitivity or _sensitivity(g, batches, x_sens, _checked(candidates), tgt, batch_size=batch_size, **kw)
     f_ref = run_graph(g, x_sens)
     aim = budget
