@@ -170,3 +170,21 @@ def test_torch_prepare_qat_convert_imports_bit_exactly(digits):
     out = qm(x)
     assert np.array_equal(out, ref)
     assert len(np.unique(ref)) > 100 and np.mean(ref.argmax(1) == y_te[:128]) > 0.8      # a working model
+
+
+def test_mse_scale_search_never_worse_than_max():
+    """weight_scale(mse=True): per channel the squared weight error of the chosen scale ≤ that of max|w|/7.5,
+    and the scale is a clip (≤ the max scale); on weights with an outlier it clips."""
+    from minquant.qat.weights import dequantize_weight, round_nearest, weight_qtype, weight_scale
+    rng = np.random.default_rng(0)
+    w = rng.normal(0, 0.1, (16, 8, 3, 3)).astype(np.float32)
+    w[::4, 0, 0, 0] = 0.9                                       # one outlier in every fourth channel
+    qt = weight_qtype("int4", False)
+    s_max = weight_scale(w, "int4", per_channel=True, reduce_range=False)
+    s_mse = weight_scale(w, "int4", per_channel=True, reduce_range=False, mse=True)
+
+    def err(s):
+        return ((w - dequantize_weight(round_nearest(w, s, qt), s)) ** 2).reshape(16, -1).sum(1)
+
+    assert np.all(err(s_mse) <= err(s_max)) and np.all(s_mse <= s_max)
+    assert np.all(s_mse[::4] < 0.9 * s_max[::4])

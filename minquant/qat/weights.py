@@ -11,7 +11,9 @@ the one that rounds to nearest, :class:`NearestWeights`, and the choices every r
   saturate a pair (255·8·2 = 4080), so ``reduce_range`` does not apply to them;
 * the **scale** (:func:`weight_scale`): symmetric, ``s = max(|min|, |max|) / ((qmax − qmin) / 2)`` per output
   channel (torch's symmetric rule, :func:`minquant.affine.choose_qparams`): /127.5 for int8, /63.5 for the
-  7-bit range, /7.5 for int4; zero point 0;
+  7-bit range, /7.5 for int4; zero point 0. With ``mse=True`` the range is clipped per channel: of the
+  scales ``α · s`` for ``α ∈ {0.30, 0.31, …, 1.00}`` the one whose round-to-nearest codes give the smallest
+  ``Σ (w − α·s·q)²`` (at 4 bits a few large weights otherwise waste most of the 16 levels);
 * the **rounding rule** of weights: minquant's converter multiplies by the float32 reciprocal
   (``quantize(..., target="torch")``) for every target, as :func:`minquant.quantized.static.quantize_weight`
   does.
@@ -51,14 +53,25 @@ def weight_qtype(dtype: str, reduce_range: bool) -> QType:
     return INT8_7BIT if reduce_range else qtype("int8")
 
 
-def weight_scale(w, dtype: str, *, per_channel: bool, reduce_range: bool) -> np.ndarray:
+def weight_scale(w, dtype: str, *, per_channel: bool, reduce_range: bool, mse: bool = False) -> np.ndarray:
     """Symmetric scale per output channel (axis 0) or per tensor (length 1), float32 (module docstring)."""
     _check_dtype(dtype)
     w = np.asarray(w, np.float32)
     flat = w.reshape(w.shape[0], -1) if per_channel else w.reshape(1, -1)
     rr = bool(reduce_range) and dtype == "int8"
     s, _ = choose_qparams(flat.min(axis=1), flat.max(axis=1), dtype, symmetric=True, reduce_range=rr)
-    return np.asarray(s, np.float32).reshape(-1)
+    s = np.asarray(s, np.float32).reshape(-1)
+    if not mse:
+        return s
+    qt = weight_qtype(dtype, reduce_range)
+    best, best_err = s.copy(), np.full(s.shape, np.inf)
+    for alpha in np.round(np.arange(0.30, 1.0001, 0.01), 2):
+        sa = (s * np.float32(alpha)).astype(np.float32)
+        q = quantize(flat, sa, np.zeros(sa.shape, np.int32), qt, axis=0, target=WEIGHT_RULE)
+        err = ((flat - q.astype(np.float32) * sa[:, None]) ** 2).sum(axis=1)
+        better = err < best_err
+        best[better], best_err[better] = sa[better], err[better]
+    return best
 
 
 def round_nearest(w, s, qt: QType) -> np.ndarray:
@@ -77,18 +90,22 @@ def dequantize_weight(q, s) -> np.ndarray:
 
 class NearestWeights:
     """Round each weight to the nearest code of ``dtype`` ('int8' or 'int4'), recording the float layers.
+    ``mse_scale``: choose each channel's scale by the clipped-range search of :func:`weight_scale`.
 
     After ``quantize_static(model, data, weight_rounding=NearestWeights("int4"))`` (the W4A8 model with
     nearest rounding), ``.layers[name]`` holds, per conv / linear layer, a dict with ``weight`` and ``bias``
     (the float node's, after folding and equalization), ``qtype``, ``scale`` and ``codes``."""
     name = "nearest"
 
-    def __init__(self, dtype: str = "int8"):
+    def __init__(self, dtype: str = "int8", *, mse_scale: bool = False):
         self.dtype = _check_dtype(dtype)
+        if not isinstance(mse_scale, bool):
+            raise TypeError(f"mse_scale must be True or False, got {mse_scale!r}")
+        self.mse_scale = mse_scale
         self.layers: dict[str, dict] = {}
 
     def __repr__(self):
-        return f"{type(self).__name__}({self.dtype!r})"
+        return f"{type(self).__name__}({self.dtype!r}, mse_scale={self.mse_scale})"
 
     def codes(self, node, w: np.ndarray, s: np.ndarray, qt: QType) -> np.ndarray:
         """The layer's codes (round to nearest here; :class:`~minquant.qat.adaptive_rounding.AdaRoundWeights` overrides)."""
@@ -103,7 +120,7 @@ class NearestWeights:
             raise ValueError(f"{type(self).__name__} rounds conv2d / linear weights; {node.name!r} is {node.op}")
         w = np.asarray(node.params["weight"], np.float32)
         qt = weight_qtype(self.dtype, reduce_range)
-        s = weight_scale(w, self.dtype, per_channel=per_channel, reduce_range=reduce_range)
+        s = weight_scale(w, self.dtype, per_channel=per_channel, reduce_range=reduce_range, mse=self.mse_scale)
         q = self.codes(node, w, s, qt)
         b = node.params.get("bias")
         self.layers[node.name] = dict(weight=w.copy(), bias=None if b is None else np.asarray(b, np.float32).copy(),
