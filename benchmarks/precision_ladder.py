@@ -20,7 +20,9 @@ for _v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_
     os.environ.setdefault(_v, "1")
 
 import argparse  # noqa: E402
+import dataclasses  # noqa: E402
 import datetime  # noqa: E402
+import json  # noqa: E402
 import platform  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
@@ -120,7 +122,11 @@ def minquant_rows(sp: Spec, f_ref, log):
         t = time.time()
         qm = quantize_precision(g, p, batches, target="x86", equalize=False)
         lowered[p] = qm
-        row = _scores(Row(sp.name, "minquant", p.name, qm.size_bytes()), f_ref, _mq(qm, sp.x_eval), sp.y_eval)
+        row = Row(sp.name, "minquant", p.name, qm.size_bytes())
+        if p is FP32:      # the prepared float graph: the float model up to float rounding (not re-evaluated)
+            row.note = "minquant's float executor on the prepared graph (BN folded, equalized)"
+        else:
+            _scores(row, f_ref, _mq(qm, sp.x_eval), sp.y_eval)
         row.ms = median_ms(lambda: qm(x1), sp.repeats)
         if p is INT8:
             row.note = f"quantize_static defaults (per-channel, percentile, equalization, bias correction)"
@@ -129,8 +135,7 @@ def minquant_rows(sp: Spec, f_ref, log):
             row.note = (f"{sum(v == 32 for v in k.values())} of {len(k)} layers in groups of 32, the rest "
                         f"one group per output channel")
         rows.append(row)
-        log(f"  {sp.name} {p.name}: {row.bytes:,} B, agree {row.agreement:.3f}, {row.sqnr:.2f} dB "
-            f"({time.time() - t:.0f} s)")
+        log(f"  {sp.name} {p.name}: {row.bytes:,} B, agree {row.agreement}, {row.sqnr} dB ({time.time() - t:.0f} s)")
     t = time.time()
     sens = sensitivity_of(g, {p: lowered[p] for p in rungs[1:]}, sp.x_sens)
     log(f"  {sp.name} sensitivity: {len(sens.layers)} layers × {len(sens.candidates)} ({time.time() - t:.0f} s)")
@@ -292,7 +297,11 @@ def main(argv=None):
     ap.add_argument("--quick", action="store_true", help="fewer crops; print only")
     ap.add_argument("--report", default="minquant-report", help="the demo's report folder (for the plot)")
     ap.add_argument("--models", nargs="*", default=None, help="subset: TinyCNN MobileNetV2 EfficientNet-Lite0")
+    ap.add_argument("--part", default=None, help="write this run's rows to a JSON file (no markdown)")
+    ap.add_argument("--merge", nargs="*", default=None, help="write the markdown and plot from --part files")
     args = ap.parse_args(argv)
+    if args.merge:
+        return write_outputs([json.loads(Path(p).read_text()) for p in args.merge], args.report)
     import torch
     torch.set_num_threads(1)
     from minquant.data.training import predict_logits
@@ -315,19 +324,39 @@ def main(argv=None):
             mrows, mtables = minquant_rows(sp, f_ref, log)
             rows += mrows
             tables[sp.name] = mtables
-    table = _table(rows)
-    print(table)
+    print(_table(rows))
     if args.quick:
         return 0
-    figs = [Path(args.report) / "precision_ladder.png", ROOT / "docs" / "figures" / "precision_ladder.png"]
+    part = {"rows": [dataclasses.asdict(r) for r in rows], "tables": tables, "minutes": (time.time() - t0) / 60,
+            "command": "./run python -m benchmarks.precision_ladder" + " ".join(sys.argv[1:] and [""] + sys.argv[1:])}
+    if args.part:
+        with atomic_write(Path(args.part), "w") as f:
+            json.dump(part, f)
+        log(f"wrote {args.part}")
+        return 0
+    return write_outputs([part], args.report)
+
+
+def write_outputs(parts_in, report):
+    """RESULTS_precision_ladder.md and the plot from one run's rows (or several --part files)."""
+    import torch
+    from minquant.target import Cpu
+
+    rows = [Row(**r) for p in parts_in for r in p["rows"]]
+    tables = {k: v for p in parts_in for k, v in p["tables"].items()}
+    table = _table(rows)
+    figs = [Path(report) / "precision_ladder.png", ROOT / "docs" / "figures" / "precision_ladder.png"]
     plot(rows, figs)
-    cmd = "./run python -m benchmarks.precision_ladder" + (f" --models {' '.join(args.models)}" if args.models else "")
+    cmds = [p["command"] for p in parts_in]
+    if len(parts_in) > 1:
+        cmds.append("./run python -m benchmarks.precision_ladder --merge " + " ".join("<part>" for _ in parts_in))
+    minutes = max(p["minutes"] for p in parts_in)
     parts = [
         "# The precision ladder: fp32 → fp16 → int8 → int4, and mixed (issue 15)", "",
         f"Machine: {Cpu.host().describe()}; {platform.python_version()}, torch {torch.__version__}. "
-        f"Commit {_commit()}; {datetime.date.today()}; one thread everywhere; produced by `{cmd}` "
-        f"in {(time.time() - t0) / 60:.0f} min (the CPU was shared with other jobs: latencies are noisy, compare "
-        "within a runtime).", "",
+        f"Commit {_commit()}; {datetime.date.today()}; one thread everywhere; produced by "
+        + "; ".join(f"`{c}`" for c in cmds) + f" (longest part {minutes:.0f} min; the 2-core CPU was shared with "
+        "other jobs: latencies are noisy, compare within a runtime).", "",
         "Data: TinyCNN — calibration 256 training digits, evaluation the 540 test digits (accuracy against the "
         "labels); MobileNetV2 and EfficientNet-Lite0 — calibration 100 photo crops (`split='calib'`), evaluation "
         "200 disjoint crops (`split='eval'`); agreement = top-1 equal to the fp32 model's, SQNR = "
@@ -357,7 +386,7 @@ def main(argv=None):
             parts += [f"### {name}", "", "```", tb, "```", ""]
     with atomic_write(RESULTS, "w") as f:
         f.write("\n".join(parts))
-    log(f"wrote {RESULTS} and {', '.join(map(str, figs))}")
+    print(f"wrote {RESULTS} and {', '.join(map(str, figs))}")
     return 0
 
 

@@ -118,10 +118,14 @@ def _held_out(calibration_data, x_sensitivity):
 
 
 def _isolated(g: Graph, lowered: QuantizedModel, layer: str) -> Graph:
-    """The float graph ``g`` with only ``layer`` taken from the lowered model (module docstring)."""
+    """The float graph ``g`` with only ``layer`` taken from the lowered model (module docstring), from that
+    layer on: its inputs are the float values computed before it that it or a later node reads."""
     q = lowered.graph.node(layer)
+    start = [n.name for n in g.nodes].index(layer)
+    before = set(g.inputs) | {n.name for n in g.nodes[:start]}
+    live = list(dict.fromkeys(v for n in g.nodes[start:] for v in n.inputs if v in before))
     nodes = []
-    for n in g.nodes:
+    for n in g.nodes[start:]:
         if n.name != layer:
             nodes.append(n)
             continue
@@ -134,7 +138,7 @@ def _isolated(g: Graph, lowered: QuantizedModel, layer: str) -> Graph:
             inner.inputs = [f"{layer}:quantize"]
             nodes += [Node(f"{layer}:quantize", "quantize", [x], QuantizeAttrs(a.x_scale, a.x_zp)), inner,
                       Node(layer, "dequantize", [inner.name], QuantizeAttrs(a.y_scale, a.y_zp), {}, n.shape)]
-    return Graph(g.inputs, nodes, g.outputs, g.input_shapes, g.name)
+    return Graph(live, nodes, g.outputs, {}, g.name)
 
 
 def _sensitivity(g, batches, x_sens, candidates, target, **kw) -> Sensitivity:
@@ -148,13 +152,14 @@ def sensitivity_of(graph: Graph, lowered, x_sensitivity) -> Sensitivity:
     :func:`~minquant.quantized.precision_convert.prepare_graph`), measured on ``x_sensitivity``."""
     g, x_sens = graph, np.asarray(x_sensitivity, np.float32)
     layers = weight_layers(g)
-    f_ref = run_graph(g, x_sens)
+    f_ref, values = run_graph(g, x_sens, intermediates=True)           # the float prefix, computed once
     sens = Sensitivity(layers, tuple(_checked(lowered)), samples=int(x_sens.shape[0]))
     sens.fp32_bytes = {name: 4 * g.node(name).num_params() for name in layers}
     for c, qm in lowered.items():
         for name in layers:
-            iso = QuantizedModel(_isolated(g, qm, name), qm.target)
-            sens.sqnr_db.setdefault(name, {})[c] = float(sqnr_db(f_ref, iso(x_sens)))
+            sub = _isolated(g, qm, name)
+            y = QuantizedModel(sub, qm.target)({v: values[v] for v in sub.inputs})
+            sens.sqnr_db.setdefault(name, {})[c] = float(sqnr_db(f_ref, y))
             sens.bytes.setdefault(name, {})[c] = qm.node_bytes(qm.graph.node(name))
     return sens
 
