@@ -37,12 +37,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from numba import literally, njit
+from numba import njit
 
 from . import tiles
 from .requantize import OutputStage, _requant_lanes, _requant_row
 from .simd import (ISA_AVX2, ISA_AVX512BW, ISA_AVX512VNNI, ISA_NAMES, ISA_NONE, MAC_PAIRS_256, MAC_PAIRS_512,
-                   MAC_PAIRS_VNNI, MAC_SWAP, MAC_VNNI, host_isa)
+                   MAC_PAIRS_VNNI, MAC_SWAP, MAC_VNNI, MacKind, host_isa)
 
 __all__ = ["GemmPlan", "choose_plan", "linear_simd", "conv_simd"]
 
@@ -77,13 +77,16 @@ def choose_plan(saturate_pairs: bool, can_saturate: bool, isa: int | None = None
     return GemmPlan(isa, True, can_saturate and not saturate_pairs)
 
 
-def mac_kind(plan: GemmPlan, weights_broadcast: bool) -> int:
+_KINDS = {c: MacKind(c) for c in range(2 * MAC_SWAP)}
+
+
+def mac_kind(plan: GemmPlan, weights_broadcast: bool) -> MacKind:
     """The :func:`~minquant.kernels.simd.mac` kind of a plan (``weights_broadcast``: the convolution layout)."""
     if plan.isa == ISA_AVX512VNNI:
         k = MAC_PAIRS_VNNI if plan.pairs else MAC_VNNI
     else:
         k = MAC_PAIRS_512 if plan.isa == ISA_AVX512BW else MAC_PAIRS_256
-    return k + (MAC_SWAP if weights_broadcast else 0)
+    return _KINDS[k + (MAC_SWAP if weights_broadcast else 0)]
 
 
 # ------------------------------------------------------------------------------------------- packing
@@ -133,18 +136,23 @@ def weight_operand(packed, layout_lanes: bool, split: bool) -> np.ndarray:
 
 # ------------------------------------------------------------------------------------------- linear
 @njit(cache=True)
-def _linear_kernel(kind, A, V, K4, C, row_sum, col_adj, w_zp, a_zp, mode, bias_f, bias_q,
-                   mult32, mult64, y_zp, lo, hi, out):
-    """out (M, N) uint8 = output stage of (A · Wᵀ − zero-point terms), one 64-channel panel at a time."""
+def _linear_kernel(kind, A, V, K4, C, row_sum, col_adj, w_zp, a_zp, mode, bias_f, bias_q, mult32, mult64, y_zp, lo,
+                   hi, out):
+    """out (M, N) uint8 = output stage of (A · Wᵀ − zero-point terms). C (M, NB·64) holds NB 64-channel panels
+    side by side, so that each epilogue call sweeps NB·64 channels of a row."""
     M, N = out.shape
     ldb = A.shape[1]
-    accrow = np.empty(64, np.int32)
-    cterm = np.empty(64, np.int32)
-    zw = np.empty(64, np.int32)
-    for j in range((N + 63) // 64):
-        tiles.product_panel(kind, A, ldb, M, V, j * K4 * 256, K4, KC, C)
-        n0 = j * 64
-        nn = min(64, N - n0)
+    W = C.shape[1]
+    nb = W // 64
+    accrow = np.empty(W, np.int32)
+    cterm = np.empty(W, np.int32)
+    zw = np.empty(W, np.int32)
+    n_panels = (N + 63) // 64
+    for j0 in range(0, n_panels, nb):
+        for jj in range(min(nb, n_panels - j0)):
+            tiles.product_panel(kind, A, ldb, M, V, (j0 + jj) * K4 * 256, K4, KC, C, jj * 256, W * 4)
+        n0 = j0 * 64
+        nn = min(W, N - n0)
         for c in range(nn):
             cterm[c] = np.int32(a_zp * col_adj[n0 + c])
             zw[c] = np.int32(w_zp[n0 + c])
@@ -156,14 +164,9 @@ def _linear_kernel(kind, A, V, K4, C, row_sum, col_adj, w_zp, a_zp, mode, bias_f
             _requant_lanes(accrow[:nn], n0, mode, bias_f, bias_q, mult32, mult64, y_zp, lo, hi, out[m, n0:n0 + nn])
 
 
-@njit(cache=True)
-def _linear_entry(kind, A, V, K4, C, row_sum, col_adj, w_zp, a_zp, mode, bias_f, bias_q, mult32, mult64, y_zp, lo,
-                  hi, out):
-    """:func:`_linear_kernel` with ``kind`` made a compile-time constant (``literally``: one cached machine
-    code per kind; this small trampoline is what gets typed twice on the first call of a process)."""
-    literally(kind)
-    _linear_kernel(kind, A, V, K4, C, row_sum, col_adj, w_zp, a_zp, mode, bias_f, bias_q, mult32, mult64, y_zp, lo,
-                   hi, out)
+def _panels_per_block(rows, panels):
+    """How many 64-lane panels share one int32 block before the epilogue: up to 16, the block ≤ 1 MB."""
+    return int(max(1, min(16, panels, (1 << 20) // (256 * max(rows, 1)))))
 
 
 def linear_simd(plan: GemmPlan, packed, x_q, x_zp, col_adj, st: OutputStage) -> np.ndarray:
@@ -179,8 +182,9 @@ def linear_simd(plan: GemmPlan, packed, x_q, x_zp, col_adj, st: OutputStage) -> 
         a = x_q
     row_sum = x_q.sum(1, dtype=np.int64) if np.any(packed.w_zp) else np.zeros(m, np.int64)
     out = np.empty((m, packed.w_q.shape[0]), np.uint8)
-    C = np.empty((max(m, 1), 64), np.int32)
-    _linear_entry(mac_kind(plan, False), a, V, a.shape[1] // 4, C, row_sum, col_adj, packed.w_zp,
+    n = packed.w_q.shape[0]
+    C = np.empty((max(m, 1), 64 * _panels_per_block(m, -(-n // 64))), np.int32)
+    _linear_kernel(mac_kind(plan, False), a, V, a.shape[1] // 4, C, row_sum, col_adj, packed.w_zp,
                    np.int64(x_zp), st.mode, st.bias_f, st.bias_q, st.mult32, st.mult64, np.float64(st.y_zp),
                    np.float64(st.lo), st.hi, out)
     return out
@@ -241,34 +245,41 @@ def _pack_im2col(x, b, p0, pn, kh, kw, sh, sw, ph, pw, dh, dw, ow, zp, K4, V):
 
 
 @njit(cache=True)
-def _conv_kernel(kind, x, Wr, K4, repeat, kh, kw, sh, sw, ph, pw, dh, dw, ow, x_zp,
-                 need_sums, V, C, accrow, m_sum, col_adj, w_zp, mode, bias_f, bias_q, mult32, mult64, y_zp, lo, hi,
-                 out3):
-    """out3 (batch, N, P) uint8: for each image and each 64-pixel panel, pack the panel (``repeat`` = 2
-    duplicates it for split weights), multiply by all N weight rows, then the epilogue row by row."""
+def _conv_kernel(kind, x, Wr, K4, repeat, kh, kw, sh, sw, ph, pw, dh, dw, ow, x_zp, need_sums, V, C, accrow, m_sum,
+                 col_adj, w_zp, mode, bias_f, bias_q, mult32, mult64, y_zp, lo, hi, out3):
+    """out3 (batch, N, P) uint8: for each image, blocks of PB 64-pixel panels — each panel packed (``repeat``
+    = 2 duplicates it for split weights) and multiplied by all N weight rows into its columns of C (N, PB·64)
+    — then the epilogue, one output channel (a row of PB·64 pixels) at a time."""
     n_img = x.shape[0]
     N, P = out3.shape[1], out3.shape[2]
     ldb = Wr.shape[1]
+    W = C.shape[1]
+    pb = W // 64
     pointwise = kh == 1 and kw == 1 and sh == 1 and sw == 1 and ph == 0 and pw == 0
     half = K4 * 256
+    n_panels = (P + 63) // 64
     for b in range(n_img):
-        for j in range((P + 63) // 64):
-            p0 = j * 64
-            pn = min(64, P - p0)
-            if pointwise:
-                _pack_pointwise(x, b, p0, pn, K4, V)
-            else:
-                _pack_im2col(x, b, p0, pn, kh, kw, sh, sw, ph, pw, dh, dw, ow, np.uint8(x_zp), K4, V)
-            if repeat == 2:
-                V[half:2 * half] = V[:half]
-            if need_sums:
-                for l in range(64):
-                    m_sum[l] = 0
-                for g in range(K4):
+        for j0 in range(0, n_panels, pb):
+            for jj in range(min(pb, n_panels - j0)):
+                p0 = (j0 + jj) * 64
+                pn = min(64, P - p0)
+                if pointwise:
+                    _pack_pointwise(x, b, p0, pn, K4, V)
+                else:
+                    _pack_im2col(x, b, p0, pn, kh, kw, sh, sw, ph, pw, dh, dw, ow, np.uint8(x_zp), K4, V)
+                if repeat == 2:
+                    V[half:2 * half] = V[:half]
+                if need_sums:
                     for l in range(64):
-                        o = g * 256 + 4 * l
-                        m_sum[l] += np.int32(V[o]) + np.int32(V[o + 1]) + np.int32(V[o + 2]) + np.int32(V[o + 3])
-            tiles.product_panel(kind, Wr, ldb, N, V, 0, K4 * repeat, KC, C)
+                        m_sum[jj * 64 + l] = 0
+                    for g in range(K4):
+                        for l in range(64):
+                            o = g * 256 + 4 * l
+                            m_sum[jj * 64 + l] += (np.int32(V[o]) + np.int32(V[o + 1]) + np.int32(V[o + 2])
+                                                   + np.int32(V[o + 3]))
+                tiles.product_panel(kind, Wr, ldb, N, V, 0, K4 * repeat, KC, C, jj * 256, W * 4)
+            p0 = j0 * 64
+            pn = min(W, P - p0)
             for n in range(N):
                 cterm = np.int32(x_zp * col_adj[n])
                 zw = np.int32(w_zp[n])
@@ -281,15 +292,6 @@ def _conv_kernel(kind, x, Wr, K4, repeat, kh, kw, sh, sw, ph, pw, dh, dw, ow, x_
                 _requant_row(accrow[:pn], n, mode, bias_f, bias_q, mult32, mult64, y_zp, lo, hi, out3[b, n, p0:p0 + pn])
 
 
-@njit(cache=True)
-def _conv_entry(kind, x, Wr, K4, repeat, kh, kw, sh, sw, ph, pw, dh, dw, ow, x_zp, need_sums, V, C, accrow, m_sum,
-                col_adj, w_zp, mode, bias_f, bias_q, mult32, mult64, y_zp, lo, hi, out3):
-    """:func:`_conv_kernel` with ``kind`` a compile-time constant (see :func:`_linear_entry`)."""
-    literally(kind)
-    _conv_kernel(kind, x, Wr, K4, repeat, kh, kw, sh, sw, ph, pw, dh, dw, ow, x_zp, need_sums, V, C, accrow, m_sum,
-                 col_adj, w_zp, mode, bias_f, bias_q, mult32, mult64, y_zp, lo, hi, out3)
-
-
 def conv_simd(plan: GemmPlan, packed, x_q, kernel, stride, padding, dilation, ow, x_zp, col_adj,
               st: OutputStage, out3) -> np.ndarray:
     """A groups = 1 convolution (``packed``: its (N, KH·KW·C) :class:`~minquant.kernels.gemm.PackedWeight`)
@@ -299,10 +301,11 @@ def conv_simd(plan: GemmPlan, packed, x_q, kernel, stride, padding, dilation, ow
     k4 = _k4(k)
     repeat = 2 if plan.split else 1
     V = np.empty(k4 * repeat * 256, np.uint8)
-    C = np.empty((n, 64), np.int32)
     (kh, kw), (sh, sw), (ph, pw), (dh, dw) = kernel, stride, padding, dilation
-    _conv_entry(mac_kind(plan, True), np.ascontiguousarray(x_q), Wr, k4, repeat, kh, kw, sh, sw, ph, pw,
-                 dh, dw, ow, np.int64(x_zp), bool(np.any(packed.w_zp)), V, C, np.empty(64, np.int32),
-                 np.zeros(64, np.int32), col_adj, packed.w_zp, st.mode, st.bias_f, st.bias_q, st.mult32,
+    width = 64 * _panels_per_block(n, -(-out3.shape[2] // 64))
+    C = np.empty((n, width), np.int32)
+    _conv_kernel(mac_kind(plan, True), np.ascontiguousarray(x_q), Wr, k4, repeat, kh, kw, sh, sw, ph, pw,
+                 dh, dw, ow, np.int64(x_zp), bool(np.any(packed.w_zp)), V, C, np.empty(width, np.int32),
+                 np.zeros(width, np.int32), col_adj, packed.w_zp, st.mode, st.bias_f, st.bias_q, st.mult32,
                  st.mult64, np.float64(st.y_zp), np.float64(st.lo), st.hi, out3)
     return out3

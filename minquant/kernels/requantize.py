@@ -401,31 +401,36 @@ def _requant_row(acc, n, mode, bias_f, bias_q, mult32, mult64, y_zp, lo, hi, out
 def _requant_lanes(acc, n0, mode, bias_f, bias_q, mult32, mult64, y_zp, lo, hi, out):
     """:func:`_requant_row` with the channel running along the row: acc[i] (int32) is an accumulator of
     output channel n0 + i (the int8 SIMD GEMM's linear layout, lanes = channels). Same formulas, per-lane
-    constants; the modes without a float32 sweep here go through :func:`_requant_value`."""
+    constants (sliced first, so that each loop is a straight sweep); the modes without a float32 sweep here
+    go through :func:`_requant_value`."""
     L = acc.shape[0]
     zf = np.float32(y_zp)
     lof = np.float32(lo)
+    bf = bias_f[n0:n0 + L]
+    m0 = mult32[0, n0:n0 + L]
+    m1 = mult32[1, n0:n0 + L]
+    m2 = mult32[2, n0:n0 + L]
+    h = hi[n0:n0 + L].astype(np.float32)
     if mode == 0:
         for i in range(L):
-            f = np.float32(np.float32(acc[i]) + bias_f[n0 + i])
-            t = np.float32(np.rint(np.float32(f * mult32[0, n0 + i]))) + zf
-            out[i] = np.uint8(min(max(t, lof), np.float32(hi[n0 + i])))
+            f = np.float32(np.float32(acc[i]) + bf[i])
+            t = np.float32(np.rint(np.float32(f * m0[i]))) + zf
+            out[i] = np.uint8(min(max(t, lof), h[i]))
     elif mode == 1:
         for i in range(L):
-            f = _fma32(bias_f[n0 + i], mult32[1, n0 + i], np.float32(acc[i]))
-            t = np.float32(np.rint(np.float32(f * mult32[0, n0 + i]))) + zf
-            out[i] = np.uint8(min(max(t, lof), np.float32(hi[n0 + i])))
+            f = _fma32(bf[i], m1[i], np.float32(acc[i]))
+            t = np.float32(np.rint(np.float32(f * m0[i]))) + zf
+            out[i] = np.uint8(min(max(t, lof), h[i]))
     elif mode == 2:
+        bq = bias_q[n0:n0 + L].astype(np.int32)
         for i in range(L):
-            q = acc[i] + np.int32(bias_q[n0 + i])
-            t = np.float32(np.rint(np.float32(np.float32(q) * mult32[0, n0 + i]))) + zf
-            out[i] = np.uint8(min(max(t, lof), np.float32(hi[n0 + i])))
+            t = np.float32(np.rint(np.float32(np.float32(acc[i] + bq[i]) * m0[i]))) + zf
+            out[i] = np.uint8(min(max(t, lof), h[i]))
     elif mode == 4:
         for i in range(L):
-            n = n0 + i
-            v = np.float32(np.float32(np.float32(np.float32(acc[i]) * mult32[1, n]) * mult32[0, n]) + bias_f[n])
-            t = np.float32(np.rint(np.float32(np.float32(v * mult32[2, n]) + zf)))
-            out[i] = np.uint8(min(max(t, lof), np.float32(hi[n])))
+            v = np.float32(np.float32(np.float32(np.float32(acc[i]) * m1[i]) * m0[i]) + bf[i])
+            t = np.float32(np.rint(np.float32(np.float32(v * m2[i]) + zf)))
+            out[i] = np.uint8(min(max(t, lof), h[i]))
     else:
         for i in range(L):
             out[i] = _requant_value(np.int64(acc[i]), n0 + i, mode, bias_f, bias_q, mult32, mult64, y_zp, lo, hi)

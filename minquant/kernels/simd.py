@@ -20,10 +20,11 @@ Pitfalls (why the kernels are organised as they are):
 
 * compiling a function that uses an instruction the CPU lacks aborts the process (LLVM "Cannot select",
   SIGABRT, not catchable). :func:`host_isa` reads the CPU's features first, and :func:`mac` — the one
-  multiply-add the micro-kernels call — takes its *kind* as a compile-time constant (a Numba literal): each
-  kind compiles to its own machine code, and a kind this CPU cannot run compiles to nothing.
-* kernels are cached (``cache=True``) per kind: the kind is a literal in the signature, not a function
-  argument (Numba cannot cache functions that take other jitted functions as arguments).
+  multiply-add the micro-kernels call — reads its *kind* from the Numba type of a :class:`MacKind` argument:
+  each kind compiles to its own machine code, and a kind this CPU cannot run compiles to nothing.
+* kernels are cached (``cache=True``) per kind, since the kind is part of the signature's types. (Passing
+  jitted step functions as arguments cannot be cached by Numba; ``numba.literally`` can, but re-runs the
+  compiler front end on every call from Python.)
 * under ``NUMBA_DISABLE_JIT=1`` an intrinsic cannot run: :func:`host_isa` then says :data:`ISA_NONE` and the
   callers take their plain NumPy/Numba paths.
 * no bounds checks: a load reads 64 (or 32) bytes from ``array data + byte offset`` whatever the array's
@@ -38,10 +39,10 @@ import numba
 from llvmlite import ir
 from numba import types
 from numba.core import cgutils
-from numba.extending import intrinsic, models, register_model
+from numba.extending import NativeValue, intrinsic, models, register_model, typeof_impl, unbox
 
 __all__ = ["ISA_NONE", "ISA_AVX2", "ISA_AVX512BW", "ISA_AVX512VNNI", "ISA_NAMES", "host_isa", "isa_cap", "isa_available",
-           "i32x16", "i32x8", "MAC_VNNI", "MAC_PAIRS_VNNI", "MAC_PAIRS_512", "MAC_PAIRS_256", "MAC_SWAP", "mac"]
+           "i32x16", "i32x8", "MAC_VNNI", "MAC_PAIRS_VNNI", "MAC_PAIRS_512", "MAC_PAIRS_256", "MAC_SWAP", "MacKind", "mac", "is_ymm"]
 
 # instruction sets, best last (an int so it can be passed to / compared in compiled code)
 ISA_NONE = 0          # no SIMD kernels (no JIT, or a CPU without AVX2): the float32 / plain paths
@@ -231,16 +232,60 @@ def _emit_dpwssd_ones(builder, acc, h):
     return _call(builder, "llvm.x86.avx512.vpdpwssd.512", _vty(16), [acc, builder.bitcast(h, _vty(16)), ones])
 
 
+class MacKind:
+    """A multiply-add kind as a value whose Numba *type* carries it (:class:`MacKindType`): passed to a
+    jitted function, it makes one specialisation — one cached machine code — per kind, and :func:`mac`
+    reads the kind at compile time. ``MacKind(MAC_VNNI)``, ``MacKind(MAC_PAIRS_512 + MAC_SWAP)``, ..."""
+
+    def __init__(self, code: int):
+        if code % MAC_SWAP not in _MAC_NEEDS or not 0 <= code < 2 * MAC_SWAP:
+            raise ValueError(f"unknown multiply-add kind {code}")
+        self.code = int(code)
+
+    def __repr__(self):
+        return f"MacKind({self.code})"
+
+
+class MacKindType(types.Type):
+    def __init__(self, code):
+        self.code = code
+        super().__init__(name=f"MacKind({code})")
+
+
+@typeof_impl.register(MacKind)
+def _typeof_mac_kind(val, c):
+    return MacKindType(val.code)
+
+
+register_model(MacKindType)(models.OpaqueModel)
+
+
+@unbox(MacKindType)
+def _unbox_mac_kind(typ, obj, c):
+    return NativeValue(c.context.get_constant_null(types.voidptr))
+
+
+@intrinsic
+def is_ymm(typingctx, kind):
+    """True (a compile-time constant) when ``kind`` works on 256-bit ymm registers (AVX2)."""
+    if not isinstance(kind, MacKindType):
+        return None
+
+    def codegen(context, builder, sig, args):
+        return ir.Constant(ir.IntType(1), int(kind.code % MAC_SWAP == MAC_PAIRS_256))
+    return types.boolean(kind), codegen
+
+
 @intrinsic
 def mac(typingctx, kind, acc, b, v):
     """acc + the products of 4 bytes of ``b`` and 4 bytes of ``v`` in every lane, as ``kind`` says (a
-    compile-time constant: ``MAC_*``, plus ``MAC_SWAP`` when ``b`` holds the signed bytes). ``acc``'s type
-    (i32x16 / i32x8) picks the register width. A kind for the other width, or one this CPU cannot run,
-    compiles to ``acc`` unchanged — such calls sit in branches the kind rules out, and LLVM must never see
-    an instruction the CPU lacks (module docstring)."""
-    if not isinstance(kind, types.IntegerLiteral) or acc not in (i32x16, i32x8) or (b, v) != (acc, acc):
+    :class:`MacKind`, read at compile time: ``MAC_*``, plus ``MAC_SWAP`` when ``b`` holds the signed bytes).
+    ``acc``'s type (i32x16 / i32x8) picks the register width. A kind for the other width, or one this CPU
+    cannot run, compiles to ``acc`` unchanged — such calls sit in branches the kind rules out, and LLVM
+    must never see an instruction the CPU lacks (module docstring)."""
+    if not isinstance(kind, MacKindType) or acc not in (i32x16, i32x8) or (b, v) != (acc, acc):
         return None
-    k = kind.literal_value
+    k = kind.code
     base, swap = k % MAC_SWAP, k >= MAC_SWAP
     lanes = acc.lanes
 

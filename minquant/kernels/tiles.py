@@ -6,8 +6,8 @@ The product is C[r, l] = Σ_k B[r, k] · V[l, k] for one *panel* of 64 lanes l, 
   4 with zeros; each step broadcasts 4 consecutive bytes B[r, 4k..4k+3] to every 32-bit lane;
 * ``V`` is the *lane* operand, packed [panel][K/4][64 lanes][4 bytes]: the 4 bytes V[l, 4k..4k+3] of
   lane l at byte ``v0 + k·256 + 4·l`` — one zmm load brings 16 lanes × 4 consecutive k;
-* ``C`` is int32 (rows, 64), row r at byte ``c0 + r·256``; ``accumulate`` adds to it (K blocking) instead
-  of overwriting.
+* ``C`` is int32, the panel's row r at byte ``c0 + r·ldc`` (several panels side by side in one block);
+  ``accumulate`` adds to it (K blocking) instead of overwriting.
 
 ``kind`` (a compile-time constant, :func:`~minquant.kernels.simd.mac`) says how 4 bytes of B meet 4 bytes of
 V in each lane — vpdpbusd (exact), or vpmaddubsw pairs (int16 saturation) with vpdpwssd / vpmaddwd — and
@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from numba import njit
 
-from .simd import MAC_PAIRS_256, MAC_SWAP, bcast8, bcast16, load8, load16, mac, store8, store16, zero8, zero16
+from .simd import bcast8, is_ymm, bcast16, load8, load16, mac, store8, store16, zero8, zero16
 
 __all__ = ["TILE_ROWS_512", "LANES"]
 
@@ -32,17 +32,19 @@ TILE_ROWS_512 = 6   # rows of the 512-bit main tile
 
 # ------------------------------------------------------------------------------------------ 512-bit tiles
 @njit(cache=True)
-def tile6x64(kind, B, b0, ldb, V, v0, k4n, C, c0, accumulate):
-    """C[0:6, 0:64] (+)= B[0:6] · V-panel over k4n groups of 4 k (module docstring), zmm registers."""
+def tile6x64(kind, B, b0, ldb, V, v0, k4n, C, c0, ldc, accumulate):
+    """C[0:6, 0:64] (+)= B[0:6] · V-panel over k4n groups of 4 k (module docstring), zmm registers; C's row r
+    at byte c0 + r·ldc."""
+    e0, e1, e2, e3, e4, e5 = c0, c0 + ldc, c0 + 2 * ldc, c0 + 3 * ldc, c0 + 4 * ldc, c0 + 5 * ldc
     if accumulate:
-        c00 = load16(C, c0); c01 = load16(C, c0 + 64); c02 = load16(C, c0 + 128); c03 = load16(C, c0 + 192)
-        c10 = load16(C, c0 + 256); c11 = load16(C, c0 + 320); c12 = load16(C, c0 + 384); c13 = load16(C, c0 + 448)
-        c20 = load16(C, c0 + 512); c21 = load16(C, c0 + 576); c22 = load16(C, c0 + 640); c23 = load16(C, c0 + 704)
-        c30 = load16(C, c0 + 768); c31 = load16(C, c0 + 832); c32 = load16(C, c0 + 896); c33 = load16(C, c0 + 960)
-        c40 = load16(C, c0 + 1024); c41 = load16(C, c0 + 1088); c42 = load16(C, c0 + 1152)
-        c43 = load16(C, c0 + 1216)
-        c50 = load16(C, c0 + 1280); c51 = load16(C, c0 + 1344); c52 = load16(C, c0 + 1408)
-        c53 = load16(C, c0 + 1472)
+        c00 = load16(C, e0); c01 = load16(C, e0 + 64); c02 = load16(C, e0 + 128); c03 = load16(C, e0 + 192)
+        c10 = load16(C, e1); c11 = load16(C, e1 + 64); c12 = load16(C, e1 + 128); c13 = load16(C, e1 + 192)
+        c20 = load16(C, e2); c21 = load16(C, e2 + 64); c22 = load16(C, e2 + 128); c23 = load16(C, e2 + 192)
+        c30 = load16(C, e3); c31 = load16(C, e3 + 64); c32 = load16(C, e3 + 128); c33 = load16(C, e3 + 192)
+        c40 = load16(C, e4); c41 = load16(C, e4 + 64); c42 = load16(C, e4 + 128)
+        c43 = load16(C, e4 + 192)
+        c50 = load16(C, e5); c51 = load16(C, e5 + 64); c52 = load16(C, e5 + 128)
+        c53 = load16(C, e5 + 192)
     else:
         c00 = zero16(); c01 = zero16(); c02 = zero16(); c03 = zero16()
         c10 = zero16(); c11 = zero16(); c12 = zero16(); c13 = zero16()
@@ -55,29 +57,35 @@ def tile6x64(kind, B, b0, ldb, V, v0, k4n, C, c0, accumulate):
         v_0 = load16(V, o); v_1 = load16(V, o + 64); v_2 = load16(V, o + 128); v_3 = load16(V, o + 192)
         b = b0 + 4 * k
         x = bcast16(B, b)
-        c00 = mac(kind, c00, x, v_0); c01 = mac(kind, c01, x, v_1); c02 = mac(kind, c02, x, v_2); c03 = mac(kind, c03, x, v_3)
+        c00 = mac(kind, c00, x, v_0); c01 = mac(kind, c01, x, v_1)
+        c02 = mac(kind, c02, x, v_2); c03 = mac(kind, c03, x, v_3)
         x = bcast16(B, b + ldb)
-        c10 = mac(kind, c10, x, v_0); c11 = mac(kind, c11, x, v_1); c12 = mac(kind, c12, x, v_2); c13 = mac(kind, c13, x, v_3)
+        c10 = mac(kind, c10, x, v_0); c11 = mac(kind, c11, x, v_1)
+        c12 = mac(kind, c12, x, v_2); c13 = mac(kind, c13, x, v_3)
         x = bcast16(B, b + 2 * ldb)
-        c20 = mac(kind, c20, x, v_0); c21 = mac(kind, c21, x, v_1); c22 = mac(kind, c22, x, v_2); c23 = mac(kind, c23, x, v_3)
+        c20 = mac(kind, c20, x, v_0); c21 = mac(kind, c21, x, v_1)
+        c22 = mac(kind, c22, x, v_2); c23 = mac(kind, c23, x, v_3)
         x = bcast16(B, b + 3 * ldb)
-        c30 = mac(kind, c30, x, v_0); c31 = mac(kind, c31, x, v_1); c32 = mac(kind, c32, x, v_2); c33 = mac(kind, c33, x, v_3)
+        c30 = mac(kind, c30, x, v_0); c31 = mac(kind, c31, x, v_1)
+        c32 = mac(kind, c32, x, v_2); c33 = mac(kind, c33, x, v_3)
         x = bcast16(B, b + 4 * ldb)
-        c40 = mac(kind, c40, x, v_0); c41 = mac(kind, c41, x, v_1); c42 = mac(kind, c42, x, v_2); c43 = mac(kind, c43, x, v_3)
+        c40 = mac(kind, c40, x, v_0); c41 = mac(kind, c41, x, v_1)
+        c42 = mac(kind, c42, x, v_2); c43 = mac(kind, c43, x, v_3)
         x = bcast16(B, b + 5 * ldb)
-        c50 = mac(kind, c50, x, v_0); c51 = mac(kind, c51, x, v_1); c52 = mac(kind, c52, x, v_2); c53 = mac(kind, c53, x, v_3)
-    store16(C, c0, c00); store16(C, c0 + 64, c01); store16(C, c0 + 128, c02); store16(C, c0 + 192, c03)
-    store16(C, c0 + 256, c10); store16(C, c0 + 320, c11); store16(C, c0 + 384, c12); store16(C, c0 + 448, c13)
-    store16(C, c0 + 512, c20); store16(C, c0 + 576, c21); store16(C, c0 + 640, c22); store16(C, c0 + 704, c23)
-    store16(C, c0 + 768, c30); store16(C, c0 + 832, c31); store16(C, c0 + 896, c32); store16(C, c0 + 960, c33)
-    store16(C, c0 + 1024, c40); store16(C, c0 + 1088, c41); store16(C, c0 + 1152, c42)
-    store16(C, c0 + 1216, c43)
-    store16(C, c0 + 1280, c50); store16(C, c0 + 1344, c51); store16(C, c0 + 1408, c52)
-    store16(C, c0 + 1472, c53)
+        c50 = mac(kind, c50, x, v_0); c51 = mac(kind, c51, x, v_1)
+        c52 = mac(kind, c52, x, v_2); c53 = mac(kind, c53, x, v_3)
+    store16(C, e0, c00); store16(C, e0 + 64, c01); store16(C, e0 + 128, c02); store16(C, e0 + 192, c03)
+    store16(C, e1, c10); store16(C, e1 + 64, c11); store16(C, e1 + 128, c12); store16(C, e1 + 192, c13)
+    store16(C, e2, c20); store16(C, e2 + 64, c21); store16(C, e2 + 128, c22); store16(C, e2 + 192, c23)
+    store16(C, e3, c30); store16(C, e3 + 64, c31); store16(C, e3 + 128, c32); store16(C, e3 + 192, c33)
+    store16(C, e4, c40); store16(C, e4 + 64, c41); store16(C, e4 + 128, c42)
+    store16(C, e4 + 192, c43)
+    store16(C, e5, c50); store16(C, e5 + 64, c51); store16(C, e5 + 128, c52)
+    store16(C, e5 + 192, c53)
 
 
 @njit(cache=True)
-def tile1x64(kind, B, b0, ldb, V, v0, k4n, C, c0, accumulate):
+def tile1x64(kind, B, b0, ldb, V, v0, k4n, C, c0, ldc, accumulate):
     """One row of :func:`tile6x64` (the rows left over), zmm registers."""
     if accumulate:
         c0_ = load16(C, c0); c1_ = load16(C, c0 + 64); c2_ = load16(C, c0 + 128); c3_ = load16(C, c0 + 192)
@@ -93,7 +101,7 @@ def tile1x64(kind, B, b0, ldb, V, v0, k4n, C, c0, accumulate):
 
 # ------------------------------------------------------------------------------------------ 256-bit tile
 @njit(cache=True)
-def tile1x64_256(kind, B, b0, ldb, V, v0, k4n, C, c0, accumulate):
+def tile1x64_256(kind, B, b0, ldb, V, v0, k4n, C, c0, ldc, accumulate):
     """One row × 64 lanes on ymm registers (AVX2): 8 accumulators of 8 lanes."""
     if accumulate:
         c0_ = load8(C, c0); c1_ = load8(C, c0 + 32); c2_ = load8(C, c0 + 64); c3_ = load8(C, c0 + 96)
@@ -114,22 +122,22 @@ def tile1x64_256(kind, B, b0, ldb, V, v0, k4n, C, c0, accumulate):
 
 # ------------------------------------------------------------------------------------------ one panel
 @njit(cache=True)
-def product_panel(kind, B, ldb, R, V, v0, K4, KC, C):
-    """C[r, 0:64] = Σ_k B[r, k]·V[l, k] for every row r < R of one 64-lane panel (V's panel at byte v0),
-    K taken in blocks of KC groups of 4 (so that the panel's block stays in L1): on zmm 6 rows at a time
-    (:func:`tile6x64`) and the rest one by one; on ymm (AVX2 kinds) one row at a time."""
+def product_panel(kind, B, ldb, R, V, v0, K4, KC, C, c0, ldc):
+    """C[r, 0:64] = Σ_k B[r, k]·V[l, k] for every row r < R of one 64-lane panel (V's panel at byte v0; C's row
+    r at byte c0 + r·ldc), K taken in blocks of KC groups of 4 (so that the panel's block stays in L1): on
+    zmm 6 rows at a time (:func:`tile6x64`) and the rest one by one; on ymm (AVX2 kinds) one row at a time."""
     for k0 in range(0, K4, KC):
         kn = min(KC, K4 - k0)
         acc = k0 > 0
         r = 0
-        if kind % MAC_SWAP == MAC_PAIRS_256:
+        if is_ymm(kind):
             while r < R:
-                tile1x64_256(kind, B, r * ldb + 4 * k0, ldb, V, v0 + k0 * 256, kn, C, r * 256, acc)
+                tile1x64_256(kind, B, r * ldb + 4 * k0, ldb, V, v0 + k0 * 256, kn, C, c0 + r * ldc, ldc, acc)
                 r += 1
         else:
             while r + TILE_ROWS_512 <= R:
-                tile6x64(kind, B, r * ldb + 4 * k0, ldb, V, v0 + k0 * 256, kn, C, r * 256, acc)
+                tile6x64(kind, B, r * ldb + 4 * k0, ldb, V, v0 + k0 * 256, kn, C, c0 + r * ldc, ldc, acc)
                 r += TILE_ROWS_512
             while r < R:
-                tile1x64(kind, B, r * ldb + 4 * k0, ldb, V, v0 + k0 * 256, kn, C, r * 256, acc)
+                tile1x64(kind, B, r * ldb + 4 * k0, ldb, V, v0 + k0 * 256, kn, C, c0 + r * ldc, ldc, acc)
                 r += 1
