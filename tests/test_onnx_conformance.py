@@ -427,3 +427,10 @@ def test_quantize_divides_in_the_precision_of_the_opset():
     assert 0.005 < (f16 != f32).mean() < 0.1 and np.abs(f16.astype(int) - f32).max() == 1
     assert np.array_equal(got[23, "float32", False], f16)              # x rounded to float16 first
     assert np.array_equal(got[23, "float16", True], f32)               # precision=FLOAT: float32 division
+
+
+def test_from_onnx_quantized_points_node_graphs_to_from_onnx():
+    from minquant.interop.onnx import from_onnx_quantized
+    m = one_node("DequantizeLinear", {"q": np.zeros((2, 3), np.uint8)}, {"s": np.float32(0.1)}, [TP.FLOAT])
+    with pytest.raises(ValueError, match="must be a float32 tensor .*quantization operators only: run it with from_onnx"):
+        from_onnx_quantized(m)

@@ -218,7 +218,13 @@ def from_onnx_quantized(model, *, name: str | None = None, target="onnxruntime")
     Raises ValueError for a model without quantized operators (read it with :func:`from_onnx`), for files
     that are not (valid) ONNX and for unsupported ops (naming each op type and node)."""
     proto, g = _read(model, name)
-    g.image_inputs()
+    try:
+        g.image_inputs()
+    except ValueError as e:
+        if is_program(g):
+            raise ValueError(f"{e}; {describe(model)} is a graph of quantization operators only: run it with "
+                             "from_onnx (an OnnxProgram takes any input types)") from None
+        raise
     if not _has_quantized_ops(g):
         raise ValueError(f"{describe(model)} has no quantized operators; use from_onnx")
     # the float tensor each QuantizeLinear reads: what the quantized value approximates (for compare())
