@@ -115,7 +115,7 @@ def mobilenet(args):
         print(name, res[name], flush=True)
 
     t = time.time()
-    nearest = NearestWeights("int4")
+    nearest = NearestWeights("int4", mse_scale=args.mse_scale)
     qm0 = mq.quantize_static(model, calib, target=TARGET, weight_rounding=nearest, progress=False)
     lap("quantize_static W4A8 nearest", t)
     score("w4a8_nearest", qm0)
@@ -134,7 +134,8 @@ def mobilenet(args):
     lap("QAT (distillation, label-free)", t)
     score("w4a8_adaround_qat", fq.to_quantized())
     recon = {k: v for k, v in ada.report.items()}
-    return dict(results=res, timing=timing, calib=args.calib, qat_crops=args.qat_crops, eval=args.eval, ada_samples=args.ada_samples,
+    return dict(results=res, timing=timing, calib=args.calib, qat_crops=args.qat_crops, eval=args.eval,
+                mse_scale=args.mse_scale, ada_samples=args.ada_samples,
                 ada_iters=args.ada_iters, ada_rows=args.ada_rows, qat_epochs=args.qat_epochs, qat_lr=args.qat_lr,
                 qat_history=hist, adaround_report=recon, total_seconds=round(time.time() - t_start, 1))
 
@@ -151,9 +152,9 @@ def report():
              f"Commit {commit}, {datetime.date.today()}, {platform.processor() or platform.machine()}, one torch "
              "thread, target `x86` on this CPU (a 2-core machine shared with other jobs: wall times are loaded).",
              "", "Made by:", "", "```"]
-    for part in ("tiny", "mobilenet"):
-        if JSON[part].exists():
-            lines.append(json.loads(JSON[part].read_text())["command"])
+    mobilenet_runs = sorted(HERE.glob("figures/qat_adaround_mobilenet*.json"))
+    for path in ([JSON["tiny"]] if JSON["tiny"].exists() else []) + mobilenet_runs:
+        lines.append(json.loads(path.read_text())["command"])
     lines += ["```", ""]
     if JSON["tiny"].exists():
         d = json.loads(JSON["tiny"].read_text())
@@ -173,10 +174,12 @@ def report():
             lines.append(f"| {label} | {_ms(acc)} | {'—' if sq[0] is None else _ms(sq, pct=False)} |")
         lines += ["", "Per seed (accuracy %): " + "; ".join(
             f"s{r['seed']}: " + " / ".join(f"{100 * r[k]['acc']:.2f}" for k, _ in names) for r in rows), ""]
-    if JSON["mobilenet"].exists():
-        d = json.loads(JSON["mobilenet"].read_text())
+    for path in mobilenet_runs:
+        d = json.loads(path.read_text())
         res, tm = d["results"], d["timing"]
-        lines += ["## MobileNetV2 (ImageNet weights) on photo crops, W4A8", "",
+        rule = ("per-channel scale clipped by the least-squares search (`NearestWeights(\"int4\", mse_scale=True)`)"
+                if d.get("mse_scale") else "per-channel scale max|w|/7.5 (`NearestWeights(\"int4\")`)")
+        lines += [f"## MobileNetV2 (ImageNet weights) on photo crops, W4A8 — {rule}", "",
                   f"{d['calib']} calibration crops (`photo_crops({d['calib']}, split=\"calib\")`), {d['eval']} held-out "
                   f"evaluation crops (`split=\"eval\"`). AdaRound: {d['ada_iters']} Adam steps per layer on "
                   f"{d['ada_rows']} sampled output positions of {d['ada_samples']} crops (53 layers). QAT: "
@@ -214,6 +217,8 @@ def main(argv=None):
     ap.add_argument("--qat-epochs", type=int, default=2)
     ap.add_argument("--qat-crops", type=int, default=256)
     ap.add_argument("--qat-lr", type=float, default=1e-4)
+    ap.add_argument("--mse-scale", action="store_true", help="int4 weight scales by the clipped-range search")
+    ap.add_argument("--tag", default="", help="suffix of the MobileNetV2 JSON (several runs side by side)")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     if args.part == "report":
@@ -223,7 +228,9 @@ def main(argv=None):
     out = tiny(args) if args.part == "tiny" else mobilenet(args)
     out["command"] = ".venv/bin/python -m benchmarks.qat_adaround " + " ".join(sys.argv[1:] if argv is None else argv)
     out["seconds"] = round(time.time() - t, 1)
-    JSON[args.part].write_text(json.dumps(out, indent=1))
+    path = JSON[args.part] if args.part == "tiny" or not args.tag else JSON["mobilenet"].with_name(
+        f"qat_adaround_mobilenet_{args.tag}.json")
+    path.write_text(json.dumps(out, indent=1))
     report()
 
 

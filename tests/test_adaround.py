@@ -45,7 +45,7 @@ def test_codes_at_most_one_step_from_nearest(learned):
         np.testing.assert_array_equal(n.params["w_scale"], n0.params["w_scale"])   # AdaRound keeps the scale
         changed += int(np.sum(q != q0))
     assert changed > 0
-    assert qm.meta["weight_rounding"] == "adaround"
+    assert qm.meta["weight_rounding"] == "adaround int4"
 
 
 def test_reconstruction_error_drops_on_every_layer(learned):

@@ -66,7 +66,7 @@ def test_nearest_int8_rounding_is_the_default(digits):
     for na, nb in zip(a.graph.nodes, b.graph.nodes):
         for k in nb.params:
             assert np.array_equal(na.params[k], nb.params[k]), (na.name, k)
-    assert a.meta["weight_rounding"] == "nearest"
+    assert a.meta["weight_rounding"] == "nearest int8"
 
 
 def test_int4_codes_and_scale(w4a8):

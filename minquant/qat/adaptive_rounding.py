@@ -68,7 +68,7 @@ class AdaRoundWeights(NearestWeights):
     ``report[name]``: the layer's reconstruction error (mean over rows of the squared output error) with
     nearest and with learned rounding on the calibration rows, and the fraction of codes that differ from
     nearest. ``quantize_weight`` refuses a layer whose float weights or scale are not the ones learned on."""
-    name = "adaround"
+    kind = "adaround"
 
     def __init__(self, dtype: str, learned: dict, report: dict, *, mse_scale: bool = False):
         super().__init__(dtype, mse_scale=mse_scale)

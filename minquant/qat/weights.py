@@ -95,7 +95,12 @@ class NearestWeights:
     After ``quantize_static(model, data, weight_rounding=NearestWeights("int4"))`` (the W4A8 model with
     nearest rounding), ``.layers[name]`` holds, per conv / linear layer, a dict with ``weight`` and ``bias``
     (the float node's, after folding and equalization), ``qtype``, ``scale`` and ``codes``."""
-    name = "nearest"
+    kind = "nearest"
+
+    @property
+    def name(self) -> str:
+        """What ``quantize_static`` records in ``meta["weight_rounding"]``, e.g. 'nearest int4'."""
+        return f"{self.kind} {self.dtype}" + (", MSE-clipped scales" if self.mse_scale else "")
 
     def __init__(self, dtype: str = "int8", *, mse_scale: bool = False):
         self.dtype = _check_dtype(dtype)
