@@ -172,7 +172,14 @@ def report():
             acc = [r[key]["acc"] for r in rows]
             sq = [r[key]["sqnr"] for r in rows]
             lines.append(f"| {label} | {_ms(acc)} | {'—' if sq[0] is None else _ms(sq, pct=False)} |")
-        lines += ["", "Per seed (accuracy %): " + "; ".join(
+        base = np.array([r["w4a8_nearest"]["acc"] for r in rows])
+        lines += ["", "Paired with nearest rounding (same seed), accuracy difference in points: " + "; ".join(
+            f"{label} {_ms(np.array([r[key]['acc'] for r in rows]) - base)}" for key, label in names[3:]) + ". "
+                  "QAT trains on labels as well as on the float logits, so it may end above the float model's "
+                  "accuracy and further from its logits (lower SQNR) — it fine-tunes, it does not only imitate.",
+                  f"Compute: {d.get('seconds', 0):.0f} s wall for the {len(rows)} seeds (each: train or load the float "
+                  "model, 5 quantizations, 2 AdaRound runs, 2 QAT runs).", ""]
+        lines += ["Per seed (accuracy %; fp32 / W8A8 / nearest / AdaRound / QAT / AdaRound + QAT): " + "; ".join(
             f"s{r['seed']}: " + " / ".join(f"{100 * r[k]['acc']:.2f}" for k, _ in names) for r in rows), ""]
     for path in mobilenet_runs:
         d = json.loads(path.read_text())
