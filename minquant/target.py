@@ -277,8 +277,9 @@ class LiteRTPath:
     depthwise   output stage of DEPTHWISE_CONV_2D ('q31_double_up_blocks8': ties up in whole blocks of 8
                 output channels, gemmlowp's double rounding on the last C_out mod 8 — measured);
     linear      output stage of FULLY_CONNECTED;
-    add         ADD: 'xnnpack' (20-bit multipliers, one rounding half up) or 'q31_double' (TFLite's: inputs
-                shifted left 20, three MultiplyByQuantizedMultiplier, double rounding);
+    add         ADD: 'xnnpack' (20-bit multipliers, one rounding half up), 'q31_double' (TFLite's: inputs
+                shifted left 20, three MultiplyByQuantizedMultiplier, double rounding) or 'q31_mixed' (the
+                inputs' two with single rounding, the output's with double rounding — measured);
     quantize    QUANTIZE: 'mul_rne' (rne(x·f32(1/s))), 'div_away' (round-half-away(f32(x/s))) or 'blocks8'
                 ('mul_rne' in blocks of 8 values, round-half-away(f64(x)/f64(s)) on the n mod 8 tail);
     dequantize  DEQUANTIZE: 'f32' f32(s·(q − z)) or 'split' (f32(f32(q·s) − f32(z·s)) in blocks of 8, 'f32' on the
@@ -296,7 +297,7 @@ class LiteRTPath:
 LITERT_PATHS = {
     "litert": LiteRTPath("xnnpack", "f32_ats_over_ys", "f32_ats_over_ys", "f32_ats_over_ys", "xnnpack", "mul_rne",
                          "f32"),
-    "litert-builtin": LiteRTPath("builtin", "q31_double_up", "q31_double_up_blocks8", "q31_double_up", "q31_double",
+    "litert-builtin": LiteRTPath("builtin", "q31_double_up", "q31_double_up_blocks8", "q31_double_up", "q31_mixed",
                                  "blocks8", "split"),
     "litert-ref": LiteRTPath("reference", "q31_double", "q31_double", "f64_away", "q31_double", "div_away", "f32"),
 }
