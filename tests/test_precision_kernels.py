@@ -217,3 +217,35 @@ def test_w4_linear_is_matmulnbits(m):
     theirs = matmul_nbits(x, pack_int4_rows(u).reshape(n, k // gs, gs // 2), s, None, k=k, n=n, block_size=gs)
     assert np.array_equal(ours, (theirs + b).astype(np.float32))       # the bias: one float32 add after the sum
     assert np.abs(ours - (x @ dequantize(q, s, np.zeros_like(s, np.int64), axis=1, group_size=gs).T + b)).max() < 1e-3
+
+
+@pytest.mark.parametrize("m", [1, 6])
+def test_w4a16_linear_is_matmulnbits_float16(m):
+    """W4A16 as ONNX Runtime runs it: MatMulNBits on float16 activations (CPU) widens them, runs its float32
+    path and rounds the output to float16 once — a w4_linear node with float16 activations, bit for bit."""
+    ort = pytest.importorskip("onnxruntime")
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(10 + m)
+    n, k, gs = 40, 256, 32
+    q = rng.integers(0, 16, (n, k)).astype(np.uint8)
+    s = (rng.random((n, k // gs)) * 0.02 + 0.01).astype(np.float16)
+    x = rng.standard_normal((m, k)).astype(np.float16)
+    inits = [numpy_helper.from_array(pack_int4_rows(q).reshape(n, k // gs, gs // 2), "b"),
+             numpy_helper.from_array(s.reshape(-1), "s")]
+    node = helper.make_node("MatMulNBits", ["a", "b", "s"], ["y"], domain="com.microsoft", K=k, N=n, bits=4,
+                            block_size=gs)
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("a", TensorProto.FLOAT16, x.shape)],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT16, None)], initializer=inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21), helper.make_opsetid("com.microsoft", 1)])
+    model.ir_version = 10
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    theirs = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"]).run(
+        None, {"a": x})[0]
+    w4 = Node("fc", "w4_linear", ["x"], Int4Attrs((n, k), gs, False, round_output=True),
+              {"weight_packed": pack_int4_rows(q), "w_scale": s, "w_zp": np.full((n, k // gs), 8, np.int8)})
+    _, raw = _one_node_model(w4, (1, k), "onnxruntime").run(x.astype(np.float32), intermediates=True, raw=True)
+    assert raw["fc"].dtype == np.float16 and np.array_equal(raw["fc"], theirs)
+    assert len(np.unique(theirs)) > n * m // 2                                # real outputs, not a constant
