@@ -17,6 +17,7 @@ __all__ = ["affine", "kernels", "observers", "target", "Target", "Cpu", "CPUS",
            "report_torch_quantized", "QType", "qtype", "choose_qparams", "quantize", "dequantize",
            "fake_quantize", "quantize_bias", "pack_int4", "unpack_int4", "to_float16", "Graph", "Node", "OPS",
            "register_op", "run", "infer_shapes", "from_torch", "from_onnx", "from_onnx_quantized", "to_onnx",
+           "to_tflite", "from_tflite",
            "Observer", "MinMaxObserver",
            "MovingAverageMinMaxObserver", "PerChannelMinMaxObserver", "MovingAveragePerChannelMinMaxObserver",
            "PercentileObserver", "MSEObserver", "EntropyObserver", "HistogramObserver", "RunningHistogram",
@@ -44,7 +45,7 @@ _LAZY_NAMES = {**{n: "target" for n in ("CPUS", "Cpu", "Target")},
                "load": "quantized", "QuantizedModel": "quantized", "report_torch_quantized": "quantized",
                "from_torch": "interop.torch", "from_torch_quantized": "interop.torch", "from_torch_pt2e": "interop.torch",
                "from_onnx": "interop.onnx", "from_onnx_quantized": "interop.onnx",
-               "to_onnx": "interop.onnx"}
+               "to_onnx": "interop.onnx", "to_tflite": "interop.litert", "from_tflite": "interop.litert"}
 
 
 def __getattr__(name):

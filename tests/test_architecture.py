@@ -36,6 +36,8 @@ UPWARD_CALLS = {
         "quantize_static / quantize_dynamic accept a torch nn.Module and import it with from_torch",
     ("minquant.quantized.model", "minquant.interop.onnx.exporter"):
         "QuantizedModel.to_onnx() forwards to minquant.interop.onnx.exporter",
+    ("minquant.quantized.model", "minquant.interop.litert.exporter"):
+        "QuantizedModel.to_tflite() forwards to minquant.interop.litert.exporter",
     ("minquant.quantized.comparison", "minquant.interop.torch.fx_import"):
         "compare() accepts the float torch model the quantized one came from",
 }

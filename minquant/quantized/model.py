@@ -298,6 +298,12 @@ class QuantizedModel:
             np.savez(f, **arrays)
         return path
 
+    def to_tflite(self, path) -> Path:
+        """Write the model as an int8 .tflite file (a LiteRT target's model); see
+        :func:`minquant.interop.litert.exporter.to_tflite` (imports tflite only when called). Returns the path."""
+        from ..interop.litert.exporter import to_tflite
+        return to_tflite(self, path)
+
     def to_onnx(self, path, format: str = "qdq", **kwargs) -> Path:
         """Write the model as an ONNX file (``format`` 'qdq' or 'qoperator'); see
         :func:`minquant.interop.onnx.exporter.to_onnx` (imports onnx only when called). Returns the path."""
