@@ -13,9 +13,11 @@ depthwise kernel saturates on every CPU, its GEMM only without VNNI; ONNX Runtim
 input *and* one output channel per group) accumulates exactly.
 
 ``qconv2d_reference``: per-group im2col + :func:`gemm_u8s8_reference` + :func:`requantize_reference`.
-``QConv2d`` (and its one-shot form ``qconv2d``): the fast path — one im2col + BLAS-exact GEMM for
-groups == 1 (1×1 stride-1 convs skip im2col), a direct Numba loop for depthwise-style groups (C_g = 1),
-per-group GEMMs otherwise. Bit-identical to the reference.
+``QConv2d`` (and its one-shot form ``qconv2d``, which packs the weights on every call): the fast path —
+for groups == 1 the int8 SIMD GEMM with im2col done panel by panel and the output stage fused
+(:mod:`~minquant.kernels.gemm_simd`; without JIT or AVX2: one im2col + the BLAS-exact GEMM, 1×1 stride-1
+convs skipping im2col), a direct Numba loop for depthwise-style groups (C_g = 1), per-group GEMMs
+otherwise. Bit-identical to the reference.
 """
 from __future__ import annotations
 
@@ -367,7 +369,8 @@ class QConv2d:
     ``QConv2d(w_q, w_scale, w_zp, bias, x_scale, x_zp, y_scale, y_zp, stride=, padding=, dilation=,
     groups=, relu=, clamp=, target=)``; calling it with uint8 NCHW codes returns uint8 NCHW codes,
     bit-identical to :func:`qconv2d_reference`. Paths: depthwise-style groups → a direct Numba loop;
-    groups == 1 → im2col (skipped for 1×1 stride-1) + the BLAS-exact GEMM; other groups → one GEMM per group."""
+    groups == 1 → the int8 SIMD GEMM on the host's instructions (:attr:`plan`), or im2col (skipped for 1×1
+    stride-1) + the BLAS-exact GEMM; other groups → one GEMM per group."""
 
     def __init__(self, w_q, w_scale, w_zp, bias, x_scale, x_zp, y_scale, y_zp, *, stride=1, padding=0,
                  dilation=1, groups=1, relu=False, clamp=None, clamp_hi=None, target="fbgemm"):
@@ -464,10 +467,11 @@ def _slice_stage(st, g, og):
 
 def qconv2d(x_q, x_scale, x_zp, w_q, w_scale, w_zp, bias, y_scale, y_zp, *, stride=1, padding=0, dilation=1,
             groups=1, relu=False, clamp=None, clamp_hi=None, target="fbgemm"):
-    """Fast quantized conv2d; same contract and bit-identical result as :func:`qconv2d_reference`.
+    """One-shot quantized conv2d; same contract and bit-identical result as :func:`qconv2d_reference`.
 
-    ``w_q`` may be a :class:`PackedConvWeight` (``pack_conv_weight(w_q, w_zp, groups)``); to also keep
-    the output stage, build a :class:`QConv2d` once and call it."""
+    Raw weights are packed on every call; the fast form is :class:`QConv2d` (build once, call many times).
+    ``w_q`` may be a :class:`PackedConvWeight` (``pack_conv_weight(w_q, w_zp, groups)``) to reuse the
+    packing."""
     return QConv2d(w_q, w_scale, w_zp, bias, x_scale, x_zp, y_scale, y_zp, stride=stride, padding=padding,
                    dilation=dilation, groups=groups, relu=relu, clamp=clamp, clamp_hi=clamp_hi,
                    target=target)(x_q)

@@ -58,7 +58,9 @@ class QLinear:
     ``QLinear(w_q, w_scale, w_zp, bias, x_scale, x_zp, y_scale, y_zp, relu=..., clamp=..., clamp_hi=...,
     target=...)`` (``clamp_hi``: optional per-output-channel top code, see :func:`output_stage`);
     calling it with uint8 (N, in) codes returns uint8 (N, out) — bit-identical to :func:`qlinear_reference`.
-    ``w_q`` may already be a :class:`~minquant.kernels.gemm.PackedWeight`."""
+    ``w_q`` may already be a :class:`~minquant.kernels.gemm.PackedWeight`. The product runs on the host's
+    int8 instructions with the zero-point terms and the output stage fused (:attr:`plan`,
+    :mod:`~minquant.kernels.gemm_simd`), or — without JIT or AVX2 — as the float32 BLAS product."""
 
     def __init__(self, w_q, w_scale, w_zp, bias, x_scale, x_zp, y_scale, y_zp, *, relu=False, clamp=None,
                  clamp_hi=None, target="fbgemm"):
@@ -94,9 +96,13 @@ class QLinear:
 
 def qlinear(x_q, x_scale, x_zp, w_q, w_scale, w_zp, bias, y_scale, y_zp, *, relu=False, clamp=None,
             clamp_hi=None, target="fbgemm"):
-    """Fast quantized linear; same contract and bit-identical result as :func:`qlinear_reference`.
+    """One-shot quantized linear; same contract and bit-identical result as :func:`qlinear_reference`.
 
-    ``w_q`` may be a :class:`~minquant.kernels.gemm.PackedWeight` (``pack_weight(w_q, w_zp)``), as torch's
-    ``linear_prepack``; to also keep the output stage, build a :class:`QLinear` once and call it."""
+    It builds a :class:`QLinear` and calls it once, so raw int8 weights are **packed on every call** (column
+    sums, the pairs that can saturate, and the int8 SIMD operand): for a 1024 × 1024 weight that costs
+    several times the product itself. The fast form is the class — build a :class:`QLinear` once and call
+    it (what the benchmarks time, like torch's prepacked ``quantized.linear``); passing a
+    :class:`~minquant.kernels.gemm.PackedWeight` (``pack_weight(w_q, w_zp)``) here at least reuses the
+    packing (its SIMD operand is kept on it after the first call)."""
     return QLinear(w_q, w_scale, w_zp, bias, x_scale, x_zp, y_scale, y_zp, relu=relu, clamp=clamp,
                    clamp_hi=clamp_hi, target=target)(x_q)
