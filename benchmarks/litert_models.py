@@ -152,7 +152,11 @@ def write(rows, cross, rt_rows, n_eval, quick, seconds):
         lines.append(f"| {name} | {a} | {b} | {n:,} | {d:,} | {flips} |")
     lines += ["", f"## 2. MobileNetV2 under three runtimes ({n_eval} photo crops, batch 1, one thread)", "",
               "Each runtime's own quantization recipe on the same 32 calibration crops (photo_crops split "
-              "'calib'); evaluated on the 'eval' crops. Agreement = top-1 equal to the fp32 model's; SQNR of the "
+              "'calib'): torch — torchvision's quantizable MobileNetV2 (ReLU for ReLU6), default x86 qconfig "
+              "(histogram observers); ONNX Runtime — `quantize_static` MinMax, QDQ, per-channel, after "
+              "`quant_pre_process`; LiteRT — minquant's `quantize_static(target=\"litert\")` (percentile "
+              "calibration, bias correction, LiteRT's symmetric [−127, 127] weights, no equalization). "
+              "Evaluated on the 'eval' crops (photos, not ImageNet: low agreement is expected). Agreement = top-1 equal to the fp32 model's; SQNR of the "
               "logits against fp32; latency = median over interleaved rounds (2 shared cores: compare ratios "
               "within this table, not across runs).", "",
               "| runtime | top-1 agreement with fp32 | logit SQNR (dB) | latency (ms) |", "|---|---|---|---|"]
