@@ -115,7 +115,8 @@ def mobilenet(args):
         print(name, res[name], flush=True)
 
     t = time.time()
-    nearest = NearestWeights("int4", mse_scale=args.mse_scale)
+    nearest = NearestWeights("int4", mse_scale=args.mse_scale,
+                             int8_layers=("features.0.0", "classifier.1") if args.int8_ends else ())
     qm0 = mq.quantize_static(model, calib, target=TARGET, weight_rounding=nearest, progress=False)
     lap("quantize_static W4A8 nearest", t)
     score("w4a8_nearest", qm0)
@@ -135,7 +136,7 @@ def mobilenet(args):
     score("w4a8_adaround_qat", fq.to_quantized())
     recon = {k: v for k, v in ada.report.items()}
     return dict(results=res, timing=timing, calib=args.calib, qat_crops=args.qat_crops, eval=args.eval,
-                mse_scale=args.mse_scale, ada_samples=args.ada_samples,
+                mse_scale=args.mse_scale, int8_ends=args.int8_ends, ada_samples=args.ada_samples,
                 ada_iters=args.ada_iters, ada_rows=args.ada_rows, qat_epochs=args.qat_epochs, qat_lr=args.qat_lr,
                 qat_history=hist, adaround_report=recon, total_seconds=round(time.time() - t_start, 1))
 
@@ -186,6 +187,9 @@ def report():
         res, tm = d["results"], d["timing"]
         rule = ("per-channel scale clipped by the least-squares search (`NearestWeights(\"int4\", mse_scale=True)`)"
                 if d.get("mse_scale") else "per-channel scale max|w|/7.5 (`NearestWeights(\"int4\")`)")
+        if d.get("int8_ends"):
+            rule += ('; the first conv and the classifier keep int8 weights '
+                     '(`int8_layers=("features.0.0", "classifier.1")`)')
         lines += [f"## MobileNetV2 (ImageNet weights) on photo crops, W4A8 — {rule}", "",
                   f"{d['calib']} calibration crops (`photo_crops({d['calib']}, split=\"calib\")`), {d['eval']} held-out "
                   f"evaluation crops (`split=\"eval\"`). AdaRound: {d['ada_iters']} Adam steps per layer on "
@@ -225,6 +229,7 @@ def main(argv=None):
     ap.add_argument("--qat-crops", type=int, default=256)
     ap.add_argument("--qat-lr", type=float, default=1e-4)
     ap.add_argument("--mse-scale", action="store_true", help="int4 weight scales by the clipped-range search")
+    ap.add_argument("--int8-ends", action="store_true", help="first conv and classifier keep int8 weights")
     ap.add_argument("--tag", default="", help="suffix of the MobileNetV2 JSON (several runs side by side)")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)

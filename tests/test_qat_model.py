@@ -188,3 +188,14 @@ def test_mse_scale_search_never_worse_than_max():
 
     assert np.all(err(s_mse) <= err(s_max)) and np.all(s_mse <= s_max)
     assert np.all(s_mse[::4] < s_max[::4]) and np.mean(s_mse < s_max) > 0.5      # it does clip
+
+
+def test_int8_layers_keep_8_bits(digits):
+    model, (x_tr, *_) = digits
+    r = NearestWeights("int4", int8_layers=("classifier",))
+    qm = mq.quantize_static(model, [x_tr[:64]], target="x86", weight_rounding=r, progress=False)
+    w = {n.name: n.params["weight"] for n in qm.graph.nodes if n.op in ("qconv2d", "qlinear")}
+    assert np.abs(w["classifier"]).max() > 100                      # int8 codes (max|w| → ±127/128)
+    assert all(np.abs(v).max() <= 8 for k, v in w.items() if k != "classifier")
+    with pytest.raises(TypeError, match="layer names"):
+        NearestWeights("int4", int8_layers="classifier")

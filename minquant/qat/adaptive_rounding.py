@@ -70,8 +70,8 @@ class AdaRoundWeights(NearestWeights):
     nearest. ``quantize_weight`` refuses a layer whose float weights or scale are not the ones learned on."""
     kind = "adaround"
 
-    def __init__(self, dtype: str, learned: dict, report: dict, *, mse_scale: bool = False):
-        super().__init__(dtype, mse_scale=mse_scale)
+    def __init__(self, dtype: str, learned: dict, report: dict, *, mse_scale: bool = False, int8_layers=()):
+        super().__init__(dtype, mse_scale=mse_scale, int8_layers=int8_layers)
         self.learned, self.report = learned, report
 
     def codes(self, node, w, s, qt):
@@ -223,4 +223,5 @@ def adaround(qm: QuantizedModel, rounding: NearestWeights, calibration_data, *, 
             r = report[node.name]
             print(f"adaround {li + 1}/{len(layers)} {node.name}: recon {r['nearest']:.4g} → {r['adaround']:.4g}, "
                   f"{100 * r['changed']:.1f} % codes changed", flush=True)
-    return AdaRoundWeights(rounding.dtype, learned, report, mse_scale=rounding.mse_scale)
+    return AdaRoundWeights(rounding.dtype, learned, report, mse_scale=rounding.mse_scale,
+                           int8_layers=rounding.int8_layers)

@@ -91,6 +91,8 @@ def dequantize_weight(q, s) -> np.ndarray:
 class NearestWeights:
     """Round each weight to the nearest code of ``dtype`` ('int8' or 'int4'), recording the float layers.
     ``mse_scale``: choose each channel's scale by the clipped-range search of :func:`weight_scale`.
+    ``int8_layers``: names of layers kept at int8 whatever ``dtype`` says — e.g. the first conv and the
+    classifier, which 4-bit results in the literature (LSQ, AdaRound) usually keep at 8 bits.
 
     After ``quantize_static(model, data, weight_rounding=NearestWeights("int4"))`` (the W4A8 model with
     nearest rounding), ``.layers[name]`` holds, per conv / linear layer, a dict with ``weight`` and ``bias``
@@ -100,14 +102,22 @@ class NearestWeights:
     @property
     def name(self) -> str:
         """What ``quantize_static`` records in ``meta["weight_rounding"]``, e.g. 'nearest int4'."""
-        return f"{self.kind} {self.dtype}" + (", MSE-clipped scales" if self.mse_scale else "")
+        return (f"{self.kind} {self.dtype}" + (", MSE-clipped scales" if self.mse_scale else "")
+                + (f", int8 layers {list(self.int8_layers)}" if self.int8_layers else ""))
 
-    def __init__(self, dtype: str = "int8", *, mse_scale: bool = False):
+    def __init__(self, dtype: str = "int8", *, mse_scale: bool = False, int8_layers=()):
         self.dtype = _check_dtype(dtype)
         if not isinstance(mse_scale, bool):
             raise TypeError(f"mse_scale must be True or False, got {mse_scale!r}")
+        if isinstance(int8_layers, str) or not all(isinstance(n, str) for n in int8_layers):
+            raise TypeError(f"int8_layers must be a collection of layer names, got {int8_layers!r}")
         self.mse_scale = mse_scale
+        self.int8_layers = tuple(int8_layers)
         self.layers: dict[str, dict] = {}
+
+    def dtype_of(self, name: str) -> str:
+        """The code type of one layer: 'int8' for the ``int8_layers``, else ``dtype``."""
+        return "int8" if name in self.int8_layers else self.dtype
 
     def __repr__(self):
         return f"{type(self).__name__}({self.dtype!r}, mse_scale={self.mse_scale})"
@@ -124,8 +134,9 @@ class NearestWeights:
         if node.op not in ("conv2d", "linear") or "weight" not in node.params:
             raise ValueError(f"{type(self).__name__} rounds conv2d / linear weights; {node.name!r} is {node.op}")
         w = np.asarray(node.params["weight"], np.float32)
-        qt = weight_qtype(self.dtype, reduce_range)
-        s = weight_scale(w, self.dtype, per_channel=per_channel, reduce_range=reduce_range, mse=self.mse_scale)
+        dtype = self.dtype_of(node.name)
+        qt = weight_qtype(dtype, reduce_range)
+        s = weight_scale(w, dtype, per_channel=per_channel, reduce_range=reduce_range, mse=self.mse_scale)
         q = self.codes(node, w, s, qt)
         b = node.params.get("bias")
         self.layers[node.name] = dict(weight=w.copy(), bias=None if b is None else np.asarray(b, np.float32).copy(),
