@@ -280,6 +280,7 @@ class LiteRTPath:
     add         ADD: 'xnnpack' (20-bit multipliers, one rounding half up), 'q31_double' (TFLite's: inputs
                 shifted left 20, three MultiplyByQuantizedMultiplier, double rounding) or 'q31_mixed' (the
                 inputs' two with single rounding, the output's with double rounding — measured);
+    mul         MUL: 'q31_double' (MultiplyByQuantizedMultiplier of the int32 product) or 'f32' (XNNPACK);
     quantize    QUANTIZE: 'mul_rne' (rne(x·f32(1/s))), 'div_away' (round-half-away(f32(x/s))) or 'blocks8'
                 ('mul_rne' in blocks of 8 values, round-half-away(f64(x)/f64(s)) on the n mod 8 tail);
     dequantize  DEQUANTIZE: 'f32' f32(s·(q − z)) or 'split' (f32(f32(q·s) − f32(z·s)) in blocks of 8, 'f32' on the
@@ -289,17 +290,19 @@ class LiteRTPath:
     depthwise: str
     linear: str
     add: str
+    mul: str
     quantize: str
     dequantize: str
 
 
 #: framework name → its LiteRT kernel path
 LITERT_PATHS = {
-    "litert": LiteRTPath("xnnpack", "f32_ats_over_ys", "f32_ats_over_ys", "f32_ats_over_ys", "xnnpack", "mul_rne",
-                         "f32"),
+    "litert": LiteRTPath("xnnpack", "f32_ats_over_ys", "f32_ats_over_ys", "f32_ats_over_ys", "xnnpack", "f32",
+                         "mul_rne", "f32"),
     "litert-builtin": LiteRTPath("builtin", "q31_double_up", "q31_double_up_blocks8", "q31_double_up", "q31_mixed",
-                                 "blocks8", "split"),
-    "litert-ref": LiteRTPath("reference", "q31_double", "q31_double", "f64_away", "q31_double", "div_away", "f32"),
+                                 "q31_double", "blocks8", "split"),
+    "litert-ref": LiteRTPath("reference", "q31_double", "q31_double", "f64_away", "q31_double", "q31_double", "div_away",
+                         "f32"),
 }
 
 

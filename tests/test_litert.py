@@ -206,6 +206,24 @@ def test_add_every_path(seed, a_qp, b_qp, c, size, relu):
 
 
 @settings(**SETTINGS)
+@given(seed=st.integers(0, 2 ** 31), a_qp=qparams, b_qp=qparams, c=st.integers(1, 16), size=st.integers(3, 9),
+       relu=st.booleans())
+def test_mul_every_path(seed, a_qp, b_qp, c, size, relu):
+    rng = np.random.default_rng(seed)
+    (sa, za), (sb, zb) = a_qp, b_qp
+    x = _input(rng, (2, c, size, size), sa, za)
+    w = np.eye(c, dtype=np.int8)[::-1, :, None, None] * 127    # the second operand: channels reversed
+
+    def nodes(ys, yz):
+        conv = Node("b", "qconv2d", ["xq"], Q.QConv2dAttrs((1, 1), (0, 0), (1, 1), 1, sa, za, sb, zb),
+                    {"weight": w.copy(), "w_scale": np.full(c, 0.9 * sb / sa / 127, np.float32),
+                     "w_zp": np.zeros(c, np.int8)})
+        mul = Node("mul", "qmul", ["xq", "b"], Q.QMulAttrs(sa, za, sb, zb, ys, yz, relu=relu))
+        return [_quant(sa, za), conv, mul], "mul"
+    _check_all_paths(nodes, x, saturation=0.9 if relu else 0.1)
+
+
+@settings(**SETTINGS)
 @given(seed=st.integers(0, 2 ** 31), x_qp=qparams, c=st.integers(1, 16), k=st.integers(1, 7),
        stride=st.integers(1, 3), extra=st.integers(0, 6), op=st.sampled_from(["qavg_pool2d", "qmax_pool2d",
                                                                               "qadaptive_avg_pool2d"]))
@@ -363,6 +381,9 @@ def test_litert_kernels_fast_equal_reference():
     rng = np.random.default_rng(1)
     a = rng.integers(0, 256, (2, 3, 5, 7)).astype(np.uint8)
     b = rng.integers(0, 256, (2, 3, 5, 7)).astype(np.uint8)
+    for rule in ("q31_double", "f32"):
+        args = (a, 0.03, 120, b[:, :, :1, :1], 0.05, 140, 0.2, 100)     # broadcast, as squeeze-excite does
+        assert np.array_equal(L.qmul_litert(*args, rule=rule), L.qmul_litert_reference(*args, rule=rule))
     for rule in ("q31_double", "xnnpack"):
         for relu in (False, True):
             args = (a, 0.03, 120, b, 0.05, 140, 0.07, 100)
@@ -413,3 +434,36 @@ def test_add_all_code_pairs_every_path(seed):
         assert int((got != want).sum()) == 0, f"{path}: {int((got != want).sum())} of 65,536 pairs differ"
         rules[rule] = want
     assert len(rules) == 3
+
+
+@pytest.mark.parametrize("seed", range(2))
+def test_mul_all_code_pairs_every_path(seed):
+    """MUL on all 65,536 int8 code pairs: each path's interpreter equals its target's rule."""
+    from minquant.interop.litert.flatbuffer import ActivationOptions, TfModel, TfOp, TfTensor, write_model
+    from minquant.kernels.litert import qmul_litert
+    from minquant.target import LITERT_PATHS
+    a = np.repeat(np.arange(256), 256).astype(np.uint8)
+    b = np.tile(np.arange(256), 256).astype(np.uint8)
+    rng = np.random.default_rng(seed)
+    sa, sb = rng.uniform(0.005, 0.1, 2)
+    sy = float(rng.uniform(0.3, 3) * sa * sb * 128)
+    if seed:
+        sa, sb, sy = 2.0 ** -5, 3 * 2.0 ** -6, 2.0 ** -3
+    za, zb, zy = (int(v) for v in rng.integers(98, 158, 3))
+    m = TfModel()
+
+    def q(name, s, z):
+        return m.add(TfTensor(name, (1, a.size), "int8", scale=np.array([s], np.float32), zero_point=np.array([z - 128])))
+    ai, bi, yi = q("a", sa, za), q("b", sb, zb), q("y", sy, zy)
+    m.ops.append(TfOp("MUL", [ai, bi], [yi], ActivationOptions("")))
+    m.inputs, m.outputs = [ai, bi], [yi]
+    data = write_model(m)
+    for path, fw in PATHS.items():
+        it = interpreter(data, path)
+        d = it.get_input_details()
+        it.set_tensor(d[0]["index"], (a.astype(np.int16) - 128).astype(np.int8)[None])
+        it.set_tensor(d[1]["index"], (b.astype(np.int16) - 128).astype(np.int8)[None])
+        it.invoke()
+        got = it.get_tensor(it.get_output_details()[0]["index"]).astype(np.int16).ravel() + 128
+        want = qmul_litert(a, sa, za, b, sb, zb, sy, zy, rule=LITERT_PATHS[fw].mul)
+        assert int((got != want).sum()) == 0, f"{path}: {int((got != want).sum())} of 65,536 pairs differ"

@@ -25,7 +25,7 @@ Where a framework has no such kernel the nearest exact formula is used and said 
   textbook formula (:mod:`minquant.kernels.elementwise`; ONNX Runtime's counterparts were not studied);
 * under a LiteRT target (``Arithmetic.litert``) quantize, dequantize, add and the average pools are LiteRT's
   own (:mod:`minquant.kernels.litert`; an average pool must have VALID windows and keep its qparams, as
-  LiteRT's AVERAGE_POOL_2D does); ``qmul`` / ``qhardswish`` / ``qhardsigmoid`` / ``qcat`` are not reproduced
+  LiteRT's AVERAGE_POOL_2D does), and so is ``qmul`` (MUL); ``qhardswish`` / ``qhardsigmoid`` / ``qcat`` are not reproduced
   for LiteRT (``ValueError``);
 * ``qconv2d_add``, ``qlinear_float`` and, under 'x86-inductor', ``qadaptive_avg_pool2d`` are what Inductor
   makes of a torchao pt2e graph (:mod:`minquant.quantized.pt2e_kernels`);
@@ -48,7 +48,7 @@ from ..kernels.dynamic import dynamic_conv2d, dynamic_linear, pack_dynamic_conv_
 from ..kernels.gemm import pack_weight
 from ..kernels.quantize import quantize_u8
 from ..kernels.fp16 import fp16_aware, widen
-from ..kernels.litert import avg_pool_litert, dequantize_litert, qadd_litert, quantize_litert
+from ..kernels.litert import avg_pool_litert, dequantize_litert, qadd_litert, qmul_litert, quantize_litert
 from ..kernels.pool import qadaptive_avg_pool2d, qavg_pool2d, qavg_pool2d_onnxruntime, qmax_pool2d
 from . import ops  # noqa: F401  (registers the quantized ops)
 from .precision_ops import prepare_precision_kernels
@@ -147,7 +147,7 @@ def prepare_kernels(graph, target) -> dict:
     lp = ar.litert
     for n in graph.nodes:
         try:
-            if lp is not None and n.op in ("qmul", "qhardswish", "qhardsigmoid", "qcat"):
+            if lp is not None and n.op in ("qhardswish", "qhardsigmoid", "qcat"):
                 raise ValueError(f"minquant does not reproduce LiteRT's {n.op[1:].upper()} (target {tgt})")
             if lp is not None and n.op in ("qavg_pool2d", "qadaptive_avg_pool2d"):
                 prepared[n.name] = _litert_pool_window(n, graph)
@@ -263,6 +263,9 @@ def prepare_kernels(graph, target) -> dict:
 
     def k_qmul(n, xs):
         a = n.attrs
+        if lp is not None:
+            return qmul_litert(_check_codes(xs[0], n), a.a_scale, a.a_zp, _check_codes(xs[1], n), a.b_scale, a.b_zp,
+                               a.y_scale, a.y_zp, relu=a.relu, rule=lp.mul)
         return qmul(_check_codes(xs[0], n), a.a_scale, a.a_zp, _check_codes(xs[1], n), a.b_scale, a.b_zp,
                     a.y_scale, a.y_zp, relu=a.relu, target=ar)
 

@@ -11,7 +11,7 @@ quantization spec (docs/quantization.md, step 7d):
   ``(1, KH, KW, C_out)``; a flatten of a ``(C, H, W)`` map becomes a RESHAPE of the ``(H, W, C)`` map, and the
   FULLY_CONNECTED after it gets its weight columns permuted to that order (an integer sum does not care);
 * one operator per node: QUANTIZE (model input), CONV_2D / DEPTHWISE_CONV_2D (padding SAME when LiteRT's SAME
-  pads as the node does, else VALID after a PAD), FULLY_CONNECTED, ADD, AVERAGE_POOL_2D (average pools and
+  pads as the node does, else VALID after a PAD), FULLY_CONNECTED, ADD, MUL (same shapes), AVERAGE_POOL_2D (average pools and
   adaptive average pools with whole windows), MAX_POOL_2D, RESHAPE, DEQUANTIZE (model output); fused
   activations NONE / RELU / RELU6 when the node's code clamp is the one LiteRT derives from them.
 
@@ -130,11 +130,12 @@ def tflite_bytes(qm) -> bytes:
             layout = w.layout[src]
         elif n.op in ("qconv2d", "qlinear"):
             t = _layer(w, n, a, src, out_shape, weight_qparams(n), ar)
-        elif n.op == "qadd":
+        elif n.op in ("qadd", "qmul"):
             if w.shapes[n.inputs[0]][0] != w.shapes[n.inputs[1]][0]:
-                raise ValueError(f"node {n.name!r}: ADD with broadcasting is not written")
+                raise ValueError(f"node {n.name!r}: {n.op[1:].upper()} with broadcasting is not written")
             t = w.act(n.name, _nhwc(out_shape), a.y_scale, a.y_zp)
-            m.ops.append(TfOp("ADD", [w.tensor[v] for v in n.inputs], [t], ActivationOptions("relu" if a.relu else "")))
+            m.ops.append(TfOp(n.op[1:].upper(), [w.tensor[v] for v in n.inputs], [t],
+                              ActivationOptions("relu" if a.relu else "")))
             layout = w.layout[src]
         elif n.op in ("qavg_pool2d", "qadaptive_avg_pool2d", "qmax_pool2d"):
             ih, iw = _shape(w, src)[2:]
@@ -173,7 +174,7 @@ def tflite_bytes(qm) -> bytes:
         else:
             raise ValueError(f"node {n.name!r}: op {n.op!r} has no LiteRT form in minquant's exporter")
         w.tensor[n.name] = t
-        w.layout[n.name] = layout if n.op not in ("dequantize", "qadd") else w.layout[src]
+        w.layout[n.name] = layout if n.op not in ("dequantize", "qadd", "qmul") else w.layout[src]
     m.outputs = [w.tensor[v] for v in g.outputs]
     for v in g.outputs:
         if m.tensors[w.tensor[v]].dtype != "float32":
