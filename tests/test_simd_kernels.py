@@ -104,6 +104,7 @@ CONV_CASES = [  # (x shape, w shape, kwargs): im2col with stride / padding / dil
     ((2, 70, 5, 5), (66, 70, 1, 1), {}),
     ((1, 8, 9, 9), (5, 8, 2, 2), {}),
     ((1, 600, 3, 3), (7, 600, 1, 1), {}),        # K > one K block
+    ((2, 33, 7, 7), (130, 33, 1, 1), {}),        # 1×1 on a small image: run as a linear layer (lanes = channels)
 ]
 
 

@@ -164,6 +164,11 @@ def _linear_kernel(kind, A, V, K4, C, row_sum, col_adj, w_zp, a_zp, mode, bias_f
             _requant_lanes(accrow[:nn], n0, mode, bias_f, bias_q, mult32, mult64, y_zp, lo, hi, out[m, n0:n0 + nn])
 
 
+def _lane_waste(n):
+    """Lanes computed per useful lane when n values fill 64-lane panels."""
+    return 64 * -(-n // 64) / n
+
+
 def _panels_per_block(rows, panels):
     """How many 64-lane panels share one int32 block before the epilogue: up to 16, the block ≤ 1 MB."""
     return int(max(1, min(16, panels, (1 << 20) // (256 * max(rows, 1)))))
@@ -296,13 +301,23 @@ def conv_simd(plan: GemmPlan, packed, x_q, kernel, stride, padding, dilation, ow
               st: OutputStage, out3) -> np.ndarray:
     """A groups = 1 convolution (``packed``: its (N, KH·KW·C) :class:`~minquant.kernels.gemm.PackedWeight`)
     into ``out3`` (batch, N, OH·OW) on ``plan``'s instructions (module docstring)."""
+    (kh, kw), (sh, sw), (ph, pw), (dh, dw) = kernel, stride, padding, dilation
+    n_img, c_in = x_q.shape[0], x_q.shape[1]
+    P = out3.shape[2]
+    if (kh, kw, sh, sw, ph, pw) == (1, 1, 1, 1, 0, 0) and P < 64 and _lane_waste(P) > _lane_waste(packed.w_q.shape[0]):
+        # a 1×1 conv on an image of less than one panel (7×7): its pixels fill a 64-lane panel badly and each
+        # output channel's epilogue sweep is short — run it as a linear layer on the channels-last pixels
+        # (lanes = output channels; measured faster below 64 pixels, slower from 14×14 up)
+        rows = np.ascontiguousarray(x_q.reshape(n_img, c_in, P).transpose(0, 2, 1)).reshape(n_img * P, c_in)
+        y = linear_simd(plan, packed, rows, x_zp, col_adj, st)
+        out3[...] = y.reshape(n_img, P, -1).transpose(0, 2, 1)
+        return out3
     Wr = weight_operand(packed, False, plan.split)
     n, k = packed.w_q.shape
     k4 = _k4(k)
     repeat = 2 if plan.split else 1
     V = np.empty(k4 * repeat * 256, np.uint8)
-    (kh, kw), (sh, sw), (ph, pw), (dh, dw) = kernel, stride, padding, dilation
-    width = 64 * _panels_per_block(n, -(-out3.shape[2] // 64))
+    width = 64 * _panels_per_block(n, -(-P // 64))
     C = np.empty((n, width), np.int32)
     _conv_kernel(mac_kind(plan, True), np.ascontiguousarray(x_q), Wr, k4, repeat, kh, kw, sh, sw, ph, pw,
                  dh, dw, ow, np.int64(x_zp), bool(np.any(packed.w_zp)), V, C, np.empty(width, np.int32),
