@@ -3,8 +3,9 @@
 Numba has no vector type of its own, so this module defines two — ``i32x16`` (a 512-bit zmm register as
 16 int32 lanes) and ``i32x8`` (a 256-bit ymm register as 8 int32 lanes) — and a handful of
 ``numba.extending.intrinsic`` functions that emit one LLVM instruction or intrinsic each (``_emit_*`` for
-the arithmetic). Every wrapper states what it computes per 32-bit lane and the x86 instruction it becomes. Byte vectors (64 × u8 or s8)
-and int16 vectors (32 × i16) travel in the same registers, reinterpreted (a free ``bitcast``).
+the arithmetic). Every wrapper states what it computes per 32-bit lane and the x86 instruction it
+becomes. Byte vectors (64 × u8 or s8) and int16 vectors (32 × i16) travel in the same registers,
+reinterpreted (a free ``bitcast``).
 
 The instructions (per 32-bit lane i, bytes u[4i..4i+3] unsigned, s[4i..4i+3] signed):
 
@@ -12,6 +13,7 @@ The instructions (per 32-bit lane i, bytes u[4i..4i+3] unsigned, s[4i..4i+3] sig
     vpmaddubsw h[2i] = sat16(u0·s0 + u1·s1), h[2i+1] = sat16(u2·s2 + u3·s3)   int16 pair saturation
                                                                           (AVX-512BW / AVX2)
     vpmaddwd   d[i] = h[2i]·1 + h[2i+1]·1                              exact int32     (AVX-512BW / AVX2)
+    vpdpwssd   acc[i] += h[2i]·1 + h[2i+1]·1                           exact int32     (AVX512-VNNI)
 
 ``vpmaddubsw`` then ``vpmaddwd`` with ones is fbgemm's accumulation on CPUs without VNNI: the hardware does
 the int16 pair saturation of step 8 itself.
@@ -41,8 +43,9 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import NativeValue, intrinsic, models, register_model, typeof_impl, unbox
 
-__all__ = ["ISA_NONE", "ISA_AVX2", "ISA_AVX512BW", "ISA_AVX512VNNI", "ISA_NAMES", "host_isa", "isa_cap", "isa_available",
-           "i32x16", "i32x8", "MAC_VNNI", "MAC_PAIRS_VNNI", "MAC_PAIRS_512", "MAC_PAIRS_256", "MAC_SWAP", "MacKind", "mac", "is_ymm"]
+__all__ = ["ISA_NONE", "ISA_AVX2", "ISA_AVX512BW", "ISA_AVX512VNNI", "ISA_NAMES", "host_isa", "isa_cap",
+           "isa_available", "i32x16", "i32x8", "MAC_VNNI", "MAC_PAIRS_VNNI", "MAC_PAIRS_512", "MAC_PAIRS_256",
+           "MAC_SWAP", "MacKind", "mac", "is_ymm"]
 
 # instruction sets, best last (an int so it can be passed to / compared in compiled code)
 ISA_NONE = 0          # no SIMD kernels (no JIT, or a CPU without AVX2): the float32 / plain paths
@@ -127,7 +130,7 @@ def _call(builder, name, ret, args):
 
 
 def _make_vector_ops(vt, lanes):
-    """The lane-count-generic intrinsics (zero, load, broadcast, add, store) for vector type ``vt``."""
+    """The lane-count-generic intrinsics (zero, load, broadcast, store) for vector type ``vt``."""
     vec = _vty(lanes)
 
     @intrinsic
@@ -162,15 +165,6 @@ def _make_vector_ops(vt, lanes):
         return vt(arr, offset), codegen
 
     @intrinsic
-    def add(typingctx, a, b):
-        if a != vt or b != vt:
-            return None
-
-        def codegen(context, builder, sig, args):
-            return builder.add(args[0], args[1])
-        return vt(vt, vt), codegen
-
-    @intrinsic
     def store(typingctx, arr, offset, v):
         if not isinstance(arr, types.Array) or v != vt:
             return None
@@ -182,15 +176,15 @@ def _make_vector_ops(vt, lanes):
             return context.get_dummy_value()
         return types.none(arr, offset, vt), codegen
 
-    return zero, load, broadcast, add, store
+    return zero, load, broadcast, store
 
 
 #: zero16() = 0 in every lane (vpxord); load16(a, o) = the 64 bytes at a's data + o (vmovdqu64);
-#: bcast16(a, o) = the 4 bytes at a's data + o in every lane (vpbroadcastd); add16 = lane-wise int32 add
-#: (vpaddd); store16(a, o, v) writes v's 64 bytes at a's data + o (vmovdqu64)
-zero16, load16, bcast16, add16, store16 = _make_vector_ops(i32x16, 16)
-#: the same on ymm registers, 32 bytes (vpxor, vmovdqu, vpbroadcastd, vpaddd, vmovdqu)
-zero8, load8, bcast8, add8, store8 = _make_vector_ops(i32x8, 8)
+#: bcast16(a, o) = the 4 bytes at a's data + o in every lane (vpbroadcastd); store16(a, o, v) writes v's
+#: 64 bytes at a's data + o (vmovdqu64)
+zero16, load16, bcast16, store16 = _make_vector_ops(i32x16, 16)
+#: the same on ymm registers, 32 bytes (vpxor, vmovdqu, vpbroadcastd, vmovdqu)
+zero8, load8, bcast8, store8 = _make_vector_ops(i32x8, 8)
 
 
 # ------------------------------------------------------------------------------ the multiply-add kinds
