@@ -122,7 +122,7 @@ def mobilenet(args):
     score("w4a8_nearest", qm0)
     t = time.time()
     ada = adaround(qm0, nearest, calib[:args.ada_samples], iterations=args.ada_iters, rows=args.ada_rows,
-                   seed=0, progress=True)
+                   seed=0, min_rows_per_input=args.ada_min_rows, progress=True)
     lap("adaround", t)
     t = time.time()
     qa = mq.quantize_static(model, calib, target=TARGET, weight_rounding=ada, progress=False)
@@ -136,7 +136,7 @@ def mobilenet(args):
     score("w4a8_adaround_qat", fq.to_quantized())
     recon = {k: v for k, v in ada.report.items()}
     return dict(results=res, timing=timing, calib=args.calib, qat_crops=args.qat_crops, eval=args.eval,
-                mse_scale=args.mse_scale, int8_ends=args.int8_ends, ada_samples=args.ada_samples,
+                mse_scale=args.mse_scale, int8_ends=args.int8_ends, ada_min_rows=args.ada_min_rows, ada_samples=args.ada_samples,
                 ada_iters=args.ada_iters, ada_rows=args.ada_rows, qat_epochs=args.qat_epochs, qat_lr=args.qat_lr,
                 qat_history=hist, adaround_report=recon, total_seconds=round(time.time() - t_start, 1))
 
@@ -195,7 +195,8 @@ def report():
                   f"evaluation crops (`split=\"eval\"`). AdaRound: {d['ada_iters']} Adam steps per layer on "
                   f"{d['ada_rows']} sampled output positions of {d['ada_samples']} crops (53 layers). QAT: "
                   f"{d['qat_epochs']} epochs over {d['qat_crops']} other crops of the calibration half "
-                  "(`photo_crops(n, split=\"calib\", seed=1)`), batch 16, Adam lr {d['qat_lr']}, loss = "
+                  "(`photo_crops(n, split=\"calib\", seed=1)`), batch 16, "
+                  f"Adam lr {d['qat_lr']}, loss = "
                   "KL to the float model's softmax (T = 1; no labels).", "",
                   "| model | top-1 agreement with fp32 % | logit SQNR (dB) |", "|---|---|---|"]
         for key, label in (("w4a8_nearest", "W4A8 PTQ, nearest rounding"), ("w4a8_adaround", "W4A8 AdaRound"),
@@ -204,7 +205,11 @@ def report():
                 lines.append(f"| {label} | {100 * res[key]['agree']:.1f} | {res[key]['sqnr']:.2f} |")
         lines += ["", "Compute (wall seconds on the loaded machine): " + ", ".join(f"{k} {v}" for k, v in tm.items())
                   + f"; total {d['total_seconds']} s.", ""]
-        rr = d["adaround_report"]
+        rr = {k: v for k, v in d["adaround_report"].items() if "skipped" not in v}
+        skipped = [k for k, v in d["adaround_report"].items() if "skipped" in v]
+        if skipped:
+            lines += [f"AdaRound kept nearest rounding for {len(skipped)} layer(s) with fewer rows than "
+                      f"{d['ada_min_rows']:g} × their inputs (`min_rows_per_input`): {', '.join(skipped)}.", ""]
         ratio = [v["adaround"] / max(v["nearest"], 1e-30) for v in rr.values()]
         lines += [f"AdaRound's per-layer reconstruction error (mean squared output error on its rows) fell to "
                   f"{np.median(ratio):.2f}× nearest's (median over {len(rr)} layers; range {min(ratio):.2f}–"
@@ -229,6 +234,7 @@ def main(argv=None):
     ap.add_argument("--qat-crops", type=int, default=256)
     ap.add_argument("--qat-lr", type=float, default=1e-4)
     ap.add_argument("--mse-scale", action="store_true", help="int4 weight scales by the clipped-range search")
+    ap.add_argument("--ada-min-rows", type=float, default=0.0, help="adaround(min_rows_per_input=)")
     ap.add_argument("--int8-ends", action="store_true", help="first conv and classifier keep int8 weights")
     ap.add_argument("--tag", default="", help="suffix of the MobileNetV2 JSON (several runs side by side)")
     args = ap.parse_args(argv)

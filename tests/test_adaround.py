@@ -102,3 +102,13 @@ def test_other_weights_are_refused(learned):
     with pytest.raises(ValueError, match="calibration_data"):
         adaround(qm0, nearest, np.full((4, 1, 28, 28), np.nan, np.float32))
     assert isinstance(ada, AdaRoundWeights)
+
+
+def test_underdetermined_layers_keep_nearest(learned):
+    """min_rows_per_input=1: the classifier (32 samples for 1,024 inputs) keeps nearest rounding; the convs
+    (thousands of output positions for 9 / 288 inputs) are learned."""
+    _, (x_tr, *_), nearest, qm0, _, _ = learned
+    ada = adaround(qm0, nearest, x_tr[:32], iterations=20, rows=1024, min_rows_per_input=1.0)
+    assert "skipped" in ada.report["classifier"]
+    assert np.array_equal(ada.learned["classifier"]["codes"], nearest.layers["classifier"]["codes"])
+    assert "skipped" not in ada.report["features.0"] and "skipped" not in ada.report["features.2"]

@@ -147,7 +147,7 @@ def _layer_out(rows, w, b, act, hi, groups):
 
 def adaround(qm: QuantizedModel, rounding: NearestWeights, calibration_data, *, iterations: int = 1000,
              rows: int = 4096, batch_rows: int = 256, reg_weight: float = 0.01, beta=(20.0, 2.0),
-             warmup: float = 0.2, lr: float = 1e-2, chunk: int = 16, seed: int = 0,
+             warmup: float = 0.2, lr: float = 1e-2, chunk: int = 16, seed: int = 0, min_rows_per_input: float = 0.0,
              progress: bool = False) -> AdaRoundWeights:
     """Learn the rounding of every conv / linear layer of ``qm``, first to last (module docstring).
 
@@ -156,7 +156,11 @@ def adaround(qm: QuantizedModel, rounding: NearestWeights, calibration_data, *, 
     int4). ``calibration_data``: float32 array (N, ...) of model inputs (a few dozen to a few hundred).
     ``rows``: output positions (conv) or samples (linear) per layer; ``batch_rows`` per Adam step;
     ``iterations`` Adam steps per layer; ``reg_weight`` λ; ``beta`` (start, end) of the annealing;
-    ``warmup`` the fraction of steps without the regulariser. Returns :class:`AdaRoundWeights`."""
+    ``warmup`` the fraction of steps without the regulariser. ``min_rows_per_input``: a layer is learned only
+    if it has at least this many rows per input of one output (``K`` = C/groups·kh·kw, or in_features), else
+    it keeps nearest rounding (``report[name]["skipped"]``) — with fewer rows than inputs the reconstruction
+    can be fit exactly by flipping roundings, and AdaRound then fits the calibration rows, not the layer
+    (seen on MobileNetV2's classifier: 16 rows for 1,280 inputs). Returns :class:`AdaRoundWeights`."""
     if not isinstance(rounding, NearestWeights) or not rounding.layers:
         raise TypeError("adaround needs the NearestWeights that quantized qm (it recorded the float layers)")
     x = np.asarray(calibration_data, np.float32)
@@ -183,6 +187,14 @@ def adaround(qm: QuantizedModel, rounding: NearestWeights, calibration_data, *, 
             pos = torch.from_numpy(rng.choice(len(x), size=min(rows, len(x)), replace=False))
         rf, rq = _rows(xf, node, pos, groups), _rows(xq, node, pos, groups)
         del xf, xq
+        if len(rq) < min_rows_per_input * rq.shape[2]:
+            learned[node.name] = dict(weight=rec["weight"], scale=rec["scale"], codes=rec["codes"].copy())
+            report[node.name] = dict(skipped=f"{len(rq)} rows < {min_rows_per_input:g} × {rq.shape[2]} inputs",
+                                     changed=0.0)
+            if progress:
+                print(f"adaround {li + 1}/{len(layers)} {node.name}: kept nearest ({report[node.name]['skipped']})",
+                      flush=True)
+            continue
         w, b, act, hi = lay["float_weight"], lay["float_bias"], node.attrs.activation, lay["hi"]
         target = _layer_out(rf, w, b, act, hi, groups)
         s = torch.from_numpy(rec["scale"]).reshape((-1,) + (1,) * (w.dim() - 1))
