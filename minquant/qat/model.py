@@ -66,6 +66,9 @@ class FakeQuantModel(nn.Module):
         if bad:
             raise ValueError(f"FakeQuantModel has no fake-quantized form of op(s) {bad}; it trains models made of "
                              f"{_SUPPORTED}")
+        if getattr(qm.target.linear(), "litert", None) is not None:
+            raise ValueError(f"FakeQuantModel does not train LiteRT targets ({qm.target}): LiteRT rounds half away "
+                             "from zero when it quantizes and computes ReLU6's top code its own way")
         if len(qm.graph.inputs) != 1 or len(qm.graph.outputs) != 1:
             raise ValueError("FakeQuantModel trains one-input, one-output models")
         self.qm = qm
