@@ -136,6 +136,7 @@ def minquant_rows(sp: Spec, f_ref, log):
                         f"one group per output channel")
         rows.append(row)
         log(f"  {sp.name} {p.name}: {row.bytes:,} B, agree {row.agreement}, {row.sqnr} dB ({time.time() - t:.0f} s)")
+    rows.insert(2, fp16_unfolded_row(sp, f_ref, log))
     t = time.time()
     sens = sensitivity_of(g, {p: lowered[p] for p in rungs[1:]}, sp.x_sens)
     log(f"  {sp.name} sensitivity: {len(sens.layers)} layers × {len(sens.candidates)} ({time.time() - t:.0f} s)")
@@ -158,6 +159,21 @@ def minquant_rows(sp: Spec, f_ref, log):
         log(f"  {sp.name} mixed {budget.describe()}: {row.bytes:,} B, agree {row.agreement:.3f}, {row.sqnr:.2f} dB "
             f"({time.time() - t:.0f} s)")
     return rows, tables
+
+
+def fp16_unfolded_row(sp: Spec, f_ref, log):
+    """fp16 on the model as it is — BatchNorm kept as its own op, nothing equalized — like torch's ``.half()``
+    (rounding BN-folded, equalized weights to float16 costs MobileNetV2 ~10 dB of output SQNR)."""
+    from minquant.quantized.precision import FP16
+    from minquant.quantized.precision_convert import quantize_precision
+
+    t = time.time()
+    qm = quantize_precision(sp.model, FP16, input_shape=(1,) + sp.x_eval.shape[1:], fold_batch_norm=False)
+    row = _scores(Row(sp.name, "minquant", "fp16, BatchNorm kept (not folded, not equalized)", qm.size_bytes(),
+                      note="BatchNorm parameters stored float32"), f_ref, _mq(qm, sp.x_eval), sp.y_eval)
+    row.ms = median_ms(lambda: qm(sp.x_eval[:1]), sp.repeats)
+    log(f"  {sp.name} fp16 unfolded: {row.bytes:,} B, agree {row.agreement}, {row.sqnr} dB ({time.time() - t:.0f} s)")
+    return row
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -299,6 +315,8 @@ def main(argv=None):
     ap.add_argument("--models", nargs="*", default=None, help="subset: TinyCNN MobileNetV2 EfficientNet-Lite0")
     ap.add_argument("--part", default=None, help="write this run's rows to a JSON file (no markdown)")
     ap.add_argument("--merge", nargs="*", default=None, help="write the markdown and plot from --part files")
+    ap.add_argument("--fp16-unfolded-only", action="store_true",
+                    help="only the row 'fp16, BatchNorm kept' (a part added to an earlier run's parts)")
     args = ap.parse_args(argv)
     if args.merge:
         return write_outputs([json.loads(Path(p).read_text()) for p in args.merge], args.report)
@@ -319,6 +337,9 @@ def main(argv=None):
                 continue
             log(f"{sp.name}: {len(sp.calib)} calibration, {len(sp.x_eval)} evaluation samples")
             f_ref = predict_logits(sp.model, sp.x_eval, batch_size=16)
+            if args.fp16_unfolded_only:
+                rows.append(fp16_unfolded_row(sp, f_ref, log))
+                continue
             rows += torch_rows(sp, f_ref)
             rows += ort_rows(sp, f_ref, Path(tmp))
             mrows, mtables = minquant_rows(sp, f_ref, log)
@@ -343,6 +364,10 @@ def write_outputs(parts_in, report):
     from minquant.target import Cpu
 
     rows = [Row(**r) for p in parts_in for r in p["rows"]]
+    models = list(dict.fromkeys(r.model for r in rows))
+    rank = ("fp32", "fp16 (", "fp16, BatchNorm", "fp16", "int8", "W4A16", "W4A8", "mixed")
+    rows.sort(key=lambda r: (models.index(r.model), ("torch", "ONNX Runtime", "minquant").index(r.runtime),
+                             next((i for i, v in enumerate(rank) if r.variant.startswith(v)), len(rank))))
     tables = {k: v for p in parts_in for k, v in p["tables"].items()}
     table = _table(rows)
     figs = [Path(report) / "precision_ladder.png", ROOT / "docs" / "figures" / "precision_ladder.png"]

@@ -155,3 +155,30 @@ def test_bad_precisions_and_arguments(tiny):
         quantize_precision(model, FP16, calib, layers={"features.9": INT8})
     with pytest.raises(TypeError, match="must be a Precision"):
         quantize_precision(model, "fp16", calib)
+
+
+def test_fp16_keeps_batch_norm_when_asked():
+    """fold_batch_norm=False: BatchNorm stays its own op, run on float16 values (widen, compute, round), as
+    torch's ``.half()`` keeps it; int8 layers refuse it (they need BN folded)."""
+    import torch
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.BatchNorm2d(8), torch.nn.ReLU(),
+                              torch.nn.Conv2d(8, 4, 1), torch.nn.BatchNorm2d(4)).eval()
+    with torch.no_grad():
+        for bn in (net[1], net[4]):
+            bn.running_mean.uniform_(-1, 1)
+            bn.running_var.uniform_(0.01, 4)
+            bn.weight.uniform_(0.2, 3)
+    x = np.random.default_rng(0).standard_normal((4, 3, 10, 10)).astype(np.float32)
+    with torch.no_grad():
+        f = net(torch.from_numpy(x)).numpy()
+    qm = quantize_precision(net, FP16, input_shape=(1, 3, 10, 10), fold_batch_norm=False)
+    ops = [n.op for n in qm.graph.nodes]
+    assert ops.count("batch_norm") == 2 and ops.count("fp16_conv2d") == 2
+    _, raw = qm.run(x, intermediates=True, raw=True)
+    assert all(v.dtype == np.float16 for k, v in raw.items() if k not in qm.graph.inputs)
+    assert qm.meta["batch_norm_folded"] is False and sqnr_db(f, qm(x)) > 50
+    folded = quantize_precision(net, FP16, input_shape=(1, 3, 10, 10))
+    assert "batch_norm" not in [n.op for n in folded.graph.nodes]
+    with pytest.raises(ValueError, match="need BatchNorm folded"):
+        quantize_precision(net, INT8, x, fold_batch_norm=False)
