@@ -225,28 +225,31 @@ def _pack_pointwise(x, b, p0, pn, K4, V):
 @njit(cache=True)
 def _pack_im2col(x, b, p0, pn, kh, kw, sh, sw, ph, pw, dh, dw, ow, zp, K4, V):
     """Panel of a general conv: V[k//4][l][k%4] = the input seen by tap k = (i·kw + j)·C + c of output pixel
-    p0 + l (the zero point z_x outside the image, real 0; 0 past K and past the last pixel)."""
+    p0 + l (the zero point z_x outside the image, real 0; 0 past K and past the last pixel). Tap by tap, so
+    that the inner loop runs over the 64 lanes with the tap's offsets fixed."""
     c_in, h, w = x.shape[1], x.shape[2], x.shape[3]
-    K = kh * kw * c_in
-    for l in range(64):
-        if l >= pn:
-            for k in range(4 * K4):
-                V[(k >> 2) * 256 + 4 * l + (k & 3)] = 0
-            continue
-        p = p0 + l
-        oy = p // ow
-        ox = p - oy * ow
-        for i in range(kh):
-            iy = oy * sh - ph + i * dh
-            for j in range(kw):
-                ix = ox * sw - pw + j * dw
-                inside = 0 <= iy < h and 0 <= ix < w
-                kb = (i * kw + j) * c_in
-                for c in range(c_in):
-                    k = kb + c
-                    V[(k >> 2) * 256 + 4 * l + (k & 3)] = x[b, c, iy, ix] if inside else zp
-        for k in range(K, 4 * K4):
-            V[(k >> 2) * 256 + 4 * l + (k & 3)] = 0
+    hw = h * w
+    xb = x[b].reshape(c_in * hw)
+    V[:K4 * 256] = 0
+    iy0 = np.empty(64, np.int64)
+    ix0 = np.empty(64, np.int64)
+    for l in range(pn):
+        oy = (p0 + l) // ow
+        iy0[l] = oy * sh - ph
+        ix0[l] = (p0 + l - oy * ow) * sw - pw
+    for i in range(kh):
+        for j in range(kw):
+            for c in range(c_in):
+                k = (i * kw + j) * c_in + c
+                base = (k >> 2) * 256 + (k & 3)
+                off = c * hw
+                for l in range(pn):
+                    iy = iy0[l] + i * dh
+                    ix = ix0[l] + j * dw
+                    v = zp
+                    if 0 <= iy < h and 0 <= ix < w:
+                        v = xb[off + iy * w + ix]
+                    V[base + 4 * l] = v
 
 
 @njit(cache=True)
