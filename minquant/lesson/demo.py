@@ -250,6 +250,7 @@ def _common_rows(name, model, shape, calib, x_eval, y_eval, f_ref, x1, reps, tor
                 note=f"bit-identical to torch: {differ}/{t_logits.size} logits differ")
         rows.append(_scores(r, f_ref, m_logits, y_eval))
     art.setdefault("bit_exact", []).append((name, differ, t_logits.size))
+    rows += _pt2e_rows(name, model, shape, calib, x_eval, y_eval, f_ref, x1, reps, art)
 
     with _step("minquant quantize_dynamic (Linear and Conv2d)"):
         qm = quantize_dynamic(model, input_shape=shape)
@@ -434,6 +435,33 @@ def tinycnn_rows(cfg: Settings, art: dict) -> list[Row]:
     rows += _onnx_rows(name, model, (1, 1, 28, 28), calib, x_te, y_te, f_ref, x1, reps, art)
     with _step(f"latency of {sum(isinstance(r.ms, _Timed) for r in rows)} variants, batch 1, round-robin"):
         measure_latencies(rows)
+    return rows
+
+
+def _pt2e_rows(name, model, shape, calib, x_eval, y_eval, f_ref, x1, reps, art):
+    """What torch recommends now (torchao pt2e: export → X86InductorQuantizer → calibrate → convert →
+    torch.compile with freezing, i.e. oneDNN int8 kernels), and minquant running the same converted model
+    (:func:`minquant.from_torch_pt2e`, target ``x86-inductor``). Exported with batch 1, so the compiled model
+    is timed and evaluated one sample at a time."""
+    from ..frameworks.torch_pt2e import inductor_compile, pt2e_ptq
+    from ..interop.torch import from_torch_pt2e
+
+    rows = []
+    with _step("PyTorch pt2e int8 (torchao: export, X86InductorQuantizer, convert_pt2e, torch.compile)"):
+        converted = pt2e_ptq(copy.deepcopy(model), calib, batch=1)
+        compiled = inductor_compile(converted)
+        p_logits = np.concatenate([compiled(x_eval[i:i + 1]) for i in range(len(x_eval))])
+        r = Row(name, "torch pt2e int8 (Inductor, oneDNN)", "torch", None, None,
+                _Timed(partial(compiled, x1), reps), note="torch's current flow; eager mode is deprecated")
+        rows.append(_scores(r, f_ref, p_logits, y_eval))
+    with _step("minquant runs the pt2e model as Inductor lowers it (from_torch_pt2e)"):
+        mp = from_torch_pt2e(converted, shape)
+        m_logits = np.concatenate([mp(x_eval[i:i + 1]) for i in range(len(x_eval))])
+        differ = int((m_logits != p_logits).sum())
+        r = Row(name, "  torch's pt2e model, run by minquant", "minquant", _saved_bytes(mp), mp.size_bytes(),
+                _Timed(partial(mp, x1), reps), note=f"bit-identical to Inductor: {differ}/{p_logits.size} differ")
+        rows.append(_scores(r, f_ref, m_logits, y_eval))
+    art.setdefault("pt2e_exact", []).append((name, differ, p_logits.size))
     return rows
 
 
@@ -681,6 +709,9 @@ def _notes(rows, art, cfg) -> list[str]:
              + art.get("TinyCNN_torch_dynamic_report", "") + "\n```"]
     for name, differ, size in art.get("bit_exact", []):
         notes.append(f"{name}: minquant running torch's eager int8 model — {differ} of {size} logits differ.")
+    for name, differ, size in art.get("pt2e_exact", []):
+        notes.append(f"{name}: minquant running torch's pt2e model as Inductor lowers it (target "
+                     f"'x86-inductor') — {differ} of {size} logits differ.")
     for name, fmt, differ, size in art.get("ort_exact", []):
         notes.append(f"{name}: ONNX Runtime running minquant's exported int8 model ({fmt}) vs minquant "
                      f"target='onnxruntime' — {differ} of {size} logits differ.")
@@ -731,7 +762,7 @@ def _main(quick, report_dir) -> int:
         path = write_outputs(report_dir, rows, art, cfg, elapsed)
         print(f"\nreport: {path} (figures and results.json beside it)")
     print(f"\ndone in {time.perf_counter() - t0:.0f} s")
-    ok = all(d == 0 for _, d, _ in art.get("bit_exact", []))
+    ok = all(d == 0 for _, d, _ in art.get("bit_exact", []) + art.get("pt2e_exact", []))
     if not ok:
-        print("MISMATCH: minquant's run of torch's int8 model is not bit-identical (see the table)")
+        print("MISMATCH: minquant's run of torch's int8 model (eager or pt2e) is not bit-identical (see the table)")
     return 0 if ok else 1
