@@ -43,12 +43,16 @@ def test_common_rows_on_tinycnn(digits_model):
                              lambda c: torch_oracle.torch_static_tinycnn(model, c, "x86"), cfg, art)
     demo.measure_latencies(rows)
     by = {r.variant.strip(): r for r in rows}
-    assert list(by) == ["fp32", "torch quantize_dynamic (seed's line)", "torch static int8 (eager, x86)",
-                        "torch's int8 model, run by minquant", "minquant dynamic int8",
-                        "minquant static int8, per-tensor", "minquant static int8, per-channel"]
-    assert art["bit_exact"] == [("TinyCNN", 0, 1200)]
-    assert by["torch's int8 model, run by minquant"].note.startswith("bit-identical to torch: 0/1200")
     fp32 = by["fp32"]
+    assert list(by) == ["fp32", "torch quantize_dynamic (seed's line)", "torch static int8 (eager, x86)",
+                        "torch's int8 model, run by minquant", "torch pt2e int8 (Inductor, oneDNN)",
+                        "torch's pt2e model, run by minquant", "minquant dynamic int8",
+                        "minquant static int8, per-tensor", "minquant static int8, per-channel"]
+    assert art["bit_exact"] == [("TinyCNN", 0, 1200)] and art["pt2e_exact"] == [("TinyCNN", 0, 1200)]
+    assert by["torch's int8 model, run by minquant"].note.startswith("bit-identical to torch: 0/1200")
+    assert by["torch's pt2e model, run by minquant"].note.startswith("bit-identical to Inductor: 0/1200")
+    pt2e = by["torch pt2e int8 (Inductor, oneDNN)"]
+    assert abs(pt2e.accuracy - fp32.accuracy) <= 0.03 and pt2e.ms > 0
     assert fp32.param_bytes == 4 * sum(p.numel() for p in model.parameters())
     # the seed's "int8" model keeps its convolutions in float: most of the fp32 bytes remain
     assert by["torch quantize_dynamic (seed's line)"].param_bytes > 0.7 * fp32.param_bytes
