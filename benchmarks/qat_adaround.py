@@ -215,6 +215,18 @@ def report():
                   f"{np.median(ratio):.2f}× nearest's (median over {len(rr)} layers; range {min(ratio):.2f}–"
                   f"{max(ratio):.2f}); {100 * np.mean([v['changed'] for v in rr.values()]):.1f} % of codes "
                   "moved one step from nearest on average.", ""]
+    if mobilenet_runs:
+        runs = [json.loads(path.read_text()) for path in mobilenet_runs]
+        best = max(runs, key=lambda d: d["results"].get("w4a8_adaround_qat", {}).get("agree", 0))
+        lines += ["## Reading (MobileNetV2)", "",
+                  f"Best W4A8 top-1 agreement here: {100 * best['results']['w4a8_adaround_qat']['agree']:.1f} % "
+                  "(AdaRound + QAT); the issue's goal of ≥ 75 % is **not reached** in this budget (minutes, a few "
+                  "hundred unlabelled crops). Nearest-rounding W4A8 PTQ is far below (38–43 %). AdaRound as run here "
+                  "(200 steps per layer on 16–32 crops, against the paper's 10,000 steps on 1,024 images) lowers "
+                  "every layer's reconstruction error but does not move top-1 agreement beyond the noise of 200 "
+                  "crops (±3.5 points, one standard error), and with 16 crops it overfits the classifier "
+                  "(16 rows for 1,280 inputs: 42.5 → 25.0 %) — hence `min_rows_per_input`. Label-free QAT "
+                  "(distillation from the float model) gives the large step (+15 to +23 points in 2–3 epochs).", ""]
     RESULTS.write_text("\n".join(lines))
     print(RESULTS.read_text())
 
