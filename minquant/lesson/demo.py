@@ -445,6 +445,7 @@ def _pt2e_rows(name, model, shape, calib, x_eval, y_eval, f_ref, x1, reps, art):
     is timed and evaluated one sample at a time."""
     from ..frameworks.torch_pt2e import inductor_compile, pt2e_ptq
     from ..interop.torch import from_torch_pt2e
+    from ..target import Cpu
 
     rows = []
     with _step("PyTorch pt2e int8 (torchao: export, X86InductorQuantizer, convert_pt2e, torch.compile)"):
@@ -454,6 +455,11 @@ def _pt2e_rows(name, model, shape, calib, x_eval, y_eval, f_ref, x1, reps, art):
         r = Row(name, "torch pt2e int8 (Inductor, oneDNN)", "torch", None, None,
                 _Timed(partial(compiled, x1), reps), note="torch's current flow; eager mode is deprecated")
         rows.append(_scores(r, f_ref, p_logits, y_eval))
+    cpu = Cpu.host()
+    if not cpu.onednn_vnni:   # oneDNN's int8 kernels below AVX512-VNNI pair products: not reproduced
+        rows.append(Row(name, "  torch's pt2e model, run by minquant", "minquant",
+                        note=f"not reproduced on this CPU ({cpu.name}): oneDNN below AVX512-VNNI"))
+        return rows
     with _step("minquant runs the pt2e model as Inductor lowers it (from_torch_pt2e)"):
         mp = from_torch_pt2e(converted, shape)
         m_logits = np.concatenate([mp(x_eval[i:i + 1]) for i in range(len(x_eval))])
