@@ -14,7 +14,11 @@ the float32 bits of a float output). The cases are built so that a wrong emulati
   the case tells the two rules apart);
 * output qparams chosen from the exact real result so that outputs span the uint8 range without piling up
   at 0 or 255 (``clipped`` = the fraction of the framework's outputs at 0 or 255);
-* element counts that are not a multiple of ATen's SIMD block, so the scalar tail is exercised.
+* element counts that are not a multiple of ATen's SIMD block, so the scalar tail is exercised;
+* one row per torch engine, "conv 1x1, rounding ties" (:func:`_ties_case`), built so that the *order* of
+  the output stage's float32 multiplications decides a few codes: random cases almost never land close enough
+  to a .5 tie (eager x86 on an AMX CPU once differed in 928 of 4,000 MobileNetV2 logits while every random
+  row here matched).
 
 The framework side is the package's oracles, :mod:`minquant.frameworks.torch_oracle` (one op under
 ``engine(...)``) and :mod:`minquant.frameworks.ort_oracle` (one-node models), imported inside the functions; a
@@ -42,8 +46,8 @@ _F32 = np.float32
 #: framework label → (Target framework, the package it needs)
 _FRAMEWORKS = {"torch fbgemm": ("fbgemm", "torch"), "torch x86": ("x86", "torch"),
                "torch qnnpack": ("qnnpack", "torch"), "onnxruntime": ("onnxruntime", "onnxruntime")}
-_TORCH_FAMILIES = ("linear", "conv dense", "conv depthwise 3x3", "conv groupwise", "add", "mul", "hardswish",
-                   "global avg pool", "dynamic linear")
+_TORCH_FAMILIES = ("linear", "conv dense", "conv depthwise 3x3", "conv groupwise", "conv 1x1, rounding ties",
+                   "add", "mul", "hardswish", "global avg pool", "dynamic linear")
 _ORT_FAMILIES = ("QLinearConv dense", "QLinearConv depthwise 3x3", "QLinearMatMul", "QLinearAdd",
                  "QLinearGlobalAveragePool", "MatMulNBits")
 #: framework label → op families checked
@@ -54,6 +58,9 @@ FAMILIES = {k: (_ORT_FAMILIES if k == "onnxruntime" else _TORCH_FAMILIES) for k 
 # with 4 channels per group in and out and 8 groups (fbgemm's groupwise kernel on AVX-512 and AVX2 hosts)
 _CONV = {"dense": (1, 16, 24, 11, 1), "depthwise": (1, 32, 32, 11, 32), "groupwise": (1, 32, 32, 11, 8)}
 _CONV_GEO = dict(kernel=(3, 3), stride=(1, 1), padding=(1, 1), dilation=(1, 1))
+# the rounding-ties case: a dense 1×1 convolution, no padding, 8 × 28 × 28 pixels × 64 channels (:func:`_ties_case`)
+_TIES = (8, 64, 64, 28)
+_TIES_GEO = dict(kernel=(1, 1), stride=(1, 1), padding=(0, 0), dilation=(1, 1))
 _LINEAR = (7, 200, 37)          # M, K, N
 _ELEMENTS = 1000                # add / mul / hardswish: 15 blocks of 64 + a tail of 40
 _POOL = (1, 48, 7, 7)
@@ -71,7 +78,8 @@ class Row:
                 or the check failed — see ``note``);
     elements  : output elements compared;
     control   : GEMM-type rows: elements that differ when minquant uses the opposite int16-pair rule
-                (> 0: this case would have caught the wrong rule); None elsewhere;
+                (> 0: this case would have caught the wrong rule); the rounding-ties row on oneDNN: elements
+                that differ under oneDNN's other output-stage order (VNNI ↔ AMX); None elsewhere;
     clipped   : fraction of the framework's uint8 outputs at 0 or 255 (None for float outputs);
     note      : why a row is not checked, or the error a check raised."""
     framework: str
@@ -104,10 +112,13 @@ def _accumulation(ar: Arithmetic, vnni_gemm: bool) -> str:
 
 def _conv_kind(family: str) -> str:
     return {"conv dense": "dense", "QLinearConv dense": "dense", "conv depthwise 3x3": "depthwise",
-            "QLinearConv depthwise 3x3": "depthwise", "conv groupwise": "groupwise"}[family]
+            "QLinearConv depthwise 3x3": "depthwise", "conv groupwise": "groupwise",
+            "conv 1x1, rounding ties": "ties"}[family]
 
 
 def _conv_layer(kind: str) -> dict:
+    if kind == "ties":
+        return dict(groups=1, c_in=_TIES[1], c_out=_TIES[2], symmetric_weights=True, **_TIES_GEO)
     _, c_in, c_out, _, groups = _CONV[kind]
     return dict(groups=groups, c_in=c_in, c_out=c_out, symmetric_weights=True, **_CONV_GEO)
 
@@ -237,6 +248,26 @@ def _conv_case(rng, kind):
                 groups=groups)
 
 
+def _ties_case(rng):
+    """A case where the *order* of an output stage's float32 multiplications shows: large codes, positive-mean
+    weights and a small z_x make every accumulator large, and a bias cancelling each channel's mean leaves
+    v = acc·s_x·s_w + b small, so the products' rounding errors are magnified ~30× relative to v — a few
+    outputs per 100 000 then lie close enough to a .5 tie that the order decides them (oneDNN's VNNI and AMX
+    kernels differ exactly there: docs/quantization.md step 7c). 1×1, no padding, so no border pulls the
+    output range wide; ``control`` counts the outputs the other oneDNN order gets wrong."""
+    n, c_in, c_out, hw = _TIES
+    x = rng.integers(100, 256, (n, c_in, hw, hw)).astype(np.uint8)
+    xs, xz = _F32(0.02), 5
+    w = np.clip(np.rint(rng.normal(40, 30, (c_out, c_in, 1, 1))), -127, 127).astype(np.int8)
+    ws = rng.uniform(0.001, 0.004, c_out).astype(_F32)
+    prod = np.einsum("nchw,oc->nohw", x.astype(np.float64) - xz, w[:, :, 0, 0].astype(np.float64)) \
+        * float(xs) * ws.astype(np.float64)[None, :, None, None]
+    bias = (-prod.mean(axis=(0, 2, 3)) + rng.normal(0, 0.05, c_out)).astype(_F32)
+    ys, yz = _out_qparams(prod + bias[None, :, None, None])
+    return dict(x=x, xs=xs, xz=xz, w=w, ws=ws, wz=np.zeros(c_out, np.int64), bias=bias, ys=ys, yz=yz,
+                groups=1, padding=0)
+
+
 def _pair_case(rng, product=False):
     a = rng.integers(0, 256, _ELEMENTS).astype(np.uint8)
     b = rng.integers(0, 256, _ELEMENTS).astype(np.uint8)
@@ -272,7 +303,7 @@ def _pair_args(c):
 
 
 def _conv_kw(c):
-    return dict(stride=1, padding=1, dilation=1, groups=c["groups"])
+    return dict(stride=1, padding=c.get("padding", 1), dilation=1, groups=c["groups"])
 
 
 def _minquant(family, c, ar):
@@ -389,6 +420,8 @@ def _count(got, want) -> int:
     return int(np.count_nonzero(got != want))
 
 
+#: oneDNN's two output-stage orders (VNNI kernels / AMX kernels), each the other's control
+_ONEDNN_ORDERS = {"onednn": "onednn_amx", "onednn_amx": "onednn"}
 _GEMM_FAMILIES = ("linear", "conv dense", "conv depthwise 3x3", "conv groupwise", "QLinearConv dense",
                   "QLinearConv depthwise 3x3", "QLinearMatMul")
 
@@ -396,6 +429,8 @@ _GEMM_FAMILIES = ("linear", "conv dense", "conv depthwise 3x3", "conv groupwise"
 def _torch_case(rng, family):
     if family == "linear":
         return _linear_case(rng)
+    if family == "conv 1x1, rounding ties":
+        return _ties_case(rng)
     if family.startswith("conv"):
         return _conv_case(rng, _conv_kind(family))
     if family in ("add", "mul"):
@@ -422,6 +457,9 @@ def _check(row: Row, family, ar, case_and_want):
             row.clipped = float(np.mean((want == 0) | (want == 255)))
         if family in _GEMM_FAMILIES:
             other = dataclasses.replace(ar, saturate_pairs=not ar.saturate_pairs)
+            row.control = _count(_minquant(family, c, other), want)
+        elif family == "conv 1x1, rounding ties" and ar.multiplier in _ONEDNN_ORDERS:
+            other = dataclasses.replace(ar, multiplier=_ONEDNN_ORDERS[ar.multiplier])
             row.control = _count(_minquant(family, c, other), want)
     except Exception as e:  # noqa: BLE001 — a doctor reports, it does not crash
         row.differing = None
@@ -517,7 +555,8 @@ def _status(r: Row) -> str:
         return "FAILED  " + r.note
     s = f"{r.differing} / {r.elements} differ" + ("" if r.differing == 0 else "   <-- MISMATCH")
     if r.control is not None:
-        s += f"   (opposite pair rule: {r.control} differ)"
+        rule = "other oneDNN order" if r.family == "conv 1x1, rounding ties" else "opposite pair rule"
+        s += f"   ({rule}: {r.control} differ)"
     return s
 
 
