@@ -45,6 +45,8 @@ from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 
+from .provenance import commit  # noqa: E402
+
 warnings.filterwarnings("ignore")
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -315,18 +317,6 @@ def golden_rows():
 # ------------------------------------------------------------------------------------------------------
 # report
 # ------------------------------------------------------------------------------------------------------
-def _commit():
-    try:
-        c = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
-                           check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
-                                ":(exclude)benchmarks/RESULTS*.md"], cwd=ROOT, capture_output=True,
-                               text=True).stdout.strip()
-        return c + (" (+ uncommitted changes)" if dirty else "")
-    except Exception:  # noqa: BLE001
-        return "unknown"
-
-
 def table(rows):
     lines = ["| model | torch engine / ORT format | CPU path | verified | minquant target | images | "
              "logits differing / total | max abs Δ | note |",
@@ -373,7 +363,7 @@ def main(argv=None):
         f"Host: {model_name}, {os.cpu_count()} cores; `Cpu.host().describe()`: {host.describe()}.  ",
         f"Capped child: {FORCED_ENV} → {forced.describe()}.  ",
         f"torch {torch.__version__}, torchvision {torchvision.__version__}, onnxruntime {onnxruntime.__version__}, "
-        f"Python {platform.python_version()}; commit {_commit()}; date {datetime.date.today().isoformat()}; "
+        f"Python {platform.python_version()}; commit {commit()}; date {datetime.date.today().isoformat()}; "
         f"one thread; produced by `./run python -m benchmarks.bit_exact_models` "
         f"({time.perf_counter() - t_all:.0f} s).", "",
         f"Models: torchvision's quantizable MobileNetV2 (ImageNet weights), ResNet-18 (`torch.manual_seed(0)`) "

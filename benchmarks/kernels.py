@@ -28,13 +28,14 @@ import os
 for _v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
     os.environ.setdefault(_v, "1")
 
-import subprocess  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 import warnings  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
+
+from .provenance import commit  # noqa: E402
 
 SECTION = "## Int8 SIMD kernels (issue 14)"
 
@@ -69,15 +70,7 @@ def host():
                     vendor = "amd" if "AMD" in line else "intel"
     except OSError:
         pass
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                                check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", "minquant"],
-                               capture_output=True, text=True).stdout.strip()
-        commit += " (+ uncommitted changes in minquant/)" if dirty else ""
-    except Exception:   # noqa: BLE001
-        commit = "unknown"
-    return model, mhz, vendor, commit
+    return model, mhz, vendor, commit()
 
 
 def _gops(m, k, n, ms):

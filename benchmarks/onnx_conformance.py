@@ -22,13 +22,14 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import argparse  # noqa: E402
 import datetime  # noqa: E402
 import platform  # noqa: E402
-import subprocess  # noqa: E402
 import sys  # noqa: E402
 import warnings  # noqa: E402
 from collections import Counter, defaultdict  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
+
+from .provenance import commit as provenance_commit  # noqa: E402
 
 OPS = ("QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearMatMul", "ConvInteger", "MatMulInteger",
        "DynamicQuantizeLinear")
@@ -189,11 +190,7 @@ def report(rows, recordings) -> str:
     def count(rs, name, strict=True):
         return sum(r[name] == "exact" or (not strict and r[name] == "tolerance") for r in rs)
 
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                                cwd=HERE.parent).stdout.strip()
-    except OSError:
-        commit = "?"
+    commit = provenance_commit()
     cpu = ""
     try:
         cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))

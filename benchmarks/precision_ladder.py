@@ -24,7 +24,6 @@ import dataclasses  # noqa: E402
 import datetime  # noqa: E402
 import json  # noqa: E402
 import platform  # noqa: E402
-import subprocess  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
@@ -36,6 +35,8 @@ import numpy as np  # noqa: E402
 
 from minquant.files import atomic_path, atomic_write  # noqa: E402
 from minquant.lesson.timing import median_ms  # noqa: E402
+
+from .provenance import commit  # noqa: E402
 
 warnings.filterwarnings("ignore")
 ROOT = Path(__file__).resolve().parent.parent
@@ -300,14 +301,6 @@ def plot(rows, paths):
             fig.savefig(tmp, format="png")
 
 
-def _commit():
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
-                              text=True).stdout.strip()
-    except OSError:
-        return "?"
-
-
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="fewer crops; print only")
@@ -379,7 +372,7 @@ def write_outputs(parts_in, report):
     parts = [
         "# The precision ladder: fp32 → fp16 → int8 → int4, and mixed (issue 15)", "",
         f"Machine: {Cpu.host().describe()}; {platform.python_version()}, torch {torch.__version__}. "
-        f"Commit {_commit()}; {datetime.date.today()}; one thread everywhere; produced by "
+        f"Commit {commit()}; {datetime.date.today()}; one thread everywhere; produced by "
         + "; ".join(f"`{c}`" for c in cmds) + f" (longest part {minutes:.0f} min; the 2-core CPU was shared with "
         "other jobs: latencies are noisy, compare within a runtime).", "",
         "Data: TinyCNN — calibration 256 training digits, evaluation the 540 test digits (accuracy against the "

@@ -39,6 +39,8 @@ from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 
+from .provenance import commit  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 BATCH = 4
 VNNI_ENV = {"ONEDNN_MAX_CPU_ISA": "AVX512_CORE_VNNI"}
@@ -136,18 +138,6 @@ def run_child(model_name, n_eval):
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def _commit():
-    try:
-        c = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
-                           check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
-                                ":(exclude)benchmarks/RESULTS*.md"], cwd=ROOT, capture_output=True,
-                               text=True).stdout.strip()
-        return c + (" (+ uncommitted changes)" if dirty else "")
-    except Exception:  # noqa: BLE001
-        return "unknown"
-
-
 def _tie(v):
     return "—" if v is None else f"{v:.1e}"
 
@@ -162,7 +152,7 @@ def report(results, seconds, quick):
              f"Host: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; `Cpu.host().describe()`: "
              f"{Cpu.host().describe()}.  ",
              f"torch {torch.__version__}, torchao {torchao.__version__}, Python {platform.python_version()}; commit "
-             f"{_commit()}; date {datetime.date.today()}; one thread; produced by `{cmd}` ({seconds:.0f} s).", "",
+             f"{commit()}; date {datetime.date.today()}; one thread; produced by `{cmd}` ({seconds:.0f} s).", "",
              "Flow (`minquant.frameworks.torch_pt2e.pt2e_ptq`): `torch.export.export(model, strict=True)` → "
              "`prepare_pt2e(m, X86InductorQuantizer())` (default config: uint8 activations, symmetric per-channel "
              "int8 weights) → calibrate (TinyCNN: 128 training digits; photos: 8 `photo_crops(split='calib')`) → "

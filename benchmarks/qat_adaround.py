@@ -24,13 +24,14 @@ import argparse
 import datetime
 import json
 import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from .provenance import commit as provenance_commit
 
 HERE = Path(__file__).resolve().parent
 JSON = {"tiny": HERE / "figures" / "qat_adaround_tiny.json", "mobilenet": HERE / "figures" / "qat_adaround_mobilenet.json"}
@@ -147,8 +148,7 @@ def _ms(v, pct=True):
 
 
 def report():
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                            cwd=HERE.parent).stdout.strip()
+    commit = provenance_commit()
     lines = ["# W4A8: nearest rounding vs AdaRound vs quantization-aware training (issue 15)", "",
              f"Commit {commit}, {datetime.date.today()}, {platform.processor() or platform.machine()}, one torch "
              "thread, target `x86` on this CPU (a 2-core machine shared with other jobs: wall times are loaded).",
