@@ -24,32 +24,18 @@ import datetime  # noqa: E402
 import platform  # noqa: E402
 import sys  # noqa: E402
 import warnings  # noqa: E402
-from collections import Counter, defaultdict  # noqa: E402
+from collections import Counter  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 
+from minquant.interop.onnx.conformance import QUANTIZATION_OPS as OPS, case_feeds, case_op, node_cases  # noqa: E402
+
 from .provenance import commit as provenance_commit  # noqa: E402
 
-OPS = ("QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearMatMul", "ConvInteger", "MatMulInteger",
-       "DynamicQuantizeLinear")
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "RESULTS_onnx_conformance.md"
 COMMAND = ".venv/bin/python -m benchmarks.onnx_conformance"
-
-
-def node_cases():
-    from onnx.backend.test.case.node import collect_testcases
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        cases = collect_testcases(None)
-    return [c for c in cases if any(n.op_type in OPS for n in c.model.graph.node)]
-
-
-def _array(v):
-    import onnx
-    from onnx import numpy_helper
-    return numpy_helper.to_array(v) if isinstance(v, onnx.TensorProto) else np.asarray(v)
 
 
 def _values(a):
@@ -139,10 +125,8 @@ def case_types(case) -> str:
 def evaluate():
     rows = []
     for case in node_cases():
-        ins, outs = case.data_sets[0]
-        feeds = {vi.name: _array(v) for vi, v in zip(case.model.graph.input, ins)}
-        expected = [_array(v) for v in outs]
-        row = {"case": case.name, "op": next(n.op_type for n in case.model.graph.node if n.op_type in OPS),
+        feeds, expected = case_feeds(case)
+        row = {"case": case.name, "op": case_op(case),
                "expanded": "_expanded" in case.name, "types": case_types(case),
                "opset": next(o.version for o in case.model.opset_import if o.domain in ("", "ai.onnx"))}
         for name, fn in {**RUNNERS, **EXTRA}.items():

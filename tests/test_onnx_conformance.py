@@ -18,7 +18,6 @@ from_onnx in tests/test_golden.py (minquant.lesson.golden's ort_nodes replay bui
 """
 from __future__ import annotations
 
-import warnings
 
 import numpy as np
 import pytest
@@ -30,19 +29,9 @@ from onnx import TensorProto as TP, helper as oh, numpy_helper  # noqa: E402
 import minquant  # noqa: E402
 from minquant.frameworks.ort_oracle import ort_session  # noqa: E402
 from minquant.interop.onnx import OnnxProgram, from_onnx  # noqa: E402
+from minquant.interop.onnx.conformance import QUANTIZATION_OPS, case_feeds, node_cases  # noqa: E402
 
-OPS = ("QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearMatMul", "ConvInteger", "MatMulInteger",
-       "DynamicQuantizeLinear")
 _FLOAT8 = ("FLOAT8E4M3FN", "FLOAT8E4M3FNUZ", "FLOAT8E5M2", "FLOAT8E5M2FNUZ")
-
-
-def node_cases():
-    """ONNX's node test cases of the seven quantization operators, generated from the installed package."""
-    from onnx.backend.test.case.node import collect_testcases
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        cases = collect_testcases(None)
-    return [c for c in cases if any(n.op_type in OPS for n in c.model.graph.node)]
 
 
 def _types_of(case):
@@ -58,19 +47,15 @@ def unsupported_reason(case) -> str | None:
     return None
 
 
-def as_array(v):
-    return numpy_helper.to_array(v) if isinstance(v, onnx.TensorProto) else np.asarray(v)
-
-
 def run_case(case):
     """(expected, got, expected types, got types) of one node case through from_onnx."""
-    ins, outs = case.data_sets[0]
+    feeds, expected = case_feeds(case)
     prog = from_onnx(case.model)
     assert isinstance(prog, OnnxProgram)
-    got = prog.run({vi.name: as_array(v) for vi, v in zip(case.model.graph.input, ins)})
+    got = prog.run(feeds)
     names = [vi.name for vi in case.model.graph.output]
     want_types = [TP.DataType.Name(vi.type.tensor_type.elem_type) for vi in case.model.graph.output]
-    return [as_array(v) for v in outs], [got[k] for k in names], want_types, [prog.output_types[k] for k in names]
+    return expected, [got[k] for k in names], want_types, [prog.output_types[k] for k in names]
 
 
 CASES = node_cases()
@@ -91,7 +76,7 @@ def test_node_cases_are_generated():
     main = [c for c in CASES if "_expanded" not in c.name]
     assert len(main) >= 42, [c.name for c in main]
     assert sum(bool(_types_of(c) & {*_FLOAT8, "FLOAT4E2M1"}) for c in main) >= 8
-    assert {n.op_type for c in main for n in c.model.graph.node} == set(OPS)
+    assert {n.op_type for c in main for n in c.model.graph.node} == set(QUANTIZATION_OPS)
 
 
 @pytest.mark.parametrize("case", _params())
