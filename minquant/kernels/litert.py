@@ -308,11 +308,9 @@ def hard_swish_table(x_scale, x_zp, y_scale, y_zp) -> np.ndarray:
     return hard_swish_litert_reference(np.arange(256, dtype=np.uint8), x_scale, x_zp, y_scale, y_zp)
 
 
-def hard_swish_litert(x, x_scale, x_zp, y_scale, y_zp, table=None) -> np.ndarray:
-    """LiteRT's HARD_SWISH as a lookup in :func:`hard_swish_table` (``table``: a precomputed one)."""
-    x = _codes(x, "x")
-    t = hard_swish_table(x_scale, x_zp, y_scale, y_zp) if table is None else table
-    return t[x]
+def hard_swish_litert(x, x_scale, x_zp, y_scale, y_zp) -> np.ndarray:
+    """LiteRT's HARD_SWISH as a lookup in :func:`hard_swish_table` (bit-identical to the reference)."""
+    return hard_swish_table(x_scale, x_zp, y_scale, y_zp)[_codes(x, "x")]
 
 
 # ------------------------------------------------------------------------------------------------- MEAN
