@@ -312,7 +312,8 @@ def prepare_kernels(graph, target) -> dict:
                   "qadd": k_qadd, "qcat": k_qcat, "qmax_pool2d": k_qmax, "qavg_pool2d": k_qavg,
                   "qadaptive_avg_pool2d": k_qadaptive, "qclamp": k_qclamp, "qflatten": k_qflatten,
                   "qreshape": k_qreshape, "dynamic_linear": k_dyn_linear, "dynamic_conv2d": k_dyn_conv,
-                  "qmul": k_qmul, "qmean": k_qmean, "qpad": k_qpad, "qhardswish": k_qactivation, "qhardsigmoid": k_qactivation,
+                  "qmul": k_qmul, "qmean": k_qmean, "qpad": k_qpad,
+                  "qhardswish": k_qactivation, "qhardsigmoid": k_qactivation,
                   "qconv2d_add": lambda n, xs: prepared[n.name](_check_codes(xs[0], n), _check_codes(xs[1], n)),
                   "qlinear_float": lambda n, xs: prepared[n.name](_check_codes(xs[0], n))})
     table.update(prepare_precision_kernels(graph, tgt))   # float16 and int4 layers (precision_ops.py)

@@ -225,9 +225,10 @@ def _plan(g: Graph, groups, float_nodes=frozenset(), code_layers=frozenset()):
         if n.name in absorbed:
             role[n.name] = "absorbed"
             continue
-        is_layer = n.name not in float_nodes and (n.op in ("conv2d", "linear", "cat") or (
-            n.op == "add" and shapes.get(n.inputs[0]) is not None and shapes.get(n.inputs[0]) == shapes.get(n.inputs[1]))
-            or (n.op in code_layers and kind[n.inputs[0]] == "codes"))
+        same_shapes = n.op == "add" and shapes.get(n.inputs[0]) is not None and \
+            shapes.get(n.inputs[0]) == shapes.get(n.inputs[1])
+        is_layer = n.name not in float_nodes and (n.op in ("conv2d", "linear", "cat") or same_shapes
+                                                  or (n.op in code_layers and kind[n.inputs[0]] == "codes"))
         if is_layer:
             role[n.name] = "layer"
             out = groups[n.name].output if n.name in groups else n.name

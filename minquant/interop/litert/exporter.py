@@ -13,9 +13,9 @@ quantization spec (docs/quantization.md, step 7d):
 * one operator per node: QUANTIZE (model input), CONV_2D / DEPTHWISE_CONV_2D (padding SAME when LiteRT's SAME
   pads as the node does, else VALID after a PAD), FULLY_CONNECTED, ADD and MUL (same shapes, or one operand
   broadcast over H and W — squeeze-excite's (N, C, 1, 1)), HARD_SWISH (``qhardswish``), MEAN over H and W
-  (``qmean``: axes [1, 2], its ``keep_dims``), PAD (``qpad``, with the zero point), AVERAGE_POOL_2D (average pools and adaptive average pools with
-  whole windows), MAX_POOL_2D, RESHAPE, DEQUANTIZE (model output); fused activations NONE / RELU / RELU6 when
-  the node's code clamp is the one LiteRT derives from them.
+  (``qmean``: axes [1, 2], its ``keep_dims``), PAD (``qpad``, with the zero point), AVERAGE_POOL_2D (average
+  pools and adaptive average pools with whole windows), MAX_POOL_2D, RESHAPE, DEQUANTIZE (model output); fused
+  activations NONE / RELU / RELU6 when the node's code clamp is the one LiteRT derives from them.
 
 Anything else raises ``ValueError`` naming the node. The file is written all or nothing
 (:mod:`minquant.files`).
