@@ -117,9 +117,15 @@ def test_mean_every_path(seed, x_qp, y_qp, c, h, w, keep):
     """MEAN over H and W with qparams of its own (the output scale drawn around the input's, so that the
     codes spread), both keep_dims: the optimized kernel's own rule only with keep_dims."""
     rng = np.random.default_rng(seed)
-    (xs, xz), (ys, yz) = x_qp, y_qp
-    ys = xs * (0.3 + ys)                                     # the mean of codes spans less than the codes
+    (xs, xz), (d, dz) = x_qp, y_qp
+    ys = xs * (2.0 / np.sqrt(h * w) + d)               # a mean of n codes spreads ~1/√n as far as the codes
     x = _codes_in(rng, (1, c, h, w), xs, xz)
+    yz = int(np.clip(round(128 - float(x.mean()) / ys) + (dz - 128) // 16, 0, 255))   # the means near mid-range
+    node = Node("mean", "qmean", ["xq"], Q.QMeanAttrs(xs, xz, ys, yz, keep))
+    codes = QuantizedModel(Graph(["x"], [Node("xq", "quantize", ["x"], Q.QuantizeAttrs(xs, xz)), node], ["mean"],
+                                 {"x": (1, c, h, w)}, "m"), "litert-ref").run(x, intermediates=True, raw=True)[1]["mean"]
+    assert codes.dtype == np.uint8
+    assert codes.size < 20 or np.isin(codes, [0, 255]).mean() <= 0.1, "saturated outputs hide arithmetic"
     _every_path(lambda src: Node("mean", "qmean", [src], Q.QMeanAttrs(xs, xz, ys, yz, keep)), x, xs, xz)
 
 
@@ -326,10 +332,12 @@ def test_to_tflite_writes_qpad_and_qmean(tmp_path):
              Node("y", "dequantize", ["m"], Q.QuantizeAttrs(0.02, 100))]
     g = Graph(["x"], nodes, ["y"], {"x": (1, 6, 5, 5)}, "pad_mean")
     x = _codes_in(rng, (4, 6, 5, 5), xs, xz)
+    from minquant.quantized.model import load
     for path, target in PATHS.items():
         qm = QuantizedModel(g, Target(target))
         f = to_tflite(qm, tmp_path / f"{target}.tflite")
         assert np.array_equal(run_tflite(f.read_bytes(), _nhwc(x), path), qm(x)), path
+        assert np.array_equal(load(qm.save(tmp_path / f"{target}.mq.npz"))(x), qm(x))   # qpad, qmean saved
     bad = Graph(["x"], [nodes[0], Node("p", "qpad", ["xq"], Q.QPadAttrs((1, 1, 1, 1), 0)),
                         Node("y", "dequantize", ["p"], Q.QuantizeAttrs(xs, xz))], ["y"], {"x": (1, 6, 5, 5)}, "b")
     with pytest.raises(ValueError, match="zero point"):
