@@ -118,9 +118,10 @@ def test_mean_every_path(seed, x_qp, y_qp, c, h, w, keep):
     codes spread), both keep_dims: the optimized kernel's own rule only with keep_dims."""
     rng = np.random.default_rng(seed)
     (xs, xz), (d, dz) = x_qp, y_qp
-    ys = xs * (2.0 / np.sqrt(h * w) + d)               # a mean of n codes spreads ~1/√n as far as the codes
     x = _codes_in(rng, (1, c, h, w), xs, xz)
-    yz = int(np.clip(round(128 - float(x.mean()) / ys) + (dz - 128) // 16, 0, 255))   # the means near mid-range
+    # a mean of n codes spreads ~1/√n as far as the codes; the zero point puts the means mid-range
+    ys = max(xs * (2.0 / np.sqrt(h * w) + d), abs(float(x.mean())) / 100)
+    yz = int(np.clip(round(128 - float(x.mean()) / ys) + (dz - 128) // 16, 0, 255))
     node = Node("mean", "qmean", ["xq"], Q.QMeanAttrs(xs, xz, ys, yz, keep))
     codes = QuantizedModel(Graph(["x"], [Node("xq", "quantize", ["x"], Q.QuantizeAttrs(xs, xz)), node], ["mean"],
                                  {"x": (1, c, h, w)}, "m"), "litert-ref").run(x, intermediates=True, raw=True)[1]["mean"]
