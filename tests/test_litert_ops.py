@@ -1,7 +1,7 @@
 """LiteRT's HARD_SWISH, MEAN, PAD and broadcasting ADD/MUL (issue 17): minquant's kernels against the LiteRT
 interpreter on each kernel path, 0 differing codes required.
 
-    AUTO (XNNPACK delegate) → "litert";  BUILTIN_WITHOUT_DEFAULT_DELEGATES → "litert-builtin";
+    AUTO, BUILTIN (XNNPACK delegate) → "litert";  BUILTIN_WITHOUT_DEFAULT_DELEGATES → "litert-builtin";
     BUILTIN_REF (reference kernels) → "litert-ref"
 
 One-op models are built by minquant and written with ``to_tflite`` (shapes and qparams drawn by hypothesis);
@@ -29,7 +29,7 @@ from minquant.quantized.model import QuantizedModel  # noqa: E402
 from minquant.target import LITERT_PATHS, Target  # noqa: E402
 
 #: interpreter resolver → minquant target
-PATHS = {"xnnpack": "litert", "builtin": "litert-builtin", "reference": "litert-ref"}
+PATHS = {"xnnpack": "litert", "builtin+xnnpack": "litert", "builtin": "litert-builtin", "reference": "litert-ref"}
 SETTINGS = dict(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 qparams = st.tuples(st.floats(0.005, 0.2), st.integers(20, 235))
 
