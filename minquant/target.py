@@ -284,7 +284,12 @@ class LiteRTPath:
     quantize    QUANTIZE: 'mul_rne' (rne(x·f32(1/s))), 'div_away' (round-half-away(f32(x/s))) or 'blocks8'
                 ('mul_rne' in blocks of 8 values, round-half-away(f64(x)/f64(s)) on the n mod 8 tail);
     dequantize  DEQUANTIZE: 'f32' f32(s·(q − z)) or 'split' (f32(f32(q·s) − f32(z·s)) in blocks of 8, 'f32' on the
-                tail; q, z the int8 codes)."""
+                tail; q, z the int8 codes);
+    mean        MEAN over H and W: 'f32' (XNNPACK), 'q31_blocks16' (the optimized kernel: ties up in blocks of
+                16 channels — only for a 4-D MEAN that keeps its dims, :meth:`mean_rule`) or 'q31_reduce'
+                (``QuantizedMeanOrSum``).
+
+    HARD_SWISH computes the same codes on every path (measured), so it has no field here."""
     name: str
     conv: str
     depthwise: str
@@ -293,16 +298,22 @@ class LiteRTPath:
     mul: str
     quantize: str
     dequantize: str
+    mean: str
+
+    def mean_rule(self, keep_dims: bool) -> str:
+        """The rule of a MEAN over H and W: the optimized kernel has its own only for ``keep_dims``; without it
+        LiteRT falls back to the reference kernel's ``QuantizedMeanOrSum``."""
+        return self.mean if keep_dims or self.mean != "q31_blocks16" else "q31_reduce"
 
 
 #: framework name → its LiteRT kernel path
 LITERT_PATHS = {
     "litert": LiteRTPath("xnnpack", "f32_ats_over_ys", "f32_ats_over_ys", "f32_ats_over_ys", "xnnpack", "f32",
-                         "mul_rne", "f32"),
+                         "mul_rne", "f32", "f32"),
     "litert-builtin": LiteRTPath("builtin", "q31_double_up", "q31_double_up_blocks8", "q31_double_up", "q31_mixed",
-                                 "q31_double", "blocks8", "split"),
+                                 "q31_double", "blocks8", "split", "q31_blocks16"),
     "litert-ref": LiteRTPath("reference", "q31_double", "q31_double", "f64_away", "q31_double", "q31_double", "div_away",
-                         "f32"),
+                         "f32", "q31_reduce"),
 }
 
 

@@ -2,7 +2,8 @@
 
 The seed's TinyCNN (cached), a few hundred digits, one timing repeat. Checked: the seed's quantize_dynamic
 really leaves Conv2d float; minquant's run of torch's int8 model is bit-identical; minquant's static int8
-keeps the accuracy; the pruning helper hits its sparsity; the ONNX rows degrade to "not yet available"
+keeps the accuracy; the LiteRT rows: minquant's .tflite run by the interpreter and by minquant, bit-identical;
+the pruning helper hits its sparsity; the ONNX rows degrade to "not yet available"
 without the exporter; the weight panels show what per-channel buys; the table printers.
 """
 import math
@@ -144,3 +145,26 @@ def test_quick_settings_are_smaller():
     for field in ("tiny_repeats", "big_repeats", "n_calib", "n_eval", "n_eval_dynamic", "finetune_epochs",
                   "compare_samples", "dynamic_repeats"):
         assert getattr(q, field) < getattr(f, field), field
+
+
+def test_litert_rows_on_tinycnn(digits_model):
+    """minquant's .tflite run by the LiteRT interpreter (XNNPACK) and by minquant (from_tflite): 0 differing
+    logits — the rows' note and the exit status's record say so (a CPU-independent path: XNNPACK's float
+    requantization, reproduced on every x86 CPU)."""
+    pytest.importorskip("ai_edge_litert")
+    from minquant.frameworks import torch_oracle
+    model, (x_tr, _, x_te, y_te) = digits_model
+    x_ev, y_ev = x_te[:120], y_te[:120]
+    f_ref = torch_oracle.torch_logits(model, x_ev)
+    art = {}
+    rows = demo._litert_rows("TinyCNN", model, x_tr[:64], x_ev, y_ev, f_ref, x_ev[:1], 1, art)
+    demo.measure_latencies(rows)
+    assert [r.variant.strip() for r in rows] == ["LiteRT runs minquant int8 (.tflite, XNNPACK)",
+                                                 "minquant's .tflite, run by minquant"]
+    assert art["litert_exact"] == [("TinyCNN", 0, 1200)]
+    lite, mine = rows
+    assert mine.note.startswith("bit-identical to LiteRT (XNNPACK): 0/1200")
+    assert lite.runtime == "LiteRT" and lite.accuracy == mine.accuracy
+    fp32_acc = float((f_ref.argmax(1) == y_ev).mean())
+    assert abs(lite.accuracy - fp32_acc) <= 0.03 and lite.sqnr_db > 20
+    assert lite.param_bytes < 0.3 * 4 * sum(p.numel() for p in model.parameters()) and lite.ms > 0

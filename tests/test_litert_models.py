@@ -1,6 +1,7 @@
-"""LiteRT whole models (issue 17): TinyCNN and MobileNetV2 quantized by minquant for LiteRT, written with
-``to_tflite`` and run by the interpreter on every kernel path — logits equal, bit for bit, to minquant's under
-the matching target; the file read back with ``from_tflite`` computes the same logits again."""
+"""LiteRT whole models (issue 17): TinyCNN, MobileNetV2 and a MobileNetV3-style net with hard-swish quantized by
+minquant for LiteRT, written with ``to_tflite`` and run by the interpreter on every kernel path — logits equal,
+bit for bit, to minquant's under the matching target; the file read back with ``from_tflite`` computes the same
+logits again."""
 import numpy as np
 import pytest
 
@@ -64,4 +65,49 @@ def test_tinycnn_every_path(tiny, tmp_path):
 def test_mobilenet_v2_every_path(mobilenet, tmp_path):
     qm, x = mobilenet
     assert {n.op for n in qm.graph.nodes} >= {"qconv2d", "qadd", "qlinear", "qadaptive_avg_pool2d"}
+    _check(qm, x, tmp_path)
+
+
+@pytest.fixture(scope="module")
+def hardswish_net(digits_model):
+    """A MobileNetV3-style net (hard-swish after the stem and inside two inverted residual blocks, a
+    global average pool, a classifier), random weights and BatchNorm statistics, calibrated on digits."""
+    torch = pytest.importorskip("torch")
+    from torch import nn
+    _, (x_tr, _, x_te, _) = digits_model
+    torch.manual_seed(0)
+
+    class Block(nn.Module):
+        def __init__(self, c, e):
+            super().__init__()
+            self.expand = nn.Sequential(nn.Conv2d(c, e, 1, bias=False), nn.BatchNorm2d(e), nn.Hardswish())
+            self.dw = nn.Sequential(nn.Conv2d(e, e, 3, padding=1, groups=e, bias=False), nn.BatchNorm2d(e),
+                                    nn.Hardswish())
+            self.project = nn.Sequential(nn.Conv2d(e, c, 1, bias=False), nn.BatchNorm2d(c))
+
+        def forward(self, x):
+            return x + self.project(self.dw(self.expand(x)))
+    model = nn.Sequential(nn.Conv2d(1, 8, 3, stride=2, padding=1), nn.BatchNorm2d(8), nn.Hardswish(),
+                          Block(8, 24), Block(8, 16), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10)).eval()
+    with torch.no_grad():
+        for mod in model.modules():
+            if isinstance(mod, nn.BatchNorm2d):
+                mod.running_mean.uniform_(-0.5, 0.5)
+                mod.running_var.uniform_(0.5, 2)
+                mod.weight.uniform_(0.5, 1.5)
+                mod.bias.uniform_(-0.5, 0.5)
+    qm = quantize_static(model, x_tr[:128], target="litert", batch_size=64, progress=False)
+    return qm, x_te[:100]
+
+
+def test_hardswish_net_every_path(hardswish_net, tmp_path):
+    """HARD_SWISH inside a whole model: quantize_static(target='litert') makes hard-swish LiteRT's integer op
+    (qhardswish, not a float fallback), and the file runs bit-exactly on every path."""
+    qm, x = hardswish_net
+    ops = [n.op for n in qm.graph.nodes]
+    assert ops.count("qhardswish") == 5 and "hardswish" not in ops and not qm.meta["float_fallback"]
+    _, env = qm.run(x, intermediates=True, raw=True)
+    for n in qm.graph.nodes:
+        if n.op == "qhardswish":
+            assert np.isin(env[n.name], [0, 255]).mean() < 0.05 and len(np.unique(env[n.name])) > 60, n.name
     _check(qm, x, tmp_path)

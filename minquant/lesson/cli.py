@@ -487,7 +487,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("demo", "run the Day-2 lesson end to end on data that installs with minquant",
             "The lesson's exercise on the seed's TinyCNN (scikit-learn digits) and MobileNetV2 (ImageNet weights, "
             "scikit-image photo crops): fp32, PyTorch's quantize_dynamic as the lesson writes it, torch and "
-            "minquant static int8, pruned, distilled and ONNX Runtime rows in one table — size, latency, "
+            "minquant static int8, pruned, distilled, ONNX Runtime and LiteRT rows in one table — size, latency, "
             "accuracy / agreement — plus figures and report.md. Nothing is downloaded.",
             "minquant demo --quick --report report/")
     p.add_argument("--quick", action="store_true", help="fewer timing repeats (a minute instead of several)")

@@ -26,6 +26,10 @@ Rows per model (the seed's exercises 1–5 and its challenge):
 7. ONNX: ``torch.onnx.export`` run by ONNX Runtime (fp32), ONNX Runtime's own ``quantize_static`` (QDQ),
    and minquant's int8 model exported with ``to_onnx`` (QDQ and QOperator) run by ONNX Runtime — if the
    exporter is installed (checked at run time), else the row says "not yet available".
+8. LiteRT: minquant's int8 model for LiteRT (``quantize_static(target='litert')``) written with ``to_tflite`` and
+   run by the LiteRT interpreter (XNNPACK, its default path, one thread), and minquant running that very
+   ``.tflite`` (``from_tflite``): the logits must be bit-identical — if ``ai_edge_litert`` is installed, else the
+   rows say so.
 
 Latency is measured at the end of each model's block, round-robin over its variants
 (:func:`measure_latencies`), so that a load change on a shared machine hits them all alike.
@@ -71,7 +75,7 @@ class Row:
     """One line of the demo's table. Fractions in [0, 1]; None = not measured / not applicable."""
     model: str
     variant: str
-    runtime: str                      # 'torch', 'minquant', 'ONNX Runtime'
+    runtime: str                      # 'torch', 'minquant', 'ONNX Runtime', 'LiteRT'
     file_bytes: int | None = None     # bytes of the saved file
     param_bytes: int | None = None    # bytes of the stored parameters (see module docstring)
     ms: float | None = None           # batch 1, one thread, median (a pending _Timed until measured)
@@ -326,6 +330,44 @@ def _onnx_rows(name, model, shape, calib, x_eval, y_eval, f_ref, x1, reps, art):
     return rows
 
 
+def _litert_rows(name, model, calib, x_eval, y_eval, f_ref, x1, reps, art):
+    """minquant int8 for LiteRT → ``to_tflite`` → the LiteRT interpreter (XNNPACK, one thread); minquant
+    running the file (``from_tflite``, target 'litert') — the interpreter's and minquant's logits compared."""
+    from ..quantized import quantize_static
+    try:
+        from ..interop.litert import from_tflite, tflite_bytes
+        from ..interop.litert.flatbuffer import read_model
+        from ..interop.litert.runtime import interpreter, run_tflite
+        import ai_edge_litert  # noqa: F401
+    except ImportError as e:
+        return [Row(name, v, "LiteRT" if "LiteRT" in v else "minquant", note=f"not available: {e}")
+                for v in ("LiteRT runs minquant int8 (.tflite, XNNPACK)", "  minquant's .tflite, run by minquant")]
+
+    def nhwc(x):
+        return np.ascontiguousarray(x.transpose(0, 2, 3, 1))
+
+    rows = []
+    with _step("minquant quantize_static(target='litert') → to_tflite → LiteRT interpreter (XNNPACK)"):
+        qm = quantize_static(model, calib, target="litert", batch_size=16, progress=False)
+        data = tflite_bytes(qm)
+        it = interpreter(data, "xnnpack")
+        got = run_tflite(it, nhwc(x_eval), "xnnpack")
+        consts = sum(t.data.nbytes for t in read_model(data).tensors if t.data is not None)
+        r = Row(name, "LiteRT runs minquant int8 (.tflite, XNNPACK)", "LiteRT", len(data), consts,
+                _Timed(partial(run_tflite, it, nhwc(x1), "xnnpack"), reps), note="LiteRT's rules: int8 "
+                "activations, weights in [-127, 127]")
+        rows.append(_scores(r, f_ref, got, y_eval))
+    with _step("minquant runs the .tflite (from_tflite, target 'litert')"):
+        back = from_tflite(data, target="litert")
+        mine = _mq_logits(back, x_eval)
+        differ = int((mine != got).sum())
+        r = Row(name, "  minquant's .tflite, run by minquant", "minquant", len(data), back.size_bytes(),
+                _Timed(partial(back, x1), reps), note=f"bit-identical to LiteRT (XNNPACK): {differ}/{got.size} differ")
+        rows.append(_scores(r, f_ref, mine, y_eval))
+    art.setdefault("litert_exact", []).append((name, differ, got.size))
+    return rows
+
+
 # ------------------------------------------------------------------------------------------------------
 # TinyCNN
 # ------------------------------------------------------------------------------------------------------
@@ -433,6 +475,7 @@ def tinycnn_rows(cfg: Settings, art: dict) -> list[Row]:
     rows.append(_scores(r, f_ref, _mq_logits(qkd, x_te, batch=100), y_te, sqnr=False))
 
     rows += _onnx_rows(name, model, (1, 1, 28, 28), calib, x_te, y_te, f_ref, x1, reps, art)
+    rows += _litert_rows(name, model, calib, x_te, y_te, f_ref, x1, reps, art)
     with _step(f"latency of {sum(isinstance(r.ms, _Timed) for r in rows)} variants, batch 1, round-robin"):
         measure_latencies(rows)
     return rows
@@ -514,6 +557,7 @@ def mobilenet_rows(cfg: Settings, art: dict) -> list[Row]:
     art["mnv2_sparsity"] = points
     rows.append(Row(name, "distilled student", "", note="skipped: needs ImageNet training images (TinyCNN only)"))
     rows += _onnx_rows(name, model, (1, 3, 224, 224), calib, x_ev, None, f_ref, x1, reps, art)
+    rows += _litert_rows(name, model, calib, x_ev, None, f_ref, x1, reps, art)
     with _step(f"latency of {sum(isinstance(r.ms, _Timed) for r in rows)} variants, batch 1, round-robin"):
         measure_latencies(rows)
     return rows
@@ -721,6 +765,9 @@ def _notes(rows, art, cfg) -> list[str]:
     for name, fmt, differ, size in art.get("ort_exact", []):
         notes.append(f"{name}: ONNX Runtime running minquant's exported int8 model ({fmt}) vs minquant "
                      f"target='onnxruntime' — {differ} of {size} logits differ.")
+    for name, differ, size in art.get("litert_exact", []):
+        notes.append(f"{name}: minquant running its own .tflite (from_tflite, target 'litert') vs the LiteRT "
+                     f"interpreter with XNNPACK — {differ} of {size} logits differ.")
     notes.append("MobileNetV2 has no labels here: 'agree' is top-1 agreement with the fp32 model, 'SQNR' the "
                  "logit SQNR against it. TinyCNN's 'agree' is agreement with fp32 TinyCNN (the teacher, for "
                  "the students); SQNR is left out for retrained models (pruned + fine-tuned, students).")
@@ -732,7 +779,7 @@ def _notes(rows, art, cfg) -> list[str]:
 
 def main(quick: bool = False, report_dir: str | None = "minquant-report") -> int:
     """Run the demo, print the table, write ``report_dir`` (None: no files). Returns 0, or 1 if minquant's
-    run of torch's int8 model is not bit-identical to torch's."""
+    run of torch's int8 model is not bit-identical to torch's, or its run of its .tflite to LiteRT's."""
     import torch
     from threadpoolctl import threadpool_limits   # comes with scikit-learn
 
@@ -768,7 +815,8 @@ def _main(quick, report_dir) -> int:
         path = write_outputs(report_dir, rows, art, cfg, elapsed)
         print(f"\nreport: {path} (figures and results.json beside it)")
     print(f"\ndone in {time.perf_counter() - t0:.0f} s")
-    ok = all(d == 0 for _, d, _ in art.get("bit_exact", []) + art.get("pt2e_exact", []))
+    ok = all(d == 0 for _, d, _ in art.get("bit_exact", []) + art.get("pt2e_exact", []) + art.get("litert_exact", []))
     if not ok:
-        print("MISMATCH: minquant's run of torch's int8 model (eager or pt2e) is not bit-identical (see the table)")
+        print("MISMATCH: minquant's run of torch's int8 model (eager or pt2e) or of its .tflite (LiteRT) is not "
+              "bit-identical (see the table)")
     return 0 if ok else 1

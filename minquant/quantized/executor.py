@@ -25,8 +25,8 @@ Where a framework has no such kernel the nearest exact formula is used and said 
   textbook formula (:mod:`minquant.kernels.elementwise`; ONNX Runtime's counterparts were not studied);
 * under a LiteRT target (``Arithmetic.litert``) quantize, dequantize, add and the average pools are LiteRT's
   own (:mod:`minquant.kernels.litert`; an average pool must have VALID windows and keep its qparams, as
-  LiteRT's AVERAGE_POOL_2D does), and so is ``qmul`` (MUL); ``qhardswish`` / ``qhardsigmoid`` / ``qcat`` are not reproduced
-  for LiteRT (``ValueError``);
+  LiteRT's AVERAGE_POOL_2D does), and so are ``qmul`` (MUL), ``qhardswish`` (HARD_SWISH) and ``qmean`` (MEAN, which
+  runs only there); ``qhardsigmoid`` / ``qcat`` are not reproduced for LiteRT (``ValueError``);
 * ``qconv2d_add``, ``qlinear_float`` and, under 'x86-inductor', ``qadaptive_avg_pool2d`` are what Inductor
   makes of a torchao pt2e graph (:mod:`minquant.quantized.pt2e_kernels`);
 * float ops run minquant's float kernels (torch's arithmetic), except a global ``adaptive_avg_pool2d``
@@ -48,7 +48,8 @@ from ..kernels.dynamic import dynamic_conv2d, dynamic_linear, pack_dynamic_conv_
 from ..kernels.gemm import pack_weight
 from ..kernels.quantize import quantize_u8
 from ..kernels.fp16 import fp16_aware, widen
-from ..kernels.litert import avg_pool_litert, dequantize_litert, qadd_litert, qmul_litert, quantize_litert
+from ..kernels.litert import (avg_pool_litert, dequantize_litert, hard_swish_table, mean_litert,
+                              qadd_litert, qmul_litert, quantize_litert)
 from ..kernels.pool import qadaptive_avg_pool2d, qavg_pool2d, qavg_pool2d_onnxruntime, qmax_pool2d
 from . import ops  # noqa: F401  (registers the quantized ops)
 from .precision_ops import prepare_precision_kernels
@@ -147,7 +148,7 @@ def prepare_kernels(graph, target) -> dict:
     lp = ar.litert
     for n in graph.nodes:
         try:
-            if lp is not None and n.op in ("qhardswish", "qhardsigmoid", "qcat"):
+            if lp is not None and n.op in ("qhardsigmoid", "qcat"):
                 raise ValueError(f"minquant does not reproduce LiteRT's {n.op[1:].upper()} (target {tgt})")
             if lp is not None and n.op in ("qavg_pool2d", "qadaptive_avg_pool2d"):
                 prepared[n.name] = _litert_pool_window(n, graph)
@@ -159,6 +160,11 @@ def prepare_kernels(graph, target) -> dict:
                 prepared[n.name] = QConv2dAdd(n, tgt)
             elif n.op == "qlinear_float":
                 prepared[n.name] = QLinearFloat(n, tgt)
+            elif n.op == "qhardswish" and lp is not None:
+                a = n.attrs
+                prepared[n.name] = hard_swish_table(a.x_scale, a.x_zp, a.y_scale, a.y_zp)
+            elif n.op == "qmean" and lp is None:
+                raise ValueError(f"qmean is LiteRT's MEAN; it runs under a LiteRT target, not {tgt}")
             elif n.op in ("qhardswish", "qhardsigmoid"):
                 a = n.attrs
                 prepared[n.name] = activation_tables(n.op[1:], a.x_scale, a.x_zp, a.y_scale, a.y_zp,
@@ -269,7 +275,19 @@ def prepare_kernels(graph, target) -> dict:
         return qmul(_check_codes(xs[0], n), a.a_scale, a.a_zp, _check_codes(xs[1], n), a.b_scale, a.b_zp,
                     a.y_scale, a.y_zp, relu=a.relu, target=ar)
 
+    def k_qpad(n, xs):
+        t, b, l, r = n.attrs.pads
+        x = _check_codes(xs[0], n)
+        return np.pad(x, ((0, 0), (0, 0), (t, b), (l, r)), constant_values=n.attrs.value)
+
+    def k_qmean(n, xs):
+        a = n.attrs
+        y = mean_litert(_check_codes(xs[0], n), a.x_scale, a.x_zp, a.y_scale, a.y_zp, lp.mean_rule(a.keep_dims))
+        return y if a.keep_dims else y.reshape(y.shape[:2])
+
     def k_qactivation(n, xs):
+        if lp is not None:
+            return prepared[n.name][_check_codes(xs[0], n)]       # LiteRT's HARD_SWISH: its 256-entry table
         t_vec, t_tail = prepared[n.name]
         return apply_tables(_check_codes(xs[0], n), t_vec, t_tail, block=vector_block,
                             channels_last=n.attrs.channels_last)
@@ -294,7 +312,8 @@ def prepare_kernels(graph, target) -> dict:
                   "qadd": k_qadd, "qcat": k_qcat, "qmax_pool2d": k_qmax, "qavg_pool2d": k_qavg,
                   "qadaptive_avg_pool2d": k_qadaptive, "qclamp": k_qclamp, "qflatten": k_qflatten,
                   "qreshape": k_qreshape, "dynamic_linear": k_dyn_linear, "dynamic_conv2d": k_dyn_conv,
-                  "qmul": k_qmul, "qhardswish": k_qactivation, "qhardsigmoid": k_qactivation,
+                  "qmul": k_qmul, "qmean": k_qmean, "qpad": k_qpad,
+                  "qhardswish": k_qactivation, "qhardsigmoid": k_qactivation,
                   "qconv2d_add": lambda n, xs: prepared[n.name](_check_codes(xs[0], n), _check_codes(xs[1], n)),
                   "qlinear_float": lambda n, xs: prepared[n.name](_check_codes(xs[0], n))})
     table.update(prepare_precision_kernels(graph, tgt))   # float16 and int4 layers (precision_ops.py)

@@ -30,6 +30,10 @@ qavg_pool2d           uint8 → uint8             as avg_pool2d + input qparams 
                                                 unless y_scale/y_zp are given, like ONNX QLinearAveragePool)
 qadaptive_avg_pool2d  uint8 → uint8             output size + input qparams (output keeps them unless
                                                 y_scale/y_zp are given: ONNX QLinearGlobalAveragePool)
+qmean                 uint8 → uint8             LiteRT's MEAN over H and W: x/y qparams, keep_dims (output
+                                                (N, C, 1, 1), else (N, C)); run only under a LiteRT target
+qpad                  uint8 → uint8             H and W padded (top, bottom, left, right) with one code (the zero
+                                                point: real 0) — LiteRT's PAD, and its uneven SAME padding
 qclamp                uint8 → uint8             codes clamped to [lo, hi] — a standalone ReLU (lo = z) or ReLU6;
                                                 optional ``hi_channels`` (uint8 per channel): a per-channel top
 qflatten / qreshape   uint8 → uint8             as flatten / reshape (codes move, qparams stay)
@@ -63,7 +67,7 @@ from ..graph import OPS, OpSpec, register_op
 
 __all__ = ["QuantizeAttrs", "QConv2dAttrs", "QLinearAttrs", "QAddAttrs", "QCatAttrs", "QAvgPool2dAttrs",
            "QAdaptiveAvgPool2dAttrs", "QClampAttrs", "DynamicLinearAttrs", "DynamicConv2dAttrs", "QMulAttrs",
-           "QActivationAttrs", "QConv2dAddAttrs", "QLinearFloatAttrs",
+           "QActivationAttrs", "QConv2dAddAttrs", "QLinearFloatAttrs", "QMeanAttrs", "QPadAttrs",
            "ATTRS_CLASSES", "QUANTIZED_OPS", "CODE_OPS", "WEIGHT_OPS", "value_qparams", "attrs_to_json",
            "attrs_from_json"]
 
@@ -309,6 +313,37 @@ class QAdaptiveAvgPool2dAttrs:
         _optional_output_qparams(self)
 
 
+@dataclass(frozen=True)
+class QMeanAttrs:
+    """``qmean``: LiteRT's MEAN over H and W with qparams of its own (the global average pool a converter
+    writes); ``keep_dims`` keeps the (1, 1) spatial dims — which also chooses LiteRT's optimized kernel
+    (:meth:`minquant.target.LiteRTPath.mean_rule`)."""
+    x_scale: float
+    x_zp: int
+    y_scale: float
+    y_zp: int
+    keep_dims: bool = True
+
+    def __post_init__(self):
+        _checked_qparams(self, "x", "y")
+        _as_bools(self, "keep_dims")
+
+
+@dataclass(frozen=True)
+class QPadAttrs:
+    """``qpad``: (top, bottom, left, right) rows and columns of ``value`` (a uint8 code: the zero point, so
+    that they are real zeros) around an NCHW map; qparams unchanged."""
+    pads: tuple
+    value: int
+
+    def __post_init__(self):
+        pads = tuple(int(p) for p in self.pads)
+        if len(pads) != 4 or min(pads) < 0:
+            raise ValueError(f"pads must be four numbers ≥ 0 (top, bottom, left, right), got {self.pads!r}")
+        object.__setattr__(self, "pads", pads)
+        object.__setattr__(self, "value", _zp(self.value, "value"))
+
+
 def _optional_output_qparams(a):
     """y_scale / y_zp: both None (the output keeps the input's qparams) or both set."""
     if (a.y_scale is None) != (a.y_zp is None):
@@ -383,6 +418,8 @@ _SPECS = {
     "qmax_pool2d": OpSpec(1, G.MaxPool2dAttrs, (), (), "max pooling on codes"),
     "qavg_pool2d": OpSpec(1, QAvgPool2dAttrs, (), (), "quantized average pooling"),
     "qadaptive_avg_pool2d": OpSpec(1, QAdaptiveAvgPool2dAttrs, (), (), "quantized adaptive average pooling"),
+    "qmean": OpSpec(1, QMeanAttrs, (), (), "LiteRT's MEAN over H and W (qparams of its own)"),
+    "qpad": OpSpec(1, QPadAttrs, (), (), "pad H and W with one code (LiteRT's PAD)"),
     "qclamp": OpSpec(1, QClampAttrs, (), (("hi_channels", 1),), "clamp codes (standalone ReLU / ReLU6)"),
     "qflatten": OpSpec(1, G.FlattenAttrs, (), (), "flatten codes"),
     "qreshape": OpSpec(1, G.ReshapeAttrs, (), (), "reshape codes"),
@@ -396,7 +433,7 @@ for _name, _spec in _SPECS.items():
 #: ops whose output is uint8 codes
 CODE_OPS = frozenset({"quantize", "qconv2d", "qlinear", "qadd", "qcat", "qmax_pool2d", "qavg_pool2d",
                       "qadaptive_avg_pool2d", "qclamp", "qflatten", "qreshape", "qmul", "qhardswish",
-                      "qhardsigmoid", "qconv2d_add"})
+                      "qhardsigmoid", "qconv2d_add", "qmean", "qpad"})
 #: every op this module adds
 QUANTIZED_OPS = frozenset(_SPECS)
 #: ops that hold int8 weights
@@ -406,7 +443,7 @@ ATTRS_CLASSES = {c.__name__: c for c in (
     QuantizeAttrs, QConv2dAttrs, QLinearAttrs, QAddAttrs, QCatAttrs, QAvgPool2dAttrs, QAdaptiveAvgPool2dAttrs,
     QClampAttrs, DynamicLinearAttrs, DynamicConv2dAttrs, G.Conv2dAttrs, G.BatchNormAttrs, G.AvgPool2dAttrs,
     G.MaxPool2dAttrs, G.AdaptiveAvgPool2dAttrs, G.CatAttrs, G.FlattenAttrs, G.ReshapeAttrs, G.ClipAttrs,
-    QMulAttrs, QActivationAttrs, QConv2dAddAttrs, QLinearFloatAttrs)}
+    QMulAttrs, QActivationAttrs, QConv2dAddAttrs, QLinearFloatAttrs, QMeanAttrs, QPadAttrs)}
 
 
 def attrs_to_json(attrs):
@@ -440,8 +477,8 @@ def attrs_from_json(d):
 def value_qparams(graph) -> dict[str, tuple[float, int]]:
     """(scale, zero point) of every uint8 value of a quantized graph, by value name.
 
-    Produced by ``quantize``/``qconv2d``/``qlinear``/``qadd``/``qcat``/``qmul``/``qhardswish``/``qhardsigmoid``
-    (their own output qparams); ops that only move or select codes (pools, clamp, flatten, reshape) pass
+    Produced by ``quantize``/``qconv2d``/``qlinear``/``qadd``/``qcat``/``qmul``/``qhardswish``/``qhardsigmoid``/
+    ``qmean`` (their own output qparams); ops that only move or select codes (pools, clamp, flatten, reshape) pass
     their input's on."""
     qp: dict[str, tuple[float, int]] = {}
     for n in graph.nodes:
@@ -450,11 +487,11 @@ def value_qparams(graph) -> dict[str, tuple[float, int]]:
             qp[n.name] = (a.scale, a.zero_point)
         elif n.op in ("qconv2d", "qlinear", "qcat", "qconv2d_add", "w4a8_conv2d", "w4a8_linear"):
             qp[n.name] = (a.y_scale, a.y_zp)
-        elif n.op in ("qadd", "qmul", "qhardswish", "qhardsigmoid"):
+        elif n.op in ("qadd", "qmul", "qhardswish", "qhardsigmoid", "qmean"):
             qp[n.name] = (a.y_scale, a.y_zp)
         elif n.op in ("qavg_pool2d", "qadaptive_avg_pool2d") and getattr(a, "y_scale", None) is not None:
             qp[n.name] = (a.y_scale, a.y_zp)
-        elif n.op in ("qmax_pool2d", "qavg_pool2d", "qadaptive_avg_pool2d", "qclamp", "qflatten", "qreshape"):
+        elif n.op in ("qmax_pool2d", "qavg_pool2d", "qadaptive_avg_pool2d", "qclamp", "qflatten", "qreshape", "qpad"):
             if n.inputs[0] not in qp:
                 raise ValueError(f"node {n.name!r} ({n.op}) reads {n.inputs[0]!r}, which is not a uint8 value")
             qp[n.name] = qp[n.inputs[0]]

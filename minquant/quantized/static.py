@@ -11,7 +11,8 @@ Steps (each a small function below):
 3. **Plan** which value is float and which is codes. Layers with integer kernels (conv2d, linear, add,
    cat) read and write uint8 codes; pools, flatten/reshape and standalone ReLU/ReLU6 work on the codes
    of their input and keep its qparams; every other op (hardswish, mul, an unfolded BatchNorm...) runs
-   in float between a ``dequantize`` and a ``quantize`` (a *float fallback*).
+   in float between a ``dequantize`` and a ``quantize`` (a *float fallback*) — except hardswish under a
+   LiteRT target, an integer op there (HARD_SWISH, ``qhardswish``) with output qparams of its own.
 4. **Calibrate** (:mod:`.calibrate`): one activation observer per value that gets its own qparams — the
    model input, every layer group's output, every float value a quantized op reads.
 5. **Convert**: weights to int8 — symmetric, ``s_w = max|w| / 127.5`` (torch's rule, zero point 0) per
@@ -208,9 +209,10 @@ def to_graph(model, input_shape=None, first_batch=None) -> Graph:
     return from_torch(model, tuple(input_shape))
 
 
-def _plan(g: Graph, groups, float_nodes=frozenset()):
+def _plan(g: Graph, groups, float_nodes=frozenset(), code_layers=frozenset()):
     """Which values are codes, which node becomes what (module docstring, step 3). Nodes named in
-    ``float_nodes`` stay float (their activation is not fused into them).
+    ``float_nodes`` stay float (their activation is not fused into them); ops in ``code_layers`` (the
+    target's integer activations: hardswish under LiteRT) become layers when they read codes.
 
     Returns (kind per value: 'codes'/'float', role per node: 'layer'/'absorbed'/'code'/'float',
     observed values: {value: reason})."""
@@ -223,8 +225,10 @@ def _plan(g: Graph, groups, float_nodes=frozenset()):
         if n.name in absorbed:
             role[n.name] = "absorbed"
             continue
-        is_layer = n.name not in float_nodes and (n.op in ("conv2d", "linear", "cat") or (
-            n.op == "add" and shapes.get(n.inputs[0]) is not None and shapes.get(n.inputs[0]) == shapes.get(n.inputs[1])))
+        same_shapes = n.op == "add" and shapes.get(n.inputs[0]) is not None and \
+            shapes.get(n.inputs[0]) == shapes.get(n.inputs[1])
+        is_layer = n.name not in float_nodes and (n.op in ("conv2d", "linear", "cat") or same_shapes
+                                                  or (n.op in code_layers and kind[n.inputs[0]] == "codes"))
         if is_layer:
             role[n.name] = "layer"
             out = groups[n.name].output if n.name in groups else n.name
@@ -362,7 +366,8 @@ def quantize_static(model, calibration_data, *, per_channel: bool = True, calibr
         g, channel_scales = equalize_pass(g, act_ranges=_channel_ranges(g, _clamped_head(head, calibrator, act_rr)),
                                           alpha=EQUALIZE_ALPHA, iterations=1)
         groups = fusion_groups(g)
-    kind, role, observed = _plan(g, groups, frozenset(float_nodes))
+    kind, role, observed = _plan(g, groups, frozenset(float_nodes),
+                                 frozenset({"hardswish"}) if ar.litert is not None else frozenset())
     observers = {v: [make_observer(calibrator, act_rr)] for v in observed}
     means = {}
     if bias_correction:
@@ -483,6 +488,10 @@ def _convert(g: Graph, groups, role, qparams, per_channel, quantize_rule, weight
                     new = Node(n.name, "qconv2d", ins, attrs, params, n.shape, n.source)
                 else:
                     new = Node(n.name, "qlinear", ins, ops.QLinearAttrs(**common), params, n.shape, n.source)
+            elif n.op == "hardswish":       # LiteRT's HARD_SWISH (the plan makes it a layer only there)
+                (xs, xz) = qp[ins[0]]
+                new = Node(n.name, "qhardswish", ins, ops.QActivationAttrs(xs, xz, ys, yz), shape=n.shape,
+                           source=n.source)
             elif n.op == "add":
                 (sa, za), (sb, zb) = qp[ins[0]], qp[ins[1]]
                 new = Node(n.name, "qadd", ins, ops.QAddAttrs(sa, za, sb, zb, ys, yz, relu=act == "relu"),

@@ -11,8 +11,10 @@ quantization spec (docs/quantization.md, step 7d):
   ``(1, KH, KW, C_out)``; a flatten of a ``(C, H, W)`` map becomes a RESHAPE of the ``(H, W, C)`` map, and the
   FULLY_CONNECTED after it gets its weight columns permuted to that order (an integer sum does not care);
 * one operator per node: QUANTIZE (model input), CONV_2D / DEPTHWISE_CONV_2D (padding SAME when LiteRT's SAME
-  pads as the node does, else VALID after a PAD), FULLY_CONNECTED, ADD, MUL (same shapes), AVERAGE_POOL_2D (average pools and
-  adaptive average pools with whole windows), MAX_POOL_2D, RESHAPE, DEQUANTIZE (model output); fused
+  pads as the node does, else VALID after a PAD), FULLY_CONNECTED, ADD and MUL (same shapes, or one operand
+  broadcast over H and W — squeeze-excite's (N, C, 1, 1)), HARD_SWISH (``qhardswish``), MEAN over H and W
+  (``qmean``: axes [1, 2], its ``keep_dims``), PAD (``qpad``, with the zero point), AVERAGE_POOL_2D (average
+  pools and adaptive average pools with whole windows), MAX_POOL_2D, RESHAPE, DEQUANTIZE (model output); fused
   activations NONE / RELU / RELU6 when the node's code clamp is the one LiteRT derives from them.
 
 Anything else raises ``ValueError`` naming the node. The file is written all or nothing
@@ -27,7 +29,7 @@ import numpy as np
 from ...affine import quantize_bias
 from ...files import atomic_write
 from .flatbuffer import (ActivationOptions, ConvOptions, DepthwiseOptions, FullyConnectedOptions, PoolOptions,
-                         ReshapeOptions, TfModel, TfOp, TfTensor, write_model)
+                         ReducerOptions, ReshapeOptions, TfModel, TfOp, TfTensor, write_model)
 
 __all__ = ["to_tflite", "tflite_bytes", "activation_range"]
 
@@ -131,8 +133,11 @@ def tflite_bytes(qm) -> bytes:
         elif n.op in ("qconv2d", "qlinear"):
             t = _layer(w, n, a, src, out_shape, weight_qparams(n), ar)
         elif n.op in ("qadd", "qmul"):
-            if w.shapes[n.inputs[0]][0] != w.shapes[n.inputs[1]][0]:
-                raise ValueError(f"node {n.name!r}: {n.op[1:].upper()} with broadcasting is not written")
+            sa, sb = (tuple(w.shapes[v][0][1:]) for v in n.inputs)
+            if sa != sb and not (len(sa) == len(sb) == 3 and all(s[0] == max(sa[0], sb[0]) and s[1:] in (
+                    (1, 1), tuple(np.maximum(sa[1:], sb[1:]))) for s in (sa, sb))):
+                raise ValueError(f"node {n.name!r}: {n.op[1:].upper()} broadcasts {sa} with {sb}; only equal "
+                                 "shapes or a (C, 1, 1) operand are written")
             t = w.act(n.name, _nhwc(out_shape), a.y_scale, a.y_zp)
             m.ops.append(TfOp(n.op[1:].upper(), [w.tensor[v] for v in n.inputs], [t],
                               ActivationOptions("relu" if a.relu else "")))
@@ -156,6 +161,22 @@ def tflite_bytes(qm) -> bytes:
             t = w.act(n.name, _nhwc(out_shape), s, z)
             m.ops.append(TfOp("MAX_POOL_2D" if n.op == "qmax_pool2d" else "AVERAGE_POOL_2D", [w.tensor[src]], [t],
                               PoolOptions("VALID", tuple(s_), tuple(k), "")))
+        elif n.op == "qpad":
+            s, z = qp[src]
+            if n.attrs.value != z:
+                raise ValueError(f"node {n.name!r}: LiteRT's PAD pads with the zero point ({z}), not {n.attrs.value}")
+            pt, pb, pl, pr = n.attrs.pads
+            t = w.act(n.name, _nhwc(out_shape), s, z)
+            pads = w.const(f"{n.name}/paddings", np.array([[0, 0], [pt, pb], [pl, pr], [0, 0]], np.int32), "int32")
+            m.ops.append(TfOp("PAD", [w.tensor[src], pads], [t]))
+        elif n.op == "qhardswish":
+            t = w.act(n.name, _nhwc(out_shape), a.y_scale, a.y_zp)
+            m.ops.append(TfOp("HARD_SWISH", [w.tensor[src]], [t]))
+        elif n.op == "qmean":
+            t = w.act(n.name, _nhwc(out_shape), a.y_scale, a.y_zp)
+            axes = w.const(f"{n.name}/axes", np.array([1, 2], np.int32), "int32")
+            m.ops.append(TfOp("MEAN", [w.tensor[src], axes], [t], ReducerOptions(a.keep_dims)))
+            layout = "nchw" if a.keep_dims else "flat"
         elif n.op in ("qflatten", "qreshape"):
             in_shape = _shape(w, src)
             if len(out_shape) != 2:

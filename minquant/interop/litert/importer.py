@@ -10,11 +10,15 @@ file's NHWC input) and returns float32 outputs. An int8 model input gets a ``qua
 
 Operators read: QUANTIZE (float → int8) and DEQUANTIZE (int8 → float) at the edges, CONV_2D,
 DEPTHWISE_CONV_2D, FULLY_CONNECTED (int8 weights with zero point 0, per channel or per tensor, int32 bias
-added as given), ADD and MUL (same shapes), AVERAGE_POOL_2D and MAX_POOL_2D with VALID windows (or SAME ones that
-pad nothing), RESHAPE to (N, features), and PAD when a convolution follows that LiteRT's padding can express
-symmetrically (the PAD is folded into it). SAME padding is taken when it pads both sides alike; fused
-activations NONE, RELU, RELU6. Anything else — MEAN, HARD_SWISH, asymmetric padding, uint8 or int16
-activations — raises ``ValueError`` naming the operator.
+added as given), ADD and MUL (same shapes, or broadcasting as NumPy does — squeeze-excite's (1, 1, 1, C)),
+HARD_SWISH (``qhardswish``), MEAN over H and W (axes {1, 2} of a 4-D map, either ``keep_dims``: ``qmean``),
+AVERAGE_POOL_2D and MAX_POOL_2D with VALID windows (or SAME ones that pad nothing), RESHAPE to (N, features),
+and PAD of H and W (int8: the zero point pads). A PAD that a lone VALID convolution follows, padding both
+sides alike, is folded into the convolution; any other becomes a ``qpad`` node. SAME padding that pads
+unevenly (stride 2 on an even size: one row more at the bottom and right, as the TF converter's models do)
+becomes a ``qpad`` before a VALID convolution — a padded code is the zero point, whose product with a weight
+is 0, as a skipped tap is. Fused activations NONE, RELU, RELU6. Anything else — SAME pools that pad, uint8 or
+int16 activations, constant operands of ADD/MUL — raises ``ValueError`` naming the operator.
 """
 from __future__ import annotations
 
@@ -142,18 +146,25 @@ def _import_op(im, op, uses, Q, Node, FlattenAttrs, MaxPool2dAttrs):
     out = im.tensor(t_out)
     if k == "PAD":
         pads = im.tensor(op.inputs[1]).data
-        if pads is None:
-            raise ValueError("PAD with computed paddings is not supported")
+        if pads is None or len(op.inputs) != 2:
+            raise ValueError("PAD with computed paddings (or a constant value: PADV2) is not supported")
         pads = np.asarray(pads).reshape(-1, 2)
+        if pads.shape[0] != 4 or pads[0].any() or pads[3].any() or (pads < 0).any():
+            raise ValueError(f"PAD {pads.tolist()}: only H and W of an NHWC map are padded by minquant")
+        if im.qp(t_out, k) != im.qp(op.inputs[0], k):
+            raise ValueError("PAD whose output qparams differ from its input's is not supported")
         consumers = uses.get(t_out, [])
-        ok = (pads.shape[0] == 4 and not pads[0].any() and not pads[3].any() and pads[1, 0] == pads[1, 1]
-              and pads[2, 0] == pads[2, 1] and len(consumers) == 1 and consumers[0].kind in
-              ("CONV_2D", "DEPTHWISE_CONV_2D") and consumers[0].options.padding == "VALID"
-              and im.qp(t_out, k) == im.qp(op.inputs[0], k) and len(op.inputs) == 2)
-        if not ok:
-            raise ValueError("PAD is read only when a VALID convolution alone follows it, padding H and W "
-                             "symmetrically with the zero point")
-        im.pads[t_out] = (op.inputs[0], (int(pads[1, 0]), int(pads[2, 0])))
+        if (pads[1, 0] == pads[1, 1] and pads[2, 0] == pads[2, 1] and len(consumers) == 1 and t_out not in
+                im.tm.outputs and consumers[0].kind in ("CONV_2D", "DEPTHWISE_CONV_2D")
+                and consumers[0].options.padding == "VALID"):
+            im.pads[t_out] = (op.inputs[0], (int(pads[1, 0]), int(pads[2, 0])))   # folded into the convolution
+            return
+        if op.inputs[0] not in im.value:
+            raise ValueError(f"reads tensor {im.tensor(op.inputs[0]).name!r}, which no supported operator computes")
+        s, z = im.qp(op.inputs[0], k)
+        pt, pb, pl, pr = (int(v) for v in (pads[1, 0], pads[1, 1], pads[2, 0], pads[2, 1]))
+        im.add(Node(im.name(t_out), "qpad", [im.value[op.inputs[0]]], Q.QPadAttrs((pt, pb, pl, pr), z), source=k),
+               t_out)
         return
     src_t = op.inputs[0]
     pad = (0, 0)
@@ -175,8 +186,14 @@ def _import_op(im, op, uses, Q, Node, FlattenAttrs, MaxPool2dAttrs):
         im.add(_layer(im, op, name, src, src_t, pad, Q, Node, FlattenAttrs), t_out)
     elif k in ("ADD", "MUL"):
         a_t, b_t = op.inputs
-        if im.tensor(a_t).shape != im.tensor(b_t).shape:
-            raise ValueError(f"{k} with broadcasting is not supported")
+        sa, sb = im.tensor(a_t).shape, im.tensor(b_t).shape
+        try:
+            joint = np.broadcast_shapes(sa, sb)
+        except ValueError:
+            joint = None
+        if len(sa) != len(sb) or joint is None or joint != tuple(out.shape):
+            raise ValueError(f"{k} of shapes {sa} and {sb} (output {out.shape}): only operands of one rank that "
+                             "broadcast to the output are supported")
         if a_t not in im.value or b_t not in im.value:
             raise ValueError(f"{k} of a constant tensor is not supported")
         (sa, za), (sb, zb), (sy, zy) = im.qp(a_t, k), im.qp(b_t, k), im.qp(t_out, k)
@@ -185,6 +202,20 @@ def _import_op(im, op, uses, Q, Node, FlattenAttrs, MaxPool2dAttrs):
             raise ValueError(f"{k} with fused {act.upper()} is not supported")
         attrs = (Q.QAddAttrs if k == "ADD" else Q.QMulAttrs)(sa, za, sb, zb, sy, zy, relu=act == "relu")
         im.add(Node(name, "q" + k.lower(), [im.value[a_t], im.value[b_t]], attrs, source=k), t_out)
+    elif k == "HARD_SWISH":
+        (xs, xz), (ys, yz) = im.qp(src_t, k), im.qp(t_out, k)
+        im.add(Node(name, "qhardswish", [src], Q.QActivationAttrs(xs, xz, ys, yz), source=k), t_out)
+    elif k == "MEAN":
+        axes = im.tensor(op.inputs[1]).data
+        shape = im.tensor(src_t).shape
+        if axes is None or len(shape) != 4:
+            raise ValueError("MEAN is read over constant axes of a 4-D map")
+        if sorted(int(a) % 4 for a in np.asarray(axes).reshape(-1)) != [1, 2]:
+            raise ValueError(f"MEAN over axes {np.asarray(axes).tolist()}: minquant reads the mean over H and W "
+                             "(axes 1 and 2)")
+        (xs, xz), (ys, yz) = im.qp(src_t, k), im.qp(t_out, k)
+        keep = bool(op.options.keep_dims) if op.options is not None else False
+        im.add(Node(name, "qmean", [src], Q.QMeanAttrs(xs, xz, ys, yz, keep), source=k), t_out)
     elif k in ("AVERAGE_POOL_2D", "MAX_POOL_2D"):
         o = op.options
         ih, iw = im.tensor(src_t).shape[1:3]
@@ -215,7 +246,8 @@ def _import_op(im, op, uses, Q, Node, FlattenAttrs, MaxPool2dAttrs):
             im.flat_from[name] = (in_shape[3], in_shape[1], in_shape[2])
     else:
         raise ValueError(f"operator {k} is not imported by minquant (supported: QUANTIZE, DEQUANTIZE, CONV_2D, "
-                         "DEPTHWISE_CONV_2D, FULLY_CONNECTED, ADD, MUL, AVERAGE_POOL_2D, MAX_POOL_2D, RESHAPE, PAD)")
+                         "DEPTHWISE_CONV_2D, FULLY_CONNECTED, ADD, MUL, HARD_SWISH, MEAN, AVERAGE_POOL_2D, "
+                         "MAX_POOL_2D, RESHAPE, PAD)")
 
 
 def _layer(im, op, name, src, src_t, pad, Q, Node, FlattenAttrs):
@@ -278,9 +310,12 @@ def _layer(im, op, name, src, src_t, pad, Q, Node, FlattenAttrs):
             raise ValueError("PAD before a SAME convolution is not supported")
         (pt, pb), (pl, pr) = (_same_pad(xshape[1], kh, o.stride[0], o.dilation[0]),
                               _same_pad(xshape[2], kw, o.stride[1], o.dilation[1]))
-        if pt != pb or pl != pr:
-            raise ValueError(f"SAME padding here pads ({pt}, {pb}) × ({pl}, {pr}): asymmetric padding has no "
-                             "minquant convolution")
+        if pt != pb or pl != pr:     # uneven: pad the codes with the zero point, then a VALID convolution
+            padded = name + ":same_pad"
+            im.names.add(padded)
+            im.nodes.append(Node(padded, "qpad", [src], Q.QPadAttrs((pt, pb, pl, pr), xz),
+                                 source=f"{k} SAME padding"))
+            src, pt, pl = padded, 0, 0
         pad = (pt, pl)
     attrs = Q.QConv2dAttrs(tuple(o.stride), tuple(pad), tuple(o.dilation), groups, xs, xz, ys, yz, clamp,
                            o.activation, per_channel)
