@@ -270,35 +270,16 @@ def _table(rows):
 
 
 def plot(rows, paths):
-    """Size (bytes, log scale) against agreement with fp32, one panel per model, one marker per runtime."""
-    from matplotlib.figure import Figure
+    """Size (bytes, log scale) against agreement with fp32, one panel per model, one marker per runtime
+    (:func:`minquant.lesson.report.plot_ladder`), written to each of ``paths``."""
+    from minquant.lesson.report import plot_ladder
 
-    models = list(dict.fromkeys(r.model for r in rows))
-    fig = Figure(figsize=(5.2 * len(models), 4.4), dpi=110)
-    marks = {"minquant": ("o", "#DD8452"), "torch": ("s", "#4C72B0"), "ONNX Runtime": ("^", "#55A868")}
-    for i, name in enumerate(models):
-        ax = fig.add_subplot(1, len(models), i + 1)
-        for r in rows:
-            if r.model != name or r.bytes is None or r.agreement is None:
-                continue
-            m, c = marks[r.runtime]
-            ax.scatter(r.bytes, 100 * r.agreement, marker=m, color=c, s=40, zorder=3)
-            label = r.variant.split(" (")[0].replace("mixed, ", "mixed ")
-            ax.annotate(label, (r.bytes, 100 * r.agreement), fontsize=7, xytext=(4, 3), textcoords="offset points")
-        ax.set_xscale("log")
-        ax.set_xlabel("stored bytes (log)")
-        ax.set_ylabel("top-1 agreement with fp32 (%)")
-        ax.set_title(name)
-        ax.grid(True, alpha=0.3)
-    for rt, (m, c) in marks.items():
-        fig.axes[0].scatter([], [], marker=m, color=c, label=rt)
-    fig.axes[0].legend(fontsize=8, loc="lower right")
-    fig.tight_layout()
+    def label(v):       # "mixed, size ≤ 29,986 bytes" → "mixed ≤ 29,986 bytes"
+        return v.split(" (")[0].replace("size ", "").replace("output SQNR ", "").replace("mixed,", "mixed")
+
+    drawn = [dict(dataclasses.asdict(r), size_bytes=r.bytes, label=label(r.variant)) for r in rows]
     for p in paths:
-        p = Path(p)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_path(p, suffix=".png") as tmp:
-            fig.savefig(tmp, format="png")
+        plot_ladder(drawn, p)
 
 
 def main(argv=None):

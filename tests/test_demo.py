@@ -4,7 +4,8 @@ The seed's TinyCNN (cached), a few hundred digits, one timing repeat. Checked: t
 really leaves Conv2d float; minquant's run of torch's int8 model is bit-identical; minquant's static int8
 keeps the accuracy; the LiteRT rows: minquant's .tflite run by the interpreter and by minquant, bit-identical;
 the pruning helper hits its sparsity; the ONNX rows degrade to "not yet available"
-without the exporter; the weight panels show what per-channel buys; the table printers.
+without the exporter; the weight panels show what per-channel buys; the table printers; the precision
+ladder's rows (fp32 → fp16 → int8 → int4, mixed) and its plot.
 """
 import math
 
@@ -168,3 +169,44 @@ def test_litert_rows_on_tinycnn(digits_model):
     fp32_acc = float((f_ref.argmax(1) == y_ev).mean())
     assert abs(lite.accuracy - fp32_acc) <= 0.03 and lite.sqnr_db > 20
     assert lite.param_bytes < 0.3 * 4 * sum(p.numel() for p in model.parameters()) and lite.ms > 0
+
+
+def test_ladder_rows_on_tinycnn(digits_model, tmp_path):
+    """The demo's precision ladder (64 calibration digits, 8 held out, 120 test digits): every rung smaller
+    than the one before (fp32 → fp16 → int8 → int4: ×½, ×¼ on the weights), the accuracy kept within 3 points,
+    the mixed models within their budgets; then the plot beside the main table's fp32 / int8 rows, a PNG."""
+    from minquant.frameworks import torch_oracle
+    from minquant.lesson import report
+    model, (x_tr, _, x_te, y_te) = digits_model
+    x_ev, y_ev = x_te[:120], y_te[:120]
+    f_ref = torch_oracle.torch_logits(model, x_ev)
+    rows = demo.ladder_rows("TinyCNN", model, x_tr[:64], x_tr[64:72], x_ev, y_ev, f_ref, x_ev[:1], 1)
+    by = {r.variant: r for r in rows}
+    assert list(by) == ["fp32", "fp16", "int8", "W4A16 g32", "W4A8 g32", "mixed ≤ int8's bytes", "mixed ≥ 30 dB"]
+    n_params = sum(p.numel() for p in model.parameters())
+    assert by["fp32"].param_bytes == 4 * n_params and by["fp16"].param_bytes == 2 * n_params
+    assert by["int8"].param_bytes < 0.27 * by["fp32"].param_bytes
+    for w4 in ("W4A16 g32", "W4A8 g32"):
+        assert by[w4].param_bytes < 0.6 * by["int8"].param_bytes            # int4 packed two per byte
+        assert by[w4].note.startswith("2 of 3 layers in groups of 32")
+    assert by["mixed ≤ int8's bytes"].param_bytes <= by["int8"].param_bytes
+    assert by["mixed ≥ 30 dB"].note.startswith("output SQNR ≥ 30 dB: met")
+    fp32_acc = float((f_ref.argmax(1) == y_ev).mean())
+    for r in rows:
+        assert r.runtime == "minquant" and r.model == "TinyCNN"
+        assert r.file_bytes > r.param_bytes and isinstance(r.ms, float) and r.ms > 0
+        assert abs(r.accuracy - fp32_acc) <= 0.03 and r.agreement >= 0.95
+    assert by["fp32"].sqnr_db > 80 and by["fp16"].sqnr_db > 50 and by["int8"].sqnr_db > 30
+    assert min(by["W4A16 g32"].sqnr_db, by["W4A8 g32"].sqnr_db) > 20
+
+    table = [demo.Row("TinyCNN", "fp32", "torch", 1, 4 * n_params, 0.3, fp32_acc, note="the reference"),
+             demo.Row("TinyCNN", "minquant static int8, per-channel", "minquant", 1, 29_986, 1.0, 0.96, 1.0),
+             demo.Row("MobileNetV2", "torch static int8 (eager, x86)", "torch", 1, 3_686_432, 14.0, None, 0.435),
+             demo.Row("MobileNetV2", "pruned 10 % (global magnitude), no fine-tune", "torch", 1, 14_019_488, 22.0,
+                      None, 0.89)]
+    drawn = demo.ladder_plot_rows(table, rows)
+    assert [(d["model"], d.get("label", d["variant"]), d["size_bytes"]) for d in drawn[len(rows):]] == [
+        ("TinyCNN", "fp32", 4 * n_params), ("MobileNetV2", "int8", 3_686_432)]   # minquant's int8: the ladder's
+    assert drawn[len(rows)]["agreement"] == 1.0                                  # fp32 agrees with itself
+    path = report.plot_ladder(drawn, tmp_path / "precision_ladder.png")
+    assert path.is_file() and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

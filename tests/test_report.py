@@ -300,6 +300,83 @@ def test_sparsity_bad_input(tmp_path, bad, msg):
 
 
 # ---------------------------------------------------------------------------------------------------------
+# the precision ladder
+# ---------------------------------------------------------------------------------------------------------
+LADDER = [
+    dict(model="TinyCNN", variant="fp32", runtime="torch", size_bytes=116_264, agreement=1.0),
+    dict(model="TinyCNN", variant="fp16", runtime="minquant", size_bytes=58_132, agreement=1.0),
+    dict(model="TinyCNN", variant="int8 (per-channel)", runtime="minquant", size_bytes=29_986, agreement=0.998),
+    dict(model="TinyCNN", variant="int8", runtime="torch", size_bytes=30_232, agreement=0.996),
+    dict(model="TinyCNN", variant="W4A8 g32", runtime="minquant", size_bytes=16_848, agreement=0.996),
+    dict(model="TinyCNN", variant="W4A16 / W4A8", runtime="torch"),              # no such mode: left out
+    dict(model="MobileNetV2", variant="fp32", runtime="torch", size_bytes=14_019_488, agreement=1.0),
+    dict(model="MobileNetV2", variant="int8", runtime="ONNX Runtime", size_bytes=3_777_037, agreement=0.47),
+    dict(model="MobileNetV2", variant="mixed, size ≤ 3,636,992 bytes", label="mixed ≤ int8", runtime="minquant",
+         size_bytes=3_636_992, agreement=0.915),
+    dict(model="MobileNetV2", variant="int8", runtime="LiteRT", size_bytes=3_600_000, agreement=0.915),
+]
+
+
+def scatter_points(ax):
+    """``{face colour: sorted [(x, y)]}`` of every scatter of ``ax`` (one colour per runtime)."""
+    pts = {}
+    for c in ax.collections:
+        colour = tuple(np.round(c.get_facecolor()[0], 6))
+        pts.setdefault(colour, []).extend(map(tuple, np.asarray(c.get_offsets(), float)))
+    return {k: sorted(v) for k, v in pts.items()}
+
+
+def test_ladder_synthetic(tmp_path, drawn):
+    assert_png(report.plot_ladder(LADDER, tmp_path / "l.png", title="ladder"))
+    (fig,) = drawn
+    tiny, mnv2 = fig.axes
+    assert (tiny.get_title(), mnv2.get_title()) == ("TinyCNN", "MobileNetV2")
+    for ax, model in ((tiny, "TinyCNN"), (mnv2, "MobileNetV2")):
+        assert ax.get_xscale() == "log" and "bytes" in ax.get_xlabel() and "agreement" in ax.get_ylabel()
+        want = {}
+        for r in LADDER:
+            if r["model"] == model and r.get("size_bytes") is not None:
+                colour = tuple(np.round(to_rgba(report._RUNTIME_COLORS.get(r["runtime"], report._OTHER_COLOR)), 6))
+                want.setdefault(colour, []).append((r["size_bytes"], 100 * r["agreement"]))
+        got = scatter_points(ax)
+        assert got.keys() == want.keys()
+        for k in want:
+            np.testing.assert_allclose(got[k], sorted(want[k]), rtol=1e-12)
+        lo, hi = ax.get_ylim()
+        ys = [y for v in want.values() for _, y in v]
+        assert lo < min(ys) and hi > max(ys) and hi - lo >= 2.0        # every point in view, ≥ 2 points tall
+        xlo, xhi = ax.get_xlim()
+        assert xlo < min(x for v in want.values() for x, _ in v) and xhi > max(x for v in want.values() for x, _ in v)
+    # the labels: the variant up to " (", or the row's label; near-coinciding points share one label
+    assert sorted(t.get_text() for t in tiny.texts) == ["W4A8 g32", "fp16", "fp32", "int8", "int8"]
+    assert sorted(t.get_text() for t in mnv2.texts) == ["fp32", "int8", "int8 / mixed ≤ int8"]
+    legend = [t.get_text() for t in tiny.get_legend().get_texts()]
+    assert legend == ["torch", "minquant", "ONNX Runtime", "LiteRT"]
+
+
+def test_ladder_keeps_a_small_spread_honest(tmp_path, drawn):
+    rows = [dict(variant="a", size_bytes=100, agreement=0.999), dict(variant="b", size_bytes=50, agreement=0.998)]
+    report.plot_ladder(rows, tmp_path / "l.png", min_span=5.0)
+    (ax,) = drawn[0].axes
+    lo, hi = ax.get_ylim()
+    assert hi - lo >= 5.0 and lo < 99.8 and 99.9 < hi
+
+
+@pytest.mark.parametrize("bad, msg", [
+    ([], "at least one row"),
+    ([dict(variant="x", runtime="torch")], "at least one row"),                 # nothing to place
+    ([dict(variant="x", size_bytes=100, agreement=float("nan"))], "NaN"),
+    ([dict(variant="x", size_bytes=100, agreement=99.6)], "out of range"),
+    ([dict(variant="x", size_bytes=0, agreement=0.9)], "must be > 0"),
+    ([dict(size_bytes=100, agreement=0.9)], "variant"),
+])
+def test_ladder_bad_input(tmp_path, bad, msg):
+    with pytest.raises(ValueError, match=msg):
+        report.plot_ladder(bad, tmp_path / "l.png")
+    assert not (tmp_path / "l.png").exists()
+
+
+# ---------------------------------------------------------------------------------------------------------
 # report.md
 # ---------------------------------------------------------------------------------------------------------
 def test_write_report_embeds_every_image_and_the_table(tmp_path):

@@ -40,6 +40,12 @@ and scales of its quantized layers; minquant: ``size_bytes()``; ONNX: the initia
 (one thread, median after a warm-up), digits test accuracy, top-1 agreement with the model's fp32 row and
 logit SQNR = 10·log10(Σf²/Σ(f − q)²) against it.
 
+Then the lesson's precision ladder on TinyCNN (:func:`ladder_rows`): fp32 → fp16 → int8 → int4 weights
+(W4A16, W4A8) and two mixed-precision models, with :func:`minquant.quantize_precision` and
+:func:`minquant.quantize_mixed`, scored on the 540 test digits — a table of its own, and the plot
+``precision_ladder.png`` (size against top-1 agreement, beside the main table's fp32 and int8 rows of both
+models). MobileNetV2's ladder is ``benchmarks/precision_ladder.py`` (too slow for the demo).
+
 ``main(quick=True)`` uses fewer photo crops, fewer timing repeats and fewer fine-tuning epochs. With a
 ``report_dir`` the demo also writes PNG figures (:mod:`minquant.lesson.report`), ``results.json`` and
 ``report.md`` there. The frameworks' recipes are in :mod:`minquant.frameworks.torch_oracle` and
@@ -100,13 +106,14 @@ class Settings:
     tiny_compare_samples: int  # TinyCNN test digits for the per-layer SQNR
     distill_epochs: int = 60
     distill_per_class: int = 10
+    ladder_repeats: int = 50   # timed calls of each TinyCNN ladder rung (the int4 ones take 17–29 ms each)
 
 
 def settings(quick: bool) -> Settings:
     if quick:
         return Settings(True, tiny_repeats=30, big_repeats=5, n_calib=16, n_eval=24, n_eval_dynamic=4,
                         finetune_epochs=3, sparsity_finetuned=(0.9,), compare_samples=8, dynamic_repeats=2,
-                        tiny_compare_samples=128)
+                        tiny_compare_samples=128, ladder_repeats=10)
     return Settings(False, tiny_repeats=200, big_repeats=20, n_calib=100, n_eval=200, n_eval_dynamic=200,
                     finetune_epochs=20, sparsity_finetuned=(0.5, 0.7, 0.9), compare_samples=32,
                     dynamic_repeats=10, tiny_compare_samples=540)
@@ -478,7 +485,100 @@ def tinycnn_rows(cfg: Settings, art: dict) -> list[Row]:
     rows += _litert_rows(name, model, calib, x_te, y_te, f_ref, x1, reps, art)
     with _step(f"latency of {sum(isinstance(r.ms, _Timed) for r in rows)} variants, batch 1, round-robin"):
         measure_latencies(rows)
+    art["ladder"] = ladder_rows(name, model, calib, x_tr[256:256 + LADDER_HELD_OUT], x_te, y_te, f_ref, x1,
+                                cfg.ladder_repeats)
     return rows
+
+
+# ------------------------------------------------------------------------------------------------------
+# the precision ladder (TinyCNN): fp32 → fp16 → int8 → int4, and mixed
+# ------------------------------------------------------------------------------------------------------
+LADDER_HELD_OUT = 8       # training digits after the calibration ones: the mixed models' sensitivity samples
+LADDER_MIN_SQNR_DB = 30.0
+
+
+def ladder_rows(name, model, calib, x_sens, x_eval, y_eval, f_ref, x1, reps) -> list[Row]:
+    """The lesson's ladder on one model with the public API, every rung from one prepared float graph
+    (BatchNorm folded, cross-layer equalized on ``calib``) as ``benchmarks/precision_ladder.py`` does it for
+    TinyCNN, MobileNetV2 and EfficientNet-Lite0::
+
+        g, _, _ = prepare_graph(model, batches)
+        qm = quantize_precision(g, precision, batches, target="x86", equalize=False)    # each rung
+        qm = quantize_mixed(g, calib, Budget(...), x_sensitivity=x_sens, equalize=False, sensitivity=sens)
+
+    Rungs: fp32 (minquant's float executor on that graph), fp16, int8 (``quantize_static``'s defaults),
+    W4A16 and W4A8 (int4 weights in groups of 32, float / int8 activations); then two mixed models, each
+    layer at the lowest precision its measured sensitivity allows: within int8's bytes, and with an output
+    SQNR ≥ 30 dB. Sensitivity is measured on ``x_sens`` (held-out samples calibration does not see).
+    Rows (runtime 'minquant'): file bytes = the saved ``.npz``, param bytes = ``size_bytes()`` (int4 packed
+    two per byte), accuracy / agreement / SQNR on ``x_eval`` (batches of 25) against ``f_ref``; latencies
+    measured round-robin, ``reps`` calls each."""
+    from ..quantized import FP16, FP32, INT8, Budget, quantize_mixed, quantize_precision, w4a8, w4a16
+    from ..quantized.mixed import sensitivity_of
+    from ..quantized.precision_convert import prepare_graph
+
+    batches = [calib[i:i + 32] for i in range(0, len(calib), 32)]
+    rows, lowered = [], {}
+    with _step(f"precision ladder: fp32, fp16, int8, W4A16, W4A8 (quantize_precision), scored on "
+               f"{len(x_eval)} samples"):
+        g, _, _ = prepare_graph(model, batches)
+        for p in (FP32, FP16, INT8, w4a16(32), w4a8(32)):
+            qm = lowered[p] = quantize_precision(g, p, batches, target="x86", equalize=False)
+            note = {FP32: "BatchNorm folded, equalized: the graph every rung starts from",
+                    INT8: "quantize_static's defaults (per-channel, percentile, bias correction)"}.get(p, "")
+            if p.weights.name == "INT4":
+                k = qm.meta["int4_group_sizes"]
+                note = (f"{sum(v == 32 for v in k.values())} of {len(k)} layers in groups of 32, the rest one "
+                        f"group per output channel")
+            r = Row(name, p.name, "minquant", _saved_bytes(qm), qm.size_bytes(), _Timed(partial(qm, x1), reps),
+                    note=note)
+            rows.append(_scores(r, f_ref, _mq_logits(qm, x_eval), y_eval))
+    int8_bytes = lowered[INT8].size_bytes()
+    with _step(f"mixed precision: sensitivity on {len(x_sens)} held-out samples, then ≤ int8's bytes and "
+               f"≥ {LADDER_MIN_SQNR_DB:g} dB"):
+        sens = sensitivity_of(g, {p: qm for p, qm in lowered.items() if p is not FP32}, x_sens)
+        for variant, budget in (("mixed ≤ int8's bytes", Budget(max_bytes=int8_bytes)),
+                                (f"mixed ≥ {LADDER_MIN_SQNR_DB:g} dB", Budget(min_sqnr_db=LADDER_MIN_SQNR_DB))):
+            qm = quantize_mixed(g, calib, budget, x_sensitivity=x_sens, equalize=False, sensitivity=sens)
+            mx = qm.meta["mixed"]
+            counts: dict = {}
+            for c in mx["choice"].values():
+                counts[c] = counts.get(c, 0) + 1
+            note = (f"{budget.describe()}: " + ("met" if mx["met"] else "NOT met") + f" on {len(x_sens)} held-out "
+                    f"samples ({mx['measured_sqnr_db']:.1f} dB there); layers: "
+                    + ", ".join(f"{v} {k}" for k, v in sorted(counts.items(), key=lambda kv: -kv[1])))
+            r = Row(name, variant, "minquant", _saved_bytes(qm), qm.size_bytes(), _Timed(partial(qm, x1), reps),
+                    note=note)
+            rows.append(_scores(r, f_ref, _mq_logits(qm, x_eval), y_eval))
+    with _step(f"latency of the {len(rows)} ladder rungs, batch 1, round-robin, {reps} calls each"):
+        measure_latencies(rows)
+    return rows
+
+
+#: rows of the main table drawn beside the ladder: {variant: label in the plot}. minquant's own rows only for
+#: a model without a ladder (with one, they repeat its int8 rung).
+LADDER_FROM_TABLE = {"fp32": "fp32", "torch static int8 (eager, x86)": "int8",
+                     "ONNX Runtime int8 (its quantize_static, QDQ)": "int8",
+                     "LiteRT runs minquant int8 (.tflite, XNNPACK)": "int8",
+                     "minquant static int8, per-tensor": "int8 per-tensor",
+                     "minquant static int8, per-channel": "int8 per-channel"}
+
+
+def ladder_plot_rows(rows: list[Row], ladder: list[Row]) -> list[dict]:
+    """What :func:`minquant.lesson.report.plot_ladder` draws: the ladder's rows, and the main table's fp32 and
+    int8 rows of every model (:data:`LADDER_FROM_TABLE`; the fp32 row agrees with itself). Bytes: the stored
+    parameters (param bytes)."""
+    laddered = {r.model for r in ladder}
+    out = [dict(asdict(r), size_bytes=r.param_bytes) for r in ladder]
+    for r in rows:
+        label = LADDER_FROM_TABLE.get(r.variant)
+        if label is None or (r.runtime == "minquant" and r.model in laddered):
+            continue
+        d = dict(asdict(r), size_bytes=r.param_bytes, label=label)
+        if r.variant == "fp32":
+            d["agreement"] = 1.0
+        out.append(d)
+    return out
 
 
 def _pt2e_rows(name, model, shape, calib, x_eval, y_eval, f_ref, x1, reps, art):
@@ -724,8 +824,16 @@ def write_outputs(folder, rows: list[Row], art: dict, cfg: Settings, elapsed: fl
                              ylabel="top-1 agreement with fp32 (%)")
         images.append(("sparsity_mobilenet_v2.png", "MobileNetV2: agreement vs sparsity, no fine-tuning"))
 
+        ladder = art.get("ladder") or []
+        if ladder:
+            report.plot_ladder(ladder_plot_rows(rows, ladder), folder / "precision_ladder.png",
+                               title="The precision ladder: stored bytes against top-1 agreement with fp32")
+            images.append(("precision_ladder.png", "The precision ladder: TinyCNN's rungs (the ladder table), and "
+                           "the main table's fp32 and int8 rows of both models"))
+
     doc = {"quick": cfg.quick, "settings": asdict(cfg), "seconds": round(elapsed, 1),
            "load_average": art.get("load"), "rows": [asdict(r) for r in rows],
+           "ladder": [asdict(r) for r in art.get("ladder") or []],
            "sparsity": {"TinyCNN": art.get("tiny_sparsity"), "MobileNetV2": art.get("mnv2_sparsity")},
            "torch_quantize_dynamic_report": art.get("TinyCNN_torch_dynamic_report")}
     with atomic_write(folder / "results.json", "w") as f:
@@ -737,8 +845,19 @@ def write_outputs(folder, rows: list[Row], art: dict, cfg: Settings, elapsed: fl
              f"warm-up. 'file bytes' = the saved file, 'param bytes' = the stored parameters. "
              f"Numbers in `results.json`. Run time {elapsed:.0f} s; load average (1 min) at start / end: "
              f"{_load_text(art)} on {os.cpu_count()} cores.")
-    return report.write_report(folder, table=markdown_table(rows), images=images, notes=notes, intro=intro,
+    table = markdown_table(rows)
+    if art.get("ladder"):
+        table += "\n\n" + ladder_heading(art["ladder"], cfg) + "\n\n" + markdown_table(art["ladder"])
+    return report.write_report(folder, table=table, images=images, notes=notes, intro=intro,
                                title="minquant demo — Day 2: Model Optimization")
+
+
+def ladder_heading(ladder: list[Row], cfg: Settings) -> str:
+    """One line above the ladder's table (printed and in report.md)."""
+    return (f"The precision ladder, {ladder[0].model}: minquant's `quantize_precision` / `quantize_mixed` from one "
+            f"prepared float graph; calibration 256 training digits, sensitivity {LADDER_HELD_OUT} more; "
+            f"scored on the 540 test digits; latency median of {cfg.ladder_repeats} calls "
+            f"(MobileNetV2's ladder: `./run python -m benchmarks.precision_ladder`, too slow for the demo).")
 
 
 def _load():
@@ -807,6 +926,9 @@ def _main(quick, report_dir) -> int:
     print("TinyCNN: accuracy on the 540 test digits; MobileNetV2: top-1 agreement with fp32 and logit SQNR on "
           f"{cfg.n_eval} photo crops.\nLoad average (1 min) at start / end: {_load_text(art)} on {os.cpu_count()} "
           "cores (other work on the machine slows every latency).")
+    if art.get("ladder"):
+        print("\n" + ladder_heading(art["ladder"], cfg).replace("`", ""))
+        print(format_table(art["ladder"]))
     print("\nAccuracy (TinyCNN) / agreement (MobileNetV2) against weight sparsity:")
     print(format_sparsity(art))
     print("\nWhat the seed's quantize_dynamic({nn.Linear, nn.Conv2d}) really did to TinyCNN:")

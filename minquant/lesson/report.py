@@ -5,6 +5,7 @@
 ``plot_sqnr``          per-layer SQNR (float vs int8) from :func:`minquant.quantized.compare`, worst marked
 ``plot_variants``      size / latency / accuracy of every variant of every model (the demo's table)
 ``plot_sparsity``      accuracy (or agreement) against sparsity, one line per series
+``plot_ladder``        the precision ladder: stored size against top-1 agreement, one panel per model
 ``write_report``       ``report.md``: title, the table, every image with its caption, notes
 =====================  =================================================================================
 
@@ -36,10 +37,13 @@ import numpy as np
 
 from ..files import atomic_path, atomic_write
 
-__all__ = ["HistogramPanel", "plot_histograms", "plot_sqnr", "plot_variants", "plot_sparsity", "write_report"]
+__all__ = ["HistogramPanel", "plot_histograms", "plot_sqnr", "plot_variants", "plot_sparsity", "plot_ladder",
+           "write_report"]
 
 _RUNTIME_COLORS = {"torch": "#4C72B0", "minquant": "#DD8452", "ONNX Runtime": "#55A868"}
 _OTHER_COLOR = "#8172B3"
+_RUNTIME_MARKERS = {"minquant": "o", "torch": "s", "ONNX Runtime": "^", "LiteRT": "D"}
+_OTHER_MARKER = "P"
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -418,6 +422,109 @@ def plot_sparsity(points: Sequence, path, *, title: str | None = None,
     ax.legend(loc="lower left", fontsize=8, framealpha=0.9)
     if title:
         ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+# ------------------------------------------------------------------------------------------------------
+# the precision ladder: size against agreement
+# ------------------------------------------------------------------------------------------------------
+def _ladder_fields(row):
+    """``(model, label, runtime, size_bytes, agreement)`` of a row, or None for a row with nothing to place
+    (no size or no agreement: a mode that runtime does not have)."""
+    name = _get(row, "variant")
+    if not name:
+        raise ValueError(f"plot_ladder: every row needs a 'variant' name, got {row!r}")
+    size, agree = _get(row, "size_bytes"), _get(row, "agreement")
+    if size is None or agree is None:
+        return None
+    size = _finite_number(size, f"plot_ladder: {name!r} size_bytes")
+    if size <= 0:
+        raise ValueError(f"plot_ladder: {name!r} size_bytes = {size} must be > 0 (the size axis is logarithmic)")
+    agree = _finite_number(agree, f"plot_ladder: {name!r} agreement")
+    if not 0 <= agree <= 1:
+        raise ValueError(f"plot_ladder: {name!r} agreement = {agree} is out of range (fractions in [0, 1])")
+    label = str(_get(row, "label", "") or str(name).strip().split(" (")[0])
+    return str(_get(row, "model", "") or ""), label, str(_get(row, "runtime", "") or ""), size, agree
+
+
+def _bytes_tick(x, _pos=None) -> str:
+    """20000 → '20 k', 5000000 → '5 M' (decimal, as the table's byte counts)."""
+    for unit, div in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if x >= div:
+            return f"{x / div:g} {unit}"
+    return f"{x:g}"
+
+
+def plot_ladder(rows: Sequence, path, *, title: str | None = None, min_span: float = 2.0) -> Path:
+    """The precision ladder (fp32 → fp16 → int8 → int4, mixed): one panel per model, one point per row.
+    Returns ``path``.
+
+    x axis: the stored bytes of the parameters (``QuantizedModel.size_bytes()``, a framework's parameter
+    or initializer bytes), log scale — each rung fp32 → fp16 → int8 → int4 halves the bytes, so the rungs
+    sit at equal steps. y axis: top-1 agreement with the model's fp32 output, in % (the predicted class is
+    the same); at least ``min_span`` points tall, so that 99.6 % does not look like a collapse. Up and to the
+    left is better: fewer bytes, same answers. The marker and colour say the runtime; the label is the row's
+    ``label``, else its ``variant`` up to the first " (" (points that nearly coincide share one label, their
+    names joined by " / ").
+
+    ``rows``: dicts (or objects) with ``variant`` and optionally ``label``, ``model`` (the panel), ``runtime``
+    ('minquant', 'torch', 'ONNX Runtime', 'LiteRT'), ``size_bytes`` and ``agreement`` (a fraction in
+    [0, 1]). A row without ``size_bytes`` or ``agreement`` (a mode the runtime does not have) is left out.
+    Raises ValueError when no row can be drawn, for a row without a name, NaN, a size ≤ 0 or an agreement
+    outside [0, 1]."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    parsed = [p for p in (_ladder_fields(r) for r in rows) if p is not None]
+    if not parsed:
+        raise ValueError("plot_ladder needs at least one row with size_bytes and agreement")
+    models = list(dict.fromkeys(p[0] for p in parsed))
+    fig = _figure(5.4 * len(models), 4.6 + (0.3 if title else 0))
+    axes = fig.subplots(1, len(models), squeeze=False)[0]
+    runtimes = list(dict.fromkeys(p[2] for p in parsed))
+    for ax, model in zip(axes, models):
+        pts = [p for p in parsed if p[0] == model]
+        sizes = [p[3] for p in pts]
+        ys = [100 * p[4] for p in pts]
+        x0, x1 = min(sizes) / 1.5, max(sizes) * 2.6          # room on the right for the labels
+        y_hi = max(ys) + 0.06 * max(max(ys) - min(ys), min_span)
+        y_lo = min(min(ys), y_hi - min_span) - 0.06 * max(max(ys) - min(ys), min_span)
+        for rt in runtimes:
+            mine = [p for p in pts if p[2] == rt]
+            if mine:
+                ax.scatter([p[3] for p in mine], [100 * p[4] for p in mine], s=42, zorder=3,
+                           marker=_RUNTIME_MARKERS.get(rt, _OTHER_MARKER), color=_RUNTIME_COLORS.get(rt, _OTHER_COLOR))
+        # one label per group of points that (nearly) coincide on the page: their names joined by " / "
+        lx0, lx1 = math.log10(x0), math.log10(x1)
+        groups = []                                   # [(axes-fraction x, y, data x, data y, [labels])]
+        for _, label, _, size, agree in sorted(pts, key=lambda p: (p[3], -p[4])):
+            fx = (math.log10(size) - lx0) / (lx1 - lx0)
+            fy = (100 * agree - y_lo) / (y_hi - y_lo)
+            near = next((g for g in groups if abs(fx - g[0]) < 0.04 and abs(fy - g[1]) < 0.03), None)
+            if near is None:
+                groups.append((fx, fy, size, 100 * agree, [label]))
+            elif label not in near[4]:
+                near[4].append(label)
+        for k, (fx, fy, size, y, labels) in enumerate(groups):      # below the point when one is close on its right
+            crowded = any(0 < g[0] - fx < 0.3 and abs(g[1] - fy) < 0.07 for g in groups[k + 1:])
+            ax.annotate(" / ".join(labels), (size, y), fontsize=7, xytext=(5, -10 if crowded else 3),
+                        textcoords="offset points")
+        ax.set_xscale("log")
+        ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+        ax.xaxis.set_major_formatter(FuncFormatter(_bytes_tick))
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.set_xlim(x0, x1)
+        ax.set_ylim(y_lo, y_hi)
+        ax.set_xlabel("stored bytes of the parameters (log scale; k = 1,000)")
+        ax.set_ylabel("top-1 agreement with fp32 (%)")
+        ax.set_title(model, fontsize=10)
+        ax.grid(True, alpha=0.3)
+    from matplotlib.lines import Line2D
+    handles = [Line2D([], [], ls="", marker=_RUNTIME_MARKERS.get(rt, _OTHER_MARKER), ms=7,
+                      color=_RUNTIME_COLORS.get(rt, _OTHER_COLOR), label=rt or "other") for rt in runtimes]
+    axes[0].legend(handles=handles, fontsize=8, loc="lower right", framealpha=0.9)
+    if title:
+        fig.suptitle(title, fontsize=11)
     fig.tight_layout()
     return _save(fig, path)
 
