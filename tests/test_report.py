@@ -360,6 +360,8 @@ def test_ladder_keeps_a_small_spread_honest(tmp_path, drawn):
     (ax,) = drawn[0].axes
     lo, hi = ax.get_ylim()
     assert hi - lo >= 5.0 and lo < 99.8 and 99.9 < hi
+    with pytest.raises(ValueError, match="min_span"):
+        report.plot_ladder(rows, tmp_path / "l.png", min_span=0)
 
 
 @pytest.mark.parametrize("bad, msg", [

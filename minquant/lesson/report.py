@@ -473,11 +473,14 @@ def plot_ladder(rows: Sequence, path, *, title: str | None = None, min_span: flo
     [0, 1]). A row without ``size_bytes`` or ``agreement`` (a mode the runtime does not have) is left out.
     Raises ValueError when no row can be drawn, for a row without a name, NaN, a size ≤ 0 or an agreement
     outside [0, 1]."""
+    from matplotlib.lines import Line2D
     from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
     parsed = [p for p in (_ladder_fields(r) for r in rows) if p is not None]
     if not parsed:
         raise ValueError("plot_ladder needs at least one row with size_bytes and agreement")
+    if not _finite_number(min_span, "plot_ladder: min_span") > 0:
+        raise ValueError(f"plot_ladder: min_span must be > 0 percentage points, got {min_span}")
     models = list(dict.fromkeys(p[0] for p in parsed))
     fig = _figure(5.4 * len(models), 4.6 + (0.3 if title else 0))
     axes = fig.subplots(1, len(models), squeeze=False)[0]
@@ -493,7 +496,8 @@ def plot_ladder(rows: Sequence, path, *, title: str | None = None, min_span: flo
             mine = [p for p in pts if p[2] == rt]
             if mine:
                 ax.scatter([p[3] for p in mine], [100 * p[4] for p in mine], s=42, zorder=3,
-                           marker=_RUNTIME_MARKERS.get(rt, _OTHER_MARKER), color=_RUNTIME_COLORS.get(rt, _OTHER_COLOR))
+                           marker=_RUNTIME_MARKERS.get(rt, _OTHER_MARKER),
+                           color=_RUNTIME_COLORS.get(rt, _OTHER_COLOR))
         # one label per group of points that (nearly) coincide on the page: their names joined by " / "
         lx0, lx1 = math.log10(x0), math.log10(x1)
         groups = []                                   # [(axes-fraction x, y, data x, data y, [labels])]
@@ -505,7 +509,7 @@ def plot_ladder(rows: Sequence, path, *, title: str | None = None, min_span: flo
                 groups.append((fx, fy, size, 100 * agree, [label]))
             elif label not in near[4]:
                 near[4].append(label)
-        for k, (fx, fy, size, y, labels) in enumerate(groups):      # below the point when one is close on its right
+        for k, (fx, fy, size, y, labels) in enumerate(groups):   # below the point if one is close on its right
             crowded = any(0 < g[0] - fx < 0.3 and abs(g[1] - fy) < 0.07 for g in groups[k + 1:])
             ax.annotate(" / ".join(labels), (size, y), fontsize=7, xytext=(5, -10 if crowded else 3),
                         textcoords="offset points")
@@ -519,7 +523,6 @@ def plot_ladder(rows: Sequence, path, *, title: str | None = None, min_span: flo
         ax.set_ylabel("top-1 agreement with fp32 (%)")
         ax.set_title(model, fontsize=10)
         ax.grid(True, alpha=0.3)
-    from matplotlib.lines import Line2D
     handles = [Line2D([], [], ls="", marker=_RUNTIME_MARKERS.get(rt, _OTHER_MARKER), ms=7,
                       color=_RUNTIME_COLORS.get(rt, _OTHER_COLOR), label=rt or "other") for rt in runtimes]
     axes[0].legend(handles=handles, fontsize=8, loc="lower right", framealpha=0.9)
