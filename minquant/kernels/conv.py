@@ -29,9 +29,11 @@ from .checks import check_conv_args, check_groups, check_weight_zp
 from .gemm import gemm_u8s8_reference, pack_weight, raw_product_cols
 from .gemm_simd import ISA_NONE, choose_plan, conv_simd
 from ..im2col import conv_out_size, im2col_reference, im2col_t
-from .requantize import OutputStage, _requant_row, finish_requantize_cols, output_stage, requantize_reference
+from .requantize import OutputStage, _requant_row, _requant_span, finish_requantize_cols, output_stage, requantize_reference
 
 __all__ = ["QConv2d", "qconv2d", "qconv2d_reference", "PackedConvWeight", "pack_conv_weight"]
+
+U = np.uint64   # flat indices in the depthwise kernels: unsigned, so Numba adds no wrap-around test
 
 
 def _check_w(w_q):
@@ -145,50 +147,43 @@ def pack_conv_weight(w_q, w_zp=0, groups=1) -> PackedConvWeight:
 
 
 @njit(cache=True, inline="always")
-def _fill_planes(x_q, b, c, ph, pw, sh, sw, hq, wq, zpf, rowf, flat):
-    """Step 1 of :func:`_depthwise_kernel` for one channel: the zero-point-padded input split by (row,
-    column) phase into float32 planes of pitch wq (``flat`` = planes[φr, φc, r, q] flattened). Each input row
-    is converted to float32 once (``rowf``, padded), then dealt to the column phases (a copy for sw = 1, a
-    de-interleave for sw = 2: both vectorise)."""
-    h, w = x_q.shape[2], x_q.shape[3]
-    flat[:] = zpf
+def _fill_planes(xf, src0, h, w, ph, pw, sh, sw, hq, wq, zpf, flat):
+    """Step 1 of :func:`_depthwise_kernel` for one channel (its h·w codes at ``xf[src0:]``, ``xf`` the flat
+    input): the zero-point-padded plane split by (row, column) phase into float32 planes of pitch wq,
+    ``flat[((φr·sw + φc)·hq + r)·wq + q] = padded[r·sh + φr, q·sw + φc]``. Everything is set to z_x first
+    (the padding), then each input row is converted into its column phases. Flat unsigned indices (``U``),
+    no array views: per-channel views cost more than a small image's arithmetic, and unsigned indices need
+    no wrap-around test, so the loops vectorise."""
+    for i in range(U(flat.shape[0])):
+        flat[i] = zpf
     for rr in range(ph, ph + h):                      # padded row rr = input row rr − ph
-        src = x_q[b, c, rr - ph]
+        s = src0 + (rr - ph) * w
         pr, qr = rr % sh, rr // sh
-        if sw == 1:
-            base = (pr * hq + qr) * wq + pw
-            dst = flat[base:base + w]
-            for j in range(w):
-                dst[j] = np.float32(src[j])
-            continue
-        row = rowf[pw:pw + w]
-        for j in range(w):
-            row[j] = np.float32(src[j])
-        if sw == 2:
-            b0 = ((pr * 2) * hq + qr) * wq
-            d0 = flat[b0:b0 + wq]
-            d1 = flat[b0 + hq * wq:b0 + hq * wq + wq]
-            for q in range(wq):
-                d0[q] = rowf[2 * q]
-                d1[q] = rowf[2 * q + 1]
-        else:
-            for pc in range(sw):
-                base = ((pr * sw + pc) * hq + qr) * wq
-                dst = flat[base:base + wq]
-                for q in range(wq):
-                    dst[q] = rowf[q * sw + pc]
+        for pc in range(sw):                          # padded column q·sw + pc = input column q·sw + pc − pw
+            base = ((pr * sw + pc) * hq + qr) * wq
+            q0 = max(0, -((pc - pw) // sw))           # first q inside the image
+            q1 = min(wq, (w - 1 + pw - pc) // sw + 1)  # one past the last
+            d, j = U(base + q0), U(s + q0 * sw + pc - pw)
+            if sw == 1:
+                for q in range(U(max(q1 - q0, 0))):
+                    flat[d + q] = np.float32(xf[j + q])
+            else:
+                st = U(sw)
+                for q in range(U(max(q1 - q0, 0))):
+                    flat[d + q] = np.float32(xf[j + q * st])
 
 
 @njit(cache=True, inline="always")
-def _drop_spare_columns(acc_i, oh, ow, wq):
-    """Rows of pitch wq → rows of pitch ow, in place (moving forward: each value moves to a lower index;
-    an element loop, since an overlapping slice assignment would copy through a temporary)."""
+def _store_plane(acc_i, oh, ow, wq, o, mode, bias_f, bias_q, mult32, mult64, y_zp, lo, hi, out_f, o0):
+    """The output stage of one channel's accumulators (rows of pitch wq, the last wq − ow of each spare) into
+    out_f[o0:o0 + oh·ow]: the rows are first closed up in place (each value moves to a lower index), so that
+    one sweep does the whole channel (measured: faster than one sweep per row, even for 56-wide rows)."""
     if wq != ow:
         for y in range(1, oh):
-            dst = acc_i[y * ow:(y + 1) * ow]
-            src = acc_i[y * wq:y * wq + ow]
-            for x in range(ow):
-                dst[x] = src[x]
+            d, s = U(y * ow), U(y * wq)
+            for x in range(U(ow)):
+                acc_i[d + x] = acc_i[s + x]
+    _requant_span(acc_i, 0, oh * ow, o, mode, bias_f, bias_q, mult32, mult64, y_zp, lo, hi, out_f, o0)
 
 
 @njit(cache=True)
@@ -201,7 +196,7 @@ def _depthwise_kernel(x_q, taps, tap_sum, w_zp, x_zp, kh, kw, sh, sw, ph, pw, dh
        q·sw + φc]``. Tap (i, j) of output pixel (y, x) reads padded[y·sh + i·dh, x·sw + j·dw], i.e. plane
        (i·dh mod sh, j·dw mod sw) at (y + i·dh div sh, x + j·dw div sw): a fixed offset ``off_t``. So for
        every tap the whole output — computed with wq − ow spare columns per row, thrown away — is ONE
-       contiguous slice: ``acc[y·wq + x] += w_t · planes_flat[off_t + y·wq + x]``, a vectorised sweep.
+       contiguous run: ``acc[y·wq + x] += w_t · planes_flat[off_t + y·wq + x]``, a vectorised sweep.
     2. Taps are taken in pairs (t, t+1) in (kh, kw) order; each pair's sum of products is clamped to
        [sat_lo, sat_hi] — the int16 range when the emulated framework saturates (step 8), else a no-op
        bound — and added to the accumulator. All in float32 on exact integers (a pair < 2^17, a sum of at
@@ -210,49 +205,51 @@ def _depthwise_kernel(x_q, taps, tap_sum, w_zp, x_zp, kh, kw, sh, sw, ph, pw, dh
        output row. Output channel o reads input channel o // mult."""
     n_img, c_in, h, w = x_q.shape
     oh, ow = out.shape[2], out.shape[3]
+    xf = x_q.reshape(x_q.size)
+    out_f = out.reshape(out.size)
     K = kh * kw
     hp, wp = h + 2 * ph, w + 2 * pw
     hq = -(-hp // sh) + 1          # + one spare row: the last row's spare columns may read past its end
     wq = -(-wp // sw)
     flat = np.empty(sh * sw * hq * wq, np.float32)
-    rowf = np.full(wq * sw, np.float32(x_zp))
     L = oh * wq
+    UL = U(L)
     acc = np.empty(L, np.float32)
     acc_i = np.empty(L, np.int32)
-    offs = np.empty(K + 1, np.int64)
+    offs = np.empty(K + 1, np.uint64)
     for t in range(K):
         i = t // kw
         r, c = i * dh, (t - i * kw) * dw
         offs[t] = (((r % sh) * sw + c % sw) * hq + r // sh) * wq + c // sw
     offs[K] = offs[K - 1]                    # odd K: the last tap's partner has weight 0
     zpf = np.float32(x_zp)
+    c_out = c_in * mult
     for b in range(n_img):
         for c in range(c_in):
-            _fill_planes(x_q, b, c, ph, pw, sh, sw, hq, wq, zpf, rowf, flat)
+            _fill_planes(xf, (b * c_in + c) * h * w, h, w, ph, pw, sh, sw, hq, wq, zpf, flat)
             for m in range(mult):
                 o = c * mult + m
                 zw = w_zp[o]
-                acc[:] = 0
+                for i in range(UL):
+                    acc[i] = 0
                 for t in range(0, K, 2):
                     w0 = taps[o, t]
                     w1 = taps[o, t + 1] if t + 1 < K else np.float32(0)
-                    s0 = flat[offs[t]:offs[t] + L]
-                    s1 = flat[offs[t + 1]:offs[t + 1] + L]
-                    for i in range(L):
-                        p = s0[i] * w0 + s1[i] * w1
+                    f0, f1 = offs[t], offs[t + 1]
+                    for i in range(UL):
+                        p = flat[f0 + i] * w0 + flat[f1 + i] * w1
                         acc[i] += min(max(p, sat_lo), sat_hi)
                 cterm = np.int32(x_zp * tap_sum[o] - K * x_zp * zw)
-                for i in range(L):
+                for i in range(UL):
                     acc_i[i] = np.int32(acc[i]) - cterm
                 if zw != 0:
                     zw32 = np.int32(zw)
                     for t in range(K):
-                        s0 = flat[offs[t]:offs[t] + L]
-                        for i in range(L):
-                            acc_i[i] -= zw32 * np.int32(s0[i])
-                _drop_spare_columns(acc_i, oh, ow, wq)
-                _requant_row(acc_i[:oh * ow], o, mode, bias_f, bias_q, mult32, mult64, y_zp, lo, hi,
-                             out[b, o].reshape(oh * ow))
+                        f0 = offs[t]
+                        for i in range(UL):
+                            acc_i[i] -= zw32 * np.int32(flat[f0 + i])
+                _store_plane(acc_i, oh, ow, wq, o, mode, bias_f, bias_q, mult32, mult64, y_zp, lo, hi, out_f,
+                             (b * c_out + o) * oh * ow)
 
 
 @njit(cache=True)
@@ -264,49 +261,43 @@ def _depthwise3x3_kernel(x_q, taps, tap_sum, x_zp, sh, sw, ph, pw, clamp_pairs, 
     when ``clamp_pairs``: a pair can reach the int16 limits and the framework saturates)."""
     n_img, c_in, h, w = x_q.shape
     oh, ow = out.shape[2], out.shape[3]
+    xf = x_q.reshape(x_q.size)
+    out_f = out.reshape(out.size)
     hp, wp = h + 2 * ph, w + 2 * pw
     hq = -(-hp // sh) + 1
     wq = -(-wp // sw)
     flat = np.empty(sh * sw * hq * wq, np.float32)
-    rowf = np.full(wq * sw, np.float32(x_zp))
     L = oh * wq
+    UL = U(L)
     acc_i = np.empty(L, np.int32)
-    off = np.empty(9, np.int64)
+    off = np.empty(9, np.uint64)
     for t in range(9):
         r, cc = t // 3, t % 3
         off[t] = (((r % sh) * sw + cc % sw) * hq + r // sh) * wq + cc // sw
+    o0, o1, o2, o3, o4, o5, o6, o7, o8 = off[0], off[1], off[2], off[3], off[4], off[5], off[6], off[7], off[8]
     zpf = np.float32(x_zp)
     for b in range(n_img):
         for c in range(c_in):
-            _fill_planes(x_q, b, c, ph, pw, sh, sw, hq, wq, zpf, rowf, flat)
-            s0 = flat[off[0]:off[0] + L]
-            s1 = flat[off[1]:off[1] + L]
-            s2 = flat[off[2]:off[2] + L]
-            s3 = flat[off[3]:off[3] + L]
-            s4 = flat[off[4]:off[4] + L]
-            s5 = flat[off[5]:off[5] + L]
-            s6 = flat[off[6]:off[6] + L]
-            s7 = flat[off[7]:off[7] + L]
-            s8 = flat[off[8]:off[8] + L]
+            _fill_planes(xf, (b * c_in + c) * h * w, h, w, ph, pw, sh, sw, hq, wq, zpf, flat)
             w0, w1, w2, w3, w4, w5, w6, w7, w8 = (taps[c, 0], taps[c, 1], taps[c, 2], taps[c, 3], taps[c, 4],
                                                   taps[c, 5], taps[c, 6], taps[c, 7], taps[c, 8])
             cterm = np.float32(x_zp * tap_sum[c])
             if clamp_pairs:
-                for i in range(L):
-                    a = (min(max(s0[i] * w0 + s1[i] * w1, sat_lo), sat_hi)
-                         + min(max(s2[i] * w2 + s3[i] * w3, sat_lo), sat_hi)
-                         + min(max(s4[i] * w4 + s5[i] * w5, sat_lo), sat_hi)
-                         + min(max(s6[i] * w6 + s7[i] * w7, sat_lo), sat_hi)
-                         + s8[i] * w8)
+                for i in range(UL):
+                    a = (min(max(flat[o0 + i] * w0 + flat[o1 + i] * w1, sat_lo), sat_hi)
+                         + min(max(flat[o2 + i] * w2 + flat[o3 + i] * w3, sat_lo), sat_hi)
+                         + min(max(flat[o4 + i] * w4 + flat[o5 + i] * w5, sat_lo), sat_hi)
+                         + min(max(flat[o6 + i] * w6 + flat[o7 + i] * w7, sat_lo), sat_hi)
+                         + flat[o8 + i] * w8)
                     acc_i[i] = np.int32(a - cterm)
             else:
-                for i in range(L):
-                    a = (s0[i] * w0 + s1[i] * w1 + s2[i] * w2 + s3[i] * w3 + s4[i] * w4 + s5[i] * w5
-                         + s6[i] * w6 + s7[i] * w7 + s8[i] * w8)
+                for i in range(UL):
+                    a = (flat[o0 + i] * w0 + flat[o1 + i] * w1 + flat[o2 + i] * w2 + flat[o3 + i] * w3
+                         + flat[o4 + i] * w4 + flat[o5 + i] * w5 + flat[o6 + i] * w6 + flat[o7 + i] * w7
+                         + flat[o8 + i] * w8)
                     acc_i[i] = np.int32(a - cterm)
-            _drop_spare_columns(acc_i, oh, ow, wq)
-            _requant_row(acc_i[:oh * ow], c, mode, bias_f, bias_q, mult32, mult64, y_zp, lo, hi,
-                         out[b, c].reshape(oh * ow))
+            _store_plane(acc_i, oh, ow, wq, c, mode, bias_f, bias_q, mult32, mult64, y_zp, lo, hi, out_f,
+                         (b * c_in + c) * oh * ow)
 
 
 @njit(cache=True)
@@ -360,7 +351,8 @@ def _phase_planes_nhwc(x_q, ph, pw, sw, pad_value):
     return np.ascontiguousarray(padded.reshape(n, h + 2 * ph, wq, sw, c).transpose(3, 0, 1, 2, 4))
 
 
-_NHWC_MAX_OW = 16   # output width up to which the channels-last depthwise kernel is used
+_NHWC_MAX_OW = 7    # output width up to which the channels-last depthwise kernel is used (measured: the
+#                    NCHW kernels are faster from 14 columns up, even at 384 channels)
 
 
 class QConv2d:
@@ -411,6 +403,7 @@ class QConv2d:
         oh, ow = conv_out_size(h, kh, sh, ph, dh), conv_out_size(w, kw, sw, pw, dw)
         st = self.stage
         if pk.depthwise:
+            x_q = np.ascontiguousarray(x_q)
             mult = c_out // c_in
             saturate = self.arith.saturate_pairs
             lo_s, hi_s = (-32768.0, 32767.0) if saturate else (-2.0 ** 30, 2.0 ** 30)
