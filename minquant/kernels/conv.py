@@ -28,6 +28,8 @@ from ..target import resolve_conv
 from .checks import check_conv_args, check_groups, check_weight_zp
 from .gemm import gemm_u8s8_reference, pack_weight, raw_product_cols
 from .gemm_simd import ISA_NONE, choose_plan, conv_simd
+from .requant_simd import VECTOR_MODES, requant_row16
+from .simd import host_isa
 from ..im2col import conv_out_size, im2col_reference, im2col_t
 from .requantize import OutputStage, _requant_row, _requant_span, finish_requantize_cols, output_stage, requantize_reference
 
@@ -174,21 +176,26 @@ def _fill_planes(xf, src0, h, w, ph, pw, sh, sw, hq, wq, zpf, flat):
 
 
 @njit(cache=True, inline="always")
-def _store_plane(acc_i, oh, ow, wq, o, mode, bias_f, bias_q, mult32, mult64, y_zp, lo, hi, out_f, o0):
+def _store_plane(acc_i, oh, ow, wq, o, vec, mode, bias_f, bias_q, mult32, mult64, y_zp, lo, hi, out_f, o0, tail):
     """The output stage of one channel's accumulators (rows of pitch wq, the last wq − ow of each spare) into
     out_f[o0:o0 + oh·ow]: the rows are first closed up in place (each value moves to a lower index), so that
-    one sweep does the whole channel (measured: faster than one sweep per row, even for 56-wide rows)."""
+    one sweep does the whole channel (measured: faster than one sweep per row, even for 56-wide rows) — on
+    16 lanes at a time when ``vec`` (:func:`~minquant.kernels.requant_simd.requant_row16`; ``acc_i`` has 16
+    spare entries for its last chunk)."""
     if wq != ow:
         for y in range(1, oh):
             d, s = U(y * ow), U(y * wq)
             for x in range(U(ow)):
                 acc_i[d + x] = acc_i[s + x]
-    _requant_span(acc_i, 0, oh * ow, o, mode, bias_f, bias_q, mult32, mult64, y_zp, lo, hi, out_f, o0)
+    if vec:
+        requant_row16(acc_i, 0, oh * ow, 0, o, mode, bias_f, bias_q, mult32, y_zp, lo, hi, out_f, o0, tail)
+    else:
+        _requant_span(acc_i, 0, oh * ow, o, mode, bias_f, bias_q, mult32, mult64, y_zp, lo, hi, out_f, o0)
 
 
 @njit(cache=True)
 def _depthwise_kernel(x_q, taps, tap_sum, w_zp, x_zp, kh, kw, sh, sw, ph, pw, dh, dw, mult, sat_lo, sat_hi,
-                      mode, bias_f, bias_q, mult32, mult64, y_zp, lo, hi, out):
+                      vec, mode, bias_f, bias_q, mult32, mult64, y_zp, lo, hi, out):
     """Depthwise-style conv straight from uint8 NCHW codes to uint8 NCHW codes, one input channel at a time.
 
     1. The channel's zero-point-padded plane (padding at z_x = real 0) is split by phase — row mod sh,
@@ -215,7 +222,9 @@ def _depthwise_kernel(x_q, taps, tap_sum, w_zp, x_zp, kh, kw, sh, sw, ph, pw, dh
     L = oh * wq
     UL = U(L)
     acc = np.empty(L, np.float32)
-    acc_i = np.empty(L, np.int32)
+    acc_i = np.empty(L + 16, np.int32)     # + 16: the last 16-lane chunk of the output stage
+    tail = np.empty(16, np.uint8)
+    vec = vec and mode in VECTOR_MODES
     offs = np.empty(K + 1, np.uint64)
     for t in range(K):
         i = t // kw
@@ -248,13 +257,13 @@ def _depthwise_kernel(x_q, taps, tap_sum, w_zp, x_zp, kh, kw, sh, sw, ph, pw, dh
                         f0 = offs[t]
                         for i in range(UL):
                             acc_i[i] -= zw32 * np.int32(flat[f0 + i])
-                _store_plane(acc_i, oh, ow, wq, o, mode, bias_f, bias_q, mult32, mult64, y_zp, lo, hi, out_f,
-                             (b * c_out + o) * oh * ow)
+                _store_plane(acc_i, oh, ow, wq, o, vec, mode, bias_f, bias_q, mult32, mult64, y_zp, lo, hi, out_f,
+                             (b * c_out + o) * oh * ow, tail)
 
 
 @njit(cache=True)
 def _depthwise3x3_kernel(x_q, taps, tap_sum, x_zp, sh, sw, ph, pw, clamp_pairs, sat_lo, sat_hi,
-                         mode, bias_f, bias_q, mult32, mult64, y_zp, lo, hi, out):
+                         vec, mode, bias_f, bias_q, mult32, mult64, y_zp, lo, hi, out):
     """:func:`_depthwise_kernel` for the common case — 3×3 taps, dilation 1, one output channel per input
     channel, weight zero points 0 — with the nine taps written out, so the accumulator stays in a register:
     ``acc[i] = Σ_pairs clamp(w_t·s_t[i] + w_t+1·s_t+1[i])`` (pairs (0,1) (2,3) (4,5) (6,7) (8); the clamp only
@@ -269,7 +278,9 @@ def _depthwise3x3_kernel(x_q, taps, tap_sum, x_zp, sh, sw, ph, pw, clamp_pairs, 
     flat = np.empty(sh * sw * hq * wq, np.float32)
     L = oh * wq
     UL = U(L)
-    acc_i = np.empty(L, np.int32)
+    acc_i = np.empty(L + 16, np.int32)     # + 16: the last 16-lane chunk of the output stage
+    tail = np.empty(16, np.uint8)
+    vec = vec and mode in VECTOR_MODES
     off = np.empty(9, np.uint64)
     for t in range(9):
         r, cc = t // 3, t % 3
@@ -296,8 +307,8 @@ def _depthwise3x3_kernel(x_q, taps, tap_sum, x_zp, sh, sw, ph, pw, clamp_pairs, 
                          + flat[o4 + i] * w4 + flat[o5 + i] * w5 + flat[o6 + i] * w6 + flat[o7 + i] * w7
                          + flat[o8 + i] * w8)
                     acc_i[i] = np.int32(a - cterm)
-            _store_plane(acc_i, oh, ow, wq, c, mode, bias_f, bias_q, mult32, mult64, y_zp, lo, hi, out_f,
-                         (b * c_in + c) * oh * ow)
+            _store_plane(acc_i, oh, ow, wq, c, vec, mode, bias_f, bias_q, mult32, mult64, y_zp, lo, hi, out_f,
+                         (b * c_in + c) * oh * ow, tail)
 
 
 @njit(cache=True)
@@ -404,6 +415,7 @@ class QConv2d:
         st = self.stage
         if pk.depthwise:
             x_q = np.ascontiguousarray(x_q)
+            vec = host_isa() != ISA_NONE      # JIT on: the output stage on 16 lanes
             mult = c_out // c_in
             saturate = self.arith.saturate_pairs
             lo_s, hi_s = (-32768.0, 32767.0) if saturate else (-2.0 ** 30, 2.0 ** 30)
@@ -420,11 +432,11 @@ class QConv2d:
                 return out
             if mult == 1 and kh == kw == 3 and (dh, dw) == (1, 1) and not pk.has_wzp:
                 _depthwise3x3_kernel(x_q, pk.taps, pk.tap_sum, np.int64(self.x_zp), sh, sw, ph, pw, saturate,
-                                     np.float32(lo_s), np.float32(hi_s), st.mode, st.bias_f, st.bias_q, st.mult32,
+                                     np.float32(lo_s), np.float32(hi_s), vec, st.mode, st.bias_f, st.bias_q, st.mult32,
                                      st.mult64, np.float64(st.y_zp), np.float64(st.lo), st.hi, out)
                 return out
             _depthwise_kernel(x_q, pk.taps, pk.tap_sum, pk.w_zp, np.int64(self.x_zp), kh, kw, sh, sw, ph, pw, dh, dw,
-                              mult, np.float32(lo_s), np.float32(hi_s), st.mode, st.bias_f, st.bias_q, st.mult32,
+                              mult, np.float32(lo_s), np.float32(hi_s), vec, st.mode, st.bias_f, st.bias_q, st.mult32,
                               st.mult64, np.float64(st.y_zp), np.float64(st.lo), st.hi, out)
             return out
         og = c_out // self.groups

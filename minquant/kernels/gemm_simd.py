@@ -40,6 +40,7 @@ import numpy as np
 from numba import njit
 
 from . import tiles
+from .requant_simd import VECTOR_MODES, requant_row16
 from .requantize import OutputStage, _requant_lanes, _requant_row
 from .simd import (ISA_AVX2, ISA_AVX512BW, ISA_AVX512VNNI, ISA_NAMES, ISA_NONE, MAC_PAIRS_256, MAC_PAIRS_512,
                    MAC_PAIRS_VNNI, MAC_SWAP, MAC_VNNI, MacKind, host_isa)
@@ -223,33 +224,37 @@ def _pack_pointwise(x, b, p0, pn, K4, V):
 
 
 @njit(cache=True)
-def _pack_im2col(x, b, p0, pn, kh, kw, sh, sw, ph, pw, dh, dw, ow, zp, K4, V):
-    """Panel of a general conv: V[k//4][l][k%4] = the input seen by tap k = (i·kw + j)·C + c of output pixel
-    p0 + l (the zero point z_x outside the image, real 0; 0 past K and past the last pixel). Tap by tap, so
-    that the inner loop runs over the 64 lanes with the tap's offsets fixed."""
+def _pad_image(x, b, ph, pw, zp, xp):
+    """xp (C, H + 2·ph, W + 2·pw) = image b of x with a border of z_x (real 0) — once per image, so that
+    :func:`_pack_im2col` reads every tap without a bounds test."""
     c_in, h, w = x.shape[1], x.shape[2], x.shape[3]
-    hw = h * w
-    xb = x[b].reshape(c_in * hw)
+    xp[:] = zp
+    for c in range(c_in):
+        for r in range(h):
+            xp[c, r + ph, pw:pw + w] = x[b, c, r]
+
+
+@njit(cache=True)
+def _pack_im2col(xp, p0, pn, kh, kw, sh, sw, dh, dw, ow, K4, V):
+    """Panel of a general conv: V[k//4][l][k%4] = the padded input ``xp`` (:func:`_pad_image`) seen by tap
+    k = (i·kw + j)·C + c of output pixel p0 + l (0 past K and past the last pixel). Tap by tap, so that the
+    inner loop runs over the 64 lanes with the tap's offset fixed: a gather with unsigned indices (no
+    wrap-around test)."""
+    c_in, hp, wp = xp.shape
+    xb = xp.reshape(c_in * hp * wp)
     V[:K4 * 256] = 0
-    iy0 = np.empty(64, np.int64)
-    ix0 = np.empty(64, np.int64)
+    lane = np.empty(64, np.uint64)
     for l in range(pn):
         oy = (p0 + l) // ow
-        iy0[l] = oy * sh - ph
-        ix0[l] = (p0 + l - oy * ow) * sw - pw
+        lane[l] = oy * sh * wp + (p0 + l - oy * ow) * sw
     for i in range(kh):
         for j in range(kw):
             for c in range(c_in):
                 k = (i * kw + j) * c_in + c
-                base = (k >> 2) * 256 + (k & 3)
-                off = c * hw
-                for l in range(pn):
-                    iy = iy0[l] + i * dh
-                    ix = ix0[l] + j * dw
-                    v = zp
-                    if 0 <= iy < h and 0 <= ix < w:
-                        v = xb[off + iy * w + ix]
-                    V[base + 4 * l] = v
+                base = np.uint64((k >> 2) * 256 + (k & 3))
+                off = np.uint64((c * hp + i * dh) * wp + j * dw)
+                for l in range(np.uint64(pn)):
+                    V[base + 4 * l] = xb[off + lane[l]]
 
 
 @njit(cache=True)
@@ -257,7 +262,9 @@ def _conv_kernel(kind, x, Wr, K4, repeat, kh, kw, sh, sw, ph, pw, dh, dw, ow, x_
                  col_adj, w_zp, mode, bias_f, bias_q, mult32, mult64, y_zp, lo, hi, out3):
     """out3 (batch, N, P) uint8: for each image, blocks of PB 64-pixel panels — each panel packed (``repeat``
     = 2 duplicates it for split weights) and multiplied by all N weight rows into its columns of C (N, PB·64)
-    — then the epilogue, one output channel (a row of PB·64 pixels) at a time."""
+    — then the epilogue, one output channel (a row of PB·64 pixels) at a time: for the float32 output stages
+    and weight zero point 0 straight from C on 16 lanes (:func:`~minquant.kernels.requant_simd.requant_row16`),
+    otherwise through ``accrow``."""
     n_img = x.shape[0]
     N, P = out3.shape[1], out3.shape[2]
     ldb = Wr.shape[1]
@@ -265,8 +272,14 @@ def _conv_kernel(kind, x, Wr, K4, repeat, kh, kw, sh, sw, ph, pw, dh, dw, ow, x_
     pb = W // 64
     pointwise = kh == 1 and kw == 1 and sh == 1 and sw == 1 and ph == 0 and pw == 0
     half = K4 * 256
+    vec = mode in VECTOR_MODES   # the output stage on 16 lanes (:mod:`.requant_simd`)
+    tail = np.empty(16, np.uint8)
     n_panels = (P + 63) // 64
+    xp = np.empty((0, 0, 0), np.uint8) if pointwise else np.empty((x.shape[1], x.shape[2] + 2 * ph,
+                                                                    x.shape[3] + 2 * pw), np.uint8)
     for b in range(n_img):
+        if not pointwise:
+            _pad_image(x, b, ph, pw, np.uint8(x_zp), xp)
         for j0 in range(0, n_panels, pb):
             for jj in range(min(pb, n_panels - j0)):
                 p0 = (j0 + jj) * 64
@@ -274,7 +287,7 @@ def _conv_kernel(kind, x, Wr, K4, repeat, kh, kw, sh, sw, ph, pw, dh, dw, ow, x_
                 if pointwise:
                     _pack_pointwise(x, b, p0, pn, K4, V)
                 else:
-                    _pack_im2col(x, b, p0, pn, kh, kw, sh, sw, ph, pw, dh, dw, ow, np.uint8(x_zp), K4, V)
+                    _pack_im2col(xp, p0, pn, kh, kw, sh, sw, dh, dw, ow, K4, V)
                 if repeat == 2:
                     V[half:2 * half] = V[:half]
                 if need_sums:
@@ -291,6 +304,10 @@ def _conv_kernel(kind, x, Wr, K4, repeat, kh, kw, sh, sw, ph, pw, dh, dw, ow, x_
             for n in range(N):
                 cterm = np.int32(x_zp * col_adj[n])
                 zw = np.int32(w_zp[n])
+                if vec and zw == 0:      # straight from the int32 block, 16 lanes at a time
+                    requant_row16(C, n * W * 4, pn, cterm, n, mode, bias_f, bias_q, mult32, y_zp, lo, hi, out3,
+                                  (b * N + n) * P + p0, tail)
+                    continue
                 row = C[n]
                 for l in range(pn):
                     accrow[l] = row[l] - cterm

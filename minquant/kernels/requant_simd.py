@@ -1,0 +1,135 @@
+"""The output stage of :mod:`.requantize` on 16 lanes at once (docs/quantization.md, step 7).
+
+The same formulas as :func:`~minquant.kernels.requantize._requant_span`, written as one LLVM vector
+expression per 16 accumulators of one output channel (a 512-bit register: ``<16 x i32>`` in, 16 codes
+out). Numba's own loop vectoriser picks 256-bit vectors on this CPU and re-derives the clamp and the
+narrowing to bytes per loop; spelled out here, every step is one instruction on 16 lanes:
+
+    acc = raw − sub                      vpsubd       (the zero-point term of step 4, per channel)
+    mode 0  f32(f32(acc) + b) · M        vcvtdq2ps, vaddps, vmulps          fbgemm, per-channel
+    mode 1  fma(b, 1/s_xw, f32(acc)) · M vcvtdq2ps, vfmadd, vmulps          fbgemm, per-tensor
+    mode 2  f32(acc + b_q) · M           vpaddd, vcvtdq2ps, vmulps          qnnpack / ONNX Runtime
+    mode 4  f32(f32(f32(acc)·a_x)·a_w) + b, then ·m_y + z_y                 oneDNN
+    then    rint (vrndscaleps, ties to even), + z_y, clamp to [lo, hi] (vmaxps, vminps), → int32
+            (vcvttps2dq), → bytes (vpmovdb) — the clamp makes the narrowing exact.
+
+Only generic LLVM vector instructions are used (no x86 intrinsic), so the code compiles on any CPU: on an
+AVX2 host LLVM splits each 512-bit operation in two 256-bit ones. The other output stages (float64 and
+LiteRT's fixed-point modes) stay on the scalar path. One difference of formulation, none of result: mode 2
+adds b_q to the accumulator in int32, where the scalar path adds in int64 — they differ only if the sum
+leaves int32, where the framework's own int32 accumulator would have wrapped.
+"""
+from __future__ import annotations
+
+import numpy as np
+from llvmlite import ir
+from numba import njit, types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+from .simd import _byte_ptr, i32x16, load16
+
+__all__ = ["VECTOR_MODES", "requant16", "store_codes16", "requant_row16"]
+
+#: the output-stage modes (:mod:`.requantize`) that have a 16-lane form here
+VECTOR_MODES = (0, 1, 2, 4)
+
+_F16 = ir.VectorType(ir.FloatType(), 16)
+_I16 = ir.VectorType(ir.IntType(32), 16)
+
+
+def _splat(builder, x, vty):
+    v = builder.insert_element(ir.Constant(vty, ir.Undefined), x, ir.Constant(ir.IntType(32), 0))
+    return builder.shuffle_vector(v, ir.Constant(vty, ir.Undefined), ir.Constant(_I16, None))
+
+
+def _vcall(builder, name, args):
+    """Call the LLVM intrinsic ``name`` on <16 x float> operands (``llvm.rint.v16f32`` …)."""
+    fnty = ir.FunctionType(_F16, [_F16] * len(args))
+    fn = cgutils.get_or_insert_function(builder.module, fnty, f"{name}.v16f32")
+    return builder.call(fn, args)
+
+
+@intrinsic
+def requant16(typingctx, mode, acc, sub, bq, m0, m1, m2, bf, zf, lo, hi):
+    """16 codes (int32 lanes, each in [lo, hi]) of output channel constants (bq, m0, m1, m2, bf) from 16
+    accumulators ``acc − sub``: output-stage ``mode`` (module docstring). All four forms are emitted and one
+    selected; called with a constant mode (as :func:`requant_row16` does), LLVM keeps only that one.
+    ``m0, m1, m2`` are the stage's ``mult32[0..2, n]``; ``zf, lo, hi`` are z_y and the clamp as float32."""
+    if acc != i32x16:
+        return None
+    sig = i32x16(types.int64, i32x16, types.int32, types.int32, types.float32, types.float32, types.float32,
+                 types.float32, types.float32, types.float32, types.float32)
+
+    def codegen(context, builder, signature, args):
+        mode_v, a, sub_v, bq_v, m0_v, m1_v, m2_v, bf_v, zf_v, lo_v, hi_v = args
+        a = builder.sub(a, _splat(builder, sub_v, _I16))
+        M0, M1, M2 = (_splat(builder, v, _F16) for v in (m0_v, m1_v, m2_v))
+        BF, ZF = _splat(builder, bf_v, _F16), _splat(builder, zf_v, _F16)
+        af = builder.sitofp(a, _F16)
+        # mode 0: rint(f32(f32(acc) + b) · M) + z
+        t0 = builder.fadd(_vcall(builder, "llvm.rint", [builder.fmul(builder.fadd(af, BF), M0)]), ZF)
+        # mode 1: rint(fma(b, 1/s_xw, f32(acc)) · M) + z
+        t1 = builder.fadd(_vcall(builder, "llvm.rint", [builder.fmul(_vcall(builder, "llvm.fma", [BF, M1, af]), M0)]),
+                          ZF)
+        # mode 2: rint(f32(acc + b_q) · M) + z
+        aq = builder.sitofp(builder.add(a, _splat(builder, bq_v, _I16)), _F16)
+        t2 = builder.fadd(_vcall(builder, "llvm.rint", [builder.fmul(aq, M0)]), ZF)
+        # mode 4: rint(f32(f32(f32(f32(acc)·a_x)·a_w) + b)·m_y + z)
+        v4 = builder.fadd(builder.fmul(builder.fmul(af, M1), M0), BF)
+        t4 = _vcall(builder, "llvm.rint", [builder.fadd(builder.fmul(v4, M2), ZF)])
+        i64 = ir.IntType(64)
+        t = builder.select(builder.icmp_signed("==", mode_v, ir.Constant(i64, 0)), t0,
+                           builder.select(builder.icmp_signed("==", mode_v, ir.Constant(i64, 1)), t1,
+                                          builder.select(builder.icmp_signed("==", mode_v, ir.Constant(i64, 2)), t2,
+                                                         t4)))
+        t = _vcall(builder, "llvm.minnum", [_vcall(builder, "llvm.maxnum", [t, _splat(builder, lo_v, _F16)]),
+                                            _splat(builder, hi_v, _F16)])
+        return builder.fptosi(t, _I16)
+    return sig, codegen
+
+
+@intrinsic
+def store_codes16(typingctx, arr, offset, v):
+    """Write the 16 int32 lanes of ``v`` (codes in [0, 255]) as 16 bytes at ``arr``'s data + ``offset``
+    (vpmovdb)."""
+    if not isinstance(arr, types.Array) or v != i32x16:
+        return None
+
+    def codegen(context, builder, sig, args):
+        p = _byte_ptr(context, builder, sig.args[0], args[0], args[1])
+        b = builder.trunc(args[2], ir.VectorType(ir.IntType(8), 16))
+        st = builder.store(b, builder.bitcast(p, b.type.as_pointer()))
+        st.align = 1
+        return context.get_dummy_value()
+    return types.none(arr, offset, i32x16), codegen
+
+
+@njit(cache=True, inline="always")
+def requant_row16(C, c0, L, sub, n, mode, bias_f, bias_q, mult32, y_zp, lo, hi, out, o0, tail):
+    """out's bytes o0 .. o0 + L − 1 = the output stage (``mode`` in :data:`VECTOR_MODES`) of output channel n
+    applied to the int32 accumulators at C's bytes c0, c0 + 4, … minus ``sub``. Reads whole 16-lane chunks —
+    the caller pads C so that the last chunk stays inside it; the last partial chunk goes through ``tail``
+    (16 bytes). One loop per mode, so that LLVM folds the mode selection of :func:`requant16` away."""
+    bq = np.int32(bias_q[n])
+    m0, m1, m2, bf = mult32[0, n], mult32[1, n], mult32[2, n], bias_f[n]
+    zf, lof, hif = np.float32(y_zp), np.float32(lo), np.float32(hi[n])
+    sub = np.int32(sub)
+    full = L // 16 * 16
+    if mode == 0:
+        for l in range(0, full, 16):
+            store_codes16(out, o0 + l, requant16(0, load16(C, c0 + 4 * l), sub, bq, m0, m1, m2, bf, zf, lof, hif))
+    elif mode == 1:
+        for l in range(0, full, 16):
+            store_codes16(out, o0 + l, requant16(1, load16(C, c0 + 4 * l), sub, bq, m0, m1, m2, bf, zf, lof, hif))
+    elif mode == 2:
+        for l in range(0, full, 16):
+            store_codes16(out, o0 + l, requant16(2, load16(C, c0 + 4 * l), sub, bq, m0, m1, m2, bf, zf, lof, hif))
+    else:
+        for l in range(0, full, 16):
+            store_codes16(out, o0 + l, requant16(4, load16(C, c0 + 4 * l), sub, bq, m0, m1, m2, bf, zf, lof, hif))
+    if full < L:
+        store_codes16(tail, 0, requant16(mode, load16(C, c0 + 4 * full), sub, bq, m0, m1, m2, bf, zf, lof, hif))
+        of = out.reshape(out.size)
+        for i in range(L - full):
+            of[o0 + full + i] = tail[i]
