@@ -28,8 +28,8 @@ from ..target import resolve_conv
 from .checks import check_conv_args, check_groups, check_weight_zp
 from .gemm import gemm_u8s8_reference, pack_weight, raw_product_cols
 from .gemm_simd import ISA_NONE, choose_plan, conv_simd
-from .requant_simd import VECTOR_MODES, requant_row16
-from .simd import host_isa
+from .requant_simd import VECTOR_MODES, requant_row16, taps9_16, widen16
+from .simd import host_isa, store16
 from ..im2col import conv_out_size, im2col_reference, im2col_t
 from .requantize import OutputStage, _requant_row, _requant_span, finish_requantize_cols, output_stage, requantize_reference
 
@@ -149,11 +149,12 @@ def pack_conv_weight(w_q, w_zp=0, groups=1) -> PackedConvWeight:
 
 
 @njit(cache=True, inline="always")
-def _fill_planes(xf, src0, h, w, ph, pw, sh, sw, hq, wq, zpf, flat):
+def _fill_planes(xf, src0, h, w, ph, pw, sh, sw, hq, wq, zpf, flat, wide):
     """Step 1 of :func:`_depthwise_kernel` for one channel (its h·w codes at ``xf[src0:]``, ``xf`` the flat
     input): the zero-point-padded plane split by (row, column) phase into float32 planes of pitch wq,
     ``flat[((φr·sw + φc)·hq + r)·wq + q] = padded[r·sh + φr, q·sw + φc]``. Everything is set to z_x first
-    (the padding), then each input row is converted into its column phases. Flat unsigned indices (``U``),
+    (the padding), then each input row is converted into its column phases (16 codes per instruction when
+    ``wide``, :func:`~minquant.kernels.requant_simd.widen16`). Flat unsigned indices (``U``),
     no array views: per-channel views cost more than a small image's arithmetic, and unsigned indices need
     no wrap-around test, so the loops vectorise."""
     for i in range(U(flat.shape[0])):
@@ -167,7 +168,12 @@ def _fill_planes(xf, src0, h, w, ph, pw, sh, sw, hq, wq, zpf, flat):
             q1 = min(wq, (w - 1 + pw - pc) // sw + 1)  # one past the last
             d, j = U(base + q0), U(s + q0 * sw + pc - pw)
             if sw == 1:
-                for q in range(U(max(q1 - q0, 0))):
+                n16 = 0
+                if wide:
+                    n16 = max(q1 - q0, 0) // 16 * 16
+                for q in range(0, n16, 16):          # 16 at a time (vpmovzxbd + vcvtdq2ps), no overrun
+                    widen16(flat, base + q0 + q, xf, s + q0 - pw + q)
+                for q in range(U(n16), U(max(q1 - q0, 0))):
                     flat[d + q] = np.float32(xf[j + q])
             else:
                 st = U(sw)
@@ -176,18 +182,18 @@ def _fill_planes(xf, src0, h, w, ph, pw, sh, sw, hq, wq, zpf, flat):
 
 
 @njit(cache=True, inline="always")
-def _store_plane(acc_i, oh, ow, wq, o, vec, mode, bias_f, bias_q, mult32, mult64, y_zp, lo, hi, out_f, o0, tail):
+def _store_plane(acc_i, oh, ow, wq, o, vec_out, mode, bias_f, bias_q, mult32, mult64, y_zp, lo, hi, out_f, o0, tail):
     """The output stage of one channel's accumulators (rows of pitch wq, the last wq − ow of each spare) into
     out_f[o0:o0 + oh·ow]: the rows are first closed up in place (each value moves to a lower index), so that
     one sweep does the whole channel (measured: faster than one sweep per row, even for 56-wide rows) — on
-    16 lanes at a time when ``vec`` (:func:`~minquant.kernels.requant_simd.requant_row16`; ``acc_i`` has 16
+    16 lanes at a time when ``vec_out`` (:func:`~minquant.kernels.requant_simd.requant_row16`; ``acc_i`` has 16
     spare entries for its last chunk)."""
     if wq != ow:
         for y in range(1, oh):
             d, s = U(y * ow), U(y * wq)
             for x in range(U(ow)):
                 acc_i[d + x] = acc_i[s + x]
-    if vec:
+    if vec_out:
         requant_row16(acc_i, 0, oh * ow, 0, o, mode, bias_f, bias_q, mult32, y_zp, lo, hi, out_f, o0, tail)
     else:
         _requant_span(acc_i, 0, oh * ow, o, mode, bias_f, bias_q, mult32, mult64, y_zp, lo, hi, out_f, o0)
@@ -218,13 +224,13 @@ def _depthwise_kernel(x_q, taps, tap_sum, w_zp, x_zp, kh, kw, sh, sw, ph, pw, dh
     hp, wp = h + 2 * ph, w + 2 * pw
     hq = -(-hp // sh) + 1          # + one spare row: the last row's spare columns may read past its end
     wq = -(-wp // sw)
-    flat = np.empty(sh * sw * hq * wq, np.float32)
+    flat = np.empty(sh * sw * hq * wq + 16, np.float32)   # + 16: a 16-lane read past the last output
     L = oh * wq
     UL = U(L)
     acc = np.empty(L, np.float32)
     acc_i = np.empty(L + 16, np.int32)     # + 16: the last 16-lane chunk of the output stage
     tail = np.empty(16, np.uint8)
-    vec = vec and mode in VECTOR_MODES
+    vec_out = vec and mode in VECTOR_MODES   # the output stage on 16 lanes
     offs = np.empty(K + 1, np.uint64)
     for t in range(K):
         i = t // kw
@@ -235,7 +241,7 @@ def _depthwise_kernel(x_q, taps, tap_sum, w_zp, x_zp, kh, kw, sh, sw, ph, pw, dh
     c_out = c_in * mult
     for b in range(n_img):
         for c in range(c_in):
-            _fill_planes(xf, (b * c_in + c) * h * w, h, w, ph, pw, sh, sw, hq, wq, zpf, flat)
+            _fill_planes(xf, (b * c_in + c) * h * w, h, w, ph, pw, sh, sw, hq, wq, zpf, flat, vec)
             for m in range(mult):
                 o = c * mult + m
                 zw = w_zp[o]
@@ -257,7 +263,7 @@ def _depthwise_kernel(x_q, taps, tap_sum, w_zp, x_zp, kh, kw, sh, sw, ph, pw, dh
                         f0 = offs[t]
                         for i in range(UL):
                             acc_i[i] -= zw32 * np.int32(flat[f0 + i])
-                _store_plane(acc_i, oh, ow, wq, o, vec, mode, bias_f, bias_q, mult32, mult64, y_zp, lo, hi, out_f,
+                _store_plane(acc_i, oh, ow, wq, o, vec_out, mode, bias_f, bias_q, mult32, mult64, y_zp, lo, hi, out_f,
                              (b * c_out + o) * oh * ow, tail)
 
 
@@ -275,25 +281,31 @@ def _depthwise3x3_kernel(x_q, taps, tap_sum, x_zp, sh, sw, ph, pw, clamp_pairs, 
     hp, wp = h + 2 * ph, w + 2 * pw
     hq = -(-hp // sh) + 1
     wq = -(-wp // sw)
-    flat = np.empty(sh * sw * hq * wq, np.float32)
+    flat = np.empty(sh * sw * hq * wq + 16, np.float32)   # + 16: a 16-lane read past the last output
     L = oh * wq
     UL = U(L)
     acc_i = np.empty(L + 16, np.int32)     # + 16: the last 16-lane chunk of the output stage
     tail = np.empty(16, np.uint8)
-    vec = vec and mode in VECTOR_MODES
+    vec_out = vec and mode in VECTOR_MODES   # the output stage on 16 lanes
     off = np.empty(9, np.uint64)
     for t in range(9):
         r, cc = t // 3, t % 3
         off[t] = (((r % sh) * sw + cc % sw) * hq + r // sh) * wq + cc // sw
     o0, o1, o2, o3, o4, o5, o6, o7, o8 = off[0], off[1], off[2], off[3], off[4], off[5], off[6], off[7], off[8]
+    offs9 = (np.int64(o0), np.int64(o1), np.int64(o2), np.int64(o3), np.int64(o4), np.int64(o5), np.int64(o6),
+             np.int64(o7), np.int64(o8))
     zpf = np.float32(x_zp)
     for b in range(n_img):
         for c in range(c_in):
-            _fill_planes(xf, (b * c_in + c) * h * w, h, w, ph, pw, sh, sw, hq, wq, zpf, flat)
+            _fill_planes(xf, (b * c_in + c) * h * w, h, w, ph, pw, sh, sw, hq, wq, zpf, flat, vec)
             w0, w1, w2, w3, w4, w5, w6, w7, w8 = (taps[c, 0], taps[c, 1], taps[c, 2], taps[c, 3], taps[c, 4],
                                                   taps[c, 5], taps[c, 6], taps[c, 7], taps[c, 8])
             cterm = np.float32(x_zp * tap_sum[c])
-            if clamp_pairs:
+            if vec:     # 16 outputs per step on vfmadd (same pairs, same clamps: the same integers)
+                wt = (w0, w1, w2, w3, w4, w5, w6, w7, w8)
+                for i in range(0, L, 16):
+                    store16(acc_i, 4 * i, taps9_16(flat, i, offs9, wt, cterm, sat_lo, sat_hi, clamp_pairs))
+            elif clamp_pairs:
                 for i in range(UL):
                     a = (min(max(flat[o0 + i] * w0 + flat[o1 + i] * w1, sat_lo), sat_hi)
                          + min(max(flat[o2 + i] * w2 + flat[o3 + i] * w3, sat_lo), sat_hi)
@@ -307,7 +319,7 @@ def _depthwise3x3_kernel(x_q, taps, tap_sum, x_zp, sh, sw, ph, pw, clamp_pairs, 
                          + flat[o4 + i] * w4 + flat[o5 + i] * w5 + flat[o6 + i] * w6 + flat[o7 + i] * w7
                          + flat[o8 + i] * w8)
                     acc_i[i] = np.int32(a - cterm)
-            _store_plane(acc_i, oh, ow, wq, c, vec, mode, bias_f, bias_q, mult32, mult64, y_zp, lo, hi, out_f,
+            _store_plane(acc_i, oh, ow, wq, c, vec_out, mode, bias_f, bias_q, mult32, mult64, y_zp, lo, hi, out_f,
                          (b * c_in + c) * oh * ow, tail)
 
 

@@ -29,7 +29,7 @@ from numba.extending import intrinsic
 
 from .simd import _byte_ptr, i32x16, load16
 
-__all__ = ["VECTOR_MODES", "requant16", "store_codes16", "requant_row16"]
+__all__ = ["VECTOR_MODES", "requant16", "store_codes16", "requant_row16", "taps9_16", "widen16"]
 
 #: the output-stage modes (:mod:`.requantize`) that have a 16-lane form here
 VECTOR_MODES = (0, 1, 2, 4)
@@ -133,3 +133,62 @@ def requant_row16(C, c0, L, sub, n, mode, bias_f, bias_q, mult32, y_zp, lo, hi, 
         of = out.reshape(out.size)
         for i in range(L - full):
             of[o0 + full + i] = tail[i]
+
+
+# ------------------------------------------------------------------------------------- depthwise helpers
+def _load_f16(context, builder, arr_ty, arr, elem):
+    """<16 x float> at float32 array ``arr`` element ``elem`` (unaligned)."""
+    p = _byte_ptr(context, builder, arr_ty, arr, builder.mul(elem, ir.Constant(ir.IntType(64), 4)))
+    v = builder.load(builder.bitcast(p, _F16.as_pointer()))
+    v.align = 1
+    return v
+
+
+@intrinsic
+def taps9_16(typingctx, flat, i, offs, w, cterm, sat_lo, sat_hi, clamp_pairs):
+    """16 int32 lanes ``Σ_pairs clamp(w_t·flat[o_t + i + l] + w_t+1·flat[o_t+1 + i + l]) − cterm`` (l < 16) of a
+    3×3 depthwise channel: ``offs`` the nine plane offsets (a UniTuple of int64), ``w`` the nine taps (a
+    UniTuple of float32), pairs (0,1) (2,3) (4,5) (6,7) (8) clamped to [sat_lo, sat_hi] when ``clamp_pairs``.
+    All float32 on exact integers (:func:`~minquant.kernels.conv._depthwise_kernel`): vfmadd on 16 lanes."""
+    if not (isinstance(flat, types.Array) and isinstance(offs, types.UniTuple) and isinstance(w, types.UniTuple)
+            and offs.count == 9 and w.count == 9):
+        return None
+    sig = i32x16(flat, types.int64, offs, w, types.float32, types.float32, types.float32, types.boolean)
+
+    def codegen(context, builder, signature, args):
+        arr, iv, ov, wv, ct, lo_v, hi_v, cp = args
+        s = [_load_f16(context, builder, signature.args[0], arr, builder.add(builder.extract_value(ov, t), iv))
+             for t in range(9)]
+        W = [_splat(builder, builder.extract_value(wv, t), _F16) for t in range(9)]
+        LO, HI = _splat(builder, lo_v, _F16), _splat(builder, hi_v, _F16)
+        acc = None
+        for t in range(0, 9, 2):
+            p = builder.fmul(s[t], W[t])
+            if t + 1 < 9:
+                p = _vcall(builder, "llvm.fma", [s[t + 1], W[t + 1], p])    # exact: integers below 2^24
+                clamped = _vcall(builder, "llvm.minnum", [_vcall(builder, "llvm.maxnum", [p, LO]), HI])
+                p = builder.select(cp, clamped, p)
+            acc = p if acc is None else builder.fadd(acc, p)
+        acc = builder.fsub(acc, _splat(builder, ct, _F16))
+        return builder.fptosi(acc, _I16)
+    return sig, codegen
+
+
+@intrinsic
+def widen16(typingctx, dst, d0, src, s0):
+    """dst[d0 .. d0 + 15] (float32) = src[s0 .. s0 + 15] (uint8): vpmovzxbd + vcvtdq2ps."""
+    if not (isinstance(dst, types.Array) and isinstance(src, types.Array)):
+        return None
+    sig = types.none(dst, types.int64, src, types.int64)
+
+    def codegen(context, builder, signature, args):
+        d, di, sa, si = args
+        p = _byte_ptr(context, builder, signature.args[2], sa, si)
+        b = builder.load(builder.bitcast(p, ir.VectorType(ir.IntType(8), 16).as_pointer()))
+        b.align = 1
+        f = builder.uitofp(b, _F16)
+        q = _byte_ptr(context, builder, signature.args[0], d, builder.mul(di, ir.Constant(ir.IntType(64), 4)))
+        st = builder.store(f, builder.bitcast(q, _F16.as_pointer()))
+        st.align = 1
+        return context.get_dummy_value()
+    return sig, codegen
