@@ -28,10 +28,10 @@ from ..target import resolve_conv
 from .checks import check_conv_args, check_groups, check_weight_zp
 from .gemm import gemm_u8s8_reference, pack_weight, raw_product_cols
 from .gemm_simd import ISA_NONE, choose_plan, conv_simd
-from .requant_simd import VECTOR_MODES, requant_row16, taps9_16, widen16
+from .requant_simd import VECTOR_MODES, requant_row16, taps9_16, taps9_lanes16, widen16
 from .simd import host_isa, store16
 from ..im2col import conv_out_size, im2col_reference, im2col_t
-from .requantize import OutputStage, _requant_row, _requant_span, finish_requantize_cols, output_stage, requantize_reference
+from .requantize import OutputStage, _requant_lanes, _requant_row, _requant_span, finish_requantize_cols, output_stage, requantize_reference
 
 __all__ = ["QConv2d", "qconv2d", "qconv2d_reference", "PackedConvWeight", "pack_conv_weight"]
 
@@ -324,58 +324,77 @@ def _depthwise3x3_kernel(x_q, taps, tap_sum, x_zp, sh, sw, ph, pw, clamp_pairs, 
 
 
 @njit(cache=True)
-def _depthwise_nhwc_kernel(planes, taps_t, tap_sum, x_zp, kh, kw, sh, sw, dh, dw, sat_lo, sat_hi,
-                           mode, bias_f, bias_q, mult32, mult64, y_zp, lo, hi, out):
-    """Channel-vectorised variant of :func:`_depthwise_kernel` for small images (few output columns, many
-    channels): ``planes[φ, b, row, q, c]`` is channels-last, ``taps_t`` is (K rounded up to even, C) with a
-    zero row for an odd K. Same pairs, same clamps, same order, so the same integers; one input channel per
-    output channel, weight zero points 0."""
-    n_img = planes.shape[1]
+def _depthwise_nhwc_kernel(xt, taps_t, tap_sum, x_zp, kh, kw, sh, sw, ph, pw, dh, dw, sat_lo, sat_hi,
+                           clamp_pairs, vec, mode, bias_f, bias_q, mult32, mult64, y_zp, lo, hi, yt):
+    """Channel-vectorised variant of :func:`_depthwise_kernel` for small images (few output pixels, many
+    channels): ``xt`` (batch, H, W, C) and ``yt`` (batch, OH, OW, C) are channels-last uint8, ``taps_t`` is
+    (K rounded up to even, C) with a zero row for an odd K. Per image the zero-point-padded input is made
+    once as channels-last float32; then per output pixel every loop runs over the C channels (contiguous),
+    pairs of taps in (kh, kw) order, each pair clamped to [sat_lo, sat_hi]. Same pairs, same clamps, same
+    order, so the same integers; one input channel per output channel, weight zero points 0. The output
+    stage runs along the channels (:func:`~minquant.kernels.requantize._requant_lanes`). With ``vec`` (JIT on)
+    a 3×3 kernel (dilation 1) takes 16 channels × nine taps per step
+    (:func:`~minquant.kernels.requant_simd.taps9_lanes16`), the pair clamps only when ``clamp_pairs``."""
+    n_img, h, w, C = xt.shape
+    oh, ow = yt.shape[1], yt.shape[2]
     K = kh * kw
-    C = taps_t.shape[1]
-    oh, ow = out.shape[2], out.shape[3]
+    hp, wp = h + 2 * ph, w + 2 * pw
+    xf = xt.reshape(xt.size)
+    y2 = yt.reshape(n_img * oh * ow, C)
     acc = np.empty(C, np.float32)
-    raw = np.empty((C, oh * ow), np.int32)
+    acc_i = np.empty(C + 16, np.int32)
+    ct = np.empty(C + 16, np.int32)
+    nine = vec and kh == 3 and kw == 3 and dh == 1 and dw == 1
+    C16 = C // 16 * 16 if nine else 0           # channels done 16 at a time
+    xp = np.empty(hp * wp * C + 16, np.float32)   # + 16: reads of the last 16 lanes stay inside
+    for c in range(C):
+        ct[c] = np.int32(x_zp * tap_sum[c])
+    UC = U(C)
+    zpf = np.float32(x_zp)
     for b in range(n_img):
+        for i in range(U(xp.shape[0])):
+            xp[i] = zpf
+        for r in range(h):
+            d = U(((r + ph) * wp + pw) * C)
+            s = U(((b * h + r) * w) * C)
+            for i in range(U(w * C)):
+                xp[d + i] = np.float32(xf[s + i])
         for y in range(oh):
             for xo in range(ow):
-                acc[:] = 0
+                if nine:   # 3×3, dilation 1: 16 channels × nine taps per step (taps9_lanes16), the rest below
+                    o = ((y * sh) * wp + xo * sw) * C
+                    offs9 = (np.int64(o), np.int64(o + C), np.int64(o + 2 * C), np.int64(o + wp * C),
+                             np.int64(o + (wp + 1) * C), np.int64(o + (wp + 2) * C), np.int64(o + 2 * wp * C),
+                             np.int64(o + (2 * wp + 1) * C), np.int64(o + (2 * wp + 2) * C))
+                    for c in range(0, C16, 16):
+                        store16(acc_i, 4 * c, taps9_lanes16(xp, offs9, taps_t, c, ct, sat_lo, sat_hi, clamp_pairs))
+                    if C16 == C:
+                        _requant_lanes(acc_i[:C], 0, mode, bias_f, bias_q, mult32, mult64, y_zp, lo, hi,
+                                       y2[(b * oh + y) * ow + xo])
+                        continue
+                for c in range(UC):
+                    acc[c] = 0
                 for t in range(0, K, 2):
                     i0 = t // kw
-                    c0 = (t - i0 * kw) * dw
-                    if t + 1 < K:
-                        i1 = (t + 1) // kw
-                        c1 = (t + 1 - i1 * kw) * dw
-                    else:
-                        i1, c1 = i0, c0
-                    r0 = planes[c0 % sw, b, y * sh + i0 * dh, xo + c0 // sw]
-                    r1 = planes[c1 % sw, b, y * sh + i1 * dh, xo + c1 // sw]
+                    o0 = U(((y * sh + i0 * dh) * wp + xo * sw + (t - i0 * kw) * dw) * C)
+                    t1 = t + 1 if t + 1 < K else t          # odd K: the partner's weight row is 0
+                    i1 = t1 // kw
+                    o1 = U(((y * sh + i1 * dh) * wp + xo * sw + (t1 - i1 * kw) * dw) * C)
                     w0 = taps_t[t]
                     w1 = taps_t[t + 1]
-                    for ch in range(C):
-                        p = r0[ch] * w0[ch] + r1[ch] * w1[ch]
-                        acc[ch] += min(max(p, sat_lo), sat_hi)
-                m = y * ow + xo
-                for ch in range(C):
-                    raw[ch, m] = np.int32(acc[ch]) - np.int32(x_zp * tap_sum[ch])
-        out_b = out[b].reshape(C, oh * ow)
-        for ch in range(C):
-            _requant_row(raw[ch], ch, mode, bias_f, bias_q, mult32, mult64, y_zp, lo, hi, out_b[ch])
+                    for c in range(UC):
+                        p = xp[o0 + c] * w0[c] + xp[o1 + c] * w1[c]
+                        acc[c] += min(max(p, sat_lo), sat_hi)
+                for c in range(U(C16), UC):
+                    acc_i[c] = np.int32(acc[c]) - ct[c]
+                _requant_lanes(acc_i[:C], 0, mode, bias_f, bias_q, mult32, mult64, y_zp, lo, hi,
+                               y2[(b * oh + y) * ow + xo])
 
 
-def _phase_planes_nhwc(x_q, ph, pw, sw, pad_value):
-    """The zero-point-padded input, channels-last, split by column phase:
-    planes[φ, b, row, q, c] = padded[b, c, row, q·sw + φ] (stride 1 inside each plane)."""
-    n, c, h, w = x_q.shape
-    wp = w + 2 * pw
-    wq = -(-wp // sw)
-    padded = np.full((n, h + 2 * ph, wq * sw, c), pad_value, np.float32)
-    padded[:, ph:ph + h, pw:pw + w, :] = x_q.transpose(0, 2, 3, 1)
-    return np.ascontiguousarray(padded.reshape(n, h + 2 * ph, wq, sw, c).transpose(3, 0, 1, 2, 4))
-
-
-_NHWC_MAX_OW = 7    # output width up to which the channels-last depthwise kernel is used (measured: the
-#                    NCHW kernels are faster from 14 columns up, even at 384 channels)
+_NHWC_MAX_OW = 7    # output width (per unit of column stride) up to which the channels-last depthwise kernel
+#                    runs: measured on MobileNetV2, it wins at 7 columns and at 14 columns with stride 2 (the
+#                    NCHW kernels' stride-2 plane split is relatively costly); from 14 columns at stride 1 up,
+#                    the NCHW kernels win
 
 
 class QConv2d:
@@ -436,12 +455,13 @@ class QConv2d:
             out = np.empty((n, c_out, oh, ow), np.uint8)
             if saturate and 255 * pk.pair_max < 32768:
                 lo_s, hi_s, saturate = -2.0 ** 30, 2.0 ** 30, False   # no pair can reach the int16 limits
-            if mult == 1 and ow <= _NHWC_MAX_OW and not pk.has_wzp:   # small image, many channels: vectorise over C
-                planes = _phase_planes_nhwc(x_q, ph, pw, sw, self.x_zp)
-                _depthwise_nhwc_kernel(planes, pk.taps_t, pk.tap_sum, np.int64(self.x_zp), kh, kw, sh, sw, dh, dw,
-                                       np.float32(lo_s), np.float32(hi_s), st.mode, st.bias_f, st.bias_q,
-                                       st.mult32, st.mult64, np.float64(st.y_zp), np.float64(st.lo), st.hi, out)
-                return out
+            if mult == 1 and ow <= _NHWC_MAX_OW * sw and not pk.has_wzp:   # small image, many channels: vectorise over C
+                yt = np.empty((n, oh, ow, c_out), np.uint8)
+                _depthwise_nhwc_kernel(np.ascontiguousarray(x_q.transpose(0, 2, 3, 1)), pk.taps_t, pk.tap_sum,
+                                       np.int64(self.x_zp), kh, kw, sh, sw, ph, pw, dh, dw, np.float32(lo_s),
+                                       np.float32(hi_s), saturate, vec, st.mode, st.bias_f, st.bias_q, st.mult32, st.mult64,
+                                       np.float64(st.y_zp), np.float64(st.lo), st.hi, yt)
+                return np.ascontiguousarray(yt.transpose(0, 3, 1, 2))
             if mult == 1 and kh == kw == 3 and (dh, dw) == (1, 1) and not pk.has_wzp:
                 _depthwise3x3_kernel(x_q, pk.taps, pk.tap_sum, np.int64(self.x_zp), sh, sw, ph, pw, saturate,
                                      np.float32(lo_s), np.float32(hi_s), vec, st.mode, st.bias_f, st.bias_q, st.mult32,

@@ -29,7 +29,7 @@ from numba.extending import intrinsic
 
 from .simd import _byte_ptr, i32x16, load16
 
-__all__ = ["VECTOR_MODES", "requant16", "store_codes16", "requant_row16", "taps9_16", "widen16"]
+__all__ = ["VECTOR_MODES", "requant16", "store_codes16", "requant_row16", "taps9_16", "taps9_lanes16", "widen16"]
 
 #: the output-stage modes (:mod:`.requantize`) that have a 16-lane form here
 VECTOR_MODES = (0, 1, 2, 4)
@@ -191,4 +191,39 @@ def widen16(typingctx, dst, d0, src, s0):
         st = builder.store(f, builder.bitcast(q, _F16.as_pointer()))
         st.align = 1
         return context.get_dummy_value()
+    return sig, codegen
+
+
+@intrinsic
+def taps9_lanes16(typingctx, xp, offs, wt, c, ct, sat_lo, sat_hi, clamp_pairs):
+    """The channels-last form of :func:`taps9_16`: 16 int32 lanes = channels c .. c + 15 of one output pixel,
+    ``Σ_pairs clamp(wt[t, c+l]·xp[o_t + c + l] + wt[t+1, c+l]·xp[o_t+1 + c + l]) − ct[c + l]`` — ``offs`` the
+    nine input offsets (UniTuple of int64) in the float32 channels-last padded image ``xp``, ``wt`` the
+    (9 or 10, C) float32 tap rows, ``ct`` the int32 zero-point terms. vfmadd on 16 channels."""
+    if not (isinstance(xp, types.Array) and isinstance(wt, types.Array) and isinstance(ct, types.Array)
+            and isinstance(offs, types.UniTuple) and offs.count == 9):
+        return None
+    sig = i32x16(xp, offs, wt, types.int64, ct, types.float32, types.float32, types.boolean)
+
+    def codegen(context, builder, signature, args):
+        arr, ov, wa, cv, cta, lo_v, hi_v, cp = args
+        wary = context.make_array(signature.args[2])(context, builder, wa)
+        C = builder.extract_value(wary.shape, 1)
+        s = [_load_f16(context, builder, signature.args[0], arr, builder.add(builder.extract_value(ov, t), cv))
+             for t in range(9)]
+        W = [_load_f16(context, builder, signature.args[2], wa, builder.add(builder.mul(C, ir.Constant(C.type, t)), cv))
+             for t in range(9)]
+        LO, HI = _splat(builder, lo_v, _F16), _splat(builder, hi_v, _F16)
+        acc = None
+        for t in range(0, 9, 2):
+            p = builder.fmul(s[t], W[t])
+            if t + 1 < 9:
+                p = _vcall(builder, "llvm.fma", [s[t + 1], W[t + 1], p])    # exact: integers below 2^24
+                clamped = _vcall(builder, "llvm.minnum", [_vcall(builder, "llvm.maxnum", [p, LO]), HI])
+                p = builder.select(cp, clamped, p)
+            acc = p if acc is None else builder.fadd(acc, p)
+        q = _byte_ptr(context, builder, signature.args[4], cta, builder.mul(cv, ir.Constant(ir.IntType(64), 4)))
+        ctv = builder.load(builder.bitcast(q, _I16.as_pointer()))
+        ctv.align = 1
+        return builder.sub(builder.fptosi(acc, _I16), ctv)
     return sig, codegen
