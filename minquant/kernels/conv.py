@@ -28,7 +28,8 @@ from ..target import resolve_conv
 from .checks import check_conv_args, check_groups, check_weight_zp
 from .gemm import gemm_u8s8_reference, pack_weight, raw_product_cols
 from .gemm_simd import ISA_NONE, choose_plan, conv_simd
-from .requant_simd import VECTOR_MODES, requant_row16, taps9_16, taps9_lanes16, widen16
+from .requant_simd import (VECTOR_MODES, lane_constants, requant16_lanes, requant_row16, store_codes16, taps9_16,
+                           taps9_lanes16, widen16)
 from .simd import host_isa, store16
 from ..im2col import conv_out_size, im2col_reference, im2col_t
 from .requantize import OutputStage, _requant_lanes, _requant_row, _requant_span, finish_requantize_cols, output_stage, requantize_reference
@@ -323,34 +324,60 @@ def _depthwise3x3_kernel(x_q, taps, tap_sum, x_zp, sh, sw, ph, pw, clamp_pairs, 
                          (b * c_in + c) * oh * ow, tail)
 
 
+@njit(cache=True, inline="always")
+def _pixel_lanes(xp, offs9, taps_t, ct, sat_lo, sat_hi, clamp_pairs, mode, consts, bq, zf, lof, y_flat, o_out, C16):
+    """Channels 0 .. C16 − 1 of one output pixel of a 3×3 depthwise conv, channels-last: nine taps and the
+    output stage on 16 channels per step, codes written to ``y_flat[o_out + c]``. One loop per mode, so that
+    the mode is a constant in each (:func:`~minquant.kernels.requant_simd.requant16_lanes`)."""
+    if mode == 0:
+        for c in range(0, C16, 16):
+            store_codes16(y_flat, o_out + c, requant16_lanes(
+                0, taps9_lanes16(xp, offs9, taps_t, c, ct, sat_lo, sat_hi, clamp_pairs), consts, bq, c, zf, lof))
+    elif mode == 1:
+        for c in range(0, C16, 16):
+            store_codes16(y_flat, o_out + c, requant16_lanes(
+                1, taps9_lanes16(xp, offs9, taps_t, c, ct, sat_lo, sat_hi, clamp_pairs), consts, bq, c, zf, lof))
+    elif mode == 2:
+        for c in range(0, C16, 16):
+            store_codes16(y_flat, o_out + c, requant16_lanes(
+                2, taps9_lanes16(xp, offs9, taps_t, c, ct, sat_lo, sat_hi, clamp_pairs), consts, bq, c, zf, lof))
+    else:
+        for c in range(0, C16, 16):
+            store_codes16(y_flat, o_out + c, requant16_lanes(
+                4, taps9_lanes16(xp, offs9, taps_t, c, ct, sat_lo, sat_hi, clamp_pairs), consts, bq, c, zf, lof))
+
+
 @njit(cache=True)
 def _depthwise_nhwc_kernel(xt, taps_t, tap_sum, x_zp, kh, kw, sh, sw, ph, pw, dh, dw, sat_lo, sat_hi,
-                           clamp_pairs, vec, mode, bias_f, bias_q, mult32, mult64, y_zp, lo, hi, yt):
+                           clamp_pairs, vec, consts, bq, mode, bias_f, bias_q, mult32, mult64, y_zp, lo, hi, yt):
     """Channel-vectorised variant of :func:`_depthwise_kernel` for small images (few output pixels, many
     channels): ``xt`` (batch, H, W, C) and ``yt`` (batch, OH, OW, C) are channels-last uint8, ``taps_t`` is
     (K rounded up to even, C) with a zero row for an odd K. Per image the zero-point-padded input is made
     once as channels-last float32; then per output pixel every loop runs over the C channels (contiguous),
     pairs of taps in (kh, kw) order, each pair clamped to [sat_lo, sat_hi]. Same pairs, same clamps, same
     order, so the same integers; one input channel per output channel, weight zero points 0. The output
-    stage runs along the channels (:func:`~minquant.kernels.requantize._requant_lanes`). With ``vec`` (JIT on)
-    a 3×3 kernel (dilation 1) takes 16 channels × nine taps per step
-    (:func:`~minquant.kernels.requant_simd.taps9_lanes16`), the pair clamps only when ``clamp_pairs``."""
+    stage runs along the channels (:func:`~minquant.kernels.requantize._requant_lanes`). With ``vec`` (JIT
+    on), a 3×3 kernel (dilation 1) and a float32 output stage, 16 channels go through the nine taps and the
+    output stage per step (:func:`_pixel_lanes`; ``consts``, ``bq``: the stage's per-channel constants,
+    :func:`~minquant.kernels.requant_simd.lane_constants`), the pair clamps only when ``clamp_pairs``."""
     n_img, h, w, C = xt.shape
     oh, ow = yt.shape[1], yt.shape[2]
     K = kh * kw
     hp, wp = h + 2 * ph, w + 2 * pw
     xf = xt.reshape(xt.size)
     y2 = yt.reshape(n_img * oh * ow, C)
+    y_flat = yt.reshape(yt.size)
     acc = np.empty(C, np.float32)
-    acc_i = np.empty(C + 16, np.int32)
+    acc_i = np.empty(C, np.int32)
     ct = np.empty(C + 16, np.int32)
-    nine = vec and kh == 3 and kw == 3 and dh == 1 and dw == 1
+    nine = vec and kh == 3 and kw == 3 and dh == 1 and dw == 1 and mode in VECTOR_MODES
     C16 = C // 16 * 16 if nine else 0           # channels done 16 at a time
     xp = np.empty(hp * wp * C + 16, np.float32)   # + 16: reads of the last 16 lanes stay inside
     for c in range(C):
         ct[c] = np.int32(x_zp * tap_sum[c])
     UC = U(C)
     zpf = np.float32(x_zp)
+    zf, lof = np.float32(y_zp), np.float32(lo)
     for b in range(n_img):
         for i in range(U(xp.shape[0])):
             xp[i] = zpf
@@ -361,18 +388,17 @@ def _depthwise_nhwc_kernel(xt, taps_t, tap_sum, x_zp, kh, kw, sh, sw, ph, pw, dh
                 xp[d + i] = np.float32(xf[s + i])
         for y in range(oh):
             for xo in range(ow):
-                if nine:   # 3×3, dilation 1: 16 channels × nine taps per step (taps9_lanes16), the rest below
+                pix = (b * oh + y) * ow + xo
+                if nine:
                     o = ((y * sh) * wp + xo * sw) * C
                     offs9 = (np.int64(o), np.int64(o + C), np.int64(o + 2 * C), np.int64(o + wp * C),
                              np.int64(o + (wp + 1) * C), np.int64(o + (wp + 2) * C), np.int64(o + 2 * wp * C),
                              np.int64(o + (2 * wp + 1) * C), np.int64(o + (2 * wp + 2) * C))
-                    for c in range(0, C16, 16):
-                        store16(acc_i, 4 * c, taps9_lanes16(xp, offs9, taps_t, c, ct, sat_lo, sat_hi, clamp_pairs))
+                    _pixel_lanes(xp, offs9, taps_t, ct, sat_lo, sat_hi, clamp_pairs, mode, consts, bq, zf, lof,
+                                 y_flat, pix * C, C16)
                     if C16 == C:
-                        _requant_lanes(acc_i[:C], 0, mode, bias_f, bias_q, mult32, mult64, y_zp, lo, hi,
-                                       y2[(b * oh + y) * ow + xo])
                         continue
-                for c in range(UC):
+                for c in range(U(C16), UC):
                     acc[c] = 0
                 for t in range(0, K, 2):
                     i0 = t // kw
@@ -382,19 +408,17 @@ def _depthwise_nhwc_kernel(xt, taps_t, tap_sum, x_zp, kh, kw, sh, sw, ph, pw, dh
                     o1 = U(((y * sh + i1 * dh) * wp + xo * sw + (t1 - i1 * kw) * dw) * C)
                     w0 = taps_t[t]
                     w1 = taps_t[t + 1]
-                    for c in range(UC):
+                    for c in range(U(C16), UC):
                         p = xp[o0 + c] * w0[c] + xp[o1 + c] * w1[c]
                         acc[c] += min(max(p, sat_lo), sat_hi)
                 for c in range(U(C16), UC):
                     acc_i[c] = np.int32(acc[c]) - ct[c]
-                _requant_lanes(acc_i[:C], 0, mode, bias_f, bias_q, mult32, mult64, y_zp, lo, hi,
-                               y2[(b * oh + y) * ow + xo])
+                _requant_lanes(acc_i[C16:], C16, mode, bias_f, bias_q, mult32, mult64, y_zp, lo, hi, y2[pix, C16:])
 
 
-_NHWC_MAX_OW = 7    # output width (per unit of column stride) up to which the channels-last depthwise kernel
-#                    runs: measured on MobileNetV2, it wins at 7 columns and at 14 columns with stride 2 (the
-#                    NCHW kernels' stride-2 plane split is relatively costly); from 14 columns at stride 1 up,
-#                    the NCHW kernels win
+_NHWC_MAX_OW = 14   # output width up to which the channels-last depthwise kernel runs (measured on MobileNetV2's
+#                    3×3 layers: channels-last wins up to 14 columns — 14×14 at stride 1, 28×28 at stride 2 —
+#                    the NCHW kernels from 28 columns up)
 
 
 class QConv2d:
@@ -422,6 +446,8 @@ class QConv2d:
         c_out, cg, kh, kw = self.packed.w_q.shape
         self.stage = output_stage(c_out, x_scale, w_scale, bias, y_scale, y_zp, relu=relu, clamp=clamp,
                                   clamp_hi=clamp_hi, target=self.arith)
+        if self.packed.depthwise:
+            self._lanes = lane_constants(self.stage, c_out)   # the channels-last kernel's per-lane constants
         if not self.packed.depthwise:
             self.col_adj = [pk.col_sum - pk.w_q.shape[1] * pk.w_zp for pk in self.packed.packs]
             og = c_out // self.groups
@@ -455,11 +481,11 @@ class QConv2d:
             out = np.empty((n, c_out, oh, ow), np.uint8)
             if saturate and 255 * pk.pair_max < 32768:
                 lo_s, hi_s, saturate = -2.0 ** 30, 2.0 ** 30, False   # no pair can reach the int16 limits
-            if mult == 1 and ow <= _NHWC_MAX_OW * sw and not pk.has_wzp:   # small image, many channels: vectorise over C
+            if mult == 1 and ow <= _NHWC_MAX_OW and not pk.has_wzp:   # small image, many channels: vectorise over C
                 yt = np.empty((n, oh, ow, c_out), np.uint8)
                 _depthwise_nhwc_kernel(np.ascontiguousarray(x_q.transpose(0, 2, 3, 1)), pk.taps_t, pk.tap_sum,
                                        np.int64(self.x_zp), kh, kw, sh, sw, ph, pw, dh, dw, np.float32(lo_s),
-                                       np.float32(hi_s), saturate, vec, st.mode, st.bias_f, st.bias_q, st.mult32, st.mult64,
+                                       np.float32(hi_s), saturate, vec, *self._lanes, st.mode, st.bias_f, st.bias_q, st.mult32, st.mult64,
                                        np.float64(st.y_zp), np.float64(st.lo), st.hi, yt)
                 return np.ascontiguousarray(yt.transpose(0, 3, 1, 2))
             if mult == 1 and kh == kw == 3 and (dh, dw) == (1, 1) and not pk.has_wzp:

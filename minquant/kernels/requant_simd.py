@@ -29,7 +29,8 @@ from numba.extending import intrinsic
 
 from .simd import _byte_ptr, i32x16, load16
 
-__all__ = ["VECTOR_MODES", "requant16", "store_codes16", "requant_row16", "taps9_16", "taps9_lanes16", "widen16"]
+__all__ = ["VECTOR_MODES", "requant16", "store_codes16", "requant_row16", "taps9_16", "taps9_lanes16", "widen16", "requant16_lanes",
+           "lane_constants"]
 
 #: the output-stage modes (:mod:`.requantize`) that have a 16-lane form here
 VECTOR_MODES = (0, 1, 2, 4)
@@ -50,6 +51,28 @@ def _vcall(builder, name, args):
     return builder.call(fn, args)
 
 
+def _emit_stage(builder, mode_v, a, BQ, M0, M1, M2, BF, ZF, LO, HI):
+    """The output stage of <16 x i32> accumulators ``a`` with per-lane constants (module docstring): all four
+    float32 forms, one selected by ``mode_v`` (an i64; constant in every caller, so LLVM keeps one)."""
+    af = builder.sitofp(a, _F16)
+    # mode 0: rint(f32(f32(acc) + b) · M) + z
+    t0 = builder.fadd(_vcall(builder, "llvm.rint", [builder.fmul(builder.fadd(af, BF), M0)]), ZF)
+    # mode 1: rint(fma(b, 1/s_xw, f32(acc)) · M) + z
+    t1 = builder.fadd(_vcall(builder, "llvm.rint", [builder.fmul(_vcall(builder, "llvm.fma", [BF, M1, af]), M0)]), ZF)
+    # mode 2: rint(f32(acc + b_q) · M) + z
+    aq = builder.sitofp(builder.add(a, BQ), _F16)
+    t2 = builder.fadd(_vcall(builder, "llvm.rint", [builder.fmul(aq, M0)]), ZF)
+    # mode 4: rint(f32(f32(f32(f32(acc)·a_x)·a_w) + b)·m_y + z)
+    v4 = builder.fadd(builder.fmul(builder.fmul(af, M1), M0), BF)
+    t4 = _vcall(builder, "llvm.rint", [builder.fadd(builder.fmul(v4, M2), ZF)])
+    i64 = ir.IntType(64)
+    t = builder.select(builder.icmp_signed("==", mode_v, ir.Constant(i64, 0)), t0,
+                       builder.select(builder.icmp_signed("==", mode_v, ir.Constant(i64, 1)), t1,
+                                      builder.select(builder.icmp_signed("==", mode_v, ir.Constant(i64, 2)), t2, t4)))
+    t = _vcall(builder, "llvm.minnum", [_vcall(builder, "llvm.maxnum", [t, LO]), HI])
+    return builder.fptosi(t, _I16)
+
+
 @intrinsic
 def requant16(typingctx, mode, acc, sub, bq, m0, m1, m2, bf, zf, lo, hi):
     """16 codes (int32 lanes, each in [lo, hi]) of output channel constants (bq, m0, m1, m2, bf) from 16
@@ -64,28 +87,9 @@ def requant16(typingctx, mode, acc, sub, bq, m0, m1, m2, bf, zf, lo, hi):
     def codegen(context, builder, signature, args):
         mode_v, a, sub_v, bq_v, m0_v, m1_v, m2_v, bf_v, zf_v, lo_v, hi_v = args
         a = builder.sub(a, _splat(builder, sub_v, _I16))
-        M0, M1, M2 = (_splat(builder, v, _F16) for v in (m0_v, m1_v, m2_v))
-        BF, ZF = _splat(builder, bf_v, _F16), _splat(builder, zf_v, _F16)
-        af = builder.sitofp(a, _F16)
-        # mode 0: rint(f32(f32(acc) + b) · M) + z
-        t0 = builder.fadd(_vcall(builder, "llvm.rint", [builder.fmul(builder.fadd(af, BF), M0)]), ZF)
-        # mode 1: rint(fma(b, 1/s_xw, f32(acc)) · M) + z
-        t1 = builder.fadd(_vcall(builder, "llvm.rint", [builder.fmul(_vcall(builder, "llvm.fma", [BF, M1, af]), M0)]),
-                          ZF)
-        # mode 2: rint(f32(acc + b_q) · M) + z
-        aq = builder.sitofp(builder.add(a, _splat(builder, bq_v, _I16)), _F16)
-        t2 = builder.fadd(_vcall(builder, "llvm.rint", [builder.fmul(aq, M0)]), ZF)
-        # mode 4: rint(f32(f32(f32(f32(acc)·a_x)·a_w) + b)·m_y + z)
-        v4 = builder.fadd(builder.fmul(builder.fmul(af, M1), M0), BF)
-        t4 = _vcall(builder, "llvm.rint", [builder.fadd(builder.fmul(v4, M2), ZF)])
-        i64 = ir.IntType(64)
-        t = builder.select(builder.icmp_signed("==", mode_v, ir.Constant(i64, 0)), t0,
-                           builder.select(builder.icmp_signed("==", mode_v, ir.Constant(i64, 1)), t1,
-                                          builder.select(builder.icmp_signed("==", mode_v, ir.Constant(i64, 2)), t2,
-                                                         t4)))
-        t = _vcall(builder, "llvm.minnum", [_vcall(builder, "llvm.maxnum", [t, _splat(builder, lo_v, _F16)]),
-                                            _splat(builder, hi_v, _F16)])
-        return builder.fptosi(t, _I16)
+        M0, M1, M2, BF = (_splat(builder, v, _F16) for v in (m0_v, m1_v, m2_v, bf_v))
+        return _emit_stage(builder, mode_v, a, _splat(builder, bq_v, _I16), M0, M1, M2, BF,
+                           _splat(builder, zf_v, _F16), _splat(builder, lo_v, _F16), _splat(builder, hi_v, _F16))
     return sig, codegen
 
 
@@ -227,3 +231,38 @@ def taps9_lanes16(typingctx, xp, offs, wt, c, ct, sat_lo, sat_hi, clamp_pairs):
         ctv.align = 1
         return builder.sub(builder.fptosi(acc, _I16), ctv)
     return sig, codegen
+
+
+@intrinsic
+def requant16_lanes(typingctx, mode, acc, consts, bq, c, zf, lo):
+    """:func:`requant16` with the channel along the lanes: lane l of ``acc`` belongs to output channel c + l,
+    whose constants are ``consts[0..4, c + l]`` = (M, aux, aux2, b, hi) as float32 and ``bq[c + l]`` (int32)
+    — the arrays of :func:`lane_constants`."""
+    if acc != i32x16 or not isinstance(consts, types.Array) or not isinstance(bq, types.Array):
+        return None
+    sig = i32x16(types.int64, i32x16, consts, bq, types.int64, types.float32, types.float32)
+
+    def codegen(context, builder, signature, args):
+        mode_v, a, ca, bqa, cv, zf_v, lo_v = args
+        cary = context.make_array(signature.args[2])(context, builder, ca)
+        W = builder.extract_value(cary.shape, 1)
+        M0, M1, M2, BF, HI = (_load_f16(context, builder, signature.args[2], ca,
+                                        builder.add(builder.mul(W, ir.Constant(W.type, r)), cv)) for r in range(5))
+        q = _byte_ptr(context, builder, signature.args[3], bqa, builder.mul(cv, ir.Constant(ir.IntType(64), 4)))
+        BQ = builder.load(builder.bitcast(q, _I16.as_pointer()))
+        BQ.align = 1
+        return _emit_stage(builder, mode_v, a, BQ, M0, M1, M2, BF, _splat(builder, zf_v, _F16),
+                           _splat(builder, lo_v, _F16), HI)
+    return sig, codegen
+
+
+def lane_constants(st, n):
+    """(consts (5, n + 16) float32, bq (n + 16,) int32): an output stage's per-channel constants laid out for
+    :func:`requant16_lanes` (16 spare lanes, so that a last partial chunk reads inside)."""
+    consts = np.zeros((5, n + 16), np.float32)
+    consts[:3, :n] = st.mult32
+    consts[3, :n] = st.bias_f
+    consts[4, :n] = st.hi
+    bq = np.zeros(n + 16, np.int32)
+    bq[:n] = st.bias_q
+    return consts, bq
