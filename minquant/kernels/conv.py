@@ -446,8 +446,7 @@ class QConv2d:
         c_out, cg, kh, kw = self.packed.w_q.shape
         self.stage = output_stage(c_out, x_scale, w_scale, bias, y_scale, y_zp, relu=relu, clamp=clamp,
                                   clamp_hi=clamp_hi, target=self.arith)
-        if self.packed.depthwise:
-            self._lanes = lane_constants(self.stage, c_out)   # the channels-last kernel's per-lane constants
+        self._lanes = lane_constants(self.stage, c_out)   # per-channel constants of the SIMD output stages
         if not self.packed.depthwise:
             self.col_adj = [pk.col_sum - pk.w_q.shape[1] * pk.w_zp for pk in self.packed.packs]
             og = c_out // self.groups
@@ -483,10 +482,11 @@ class QConv2d:
                 lo_s, hi_s, saturate = -2.0 ** 30, 2.0 ** 30, False   # no pair can reach the int16 limits
             if mult == 1 and ow <= _NHWC_MAX_OW and not pk.has_wzp:   # small image, many channels: vectorise over C
                 yt = np.empty((n, oh, ow, c_out), np.uint8)
+                consts, bq = self._lanes
                 _depthwise_nhwc_kernel(np.ascontiguousarray(x_q.transpose(0, 2, 3, 1)), pk.taps_t, pk.tap_sum,
                                        np.int64(self.x_zp), kh, kw, sh, sw, ph, pw, dh, dw, np.float32(lo_s),
-                                       np.float32(hi_s), saturate, vec, *self._lanes, st.mode, st.bias_f, st.bias_q, st.mult32, st.mult64,
-                                       np.float64(st.y_zp), np.float64(st.lo), st.hi, yt)
+                                       np.float32(hi_s), saturate, vec, consts, bq, st.mode, st.bias_f, st.bias_q,
+                                       st.mult32, st.mult64, np.float64(st.y_zp), np.float64(st.lo), st.hi, yt)
                 return np.ascontiguousarray(yt.transpose(0, 3, 1, 2))
             if mult == 1 and kh == kw == 3 and (dh, dw) == (1, 1) and not pk.has_wzp:
                 _depthwise3x3_kernel(x_q, pk.taps, pk.tap_sum, np.int64(self.x_zp), sh, sw, ph, pw, saturate,
@@ -502,7 +502,7 @@ class QConv2d:
         plan = self.plan
         if plan.isa != ISA_NONE:
             conv_simd(plan, pk.packs[0], x_q, (kh, kw), (sh, sw), (ph, pw), (dh, dw), ow, self.x_zp, self.col_adj[0],
-                      st, out3)
+                      st, out3, self._lanes)
             return out3.reshape(n, c_out, oh, ow)
         pointwise = kh == kw == 1 and (sh, sw, ph, pw) == (1, 1, 0, 0)
         for g in range(self.groups):
