@@ -144,6 +144,15 @@ def bench_gemm(rounds, reps):
     return dict(shape=(m, k, n), times=t, info=info, risky=len(sat.packed.risky), pairs=n * k // 2)
 
 
+def _depthwise_path(ow):
+    """Which depthwise kernel a MobileNetV2 3×3 layer (one channel per group) runs on this host."""
+    from minquant.kernels import conv
+    from minquant.kernels.simd import ISA_NONE, host_isa
+    lanes = "16-lane vfmadd + 16-lane output stage" if host_isa() != ISA_NONE else "Numba loops"
+    layout = "channels-last" if ow <= conv._NHWC_MAX_OW else "NCHW planes"
+    return f"depthwise, {layout}: float32 exact, {lanes}"
+
+
 # -------------------------------------------------------------------------------------------- 2. convs
 def bench_convs(rounds, reps):
     import torch
@@ -175,7 +184,7 @@ def bench_convs(rounds, reps):
             rows.append(dict(name=case["name"], shape=f"{xf.shape[1]}x{xf.shape[2]}x{xf.shape[3]} → {w.shape[0]}, "
                                                       f"k{w.shape[2]} s{s} g{g}",
                              torch=t["torch"], mq=t["minquant"], mism=mism, n=want.size, macs=macs,
-                             plan=layer.plan.describe() if g == 1 else "depthwise: float32 Numba kernel"))
+                             plan=layer.plan.describe() if g == 1 else _depthwise_path(want.shape[3])))
     return rows
 
 
@@ -242,7 +251,8 @@ def main(quick=False):
     lines = [SECTION, "",
              f"Machine: {model}, {os.cpu_count()} cores (shared with other work: see the medians), "
              f"{mhz:.0f} MHz in /proc/cpuinfo; host int8 instruction set: {ISA_NAMES[host_isa()]}.  ",
-             f"Commit {commit}; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; command: "
+             f"Commit {commit}; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; load average at the end of "
+             f"the run {os.getloadavg()[0]:.1f} (1 min) on {os.cpu_count()} cores; command: "
              f"`./run bench{' --quick' if quick else ''}` (benchmarks/kernels.py).  ",
              f"One thread everywhere; contestants of a table timed interleaved, {rounds} rounds; **best** call "
              "reported, the median of all calls beside it (their gap is the noise of the shared machine). "

@@ -28,10 +28,15 @@ from ..target import resolve_conv
 from .checks import check_conv_args, check_groups, check_weight_zp
 from .gemm import gemm_u8s8_reference, pack_weight, raw_product_cols
 from .gemm_simd import ISA_NONE, choose_plan, conv_simd
+from .requant_simd import (VECTOR_MODES, lane_constants, requant16_lanes, requant_row16, store_codes16, taps9_16,
+                           taps9_lanes16, widen16)
+from .simd import host_isa, store16
 from ..im2col import conv_out_size, im2col_reference, im2col_t
-from .requantize import OutputStage, _requant_row, finish_requantize_cols, output_stage, requantize_reference
+from .requantize import OutputStage, _requant_lanes, _requant_row, _requant_span, finish_requantize_cols, output_stage, requantize_reference
 
 __all__ = ["QConv2d", "qconv2d", "qconv2d_reference", "PackedConvWeight", "pack_conv_weight"]
+
+U = np.uint64   # flat indices in the depthwise kernels: unsigned, so Numba adds no wrap-around test
 
 
 def _check_w(w_q):
@@ -145,55 +150,59 @@ def pack_conv_weight(w_q, w_zp=0, groups=1) -> PackedConvWeight:
 
 
 @njit(cache=True, inline="always")
-def _fill_planes(x_q, b, c, ph, pw, sh, sw, hq, wq, zpf, rowf, flat):
-    """Step 1 of :func:`_depthwise_kernel` for one channel: the zero-point-padded input split by (row,
-    column) phase into float32 planes of pitch wq (``flat`` = planes[φr, φc, r, q] flattened). Each input row
-    is converted to float32 once (``rowf``, padded), then dealt to the column phases (a copy for sw = 1, a
-    de-interleave for sw = 2: both vectorise)."""
-    h, w = x_q.shape[2], x_q.shape[3]
-    flat[:] = zpf
+def _fill_planes(xf, src0, h, w, ph, pw, sh, sw, hq, wq, zpf, flat, wide):
+    """Step 1 of :func:`_depthwise_kernel` for one channel (its h·w codes at ``xf[src0:]``, ``xf`` the flat
+    input): the zero-point-padded plane split by (row, column) phase into float32 planes of pitch wq,
+    ``flat[((φr·sw + φc)·hq + r)·wq + q] = padded[r·sh + φr, q·sw + φc]``. Everything is set to z_x first
+    (the padding), then each input row is converted into its column phases (16 codes per instruction when
+    ``wide``, :func:`~minquant.kernels.requant_simd.widen16`). Flat unsigned indices (``U``),
+    no array views: per-channel views cost more than a small image's arithmetic, and unsigned indices need
+    no wrap-around test, so the loops vectorise."""
+    for i in range(U(flat.shape[0])):
+        flat[i] = zpf
     for rr in range(ph, ph + h):                      # padded row rr = input row rr − ph
-        src = x_q[b, c, rr - ph]
+        s = src0 + (rr - ph) * w
         pr, qr = rr % sh, rr // sh
-        if sw == 1:
-            base = (pr * hq + qr) * wq + pw
-            dst = flat[base:base + w]
-            for j in range(w):
-                dst[j] = np.float32(src[j])
-            continue
-        row = rowf[pw:pw + w]
-        for j in range(w):
-            row[j] = np.float32(src[j])
-        if sw == 2:
-            b0 = ((pr * 2) * hq + qr) * wq
-            d0 = flat[b0:b0 + wq]
-            d1 = flat[b0 + hq * wq:b0 + hq * wq + wq]
-            for q in range(wq):
-                d0[q] = rowf[2 * q]
-                d1[q] = rowf[2 * q + 1]
-        else:
-            for pc in range(sw):
-                base = ((pr * sw + pc) * hq + qr) * wq
-                dst = flat[base:base + wq]
-                for q in range(wq):
-                    dst[q] = rowf[q * sw + pc]
+        for pc in range(sw):                          # padded column q·sw + pc = input column q·sw + pc − pw
+            base = ((pr * sw + pc) * hq + qr) * wq
+            q0 = max(0, -((pc - pw) // sw))           # first q inside the image
+            q1 = min(wq, (w - 1 + pw - pc) // sw + 1)  # one past the last
+            d, j = U(base + q0), U(s + q0 * sw + pc - pw)
+            if sw == 1:
+                n16 = 0
+                if wide:
+                    n16 = max(q1 - q0, 0) // 16 * 16
+                for q in range(0, n16, 16):          # 16 at a time (vpmovzxbd + vcvtdq2ps), no overrun
+                    widen16(flat, base + q0 + q, xf, s + q0 - pw + q)
+                for q in range(U(n16), U(max(q1 - q0, 0))):
+                    flat[d + q] = np.float32(xf[j + q])
+            else:
+                st = U(sw)
+                for q in range(U(max(q1 - q0, 0))):
+                    flat[d + q] = np.float32(xf[j + q * st])
 
 
 @njit(cache=True, inline="always")
-def _drop_spare_columns(acc_i, oh, ow, wq):
-    """Rows of pitch wq → rows of pitch ow, in place (moving forward: each value moves to a lower index;
-    an element loop, since an overlapping slice assignment would copy through a temporary)."""
+def _store_plane(acc_i, oh, ow, wq, o, vec_out, mode, bias_f, bias_q, mult32, mult64, y_zp, lo, hi, out_f, o0, tail):
+    """The output stage of one channel's accumulators (rows of pitch wq, the last wq − ow of each spare) into
+    out_f[o0:o0 + oh·ow]: the rows are first closed up in place (each value moves to a lower index), so that
+    one sweep does the whole channel (measured: faster than one sweep per row, even for 56-wide rows) — on
+    16 lanes at a time when ``vec_out`` (:func:`~minquant.kernels.requant_simd.requant_row16`; ``acc_i`` has 16
+    spare entries for its last chunk)."""
     if wq != ow:
         for y in range(1, oh):
-            dst = acc_i[y * ow:(y + 1) * ow]
-            src = acc_i[y * wq:y * wq + ow]
-            for x in range(ow):
-                dst[x] = src[x]
+            d, s = U(y * ow), U(y * wq)
+            for x in range(U(ow)):
+                acc_i[d + x] = acc_i[s + x]
+    if vec_out:
+        requant_row16(acc_i, 0, oh * ow, 0, o, mode, bias_f, bias_q, mult32, y_zp, lo, hi, out_f, o0, tail)
+    else:
+        _requant_span(acc_i, 0, oh * ow, o, mode, bias_f, bias_q, mult32, mult64, y_zp, lo, hi, out_f, o0)
 
 
 @njit(cache=True)
 def _depthwise_kernel(x_q, taps, tap_sum, w_zp, x_zp, kh, kw, sh, sw, ph, pw, dh, dw, mult, sat_lo, sat_hi,
-                      mode, bias_f, bias_q, mult32, mult64, y_zp, lo, hi, out):
+                      vec, mode, bias_f, bias_q, mult32, mult64, y_zp, lo, hi, out):
     """Depthwise-style conv straight from uint8 NCHW codes to uint8 NCHW codes, one input channel at a time.
 
     1. The channel's zero-point-padded plane (padding at z_x = real 0) is split by phase — row mod sh,
@@ -201,7 +210,7 @@ def _depthwise_kernel(x_q, taps, tap_sum, w_zp, x_zp, kh, kw, sh, sw, ph, pw, dh
        q·sw + φc]``. Tap (i, j) of output pixel (y, x) reads padded[y·sh + i·dh, x·sw + j·dw], i.e. plane
        (i·dh mod sh, j·dw mod sw) at (y + i·dh div sh, x + j·dw div sw): a fixed offset ``off_t``. So for
        every tap the whole output — computed with wq − ow spare columns per row, thrown away — is ONE
-       contiguous slice: ``acc[y·wq + x] += w_t · planes_flat[off_t + y·wq + x]``, a vectorised sweep.
+       contiguous run: ``acc[y·wq + x] += w_t · planes_flat[off_t + y·wq + x]``, a vectorised sweep.
     2. Taps are taken in pairs (t, t+1) in (kh, kw) order; each pair's sum of products is clamped to
        [sat_lo, sat_hi] — the int16 range when the emulated framework saturates (step 8), else a no-op
        bound — and added to the accumulator. All in float32 on exact integers (a pair < 2^17, a sum of at
@@ -210,157 +219,206 @@ def _depthwise_kernel(x_q, taps, tap_sum, w_zp, x_zp, kh, kw, sh, sw, ph, pw, dh
        output row. Output channel o reads input channel o // mult."""
     n_img, c_in, h, w = x_q.shape
     oh, ow = out.shape[2], out.shape[3]
+    xf = x_q.reshape(x_q.size)
+    out_f = out.reshape(out.size)
     K = kh * kw
     hp, wp = h + 2 * ph, w + 2 * pw
     hq = -(-hp // sh) + 1          # + one spare row: the last row's spare columns may read past its end
     wq = -(-wp // sw)
-    flat = np.empty(sh * sw * hq * wq, np.float32)
-    rowf = np.full(wq * sw, np.float32(x_zp))
+    flat = np.empty(sh * sw * hq * wq + 16, np.float32)   # + 16: a 16-lane read past the last output
     L = oh * wq
+    UL = U(L)
     acc = np.empty(L, np.float32)
-    acc_i = np.empty(L, np.int32)
-    offs = np.empty(K + 1, np.int64)
+    acc_i = np.empty(L + 16, np.int32)     # + 16: the last 16-lane chunk of the output stage
+    tail = np.empty(16, np.uint8)
+    vec_out = vec and mode in VECTOR_MODES   # the output stage on 16 lanes
+    offs = np.empty(K + 1, np.uint64)
     for t in range(K):
         i = t // kw
         r, c = i * dh, (t - i * kw) * dw
         offs[t] = (((r % sh) * sw + c % sw) * hq + r // sh) * wq + c // sw
     offs[K] = offs[K - 1]                    # odd K: the last tap's partner has weight 0
     zpf = np.float32(x_zp)
+    c_out = c_in * mult
     for b in range(n_img):
         for c in range(c_in):
-            _fill_planes(x_q, b, c, ph, pw, sh, sw, hq, wq, zpf, rowf, flat)
+            _fill_planes(xf, (b * c_in + c) * h * w, h, w, ph, pw, sh, sw, hq, wq, zpf, flat, vec)
             for m in range(mult):
                 o = c * mult + m
                 zw = w_zp[o]
-                acc[:] = 0
+                for i in range(UL):
+                    acc[i] = 0
                 for t in range(0, K, 2):
                     w0 = taps[o, t]
                     w1 = taps[o, t + 1] if t + 1 < K else np.float32(0)
-                    s0 = flat[offs[t]:offs[t] + L]
-                    s1 = flat[offs[t + 1]:offs[t + 1] + L]
-                    for i in range(L):
-                        p = s0[i] * w0 + s1[i] * w1
+                    f0, f1 = offs[t], offs[t + 1]
+                    for i in range(UL):
+                        p = flat[f0 + i] * w0 + flat[f1 + i] * w1
                         acc[i] += min(max(p, sat_lo), sat_hi)
                 cterm = np.int32(x_zp * tap_sum[o] - K * x_zp * zw)
-                for i in range(L):
+                for i in range(UL):
                     acc_i[i] = np.int32(acc[i]) - cterm
                 if zw != 0:
                     zw32 = np.int32(zw)
                     for t in range(K):
-                        s0 = flat[offs[t]:offs[t] + L]
-                        for i in range(L):
-                            acc_i[i] -= zw32 * np.int32(s0[i])
-                _drop_spare_columns(acc_i, oh, ow, wq)
-                _requant_row(acc_i[:oh * ow], o, mode, bias_f, bias_q, mult32, mult64, y_zp, lo, hi,
-                             out[b, o].reshape(oh * ow))
+                        f0 = offs[t]
+                        for i in range(UL):
+                            acc_i[i] -= zw32 * np.int32(flat[f0 + i])
+                _store_plane(acc_i, oh, ow, wq, o, vec_out, mode, bias_f, bias_q, mult32, mult64, y_zp, lo, hi, out_f,
+                             (b * c_out + o) * oh * ow, tail)
 
 
 @njit(cache=True)
 def _depthwise3x3_kernel(x_q, taps, tap_sum, x_zp, sh, sw, ph, pw, clamp_pairs, sat_lo, sat_hi,
-                         mode, bias_f, bias_q, mult32, mult64, y_zp, lo, hi, out):
+                         vec, mode, bias_f, bias_q, mult32, mult64, y_zp, lo, hi, out):
     """:func:`_depthwise_kernel` for the common case — 3×3 taps, dilation 1, one output channel per input
     channel, weight zero points 0 — with the nine taps written out, so the accumulator stays in a register:
     ``acc[i] = Σ_pairs clamp(w_t·s_t[i] + w_t+1·s_t+1[i])`` (pairs (0,1) (2,3) (4,5) (6,7) (8); the clamp only
     when ``clamp_pairs``: a pair can reach the int16 limits and the framework saturates)."""
     n_img, c_in, h, w = x_q.shape
     oh, ow = out.shape[2], out.shape[3]
+    xf = x_q.reshape(x_q.size)
+    out_f = out.reshape(out.size)
     hp, wp = h + 2 * ph, w + 2 * pw
     hq = -(-hp // sh) + 1
     wq = -(-wp // sw)
-    flat = np.empty(sh * sw * hq * wq, np.float32)
-    rowf = np.full(wq * sw, np.float32(x_zp))
+    flat = np.empty(sh * sw * hq * wq + 16, np.float32)   # + 16: a 16-lane read past the last output
     L = oh * wq
-    acc_i = np.empty(L, np.int32)
-    off = np.empty(9, np.int64)
+    UL = U(L)
+    acc_i = np.empty(L + 16, np.int32)     # + 16: the last 16-lane chunk of the output stage
+    tail = np.empty(16, np.uint8)
+    vec_out = vec and mode in VECTOR_MODES   # the output stage on 16 lanes
+    off = np.empty(9, np.uint64)
     for t in range(9):
         r, cc = t // 3, t % 3
         off[t] = (((r % sh) * sw + cc % sw) * hq + r // sh) * wq + cc // sw
+    o0, o1, o2, o3, o4, o5, o6, o7, o8 = off[0], off[1], off[2], off[3], off[4], off[5], off[6], off[7], off[8]
+    offs9 = (np.int64(o0), np.int64(o1), np.int64(o2), np.int64(o3), np.int64(o4), np.int64(o5), np.int64(o6),
+             np.int64(o7), np.int64(o8))
     zpf = np.float32(x_zp)
     for b in range(n_img):
         for c in range(c_in):
-            _fill_planes(x_q, b, c, ph, pw, sh, sw, hq, wq, zpf, rowf, flat)
-            s0 = flat[off[0]:off[0] + L]
-            s1 = flat[off[1]:off[1] + L]
-            s2 = flat[off[2]:off[2] + L]
-            s3 = flat[off[3]:off[3] + L]
-            s4 = flat[off[4]:off[4] + L]
-            s5 = flat[off[5]:off[5] + L]
-            s6 = flat[off[6]:off[6] + L]
-            s7 = flat[off[7]:off[7] + L]
-            s8 = flat[off[8]:off[8] + L]
+            _fill_planes(xf, (b * c_in + c) * h * w, h, w, ph, pw, sh, sw, hq, wq, zpf, flat, vec)
             w0, w1, w2, w3, w4, w5, w6, w7, w8 = (taps[c, 0], taps[c, 1], taps[c, 2], taps[c, 3], taps[c, 4],
                                                   taps[c, 5], taps[c, 6], taps[c, 7], taps[c, 8])
             cterm = np.float32(x_zp * tap_sum[c])
-            if clamp_pairs:
-                for i in range(L):
-                    a = (min(max(s0[i] * w0 + s1[i] * w1, sat_lo), sat_hi)
-                         + min(max(s2[i] * w2 + s3[i] * w3, sat_lo), sat_hi)
-                         + min(max(s4[i] * w4 + s5[i] * w5, sat_lo), sat_hi)
-                         + min(max(s6[i] * w6 + s7[i] * w7, sat_lo), sat_hi)
-                         + s8[i] * w8)
+            if vec:     # 16 outputs per step on vfmadd (same pairs, same clamps: the same integers)
+                wt = (w0, w1, w2, w3, w4, w5, w6, w7, w8)
+                for i in range(0, L, 16):
+                    store16(acc_i, 4 * i, taps9_16(flat, i, offs9, wt, cterm, sat_lo, sat_hi, clamp_pairs))
+            elif clamp_pairs:
+                for i in range(UL):
+                    a = (min(max(flat[o0 + i] * w0 + flat[o1 + i] * w1, sat_lo), sat_hi)
+                         + min(max(flat[o2 + i] * w2 + flat[o3 + i] * w3, sat_lo), sat_hi)
+                         + min(max(flat[o4 + i] * w4 + flat[o5 + i] * w5, sat_lo), sat_hi)
+                         + min(max(flat[o6 + i] * w6 + flat[o7 + i] * w7, sat_lo), sat_hi)
+                         + flat[o8 + i] * w8)
                     acc_i[i] = np.int32(a - cterm)
             else:
-                for i in range(L):
-                    a = (s0[i] * w0 + s1[i] * w1 + s2[i] * w2 + s3[i] * w3 + s4[i] * w4 + s5[i] * w5
-                         + s6[i] * w6 + s7[i] * w7 + s8[i] * w8)
+                for i in range(UL):
+                    a = (flat[o0 + i] * w0 + flat[o1 + i] * w1 + flat[o2 + i] * w2 + flat[o3 + i] * w3
+                         + flat[o4 + i] * w4 + flat[o5 + i] * w5 + flat[o6 + i] * w6 + flat[o7 + i] * w7
+                         + flat[o8 + i] * w8)
                     acc_i[i] = np.int32(a - cterm)
-            _drop_spare_columns(acc_i, oh, ow, wq)
-            _requant_row(acc_i[:oh * ow], c, mode, bias_f, bias_q, mult32, mult64, y_zp, lo, hi,
-                         out[b, c].reshape(oh * ow))
+            _store_plane(acc_i, oh, ow, wq, c, vec_out, mode, bias_f, bias_q, mult32, mult64, y_zp, lo, hi, out_f,
+                         (b * c_in + c) * oh * ow, tail)
+
+
+@njit(cache=True, inline="always")
+def _pixel_lanes(xp, offs9, taps_t, ct, sat_lo, sat_hi, clamp_pairs, mode, consts, bq, zf, lof, y_flat, o_out, C16):
+    """Channels 0 .. C16 − 1 of one output pixel of a 3×3 depthwise conv, channels-last: nine taps and the
+    output stage on 16 channels per step, codes written to ``y_flat[o_out + c]``. One loop per mode, so that
+    the mode is a constant in each (:func:`~minquant.kernels.requant_simd.requant16_lanes`)."""
+    if mode == 0:
+        for c in range(0, C16, 16):
+            store_codes16(y_flat, o_out + c, requant16_lanes(
+                0, taps9_lanes16(xp, offs9, taps_t, c, ct, sat_lo, sat_hi, clamp_pairs), consts, bq, c, zf, lof))
+    elif mode == 1:
+        for c in range(0, C16, 16):
+            store_codes16(y_flat, o_out + c, requant16_lanes(
+                1, taps9_lanes16(xp, offs9, taps_t, c, ct, sat_lo, sat_hi, clamp_pairs), consts, bq, c, zf, lof))
+    elif mode == 2:
+        for c in range(0, C16, 16):
+            store_codes16(y_flat, o_out + c, requant16_lanes(
+                2, taps9_lanes16(xp, offs9, taps_t, c, ct, sat_lo, sat_hi, clamp_pairs), consts, bq, c, zf, lof))
+    else:
+        for c in range(0, C16, 16):
+            store_codes16(y_flat, o_out + c, requant16_lanes(
+                4, taps9_lanes16(xp, offs9, taps_t, c, ct, sat_lo, sat_hi, clamp_pairs), consts, bq, c, zf, lof))
 
 
 @njit(cache=True)
-def _depthwise_nhwc_kernel(planes, taps_t, tap_sum, x_zp, kh, kw, sh, sw, dh, dw, sat_lo, sat_hi,
-                           mode, bias_f, bias_q, mult32, mult64, y_zp, lo, hi, out):
-    """Channel-vectorised variant of :func:`_depthwise_kernel` for small images (few output columns, many
-    channels): ``planes[φ, b, row, q, c]`` is channels-last, ``taps_t`` is (K rounded up to even, C) with a
-    zero row for an odd K. Same pairs, same clamps, same order, so the same integers; one input channel per
-    output channel, weight zero points 0."""
-    n_img = planes.shape[1]
+def _depthwise_nhwc_kernel(xt, taps_t, tap_sum, x_zp, kh, kw, sh, sw, ph, pw, dh, dw, sat_lo, sat_hi,
+                           clamp_pairs, vec, consts, bq, mode, bias_f, bias_q, mult32, mult64, y_zp, lo, hi, yt):
+    """Channel-vectorised variant of :func:`_depthwise_kernel` for small images (few output pixels, many
+    channels): ``xt`` (batch, H, W, C) and ``yt`` (batch, OH, OW, C) are channels-last uint8, ``taps_t`` is
+    (K rounded up to even, C) with a zero row for an odd K. Per image the zero-point-padded input is made
+    once as channels-last float32; then per output pixel every loop runs over the C channels (contiguous),
+    pairs of taps in (kh, kw) order, each pair clamped to [sat_lo, sat_hi]. Same pairs, same clamps, same
+    order, so the same integers; one input channel per output channel, weight zero points 0. The output
+    stage runs along the channels (:func:`~minquant.kernels.requantize._requant_lanes`). With ``vec`` (JIT
+    on), a 3×3 kernel (dilation 1) and a float32 output stage, 16 channels go through the nine taps and the
+    output stage per step (:func:`_pixel_lanes`; ``consts``, ``bq``: the stage's per-channel constants,
+    :func:`~minquant.kernels.requant_simd.lane_constants`), the pair clamps only when ``clamp_pairs``."""
+    n_img, h, w, C = xt.shape
+    oh, ow = yt.shape[1], yt.shape[2]
     K = kh * kw
-    C = taps_t.shape[1]
-    oh, ow = out.shape[2], out.shape[3]
+    hp, wp = h + 2 * ph, w + 2 * pw
+    xf = xt.reshape(xt.size)
+    y2 = yt.reshape(n_img * oh * ow, C)
+    y_flat = yt.reshape(yt.size)
     acc = np.empty(C, np.float32)
-    raw = np.empty((C, oh * ow), np.int32)
+    acc_i = np.empty(C, np.int32)
+    ct = np.empty(C + 16, np.int32)
+    nine = vec and kh == 3 and kw == 3 and dh == 1 and dw == 1 and mode in VECTOR_MODES
+    C16 = C // 16 * 16 if nine else 0           # channels done 16 at a time
+    xp = np.empty(hp * wp * C + 16, np.float32)   # + 16: reads of the last 16 lanes stay inside
+    for c in range(C):
+        ct[c] = np.int32(x_zp * tap_sum[c])
+    UC = U(C)
+    zpf = np.float32(x_zp)
+    zf, lof = np.float32(y_zp), np.float32(lo)
     for b in range(n_img):
+        for i in range(U(xp.shape[0])):
+            xp[i] = zpf
+        for r in range(h):
+            d = U(((r + ph) * wp + pw) * C)
+            s = U(((b * h + r) * w) * C)
+            for i in range(U(w * C)):
+                xp[d + i] = np.float32(xf[s + i])
         for y in range(oh):
             for xo in range(ow):
-                acc[:] = 0
+                pix = (b * oh + y) * ow + xo
+                if nine:
+                    o = ((y * sh) * wp + xo * sw) * C
+                    offs9 = (np.int64(o), np.int64(o + C), np.int64(o + 2 * C), np.int64(o + wp * C),
+                             np.int64(o + (wp + 1) * C), np.int64(o + (wp + 2) * C), np.int64(o + 2 * wp * C),
+                             np.int64(o + (2 * wp + 1) * C), np.int64(o + (2 * wp + 2) * C))
+                    _pixel_lanes(xp, offs9, taps_t, ct, sat_lo, sat_hi, clamp_pairs, mode, consts, bq, zf, lof,
+                                 y_flat, pix * C, C16)
+                    if C16 == C:
+                        continue
+                for c in range(U(C16), UC):
+                    acc[c] = 0
                 for t in range(0, K, 2):
                     i0 = t // kw
-                    c0 = (t - i0 * kw) * dw
-                    if t + 1 < K:
-                        i1 = (t + 1) // kw
-                        c1 = (t + 1 - i1 * kw) * dw
-                    else:
-                        i1, c1 = i0, c0
-                    r0 = planes[c0 % sw, b, y * sh + i0 * dh, xo + c0 // sw]
-                    r1 = planes[c1 % sw, b, y * sh + i1 * dh, xo + c1 // sw]
+                    o0 = U(((y * sh + i0 * dh) * wp + xo * sw + (t - i0 * kw) * dw) * C)
+                    t1 = t + 1 if t + 1 < K else t          # odd K: the partner's weight row is 0
+                    i1 = t1 // kw
+                    o1 = U(((y * sh + i1 * dh) * wp + xo * sw + (t1 - i1 * kw) * dw) * C)
                     w0 = taps_t[t]
                     w1 = taps_t[t + 1]
-                    for ch in range(C):
-                        p = r0[ch] * w0[ch] + r1[ch] * w1[ch]
-                        acc[ch] += min(max(p, sat_lo), sat_hi)
-                m = y * ow + xo
-                for ch in range(C):
-                    raw[ch, m] = np.int32(acc[ch]) - np.int32(x_zp * tap_sum[ch])
-        out_b = out[b].reshape(C, oh * ow)
-        for ch in range(C):
-            _requant_row(raw[ch], ch, mode, bias_f, bias_q, mult32, mult64, y_zp, lo, hi, out_b[ch])
+                    for c in range(U(C16), UC):
+                        p = xp[o0 + c] * w0[c] + xp[o1 + c] * w1[c]
+                        acc[c] += min(max(p, sat_lo), sat_hi)
+                for c in range(U(C16), UC):
+                    acc_i[c] = np.int32(acc[c]) - ct[c]
+                _requant_lanes(acc_i[C16:], C16, mode, bias_f, bias_q, mult32, mult64, y_zp, lo, hi, y2[pix, C16:])
 
 
-def _phase_planes_nhwc(x_q, ph, pw, sw, pad_value):
-    """The zero-point-padded input, channels-last, split by column phase:
-    planes[φ, b, row, q, c] = padded[b, c, row, q·sw + φ] (stride 1 inside each plane)."""
-    n, c, h, w = x_q.shape
-    wp = w + 2 * pw
-    wq = -(-wp // sw)
-    padded = np.full((n, h + 2 * ph, wq * sw, c), pad_value, np.float32)
-    padded[:, ph:ph + h, pw:pw + w, :] = x_q.transpose(0, 2, 3, 1)
-    return np.ascontiguousarray(padded.reshape(n, h + 2 * ph, wq, sw, c).transpose(3, 0, 1, 2, 4))
-
-
-_NHWC_MAX_OW = 16   # output width up to which the channels-last depthwise kernel is used
+_NHWC_MAX_OW = 14   # output width up to which the channels-last depthwise kernel runs (measured on MobileNetV2's
+#                    3×3 layers: channels-last wins up to 14 columns — 14×14 at stride 1, 28×28 at stride 2 —
+#                    the NCHW kernels from 28 columns up)
 
 
 class QConv2d:
@@ -388,6 +446,7 @@ class QConv2d:
         c_out, cg, kh, kw = self.packed.w_q.shape
         self.stage = output_stage(c_out, x_scale, w_scale, bias, y_scale, y_zp, relu=relu, clamp=clamp,
                                   clamp_hi=clamp_hi, target=self.arith)
+        self._lanes = lane_constants(self.stage, c_out)   # per-channel constants of the SIMD output stages
         if not self.packed.depthwise:
             self.col_adj = [pk.col_sum - pk.w_q.shape[1] * pk.w_zp for pk in self.packed.packs]
             og = c_out // self.groups
@@ -411,6 +470,8 @@ class QConv2d:
         oh, ow = conv_out_size(h, kh, sh, ph, dh), conv_out_size(w, kw, sw, pw, dw)
         st = self.stage
         if pk.depthwise:
+            x_q = np.ascontiguousarray(x_q)
+            vec = host_isa() != ISA_NONE      # JIT on: the output stage on 16 lanes
             mult = c_out // c_in
             saturate = self.arith.saturate_pairs
             lo_s, hi_s = (-32768.0, 32767.0) if saturate else (-2.0 ** 30, 2.0 ** 30)
@@ -420,18 +481,20 @@ class QConv2d:
             if saturate and 255 * pk.pair_max < 32768:
                 lo_s, hi_s, saturate = -2.0 ** 30, 2.0 ** 30, False   # no pair can reach the int16 limits
             if mult == 1 and ow <= _NHWC_MAX_OW and not pk.has_wzp:   # small image, many channels: vectorise over C
-                planes = _phase_planes_nhwc(x_q, ph, pw, sw, self.x_zp)
-                _depthwise_nhwc_kernel(planes, pk.taps_t, pk.tap_sum, np.int64(self.x_zp), kh, kw, sh, sw, dh, dw,
-                                       np.float32(lo_s), np.float32(hi_s), st.mode, st.bias_f, st.bias_q,
-                                       st.mult32, st.mult64, np.float64(st.y_zp), np.float64(st.lo), st.hi, out)
-                return out
+                yt = np.empty((n, oh, ow, c_out), np.uint8)
+                consts, bq = self._lanes
+                _depthwise_nhwc_kernel(np.ascontiguousarray(x_q.transpose(0, 2, 3, 1)), pk.taps_t, pk.tap_sum,
+                                       np.int64(self.x_zp), kh, kw, sh, sw, ph, pw, dh, dw, np.float32(lo_s),
+                                       np.float32(hi_s), saturate, vec, consts, bq, st.mode, st.bias_f, st.bias_q,
+                                       st.mult32, st.mult64, np.float64(st.y_zp), np.float64(st.lo), st.hi, yt)
+                return np.ascontiguousarray(yt.transpose(0, 3, 1, 2))
             if mult == 1 and kh == kw == 3 and (dh, dw) == (1, 1) and not pk.has_wzp:
                 _depthwise3x3_kernel(x_q, pk.taps, pk.tap_sum, np.int64(self.x_zp), sh, sw, ph, pw, saturate,
-                                     np.float32(lo_s), np.float32(hi_s), st.mode, st.bias_f, st.bias_q, st.mult32,
+                                     np.float32(lo_s), np.float32(hi_s), vec, st.mode, st.bias_f, st.bias_q, st.mult32,
                                      st.mult64, np.float64(st.y_zp), np.float64(st.lo), st.hi, out)
                 return out
             _depthwise_kernel(x_q, pk.taps, pk.tap_sum, pk.w_zp, np.int64(self.x_zp), kh, kw, sh, sw, ph, pw, dh, dw,
-                              mult, np.float32(lo_s), np.float32(hi_s), st.mode, st.bias_f, st.bias_q, st.mult32,
+                              mult, np.float32(lo_s), np.float32(hi_s), vec, st.mode, st.bias_f, st.bias_q, st.mult32,
                               st.mult64, np.float64(st.y_zp), np.float64(st.lo), st.hi, out)
             return out
         og = c_out // self.groups
@@ -439,7 +502,7 @@ class QConv2d:
         plan = self.plan
         if plan.isa != ISA_NONE:
             conv_simd(plan, pk.packs[0], x_q, (kh, kw), (sh, sw), (ph, pw), (dh, dw), ow, self.x_zp, self.col_adj[0],
-                      st, out3)
+                      st, out3, self._lanes)
             return out3.reshape(n, c_out, oh, ow)
         pointwise = kh == kw == 1 and (sh, sw, ph, pw) == (1, 1, 0, 0)
         for g in range(self.groups):

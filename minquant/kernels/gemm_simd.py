@@ -34,13 +34,16 @@ acc = raw − z_x·(Σ_k w − K·z_w) − z_w·Σ_k a (step 4) and the target's
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
 from numba import njit
 
 from . import tiles
+from .requant_simd import VECTOR_MODES, lane_constants, requant16_lanes, requant_row16, store_codes16
 from .requantize import OutputStage, _requant_lanes, _requant_row
+from .simd import load16
 from .simd import (ISA_AVX2, ISA_AVX512BW, ISA_AVX512VNNI, ISA_NAMES, ISA_NONE, MAC_PAIRS_256, MAC_PAIRS_512,
                    MAC_PAIRS_VNNI, MAC_SWAP, MAC_VNNI, MacKind, host_isa)
 
@@ -69,7 +72,12 @@ class GemmPlan:
 def choose_plan(saturate_pairs: bool, can_saturate: bool, isa: int | None = None) -> GemmPlan:
     """The plan for a layer whose target saturates pairs (``saturate_pairs``) and whose weights have pairs
     that can saturate (``can_saturate``), on a host with instruction set ``isa`` (default: this host's)."""
-    isa = host_isa() if isa is None else isa
+    return _plan(bool(saturate_pairs), bool(can_saturate), host_isa() if isa is None else isa)
+
+
+@functools.lru_cache(maxsize=None)
+def _plan(saturate_pairs: bool, can_saturate: bool, isa: int) -> GemmPlan:
+    """:func:`choose_plan` once per distinct question (it is asked on every layer call)."""
     if isa == ISA_NONE:
         return GemmPlan(ISA_NONE, False, False)
     if isa == ISA_AVX512VNNI:
@@ -135,9 +143,33 @@ def weight_operand(packed, layout_lanes: bool, split: bool) -> np.ndarray:
 
 
 # ------------------------------------------------------------------------------------------- linear
+@njit(cache=True, inline="always")
+def _lanes_out(acc, nn, n0, mode, consts, bq, zf, lof, out_f, o0, tail):
+    """out_f[o0 + c] = the output stage of acc[c] (int32, output channel n0 + c), c < nn, 16 channels per step
+    (:func:`~minquant.kernels.requant_simd.requant16_lanes`; a last partial chunk through ``tail``). One loop
+    per mode, so that the mode is a constant in each."""
+    full = nn // 16 * 16
+    if mode == 0:
+        for c in range(0, full, 16):
+            store_codes16(out_f, o0 + c, requant16_lanes(0, load16(acc, 4 * c), consts, bq, n0 + c, zf, lof))
+    elif mode == 1:
+        for c in range(0, full, 16):
+            store_codes16(out_f, o0 + c, requant16_lanes(1, load16(acc, 4 * c), consts, bq, n0 + c, zf, lof))
+    elif mode == 2:
+        for c in range(0, full, 16):
+            store_codes16(out_f, o0 + c, requant16_lanes(2, load16(acc, 4 * c), consts, bq, n0 + c, zf, lof))
+    else:
+        for c in range(0, full, 16):
+            store_codes16(out_f, o0 + c, requant16_lanes(4, load16(acc, 4 * c), consts, bq, n0 + c, zf, lof))
+    if full < nn:
+        store_codes16(tail, 0, requant16_lanes(mode, load16(acc, 4 * full), consts, bq, n0 + full, zf, lof))
+        for i in range(nn - full):
+            out_f[o0 + full + i] = tail[i]
+
+
 @njit(cache=True)
-def _linear_kernel(kind, A, V, K4, C, row_sum, col_adj, w_zp, a_zp, mode, bias_f, bias_q, mult32, mult64, y_zp, lo,
-                   hi, out):
+def _linear_kernel(kind, A, V, K4, C, row_sum, col_adj, w_zp, a_zp, consts, bq, mode, bias_f, bias_q, mult32, mult64,
+                   y_zp, lo, hi, out):
     """out (M, N) uint8 = output stage of (A · Wᵀ − zero-point terms). C (M, NB·64) holds NB 64-channel panels
     side by side, so that each epilogue call sweeps NB·64 channels of a row."""
     M, N = out.shape
@@ -148,6 +180,10 @@ def _linear_kernel(kind, A, V, K4, C, row_sum, col_adj, w_zp, a_zp, mode, bias_f
     cterm = np.empty(W, np.int32)
     zw = np.empty(W, np.int32)
     n_panels = (N + 63) // 64
+    vec = mode in VECTOR_MODES and consts.shape[1] == N + 16   # the output stage on 16 channels per step
+    zf, lof = np.float32(y_zp), np.float32(lo)
+    tail = np.empty(16, np.uint8)
+    out_f = out.reshape(out.size)
     for j0 in range(0, n_panels, nb):
         for jj in range(min(nb, n_panels - j0)):
             tiles.product_panel(kind, A, ldb, M, V, (j0 + jj) * K4 * 256, K4, KC, C, jj * 256, W * 4)
@@ -161,7 +197,11 @@ def _linear_kernel(kind, A, V, K4, C, row_sum, col_adj, w_zp, a_zp, mode, bias_f
             rs = np.int32(row_sum[m])
             for c in range(nn):
                 accrow[c] = row[c] - cterm[c] - zw[c] * rs
-            _requant_lanes(accrow[:nn], n0, mode, bias_f, bias_q, mult32, mult64, y_zp, lo, hi, out[m, n0:n0 + nn])
+            if vec:
+                _lanes_out(accrow, nn, n0, mode, consts, bq, zf, lof, out_f, m * N + n0, tail)
+            else:
+                _requant_lanes(accrow[:nn], n0, mode, bias_f, bias_q, mult32, mult64, y_zp, lo, hi,
+                               out[m, n0:n0 + nn])
 
 
 def _lane_waste(n):
@@ -174,8 +214,9 @@ def _panels_per_block(rows, panels):
     return int(max(1, min(16, panels, (1 << 20) // (256 * max(rows, 1)))))
 
 
-def linear_simd(plan: GemmPlan, packed, x_q, x_zp, col_adj, st: OutputStage) -> np.ndarray:
-    """uint8 (M, N) of a quantized linear layer on ``plan``'s instructions (module docstring)."""
+def linear_simd(plan: GemmPlan, packed, x_q, x_zp, col_adj, st: OutputStage, lanes=None) -> np.ndarray:
+    """uint8 (M, N) of a quantized linear layer on ``plan``'s instructions (module docstring). ``lanes``: the
+    stage's :func:`~minquant.kernels.requant_simd.lane_constants`, if the caller keeps them."""
     V = weight_operand(packed, True, plan.split)
     m, k = x_q.shape
     k4 = _k4(k)
@@ -189,8 +230,9 @@ def linear_simd(plan: GemmPlan, packed, x_q, x_zp, col_adj, st: OutputStage) -> 
     out = np.empty((m, packed.w_q.shape[0]), np.uint8)
     n = packed.w_q.shape[0]
     C = np.empty((max(m, 1), 64 * _panels_per_block(m, -(-n // 64))), np.int32)
+    consts, bq = lanes if lanes is not None else lane_constants(st, n)
     _linear_kernel(mac_kind(plan, False), a, V, a.shape[1] // 4, C, row_sum, col_adj, packed.w_zp,
-                   np.int64(x_zp), st.mode, st.bias_f, st.bias_q, st.mult32, st.mult64, np.float64(st.y_zp),
+                   np.int64(x_zp), consts, bq, st.mode, st.bias_f, st.bias_q, st.mult32, st.mult64, np.float64(st.y_zp),
                    np.float64(st.lo), st.hi, out)
     return out
 
@@ -223,33 +265,37 @@ def _pack_pointwise(x, b, p0, pn, K4, V):
 
 
 @njit(cache=True)
-def _pack_im2col(x, b, p0, pn, kh, kw, sh, sw, ph, pw, dh, dw, ow, zp, K4, V):
-    """Panel of a general conv: V[k//4][l][k%4] = the input seen by tap k = (i·kw + j)·C + c of output pixel
-    p0 + l (the zero point z_x outside the image, real 0; 0 past K and past the last pixel). Tap by tap, so
-    that the inner loop runs over the 64 lanes with the tap's offsets fixed."""
+def _pad_image(x, b, ph, pw, zp, xp):
+    """xp (C, H + 2·ph, W + 2·pw) = image b of x with a border of z_x (real 0) — once per image, so that
+    :func:`_pack_im2col` reads every tap without a bounds test."""
     c_in, h, w = x.shape[1], x.shape[2], x.shape[3]
-    hw = h * w
-    xb = x[b].reshape(c_in * hw)
+    xp[:] = zp
+    for c in range(c_in):
+        for r in range(h):
+            xp[c, r + ph, pw:pw + w] = x[b, c, r]
+
+
+@njit(cache=True)
+def _pack_im2col(xp, p0, pn, kh, kw, sh, sw, dh, dw, ow, K4, V):
+    """Panel of a general conv: V[k//4][l][k%4] = the padded input ``xp`` (:func:`_pad_image`) seen by tap
+    k = (i·kw + j)·C + c of output pixel p0 + l (0 past K and past the last pixel). Tap by tap, so that the
+    inner loop runs over the 64 lanes with the tap's offset fixed: a gather with unsigned indices (no
+    wrap-around test)."""
+    c_in, hp, wp = xp.shape
+    xb = xp.reshape(c_in * hp * wp)
     V[:K4 * 256] = 0
-    iy0 = np.empty(64, np.int64)
-    ix0 = np.empty(64, np.int64)
+    lane = np.empty(64, np.uint64)
     for l in range(pn):
         oy = (p0 + l) // ow
-        iy0[l] = oy * sh - ph
-        ix0[l] = (p0 + l - oy * ow) * sw - pw
+        lane[l] = oy * sh * wp + (p0 + l - oy * ow) * sw
     for i in range(kh):
         for j in range(kw):
             for c in range(c_in):
                 k = (i * kw + j) * c_in + c
-                base = (k >> 2) * 256 + (k & 3)
-                off = c * hw
-                for l in range(pn):
-                    iy = iy0[l] + i * dh
-                    ix = ix0[l] + j * dw
-                    v = zp
-                    if 0 <= iy < h and 0 <= ix < w:
-                        v = xb[off + iy * w + ix]
-                    V[base + 4 * l] = v
+                base = np.uint64((k >> 2) * 256 + (k & 3))
+                off = np.uint64((c * hp + i * dh) * wp + j * dw)
+                for l in range(np.uint64(pn)):
+                    V[base + 4 * l] = xb[off + lane[l]]
 
 
 @njit(cache=True)
@@ -257,7 +303,9 @@ def _conv_kernel(kind, x, Wr, K4, repeat, kh, kw, sh, sw, ph, pw, dh, dw, ow, x_
                  col_adj, w_zp, mode, bias_f, bias_q, mult32, mult64, y_zp, lo, hi, out3):
     """out3 (batch, N, P) uint8: for each image, blocks of PB 64-pixel panels — each panel packed (``repeat``
     = 2 duplicates it for split weights) and multiplied by all N weight rows into its columns of C (N, PB·64)
-    — then the epilogue, one output channel (a row of PB·64 pixels) at a time."""
+    — then the epilogue, one output channel (a row of PB·64 pixels) at a time: for the float32 output stages
+    and weight zero point 0 straight from C on 16 lanes (:func:`~minquant.kernels.requant_simd.requant_row16`),
+    otherwise through ``accrow``."""
     n_img = x.shape[0]
     N, P = out3.shape[1], out3.shape[2]
     ldb = Wr.shape[1]
@@ -265,8 +313,14 @@ def _conv_kernel(kind, x, Wr, K4, repeat, kh, kw, sh, sw, ph, pw, dh, dw, ow, x_
     pb = W // 64
     pointwise = kh == 1 and kw == 1 and sh == 1 and sw == 1 and ph == 0 and pw == 0
     half = K4 * 256
+    vec = mode in VECTOR_MODES   # the output stage on 16 lanes (:mod:`.requant_simd`)
+    tail = np.empty(16, np.uint8)
     n_panels = (P + 63) // 64
+    xp = np.empty((0, 0, 0), np.uint8) if pointwise else np.empty((x.shape[1], x.shape[2] + 2 * ph,
+                                                                    x.shape[3] + 2 * pw), np.uint8)
     for b in range(n_img):
+        if not pointwise:
+            _pad_image(x, b, ph, pw, np.uint8(x_zp), xp)
         for j0 in range(0, n_panels, pb):
             for jj in range(min(pb, n_panels - j0)):
                 p0 = (j0 + jj) * 64
@@ -274,7 +328,7 @@ def _conv_kernel(kind, x, Wr, K4, repeat, kh, kw, sh, sw, ph, pw, dh, dw, ow, x_
                 if pointwise:
                     _pack_pointwise(x, b, p0, pn, K4, V)
                 else:
-                    _pack_im2col(x, b, p0, pn, kh, kw, sh, sw, ph, pw, dh, dw, ow, np.uint8(x_zp), K4, V)
+                    _pack_im2col(xp, p0, pn, kh, kw, sh, sw, dh, dw, ow, K4, V)
                 if repeat == 2:
                     V[half:2 * half] = V[:half]
                 if need_sums:
@@ -291,6 +345,10 @@ def _conv_kernel(kind, x, Wr, K4, repeat, kh, kw, sh, sw, ph, pw, dh, dw, ow, x_
             for n in range(N):
                 cterm = np.int32(x_zp * col_adj[n])
                 zw = np.int32(w_zp[n])
+                if vec and zw == 0:      # straight from the int32 block, 16 lanes at a time
+                    requant_row16(C, n * W * 4, pn, cterm, n, mode, bias_f, bias_q, mult32, y_zp, lo, hi, out3,
+                                  (b * N + n) * P + p0, tail)
+                    continue
                 row = C[n]
                 for l in range(pn):
                     accrow[l] = row[l] - cterm
@@ -301,7 +359,7 @@ def _conv_kernel(kind, x, Wr, K4, repeat, kh, kw, sh, sw, ph, pw, dh, dw, ow, x_
 
 
 def conv_simd(plan: GemmPlan, packed, x_q, kernel, stride, padding, dilation, ow, x_zp, col_adj,
-              st: OutputStage, out3) -> np.ndarray:
+              st: OutputStage, out3, lanes=None) -> np.ndarray:
     """A groups = 1 convolution (``packed``: its (N, KH·KW·C) :class:`~minquant.kernels.gemm.PackedWeight`)
     into ``out3`` (batch, N, OH·OW) on ``plan``'s instructions (module docstring)."""
     (kh, kw), (sh, sw), (ph, pw), (dh, dw) = kernel, stride, padding, dilation
@@ -312,7 +370,7 @@ def conv_simd(plan: GemmPlan, packed, x_q, kernel, stride, padding, dilation, ow
         # output channel's epilogue sweep is short — run it as a linear layer on the channels-last pixels
         # (lanes = output channels; measured faster below 64 pixels, slower from 14×14 up)
         rows = np.ascontiguousarray(x_q.reshape(n_img, c_in, P).transpose(0, 2, 1)).reshape(n_img * P, c_in)
-        y = linear_simd(plan, packed, rows, x_zp, col_adj, st)
+        y = linear_simd(plan, packed, rows, x_zp, col_adj, st, lanes)
         out3[...] = y.reshape(n_img, P, -1).transpose(0, 2, 1)
         return out3
     Wr = weight_operand(packed, False, plan.split)

@@ -17,6 +17,7 @@ from ..target import resolve_linear
 from .checks import check_linear_args
 from .gemm import PackedWeight, gemm_u8s8_reference, pack_weight, prepare_rows, raw_product
 from .gemm_simd import ISA_NONE, choose_plan, linear_simd
+from .requant_simd import lane_constants
 from .requantize import finish_requantize, output_stage, requantize_reference
 
 __all__ = ["QLinear", "qlinear", "qlinear_reference"]
@@ -74,6 +75,7 @@ class QLinear:
         self.stage = output_stage(n, x_scale, w_scale, bias, y_scale, y_zp, relu=relu, clamp=clamp,
                                   clamp_hi=clamp_hi, target=self.arith)
         self.col_adj = self.packed.col_sum - k * self.packed.w_zp
+        self._lanes = lane_constants(self.stage, n)   # the SIMD epilogue's per-channel constants
 
     @property
     def plan(self):
@@ -86,7 +88,7 @@ class QLinear:
         x_q = _check_x(x_q, p.w_q.shape[1])
         plan = self.plan
         if plan.isa != ISA_NONE:
-            return linear_simd(plan, p, x_q, self.x_zp, self.col_adj, self.stage)
+            return linear_simd(plan, p, x_q, self.x_zp, self.col_adj, self.stage, self._lanes)
         a_f, row_sum, col_max, norm2 = prepare_rows(x_q)
         raw = raw_product(a_f, p, norm2, col_max, self.arith.saturate_pairs)
         out = np.empty((x_q.shape[0], p.w_q.shape[0], 1), np.uint8)

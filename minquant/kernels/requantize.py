@@ -348,10 +348,21 @@ def _finish_requant_kernel(raw, row_sum, col_adj, w_zp, a_zp, mode, bias_f, bias
 
 @njit(cache=True, inline="always")
 def _requant_row(acc, n, mode, bias_f, bias_q, mult32, mult64, y_zp, lo, hi, out):
-    """The output stage for one row of int32 accumulators of output channel n: the mode test and the
+    """The output stage for one row of int32 accumulators of output channel n (:func:`_requant_span` over the
+    whole row)."""
+    _requant_span(acc, np.uint64(0), acc.shape[0], n, mode, bias_f, bias_q, mult32, mult64, y_zp, lo, hi, out,
+                  np.uint64(0))
+
+
+@njit(cache=True, inline="always")
+def _requant_span(acc, a0, L, n, mode, bias_f, bias_q, mult32, mult64, y_zp, lo, hi, out, o0):
+    """out[o0 + i] = the output stage of acc[a0 + i] (int32, output channel n), i < L: the mode test and the
     per-channel constants are hoisted out of the loop, so each mode's loop is a straight vectorisable sweep
-    (int32 → float32 conversion, multiply, round, clamp, store)."""
-    L = acc.shape[0]
+    (int32 → float32 conversion, multiply, round, clamp, store). Offsets instead of slices: a kernel that
+    calls this once per channel makes no array views. ``a0``, ``o0`` and the loop index are unsigned
+    (np.uint64): Numba then adds no negative-index wrap-around, and the loops vectorise."""
+    a0, o0 = np.uint64(a0), np.uint64(o0)
+    L = np.uint64(max(L, 0))
     zf = np.float32(y_zp)
     lof = np.float32(lo)
     hin = hi[n]
@@ -360,41 +371,42 @@ def _requant_row(acc, n, mode, bias_f, bias_q, mult32, mult64, y_zp, lo, hi, out
         bf = bias_f[n]
         mu = mult32[0, n]
         for i in range(L):
-            f = np.float32(np.float32(acc[i]) + bf)
+            f = np.float32(np.float32(acc[a0 + i]) + bf)
             t = np.float32(np.rint(np.float32(f * mu))) + zf
-            out[i] = np.uint8(min(max(t, lof), hif))
+            out[o0 + i] = np.uint8(min(max(t, lof), hif))
     elif mode == 1:
         bf = bias_f[n]
         inv = mult32[1, n]
         mu = mult32[0, n]
         for i in range(L):
-            f = _fma32(bf, inv, np.float32(acc[i]))
+            f = _fma32(bf, inv, np.float32(acc[a0 + i]))
             t = np.float32(np.rint(np.float32(f * mu))) + zf
-            out[i] = np.uint8(min(max(t, lof), hif))
+            out[o0 + i] = np.uint8(min(max(t, lof), hif))
     elif mode == 2:
         bq = np.int32(bias_q[n])
         mu = mult32[0, n]
         for i in range(L):
-            t = np.float32(np.rint(np.float32(np.float32(acc[i] + bq) * mu))) + zf
-            out[i] = np.uint8(min(max(t, lof), hif))
+            t = np.float32(np.rint(np.float32(np.float32(acc[a0 + i] + bq) * mu))) + zf
+            out[o0 + i] = np.uint8(min(max(t, lof), hif))
     elif mode == 4:
         bf = bias_f[n]
         aw = mult32[0, n]
         ax = mult32[1, n]
         my = mult32[2, n]
         for i in range(L):
-            v = np.float32(np.float32(np.float32(np.float32(acc[i]) * ax) * aw) + bf)
+            v = np.float32(np.float32(np.float32(np.float32(acc[a0 + i]) * ax) * aw) + bf)
             t = np.float32(np.rint(np.float32(np.float32(v * my) + zf)))
-            out[i] = np.uint8(min(max(t, lof), hif))
+            out[o0 + i] = np.uint8(min(max(t, lof), hif))
     elif mode >= 5:
         for i in range(L):
-            out[i] = _requant_value(np.int64(acc[i]), n, mode, bias_f, bias_q, mult32, mult64, y_zp, lo, hi)
+            out[o0 + i] = _requant_value(np.int64(acc[a0 + i]), n, mode, bias_f, bias_q, mult32, mult64, y_zp, lo,
+                                         hi)
     else:
         bq = bias_q[n]
         mu = mult64[n]
         for i in range(L):
-            t = np.rint(np.float64(np.int64(acc[i]) + bq) * mu) + y_zp
-            out[i] = np.uint8(min(max(t, lo), hin))
+            t = np.rint(np.float64(np.int64(acc[a0 + i]) + bq) * mu) + y_zp
+            out[o0 + i] = np.uint8(min(max(t, lo), hin))
 
 
 @njit(cache=True, inline="always")
