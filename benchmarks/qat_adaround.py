@@ -131,14 +131,18 @@ def mobilenet(args):
     score("w4a8_adaround", qa)
     t = time.time()
     fq = FakeQuantModel(qa, ada)
-    hist = finetune(fq, train, f_train, epochs=args.qat_epochs, lr=args.qat_lr, batch_size=16, T=1.0, alpha=0.0,
-                    seed=0, progress=True)
+    hist = finetune(fq, train, f_train, epochs=args.qat_epochs, lr=args.qat_lr, batch_size=args.qat_batch,
+                    T=args.qat_T, alpha=0.0, seed=0, scale_lr=args.qat_scale_lr, progress=True)
     lap("QAT (distillation, label-free)", t)
-    score("w4a8_adaround_qat", fq.to_quantized())
+    qq = fq.to_quantized()
+    score("w4a8_adaround_qat", qq)
+    if args.save:
+        qq.save(args.save)
     recon = {k: v for k, v in ada.report.items()}
     return dict(results=res, timing=timing, calib=args.calib, qat_crops=args.qat_crops, eval=args.eval,
                 mse_scale=args.mse_scale, int8_ends=args.int8_ends, ada_min_rows=args.ada_min_rows, ada_samples=args.ada_samples,
                 ada_iters=args.ada_iters, ada_rows=args.ada_rows, qat_epochs=args.qat_epochs, qat_lr=args.qat_lr,
+                qat_scale_lr=args.qat_scale_lr, qat_batch=args.qat_batch, qat_T=args.qat_T,
                 qat_history=hist, adaround_report=recon, total_seconds=round(time.time() - t_start, 1))
 
 
@@ -195,9 +199,11 @@ def report():
                   f"evaluation crops (`split=\"eval\"`). AdaRound: {d['ada_iters']} Adam steps per layer on "
                   f"{d['ada_rows']} sampled output positions of {d['ada_samples']} crops (53 layers). QAT: "
                   f"{d['qat_epochs']} epochs over {d['qat_crops']} other crops of the calibration half "
-                  "(`photo_crops(n, split=\"calib\", seed=1)`), batch 16, "
-                  f"Adam lr {d['qat_lr']}, loss = "
-                  "KL to the float model's softmax (T = 1; no labels).", "",
+                  "(`photo_crops(n, split=\"calib\", seed=1)`), batch "
+                  f"{d.get('qat_batch', 16)}, Adam lr {d['qat_lr']}"
+                  + (f" (scales {d['qat_scale_lr']})" if d.get("qat_scale_lr") else "")
+                  + f", cosine decay, loss = KL to the float model's softmax (T = {d.get('qat_T', 1.0):g}; no labels).",
+                  "",
                   "| model | top-1 agreement with fp32 % | logit SQNR (dB) |", "|---|---|---|"]
         for key, label in (("w4a8_nearest", "W4A8 PTQ, nearest rounding"), ("w4a8_adaround", "W4A8 AdaRound"),
                            ("w4a8_adaround_qat", "W4A8 AdaRound + QAT")):
@@ -245,6 +251,10 @@ def main(argv=None):
     ap.add_argument("--qat-epochs", type=int, default=2)
     ap.add_argument("--qat-crops", type=int, default=256)
     ap.add_argument("--qat-lr", type=float, default=1e-4)
+    ap.add_argument("--qat-scale-lr", type=float, default=None, help="finetune(scale_lr=): the scales' own rate")
+    ap.add_argument("--qat-batch", type=int, default=16)
+    ap.add_argument("--qat-T", type=float, default=1.0, help="distillation temperature")
+    ap.add_argument("--save", default="", help="save the AdaRound + QAT QuantizedModel there")
     ap.add_argument("--mse-scale", action="store_true", help="int4 weight scales by the clipped-range search")
     ap.add_argument("--ada-min-rows", type=float, default=0.0, help="adaround(min_rows_per_input=)")
     ap.add_argument("--int8-ends", action="store_true", help="first conv and classifier keep int8 weights")
