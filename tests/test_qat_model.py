@@ -114,6 +114,33 @@ def test_converted_model_computes_what_training_saw(digits, w4a8, trained):
         assert np.array_equal(qm2(x), qm(x))                                 # nothing learned: the same model
 
 
+def test_scale_lr_moves_only_the_scales_at_its_own_rate(digits, w4a8):
+    """``finetune(scale_lr=)``: the weight and activation scales get their own learning rate, the weights keep
+    ``lr`` — with a tiny ``scale_lr`` the scales barely move while the weights move as they do without it."""
+    model, (x_tr, y_tr, _, _) = digits
+    _, rounding, qm = w4a8
+    with torch.no_grad():
+        t = model(torch.from_numpy(x_tr[:64])).numpy()
+
+    def moved(scale_lr):
+        fq = FakeQuantModel(qm, rounding)
+        s0 = {k: p.detach().clone() for k, p in (*fq.scales.items(), *(("w" + k, p) for k, p in fq.w_scales.items()))}
+        w0 = {k: p.detach().clone() for k, p in fq.weights.items()}
+        finetune(fq, x_tr[:64], t, epochs=1, lr=1e-3, batch_size=16, scale_lr=scale_lr, seed=0)
+        sc = dict(fq.scales.items()) | {"w" + k: p for k, p in fq.w_scales.items()}
+        ds = max(float(((sc[k].detach() - v).abs() / v.abs()).max()) for k, v in s0.items())
+        dw = max(float((fq.weights[k].detach() - v).abs().max()) for k, v in w0.items())
+        return ds, dw
+
+    ds_same, dw_same = moved(None)
+    ds_tiny, dw_tiny = moved(1e-9)
+    assert ds_same > 1e-3 and ds_tiny < 1e-5                  # relative scale change: lr vs 1e-9
+    assert dw_tiny > 0.5 * dw_same                            # the weights still learn at lr
+    fq = FakeQuantModel(qm, rounding)
+    with pytest.raises(ValueError, match="scale_lr"):
+        finetune(fq, x_tr[:64], t, scale_lr=0.0)
+
+
 def test_bad_inputs_are_named(w4a8):
     _, rounding, qm = w4a8
     with pytest.raises(TypeError, match="QuantizedModel"):

@@ -8,10 +8,12 @@ Per batch (``KDLoss`` of :mod:`minquant.distill`, docs/distillation.md)::
 (the photo models: there is no ImageNet here, only unlabelled calibration crops) ``α = 0``: the quantized model
 learns to reproduce the float model's outputs — distillation from the model it was made from.
 
-Adam updates every learnable tensor — latent weights, biases, weight and activation scales — with one
-learning rate and a cosine decay to 0. Adam normalises each parameter's gradient, so LSQ's gradient factor
-(:mod:`.fake_quant`) does not change its steps; what makes a shared learning rate workable is that a step
-``lr`` is a similar fraction of a scale (≈1e-2…1e-1) as of a weight. This module imports torch.
+Adam updates every learnable tensor — latent weights, biases, weight and activation scales — with a cosine
+decay to 0. Adam normalises each parameter's gradient, so LSQ's gradient factor (:mod:`.fake_quant`) does not
+change its steps; what makes a shared learning rate workable is that a step ``lr`` is a similar fraction of a
+scale (≈1e-2…1e-1) as of a weight. ``scale_lr`` gives the scales (weight and activation) their own learning
+rate — LSQ's authors and later 4-bit QAT recipes let the step sizes move faster than the weights.
+This module imports torch.
 """
 from __future__ import annotations
 
@@ -27,10 +29,11 @@ __all__ = ["finetune"]
 
 def finetune(fq: FakeQuantModel, x, teacher_logits, labels=None, *, epochs: int = 3, lr: float = 1e-4,
              batch_size: int = 32, T: float = 1.0, alpha: float = 0.0, seed: int = 0,
-             progress: bool = False) -> list[dict]:
+             scale_lr: float | None = None, progress: bool = False) -> list[dict]:
     """Train ``fq`` in place on inputs ``x`` (float32 array (N, ...)) against ``teacher_logits`` (N, classes)
     and, if ``alpha > 0``, ``labels`` (N,). Returns one dict per epoch (``epoch``, mean ``loss``).
-    Convert afterwards with ``fq.to_quantized()``."""
+    Convert afterwards with ``fq.to_quantized()``. ``scale_lr``: the learning rate of the weight and activation
+    scales (default: ``lr``, one rate for all)."""
     from ..distill.torch_loss import KDLoss        # same rank (layer 4): imported where used
 
     if not isinstance(fq, FakeQuantModel):
@@ -43,11 +46,15 @@ def finetune(fq: FakeQuantModel, x, teacher_logits, labels=None, *, epochs: int 
         raise ValueError("alpha > 0 needs one label per input")
     if epochs < 1 or batch_size < 1 or not lr > 0:
         raise ValueError(f"finetune needs epochs ≥ 1, batch_size ≥ 1 and lr > 0, got {epochs}, {batch_size}, {lr}")
+    if scale_lr is not None and not scale_lr > 0:
+        raise ValueError(f"scale_lr must be > 0 (or None: the same as lr), got {scale_lr}")
     loss_fn = KDLoss(T=T, alpha=alpha, scale_by_T2=True)
     xs, ts = torch.from_numpy(x), torch.from_numpy(t)
     ys = None if labels is None else torch.from_numpy(np.asarray(labels, np.int64))
-    params = [p for p in fq.parameters() if p.requires_grad]
-    opt = torch.optim.Adam(params, lr=lr)
+    scales = [p for p in (*fq.scales.values(), *fq.w_scales.values()) if p.requires_grad]
+    others = [p for p in fq.parameters() if p.requires_grad and all(p is not q for q in scales)]
+    opt = torch.optim.Adam([{"params": others, "lr": lr},
+                            {"params": scales, "lr": lr if scale_lr is None else scale_lr}])
     steps = epochs * math.ceil(len(x) / batch_size)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: 0.5 * (1 + math.cos(math.pi * min(i / steps, 1.0))))
     rng = np.random.default_rng(seed)
