@@ -1,5 +1,6 @@
 """The precision ladder (issue 15), one run, one thread: writes benchmarks/RESULTS_precision_ladder.md and the
-plot ``precision_ladder.png`` (into the demo's report folder and docs/figures/).
+plot ``precision_ladder_models.png`` (the three models; into the demo's report folder, beside the demo's own
+TinyCNN ``precision_ladder.png``) and ``docs/figures/precision_ladder.png``.
 
     .venv/bin/python -m benchmarks.precision_ladder                 # TinyCNN, MobileNetV2, EfficientNet-Lite0
     .venv/bin/python -m benchmarks.precision_ladder --quick         # fewer crops, prints only
@@ -33,7 +34,7 @@ from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from minquant.files import atomic_path, atomic_write  # noqa: E402
+from minquant.files import atomic_write  # noqa: E402
 from minquant.lesson.timing import median_ms  # noqa: E402
 
 from .provenance import commit  # noqa: E402
@@ -130,7 +131,7 @@ def minquant_rows(sp: Spec, f_ref, log):
             _scores(row, f_ref, _mq(qm, sp.x_eval), sp.y_eval)
         row.ms = median_ms(lambda: qm(x1), sp.repeats)
         if p is INT8:
-            row.note = f"quantize_static defaults (per-channel, percentile, equalization, bias correction)"
+            row.note = "quantize_static defaults (per-channel, percentile, equalization, bias correction)"
         if p.weights.name == "INT4":
             k = qm.meta["int4_group_sizes"]
             row.note = (f"{sum(v == 32 for v in k.values())} of {len(k)} layers in groups of 32, the rest "
@@ -297,7 +298,6 @@ def main(argv=None):
     import torch
     torch.set_num_threads(1)
     from minquant.data.training import predict_logits
-    from minquant.target import Cpu
 
     t0 = time.time()
     rows, tables = [], {}
@@ -344,7 +344,7 @@ def write_outputs(parts_in, report):
                              next((i for i, v in enumerate(rank) if r.variant.startswith(v)), len(rank))))
     tables = {k: v for p in parts_in for k, v in p["tables"].items()}
     table = _table(rows)
-    figs = [Path(report) / "precision_ladder.png", ROOT / "docs" / "figures" / "precision_ladder.png"]
+    figs = [Path(report) / "precision_ladder_models.png", ROOT / "docs" / "figures" / "precision_ladder.png"]
     plot(rows, figs)
     cmds = [p["command"] for p in parts_in]
     if len(parts_in) > 1:
