@@ -1,4 +1,4 @@
-"""./run bench [--quick] [--no-write]: run the benchmarks, print the tables, update benchmarks/RESULTS.md."""
+"""./run bench [--quick] [--no-write] [--models-only]: run the benchmarks, print the tables, update benchmarks/RESULTS.md."""
 import argparse
 import re
 from pathlib import Path
@@ -37,7 +37,20 @@ def main():
     ap = argparse.ArgumentParser(prog="./run bench", description=__doc__)
     ap.add_argument("--quick", action="store_true", help="few repeats (a smoke run, not for RESULTS.md)")
     ap.add_argument("--no-write", action="store_true", help="print only; leave RESULTS.md alone")
+    ap.add_argument("--models-only", action="store_true",
+                    help="only the whole-model table (replaced in place; the rest of the section is kept)")
     args = ap.parse_args()
+    if args.models_only:
+        table = kernels.models_only(quick=args.quick)
+        print(table)
+        if not args.no_write and not args.quick:
+            path = Path(__file__).resolve().parent / "RESULTS.md"
+            text = path.read_text()
+            start = text.index(kernels.MODEL_TABLE)
+            end = text.index(kernels.MODEL_TABLE_END, start) + len(kernels.MODEL_TABLE_END)
+            path.write_text(text[:start] + table.rstrip() + text[end:])
+            print(f"updated {path}")
+        return
     body = kernels.main(quick=args.quick)
     print(body)
     if not args.no_write and not args.quick:

@@ -294,15 +294,37 @@ def main(quick=False):
               f"depthwise: torch {sum(r['torch'][0] for r in dw):.2f} ms, minquant {sum(r['mq'][0] for r in dw):.2f} ms "
               f"({sum(r['torch'][0] for r in dw) / sum(r['mq'][0] for r in dw):.2f}×). Per layer: min "
               f"{min(ratios):.2f}×, median {np.median(ratios):.2f}×, max {max(ratios):.2f}×; below 0.7×: "
-              f"{sum(x < 0.7 for x in ratios)}.", "",
-              "### Whole models (ONNX Runtime's own int8 QOperator file; minquant runs the same file)", "",
-              "| model | batch | contestant | best ms | median ms | ms / image | vs ORT int8 | logits equal to ORT |",
-              "|---|---:|---|---:|---:|---:|---:|---|"]
+              f"{sum(x < 0.7 for x in ratios)}.", ""] + model_table(models)
+    return "\n".join(lines)
+
+
+MODEL_TABLE = "### Whole models (ONNX Runtime's own int8 QOperator file; minquant runs the same file)"
+MODEL_TABLE_END = "Ratio in the model table: ORT best / contestant best (≥ 1: faster than ONNX Runtime int8)."
+
+
+def model_table(models, note=None) -> list:
+    """The whole-model table (3.) as markdown lines, from :data:`MODEL_TABLE` to :data:`MODEL_TABLE_END`."""
+    lines = [MODEL_TABLE, ""] + ([note, ""] if note else []) + [
+             "| model | batch | contestant | best ms | median ms | ms / image | vs ORT int8 | logits equal to ORT |",
+             "|---|---:|---|---:|---:|---:|---:|---|"]
     for r in models:
         base = r["times"]["ONNX Runtime int8 (QOperator)"][0]
         for label, (b_, md) in r["times"].items():
             eq = "—" if label.startswith("ONNX") else ("yes" if r["same"] else "**no**")
             lines.append(f"| {r['name']} | {r['batch']} | {label} | {b_:.2f} | {md:.2f} | {b_ / r['batch']:.2f} | "
                          f"{base / b_:.2f}× | {eq} |")
-    lines += ["", "Ratio in the model table: ORT best / contestant best (≥ 1: faster than ONNX Runtime int8).", ""]
-    return "\n".join(lines)
+    return lines + ["", MODEL_TABLE_END, ""]
+
+
+def models_only(quick=False):
+    """Only the whole-model table (``./run bench --models-only``), with its own provenance line: the rest of
+    the section keeps the commit it names."""
+    import torch
+    torch.set_num_threads(1)
+    warnings.filterwarnings("ignore")
+    rounds = 2 if quick else 7
+    models = bench_models(rounds, quick)
+    note = (f"Re-measured alone by `./run bench --models-only`: commit {commit()}; "
+            f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; load average at the end of the run "
+            f"{os.getloadavg()[0]:.1f} (1 min) on {os.cpu_count()} cores; {rounds} interleaved rounds, one thread.")
+    return "\n".join(model_table(models, note))

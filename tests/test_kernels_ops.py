@@ -29,7 +29,8 @@ from minquant.kernels.dynamic import (dynamic_conv2d, dynamic_conv2d_reference, 
                                       dynamic_linear_reference, pack_dynamic_conv_weight)
 from minquant.kernels.int4 import int4_linear, int4_linear_reference  # noqa: E402
 from minquant.kernels.pool import (qadaptive_avg_pool2d, qadaptive_avg_pool2d_reference,  # noqa: E402
-                                   qavg_pool2d, qavg_pool2d_reference, qmax_pool2d, qmax_pool2d_reference)
+                                   qavg_pool2d, qavg_pool2d_reference, qmax_pool2d, qmax_pool2d_reference,
+                                   qavg_pool2d_onnxruntime, qavg_pool2d_onnxruntime_reference)
 from minquant.frameworks.ort_oracle import ort_session as oracle_session, run_node  # noqa: E402
 from minquant.target import Target, resolve_linear, resolve_ops  # noqa: E402
 import forced_isa  # noqa: E402
@@ -887,3 +888,18 @@ def test_int4_linear_bad_input():
             int4_linear(x, pack_int4(q), s, None, target=bad, **kw)
         with pytest.raises(ValueError, match="target"):
             int4_linear_reference(x, pack_int4(q), s, None, target=bad, **kw)
+
+
+def test_qavg_pool2d_onnxruntime_fast_equals_reference():
+    """The Numba ONNX Runtime average pool gives the NumPy reference's codes (padding, strides, both counts,
+    output qparams of their own, a non-contiguous input)."""
+    rng = np.random.default_rng(3)
+    for k, s, p in (((2, 2), (2, 2), (0, 0)), ((3, 3), (1, 1), (1, 1)), ((3, 2), (2, 1), (1, 0)),
+                    ((5, 5), (3, 3), (2, 2))):
+        x = rng.integers(70, 170, size=(2, 7, 13, 11), dtype=np.uint8)
+        for xin in (x, x[:, ::2]):
+            for cip in (False, True):
+                kw = dict(x_scale=0.043, x_zp=120, y_scale=0.031, y_zp=97)
+                r = qavg_pool2d_onnxruntime_reference(xin, k, s, p, cip, **kw)
+                assert 0 < r.min() and r.max() < 255          # not saturated
+                assert np.array_equal(qavg_pool2d_onnxruntime(xin, k, s, p, cip, **kw), r)

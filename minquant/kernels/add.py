@@ -46,7 +46,7 @@ from ..target import resolve_ops
 from .checks import check_elementwise_qparams
 from .requantize import _fma32, fma_f32_reference
 
-__all__ = ["qadd", "qadd_reference", "qnnpack_add_params", "torch_vector_block"]
+__all__ = ["QAdd", "qadd", "qadd_reference", "qnnpack_add_params", "torch_vector_block"]
 
 _F32 = np.float32
 
@@ -189,35 +189,61 @@ def _add_f64_kernel(a, b, sa, sb, sy, a_zp, b_zp, y_zp, lo, relu, out):
         _store(np.rint(y / sy) + y_zp, lo, out, i)
 
 
+class QAdd:
+    """A quantized add ready to run: qparams checked and the target's constants computed once (what a model
+    runs per call is only the kernel). ``QAdd(a_scale, a_zp, b_scale, b_zp, y_scale, y_zp, relu=, target=)``;
+    calling it with two uint8 arrays of equal shape returns what :func:`qadd` returns (same kernels)."""
+
+    def __init__(self, a_scale, a_zp, b_scale, b_zp, y_scale, y_zp, *, relu=False, target="fbgemm"):
+        check_elementwise_qparams(a_scale=a_scale, a_zp=a_zp, b_scale=b_scale, b_zp=b_zp, y_scale=y_scale,
+                                  y_zp=y_zp)
+        ar = resolve_ops(target)
+        self.name = ar.name
+        a_zp, b_zp, y_zp = int(a_zp), int(b_zp), int(y_zp)
+        sa, sb, sy = _F32(a_scale), _F32(b_scale), _F32(y_scale)
+        lo = float(y_zp if relu else 0)
+        #: elements per SIMD block of the fbgemm kernel (0: every element rounds alike, wherever it sits)
+        self.block = torch_vector_block(ar) if ar.name == "fbgemm" else 0
+        if ar.name == "fbgemm":
+            self.consts = (sa, sb, _F32(sa * _F32(-a_zp)), _F32(sb * _F32(-b_zp)), np.int32(a_zp), np.int32(b_zp),
+                           _F32(_F32(1) / sy), _F32(y_zp), _F32(lo), bool(relu))
+        elif ar.name == "qnnpack":
+            m_a, m_b, shift = qnnpack_add_params(a_scale, b_scale, y_scale)
+            self.consts = (np.int64(m_a), np.int64(m_b), np.int64(shift), np.int64(a_zp), np.int64(b_zp),
+                           np.int64(y_zp), lo)
+        elif ar.name == "onnxruntime":
+            r_a, r_b = _F32(sa / sy), _F32(sb / sy)
+            k_ort = _F32(_F32(y_zp) - fma_f32_reference(r_a, _F32(a_zp), _F32(r_b * _F32(b_zp)))[()])
+            self.consts = (r_a, r_b, k_ort, _F32(lo))
+        else:
+            self.consts = (float(a_scale), float(b_scale), float(y_scale), float(a_zp), float(b_zp), float(y_zp),
+                           lo, bool(relu))
+
+    def __call__(self, a_q, b_q):
+        if not isinstance(a_q, np.ndarray) or not isinstance(b_q, np.ndarray) or a_q.dtype != np.uint8 \
+                or b_q.dtype != np.uint8 or a_q.shape != b_q.shape:
+            a_q, b_q = _check_inputs(a_q, 1.0, 0, b_q, 1.0, 0, 1.0, 0)   # raises the error in the user's terms
+        shape = a_q.shape
+        a = np.ascontiguousarray(a_q).ravel()
+        b = np.ascontiguousarray(b_q).ravel()
+        out = np.empty(a.size, dtype=np.uint8)
+        if self.name == "fbgemm":
+            n_vec = (a.size // self.block) * self.block if self.block else 0
+            _add_fbgemm_kernel(a, b, n_vec, *self.consts, out)
+        elif self.name == "qnnpack":
+            _add_qnnpack_kernel(a, b, *self.consts, out)
+        elif self.name == "onnxruntime":
+            _add_ort_kernel(a, b, *self.consts, out)
+        else:
+            _add_f64_kernel(a, b, *self.consts, out)
+        return out.reshape(shape)
+
+
 def qadd(a_q, a_scale, a_zp, b_q, b_scale, b_zp, y_scale, y_zp, *, relu=False, target="fbgemm"):
     """Fast quantized add (Numba); same contract and bit-identical result as :func:`qadd_reference`.
 
     a_q, b_q: uint8 arrays of equal shape; scales/zero points per tensor; ``relu`` fuses a ReLU
-    (``add_relu``); ``target`` in 'fbgemm', 'qnnpack', 'onnxruntime', 'minquant'. Returns uint8."""
+    (``add_relu``); ``target`` in 'fbgemm', 'qnnpack', 'onnxruntime', 'minquant'. Returns uint8.
+    A model prepares a :class:`QAdd` once instead."""
     a_q, b_q = _check_inputs(a_q, a_scale, a_zp, b_q, b_scale, b_zp, y_scale, y_zp)
-    ar = resolve_ops(target)
-    shape = a_q.shape
-    a = np.ascontiguousarray(a_q).ravel()
-    b = np.ascontiguousarray(b_q).ravel()
-    a_zp, b_zp, y_zp = int(a_zp), int(b_zp), int(y_zp)
-    sa, sb, sy = _F32(a_scale), _F32(b_scale), _F32(y_scale)
-    lo = float(y_zp if relu else 0)
-    out = np.empty(a.size, dtype=np.uint8)
-    if ar.name == "fbgemm":
-        blk = torch_vector_block(ar)
-        n_vec = (a.size // blk) * blk if blk else 0
-        _add_fbgemm_kernel(a, b, n_vec, sa, sb, _F32(sa * _F32(-a_zp)), _F32(sb * _F32(-b_zp)), np.int32(a_zp),
-                           np.int32(b_zp), _F32(_F32(1) / sy), _F32(y_zp), _F32(lo), bool(relu), out)
-    elif ar.name == "qnnpack":
-        m_a, m_b, shift = qnnpack_add_params(a_scale, b_scale, y_scale)
-        _add_qnnpack_kernel(a, b, np.int64(m_a), np.int64(m_b), np.int64(shift), np.int64(a_zp),
-                            np.int64(b_zp), np.int64(y_zp), lo, out)
-    elif ar.name == "onnxruntime":
-        r_a, r_b = _F32(sa / sy), _F32(sb / sy)
-        k_ort = _F32(_F32(y_zp) - fma_f32_reference(r_a, _F32(a_zp), _F32(r_b * _F32(b_zp)))[()])
-        _add_ort_kernel(a, b, r_a, r_b, k_ort, _F32(lo), out)
-    else:
-        _add_f64_kernel(a, b, float(a_scale), float(b_scale), float(y_scale), float(a_zp), float(b_zp),
-                        float(y_zp), lo, bool(relu), out)
-    return out.reshape(shape)
-
+    return QAdd(a_scale, a_zp, b_scale, b_zp, y_scale, y_zp, relu=relu, target=target)(a_q, b_q)

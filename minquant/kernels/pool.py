@@ -51,7 +51,8 @@ from .checks import check_pool_qparams, check_whole
 
 __all__ = ["qmax_pool2d", "qmax_pool2d_reference", "qavg_pool2d", "qavg_pool2d_reference",
            "qadaptive_avg_pool2d", "qadaptive_avg_pool2d_reference",
-           "torch_uses_channels_last_path", "qavg_pool2d_onnxruntime"]
+           "torch_uses_channels_last_path", "qavg_pool2d_onnxruntime",
+           "qavg_pool2d_onnxruntime_reference"]
 
 _F32 = np.float32
 
@@ -423,7 +424,7 @@ def qadaptive_avg_pool2d(x_q, output_size, *, x_scale, x_zp, y_scale=None, y_zp=
 # ---------------------------------------------------------------------------------------------------------
 # ONNX Runtime's QLinearAveragePool
 # ---------------------------------------------------------------------------------------------------------
-def qavg_pool2d_onnxruntime(x_q, kernel_size, stride=None, padding=0, count_include_pad=False, *, x_scale, x_zp,
+def qavg_pool2d_onnxruntime_reference(x_q, kernel_size, stride=None, padding=0, count_include_pad=False, *, x_scale, x_zp,
                             y_scale=None, y_zp=None):
     """ONNX Runtime's ``com.microsoft.QLinearAveragePool`` (CPU, NCHW, 2-D, no ceil_mode), bit for bit.
 
@@ -438,7 +439,7 @@ def qavg_pool2d_onnxruntime(x_q, kernel_size, stride=None, padding=0, count_incl
 
     A window covering the whole image without padding is handed to the global average pool
     (:func:`qadaptive_avg_pool2d` with ``target='onnxruntime'``), as ORT does. Output qparams default to the
-    input's."""
+    input's. :func:`qavg_pool2d_onnxruntime` is the Numba version (bit-identical)."""
     x_q, k, s, p, _ = _check_pool_args(x_q, kernel_size, stride, padding, 1)
     xs, xz = _check_qparams(x_scale, x_zp, "input")
     ys, yz = _check_qparams(xs if y_scale is None else y_scale, xz if y_zp is None else y_zp, "output")
@@ -464,3 +465,49 @@ def qavg_pool2d_onnxruntime(x_q, kernel_size, stride=None, padding=0, count_incl
     mean = (acc / count.astype(_F32)).astype(_F32)
     t = np.rint(((mean / _F32(ys)).astype(_F32) + _F32(yz)).astype(_F32))
     return np.clip(t, 0, 255).astype(np.uint8)
+
+
+@njit(cache=True)
+def _avg_pool_ort_kernel(x_q, kh, kw, sh, sw, ph, pw, count_include_pad, xs, xz, ys, yz, out):
+    """ORT's float32 average pool per output code: the valid inputs of the window dequantized and added in
+    row-major order from +0, divided by the count, shifted by z_y, rounded half to even, clamped."""
+    n, c, h, w = x_q.shape
+    oh, ow = out.shape[2], out.shape[3]
+    for b in range(n):
+        for ch in range(c):
+            for i in range(oh):
+                r0 = i * sh - ph
+                for j in range(ow):
+                    c0 = j * sw - pw
+                    acc = np.float32(0)
+                    cnt = 0
+                    for di in range(kh):
+                        r = r0 + di
+                        if r < 0 or r >= h:
+                            continue
+                        for dj in range(kw):
+                            col = c0 + dj
+                            if col < 0 or col >= w:
+                                continue
+                            acc = np.float32(acc + np.float32(np.float32(np.int32(x_q[b, ch, r, col]) - xz) * xs))
+                            cnt += 1
+                    if count_include_pad:
+                        cnt = kh * kw
+                    t = np.rint(np.float32(np.float32(np.float32(acc / np.float32(cnt)) / ys) + yz))
+                    out[b, ch, i, j] = np.uint8(min(max(t, np.float32(0)), np.float32(255)))
+
+
+def qavg_pool2d_onnxruntime(x_q, kernel_size, stride=None, padding=0, count_include_pad=False, *, x_scale, x_zp,
+                            y_scale=None, y_zp=None):
+    """Fast :func:`qavg_pool2d_onnxruntime_reference` (Numba; bit-identical). Same arguments."""
+    x_q, k, s, p, _ = _check_pool_args(x_q, kernel_size, stride, padding, 1)
+    xs, xz = _check_qparams(x_scale, x_zp, "input")
+    ys, yz = _check_qparams(xs if y_scale is None else y_scale, xz if y_zp is None else y_zp, "output")
+    n, c, h, w = x_q.shape
+    if k == (h, w) and p == (0, 0):
+        return qadaptive_avg_pool2d(x_q, 1, x_scale=xs, x_zp=xz, y_scale=ys, y_zp=yz, target="onnxruntime")
+    oh, ow = pool_out_size(h, k[0], s[0], p[0]), pool_out_size(w, k[1], s[1], p[1])
+    out = np.empty((n, c, oh, ow), np.uint8)
+    _avg_pool_ort_kernel(np.ascontiguousarray(x_q), k[0], k[1], s[0], s[1], p[0], p[1], bool(count_include_pad),
+                         _F32(xs), np.int32(xz), _F32(ys), _F32(yz), out)
+    return out

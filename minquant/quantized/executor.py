@@ -42,7 +42,7 @@ from ..affine import dequantize, quantize
 from ..executor import FLOAT_KERNELS
 from ..kernels import QConv2d, QLinear
 from ..target import Target, as_target
-from ..kernels.add import qadd, torch_vector_block
+from ..kernels.add import QAdd, torch_vector_block
 from ..kernels.elementwise import activation_tables, apply_tables, qmul
 from ..kernels.dynamic import dynamic_conv2d, dynamic_linear, pack_dynamic_conv_weight
 from ..kernels.gemm import pack_weight
@@ -156,6 +156,10 @@ def prepare_kernels(graph, target) -> dict:
                 prepared[n.name] = _prepare_qconv(n, tgt)
             elif n.op == "qlinear":
                 prepared[n.name] = QLinearInductor(n, tgt) if ar.name == "inductor" else _prepare_qlinear(n, tgt)
+            elif n.op == "qadd" and lp is None:
+                a = n.attrs
+                prepared[n.name] = QAdd(a.a_scale, a.a_zp, a.b_scale, a.b_zp, a.y_scale, a.y_zp, relu=a.relu,
+                                        target=ar)
             elif n.op == "qconv2d_add":
                 prepared[n.name] = QConv2dAdd(n, tgt)
             elif n.op == "qlinear_float":
@@ -204,10 +208,10 @@ def prepare_kernels(graph, target) -> dict:
         if lp is not None:
             return qadd_litert(x0, a.a_scale, a.a_zp, x1, a.b_scale, a.b_zp, a.y_scale, a.y_zp, relu=a.relu,
                                rule=lp.add)
-        if a.channels_last:
-            return _from_nhwc_order(qadd(_to_nhwc_order(x0), a.a_scale, a.a_zp, _to_nhwc_order(x1), a.b_scale,
-                                         a.b_zp, a.y_scale, a.y_zp, relu=a.relu, target=ar))
-        return qadd(x0, a.a_scale, a.a_zp, x1, a.b_scale, a.b_zp, a.y_scale, a.y_zp, relu=a.relu, target=ar)
+        add = prepared[n.name]
+        if a.channels_last and add.block:   # fbgemm rounds by position: run it in the channels-last order
+            return _from_nhwc_order(add(_to_nhwc_order(x0), _to_nhwc_order(x1)))
+        return add(x0, x1)
 
     def k_qcat(n, xs):
         a = n.attrs
