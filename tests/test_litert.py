@@ -14,7 +14,7 @@ kernels are checked fast == reference.
 """
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, assume, given, settings, strategies as st
 
 pytest.importorskip("ai_edge_litert")
 pytest.importorskip("tflite")
@@ -92,7 +92,10 @@ def _check_all_paths(nodes_fn, x, keeps_qparams=False, saturation=0.1, w_scale=N
         if getattr(layer.attrs, "relu", False):
             ends.add(layer.attrs.y_zp)
         clamped = np.isin(codes, list(ends))
-        assert codes.size < 20 or np.mean(clamped) <= saturation, f"{np.mean(clamped):.0%} clamped outputs hide arithmetic"
+        # A draw whose outputs are mostly on the clamp's ends (e.g. one output channel, no bias, ReLU, mostly
+        # negative sums) tests little arithmetic: hypothesis rejects it and draws another — it never counts as
+        # a pass. (It used to fail the test instead: a valid comparison, but a flaky suite.)
+        assume(codes.size < 20 or np.mean(clamped) <= saturation)
 
 
 def _input(rng, shape, s, z):
