@@ -44,6 +44,9 @@ OPTIONS = {
     "p99.9": ("percentile 99.9 instead of 99.99", 100),
     "p99.995": ("percentile 99.995 instead of 99.99", 100),
     "mse_weights": ("int8 weight scales by the clipped-range search (NearestWeights('int8', mse_scale=True))", 100),
+    # the defaults with another calibration batch size (32 by default): how much of the agreement is noise
+    "batch16": ("calibration batch_size=16 (the defaults otherwise)", 100),
+    "batch100": ("calibration batch_size=100: one batch (equalization's head is then 100 crops, not 32)", 100),
 }
 
 
@@ -68,6 +71,8 @@ def run_option(option: str) -> dict:
     kw = dict(target="x86", progress=False)
     if option.startswith("p99"):
         kw["calibrator"] = functools.partial(PercentileObserver, percentile=float(option[1:]))
+    if option.startswith("batch"):
+        kw["batch_size"] = int(option[len("batch"):])
     if option == "mse_weights":
         kw["weight_rounding"] = NearestWeights("int8", mse_scale=True)
     if option.startswith("adaround"):
