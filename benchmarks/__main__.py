@@ -4,6 +4,7 @@ import re
 from pathlib import Path
 
 from benchmarks import kernels
+from minquant.files import atomic_write_text
 
 SECTION = kernels.SECTION
 HEADER = """# Benchmark results
@@ -48,7 +49,7 @@ def main():
             text = path.read_text()
             start = text.index(kernels.MODEL_TABLE)
             end = text.index(kernels.MODEL_TABLE_END, start) + len(kernels.MODEL_TABLE_END)
-            path.write_text(text[:start] + table.rstrip() + text[end:])
+            atomic_write_text(path, text[:start] + table.rstrip() + text[end:])
             print(f"updated {path}")
         return
     body = kernels.main(quick=args.quick)
@@ -56,7 +57,7 @@ def main():
     if not args.no_write and not args.quick:
         path = Path(__file__).resolve().parent / "RESULTS.md"
         text = path.read_text() if path.exists() else HEADER
-        path.write_text(_replace_section(text, SECTION, body))
+        atomic_write_text(path, _replace_section(text, SECTION, body))
         print(f"updated {path}")
 
 

@@ -46,6 +46,7 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 
 from .provenance import commit  # noqa: E402
+from minquant.files import atomic_write_text  # noqa: E402
 
 warnings.filterwarnings("ignore")
 
@@ -143,7 +144,7 @@ def run_capped(arch, qmodel, x, calls):
         np.savez(d / "x.npz", x=x)
         spec = {"arch": arch, "state": str(d / "state.pt"), "x": str(d / "x.npz"), "out": str(d / "out.npz"),
                 "calls": [{"qconfig_engine": q, "run_engine": r} for q, r in calls]}
-        (d / "spec.json").write_text(json.dumps(spec))
+        atomic_write_text((d / "spec.json"), json.dumps(spec))
         env = {**os.environ, **FORCED_ENV, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
         r = subprocess.run([sys.executable, "-m", "benchmarks.bit_exact_models", "--child", str(d / "spec.json")],
                            env=env, cwd=ROOT, capture_output=True, text=True, timeout=900)
@@ -399,7 +400,7 @@ def main(argv=None):
     print(f"[total {time.perf_counter() - t_all:.0f} s]")
     if not args.quick:
         path = Path(__file__).resolve().parent / "RESULTS_bit_exact.md"
-        path.write_text(out)
+        atomic_write_text(path, out)
         print(f"wrote {path}")
 
 

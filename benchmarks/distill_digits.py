@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from minquant.files import atomic_write_text
 
 HERE = Path(__file__).resolve().parent
 SECTION = "## Knowledge distillation on digits (issue 5)"
@@ -342,13 +343,13 @@ def main(argv=None):
         print(body)
         if not args.quick:
             path = HERE / "RESULTS_distill.md"
-            path.write_text(replace_quant_section(path.read_text(), quant_section(res, args)))
+            atomic_write_text(path, replace_quant_section(path.read_text(), quant_section(res, args)))
             print(f"rewrote the quantized section of {path}")
         return body
     body = report(res, args)
     print(body)
     if not args.quick:
-        (HERE / "RESULTS_distill.md").write_text(body)
+        atomic_write_text((HERE / "RESULTS_distill.md"), body)
         plot(res, HERE / "figures" / "distill_digits.png", args)
         print(f"wrote {HERE / 'RESULTS_distill.md'} and {HERE / 'figures' / 'distill_digits.png'}")
     return body

@@ -31,6 +31,7 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 
 from .provenance import commit  # noqa: E402
+from minquant.files import atomic_write_text  # noqa: E402
 
 JSON = Path(__file__).resolve().parent / "figures" / "int8_mobilenet.json"
 
@@ -107,7 +108,7 @@ def main(argv=None):
         r = run_option(args.option)
         print(json.dumps(r), flush=True)
         rows = [x for x in rows if x["option"] != args.option] + [r]
-        JSON.write_text(json.dumps(rows, indent=1))
+        atomic_write_text(JSON, json.dumps(rows, indent=1))
     print(table(rows))
 
 

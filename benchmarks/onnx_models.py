@@ -35,6 +35,7 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 
 from minquant.frameworks.ort_oracle import ort_runner, ort_session  # noqa: E402
+from minquant.files import atomic_write_text  # noqa: E402
 
 
 def batched(fn, x, batch=32):
@@ -279,7 +280,7 @@ def main(argv=None):
     print(f"[total {time.perf_counter() - t0:.0f} s]")
     if not args.quick and not args.no_write:
         path = Path(__file__).resolve().parent / "RESULTS_onnx.md"
-        path.write_text(out)
+        atomic_write_text(path, out)
         print(f"wrote {path}")
 
 

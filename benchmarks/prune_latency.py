@@ -41,6 +41,7 @@ import numpy as np
 import torch
 
 from minquant.prune import model_report, prune_channels
+from minquant.files import atomic_write_text
 
 FIG = Path(__file__).resolve().parent / "figures"
 
@@ -150,7 +151,7 @@ def main():
             r.setdefault("date", old["meta"]["date"])
             r.setdefault("load_average", old["meta"]["load_average"])
         rows = [new.pop(key(r), r) for r in old["rows"]] + list(new.values())
-    Path(args.out).write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
+    atomic_write_text(Path(args.out), json.dumps({"meta": meta, "rows": rows}, indent=1))
     print(f"\n{meta['date']}, {meta['machine']}, torch {meta['torch']}, 1 thread, load avg "
           f"{meta['load_average'][0]:.1f} (shared machine), median of {args.repeats}")
     print("| model | channels removed | params | MACs | fp32 latency | speed-up | minquant int8 latency "

@@ -46,6 +46,7 @@ from minquant.data.zoo import tiny_cnn_digits
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from prune_tinycnn import FIRST, rest_amount, weight_sparsity  # noqa: E402
+from minquant.files import atomic_write_text  # noqa: E402
 
 FIG = Path(__file__).resolve().parent / "figures"
 WEIGHT_OPS = ("qconv2d", "qlinear")
@@ -133,7 +134,7 @@ def main():
             "threads": torch.get_num_threads(), "epochs": args.epochs, "calibration_images": args.calib,
             "unpruned_fp32_bytes": base_fp32}
     Path(args.out).parent.mkdir(exist_ok=True)
-    Path(args.out).write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
+    atomic_write_text(Path(args.out), json.dumps({"meta": meta, "rows": rows}, indent=1))
     print(f"\nTinyCNN/digits prune → quantize_static, {meta['date']}, {meta['machine']}, torch {meta['torch']}")
     print("| model | float acc. | int8 acc. | int8 = float argmax | int8, all weights dense | size_bytes() "
           "(weights in best encoding, as saved) | vs unpruned fp32 |")

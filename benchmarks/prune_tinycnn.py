@@ -34,6 +34,7 @@ from minquant.prune import (constant_step_targets, count_params, gradual_prune, 
                             masked_training, model_report, prune_channels, prune_magnitude, storage_report)
 from minquant.data.training import accuracy, fit
 from minquant.data.zoo import tiny_cnn_digits
+from minquant.files import atomic_write_text
 
 FIG = Path(__file__).resolve().parent / "figures"
 FIRST = "features.0"
@@ -141,7 +142,7 @@ def main():
             "processor": platform.processor() or platform.machine(), "torch": torch.__version__,
             "threads": torch.get_num_threads(), "epochs": args.epochs, "steps": args.steps, "lr": args.lr,
             "baseline_accuracy": base_acc, "baseline_params": base_params, "baseline_macs": base_macs}
-    Path(args.out + ".json").write_text(json.dumps({"meta": meta, "results": results}, indent=1))
+    atomic_write_text(Path(args.out + ".json"), json.dumps({"meta": meta, "results": results}, indent=1))
     plot(meta, results, args.out + ".png")
     print_table(meta, results)
 

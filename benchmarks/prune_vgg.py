@@ -31,6 +31,7 @@ import torch.nn as nn
 from minquant.data.datasets import digits
 from minquant.prune import count_params, gradual_prune, model_report, prune_channels, storage_report
 from minquant.data.training import accuracy, fit
+from minquant.files import atomic_write_text
 
 FIG = Path(__file__).resolve().parent / "figures"
 
@@ -120,7 +121,7 @@ def main():
     meta = {"date": datetime.datetime.now().isoformat(timespec="minutes"), "machine": platform.platform(),
             "torch": torch.__version__, "threads": torch.get_num_threads(), **vars(args)}
     Path(args.out).parent.mkdir(exist_ok=True)
-    Path(args.out).write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
+    atomic_write_text(Path(args.out), json.dumps({"meta": meta, "rows": rows}, indent=1))
     print(f"\nMiniVGG/digits, {meta['date']}, {meta['machine']}, torch {meta['torch']}, 1 thread")
     print("| run | params (non-zero) | of dense | MACs | test accuracy | Δ |")
     print("|---|---:|---:|---:|---:|---:|")

@@ -40,6 +40,7 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 
 from .provenance import commit  # noqa: E402
+from minquant.files import atomic_write_text  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 BATCH = 4
@@ -250,7 +251,7 @@ def main(argv=None):
     print(out)
     if not args.quick:
         path = Path(__file__).resolve().parent / "RESULTS_pt2e.md"
-        path.write_text(out)
+        atomic_write_text(path, out)
         print(f"wrote {path}")
 
 

@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from .provenance import commit as provenance_commit
+from minquant.files import atomic_write_text
 
 HERE = Path(__file__).resolve().parent
 JSON = {"tiny": HERE / "figures" / "qat_adaround_tiny.json", "mobilenet": HERE / "figures" / "qat_adaround_mobilenet.json"}
@@ -247,7 +248,7 @@ def report():
                   "distillation recipe on real, varied data), or QAT regularised toward the float model — block-wise "
                   "reconstruction / intermediate-feature distillation instead of logits only, an early stop chosen on "
                   "held-out *photos* (never on the evaluation crops).", ""]
-    RESULTS.write_text("\n".join(lines))
+    atomic_write_text(RESULTS, "\n".join(lines))
     print(RESULTS.read_text())
 
 
@@ -284,7 +285,7 @@ def main(argv=None):
     out["seconds"] = round(time.time() - t, 1)
     path = JSON[args.part] if args.part == "tiny" or not args.tag else JSON["mobilenet"].with_name(
         f"qat_adaround_mobilenet_{args.tag}.json")
-    path.write_text(json.dumps(out, indent=1))
+    atomic_write_text(path, json.dumps(out, indent=1))
     report()
 
 

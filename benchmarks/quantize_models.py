@@ -38,6 +38,7 @@ from minquant.frameworks.ort_oracle import ort_quantize, ort_runner  # noqa: E40
 from minquant.lesson.timing import median_ms as _median_ms  # noqa: E402
 from minquant.frameworks.torch_oracle import (export_onnx, torch_eager_ptq,  # noqa: E402
                                               torch_static_tinycnn as torch_tiny_ptq)
+from minquant.files import atomic_write_text  # noqa: E402
 
 warnings.filterwarnings("ignore")
 
@@ -305,7 +306,7 @@ def main(argv=None):
     out = "\n".join(header) + "\n" + "\n\n".join(parts) + "\n"
     if not args.quick and not args.no_write:
         path = Path(__file__).resolve().parent / "RESULTS_models.md"
-        path.write_text(out)
+        atomic_write_text(path, out)
         print(f"wrote {path}")
 
 

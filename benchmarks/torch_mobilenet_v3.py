@@ -28,6 +28,7 @@ import warnings  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
+from minquant.files import atomic_write_text  # noqa: E402
 
 warnings.filterwarnings("ignore")
 
@@ -122,7 +123,7 @@ def main():
         out = Path(__file__).resolve().parent / "RESULTS_mobilenet_v3.md"
         stamp = (f"{datetime.date.today()}, torch {torch.__version__}, torchvision {torchvision.__version__}, "
                  f"{platform.machine()}, ATen CPU capability {torch.backends.cpu.get_cpu_capability()}, 1 thread")
-        out.write_text("# torch-quantized MobileNetV3-large on minquant: bit-exactness\n\n"
+        atomic_write_text(out, "# torch-quantized MobileNetV3-large on minquant: bit-exactness\n\n"
                        f"`benchmarks/torch_mobilenet_v3.py` ({stamp}). Logits after torch's DeQuantStub compared "
                        "with `np.array_equal`; intermediate codes: every quantized tensor a torch module returns, "
                        "against minquant's value of the same name.\n\n" + body + "\n")

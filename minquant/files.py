@@ -63,3 +63,9 @@ def atomic_write(path, mode: str = "wb"):
         with open(tmp, mode) as f:
             yield f
             f.flush()
+
+
+def atomic_write_text(path, text: str) -> None:
+    """``Path(path).write_text(text)`` (UTF-8), atomically: readers see the old file or the whole new one."""
+    with atomic_write(path, "w") as f:
+        f.write(text)
