@@ -66,6 +66,9 @@ def atomic_write(path, mode: str = "wb"):
 
 
 def atomic_write_text(path, text: str) -> None:
-    """``Path(path).write_text(text)`` (UTF-8), atomically: readers see the old file or the whole new one."""
-    with atomic_write(path, "w") as f:
-        f.write(text)
+    """``Path(path).write_text(text)`` in UTF-8 (whatever the locale), atomically: readers see the old file or
+    the whole new one."""
+    if not isinstance(text, str):
+        raise TypeError(f"atomic_write_text writes text (str), got {type(text).__name__}")
+    with atomic_write(path, "wb") as f:
+        f.write(text.encode("utf-8"))

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import minquant as mq
-from minquant.files import atomic_path, atomic_write
+from minquant.files import atomic_path, atomic_write, atomic_write_text
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -43,6 +43,17 @@ def test_atomic_write_leaves_old_file_on_error(tmp_path):
     with atomic_write(p) as f:
         f.write(b"new")
     assert p.read_bytes() == b"new" and sorted(os.listdir(tmp_path)) == ["f.bin"]
+
+
+def test_atomic_write_text_replaces_whole_file_and_leaves_no_temporary(tmp_path):
+    p = tmp_path / "RESULTS.md"
+    p.write_text("old results\n")
+    atomic_write_text(p, "new — ünïcode\n" * 3)
+    assert p.read_text(encoding="utf-8") == "new — ünïcode\n" * 3
+    assert sorted(os.listdir(tmp_path)) == ["RESULTS.md"]
+    with pytest.raises(TypeError):
+        atomic_write_text(p, b"bytes are not text")
+    assert p.read_text(encoding="utf-8") == "new — ünïcode\n" * 3 and sorted(os.listdir(tmp_path)) == ["RESULTS.md"]
 
 
 def test_saving_onto_a_directory_is_refused_and_leaves_nothing(two_models, tmp_path):
