@@ -424,6 +424,15 @@ def qadaptive_avg_pool2d(x_q, output_size, *, x_scale, x_zp, y_scale=None, y_zp=
 # ---------------------------------------------------------------------------------------------------------
 # ONNX Runtime's QLinearAveragePool
 # ---------------------------------------------------------------------------------------------------------
+def _ort_avg_pool_args(x_q, kernel_size, stride, padding, x_scale, x_zp, y_scale, y_zp):
+    """Checked arguments of ORT's average pool: (x_q, k, s, p, (s_x, z_x, s_y, z_y), whole), output qparams
+    defaulting to the input's; ``whole``: one window covers the unpadded image (ORT's global pool then)."""
+    x_q, k, s, p, _ = _check_pool_args(x_q, kernel_size, stride, padding, 1)
+    xs, xz = _check_qparams(x_scale, x_zp, "input")
+    ys, yz = _check_qparams(xs if y_scale is None else y_scale, xz if y_zp is None else y_zp, "output")
+    return x_q, k, s, p, (xs, xz, ys, yz), (k == tuple(x_q.shape[2:]) and p == (0, 0))
+
+
 def qavg_pool2d_onnxruntime_reference(x_q, kernel_size, stride=None, padding=0, count_include_pad=False, *, x_scale, x_zp,
                             y_scale=None, y_zp=None):
     """ONNX Runtime's ``com.microsoft.QLinearAveragePool`` (CPU, NCHW, 2-D, no ceil_mode), bit for bit.
@@ -440,12 +449,11 @@ def qavg_pool2d_onnxruntime_reference(x_q, kernel_size, stride=None, padding=0, 
     A window covering the whole image without padding is handed to the global average pool
     (:func:`qadaptive_avg_pool2d` with ``target='onnxruntime'``), as ORT does. Output qparams default to the
     input's. :func:`qavg_pool2d_onnxruntime` is the Numba version (bit-identical)."""
-    x_q, k, s, p, _ = _check_pool_args(x_q, kernel_size, stride, padding, 1)
-    xs, xz = _check_qparams(x_scale, x_zp, "input")
-    ys, yz = _check_qparams(xs if y_scale is None else y_scale, xz if y_zp is None else y_zp, "output")
-    n, c, h, w = x_q.shape
-    if k == (h, w) and p == (0, 0):
+    x_q, k, s, p, (xs, xz, ys, yz), whole = _ort_avg_pool_args(x_q, kernel_size, stride, padding, x_scale, x_zp,
+                                                              y_scale, y_zp)
+    if whole:
         return qadaptive_avg_pool2d(x_q, 1, x_scale=xs, x_zp=xz, y_scale=ys, y_zp=yz, target="onnxruntime")
+    n, c, h, w = x_q.shape
     oh, ow = pool_out_size(h, k[0], s[0], p[0]), pool_out_size(w, k[1], s[1], p[1])
     real = ((x_q.astype(np.int32) - xz).astype(_F32) * _F32(xs)).astype(_F32)
     padded = np.zeros((n, c, h + 2 * p[0], w + 2 * p[1]), _F32)
@@ -500,12 +508,11 @@ def _avg_pool_ort_kernel(x_q, kh, kw, sh, sw, ph, pw, count_include_pad, xs, xz,
 def qavg_pool2d_onnxruntime(x_q, kernel_size, stride=None, padding=0, count_include_pad=False, *, x_scale, x_zp,
                             y_scale=None, y_zp=None):
     """Fast :func:`qavg_pool2d_onnxruntime_reference` (Numba; bit-identical). Same arguments."""
-    x_q, k, s, p, _ = _check_pool_args(x_q, kernel_size, stride, padding, 1)
-    xs, xz = _check_qparams(x_scale, x_zp, "input")
-    ys, yz = _check_qparams(xs if y_scale is None else y_scale, xz if y_zp is None else y_zp, "output")
-    n, c, h, w = x_q.shape
-    if k == (h, w) and p == (0, 0):
+    x_q, k, s, p, (xs, xz, ys, yz), whole = _ort_avg_pool_args(x_q, kernel_size, stride, padding, x_scale, x_zp,
+                                                              y_scale, y_zp)
+    if whole:
         return qadaptive_avg_pool2d(x_q, 1, x_scale=xs, x_zp=xz, y_scale=ys, y_zp=yz, target="onnxruntime")
+    n, c, h, w = x_q.shape
     oh, ow = pool_out_size(h, k[0], s[0], p[0]), pool_out_size(w, k[1], s[1], p[1])
     out = np.empty((n, c, oh, ow), np.uint8)
     _avg_pool_ort_kernel(np.ascontiguousarray(x_q), k[0], k[1], s[0], s[1], p[0], p[1], bool(count_include_pad),

@@ -148,6 +148,22 @@ def _load_f16(context, builder, arr_ty, arr, elem):
     return v
 
 
+def _nine_taps(builder, s, W, lo_v, hi_v, cp):
+    """IR of ``Σ_pairs clamp(s_t·W_t + s_t+1·W_t+1)`` over the taps (0,1) (2,3) (4,5) (6,7) (8), 16 float32 lanes:
+    each pair one multiply and one fused multiply-add (exact: integers below 2^24), clamped to [lo, hi] when
+    ``cp`` (fbgemm's int16 pair saturation), the pairs added in order."""
+    LO, HI = _splat(builder, lo_v, _F16), _splat(builder, hi_v, _F16)
+    acc = None
+    for t in range(0, 9, 2):
+        p = builder.fmul(s[t], W[t])
+        if t + 1 < 9:
+            p = _vcall(builder, "llvm.fma", [s[t + 1], W[t + 1], p])
+            clamped = _vcall(builder, "llvm.minnum", [_vcall(builder, "llvm.maxnum", [p, LO]), HI])
+            p = builder.select(cp, clamped, p)
+        acc = p if acc is None else builder.fadd(acc, p)
+    return acc
+
+
 @intrinsic
 def taps9_16(typingctx, flat, i, offs, w, cterm, sat_lo, sat_hi, clamp_pairs):
     """16 int32 lanes ``Σ_pairs clamp(w_t·flat[o_t + i + l] + w_t+1·flat[o_t+1 + i + l]) − cterm`` (l < 16) of a
@@ -164,15 +180,7 @@ def taps9_16(typingctx, flat, i, offs, w, cterm, sat_lo, sat_hi, clamp_pairs):
         s = [_load_f16(context, builder, signature.args[0], arr, builder.add(builder.extract_value(ov, t), iv))
              for t in range(9)]
         W = [_splat(builder, builder.extract_value(wv, t), _F16) for t in range(9)]
-        LO, HI = _splat(builder, lo_v, _F16), _splat(builder, hi_v, _F16)
-        acc = None
-        for t in range(0, 9, 2):
-            p = builder.fmul(s[t], W[t])
-            if t + 1 < 9:
-                p = _vcall(builder, "llvm.fma", [s[t + 1], W[t + 1], p])    # exact: integers below 2^24
-                clamped = _vcall(builder, "llvm.minnum", [_vcall(builder, "llvm.maxnum", [p, LO]), HI])
-                p = builder.select(cp, clamped, p)
-            acc = p if acc is None else builder.fadd(acc, p)
+        acc = _nine_taps(builder, s, W, lo_v, hi_v, cp)
         acc = builder.fsub(acc, _splat(builder, ct, _F16))
         return builder.fptosi(acc, _I16)
     return sig, codegen
@@ -217,15 +225,7 @@ def taps9_lanes16(typingctx, xp, offs, wt, c, ct, sat_lo, sat_hi, clamp_pairs):
              for t in range(9)]
         W = [_load_f16(context, builder, signature.args[2], wa, builder.add(builder.mul(C, ir.Constant(C.type, t)), cv))
              for t in range(9)]
-        LO, HI = _splat(builder, lo_v, _F16), _splat(builder, hi_v, _F16)
-        acc = None
-        for t in range(0, 9, 2):
-            p = builder.fmul(s[t], W[t])
-            if t + 1 < 9:
-                p = _vcall(builder, "llvm.fma", [s[t + 1], W[t + 1], p])    # exact: integers below 2^24
-                clamped = _vcall(builder, "llvm.minnum", [_vcall(builder, "llvm.maxnum", [p, LO]), HI])
-                p = builder.select(cp, clamped, p)
-            acc = p if acc is None else builder.fadd(acc, p)
+        acc = _nine_taps(builder, s, W, lo_v, hi_v, cp)
         q = _byte_ptr(context, builder, signature.args[4], cta, builder.mul(cv, ir.Constant(ir.IntType(64), 4)))
         ctv = builder.load(builder.bitcast(q, _I16.as_pointer()))
         ctv.align = 1
