@@ -222,7 +222,11 @@ def test_int8_layers_keep_8_bits(digits):
     r = NearestWeights("int4", int8_layers=("classifier",))
     qm = mq.quantize_static(model, [x_tr[:64]], target="x86", weight_rounding=r, progress=False)
     w = {n.name: n.params["weight"] for n in qm.graph.nodes if n.op in ("qconv2d", "qlinear")}
-    assert np.abs(w["classifier"]).max() > 100                      # int8 codes (max|w| → ±127/128)
+    # int8 codes: per-channel max-abs scaling puts each row's largest weight on the top code, ±127 where the
+    # target accumulates exactly (VNNI hosts), ±63/64 where fbgemm's AVX2 pairs saturate and minquant gives
+    # the layer 7-bit weights (meta["weights_7bit"] names it: the path an AVX2-only host such as Zen 3 takes)
+    top = 64 if "classifier" in qm.meta["weights_7bit"] else 127
+    assert top - 1 <= np.abs(w["classifier"]).max() <= top
     assert all(np.abs(v).max() <= 8 for k, v in w.items() if k != "classifier")
     with pytest.raises(TypeError, match="layer names"):
         NearestWeights("int4", int8_layers="classifier")
