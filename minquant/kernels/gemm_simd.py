@@ -47,9 +47,10 @@ from .simd import load16
 from .simd import (ISA_AVX2, ISA_AVX512BW, ISA_AVX512VNNI, ISA_NAMES, ISA_NONE, MAC_PAIRS_256, MAC_PAIRS_512,
                    MAC_PAIRS_VNNI, MAC_SWAP, MAC_VNNI, MacKind, host_isa)
 
-__all__ = ["GemmPlan", "choose_plan", "linear_simd", "conv_simd"]
+__all__ = ["GemmPlan", "choose_plan", "linear_simd", "conv_simd", "conv_rows_simd"]
 
 KC = 128   # groups of 4 k per K block: a 64-lane panel block is 32 KB, inside L1
+ROW_BLOCK = 240   # rows of the linear layout per int32 block (a multiple of the 6- and 12-row tiles)
 
 
 @dataclass(frozen=True)
@@ -174,7 +175,7 @@ def _linear_kernel(kind, A, V, K4, C, row_sum, col_adj, w_zp, a_zp, consts, bq, 
     side by side, so that each epilogue call sweeps NB·64 channels of a row."""
     M, N = out.shape
     ldb = A.shape[1]
-    W = C.shape[1]
+    MB, W = C.shape
     nb = W // 64
     accrow = np.empty(W, np.int32)
     cterm = np.empty(W, np.int32)
@@ -184,24 +185,29 @@ def _linear_kernel(kind, A, V, K4, C, row_sum, col_adj, w_zp, a_zp, consts, bq, 
     zf, lof = np.float32(y_zp), np.float32(lo)
     tail = np.empty(16, np.uint8)
     out_f = out.reshape(out.size)
-    for j0 in range(0, n_panels, nb):
-        for jj in range(min(nb, n_panels - j0)):
-            tiles.product_panel(kind, A, ldb, M, V, (j0 + jj) * K4 * 256, K4, KC, C, jj * 256, W * 4)
-        n0 = j0 * 64
-        nn = min(W, N - n0)
-        for c in range(nn):
-            cterm[c] = np.int32(a_zp * col_adj[n0 + c])
-            zw[c] = np.int32(w_zp[n0 + c])
-        for m in range(M):
-            row = C[m]
-            rs = np.int32(row_sum[m])
+    for m0 in range(0, M, MB):             # row blocks: the int32 block C stays in cache until its epilogue
+        mb = min(MB, M - m0)
+        Ab = A[m0:m0 + mb]
+        for j0 in range(0, n_panels, nb):
+            for jj in range(min(nb, n_panels - j0)):
+                n_left = N - (j0 + jj) * 64
+                tiles.product_panel(kind, Ab, ldb, mb, V, (j0 + jj) * K4 * 256, K4, KC, C, jj * 256, W * 4,
+                                    min(n_left, 64))
+            n0 = j0 * 64
+            nn = min(W, N - n0)
             for c in range(nn):
-                accrow[c] = row[c] - cterm[c] - zw[c] * rs
-            if vec:
-                _lanes_out(accrow, nn, n0, mode, consts, bq, zf, lof, out_f, m * N + n0, tail)
-            else:
-                _requant_lanes(accrow[:nn], n0, mode, bias_f, bias_q, mult32, mult64, y_zp, lo, hi,
-                               out[m, n0:n0 + nn])
+                cterm[c] = np.int32(a_zp * col_adj[n0 + c])
+                zw[c] = np.int32(w_zp[n0 + c])
+            for m in range(mb):
+                row = C[m]
+                rs = np.int32(row_sum[m0 + m])
+                for c in range(nn):
+                    accrow[c] = row[c] - cterm[c] - zw[c] * rs
+                if vec:
+                    _lanes_out(accrow, nn, n0, mode, consts, bq, zf, lof, out_f, (m0 + m) * N + n0, tail)
+                else:
+                    _requant_lanes(accrow[:nn], n0, mode, bias_f, bias_q, mult32, mult64, y_zp, lo, hi,
+                                   out[m0 + m, n0:n0 + nn])
 
 
 def _lane_waste(n):
@@ -229,7 +235,8 @@ def linear_simd(plan: GemmPlan, packed, x_q, x_zp, col_adj, st: OutputStage, lan
     row_sum = x_q.sum(1, dtype=np.int64) if np.any(packed.w_zp) else np.zeros(m, np.int64)
     out = np.empty((m, packed.w_q.shape[0]), np.uint8)
     n = packed.w_q.shape[0]
-    C = np.empty((max(m, 1), 64 * _panels_per_block(m, -(-n // 64))), np.int32)
+    mb = max(min(m, ROW_BLOCK), 1)
+    C = np.empty((mb, 64 * _panels_per_block(mb, -(-n // 64))), np.int32)
     consts, bq = lanes if lanes is not None else lane_constants(st, n)
     _linear_kernel(mac_kind(plan, False), a, V, a.shape[1] // 4, C, row_sum, col_adj, packed.w_zp,
                    np.int64(x_zp), consts, bq, st.mode, st.bias_f, st.bias_q, st.mult32, st.mult64, np.float64(st.y_zp),
@@ -385,3 +392,56 @@ def conv_simd(plan: GemmPlan, packed, x_q, kernel, stride, padding, dilation, ow
                  np.zeros(width, np.int32), col_adj, packed.w_zp, st.mode, st.bias_f, st.bias_q, st.mult32,
                  st.mult64, np.float64(st.y_zp), np.float64(st.lo), st.hi, out3)
     return out3
+
+
+# ------------------------------------------------------------------------------------------- channels-last conv
+@njit(cache=True)
+def _im2col_rows(x, kh, kw, sh, sw, ph, pw, dh, dw, zp, A):
+    """A[(b·OH + y)·OW + x, (i·kw + j)·C + c] = x[b, y·sh + i·dh − ph, x·sw + j·dw − pw, c] for a channels-last
+    ``x`` (batch, H, W, C) — z_x (real 0) where the tap falls in the padding, 0 in A's columns past K. The
+    rows of the linear layout: one output pixel per row, K in (kh, kw, c) order, each tap's C bytes one copy."""
+    n_img, h, w, c_in = x.shape
+    oh = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1
+    ow = (w + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+    kp = A.shape[1]
+    K = kh * kw * c_in
+    for b in range(n_img):
+        for y in range(oh):
+            for xo in range(ow):
+                row = A[(b * oh + y) * ow + xo]
+                for i in range(kh):
+                    iy = y * sh + i * dh - ph
+                    for j in range(kw):
+                        ix = xo * sw + j * dw - pw
+                        k0 = (i * kw + j) * c_in
+                        if 0 <= iy < h and 0 <= ix < w:
+                            src = x[b, iy, ix]
+                            for c in range(c_in):
+                                row[k0 + c] = src[c]
+                        else:
+                            for c in range(c_in):
+                                row[k0 + c] = zp
+                for k in range(K, kp):
+                    row[k] = 0
+
+
+def conv_rows_simd(plan: GemmPlan, packed, x_nhwc, kernel, stride, padding, dilation, x_zp, col_adj,
+                   st: OutputStage, lanes=None) -> np.ndarray:
+    """A groups = 1 convolution on channels-last codes: ``x_nhwc`` (batch, H, W, C) → (batch, OH, OW, N) uint8,
+    as the linear layout (lanes = output channels, rows = output pixels): a 1×1 stride-1 convolution *is*
+    the product of the pixel rows (batch·H·W, C) by the weights, read in place when C is a multiple of 4;
+    otherwise the rows are the channels-last im2col matrix (:func:`_im2col_rows`). Same integers, same output
+    stage as :func:`conv_simd` (module docstring)."""
+    (kh, kw), (sh, sw), (ph, pw), (dh, dw) = kernel, stride, padding, dilation
+    n_img, h, w, c_in = x_nhwc.shape
+    oh = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1
+    ow = (w + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+    if (kh, kw, sh, sw, ph, pw) == (1, 1, 1, 1, 0, 0):
+        rows = x_nhwc.reshape(n_img * h * w, c_in)
+    else:
+        k = kh * kw * c_in
+        rows = np.empty((n_img * oh * ow, 4 * _k4(k)), np.uint8)
+        _im2col_rows(np.ascontiguousarray(x_nhwc), kh, kw, sh, sw, ph, pw, dh, dw, np.uint8(x_zp), rows)
+        # (the columns past K are 0: they add nothing to the product nor to the row sums Σ_k a)
+    y = linear_simd(plan, packed, rows, x_zp, col_adj, st, lanes)
+    return y.reshape(n_img, oh, ow, -1)
