@@ -168,6 +168,46 @@ def _lanes_out(acc, nn, n0, mode, consts, bq, zf, lof, out_f, o0, tail):
             out_f[o0 + full + i] = tail[i]
 
 
+@njit(cache=True, inline="always")
+def _chunk_rows(mode, C, W, mb, c, n0, consts, bq, zf, lof, out_f, o0, N):
+    """Channels c .. c + 15 of rows m < mb of the int32 block C (row pitch W) → out_f[o0 + m·N + c]: the output
+    stage on 16 lanes, one row after another with the channel constants fixed."""
+    for m in range(mb):
+        store_codes16(out_f, o0 + m * N + c, requant16_lanes(mode, load16(C, 4 * (m * W + c)), consts, bq, n0 + c,
+                                                             zf, lof))
+
+
+@njit(cache=True)
+def _rows_out(C, mb, nn, n0, cterm, zw, row_sum, m0, N, mode, consts, bq, zf, lof, out_f, tail):
+    """The epilogue of a finished int32 block: rows m < mb of C (channels n0 .. n0 + nn − 1 along the row) →
+    out_f's rows m0 + m. The zero-point terms are taken off in place, then the output stage runs 16 channels
+    at a time down the rows (:func:`~minquant.kernels.requant_simd.requant16_lanes`) — the channel loop
+    outside, so that its constants stay put (measured: a 16-channel row at a time is ~20× slower); a last
+    partial chunk goes through ``tail``. One loop per mode, so that the mode is a constant in each."""
+    W = C.shape[1]
+    for m in range(mb):
+        rs = np.int32(row_sum[m0 + m])
+        for c in range(nn):
+            C[m, c] -= cterm[c] + zw[c] * rs
+    full = nn // 16 * 16
+    o0 = m0 * N + n0
+    for c in range(0, full, 16):
+        if mode == 0:
+            _chunk_rows(0, C, W, mb, c, n0, consts, bq, zf, lof, out_f, o0, N)
+        elif mode == 1:
+            _chunk_rows(1, C, W, mb, c, n0, consts, bq, zf, lof, out_f, o0, N)
+        elif mode == 2:
+            _chunk_rows(2, C, W, mb, c, n0, consts, bq, zf, lof, out_f, o0, N)
+        else:
+            _chunk_rows(4, C, W, mb, c, n0, consts, bq, zf, lof, out_f, o0, N)
+    if full < nn:      # (reads lanes up to the next multiple of 16, inside the row: W is a multiple of 64)
+        for m in range(mb):
+            store_codes16(tail, 0, requant16_lanes(mode, load16(C, 4 * (m * W + full)), consts, bq, n0 + full, zf,
+                                                   lof))
+            for i in range(nn - full):
+                out_f[o0 + m * N + full + i] = tail[i]
+
+
 @njit(cache=True)
 def _linear_kernel(kind, A, V, K4, C, row_sum, col_adj, w_zp, a_zp, consts, bq, mode, bias_f, bias_q, mult32, mult64,
                    y_zp, lo, hi, out):
@@ -198,16 +238,16 @@ def _linear_kernel(kind, A, V, K4, C, row_sum, col_adj, w_zp, a_zp, consts, bq, 
             for c in range(nn):
                 cterm[c] = np.int32(a_zp * col_adj[n0 + c])
                 zw[c] = np.int32(w_zp[n0 + c])
+            if vec:
+                _rows_out(C, mb, nn, n0, cterm, zw, row_sum, m0, N, mode, consts, bq, zf, lof, out_f, tail)
+                continue
             for m in range(mb):
                 row = C[m]
                 rs = np.int32(row_sum[m0 + m])
                 for c in range(nn):
                     accrow[c] = row[c] - cterm[c] - zw[c] * rs
-                if vec:
-                    _lanes_out(accrow, nn, n0, mode, consts, bq, zf, lof, out_f, (m0 + m) * N + n0, tail)
-                else:
-                    _requant_lanes(accrow[:nn], n0, mode, bias_f, bias_q, mult32, mult64, y_zp, lo, hi,
-                                   out[m0 + m, n0:n0 + nn])
+                _requant_lanes(accrow[:nn], n0, mode, bias_f, bias_q, mult32, mult64, y_zp, lo, hi,
+                               out[m0 + m, n0:n0 + nn])
 
 
 def _lane_waste(n):
