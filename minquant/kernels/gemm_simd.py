@@ -49,6 +49,7 @@ from .simd import (ISA_AVX2, ISA_AVX512BW, ISA_AVX512VNNI, ISA_NAMES, ISA_NONE, 
 
 __all__ = ["GemmPlan", "choose_plan", "linear_simd", "conv_simd", "conv_rows_simd"]
 
+U = np.uint64   # flat indices: unsigned, so Numba adds no wrap-around test
 KC = 128   # groups of 4 k per K block: a 64-lane panel block is 32 KB, inside L1
 ROW_BLOCK = 240   # rows of the linear layout per int32 block (a multiple of the 6- and 12-row tiles)
 
@@ -445,24 +446,35 @@ def _im2col_rows(x, kh, kw, sh, sw, ph, pw, dh, dw, zp, A):
     ow = (w + 2 * pw - dw * (kw - 1) - 1) // sw + 1
     kp = A.shape[1]
     K = kh * kw * c_in
+    xf = x.reshape(x.size)
+    af = A.reshape(A.size)          # flat indices, no row views: a view per row costs more than its bytes
+    span = kw * c_in                # one tap row's bytes: contiguous in x when dw = 1 and inside the image
     for b in range(n_img):
         for y in range(oh):
             for xo in range(ow):
-                row = A[(b * oh + y) * ow + xo]
+                r0 = ((b * oh + y) * ow + xo) * kp
+                ix0 = xo * sw - pw
                 for i in range(kh):
                     iy = y * sh + i * dh - ph
+                    k0 = r0 + i * span
+                    if dw == 1 and 0 <= iy < h and ix0 >= 0 and ix0 + kw <= w:
+                        s0 = U(((b * h + iy) * w + ix0) * c_in)
+                        d = U(k0)
+                        for t in range(U(span)):      # unsigned indices: no wrap-around test
+                            af[d + t] = xf[s0 + t]
+                        continue
                     for j in range(kw):
-                        ix = xo * sw + j * dw - pw
-                        k0 = (i * kw + j) * c_in
+                        ix = ix0 + j * dw
+                        d = k0 + j * c_in
                         if 0 <= iy < h and 0 <= ix < w:
-                            src = x[b, iy, ix]
-                            for c in range(c_in):
-                                row[k0 + c] = src[c]
+                            s0 = U(((b * h + iy) * w + ix) * c_in)
+                            for c in range(U(c_in)):
+                                af[U(d) + c] = xf[s0 + c]
                         else:
-                            for c in range(c_in):
-                                row[k0 + c] = zp
-                for k in range(K, kp):
-                    row[k] = 0
+                            for c in range(U(c_in)):
+                                af[U(d) + c] = zp
+                for k in range(U(K), U(kp)):
+                    af[U(r0) + k] = 0
 
 
 def conv_rows_simd(plan: GemmPlan, packed, x_nhwc, kernel, stride, padding, dilation, x_zp, col_adj,

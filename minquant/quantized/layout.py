@@ -20,7 +20,7 @@ kernels test. Node names (and so every prepared layer and every output name) sta
 transposes get new names. Every channels-last kernel is bit-identical to its NCHW form, so the plan
 computes the same codes as the graph (tests/test_channels_last.py); the plan is used only to run the
 model (:class:`~minquant.quantized.model.QuantizedModel`), never to show intermediate values, which stay
-NCHW. This module imports only NumPy.
+NCHW. This module imports only NumPy and minquant's kernels.
 """
 from __future__ import annotations
 
@@ -29,6 +29,7 @@ import dataclasses
 import numpy as np
 
 from ..graph import OPS, Graph, Node, OpSpec, register_op, unique_name
+from ..kernels.transpose import nchw_to_nhwc, nhwc_to_nchw
 from . import ops  # noqa: F401  (registers the quantized ops first)
 
 __all__ = ["NHWC_OPS", "channels_last_graph", "to_nhwc", "to_nchw"]
@@ -41,13 +42,13 @@ _SEEDS = frozenset({"qconv2d"})
 
 
 def to_nhwc(x: np.ndarray) -> np.ndarray:
-    """(N, C, H, W) → (N, H, W, C), contiguous."""
-    return np.ascontiguousarray(x.transpose(0, 2, 3, 1))
+    """(N, C, H, W) → (N, H, W, C), contiguous (:func:`~minquant.kernels.transpose.nchw_to_nhwc`)."""
+    return nchw_to_nhwc(x)
 
 
 def to_nchw(x: np.ndarray) -> np.ndarray:
-    """(N, H, W, C) → (N, C, H, W), contiguous."""
-    return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+    """(N, H, W, C) → (N, C, H, W), contiguous (:func:`~minquant.kernels.transpose.nhwc_to_nchw`)."""
+    return nhwc_to_nchw(x)
 
 
 for _op, _nhwc in NHWC_OPS.items():
