@@ -17,7 +17,10 @@ input *and* one output channel per group) accumulates exactly.
 for groups == 1 the int8 SIMD GEMM with im2col done panel by panel and the output stage fused
 (:mod:`~minquant.kernels.gemm_simd`; without JIT or AVX2: one im2col + the BLAS-exact GEMM, 1×1 stride-1
 convs skipping im2col), a direct Numba loop for depthwise-style groups (C_g = 1), per-group GEMMs
-otherwise. Bit-identical to the reference.
+otherwise. Bit-identical to the reference. ``QConv2d.nhwc`` is the same layer on channels-last codes (N, H, W, C)
+→ (N, OH, OW, O), for the channels-last execution plan (:mod:`minquant.quantized.layout`): groups == 1 on the
+GEMM's linear layout (pixel rows; :func:`~minquant.kernels.gemm_simd.conv_rows_simd`), depthwise on the
+channels-last kernel (:func:`depthwise_channels_last`).
 """
 from __future__ import annotations
 

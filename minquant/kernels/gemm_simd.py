@@ -28,6 +28,10 @@ Two layouts of the same product (:mod:`.tiles` does the multiply-adds):
 * **conv** (``QConv2d``, groups = 1): lanes = output pixels, rows = output channels. The weights are the
   broadcast rows (N, K padded); each 64-pixel panel of the image is packed on the fly (im2col in (kh, kw, c)
   order, or a plain 4-channel interleave for 1×1 stride-1 convolutions). Output rows are NCHW rows.
+* **channels-last conv** (``QConv2d.nhwc``, :func:`conv_rows_simd`): the linear layout on the output pixels
+  — a 1×1 stride-1 convolution's rows are the NHWC pixels themselves (no copy), a k×k one's the channels-last
+  im2col rows; output rows are NHWC pixels. Panels with 32 or fewer useful output channels run on the 16- or
+  32-lane tiles (:func:`~minquant.kernels.tiles.product_panel`).
 
 The epilogue (per output row of a finished panel, straight from the int32 tile): the zero-point terms
 acc = raw − z_x·(Σ_k w − K·z_w) − z_w·Σ_k a (step 4) and the target's output stage (step 7).

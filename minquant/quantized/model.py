@@ -124,7 +124,7 @@ class QuantizedModel:
         self.qparams = ops.value_qparams(graph)
         self._shapes = None
         self.channels_last = bool(channels_last)
-        self._plan = None      # the graph as run: made on first use
+        self._plan = None      # the channels-last execution plan: made on first use
         #: what a quantizer reports about how it made this model (:func:`quantize_dynamic` sets a
         #: :class:`~minquant.quantized.dynamic.QuantizationReport`); None otherwise. Not saved.
         self.report = None
@@ -160,10 +160,11 @@ class QuantizedModel:
     def execution_plan(self) -> Graph:
         """The graph :meth:`__call__` runs: with :attr:`channels_last`, ``graph`` with its channels-last regions
         and their transposes (:func:`~minquant.quantized.layout.channels_last_graph`); else ``graph``."""
-        want = self.channels_last
-        if self._plan is None or self._plan[0] != want:
-            self._plan = (want, channels_last_graph(self.graph, self._kernels.nhwc_ok) if want else self.graph)
-        return self._plan[1]
+        if not self.channels_last:
+            return self.graph
+        if self._plan is None:
+            self._plan = channels_last_graph(self.graph, self._kernels.nhwc_ok)
+        return self._plan
 
     def run(self, x: np.ndarray, *, intermediates: bool = False, raw: bool = False):
         """``run(x)`` = ``self(x)``. With ``intermediates=True``: ``(output, values)`` where ``values`` maps
