@@ -183,17 +183,23 @@ def _chunk_rows(mode, C, W, mb, c, n0, consts, bq, zf, lof, out_f, o0, N):
 
 
 @njit(cache=True)
-def _rows_out(C, mb, nn, n0, cterm, zw, row_sum, m0, N, mode, consts, bq, zf, lof, out_f, tail):
+def _rows_out(C, mb, nn, n0, cterm, zw, has_wzp, row_sum, m0, N, mode, consts, bq, zf, lof, out_f, tail):
     """The epilogue of a finished int32 block: rows m < mb of C (channels n0 .. n0 + nn − 1 along the row) →
     out_f's rows m0 + m. The zero-point terms are taken off in place, then the output stage runs 16 channels
     at a time down the rows (:func:`~minquant.kernels.requant_simd.requant16_lanes`) — the channel loop
     outside, so that its constants stay put (measured: a 16-channel row at a time is ~20× slower); a last
     partial chunk goes through ``tail``. One loop per mode, so that the mode is a constant in each."""
     W = C.shape[1]
-    for m in range(mb):
-        rs = np.int32(row_sum[m0 + m])
-        for c in range(nn):
-            C[m, c] -= cterm[c] + zw[c] * rs
+    Cf = C.reshape(C.size)
+    if has_wzp:
+        for m in range(mb):
+            rs = np.int32(row_sum[m0 + m])
+            for c in range(U(nn)):
+                Cf[U(m * W) + c] -= cterm[c] + zw[c] * rs
+    else:
+        for m in range(mb):
+            for c in range(U(nn)):        # unsigned indices: a straight vector sweep
+                Cf[U(m * W) + c] -= cterm[c]
     full = nn // 16 * 16
     o0 = m0 * N + n0
     for c in range(0, full, 16):
@@ -216,8 +222,8 @@ def _rows_out(C, mb, nn, n0, cterm, zw, row_sum, m0, N, mode, consts, bq, zf, lo
 @njit(cache=True)
 def _linear_kernel(kind, A, V, K4, C, row_sum, col_adj, w_zp, a_zp, consts, bq, mode, bias_f, bias_q, mult32, mult64,
                    y_zp, lo, hi, out):
-    """out (M, N) uint8 = output stage of (A · Wᵀ − zero-point terms). C (M, NB·64) holds NB 64-channel panels
-    side by side, so that each epilogue call sweeps NB·64 channels of a row."""
+    """out (M, N) uint8 = output stage of (A · Wᵀ − zero-point terms), by blocks of MB rows (C's rows). C (MB,
+    NB·64) holds NB 64-channel panels side by side, so that each epilogue call sweeps NB·64 channels of a row."""
     M, N = out.shape
     ldb = A.shape[1]
     MB, W = C.shape
@@ -230,6 +236,9 @@ def _linear_kernel(kind, A, V, K4, C, row_sum, col_adj, w_zp, a_zp, consts, bq, 
     zf, lof = np.float32(y_zp), np.float32(lo)
     tail = np.empty(16, np.uint8)
     out_f = out.reshape(out.size)
+    has_wzp = False
+    for n in range(N):
+        has_wzp = has_wzp or w_zp[n] != 0
     for m0 in range(0, M, MB):             # row blocks: the int32 block C stays in cache until its epilogue
         mb = min(MB, M - m0)
         Ab = A[m0:m0 + mb]
@@ -244,7 +253,7 @@ def _linear_kernel(kind, A, V, K4, C, row_sum, col_adj, w_zp, a_zp, consts, bq, 
                 cterm[c] = np.int32(a_zp * col_adj[n0 + c])
                 zw[c] = np.int32(w_zp[n0 + c])
             if vec:
-                _rows_out(C, mb, nn, n0, cterm, zw, row_sum, m0, N, mode, consts, bq, zf, lof, out_f, tail)
+                _rows_out(C, mb, nn, n0, cterm, zw, has_wzp, row_sum, m0, N, mode, consts, bq, zf, lof, out_f, tail)
                 continue
             for m in range(mb):
                 row = C[m]
