@@ -154,9 +154,10 @@ def prepare_kernels(graph, target) -> KernelTable:
     """The kernel table for ``graph`` under ``target`` (a :class:`~minquant.target.Target` or a framework
     name; module docstring): every layer prepared once, each convolution with the arithmetic its framework
     picks for that layer on the target's CPU. It also runs the channels-last ops of an execution plan
-    (:mod:`~minquant.quantized.layout`: ``qconv2d_nhwc``, ``qadd_nhwc``, ``qclamp_nhwc``, ``to_nhwc``, ``to_nchw``)
-    for the nodes :meth:`KernelTable.nhwc_ok` names: convolutions whose channels-last path reads the codes
-    in place (:attr:`~minquant.kernels.QConv2d.channels_last_native`), clamps, and adds whose rounding does not
+    (:mod:`~minquant.quantized.layout`: ``qconv2d_nhwc``, ``qadd_nhwc``, ``qclamp_nhwc``, ``qmax_pool2d_nhwc``,
+    ``to_nhwc``, ``to_nchw``) for the nodes :meth:`KernelTable.nhwc_ok` names: convolutions whose channels-last
+    path reads the codes in place (:attr:`~minquant.kernels.QConv2d.channels_last_native`), clamps, max pools,
+    and adds whose rounding does not
     depend on where an element sits in NCHW order (fbgemm's does unless the emulated tensors are
     channels-last: ``QAddAttrs.channels_last``)."""
     tgt = as_target(target)
@@ -206,7 +207,7 @@ def prepare_kernels(graph, target) -> KernelTable:
     for n in graph.nodes:
         if n.op == "qconv2d" and prepared[n.name].channels_last_native:
             nhwc_nodes.add(n.name)
-        elif n.op == "qclamp" or (n.op == "qadd" and (lp is not None or not prepared[n.name].block
+        elif n.op in ("qclamp", "qmax_pool2d") or (n.op == "qadd" and (lp is not None or not prepared[n.name].block
                                                       or n.attrs.channels_last)):
             nhwc_nodes.add(n.name)
 
@@ -269,6 +270,11 @@ def prepare_kernels(graph, target) -> KernelTable:
         return qavg_pool2d(_check_codes(xs[0], n), a.kernel_size, a.stride, a.padding, a.ceil_mode,
                            a.count_include_pad, a.divisor_override, x_scale=a.x_scale, x_zp=a.x_zp,
                            y_scale=a.y_scale, y_zp=a.y_zp, target=pool_target, channels_last=a.channels_last)
+
+    def k_qmax_nhwc(n, xs):
+        a = n.attrs
+        return qmax_pool2d(_check_codes(xs[0], n), a.kernel_size, a.stride, a.padding, a.dilation, a.ceil_mode,
+                           channels_last=True)
 
     def k_qadaptive(n, xs):
         a = n.attrs
@@ -363,7 +369,7 @@ def prepare_kernels(graph, target) -> KernelTable:
                   "qlinear_float": lambda n, xs: prepared[n.name](_check_codes(xs[0], n)),
                   # the channels-last ops of an execution plan (layout.py)
                   "qconv2d_nhwc": lambda n, xs: prepared[n.name].nhwc(_check_codes(xs[0], n)),
-                  "qadd_nhwc": k_qadd_nhwc, "qclamp_nhwc": k_qclamp_nhwc,
+                  "qadd_nhwc": k_qadd_nhwc, "qclamp_nhwc": k_qclamp_nhwc, "qmax_pool2d_nhwc": k_qmax_nhwc,
                   "to_nhwc": lambda n, xs: to_nhwc(xs[0]), "to_nchw": lambda n, xs: to_nchw(xs[0])})
     table.update(prepare_precision_kernels(graph, tgt))   # float16 and int4 layers (precision_ops.py)
     return KernelTable(table, nhwc_nodes)
