@@ -30,8 +30,10 @@ OUT = Path(__file__).resolve().parent / "RESULTS_node_profile.md"
 
 def _kind(node) -> str:
     """A row label: the op, and for a convolution its shape class."""
+    if node.op in ("to_nhwc", "to_nchw"):
+        return f"transpose ({node.op})"
     if not node.op.startswith("qconv2d"):
-        return node.op.replace("_nhwc", "")
+        return node.op.removesuffix("_nhwc")
     w = node.params["weight"]
     if node.attrs.groups > 1:
         return "conv depthwise 3×3"
