@@ -47,7 +47,7 @@ from numba import njit
 from . import tiles
 from .requant_simd import VECTOR_MODES, lane_constants, requant16_lanes, requant_row16, store_codes16
 from .requantize import OutputStage, _requant_lanes, _requant_row
-from .simd import load16
+from .simd import load16, sub16
 from .simd import (ISA_AVX2, ISA_AVX512BW, ISA_AVX512VNNI, ISA_NAMES, ISA_NONE, MAC_PAIRS_256, MAC_PAIRS_512,
                    MAC_PAIRS_VNNI, MAC_SWAP, MAC_VNNI, MacKind, host_isa)
 
@@ -174,47 +174,49 @@ def _lanes_out(acc, nn, n0, mode, consts, bq, zf, lof, out_f, o0, tail):
 
 
 @njit(cache=True, inline="always")
-def _chunk_rows(mode, C, W, mb, c, n0, consts, bq, zf, lof, out_f, o0, N):
-    """Channels c .. c + 15 of rows m < mb of the int32 block C (row pitch W) → out_f[o0 + m·N + c]: the output
-    stage on 16 lanes, one row after another with the channel constants fixed."""
+def _chunk_rows(mode, C, W, mb, c, ct, n0, consts, bq, zf, lof, out_f, o0, N):
+    """Channels c .. c + 15 of rows m < mb of the int32 block C (row pitch W), less the zero-point terms ct[c ..
+    c + 15] → out_f[o0 + m·N + c]: the output stage on 16 lanes, one row after another with the channel
+    constants fixed."""
+    t = load16(ct, 4 * c)
     for m in range(mb):
-        store_codes16(out_f, o0 + m * N + c, requant16_lanes(mode, load16(C, 4 * (m * W + c)), consts, bq, n0 + c,
-                                                             zf, lof))
+        store_codes16(out_f, o0 + m * N + c, requant16_lanes(mode, sub16(load16(C, 4 * (m * W + c)), t), consts, bq,
+                                                             n0 + c, zf, lof))
 
 
 @njit(cache=True)
-def _rows_out(C, mb, nn, n0, cterm, zw, has_wzp, row_sum, m0, N, mode, consts, bq, zf, lof, out_f, tail):
+def _rows_out(C, mb, nn, n0, cterm, zero_ct, zw, has_wzp, row_sum, m0, N, mode, consts, bq, zf, lof, out_f, tail):
     """The epilogue of a finished int32 block: rows m < mb of C (channels n0 .. n0 + nn − 1 along the row) →
-    out_f's rows m0 + m. The zero-point terms are taken off in place, then the output stage runs 16 channels
-    at a time down the rows (:func:`~minquant.kernels.requant_simd.requant16_lanes`) — the channel loop
+    out_f's rows m0 + m. The output stage runs 16 channels at a time down the rows, the zero-point term of each
+    channel taken off on the way (``cterm``, W + 16 long; with weight zero points, one pass over the block
+    first and ``zero_ct``, zeros; :func:`~minquant.kernels.requant_simd.requant16_lanes`) — the channel loop
     outside, so that its constants stay put (measured: a 16-channel row at a time is ~20× slower); a last
     partial chunk goes through ``tail``. One loop per mode, so that the mode is a constant in each."""
     W = C.shape[1]
     Cf = C.reshape(C.size)
-    if has_wzp:
+    ct = cterm                            # taken off 16 lanes at a time by _chunk_rows
+    if has_wzp:                           # the per-row term z_w·Σ_k a as well: one pass over the block first
         for m in range(mb):
             rs = np.int32(row_sum[m0 + m])
             for c in range(U(nn)):
                 Cf[U(m * W) + c] -= cterm[c] + zw[c] * rs
-    else:
-        for m in range(mb):
-            for c in range(U(nn)):        # unsigned indices: a straight vector sweep
-                Cf[U(m * W) + c] -= cterm[c]
+        ct = zero_ct
     full = nn // 16 * 16
     o0 = m0 * N + n0
     for c in range(0, full, 16):
         if mode == 0:
-            _chunk_rows(0, C, W, mb, c, n0, consts, bq, zf, lof, out_f, o0, N)
+            _chunk_rows(0, C, W, mb, c, ct, n0, consts, bq, zf, lof, out_f, o0, N)
         elif mode == 1:
-            _chunk_rows(1, C, W, mb, c, n0, consts, bq, zf, lof, out_f, o0, N)
+            _chunk_rows(1, C, W, mb, c, ct, n0, consts, bq, zf, lof, out_f, o0, N)
         elif mode == 2:
-            _chunk_rows(2, C, W, mb, c, n0, consts, bq, zf, lof, out_f, o0, N)
+            _chunk_rows(2, C, W, mb, c, ct, n0, consts, bq, zf, lof, out_f, o0, N)
         else:
-            _chunk_rows(4, C, W, mb, c, n0, consts, bq, zf, lof, out_f, o0, N)
+            _chunk_rows(4, C, W, mb, c, ct, n0, consts, bq, zf, lof, out_f, o0, N)
     if full < nn:      # (reads lanes up to the next multiple of 16, inside the row: W is a multiple of 64)
+        t = load16(ct, 4 * full)
         for m in range(mb):
-            store_codes16(tail, 0, requant16_lanes(mode, load16(C, 4 * (m * W + full)), consts, bq, n0 + full, zf,
-                                                   lof))
+            store_codes16(tail, 0, requant16_lanes(mode, sub16(load16(C, 4 * (m * W + full)), t), consts, bq,
+                                                   n0 + full, zf, lof))
             for i in range(nn - full):
                 out_f[o0 + m * N + full + i] = tail[i]
 
@@ -229,7 +231,8 @@ def _linear_kernel(kind, A, V, K4, C, row_sum, col_adj, w_zp, a_zp, consts, bq, 
     MB, W = C.shape
     nb = W // 64
     accrow = np.empty(W, np.int32)
-    cterm = np.empty(W, np.int32)
+    cterm = np.zeros(W + 16, np.int32)     # + 16: the 16-lane read of a last partial chunk stays inside
+    zero_ct = np.zeros(W + 16, np.int32)
     zw = np.empty(W, np.int32)
     n_panels = (N + 63) // 64
     vec = mode in VECTOR_MODES and consts.shape[1] == N + 16   # the output stage on 16 channels per step
@@ -253,7 +256,8 @@ def _linear_kernel(kind, A, V, K4, C, row_sum, col_adj, w_zp, a_zp, consts, bq, 
                 cterm[c] = np.int32(a_zp * col_adj[n0 + c])
                 zw[c] = np.int32(w_zp[n0 + c])
             if vec:
-                _rows_out(C, mb, nn, n0, cterm, zw, has_wzp, row_sum, m0, N, mode, consts, bq, zf, lof, out_f, tail)
+                _rows_out(C, mb, nn, n0, cterm, zero_ct, zw, has_wzp, row_sum, m0, N, mode, consts, bq, zf, lof, out_f,
+                          tail)
                 continue
             for m in range(mb):
                 row = C[m]
