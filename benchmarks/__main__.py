@@ -15,7 +15,9 @@ section is rewritten by `./run bench`; the longer studies have their own scripts
 - pruning (issue 4): `benchmarks/prune_tinycnn.py`, `prune_latency.py`, `prune_vgg.py`, `prune_quantize.py` → [RESULTS_prune.md](RESULTS_prune.md)
 - knowledge distillation (issue 5): `benchmarks/distill_digits.py` → [RESULTS_distill.md](RESULTS_distill.md)
 - int8 kernels on the CPU's own instructions — GEMM, MobileNetV2 convs, whole models vs torch int8 and ONNX
-  Runtime int8 (issue 14): `./run bench` (benchmarks/kernels.py) → the section below
+  Runtime int8 (issue 14): `./run bench` (benchmarks/kernels.py) → the section below; MobileNetV2 node by
+  node, channels-last and NCHW, beside ONNX Runtime's profile: `benchmarks/node_profile.py` →
+  [RESULTS_node_profile.md](RESULTS_node_profile.md)
 - whole models — torch-import bit-exactness, TinyCNN and MobileNetV2 static int8 vs torch and ONNX Runtime,
   latency (issue 3): `benchmarks/quantize_models.py` → [RESULTS_models.md](RESULTS_models.md)
 - torch's quantized MobileNetV3 on minquant's kernels (issue 3): `benchmarks/torch_mobilenet_v3.py` →

@@ -210,14 +210,22 @@ def bench_models(rounds, quick):
             qm = from_onnx_quantized(qop)
             for batch in batches:
                 xb = np.ascontiguousarray(ev[:batch])
-                same = bool(np.array_equal(ort(xb), qm(xb)))
+
+                def mq_nchw(xb=xb):       # the same model, run NCHW (no channels-last regions)
+                    qm.channels_last = False
+                    try:
+                        return qm(xb)
+                    finally:
+                        qm.channels_last = True
 
                 def mq_plain(xb=xb):
                     with isa_cap(ISA_NONE):
-                        return qm(xb)
+                        return mq_nchw(xb)
                 fns = {"ONNX Runtime int8 (QOperator)": lambda xb=xb: ort(xb),
-                       "minquant int8 (int8 SIMD)": lambda xb=xb: qm(xb),
+                       "minquant int8 (int8 SIMD, channels-last)": lambda xb=xb: qm(xb),
+                       "minquant int8 (int8 SIMD, NCHW)": mq_nchw,
                        "minquant int8 (float32 paths)": mq_plain}
+                same = all(bool(np.array_equal(ort(xb), f(xb))) for f in list(fns.values())[1:3])
                 for f in fns.values():
                     f()
                     f()

@@ -17,7 +17,10 @@ input *and* one output channel per group) accumulates exactly.
 for groups == 1 the int8 SIMD GEMM with im2col done panel by panel and the output stage fused
 (:mod:`~minquant.kernels.gemm_simd`; without JIT or AVX2: one im2col + the BLAS-exact GEMM, 1×1 stride-1
 convs skipping im2col), a direct Numba loop for depthwise-style groups (C_g = 1), per-group GEMMs
-otherwise. Bit-identical to the reference.
+otherwise. Bit-identical to the reference. ``QConv2d.nhwc`` is the same layer on channels-last codes (N, H, W, C)
+→ (N, OH, OW, O), for the channels-last execution plan (:mod:`minquant.quantized.layout`): groups == 1 on the
+GEMM's linear layout (pixel rows; :func:`~minquant.kernels.gemm_simd.conv_rows_simd`), depthwise on the
+channels-last kernel (:func:`depthwise_channels_last`).
 """
 from __future__ import annotations
 
@@ -27,7 +30,7 @@ from numba import njit
 from ..target import resolve_conv
 from .checks import check_conv_args, check_groups, check_weight_zp
 from .gemm import gemm_u8s8_reference, pack_weight, raw_product_cols
-from .gemm_simd import ISA_NONE, choose_plan, conv_simd
+from .gemm_simd import ISA_NONE, choose_plan, conv_rows_simd, conv_simd
 from .requant_simd import (VECTOR_MODES, lane_constants, requant16_lanes, requant_row16, store_codes16, taps9_16,
                            taps9_lanes16, widen16)
 from .simd import host_isa, store16
@@ -453,6 +456,58 @@ class QConv2d:
             self.group_stages = [_slice_stage(self.stage, g, og) for g in range(self.groups)]
             self.has_wzp = [bool(np.any(pk.w_zp)) for pk in self.packed.packs]
 
+    def _pair_bounds(self):
+        """(saturate, lo, hi) of the depthwise kernels: the clamp of each tap pair's sum — the int16 range when
+        the target saturates pairs and some pair can reach it (step 8), else a bound no sum reaches."""
+        kh, kw = self.packed.w_q.shape[2:]
+        if kh * kw > 255:
+            raise ValueError(f"depthwise kernel {kh}x{kw} too large for the exact float32 accumulator")
+        if self.arith.saturate_pairs and 255 * self.packed.pair_max >= 32768:
+            return True, -32768.0, 32767.0
+        return False, -2.0 ** 30, 2.0 ** 30
+
+    @property
+    def _depthwise_channels_last(self) -> bool:
+        """A depthwise layer the channels-last kernel runs: one input and one output channel per group, weight
+        zero points 0."""
+        pk = self.packed
+        return pk.depthwise and pk.w_q.shape[0] == self.groups and not pk.has_wzp
+
+    @property
+    def channels_last_native(self) -> bool:
+        """Whether :meth:`nhwc` runs channels-last codes without transposing them: a groups = 1 layer on the int8
+        SIMD GEMM, or a depthwise layer with one output channel per group and weight zero points 0. (Other
+        layers also take NHWC codes, through two transposes around the NCHW kernels.)"""
+        if self.packed.depthwise:
+            return self._depthwise_channels_last
+        return self.groups == 1 and self.plan.isa != ISA_NONE
+
+    def nhwc(self, x_q):
+        """The same convolution on channels-last codes: uint8 (N, H, W, C) → uint8 (N, OH, OW, O), bit-identical
+        to :func:`qconv2d_reference` on the transposed input (transposed back). groups = 1 runs the linear
+        layout of the SIMD GEMM (:func:`~minquant.kernels.gemm_simd.conv_rows_simd`: a 1×1 stride-1 conv
+        reads the pixel rows in place), depthwise layers the channels-last kernel
+        (:func:`depthwise_channels_last`); the rest (:attr:`channels_last_native` false) the NCHW path between
+        two transposes."""
+        x_q = np.asarray(x_q)
+        c_out, cg, kh, kw = self.packed.w_q.shape
+        if x_q.dtype != np.uint8 or x_q.ndim != 4:
+            raise ValueError(f"x_q must be a 4-D uint8 NHWC array, got {x_q.dtype} {x_q.shape}")
+        if x_q.shape[3] != cg * self.groups:
+            raise ValueError(f"shape mismatch: weight expects {cg * self.groups} input channels "
+                             f"(groups={self.groups}), the NHWC input has {x_q.shape[3]}")
+        if not self.channels_last_native:
+            y = self(np.ascontiguousarray(x_q.transpose(0, 3, 1, 2)))
+            return np.ascontiguousarray(y.transpose(0, 2, 3, 1))
+        n, h, w, _ = x_q.shape
+        (sh, sw), (ph, pw), (dh, dw) = self.stride, self.padding, self.dilation
+        oh, ow = conv_out_size(h, kh, sh, ph, dh), conv_out_size(w, kw, sw, pw, dw)
+        x_q = np.ascontiguousarray(x_q)
+        if self.packed.depthwise:
+            return depthwise_channels_last(self, x_q, oh, ow)
+        return conv_rows_simd(self.plan, self.packed.packs[0], x_q, (kh, kw), self.stride, self.padding,
+                              self.dilation, self.x_zp, self.col_adj[0], self.stage, self._lanes)
+
     @property
     def plan(self):
         """How a groups = 1 product runs on this host (:func:`~minquant.kernels.gemm_simd.choose_plan`; other
@@ -473,20 +528,10 @@ class QConv2d:
             x_q = np.ascontiguousarray(x_q)
             vec = host_isa() != ISA_NONE      # JIT on: the output stage on 16 lanes
             mult = c_out // c_in
-            saturate = self.arith.saturate_pairs
-            lo_s, hi_s = (-32768.0, 32767.0) if saturate else (-2.0 ** 30, 2.0 ** 30)
-            if kh * kw > 255:
-                raise ValueError(f"depthwise kernel {kh}x{kw} too large for the exact float32 accumulator")
+            saturate, lo_s, hi_s = self._pair_bounds()
             out = np.empty((n, c_out, oh, ow), np.uint8)
-            if saturate and 255 * pk.pair_max < 32768:
-                lo_s, hi_s, saturate = -2.0 ** 30, 2.0 ** 30, False   # no pair can reach the int16 limits
-            if mult == 1 and ow <= _NHWC_MAX_OW and not pk.has_wzp:   # small image, many channels: vectorise over C
-                yt = np.empty((n, oh, ow, c_out), np.uint8)
-                consts, bq = self._lanes
-                _depthwise_nhwc_kernel(np.ascontiguousarray(x_q.transpose(0, 2, 3, 1)), pk.taps_t, pk.tap_sum,
-                                       np.int64(self.x_zp), kh, kw, sh, sw, ph, pw, dh, dw, np.float32(lo_s),
-                                       np.float32(hi_s), saturate, vec, consts, bq, st.mode, st.bias_f, st.bias_q,
-                                       st.mult32, st.mult64, np.float64(st.y_zp), np.float64(st.lo), st.hi, yt)
+            if self._depthwise_channels_last and ow <= _NHWC_MAX_OW:   # small image, many channels: vectorise over C
+                yt = depthwise_channels_last(self, np.ascontiguousarray(x_q.transpose(0, 2, 3, 1)), oh, ow)
                 return np.ascontiguousarray(yt.transpose(0, 3, 1, 2))
             if mult == 1 and kh == kw == 3 and (dh, dw) == (1, 1) and not pk.has_wzp:
                 _depthwise3x3_kernel(x_q, pk.taps, pk.tap_sum, np.int64(self.x_zp), sh, sw, ph, pw, saturate,
@@ -516,6 +561,23 @@ class QConv2d:
             finish_requantize_cols(raw, m_sum, self.col_adj[g], wz, self.x_zp, self.group_stages[g],
                                    out3[:, g * og:(g + 1) * og, :])
         return out3.reshape(n, c_out, oh, ow)
+
+
+def depthwise_channels_last(layer: QConv2d, xt, oh, ow):
+    """A depthwise :class:`QConv2d` (``layer._depthwise_channels_last``) on channels-last codes: ``xt`` (N, H, W,
+    C) uint8 → (N, OH, OW, C) uint8, by :func:`_depthwise_nhwc_kernel`. The one place both layouts call the
+    channels-last depthwise kernel (a faster kernel replaces it here)."""
+    pk, st = layer.packed, layer.stage
+    kh, kw = pk.w_q.shape[2:]
+    (sh, sw), (ph, pw), (dh, dw) = layer.stride, layer.padding, layer.dilation
+    saturate, lo_s, hi_s = layer._pair_bounds()
+    yt = np.empty((xt.shape[0], oh, ow, pk.w_q.shape[0]), np.uint8)
+    consts, bq = layer._lanes
+    _depthwise_nhwc_kernel(xt, pk.taps_t, pk.tap_sum, np.int64(layer.x_zp), kh, kw, sh, sw, ph, pw, dh, dw,
+                           np.float32(lo_s), np.float32(hi_s), saturate, host_isa() != ISA_NONE, consts, bq, st.mode,
+                           st.bias_f, st.bias_q, st.mult32, st.mult64, np.float64(st.y_zp), np.float64(st.lo), st.hi,
+                           yt)
+    return yt
 
 
 def _slice_stage(st, g, og):

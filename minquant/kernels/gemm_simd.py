@@ -28,6 +28,10 @@ Two layouts of the same product (:mod:`.tiles` does the multiply-adds):
 * **conv** (``QConv2d``, groups = 1): lanes = output pixels, rows = output channels. The weights are the
   broadcast rows (N, K padded); each 64-pixel panel of the image is packed on the fly (im2col in (kh, kw, c)
   order, or a plain 4-channel interleave for 1×1 stride-1 convolutions). Output rows are NCHW rows.
+* **channels-last conv** (``QConv2d.nhwc``, :func:`conv_rows_simd`): the linear layout on the output pixels
+  — a 1×1 stride-1 convolution's rows are the NHWC pixels themselves (no copy), a k×k one's the channels-last
+  im2col rows; output rows are NHWC pixels. Panels with 32 or fewer useful output channels run on the 16- or
+  32-lane tiles (:func:`~minquant.kernels.tiles.product_panel`).
 
 The epilogue (per output row of a finished panel, straight from the int32 tile): the zero-point terms
 acc = raw − z_x·(Σ_k w − K·z_w) − z_w·Σ_k a (step 4) and the target's output stage (step 7).
@@ -43,13 +47,15 @@ from numba import njit
 from . import tiles
 from .requant_simd import VECTOR_MODES, lane_constants, requant16_lanes, requant_row16, store_codes16
 from .requantize import OutputStage, _requant_lanes, _requant_row
-from .simd import load16
+from .simd import load16, sub16
 from .simd import (ISA_AVX2, ISA_AVX512BW, ISA_AVX512VNNI, ISA_NAMES, ISA_NONE, MAC_PAIRS_256, MAC_PAIRS_512,
                    MAC_PAIRS_VNNI, MAC_SWAP, MAC_VNNI, MacKind, host_isa)
 
-__all__ = ["GemmPlan", "choose_plan", "linear_simd", "conv_simd"]
+__all__ = ["GemmPlan", "choose_plan", "linear_simd", "conv_simd", "conv_rows_simd"]
 
+U = np.uint64   # flat indices: unsigned, so Numba adds no wrap-around test
 KC = 128   # groups of 4 k per K block: a 64-lane panel block is 32 KB, inside L1
+ROW_BLOCK = 240   # rows of the linear layout per int32 block (a multiple of the 6- and 12-row tiles)
 
 
 @dataclass(frozen=True)
@@ -167,41 +173,99 @@ def _lanes_out(acc, nn, n0, mode, consts, bq, zf, lof, out_f, o0, tail):
             out_f[o0 + full + i] = tail[i]
 
 
+@njit(cache=True, inline="always")
+def _chunk_rows(mode, C, W, mb, c, ct, n0, consts, bq, zf, lof, out_f, o0, N):
+    """Channels c .. c + 15 of rows m < mb of the int32 block C (row pitch W), less the zero-point terms ct[c ..
+    c + 15] → out_f[o0 + m·N + c]: the output stage on 16 lanes, one row after another with the channel
+    constants fixed."""
+    t = load16(ct, 4 * c)
+    for m in range(mb):
+        store_codes16(out_f, o0 + m * N + c, requant16_lanes(mode, sub16(load16(C, 4 * (m * W + c)), t), consts, bq,
+                                                             n0 + c, zf, lof))
+
+
+@njit(cache=True)
+def _rows_out(C, mb, nn, n0, cterm, zero_ct, zw, has_wzp, row_sum, m0, N, mode, consts, bq, zf, lof, out_f, tail):
+    """The epilogue of a finished int32 block: rows m < mb of C (channels n0 .. n0 + nn − 1 along the row) →
+    out_f's rows m0 + m. The output stage runs 16 channels at a time down the rows, the zero-point term of each
+    channel taken off on the way (``cterm``, W + 16 long; with weight zero points, one pass over the block
+    first and ``zero_ct``, zeros; :func:`~minquant.kernels.requant_simd.requant16_lanes`) — the channel loop
+    outside, so that its constants stay put (measured: a 16-channel row at a time is ~20× slower); a last
+    partial chunk goes through ``tail``. One loop per mode, so that the mode is a constant in each."""
+    W = C.shape[1]
+    Cf = C.reshape(C.size)
+    ct = cterm                            # taken off 16 lanes at a time by _chunk_rows
+    if has_wzp:                           # the per-row term z_w·Σ_k a as well: one pass over the block first
+        for m in range(mb):
+            rs = np.int32(row_sum[m0 + m])
+            for c in range(U(nn)):
+                Cf[U(m * W) + c] -= cterm[c] + zw[c] * rs
+        ct = zero_ct
+    full = nn // 16 * 16
+    o0 = m0 * N + n0
+    for c in range(0, full, 16):
+        if mode == 0:
+            _chunk_rows(0, C, W, mb, c, ct, n0, consts, bq, zf, lof, out_f, o0, N)
+        elif mode == 1:
+            _chunk_rows(1, C, W, mb, c, ct, n0, consts, bq, zf, lof, out_f, o0, N)
+        elif mode == 2:
+            _chunk_rows(2, C, W, mb, c, ct, n0, consts, bq, zf, lof, out_f, o0, N)
+        else:
+            _chunk_rows(4, C, W, mb, c, ct, n0, consts, bq, zf, lof, out_f, o0, N)
+    if full < nn:      # (reads lanes up to the next multiple of 16, inside the row: W is a multiple of 64)
+        t = load16(ct, 4 * full)
+        for m in range(mb):
+            store_codes16(tail, 0, requant16_lanes(mode, sub16(load16(C, 4 * (m * W + full)), t), consts, bq,
+                                                   n0 + full, zf, lof))
+            for i in range(nn - full):
+                out_f[o0 + m * N + full + i] = tail[i]
+
+
 @njit(cache=True)
 def _linear_kernel(kind, A, V, K4, C, row_sum, col_adj, w_zp, a_zp, consts, bq, mode, bias_f, bias_q, mult32, mult64,
                    y_zp, lo, hi, out):
-    """out (M, N) uint8 = output stage of (A · Wᵀ − zero-point terms). C (M, NB·64) holds NB 64-channel panels
-    side by side, so that each epilogue call sweeps NB·64 channels of a row."""
+    """out (M, N) uint8 = output stage of (A · Wᵀ − zero-point terms), by blocks of MB rows (C's rows). C (MB,
+    NB·64) holds NB 64-channel panels side by side, so that each epilogue call sweeps NB·64 channels of a row."""
     M, N = out.shape
     ldb = A.shape[1]
-    W = C.shape[1]
+    MB, W = C.shape
     nb = W // 64
     accrow = np.empty(W, np.int32)
-    cterm = np.empty(W, np.int32)
+    cterm = np.zeros(W + 16, np.int32)     # + 16: the 16-lane read of a last partial chunk stays inside
+    zero_ct = np.zeros(W + 16, np.int32)
     zw = np.empty(W, np.int32)
     n_panels = (N + 63) // 64
     vec = mode in VECTOR_MODES and consts.shape[1] == N + 16   # the output stage on 16 channels per step
     zf, lof = np.float32(y_zp), np.float32(lo)
     tail = np.empty(16, np.uint8)
     out_f = out.reshape(out.size)
-    for j0 in range(0, n_panels, nb):
-        for jj in range(min(nb, n_panels - j0)):
-            tiles.product_panel(kind, A, ldb, M, V, (j0 + jj) * K4 * 256, K4, KC, C, jj * 256, W * 4)
-        n0 = j0 * 64
-        nn = min(W, N - n0)
-        for c in range(nn):
-            cterm[c] = np.int32(a_zp * col_adj[n0 + c])
-            zw[c] = np.int32(w_zp[n0 + c])
-        for m in range(M):
-            row = C[m]
-            rs = np.int32(row_sum[m])
+    has_wzp = False
+    for n in range(N):
+        has_wzp = has_wzp or w_zp[n] != 0
+    for m0 in range(0, M, MB):             # row blocks: the int32 block C stays in cache until its epilogue
+        mb = min(MB, M - m0)
+        Ab = A[m0:m0 + mb]
+        for j0 in range(0, n_panels, nb):
+            for jj in range(min(nb, n_panels - j0)):
+                n_left = N - (j0 + jj) * 64
+                tiles.product_panel(kind, Ab, ldb, mb, V, (j0 + jj) * K4 * 256, K4, KC, C, jj * 256, W * 4,
+                                    min(n_left, 64))
+            n0 = j0 * 64
+            nn = min(W, N - n0)
             for c in range(nn):
-                accrow[c] = row[c] - cterm[c] - zw[c] * rs
+                cterm[c] = np.int32(a_zp * col_adj[n0 + c])
+                zw[c] = np.int32(w_zp[n0 + c])
             if vec:
-                _lanes_out(accrow, nn, n0, mode, consts, bq, zf, lof, out_f, m * N + n0, tail)
-            else:
+                _rows_out(C, mb, nn, n0, cterm, zero_ct, zw, has_wzp, row_sum, m0, N, mode, consts, bq, zf, lof, out_f,
+                          tail)
+                continue
+            for m in range(mb):
+                row = C[m]
+                rs = np.int32(row_sum[m0 + m])
+                for c in range(nn):
+                    accrow[c] = row[c] - cterm[c] - zw[c] * rs
                 _requant_lanes(accrow[:nn], n0, mode, bias_f, bias_q, mult32, mult64, y_zp, lo, hi,
-                               out[m, n0:n0 + nn])
+                               out[m0 + m, n0:n0 + nn])
 
 
 def _lane_waste(n):
@@ -229,7 +293,8 @@ def linear_simd(plan: GemmPlan, packed, x_q, x_zp, col_adj, st: OutputStage, lan
     row_sum = x_q.sum(1, dtype=np.int64) if np.any(packed.w_zp) else np.zeros(m, np.int64)
     out = np.empty((m, packed.w_q.shape[0]), np.uint8)
     n = packed.w_q.shape[0]
-    C = np.empty((max(m, 1), 64 * _panels_per_block(m, -(-n // 64))), np.int32)
+    mb = max(min(m, ROW_BLOCK), 1)
+    C = np.empty((mb, 64 * _panels_per_block(mb, -(-n // 64))), np.int32)
     consts, bq = lanes if lanes is not None else lane_constants(st, n)
     _linear_kernel(mac_kind(plan, False), a, V, a.shape[1] // 4, C, row_sum, col_adj, packed.w_zp,
                    np.int64(x_zp), consts, bq, st.mode, st.bias_f, st.bias_q, st.mult32, st.mult64, np.float64(st.y_zp),
@@ -385,3 +450,67 @@ def conv_simd(plan: GemmPlan, packed, x_q, kernel, stride, padding, dilation, ow
                  np.zeros(width, np.int32), col_adj, packed.w_zp, st.mode, st.bias_f, st.bias_q, st.mult32,
                  st.mult64, np.float64(st.y_zp), np.float64(st.lo), st.hi, out3)
     return out3
+
+
+# ------------------------------------------------------------------------------------------- channels-last conv
+@njit(cache=True)
+def _im2col_rows(x, kh, kw, sh, sw, ph, pw, dh, dw, zp, A):
+    """A[(b·OH + y)·OW + x, (i·kw + j)·C + c] = x[b, y·sh + i·dh − ph, x·sw + j·dw − pw, c] for a channels-last
+    ``x`` (batch, H, W, C) — z_x (real 0) where the tap falls in the padding, 0 in A's columns past K. The
+    rows of the linear layout: one output pixel per row, K in (kh, kw, c) order, each tap's C bytes one copy."""
+    n_img, h, w, c_in = x.shape
+    oh = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1
+    ow = (w + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+    kp = A.shape[1]
+    K = kh * kw * c_in
+    xf = x.reshape(x.size)
+    af = A.reshape(A.size)          # flat indices, no row views: a view per row costs more than its bytes
+    span = kw * c_in                # one tap row's bytes: contiguous in x when dw = 1 and inside the image
+    for b in range(n_img):
+        for y in range(oh):
+            for xo in range(ow):
+                r0 = ((b * oh + y) * ow + xo) * kp
+                ix0 = xo * sw - pw
+                for i in range(kh):
+                    iy = y * sh + i * dh - ph
+                    k0 = r0 + i * span
+                    if dw == 1 and 0 <= iy < h and ix0 >= 0 and ix0 + kw <= w:
+                        s0 = U(((b * h + iy) * w + ix0) * c_in)
+                        d = U(k0)
+                        for t in range(U(span)):      # unsigned indices: no wrap-around test
+                            af[d + t] = xf[s0 + t]
+                        continue
+                    for j in range(kw):
+                        ix = ix0 + j * dw
+                        d = k0 + j * c_in
+                        if 0 <= iy < h and 0 <= ix < w:
+                            s0 = U(((b * h + iy) * w + ix) * c_in)
+                            for c in range(U(c_in)):
+                                af[U(d) + c] = xf[s0 + c]
+                        else:
+                            for c in range(U(c_in)):
+                                af[U(d) + c] = zp
+                for k in range(U(K), U(kp)):
+                    af[U(r0) + k] = 0
+
+
+def conv_rows_simd(plan: GemmPlan, packed, x_nhwc, kernel, stride, padding, dilation, x_zp, col_adj,
+                   st: OutputStage, lanes=None) -> np.ndarray:
+    """A groups = 1 convolution on channels-last codes: ``x_nhwc`` (batch, H, W, C) → (batch, OH, OW, N) uint8,
+    as the linear layout (lanes = output channels, rows = output pixels): a 1×1 stride-1 convolution *is*
+    the product of the pixel rows (batch·H·W, C) by the weights, read in place when C is a multiple of 4;
+    otherwise the rows are the channels-last im2col matrix (:func:`_im2col_rows`). Same integers, same output
+    stage as :func:`conv_simd` (module docstring)."""
+    (kh, kw), (sh, sw), (ph, pw), (dh, dw) = kernel, stride, padding, dilation
+    n_img, h, w, c_in = x_nhwc.shape
+    oh = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1
+    ow = (w + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+    if (kh, kw, sh, sw, ph, pw) == (1, 1, 1, 1, 0, 0):
+        rows = x_nhwc.reshape(n_img * h * w, c_in)
+    else:
+        k = kh * kw * c_in
+        rows = np.empty((n_img * oh * ow, 4 * _k4(k)), np.uint8)
+        _im2col_rows(np.ascontiguousarray(x_nhwc), kh, kw, sh, sw, ph, pw, dh, dw, np.uint8(x_zp), rows)
+        # (the columns past K are 0: they add nothing to the product nor to the row sums Σ_k a)
+    y = linear_simd(plan, packed, rows, x_zp, col_adj, st, lanes)
+    return y.reshape(n_img, oh, ow, -1)

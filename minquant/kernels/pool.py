@@ -180,16 +180,50 @@ def _max_pool_kernel(x, kh, kw, sh, sw, ph, pw, dh, dw, out):
                     out[b, ch, i, j] = best
 
 
-def qmax_pool2d(x_q, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False):
+@njit(cache=True)
+def _max_pool_nhwc_kernel(x, kh, kw, sh, sw, ph, pw, dh, dw, out):
+    """:func:`_max_pool_kernel` on channels-last codes: x (N, H, W, C) → out (N, OH, OW, C), every window
+    reduced along the (contiguous) channels."""
+    n, h, w, c = x.shape
+    oh, ow = out.shape[1], out.shape[2]
+    for b in range(n):
+        for i in range(oh):
+            for j in range(ow):
+                best = out[b, i, j]
+                best[:] = 0
+                for a in range(kh):
+                    iy = i * sh - ph + a * dh
+                    if iy < 0 or iy >= h:
+                        continue
+                    for e in range(kw):
+                        ix = j * sw - pw + e * dw
+                        if 0 <= ix < w:
+                            row = x[b, iy, ix]
+                            for ch in range(c):
+                                if row[ch] > best[ch]:
+                                    best[ch] = row[ch]
+
+
+def qmax_pool2d(x_q, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, *, channels_last=False):
     """Fast :func:`qmax_pool2d_reference` (Numba; identical result). torch's ``quantized.max_pool2d``
     agrees on both engines, except qnnpack with dilation > 1 *and* padding > 0, where torch's qnnpack
-    kernel reads other pixels than the definition (measured; see tests)."""
-    x_q, k, s, p, d = _check_pool_args(x_q, kernel_size, stride, padding, dilation)
-    n, c, h, w = x_q.shape
+    kernel reads other pixels than the definition (measured; see tests). ``channels_last=True``: ``x_q`` is
+    (N, H, W, C) and so is the result (the same maxima: the channels-last execution plan,
+    :mod:`minquant.quantized.layout`)."""
+    x_q = np.asarray(x_q)
+    if channels_last and (x_q.dtype != np.uint8 or x_q.ndim != 4):
+        raise ValueError(f"x_q must be a 4-D uint8 NHWC array, got {x_q.dtype} {x_q.shape}")
+    x_nchw = x_q.transpose(0, 3, 1, 2) if channels_last else x_q     # (a view: checks and sizes only)
+    x_nchw, k, s, p, d = _check_pool_args(x_nchw, kernel_size, stride, padding, dilation)
+    n, c, h, w = x_nchw.shape
     oh = pool_out_size(h, k[0], s[0], p[0], d[0], ceil_mode)
     ow = pool_out_size(w, k[1], s[1], p[1], d[1], ceil_mode)
+    if channels_last:
+        out = np.empty((n, oh, ow, c), np.uint8)
+        _max_pool_nhwc_kernel(np.ascontiguousarray(x_q), k[0], k[1], s[0], s[1], p[0], p[1], d[0], d[1], out)
+        return out
     out = np.empty((n, c, oh, ow), np.uint8)
-    _max_pool_kernel(np.ascontiguousarray(x_q), k[0], k[1], s[0], s[1], p[0], p[1], d[0], d[1], out)
+    _max_pool_kernel(np.ascontiguousarray(x_nchw), k[0], k[1], s[0], s[1], p[0], p[1], d[0], d[1], out)
     return out
 
 

@@ -187,6 +187,17 @@ zero16, load16, bcast16, store16 = _make_vector_ops(i32x16, 16)
 zero8, load8, bcast8, store8 = _make_vector_ops(i32x8, 8)
 
 
+@intrinsic
+def sub16(typingctx, a, b):
+    """a − b in each of 16 int32 lanes, wrapping (vpsubd)."""
+    if a != i32x16 or b != i32x16:
+        return None
+
+    def codegen(context, builder, sig, args):
+        return builder.sub(args[0], args[1])
+    return i32x16(i32x16, i32x16), codegen
+
+
 # ------------------------------------------------------------------------------ the multiply-add kinds
 MAC_VNNI = 0         # vpdpbusd                              acc + Σ_4 u·s                   exact
 MAC_PAIRS_VNNI = 1   # vpmaddubsw + vpdpwssd (ones)          acc + sat16(u·s+u·s) ×2         fbgemm's pairs

@@ -99,6 +99,186 @@ def tile1x64(kind, B, b0, ldb, V, v0, k4n, C, c0, ldc, accumulate):
     store16(C, c0, c0_); store16(C, c0 + 64, c1_); store16(C, c0 + 128, c2_); store16(C, c0 + 192, c3_)
 
 
+# ------------------------------------------------------------------------------------------ narrow panels
+# A layer with few output channels (16, 24, 32: MobileNetV2's projections, channels-last) fills a 64-lane
+# panel badly in the linear layout (lanes = output channels); these tiles compute only the first 16 or 32
+# lanes of the same packed panel (a k-group's 16-lane quarters sit at bytes 0, 64, 128, 192 of its 256).
+@njit(cache=True)
+def tile12x16(kind, B, b0, ldb, V, v0, k4n, C, c0, ldc, accumulate):
+    """C[0:12, 0:16] (+)= B[0:12] · the first 16 lanes of a V-panel (a panel with 16 or fewer
+    useful lanes: output channels of a narrow layer), zmm registers; C's row r at byte c0 + r·ldc."""
+    if accumulate:
+        c0_0 = load16(C, c0)
+        c1_0 = load16(C, c0 + 1 * ldc)
+        c2_0 = load16(C, c0 + 2 * ldc)
+        c3_0 = load16(C, c0 + 3 * ldc)
+        c4_0 = load16(C, c0 + 4 * ldc)
+        c5_0 = load16(C, c0 + 5 * ldc)
+        c6_0 = load16(C, c0 + 6 * ldc)
+        c7_0 = load16(C, c0 + 7 * ldc)
+        c8_0 = load16(C, c0 + 8 * ldc)
+        c9_0 = load16(C, c0 + 9 * ldc)
+        c10_0 = load16(C, c0 + 10 * ldc)
+        c11_0 = load16(C, c0 + 11 * ldc)
+    else:
+        c0_0 = zero16()
+        c1_0 = zero16()
+        c2_0 = zero16()
+        c3_0 = zero16()
+        c4_0 = zero16()
+        c5_0 = zero16()
+        c6_0 = zero16()
+        c7_0 = zero16()
+        c8_0 = zero16()
+        c9_0 = zero16()
+        c10_0 = zero16()
+        c11_0 = zero16()
+    for k in range(k4n):
+        o = v0 + k * 256
+        v_0 = load16(V, o)
+        b = b0 + 4 * k
+        x = bcast16(B, b)
+        c0_0 = mac(kind, c0_0, x, v_0)
+        x = bcast16(B, b + 1 * ldb)
+        c1_0 = mac(kind, c1_0, x, v_0)
+        x = bcast16(B, b + 2 * ldb)
+        c2_0 = mac(kind, c2_0, x, v_0)
+        x = bcast16(B, b + 3 * ldb)
+        c3_0 = mac(kind, c3_0, x, v_0)
+        x = bcast16(B, b + 4 * ldb)
+        c4_0 = mac(kind, c4_0, x, v_0)
+        x = bcast16(B, b + 5 * ldb)
+        c5_0 = mac(kind, c5_0, x, v_0)
+        x = bcast16(B, b + 6 * ldb)
+        c6_0 = mac(kind, c6_0, x, v_0)
+        x = bcast16(B, b + 7 * ldb)
+        c7_0 = mac(kind, c7_0, x, v_0)
+        x = bcast16(B, b + 8 * ldb)
+        c8_0 = mac(kind, c8_0, x, v_0)
+        x = bcast16(B, b + 9 * ldb)
+        c9_0 = mac(kind, c9_0, x, v_0)
+        x = bcast16(B, b + 10 * ldb)
+        c10_0 = mac(kind, c10_0, x, v_0)
+        x = bcast16(B, b + 11 * ldb)
+        c11_0 = mac(kind, c11_0, x, v_0)
+    store16(C, c0, c0_0)
+    store16(C, c0 + 1 * ldc + 0, c1_0)
+    store16(C, c0 + 2 * ldc + 0, c2_0)
+    store16(C, c0 + 3 * ldc + 0, c3_0)
+    store16(C, c0 + 4 * ldc + 0, c4_0)
+    store16(C, c0 + 5 * ldc + 0, c5_0)
+    store16(C, c0 + 6 * ldc + 0, c6_0)
+    store16(C, c0 + 7 * ldc + 0, c7_0)
+    store16(C, c0 + 8 * ldc + 0, c8_0)
+    store16(C, c0 + 9 * ldc + 0, c9_0)
+    store16(C, c0 + 10 * ldc + 0, c10_0)
+    store16(C, c0 + 11 * ldc + 0, c11_0)
+
+
+@njit(cache=True)
+def tile1x16(kind, B, b0, ldb, V, v0, k4n, C, c0, ldc, accumulate):
+    """One row of :func:`tile12x16` (the rows left over), zmm registers."""
+    if accumulate:
+        c0_0 = load16(C, c0)
+    else:
+        c0_0 = zero16()
+    for k in range(k4n):
+        o = v0 + k * 256
+        v_0 = load16(V, o)
+        b = b0 + 4 * k
+        x = bcast16(B, b)
+        c0_0 = mac(kind, c0_0, x, v_0)
+    store16(C, c0, c0_0)
+
+
+@njit(cache=True)
+def tile12x32(kind, B, b0, ldb, V, v0, k4n, C, c0, ldc, accumulate):
+    """C[0:12, 0:32] (+)= B[0:12] · the first 32 lanes of a V-panel (a panel with 32 or fewer
+    useful lanes: output channels of a narrow layer), zmm registers; C's row r at byte c0 + r·ldc."""
+    if accumulate:
+        c0_0 = load16(C, c0); c0_1 = load16(C, c0 + 64)
+        c1_0 = load16(C, c0 + 1 * ldc); c1_1 = load16(C, c0 + 1 * ldc + 64)
+        c2_0 = load16(C, c0 + 2 * ldc); c2_1 = load16(C, c0 + 2 * ldc + 64)
+        c3_0 = load16(C, c0 + 3 * ldc); c3_1 = load16(C, c0 + 3 * ldc + 64)
+        c4_0 = load16(C, c0 + 4 * ldc); c4_1 = load16(C, c0 + 4 * ldc + 64)
+        c5_0 = load16(C, c0 + 5 * ldc); c5_1 = load16(C, c0 + 5 * ldc + 64)
+        c6_0 = load16(C, c0 + 6 * ldc); c6_1 = load16(C, c0 + 6 * ldc + 64)
+        c7_0 = load16(C, c0 + 7 * ldc); c7_1 = load16(C, c0 + 7 * ldc + 64)
+        c8_0 = load16(C, c0 + 8 * ldc); c8_1 = load16(C, c0 + 8 * ldc + 64)
+        c9_0 = load16(C, c0 + 9 * ldc); c9_1 = load16(C, c0 + 9 * ldc + 64)
+        c10_0 = load16(C, c0 + 10 * ldc); c10_1 = load16(C, c0 + 10 * ldc + 64)
+        c11_0 = load16(C, c0 + 11 * ldc); c11_1 = load16(C, c0 + 11 * ldc + 64)
+    else:
+        c0_0 = zero16(); c0_1 = zero16()
+        c1_0 = zero16(); c1_1 = zero16()
+        c2_0 = zero16(); c2_1 = zero16()
+        c3_0 = zero16(); c3_1 = zero16()
+        c4_0 = zero16(); c4_1 = zero16()
+        c5_0 = zero16(); c5_1 = zero16()
+        c6_0 = zero16(); c6_1 = zero16()
+        c7_0 = zero16(); c7_1 = zero16()
+        c8_0 = zero16(); c8_1 = zero16()
+        c9_0 = zero16(); c9_1 = zero16()
+        c10_0 = zero16(); c10_1 = zero16()
+        c11_0 = zero16(); c11_1 = zero16()
+    for k in range(k4n):
+        o = v0 + k * 256
+        v_0 = load16(V, o); v_1 = load16(V, o + 64)
+        b = b0 + 4 * k
+        x = bcast16(B, b)
+        c0_0 = mac(kind, c0_0, x, v_0); c0_1 = mac(kind, c0_1, x, v_1)
+        x = bcast16(B, b + 1 * ldb)
+        c1_0 = mac(kind, c1_0, x, v_0); c1_1 = mac(kind, c1_1, x, v_1)
+        x = bcast16(B, b + 2 * ldb)
+        c2_0 = mac(kind, c2_0, x, v_0); c2_1 = mac(kind, c2_1, x, v_1)
+        x = bcast16(B, b + 3 * ldb)
+        c3_0 = mac(kind, c3_0, x, v_0); c3_1 = mac(kind, c3_1, x, v_1)
+        x = bcast16(B, b + 4 * ldb)
+        c4_0 = mac(kind, c4_0, x, v_0); c4_1 = mac(kind, c4_1, x, v_1)
+        x = bcast16(B, b + 5 * ldb)
+        c5_0 = mac(kind, c5_0, x, v_0); c5_1 = mac(kind, c5_1, x, v_1)
+        x = bcast16(B, b + 6 * ldb)
+        c6_0 = mac(kind, c6_0, x, v_0); c6_1 = mac(kind, c6_1, x, v_1)
+        x = bcast16(B, b + 7 * ldb)
+        c7_0 = mac(kind, c7_0, x, v_0); c7_1 = mac(kind, c7_1, x, v_1)
+        x = bcast16(B, b + 8 * ldb)
+        c8_0 = mac(kind, c8_0, x, v_0); c8_1 = mac(kind, c8_1, x, v_1)
+        x = bcast16(B, b + 9 * ldb)
+        c9_0 = mac(kind, c9_0, x, v_0); c9_1 = mac(kind, c9_1, x, v_1)
+        x = bcast16(B, b + 10 * ldb)
+        c10_0 = mac(kind, c10_0, x, v_0); c10_1 = mac(kind, c10_1, x, v_1)
+        x = bcast16(B, b + 11 * ldb)
+        c11_0 = mac(kind, c11_0, x, v_0); c11_1 = mac(kind, c11_1, x, v_1)
+    store16(C, c0, c0_0); store16(C, c0 + 64, c0_1)
+    store16(C, c0 + 1 * ldc + 0, c1_0); store16(C, c0 + 1 * ldc + 64, c1_1)
+    store16(C, c0 + 2 * ldc + 0, c2_0); store16(C, c0 + 2 * ldc + 64, c2_1)
+    store16(C, c0 + 3 * ldc + 0, c3_0); store16(C, c0 + 3 * ldc + 64, c3_1)
+    store16(C, c0 + 4 * ldc + 0, c4_0); store16(C, c0 + 4 * ldc + 64, c4_1)
+    store16(C, c0 + 5 * ldc + 0, c5_0); store16(C, c0 + 5 * ldc + 64, c5_1)
+    store16(C, c0 + 6 * ldc + 0, c6_0); store16(C, c0 + 6 * ldc + 64, c6_1)
+    store16(C, c0 + 7 * ldc + 0, c7_0); store16(C, c0 + 7 * ldc + 64, c7_1)
+    store16(C, c0 + 8 * ldc + 0, c8_0); store16(C, c0 + 8 * ldc + 64, c8_1)
+    store16(C, c0 + 9 * ldc + 0, c9_0); store16(C, c0 + 9 * ldc + 64, c9_1)
+    store16(C, c0 + 10 * ldc + 0, c10_0); store16(C, c0 + 10 * ldc + 64, c10_1)
+    store16(C, c0 + 11 * ldc + 0, c11_0); store16(C, c0 + 11 * ldc + 64, c11_1)
+
+
+@njit(cache=True)
+def tile1x32(kind, B, b0, ldb, V, v0, k4n, C, c0, ldc, accumulate):
+    """One row of :func:`tile12x32` (the rows left over), zmm registers."""
+    if accumulate:
+        c0_0 = load16(C, c0); c0_1 = load16(C, c0 + 64)
+    else:
+        c0_0 = zero16(); c0_1 = zero16()
+    for k in range(k4n):
+        o = v0 + k * 256
+        v_0 = load16(V, o); v_1 = load16(V, o + 64)
+        b = b0 + 4 * k
+        x = bcast16(B, b)
+        c0_0 = mac(kind, c0_0, x, v_0); c0_1 = mac(kind, c0_1, x, v_1)
+    store16(C, c0, c0_0); store16(C, c0 + 64, c0_1)
+
+
 # ------------------------------------------------------------------------------------------ 256-bit tile
 @njit(cache=True)
 def tile1x64_256(kind, B, b0, ldb, V, v0, k4n, C, c0, ldc, accumulate):
@@ -122,10 +302,12 @@ def tile1x64_256(kind, B, b0, ldb, V, v0, k4n, C, c0, ldc, accumulate):
 
 # ------------------------------------------------------------------------------------------ one panel
 @njit(cache=True)
-def product_panel(kind, B, ldb, R, V, v0, K4, KC, C, c0, ldc):
+def product_panel(kind, B, ldb, R, V, v0, K4, KC, C, c0, ldc, lanes=64):
     """C[r, 0:64] = Σ_k B[r, k]·V[l, k] for every row r < R of one 64-lane panel (V's panel at byte v0; C's row
     r at byte c0 + r·ldc), K taken in blocks of KC groups of 4 (so that the panel's block stays in L1): on
-    zmm 6 rows at a time (:func:`tile6x64`) and the rest one by one; on ymm (AVX2 kinds) one row at a time."""
+    zmm 6 rows at a time (:func:`tile6x64`) and the rest one by one; on ymm (AVX2 kinds) one row at a time.
+    ``lanes``: how many of the 64 lanes are needed — with 32 or fewer, on zmm, only the first 16 or 32 are
+    computed (12 rows at a time, :func:`tile12x16` / :func:`tile12x32`; the others are left as they were)."""
     for k0 in range(0, K4, KC):
         kn = min(KC, K4 - k0)
         acc = k0 > 0
@@ -133,6 +315,20 @@ def product_panel(kind, B, ldb, R, V, v0, K4, KC, C, c0, ldc):
         if is_ymm(kind):
             while r < R:
                 tile1x64_256(kind, B, r * ldb + 4 * k0, ldb, V, v0 + k0 * 256, kn, C, c0 + r * ldc, ldc, acc)
+                r += 1
+        elif lanes <= 16:
+            while r + 12 <= R:
+                tile12x16(kind, B, r * ldb + 4 * k0, ldb, V, v0 + k0 * 256, kn, C, c0 + r * ldc, ldc, acc)
+                r += 12
+            while r < R:
+                tile1x16(kind, B, r * ldb + 4 * k0, ldb, V, v0 + k0 * 256, kn, C, c0 + r * ldc, ldc, acc)
+                r += 1
+        elif lanes <= 32:
+            while r + 12 <= R:
+                tile12x32(kind, B, r * ldb + 4 * k0, ldb, V, v0 + k0 * 256, kn, C, c0 + r * ldc, ldc, acc)
+                r += 12
+            while r < R:
+                tile1x32(kind, B, r * ldb + 4 * k0, ldb, V, v0 + k0 * 256, kn, C, c0 + r * ldc, ldc, acc)
                 r += 1
         else:
             while r + TILE_ROWS_512 <= R:

@@ -52,10 +52,11 @@ from ..kernels.litert import (avg_pool_litert, dequantize_litert, hard_swish_tab
                               qadd_litert, qmul_litert, quantize_litert)
 from ..kernels.pool import qadaptive_avg_pool2d, qavg_pool2d, qavg_pool2d_onnxruntime, qmax_pool2d
 from . import ops  # noqa: F401  (registers the quantized ops)
+from .layout import to_nchw, to_nhwc
 from .precision_ops import prepare_precision_kernels
 from .pt2e_kernels import QConv2dAdd, QLinearFloat, QLinearInductor, adaptive_avg_pool_inductor
 
-__all__ = ["prepare_kernels", "weight_qparams", "global_avg_pool_mlas"]
+__all__ = ["prepare_kernels", "KernelTable", "weight_qparams", "global_avg_pool_mlas"]
 
 _F32 = np.float32
 
@@ -136,10 +137,29 @@ def _litert_pool_window(node, graph):
     return a.kernel_size, a.stride
 
 
-def prepare_kernels(graph, target) -> dict:
+class KernelTable(dict):
+    """``{op: kernel(node, inputs)}`` — and :meth:`nhwc_ok`: whether a node of the graph the table was
+    prepared for has a channels-last kernel here (the question :func:`~minquant.quantized.layout.channels_last_graph`
+    asks)."""
+
+    def __init__(self, kernels, channels_last_nodes):
+        super().__init__(kernels)
+        self.channels_last_nodes = frozenset(channels_last_nodes)
+
+    def nhwc_ok(self, node) -> bool:
+        return node.name in self.channels_last_nodes
+
+
+def prepare_kernels(graph, target) -> KernelTable:
     """The kernel table for ``graph`` under ``target`` (a :class:`~minquant.target.Target` or a framework
     name; module docstring): every layer prepared once, each convolution with the arithmetic its framework
-    picks for that layer on the target's CPU."""
+    picks for that layer on the target's CPU. It also runs the channels-last ops of an execution plan
+    (:mod:`~minquant.quantized.layout`: ``qconv2d_nhwc``, ``qadd_nhwc``, ``qclamp_nhwc``, ``qmax_pool2d_nhwc``,
+    ``to_nhwc``, ``to_nchw``) for the nodes :meth:`KernelTable.nhwc_ok` names: convolutions whose channels-last
+    path reads the codes in place (:attr:`~minquant.kernels.QConv2d.channels_last_native`), clamps, max pools,
+    and adds whose rounding does not
+    depend on where an element sits in NCHW order (fbgemm's does unless the emulated tensors are
+    channels-last: ``QAddAttrs.channels_last``)."""
     tgt = as_target(target)
     ar = tgt.ops()
     minq = Target("minquant", tgt.cpu)
@@ -183,6 +203,13 @@ def prepare_kernels(graph, target) -> dict:
             raise ValueError(f"cannot prepare node {n.name!r} ({n.op}, from {n.source or '?'}): {e}") from e
 
     vector_block = torch_vector_block(ar)
+    nhwc_nodes = set()
+    for n in graph.nodes:
+        if n.op == "qconv2d" and prepared[n.name].channels_last_native:
+            nhwc_nodes.add(n.name)
+        elif n.op in ("qclamp", "qmax_pool2d") or (n.op == "qadd" and (lp is not None or not prepared[n.name].block
+                                                      or n.attrs.channels_last)):
+            nhwc_nodes.add(n.name)
 
     def k_quantize(n, xs):
         if lp is not None:
@@ -213,6 +240,14 @@ def prepare_kernels(graph, target) -> dict:
             return _from_nhwc_order(add(_to_nhwc_order(x0), _to_nhwc_order(x1)))
         return add(x0, x1)
 
+    def k_qadd_nhwc(n, xs):    # elementwise, and fbgemm's position rule (if any) counts in NHWC order
+        a = n.attrs
+        x0, x1 = _check_codes(xs[0], n), _check_codes(xs[1], n)
+        if lp is not None:
+            return qadd_litert(x0, a.a_scale, a.a_zp, x1, a.b_scale, a.b_zp, a.y_scale, a.y_zp, relu=a.relu,
+                               rule=lp.add)
+        return prepared[n.name](x0, x1)
+
     def k_qcat(n, xs):
         a = n.attrs
         if all(s == a.y_scale and z == a.y_zp for s, z in zip(a.in_scales, a.in_zps)):
@@ -236,6 +271,11 @@ def prepare_kernels(graph, target) -> dict:
                            a.count_include_pad, a.divisor_override, x_scale=a.x_scale, x_zp=a.x_zp,
                            y_scale=a.y_scale, y_zp=a.y_zp, target=pool_target, channels_last=a.channels_last)
 
+    def k_qmax_nhwc(n, xs):
+        a = n.attrs
+        return qmax_pool2d(_check_codes(xs[0], n), a.kernel_size, a.stride, a.padding, a.dilation, a.ceil_mode,
+                           channels_last=True)
+
     def k_qadaptive(n, xs):
         a = n.attrs
         if ar.name == "inductor":   # pt2e lowered by Inductor: float32 between dequantize and quantize
@@ -253,14 +293,21 @@ def prepare_kernels(graph, target) -> dict:
         return qadaptive_avg_pool2d(_check_codes(xs[0], n), a.output_size, x_scale=a.x_scale, x_zp=a.x_zp,
                                     y_scale=a.y_scale, y_zp=a.y_zp, target=em, channels_last=a.channels_last)
 
-    def k_qclamp(n, xs):
-        x = _check_codes(xs[0], n)
+    def clamp(n, x, channel_axis):
         hi = n.params.get("hi_channels")
         if hi is not None:   # one pass: the per-channel top (the [lo, hi] clip below is usually a no-op)
-            x = np.minimum(x, hi.astype(np.uint8).reshape((1, -1) + (1,) * (x.ndim - 2)))
+            shape = [1] * x.ndim
+            shape[channel_axis] = -1
+            x = np.minimum(x, hi.astype(np.uint8).reshape(shape))
         if (n.attrs.lo, n.attrs.hi) != (0, 255):
             x = np.clip(x, n.attrs.lo, n.attrs.hi).astype(np.uint8)
         return x
+
+    def k_qclamp(n, xs):
+        return clamp(n, _check_codes(xs[0], n), 1)
+
+    def k_qclamp_nhwc(n, xs):
+        return clamp(n, _check_codes(xs[0], n), 3)
 
     def k_qflatten(n, xs):
         x = _check_codes(xs[0], n)
@@ -319,6 +366,10 @@ def prepare_kernels(graph, target) -> dict:
                   "qmul": k_qmul, "qmean": k_qmean, "qpad": k_qpad,
                   "qhardswish": k_qactivation, "qhardsigmoid": k_qactivation,
                   "qconv2d_add": lambda n, xs: prepared[n.name](_check_codes(xs[0], n), _check_codes(xs[1], n)),
-                  "qlinear_float": lambda n, xs: prepared[n.name](_check_codes(xs[0], n))})
+                  "qlinear_float": lambda n, xs: prepared[n.name](_check_codes(xs[0], n)),
+                  # the channels-last ops of an execution plan (layout.py)
+                  "qconv2d_nhwc": lambda n, xs: prepared[n.name].nhwc(_check_codes(xs[0], n)),
+                  "qadd_nhwc": k_qadd_nhwc, "qclamp_nhwc": k_qclamp_nhwc, "qmax_pool2d_nhwc": k_qmax_nhwc,
+                  "to_nhwc": lambda n, xs: to_nhwc(xs[0]), "to_nchw": lambda n, xs: to_nchw(xs[0])})
     table.update(prepare_precision_kernels(graph, tgt))   # float16 and int4 layers (precision_ops.py)
-    return table
+    return KernelTable(table, nhwc_nodes)

@@ -62,6 +62,7 @@ from ..sparse import decode, encoded_nbytes, smallest_encoding
 from . import ops, precision_ops
 from ..target import Target, as_target
 from .executor import prepare_kernels
+from .layout import channels_last_graph
 
 __all__ = ["QuantizedModel", "DeferredModel", "load", "FORMAT", "VERSION"]
 
@@ -101,9 +102,13 @@ class QuantizedModel:
     model it approximates (used by :func:`minquant.quantized.compare`; default: the same name);
     ``meta``: JSON-able facts about how it was made (calibrator, per_channel...); ``channel_scales``: for
     values whose channels cross-layer equalization rescaled, the per-channel factor back to the float
-    model's units (``original = value · scale`` along axis 1; applied by :meth:`run` to intermediates)."""
+    model's units (``original = value · scale`` along axis 1; applied by :meth:`run` to intermediates);
+    ``channels_last``: run the int8 layers on channels-last codes between layers (the execution plan of
+    :func:`~minquant.quantized.layout.channels_last_graph`; the same codes, faster) — ``False`` runs the graph
+    as it is, NCHW. Intermediate values (:meth:`run` with ``intermediates=True``) are always NCHW."""
 
-    def __init__(self, graph: Graph, target="fbgemm", *, float_names=None, meta=None, channel_scales=None):
+    def __init__(self, graph: Graph, target="fbgemm", *, float_names=None, meta=None, channel_scales=None,
+                 channels_last: bool = True):
         if not isinstance(graph, Graph):
             raise ValueError(f"QuantizedModel needs a minquant Graph, got {type(graph).__name__}")
         graph.validate()
@@ -118,6 +123,8 @@ class QuantizedModel:
             raise ValueError(f"no kernel for op(s) {unknown} in a quantized model")
         self.qparams = ops.value_qparams(graph)
         self._shapes = None
+        self.channels_last = bool(channels_last)
+        self._plan = None      # the channels-last execution plan: made on first use
         #: what a quantizer reports about how it made this model (:func:`quantize_dynamic` sets a
         #: :class:`~minquant.quantized.dynamic.QuantizationReport`); None otherwise. Not saved.
         self.report = None
@@ -144,10 +151,20 @@ class QuantizedModel:
     def __call__(self, x: np.ndarray) -> np.ndarray:
         """Run on a float32 batch; returns float32 (graph outputs that are codes are dequantized)."""
         self._check_input(x)
-        out = run_graph(self.graph, x, kernels=self._kernels)
+        out = run_graph(self.execution_plan, x, kernels=self._kernels)
         if isinstance(out, tuple):
             return tuple(self._float(v, o) for v, o in zip(self.graph.outputs, out))
         return self._float(self.graph.outputs[0], out)
+
+    @property
+    def execution_plan(self) -> Graph:
+        """The graph :meth:`__call__` runs: with :attr:`channels_last`, ``graph`` with its channels-last regions
+        and their transposes (:func:`~minquant.quantized.layout.channels_last_graph`); else ``graph``."""
+        if not self.channels_last:
+            return self.graph
+        if self._plan is None:
+            self._plan = channels_last_graph(self.graph, self._kernels.nhwc_ok)
+        return self._plan
 
     def run(self, x: np.ndarray, *, intermediates: bool = False, raw: bool = False):
         """``run(x)`` = ``self(x)``. With ``intermediates=True``: ``(output, values)`` where ``values`` maps
