@@ -50,7 +50,7 @@ from .checks import check_conv_args
 from .conv import PackedConvWeight, QConv2d, conv_arithmetic
 from .requant_simd import VECTOR_MODES, _emit_stage, lane_constants
 from .requantize import _requant_lanes, output_stage, requantize_reference
-from .simd import ISA_NONE, _byte_ptr, host_isa, i32x16, load16
+from .simd import ISA_AVX512VNNI, ISA_NONE, _byte_ptr, _call, host_isa, i32x16, load16
 
 __all__ = ["Depthwise3x3NHWC", "depthwise3x3_nhwc", "depthwise3x3_nhwc_numpy"]
 
@@ -72,26 +72,28 @@ class DwKind:
     like :class:`~minquant.kernels.simd.MacKind`): the output-stage ``mode`` (one of
     :data:`~minquant.kernels.requant_simd.VECTOR_MODES`, or −1: store the int32 accumulators), whether
     pairs may be clamped (``clamp``: a saturating target with risky blocks) and whether the weight zero
-    points need their own term (``wzp``: only with ``clamp``; the exact kernels fold z_w into the taps)."""
+    points need their own term (``wzp``: only with ``clamp``; the exact kernels fold z_w into the taps), and
+    whether the multiply-adds may use ``vpdpwssd`` (``vnni``: only on an AVX512-VNNI host — a kernel with an
+    instruction the CPU lacks would abort the process, :mod:`.simd`)."""
 
-    def __init__(self, mode: int, clamp: bool, wzp: bool):
+    def __init__(self, mode: int, clamp: bool, wzp: bool, vnni: bool):
         if mode not in VECTOR_MODES + (-1,):
             raise ValueError(f"no 16-lane depthwise kernel for output-stage mode {mode}")
-        self.mode, self.clamp, self.wzp = int(mode), bool(clamp), bool(wzp)
+        self.mode, self.clamp, self.wzp, self.vnni = int(mode), bool(clamp), bool(wzp), bool(vnni)
 
     def __repr__(self):
-        return f"DwKind({self.mode}, {self.clamp}, {self.wzp})"
+        return f"DwKind({self.mode}, {self.clamp}, {self.wzp}, {self.vnni})"
 
 
 class DwKindType(types.Type):
-    def __init__(self, mode, clamp, wzp):
-        self.mode, self.clamp, self.wzp = mode, clamp, wzp
-        super().__init__(name=f"DwKind({mode},{int(clamp)},{int(wzp)})")
+    def __init__(self, mode, clamp, wzp, vnni):
+        self.mode, self.clamp, self.wzp, self.vnni = mode, clamp, wzp, vnni
+        super().__init__(name=f"DwKind({mode},{int(clamp)},{int(wzp)},{int(vnni)})")
 
 
 @typeof_impl.register(DwKind)
 def _typeof_dw_kind(val, c):
-    return DwKindType(val.mode, val.clamp, val.wzp)
+    return DwKindType(val.mode, val.clamp, val.wzp, val.vnni)
 
 
 register_model(DwKindType)(models.OpaqueModel)
@@ -148,6 +150,15 @@ def _mul(builder, x, w):
     return builder.mul(x, w, flags=["nsw"])
 
 
+def _mul_add(builder, kind, acc, x, w):
+    """acc + x·w on int32 lanes holding int16 values (x a widened code: its upper 16 bits are 0): generic IR,
+    which LLVM makes ``vpmaddwd`` + ``vpaddd``; on an AVX512-VNNI kind the one instruction ``vpdpwssd``
+    (``acc + x_lo·w_lo + x_hi·w_hi`` with x_hi = 0), which LLVM does not form by itself here."""
+    if kind.vnni:
+        return _call(builder, "llvm.x86.avx512.vpdpwssd.512", _V32, [acc, x, w])
+    return builder.add(acc, _mul(builder, x, w))
+
+
 def _clamp16(builder, p):
     """max(min(p, 32767), −32768) on int32 lanes (vpmaxsd, vpminsd)."""
     lo, hi = ir.Constant(_V32, [INT16_MIN] * 16), ir.Constant(_V32, [INT16_MAX] * 16)
@@ -161,17 +172,17 @@ def _emit_pixel_sums(builder, kind, clamp, X, W, WZ, acc0):
     clamped to int16, plus ``Σ x_t·(−z_w)`` when the kind keeps a separate weight-zero-point term."""
     acc = acc0
     if clamp:
-        for t in range(0, 9, 2):
-            p = _mul(builder, X[t], W[t])
-            if t + 1 < 9:
-                p = _clamp16(builder, builder.add(p, _mul(builder, X[t + 1], W[t + 1])))
-            acc = builder.add(acc, p)
+        zero = ir.Constant(_V32, None)
+        for t in range(0, 8, 2):
+            p = _mul_add(builder, kind, _mul_add(builder, kind, zero, X[t], W[t]), X[t + 1], W[t + 1])
+            acc = builder.add(acc, _clamp16(builder, p))
+        acc = _mul_add(builder, kind, acc, X[8], W[8])
     else:
         for t in range(9):
-            acc = builder.add(acc, _mul(builder, X[t], W[t]))
+            acc = _mul_add(builder, kind, acc, X[t], W[t])
     if kind.wzp:
         for t in range(9):
-            acc = builder.add(acc, _mul(builder, X[t], WZ))
+            acc = _mul_add(builder, kind, acc, X[t], WZ)
     return acc
 
 
@@ -463,8 +474,8 @@ class Depthwise3x3NHWC:
         self.w9, self.zw, self.saturate = w9, zw, bool(saturate)
         self.consts, self.bq = lane_constants(stage, C)
         self.zrow = np.full(Cp, zx, np.uint8)
-        vec_mode = stage.mode in VECTOR_MODES
-        self.kind = DwKind(stage.mode if vec_mode else -1, self.clamp, self.wzp)
+        mode = stage.mode if stage.mode in VECTOR_MODES else -1
+        self.kinds = {v: DwKind(mode, self.clamp, self.wzp, v) for v in (False, True)}
 
     def out_shape(self, x_shape):
         n, h, w, C = x_shape
@@ -485,26 +496,25 @@ def depthwise3x3_nhwc(x, layer: Depthwise3x3NHWC, out=None):
     if x.shape[3] != layer.C:
         raise ValueError(f"x has {x.shape[3]} channels (last axis, NHWC), the layer {layer.C}")
     shape = layer.out_shape(x.shape)
-    if min(shape[1:3]) < 1:
-        raise ValueError(f"input {x.shape[1]}×{x.shape[2]} is too small for a 3×3 kernel with padding "
-                         f"{layer.padding} and stride {layer.stride}")
     if out is None:
         out = np.empty(shape, np.uint8)
     elif out.shape != shape or out.dtype != np.uint8 or not out.flags.c_contiguous:
         raise ValueError(f"out must be a C-contiguous uint8 array of shape {shape}, got {out.dtype} {out.shape}")
-    if host_isa() == ISA_NONE:
+    isa = host_isa()
+    if isa == ISA_NONE:
         out[...] = depthwise3x3_nhwc_numpy(x, layer)
         return out
+    kind = layer.kinds[isa >= ISA_AVX512VNNI]
     x = np.ascontiguousarray(x)
     st = layer.stage
     (sh, sw), (ph, pw) = layer.stride, layer.padding
     args = (layer.taps, layer.consts, layer.bq, layer.acc0, layer.wzv, layer.risky, layer.zrow,
             sh, sw, ph, pw, np.float32(st.y_zp), np.float32(st.lo))
-    if layer.kind.mode >= 0:
-        _depthwise3x3_nhwc_kernel(layer.kind, x, *args, out)
+    if kind.mode >= 0:
+        _depthwise3x3_nhwc_kernel(kind, x, *args, out)
     else:
         acc = np.empty(shape, np.int32)
-        _depthwise3x3_nhwc_kernel(layer.kind, x, *args, acc)
+        _depthwise3x3_nhwc_kernel(kind, x, *args, acc)
         _scalar_stage(acc.reshape(-1, layer.C), st.mode, st.bias_f, st.bias_q, st.mult32, st.mult64,
                       np.float64(st.y_zp), np.float64(st.lo), st.hi, out.reshape(-1, layer.C))
     return out

@@ -69,7 +69,10 @@ def _emit_stage(builder, mode_v, a, BQ, M0, M1, M2, BF, ZF, LO, HI):
     t = builder.select(builder.icmp_signed("==", mode_v, ir.Constant(i64, 0)), t0,
                        builder.select(builder.icmp_signed("==", mode_v, ir.Constant(i64, 1)), t1,
                                       builder.select(builder.icmp_signed("==", mode_v, ir.Constant(i64, 2)), t2, t4)))
-    t = _vcall(builder, "llvm.minnum", [_vcall(builder, "llvm.maxnum", [t, LO]), HI])
+    # the clamp as compare-and-select: no NaN can occur here, and unlike llvm.minnum / maxnum (which must
+    # return the other operand for a NaN) it is one vmaxps / vminps each
+    t = builder.select(builder.fcmp_ordered("<", t, LO), LO, t)
+    t = builder.select(builder.fcmp_ordered(">", t, HI), HI, t)
     return builder.fptosi(t, _I16)
 
 
