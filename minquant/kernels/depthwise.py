@@ -50,7 +50,7 @@ from .checks import check_conv_args
 from .conv import PackedConvWeight, QConv2d, conv_arithmetic
 from .requant_simd import VECTOR_MODES, _emit_stage, lane_constants
 from .requantize import _requant_lanes, output_stage, requantize_reference
-from .simd import ISA_AVX512VNNI, ISA_NONE, _byte_ptr, _call, host_isa, i32x16, load16
+from .simd import ISA_AVX512VNNI, ISA_NONE, _byte_ptr, _call, _emit_dpbusd, host_isa, i32x16, load16
 
 __all__ = ["Depthwise3x3NHWC", "depthwise3x3_nhwc", "depthwise3x3_nhwc_numpy"]
 
@@ -76,24 +76,25 @@ class DwKind:
     whether the multiply-adds may use ``vpdpwssd`` (``vnni``: only on an AVX512-VNNI host — a kernel with an
     instruction the CPU lacks would abort the process, :mod:`.simd`)."""
 
-    def __init__(self, mode: int, clamp: bool, wzp: bool, vnni: bool):
+    def __init__(self, mode: int, clamp: bool, wzp: bool, vnni: bool, quad: bool):
         if mode not in VECTOR_MODES + (-1,):
             raise ValueError(f"no 16-lane depthwise kernel for output-stage mode {mode}")
         self.mode, self.clamp, self.wzp, self.vnni = int(mode), bool(clamp), bool(wzp), bool(vnni)
+        self.quad = bool(quad) and self.vnni
 
     def __repr__(self):
-        return f"DwKind({self.mode}, {self.clamp}, {self.wzp}, {self.vnni})"
+        return f"DwKind({self.mode}, {self.clamp}, {self.wzp}, {self.vnni}, {self.quad})"
 
 
 class DwKindType(types.Type):
-    def __init__(self, mode, clamp, wzp, vnni):
-        self.mode, self.clamp, self.wzp, self.vnni = mode, clamp, wzp, vnni
-        super().__init__(name=f"DwKind({mode},{int(clamp)},{int(wzp)},{int(vnni)})")
+    def __init__(self, mode, clamp, wzp, vnni, quad):
+        self.mode, self.clamp, self.wzp, self.vnni, self.quad = mode, clamp, wzp, vnni, quad
+        super().__init__(name=f"DwKind({mode},{int(clamp)},{int(wzp)},{int(vnni)},{int(quad)})")
 
 
 @typeof_impl.register(DwKind)
 def _typeof_dw_kind(val, c):
-    return DwKindType(val.mode, val.clamp, val.wzp, val.vnni)
+    return DwKindType(val.mode, val.clamp, val.wzp, val.vnni, val.quad)
 
 
 register_model(DwKindType)(models.OpaqueModel)
@@ -138,6 +139,30 @@ def _load_codes(builder, addr, mask):
     else:
         v = _masked_load(builder, p, mask, _V8)
     return builder.zext(v, _V32)
+
+
+def _load_bytes(builder, addr, mask):
+    """16 uint8 codes at byte address ``addr`` (an i64), as <16 x i8>."""
+    p = builder.inttoptr(addr, _V8.as_pointer())
+    if mask is None:
+        v = builder.load(p)
+        v.align = 1
+        return v
+    return _masked_load(builder, p, mask, _V8)
+
+
+def _quad(builder, rows):
+    """The codes of one kernel column, three rows, interleaved per channel: byte 4c + i = rows[i][c], byte
+    4c + 3 = 0 — channel c's four bytes in lane c, the operand layout of ``vpdpbusd``. Generic shuffles (one
+    ``vpermt2b`` on a CPU with AVX512-VBMI)."""
+    z = ir.Constant(_V8, None)
+    a = builder.shuffle_vector(rows[0], rows[1], ir.Constant(ir.VectorType(_I32, 32), list(range(32))))
+    b = builder.shuffle_vector(rows[2], z, ir.Constant(ir.VectorType(_I32, 32), list(range(32))))
+    mask = []
+    for c in range(16):
+        mask += [c, 16 + c, 32 + c, 48]
+    q = builder.shuffle_vector(a, b, ir.Constant(ir.VectorType(_I32, 64), mask))
+    return builder.bitcast(q, _V32)
 
 
 def _as_i16(builder, w):
@@ -221,7 +246,7 @@ def _make_one(clamp, masked):
     @intrinsic
     def one(typingctx, kind, addrs, W, S, zf, lof, out, off, rem):
         if not (isinstance(kind, DwKindType) and isinstance(addrs, types.UniTuple) and addrs.count == 9
-                and isinstance(W, types.UniTuple) and W.count == 9 and isinstance(S, types.UniTuple)
+                and isinstance(W, types.UniTuple) and W.count == 12 and isinstance(S, types.UniTuple)
                 and S.count == 8 and isinstance(out, types.Array)):
             return None
         sig = types.none(kind, addrs, W, S, types.float32, types.float32, out, types.int64, types.int64)
@@ -231,10 +256,17 @@ def _make_one(clamp, masked):
             _, av, wv, sv, zfv, lofv, outv, offv, remv = args
             mask = _lane_mask(builder, remv) if masked else None
             A = _unpack(builder, av, 9)
-            Wl = [_as_i16(builder, w) for w in _unpack(builder, wv, 9)]
+            Wa = _unpack(builder, wv, 12)
             Sl = _unpack(builder, sv, 8)
-            X = [_load_codes(builder, a, mask) for a in A]
-            acc = _emit_pixel_sums(builder, k, clamp, X, Wl, _as_i16(builder, Sl[6]), Sl[7])
+            if k.quad and not clamp:
+                acc = Sl[7]
+                for j in range(3):
+                    q = _quad(builder, [_load_bytes(builder, A[3 * i + j], mask) for i in range(3)])
+                    acc = _emit_dpbusd(builder, acc, q, Wa[9 + j])
+            else:
+                Wl = [_as_i16(builder, w) for w in Wa[:9]]
+                X = [_load_codes(builder, a, mask) for a in A]
+                acc = _emit_pixel_sums(builder, k, clamp, X, Wl, _as_i16(builder, Sl[6]), Sl[7])
             _emit_out(context, builder, k, acc, Sl, zfv, lofv, signature.args[6], outv, offv, mask)
             return context.get_dummy_value()
         return sig, codegen
@@ -252,7 +284,7 @@ def _make_strip(clamp, stride):
     def strip(typingctx, kind, rows, pitch, W, S, zf, lof, out, off, opitch):
         if not (isinstance(kind, DwKindType) and isinstance(rows, types.UniTuple) and rows.count == 3
                 and isinstance(pitch, types.UniTuple) and pitch.count == 3 and isinstance(W, types.UniTuple)
-                and W.count == 9 and isinstance(S, types.UniTuple) and S.count == 8
+                and W.count == 12 and isinstance(S, types.UniTuple) and S.count == 8
                 and isinstance(out, types.Array)):
             return None
         sig = types.none(kind, rows, pitch, W, S, types.float32, types.float32, out, types.int64, types.int64)
@@ -261,10 +293,24 @@ def _make_strip(clamp, stride):
             k = signature.args[0]
             _, rv, pv, wv, sv, zfv, lofv, outv, offv, opv = args
             R, P = _unpack(builder, rv, 3), _unpack(builder, pv, 3)
-            Wl = [_as_i16(builder, w) for w in _unpack(builder, wv, 9)]
+            Wa = _unpack(builder, wv, 12)
+            Wl = [_as_i16(builder, w) for w in Wa[:9]]
             Sl = _unpack(builder, sv, 8)
             WZ = _as_i16(builder, Sl[6])
             cols = {}
+            if k.quad and not clamp:     # one vpdpbusd per (output, kernel column): the three rows at once
+                quads = {}
+                for o in range(nb):
+                    acc = Sl[7]
+                    for j in range(3):
+                        q = o * stride + j
+                        if q not in quads:
+                            quads[q] = _quad(builder, [_load_bytes(builder, builder.add(
+                                R[i], builder.mul(P[i], ir.Constant(_I64, q))), None) for i in range(3)])
+                        acc = _emit_dpbusd(builder, acc, quads[q], Wa[9 + j])
+                    oo = builder.add(offv, builder.mul(opv, ir.Constant(_I64, o)))
+                    _emit_out(context, builder, k, acc, Sl, zfv, lofv, signature.args[7], outv, oo, None)
+                return context.get_dummy_value()
 
             def col(i, q):   # input row i, column q of the strip, widened (once)
                 if (i, q) not in cols:
@@ -334,7 +380,8 @@ def _depthwise3x3_nhwc_kernel(kind, x, taps, consts, bq, acc0, wzv, risky, zrow,
         rem = C - c0
         W = (load16(taps, 4 * c0), load16(taps, 4 * (Cp + c0)), load16(taps, 4 * (2 * Cp + c0)),
              load16(taps, 4 * (3 * Cp + c0)), load16(taps, 4 * (4 * Cp + c0)), load16(taps, 4 * (5 * Cp + c0)),
-             load16(taps, 4 * (6 * Cp + c0)), load16(taps, 4 * (7 * Cp + c0)), load16(taps, 4 * (8 * Cp + c0)))
+             load16(taps, 4 * (6 * Cp + c0)), load16(taps, 4 * (7 * Cp + c0)), load16(taps, 4 * (8 * Cp + c0)),
+             load16(taps, 4 * (9 * Cp + c0)), load16(taps, 4 * (10 * Cp + c0)), load16(taps, 4 * (11 * Cp + c0)))
         S = (load16(consts, 4 * c0), load16(consts, 4 * (Cp + c0)), load16(consts, 4 * (2 * Cp + c0)),
              load16(consts, 4 * (3 * Cp + c0)), load16(consts, 4 * (4 * Cp + c0)), load16(bq, 4 * c0),
              load16(wzv, 4 * c0), load16(acc0, 4 * c0))
@@ -459,23 +506,30 @@ class Depthwise3x3NHWC:
         for blk in range(nblk):
             self.risky[blk] = risky[16 * blk:16 * blk + 16].any()
         Cp = C + 16
-        self.taps = np.zeros((9, Cp), np.int32)
+        self.taps = np.zeros((12, Cp), np.int32)   # rows 9-11: the kernel columns as vpdpbusd bytes
         self.acc0 = np.zeros(Cp, np.int32)
         self.wzv = np.zeros(Cp, np.int32)
         zx = self.x_zp
         if self.clamp:   # raw taps; acc = raw − z_x·Σw − z_w·Σx + 9·z_x·z_w (Σx: the −z_w taps of kind.wzp)
-            self.taps[:, :C] = w9.T
+            self.taps[:9, :C] = w9.T
             self.acc0[:C] = -zx * w9.sum(1) + 9 * zx * zw
             self.wzv[:C] = -zw
         else:            # exact: the taps w − z_w; acc = Σ x·(w − z_w) − z_x·Σ(w − z_w)
             wd = w9 - zw[:, None]
-            self.taps[:, :C] = wd.T
+            self.taps[:9, :C] = wd.T
             self.acc0[:C] = -zx * wd.sum(1)
         self.w9, self.zw, self.saturate = w9, zw, bool(saturate)
         self.consts, self.bq = lane_constants(stage, C)
         self.zrow = np.full(Cp, zx, np.uint8)
         mode = stage.mode if stage.mode in VECTOR_MODES else -1
-        self.kinds = {v: DwKind(mode, self.clamp, self.wzp, v) for v in (False, True)}
+        # exact taps that fit in int8: on VNNI, one vpdpbusd per kernel column (rows 0-2 of the column as the
+        # bytes 0-2 of each lane, byte 3 zero)
+        t9 = self.taps[:9, :C].astype(np.int64)
+        quad = not self.clamp and bool(np.all((t9 >= -128) & (t9 <= 127)))
+        if quad:
+            b = (t9 & 0xFF).reshape(3, 3, C)         # (row i, column j, channel)
+            self.taps[9:, :C] = (b[0] | (b[1] << 8) | (b[2] << 16)).astype(np.int32)
+        self.kinds = {v: DwKind(mode, self.clamp, self.wzp, v, quad) for v in (False, True)}
 
     def out_shape(self, x_shape):
         n, h, w, C = x_shape
