@@ -50,7 +50,8 @@ from .checks import check_conv_args
 from .conv import PackedConvWeight, QConv2d, conv_arithmetic
 from .requant_simd import VECTOR_MODES, _emit_stage, lane_constants
 from .requantize import _requant_lanes, output_stage, requantize_reference
-from .simd import ISA_AVX512VNNI, ISA_NONE, _byte_ptr, _call, _emit_dpbusd, host_isa, i32x16, load16
+from .simd import (ISA_AVX2, ISA_AVX512BW, ISA_AVX512VNNI, ISA_NONE, _byte_ptr, _call, _emit_dpbusd, _emit_dpwssd_ones,
+                   _emit_maddubs, _emit_maddwd_ones, host_isa, i32x16, load16)
 
 __all__ = ["Depthwise3x3NHWC", "depthwise3x3_nhwc", "depthwise3x3_nhwc_numpy"]
 
@@ -76,25 +77,27 @@ class DwKind:
     whether the multiply-adds may use ``vpdpwssd`` (``vnni``: only on an AVX512-VNNI host — a kernel with an
     instruction the CPU lacks would abort the process, :mod:`.simd`)."""
 
-    def __init__(self, mode: int, clamp: bool, wzp: bool, vnni: bool, quad: bool):
+    def __init__(self, mode: int, clamp: bool, wzp: bool, isa: int, quad: bool):
         if mode not in VECTOR_MODES + (-1,):
             raise ValueError(f"no 16-lane depthwise kernel for output-stage mode {mode}")
-        self.mode, self.clamp, self.wzp, self.vnni = int(mode), bool(clamp), bool(wzp), bool(vnni)
+        self.mode, self.clamp, self.wzp = int(mode), bool(clamp), bool(wzp)
+        self.vnni = isa >= ISA_AVX512VNNI
         self.quad = bool(quad) and self.vnni
+        self.pairs4 = self.clamp and not self.wzp and isa >= ISA_AVX512BW
 
     def __repr__(self):
-        return f"DwKind({self.mode}, {self.clamp}, {self.wzp}, {self.vnni}, {self.quad})"
+        return f"DwKind({self.mode}, {self.clamp}, {self.wzp}, vnni={self.vnni}, quad={self.quad}, pairs4={self.pairs4})"
 
 
 class DwKindType(types.Type):
-    def __init__(self, mode, clamp, wzp, vnni, quad):
-        self.mode, self.clamp, self.wzp, self.vnni, self.quad = mode, clamp, wzp, vnni, quad
-        super().__init__(name=f"DwKind({mode},{int(clamp)},{int(wzp)},{int(vnni)},{int(quad)})")
+    def __init__(self, mode, clamp, wzp, vnni, quad, pairs4):
+        self.mode, self.clamp, self.wzp, self.vnni, self.quad, self.pairs4 = mode, clamp, wzp, vnni, quad, pairs4
+        super().__init__(name=f"DwKind({mode},{int(clamp)},{int(wzp)},{int(vnni)},{int(quad)},{int(pairs4)})")
 
 
 @typeof_impl.register(DwKind)
 def _typeof_dw_kind(val, c):
-    return DwKindType(val.mode, val.clamp, val.wzp, val.vnni, val.quad)
+    return DwKindType(val.mode, val.clamp, val.wzp, val.vnni, val.quad, val.pairs4)
 
 
 register_model(DwKindType)(models.OpaqueModel)
@@ -152,15 +155,16 @@ def _load_bytes(builder, addr, mask):
 
 
 def _quad(builder, rows):
-    """The codes of one kernel column, three rows, interleaved per channel: byte 4c + i = rows[i][c], byte
-    4c + 3 = 0 — channel c's four bytes in lane c, the operand layout of ``vpdpbusd``. Generic shuffles (one
-    ``vpermt2b`` on a CPU with AVX512-VBMI)."""
+    """Three or four vectors of 16 codes interleaved per channel: byte 4c + i = rows[i][c] (byte 4c + 3 = 0
+    for three) — channel c's four bytes in lane c, the operand layout of ``vpdpbusd`` and ``vpmaddubsw``.
+    Generic shuffles (a ``vpermt2b`` on a CPU with AVX512-VBMI)."""
     z = ir.Constant(_V8, None)
     a = builder.shuffle_vector(rows[0], rows[1], ir.Constant(ir.VectorType(_I32, 32), list(range(32))))
-    b = builder.shuffle_vector(rows[2], z, ir.Constant(ir.VectorType(_I32, 32), list(range(32))))
+    b = builder.shuffle_vector(rows[2], rows[3] if len(rows) > 3 else z,
+                               ir.Constant(ir.VectorType(_I32, 32), list(range(32))))
     mask = []
     for c in range(16):
-        mask += [c, 16 + c, 32 + c, 48]
+        mask += [c, 16 + c, 32 + c, 48 + c]
     q = builder.shuffle_vector(a, b, ir.Constant(ir.VectorType(_I32, 64), mask))
     return builder.bitcast(q, _V32)
 
@@ -209,6 +213,22 @@ def _emit_pixel_sums(builder, kind, clamp, X, W, WZ, acc0):
         for t in range(9):
             acc = _mul_add(builder, kind, acc, X[t], WZ)
     return acc
+
+
+def _emit_pairs_bw(builder, kind, B, W8, WP, acc0):
+    """fbgemm's clamped pairs the way fbgemm computes them: taps (0-3) and (4-7) interleaved per channel
+    (:func:`_quad`), ``vpmaddubsw`` — each int16 lane the int16-saturated sum of a pair of u8·s8 products —
+    then the two pairs of a lane added exactly in int32 (``vpdpwssd`` with ones on VNNI, else ``vpmaddwd``
+    with ones + ``vpaddd``); tap 8 alone (no partner: never saturates) as one int16 product. ``B`` the nine
+    tap vectors of bytes, ``WP`` the two weight quads, ``W8`` tap 8's weights."""
+    acc = acc0
+    for g in range(2):
+        h = _emit_maddubs(builder, _quad(builder, B[4 * g:4 * g + 4]), WP[g], 16)
+        if kind.vnni:
+            acc = _emit_dpwssd_ones(builder, acc, h)
+        else:
+            acc = builder.add(acc, _emit_maddwd_ones(builder, h, 16))
+    return _mul_add(builder, kind, acc, builder.zext(B[8], _V32), W8)
 
 
 def _emit_out(context, builder, kind, acc, S, zf, lof, out_ty, out, off, mask):
@@ -263,6 +283,9 @@ def _make_one(clamp, masked):
                 for j in range(3):
                     q = _quad(builder, [_load_bytes(builder, A[3 * i + j], mask) for i in range(3)])
                     acc = _emit_dpbusd(builder, acc, q, Wa[9 + j])
+            elif k.pairs4 and clamp:
+                acc = _emit_pairs_bw(builder, k, [_load_bytes(builder, a, mask) for a in A],
+                                     _as_i16(builder, Wa[8]), Wa[9:11], Sl[7])
             else:
                 Wl = [_as_i16(builder, w) for w in Wa[:9]]
                 X = [_load_codes(builder, a, mask) for a in A]
@@ -308,6 +331,20 @@ def _make_strip(clamp, stride):
                             quads[q] = _quad(builder, [_load_bytes(builder, builder.add(
                                 R[i], builder.mul(P[i], ir.Constant(_I64, q))), None) for i in range(3)])
                         acc = _emit_dpbusd(builder, acc, quads[q], Wa[9 + j])
+                    oo = builder.add(offv, builder.mul(opv, ir.Constant(_I64, o)))
+                    _emit_out(context, builder, k, acc, Sl, zfv, lofv, signature.args[7], outv, oo, None)
+                return context.get_dummy_value()
+            if k.pairs4 and clamp:       # fbgemm's vpmaddubsw pairs, tap order
+                loads = {}
+
+                def byte_col(i, q):
+                    if (i, q) not in loads:
+                        loads[i, q] = _load_bytes(builder, builder.add(R[i], builder.mul(P[i], ir.Constant(_I64, q))),
+                                                  None)
+                    return loads[i, q]
+                for o in range(nb):
+                    B = [byte_col(t // 3, o * stride + t % 3) for t in range(9)]
+                    acc = _emit_pairs_bw(builder, k, B, Wl[8], Wa[9:11], Sl[7])
                     oo = builder.add(offv, builder.mul(opv, ir.Constant(_I64, o)))
                     _emit_out(context, builder, k, acc, Sl, zfv, lofv, signature.args[7], outv, oo, None)
                 return context.get_dummy_value()
@@ -529,7 +566,10 @@ class Depthwise3x3NHWC:
         if quad:
             b = (t9 & 0xFF).reshape(3, 3, C)         # (row i, column j, channel)
             self.taps[9:, :C] = (b[0] | (b[1] << 8) | (b[2] << 16)).astype(np.int32)
-        self.kinds = {v: DwKind(mode, self.clamp, self.wzp, v, quad) for v in (False, True)}
+        elif self.clamp:   # fbgemm's pairs on vpmaddubsw: taps 0-3 and 4-7 as the four bytes of each lane
+            b = (self.taps[:8, :C].astype(np.int64) & 0xFF).reshape(2, 4, C)
+            self.taps[9:11, :C] = (b[:, 0] | (b[:, 1] << 8) | (b[:, 2] << 16) | (b[:, 3] << 24)).astype(np.uint32).view(np.int32)
+        self.kinds = {isa: DwKind(mode, self.clamp, self.wzp, isa, quad) for isa in (ISA_AVX2, ISA_AVX512BW, ISA_AVX512VNNI)}
 
     def out_shape(self, x_shape):
         n, h, w, C = x_shape
@@ -558,7 +598,7 @@ def depthwise3x3_nhwc(x, layer: Depthwise3x3NHWC, out=None):
     if isa == ISA_NONE:
         out[...] = depthwise3x3_nhwc_numpy(x, layer)
         return out
-    kind = layer.kinds[isa >= ISA_AVX512VNNI]
+    kind = layer.kinds[isa]
     x = np.ascontiguousarray(x)
     st = layer.stage
     (sh, sw), (ph, pw) = layer.stride, layer.padding
