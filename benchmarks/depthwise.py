@@ -110,8 +110,8 @@ def report(rows, rounds, quick):
                      f"{r['clamp']} | {sum(r['mism'].values())} |")
     tot = {k: sum(r["t"][k][0] for r in rows) for k in rows[0]["t"]}
     below = {k: sum(r["t"]["torch"][0] / r["t"][k][0] < 0.7 for r in rows) for k in ("today", "new_fbgemm", "new_ort")}
-    lines += [f"| **all {len(rows)}** | | **{tot['torch']:.2f}** | **{tot['today']:.2f}** | **{tot['new_fbgemm']:.2f}** | "
-              f"**{tot['new_ort']:.2f}** | **{tot['torch'] / tot['today']:.2f}×** | "
+    lines += [f"| **all {len(rows)}** | | **{tot['torch']:.2f}** | **{tot['today']:.2f}** | "
+              f"**{tot['new_fbgemm']:.2f}** | **{tot['new_ort']:.2f}** | **{tot['torch'] / tot['today']:.2f}×** | "
               f"**{tot['torch'] / tot['new_fbgemm']:.2f}×** | **{tot['torch'] / tot['new_ort']:.2f}×** | | | "
               f"{sum(sum(r['mism'].values()) for r in rows)} |", "",
               f"Layers below 0.7× torch: today {below['today']}, new fbgemm {below['new_fbgemm']}, new onnxruntime "

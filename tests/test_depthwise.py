@@ -151,7 +151,8 @@ def test_bad_inputs_are_refused_in_the_users_terms():
     with pytest.raises(ValueError, match="out must be"):
         layer(np.zeros((1, 5, 5, 8), np.uint8), np.zeros((1, 5, 5, 7), np.uint8))
     with pytest.raises(ValueError, match="output would be empty"):
-        Depthwise3x3NHWC(w_q, np.float32(0.01), 0, None, 0.02, 3, 0.05, 120, padding=0)(np.zeros((1, 2, 5, 8), np.uint8))
+        Depthwise3x3NHWC(w_q, np.float32(0.01), 0, None, 0.02, 3, 0.05, 120, padding=0)(
+            np.zeros((1, 2, 5, 8), np.uint8))
     with pytest.raises(ValueError, match="3×3 kernel"):
         Depthwise3x3NHWC(rng.integers(-9, 9, (8, 1, 5, 5)).astype(np.int8), np.float32(0.01), 0, None, 0.02, 3,
                          0.05, 120)

@@ -9,21 +9,35 @@ With x (N, H, W, C) uint8 codes, w (C, 1, 3, 3) int8 and taps t = 3·i + j in (k
 exactly (ONNX Runtime, oneDNN) — or, where the target's depthwise kernel saturates (fbgemm on every CPU,
 step 8), the raw product taken in *pairs of taps* (0,1) (2,3) (4,5) (6,7) (8), each pair clamped to int16:
 
-    raw = Σ_pairs clamp(x_t·w_t + x_t+1·w_t+1, −32768, 32767),   acc = raw − z_x·Σw − z_w·Σx_t + 9·z_x·z_w.
+    raw = Σ_pairs clamp(x_t·w_t + x_t+1·w_t+1, −32768, 32767),  acc = raw − z_x·Σw − z_w·Σx_t + 9·z_x·z_w.
 
-How it runs (JIT on, an AVX2 CPU or better). The channels sit along the 16 lanes of a vector; every
-product is the int32 product of two values that fit in int16 (a uint8 code, a weight), which LLVM turns
-into ``vpmaddwd`` (and ``vpmaddwd`` + ``vpaddd`` into ``vpdpwssd`` on an AVX512-VNNI CPU): exact int32,
-like ONNX Runtime's MLAS kernel (channels-last, int16-widened products accumulated in int32).
+How it runs (JIT on, an AVX2 CPU or better). The channels sit along the 16 lanes of a vector (16 channels
+of one output pixel per step); the target decides the arithmetic, the host the instructions, and the
+integers never depend on which instructions ran:
 
-* Loop order: a block of 16 channels outside, the pixels inside — the nine weight vectors, the zero-point
-  term and the output stage's per-channel constants are loaded once per block and stay in registers.
-* Four output pixels of one row per step (:func:`_strip`): each input column is widened once and feeds the
-  (up to three) outputs that see it — at stride 1, 18 widenings for 36 products instead of 36.
+* exact, weights w − z_w within int8, AVX512-VNNI: one kernel *column* j at a time — the three rows' codes
+  interleaved per channel as the bytes 0-2 of each 32-bit lane (byte 3 zero; a ``vpermt2b``), one
+  ``vpdpbusd`` with the column's weights in the same layout: Σ_i x(i, j)·w(i, j), exact int32. Three
+  ``vpdpbusd`` per 16 outputs.
+* fbgemm's pairs (a saturating target), AVX-512BW or VNNI: taps 0-3 and 4-7 interleaved per channel,
+  ``vpmaddubsw`` — the int16-saturated pair sums (0,1) (2,3) / (4,5) (6,7), *the* instruction fbgemm's own
+  kernel uses — then ``vpdpwssd`` (or ``vpmaddwd`` + ``vpaddd``) with ones adds a lane's two pairs exactly;
+  tap 8 alone.
+* otherwise (AVX2, weight zero points that leave int8, a saturating target with weight zero points): every
+  product as the int32 product of two int16-range values (a widened code, a weight), which LLVM turns into
+  ``vpmaddwd`` (``vpdpwssd`` on VNNI), the pairs clamped with ``vpmaxsd`` / ``vpminsd`` where the target
+  saturates. Exact int32 like ONNX Runtime's MLAS kernel (channels-last, int16-widened products).
+
+* Loop order: output rows outside, then blocks of 16 channels, then the pixels of the row — the weight
+  vectors, the zero-point term and the output stage's per-channel constants are loaded once per (row,
+  block) and stay in registers, and the three input rows stay in the L1 cache across the blocks.
+* Four output pixels of one row per step (:func:`_make_strip`): each input column is loaded (and widened or
+  interleaved) once and feeds the (up to three) outputs that see it — at stride 1, six columns for four
+  outputs instead of twelve.
 * Padding costs nothing in the inner loop: a tap outside the image reads a row of z_x codes (the
   ``zrow`` of C + 16 bytes) through the same address arithmetic — the *indirection* of MLAS's kernel,
   without a buffer: an input row outside the image is that row with column pitch 0, and the pixels whose
-  columns leave the image (the left and right edges) go one by one with nine addresses (:func:`_one`).
+  columns leave the image (the left and right edges) go one by one with nine addresses (:func:`_make_one`).
 * The output stage of :mod:`.requant_simd` (the float32 modes 0, 1, 2, 4) in registers, 16 codes stored
   per pixel; the other modes (float64, LiteRT's fixed point) store the int32 accumulators and run the
   scalar stage (:func:`~minquant.kernels.requantize._requant_lanes`).
@@ -32,10 +46,11 @@ like ONNX Runtime's MLAS kernel (channels-last, int16-widened products accumulat
   the exact code gives the same integers.
 * A channel count that is not a multiple of 16 ends with one masked block (masked loads and stores).
 
-Every intrinsic here is generic LLVM vector IR (no x86 intrinsic), so the kernels compile on any CPU;
-LLVM picks the instructions. Without JIT (or without AVX2) :func:`depthwise3x3_nhwc_numpy` runs — NumPy,
-the same formulas on whole arrays. The oracle of the tests is
-:func:`~minquant.kernels.conv.qconv2d_reference`.
+The x86 intrinsics (``vpdpbusd``, ``vpmaddubsw``, ``vpdpwssd``) are emitted only into kernels whose
+:class:`DwKind` says the host has them (a kernel with an instruction the CPU lacks aborts the process,
+:mod:`.simd`); the rest is generic LLVM vector IR, which compiles on any CPU. Without JIT (or without
+AVX2) :func:`depthwise3x3_nhwc_numpy` runs — NumPy, the same formulas on whole arrays. The oracle of the
+tests is :func:`~minquant.kernels.conv.qconv2d_reference`.
 """
 from __future__ import annotations
 
@@ -86,7 +101,8 @@ class DwKind:
         self.pairs4 = self.clamp and not self.wzp and isa >= ISA_AVX512BW
 
     def __repr__(self):
-        return f"DwKind({self.mode}, {self.clamp}, {self.wzp}, vnni={self.vnni}, quad={self.quad}, pairs4={self.pairs4})"
+        return (f"DwKind({self.mode}, {self.clamp}, {self.wzp}, vnni={self.vnni}, quad={self.quad}, "
+                f"pairs4={self.pairs4})")
 
 
 class DwKindType(types.Type):
@@ -413,26 +429,29 @@ def _depthwise3x3_nhwc_kernel(kind, x, taps, consts, bq, acc0, wzv, risky, zrow,
     # output columns whose three input columns are all inside the image: xl ≤ xo ≤ xr
     xl = (pw + sw - 1) // sw
     xr = (w - 3 + pw) // sw if w - 3 + pw >= 0 else -1
-    for c0 in range(0, C, 16):
-        rem = C - c0
-        W = (load16(taps, 4 * c0), load16(taps, 4 * (Cp + c0)), load16(taps, 4 * (2 * Cp + c0)),
-             load16(taps, 4 * (3 * Cp + c0)), load16(taps, 4 * (4 * Cp + c0)), load16(taps, 4 * (5 * Cp + c0)),
-             load16(taps, 4 * (6 * Cp + c0)), load16(taps, 4 * (7 * Cp + c0)), load16(taps, 4 * (8 * Cp + c0)),
-             load16(taps, 4 * (9 * Cp + c0)), load16(taps, 4 * (10 * Cp + c0)), load16(taps, 4 * (11 * Cp + c0)))
-        S = (load16(consts, 4 * c0), load16(consts, 4 * (Cp + c0)), load16(consts, 4 * (2 * Cp + c0)),
-             load16(consts, 4 * (3 * Cp + c0)), load16(consts, 4 * (4 * Cp + c0)), load16(bq, 4 * c0),
-             load16(wzv, 4 * c0), load16(acc0, 4 * c0))
-        sat = kind_clamps(kind) and risky[c0 // 16]
-        zc = za + c0
-        for b in range(n):
-            for yo in range(oh):
-                r0 = yo * sh - ph
-                ra0 = xa + ((b * h + r0) * w) * C + c0 if 0 <= r0 < h else zc
-                ra1 = xa + ((b * h + r0 + 1) * w) * C + c0 if 0 <= r0 + 1 < h else zc
-                ra2 = xa + ((b * h + r0 + 2) * w) * C + c0 if 0 <= r0 + 2 < h else zc
-                p0 = C if 0 <= r0 < h else 0
-                p1 = C if 0 <= r0 + 1 < h else 0
-                p2 = C if 0 <= r0 + 2 < h else 0
+    for b in range(n):
+        for yo in range(oh):          # rows outside, channel blocks inside: the three input rows stay in L1
+            r0 = yo * sh - ph
+            v0, v1, v2 = 0 <= r0 < h, 0 <= r0 + 1 < h, 0 <= r0 + 2 < h
+            p0 = C if v0 else 0
+            p1 = C if v1 else 0
+            p2 = C if v2 else 0
+            for c0 in range(0, C, 16):
+                rem = C - c0
+                W = (load16(taps, 4 * c0), load16(taps, 4 * (Cp + c0)), load16(taps, 4 * (2 * Cp + c0)),
+                     load16(taps, 4 * (3 * Cp + c0)), load16(taps, 4 * (4 * Cp + c0)),
+                     load16(taps, 4 * (5 * Cp + c0)), load16(taps, 4 * (6 * Cp + c0)),
+                     load16(taps, 4 * (7 * Cp + c0)), load16(taps, 4 * (8 * Cp + c0)),
+                     load16(taps, 4 * (9 * Cp + c0)), load16(taps, 4 * (10 * Cp + c0)),
+                     load16(taps, 4 * (11 * Cp + c0)))
+                S = (load16(consts, 4 * c0), load16(consts, 4 * (Cp + c0)), load16(consts, 4 * (2 * Cp + c0)),
+                     load16(consts, 4 * (3 * Cp + c0)), load16(consts, 4 * (4 * Cp + c0)), load16(bq, 4 * c0),
+                     load16(wzv, 4 * c0), load16(acc0, 4 * c0))
+                sat = kind_clamps(kind) and risky[c0 // 16]
+                zc = za + c0
+                ra0 = xa + ((b * h + r0) * w) * C + c0 if v0 else zc
+                ra1 = xa + ((b * h + r0 + 1) * w) * C + c0 if v1 else zc
+                ra2 = xa + ((b * h + r0 + 2) * w) * C + c0 if v2 else zc
                 o_row = ((b * oh + yo) * ow) * C + c0
                 xo = 0
                 while xo < ow:
@@ -490,6 +509,14 @@ def _risky_pairs(w9):
     wp = np.concatenate([w9.astype(np.int64), np.zeros((w9.shape[0], 1), np.int64)], axis=1)
     pos, neg = np.maximum(wp, 0), np.maximum(-wp, 0)
     return (255 * (pos[:, 0::2] + pos[:, 1::2]) > INT16_MAX) | (255 * (neg[:, 0::2] + neg[:, 1::2]) > -INT16_MIN)
+
+
+def _lane_bytes(*rows):
+    """int32 lanes whose bytes 0, 1, … (little-endian) are the int8 values of ``rows`` (a missing byte 0)."""
+    v = np.zeros(np.shape(rows[0]), np.int64)
+    for k, r in enumerate(rows):
+        v |= (np.asarray(r, np.int64) & 0xFF) << (8 * k)
+    return v.astype(np.uint32).view(np.int32)
 
 
 class Depthwise3x3NHWC:
@@ -564,12 +591,13 @@ class Depthwise3x3NHWC:
         t9 = self.taps[:9, :C].astype(np.int64)
         quad = not self.clamp and bool(np.all((t9 >= -128) & (t9 <= 127)))
         if quad:
-            b = (t9 & 0xFF).reshape(3, 3, C)         # (row i, column j, channel)
-            self.taps[9:, :C] = (b[0] | (b[1] << 8) | (b[2] << 16)).astype(np.int32)
+            rows = t9.reshape(3, 3, C)               # (row i, column j, channel)
+            self.taps[9:, :C] = _lane_bytes(rows[0], rows[1], rows[2])
         elif self.clamp:   # fbgemm's pairs on vpmaddubsw: taps 0-3 and 4-7 as the four bytes of each lane
-            b = (self.taps[:8, :C].astype(np.int64) & 0xFF).reshape(2, 4, C)
-            self.taps[9:11, :C] = (b[:, 0] | (b[:, 1] << 8) | (b[:, 2] << 16) | (b[:, 3] << 24)).astype(np.uint32).view(np.int32)
-        self.kinds = {isa: DwKind(mode, self.clamp, self.wzp, isa, quad) for isa in (ISA_AVX2, ISA_AVX512BW, ISA_AVX512VNNI)}
+            t8 = self.taps[:8, :C].reshape(2, 4, C)
+            self.taps[9:11, :C] = _lane_bytes(t8[:, 0], t8[:, 1], t8[:, 2], t8[:, 3])
+        self.kinds = {isa: DwKind(mode, self.clamp, self.wzp, isa, quad)
+                      for isa in (ISA_AVX2, ISA_AVX512BW, ISA_AVX512VNNI)}
 
     def out_shape(self, x_shape):
         n, h, w, C = x_shape
