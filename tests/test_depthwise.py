@@ -212,3 +212,21 @@ def test_geometry_list_covers_the_brief():
     assert {g[4] for g in GEOMETRY} == {1, 2} and {0, 1} <= {g[5] for g in GEOMETRY}
     assert any(g[2] % 2 for g in GEOMETRY) and any(g[2] % 2 == 0 for g in GEOMETRY)
     assert any(g[1] % 16 for g in GEOMETRY) and list(itertools.chain(TARGETS))
+
+
+@pytest.mark.parametrize("target", ["fbgemm", "onnxruntime", "x86@avx512-vnni"])
+def test_large_multiplier_keeps_the_float_rounding(target):
+    """The integer rounding (lrint + integer clamps) is used only when every value before rounding stays
+    below 2^30; a huge multiplier s_x·s_w/s_y takes the float32 rounding path — the same codes either way."""
+    rng = np.random.default_rng(8)
+    c = 20
+    w_q = rng.integers(-3, 4, (c, 1, 3, 3)).astype(np.int8)
+    x_q = np.full((1, c, 9, 9), 100, np.uint8)
+    x_q[0, :, 4, 4] = rng.integers(99, 102, c)                # accumulators 0 or a few units: codes not all clamped
+    ws = np.full(c, 0.01, np.float32)
+    kw = dict(stride=1, padding=1)
+    small, large = (Depthwise3x3NHWC(w_q, ws, 0, None, 0.02, 100, ys, 120, target=target, **kw) for ys in (0.05, 2e-9))
+    assert small.kinds[ISA_AVX512VNNI].int_round and not large.kinds[ISA_AVX512VNNI].int_round
+    for ys, layer in ((0.05, small), (2e-9, large)):
+        ref = qconv2d_reference(x_q, 0.02, 100, w_q, ws, 0, None, ys, 120, groups=c, target=target, **kw)
+        np.testing.assert_array_equal(layer(_nhwc(x_q)), _nhwc(ref))

@@ -92,30 +92,32 @@ class DwKind:
     whether the multiply-adds may use ``vpdpwssd`` (``vnni``: only on an AVX512-VNNI host — a kernel with an
     instruction the CPU lacks would abort the process, :mod:`.simd`)."""
 
-    def __init__(self, mode: int, clamp: bool, wzp: bool, isa: int, quad: bool):
+    def __init__(self, mode: int, clamp: bool, wzp: bool, isa: int, quad: bool, int_round: bool = False):
         if mode not in VECTOR_MODES + (-1,):
             raise ValueError(f"no 16-lane depthwise kernel for output-stage mode {mode}")
-        self.mode, self.clamp, self.wzp = int(mode), bool(clamp), bool(wzp)
+        self.mode, self.clamp, self.wzp, self.int_round = int(mode), bool(clamp), bool(wzp), bool(int_round)
         self.vnni = isa >= ISA_AVX512VNNI
         self.quad = bool(quad) and self.vnni
         self.pairs4 = self.clamp and not self.wzp and isa >= ISA_AVX512BW
 
     def __repr__(self):
         return (f"DwKind({self.mode}, {self.clamp}, {self.wzp}, vnni={self.vnni}, quad={self.quad}, "
-                f"pairs4={self.pairs4})")
+                f"pairs4={self.pairs4}, int_round={self.int_round})")
 
 
 class DwKindType(types.Type):
-    def __init__(self, mode, clamp, wzp, vnni, quad, pairs4):
+    def __init__(self, mode, clamp, wzp, vnni, quad, pairs4, int_round):
         self.mode, self.clamp, self.wzp, self.vnni, self.quad, self.pairs4 = mode, clamp, wzp, vnni, quad, pairs4
-        super().__init__(name=f"DwKind({mode},{int(clamp)},{int(wzp)},{int(vnni)},{int(quad)},{int(pairs4)})")
+        self.int_round = int_round
+        super().__init__(name=f"DwKind({mode},{int(clamp)},{int(wzp)},{int(vnni)},{int(quad)},{int(pairs4)},"
+                              f"{int(int_round)})")
 
 
 @typeof_impl.register(DwKind)
 def _typeof_dw_kind(val, c):
     t = val.__dict__.get("_nbtype")
     if t is None:    # made once: a call's argument typing then costs a lookup (measured: 12 → 4.6 µs a call)
-        t = val._nbtype = DwKindType(val.mode, val.clamp, val.wzp, val.vnni, val.quad, val.pairs4)
+        t = val._nbtype = DwKindType(val.mode, val.clamp, val.wzp, val.vnni, val.quad, val.pairs4, val.int_round)
     return t
 
 
@@ -263,7 +265,8 @@ def _emit_out(context, builder, kind, acc, S, zf, lof, out_ty, out, off, mask):
         LO = builder.shuffle_vector(LO, ir.Constant(_F16, ir.Undefined), ir.Constant(_V32, None))
         ZF = builder.insert_element(ir.Constant(_F16, ir.Undefined), zf, ir.Constant(_I32, 0))
         ZF = builder.shuffle_vector(ZF, ir.Constant(_F16, ir.Undefined), ir.Constant(_V32, None))
-        codes = _emit_stage(builder, ir.Constant(_I64, kind.mode), acc, S[5], M0, M1, M2, BF, ZF, LO, HI)
+        codes = _emit_stage(builder, ir.Constant(_I64, kind.mode), acc, S[5], M0, M1, M2, BF, ZF, LO, HI,
+                            int_round=kind.int_round)
         val = builder.trunc(codes, _V8)
         p = _byte_ptr(context, builder, out_ty, out, off)
         p = builder.bitcast(p, _V8.as_pointer())
@@ -517,6 +520,24 @@ def _risky_pairs(w9):
     return (255 * (pos[:, 0::2] + pos[:, 1::2]) > INT16_MAX) | (255 * (neg[:, 0::2] + neg[:, 1::2]) > -INT16_MIN)
 
 
+def _round_bound(stage, x_zp):
+    """A bound on |value before rounding| of the float32 output stage for any accumulator of a 3×3 depthwise
+    layer (|acc| ≤ 2·9·255·255 covers the products and the zero-point terms), with 1 % to spare for float32
+    roundings: below 2^30 the kernel may round with lrint and clamp as integers (:func:`_emit_stage`)."""
+    a = 2.0 * 9 * 255 * 255
+    m0, m1, m2 = (np.abs(stage.mult32[r].astype(np.float64)) for r in range(3))
+    bf, bq = np.abs(stage.bias_f.astype(np.float64)), np.abs(stage.bias_q.astype(np.float64))
+    if stage.mode == 0:
+        v = (a + bf) * m0
+    elif stage.mode == 1:
+        v = (a + bf * m1) * m0
+    elif stage.mode == 2:
+        v = (a + bq) * m0
+    else:
+        v = (a * m1 * m0 + bf) * m2 + 255
+    return 1.01 * float(v.max()) if v.size else 0.0
+
+
 def _lane_bytes(*rows):
     """int32 lanes whose bytes 0, 1, … (little-endian) are the int8 values of ``rows`` (a missing byte 0)."""
     v = np.zeros(np.shape(rows[0]), np.int64)
@@ -602,7 +623,8 @@ class Depthwise3x3NHWC:
         elif self.clamp:   # fbgemm's pairs on vpmaddubsw: taps 0-3 and 4-7 as the four bytes of each lane
             t8 = self.taps[:8, :C].reshape(2, 4, C)
             self.taps[9:11, :C] = _lane_bytes(t8[:, 0], t8[:, 1], t8[:, 2], t8[:, 3])
-        self.kinds = {isa: DwKind(mode, self.clamp, self.wzp, isa, quad)
+        int_round = mode >= 0 and _round_bound(stage, zx) < 2.0 ** 30
+        self.kinds = {isa: DwKind(mode, self.clamp, self.wzp, isa, quad, int_round)
                       for isa in (ISA_AVX2, ISA_AVX512BW, ISA_AVX512VNNI)}
         self.lanes = np.concatenate([self.taps, self.consts.view(np.int32), self.bq[None], self.wzv[None],
                                      self.acc0[None]])
