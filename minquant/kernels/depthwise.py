@@ -555,7 +555,7 @@ class Depthwise3x3NHWC:
     ``target`` decides the arithmetic: exact, or fbgemm's pair saturation); :meth:`from_qconv2d` builds it
     from a QConv2d layer (its packed weights and output stage)."""
 
-    def __init__(self, w_q, w_scale, w_zp, bias, x_scale, x_zp, y_scale, y_zp, *, stride=1, padding=1,
+    def __init__(self, w_q, w_scale, w_zp, bias, x_scale, x_zp, y_scale, y_zp, *, stride=1, padding=0,
                  relu=False, clamp=None, clamp_hi=None, target="fbgemm"):
         w_q = np.asarray(w_q)
         self.stride, self.padding, _ = check_conv_args(w_q.shape, x_scale, x_zp, w_scale, w_zp, bias, y_scale,
