@@ -62,7 +62,6 @@ from numba.extending import NativeValue, intrinsic, models, register_model, type
 
 from ..im2col import conv_out_size
 from .checks import check_conv_args
-from .conv import PackedConvWeight, QConv2d, conv_arithmetic
 from .requant_simd import VECTOR_MODES, _emit_stage, lane_constants
 from .requantize import _requant_lanes, output_stage, requantize_reference
 from .simd import (ISA_AVX2, ISA_AVX512BW, ISA_AVX512VNNI, ISA_NONE, _byte_ptr, _call, _emit_dpbusd, _emit_dpwssd_ones,
@@ -557,6 +556,7 @@ class Depthwise3x3NHWC:
 
     def __init__(self, w_q, w_scale, w_zp, bias, x_scale, x_zp, y_scale, y_zp, *, stride=1, padding=0,
                  relu=False, clamp=None, clamp_hi=None, target="fbgemm"):
+        from .conv import PackedConvWeight, conv_arithmetic   # here: conv.py may call this module
         w_q = np.asarray(w_q)
         self.stride, self.padding, _ = check_conv_args(w_q.shape, x_scale, x_zp, w_scale, w_zp, bias, y_scale,
                                                        y_zp, stride, padding, 1, w_q.shape[0], clamp, clamp_hi)
@@ -567,7 +567,7 @@ class Depthwise3x3NHWC:
         self._setup(packed, stage, arith.saturate_pairs, x_zp)
 
     @classmethod
-    def from_qconv2d(cls, layer: QConv2d) -> "Depthwise3x3NHWC":
+    def from_qconv2d(cls, layer) -> "Depthwise3x3NHWC":
         """The channels-last twin of a depthwise 3×3 :class:`~minquant.kernels.conv.QConv2d` (same weights,
         output stage and arithmetic)."""
         self = cls.__new__(cls)
@@ -597,37 +597,37 @@ class Depthwise3x3NHWC:
         for blk in range(nblk):
             self.risky[blk] = risky[16 * blk:16 * blk + 16].any()
         Cp = C + 16
-        self.taps = np.zeros((12, Cp), np.int32)   # rows 9-11: the kernel columns as vpdpbusd bytes
-        self.acc0 = np.zeros(Cp, np.int32)
-        self.wzv = np.zeros(Cp, np.int32)
+        taps = np.zeros((12, Cp), np.int32)   # rows 9-11: the kernel columns as vpdpbusd bytes
+        acc0 = np.zeros(Cp, np.int32)
+        wzv = np.zeros(Cp, np.int32)
         zx = self.x_zp
         if self.clamp:   # raw taps; acc = raw − z_x·Σw − z_w·Σx + 9·z_x·z_w (Σx: the −z_w taps of kind.wzp)
-            self.taps[:9, :C] = w9.T
-            self.acc0[:C] = -zx * w9.sum(1) + 9 * zx * zw
-            self.wzv[:C] = -zw
+            taps[:9, :C] = w9.T
+            acc0[:C] = -zx * w9.sum(1) + 9 * zx * zw
+            wzv[:C] = -zw
         else:            # exact: the taps w − z_w; acc = Σ x·(w − z_w) − z_x·Σ(w − z_w)
             wd = w9 - zw[:, None]
-            self.taps[:9, :C] = wd.T
-            self.acc0[:C] = -zx * wd.sum(1)
+            taps[:9, :C] = wd.T
+            acc0[:C] = -zx * wd.sum(1)
         self.w9, self.zw, self.saturate = w9, zw, bool(saturate)
-        self.consts, self.bq = lane_constants(stage, C)
+        consts, bq = lane_constants(stage, C)
         self.zrow = np.full(Cp, zx, np.uint8)
         mode = stage.mode if stage.mode in VECTOR_MODES else -1
         # exact taps that fit in int8: on VNNI, one vpdpbusd per kernel column (rows 0-2 of the column as the
         # bytes 0-2 of each lane, byte 3 zero)
-        t9 = self.taps[:9, :C].astype(np.int64)
+        t9 = taps[:9, :C].astype(np.int64)
         quad = not self.clamp and bool(np.all((t9 >= -128) & (t9 <= 127)))
         if quad:
             rows = t9.reshape(3, 3, C)               # (row i, column j, channel)
-            self.taps[9:, :C] = _lane_bytes(rows[0], rows[1], rows[2])
+            taps[9:, :C] = _lane_bytes(rows[0], rows[1], rows[2])
         elif self.clamp:   # fbgemm's pairs on vpmaddubsw: taps 0-3 and 4-7 as the four bytes of each lane
-            t8 = self.taps[:8, :C].reshape(2, 4, C)
-            self.taps[9:11, :C] = _lane_bytes(t8[:, 0], t8[:, 1], t8[:, 2], t8[:, 3])
+            t8 = taps[:8, :C].reshape(2, 4, C)
+            taps[9:11, :C] = _lane_bytes(t8[:, 0], t8[:, 1], t8[:, 2], t8[:, 3])
         int_round = mode >= 0 and _round_bound(stage, zx) < 2.0 ** 30
         self.kinds = {isa: DwKind(mode, self.clamp, self.wzp, isa, quad, int_round)
                       for isa in (ISA_AVX2, ISA_AVX512BW, ISA_AVX512VNNI)}
-        self.lanes = np.concatenate([self.taps, self.consts.view(np.int32), self.bq[None], self.wzv[None],
-                                     self.acc0[None]])
+        # every per-channel vector in one array (:func:`_depthwise3x3_nhwc_kernel`)
+        self.lanes = np.concatenate([taps, consts.view(np.int32), bq[None], wzv[None], acc0[None]])
         (sh, sw), (ph, pw) = self.stride, self.padding
         self._args = (self.lanes, self.risky, self.zrow, sh, sw, ph, pw, np.float32(stage.y_zp), np.float32(stage.lo))
         self._shapes = {}
