@@ -91,32 +91,35 @@ class DwKind:
     whether the multiply-adds may use ``vpdpwssd`` (``vnni``: only on an AVX512-VNNI host — a kernel with an
     instruction the CPU lacks would abort the process, :mod:`.simd`)."""
 
-    def __init__(self, mode: int, clamp: bool, wzp: bool, isa: int, quad: bool, int_round: bool = False):
+    def __init__(self, mode: int, clamp: bool, wzp: bool, isa: int, quad: bool, int_round: bool = False,
+                 bq_folded: bool = False):
         if mode not in VECTOR_MODES + (-1,):
             raise ValueError(f"no 16-lane depthwise kernel for output-stage mode {mode}")
         self.mode, self.clamp, self.wzp, self.int_round = int(mode), bool(clamp), bool(wzp), bool(int_round)
+        self.bq_folded = bool(bq_folded)
         self.vnni = isa >= ISA_AVX512VNNI
         self.quad = bool(quad) and self.vnni
         self.pairs4 = self.clamp and not self.wzp and isa >= ISA_AVX512BW
 
     def __repr__(self):
         return (f"DwKind({self.mode}, {self.clamp}, {self.wzp}, vnni={self.vnni}, quad={self.quad}, "
-                f"pairs4={self.pairs4}, int_round={self.int_round})")
+                f"pairs4={self.pairs4}, int_round={self.int_round}, bq_folded={self.bq_folded})")
 
 
 class DwKindType(types.Type):
-    def __init__(self, mode, clamp, wzp, vnni, quad, pairs4, int_round):
+    def __init__(self, mode, clamp, wzp, vnni, quad, pairs4, int_round, bq_folded):
         self.mode, self.clamp, self.wzp, self.vnni, self.quad, self.pairs4 = mode, clamp, wzp, vnni, quad, pairs4
-        self.int_round = int_round
+        self.int_round, self.bq_folded = int_round, bq_folded
         super().__init__(name=f"DwKind({mode},{int(clamp)},{int(wzp)},{int(vnni)},{int(quad)},{int(pairs4)},"
-                              f"{int(int_round)})")
+                              f"{int(int_round)},{int(bq_folded)})")
 
 
 @typeof_impl.register(DwKind)
 def _typeof_dw_kind(val, c):
     t = val.__dict__.get("_nbtype")
     if t is None:    # made once: a call's argument typing then costs a lookup (measured: 12 → 4.6 µs a call)
-        t = val._nbtype = DwKindType(val.mode, val.clamp, val.wzp, val.vnni, val.quad, val.pairs4, val.int_round)
+        t = val._nbtype = DwKindType(val.mode, val.clamp, val.wzp, val.vnni, val.quad, val.pairs4, val.int_round,
+                                     val.bq_folded)
     return t
 
 
@@ -264,7 +267,8 @@ def _emit_out(context, builder, kind, acc, S, zf, lof, out_ty, out, off, mask):
         LO = builder.shuffle_vector(LO, ir.Constant(_F16, ir.Undefined), ir.Constant(_V32, None))
         ZF = builder.insert_element(ir.Constant(_F16, ir.Undefined), zf, ir.Constant(_I32, 0))
         ZF = builder.shuffle_vector(ZF, ir.Constant(_F16, ir.Undefined), ir.Constant(_V32, None))
-        codes = _emit_stage(builder, ir.Constant(_I64, kind.mode), acc, S[5], M0, M1, M2, BF, ZF, LO, HI,
+        BQ = ir.Constant(_V32, None) if kind.bq_folded else S[5]    # folded: already in the accumulator
+        codes = _emit_stage(builder, ir.Constant(_I64, kind.mode), acc, BQ, M0, M1, M2, BF, ZF, LO, HI,
                             int_round=kind.int_round)
         val = builder.trunc(codes, _V8)
         p = _byte_ptr(context, builder, out_ty, out, off)
@@ -624,7 +628,12 @@ class Depthwise3x3NHWC:
             t8 = taps[:8, :C].reshape(2, 4, C)
             taps[9:11, :C] = _lane_bytes(t8[:, 0], t8[:, 1], t8[:, 2], t8[:, 3])
         int_round = mode >= 0 and _round_bound(stage, zx) < 2.0 ** 30
-        self.kinds = {isa: DwKind(mode, self.clamp, self.wzp, isa, quad, int_round)
+        # ONNX Runtime's stage adds the int32 bias to the accumulator first: add it to the constant term
+        folded = acc0.astype(np.int64) + bq
+        bq_folded = mode == 2 and bool(np.all(np.abs(folded) < 2 ** 30))
+        if bq_folded:
+            acc0 = folded.astype(np.int32)
+        self.kinds = {isa: DwKind(mode, self.clamp, self.wzp, isa, quad, int_round, bq_folded)
                       for isa in (ISA_AVX2, ISA_AVX512BW, ISA_AVX512VNNI)}
         # every per-channel vector in one array (:func:`_depthwise3x3_nhwc_kernel`)
         self.lanes = np.concatenate([taps, consts.view(np.int32), bq[None], wzv[None], acc0[None]])
