@@ -150,6 +150,9 @@ def test_bad_inputs_are_refused_in_the_users_terms():
         layer(np.zeros((1, 5, 5, 7), np.uint8))
     with pytest.raises(ValueError, match="out must be"):
         layer(np.zeros((1, 5, 5, 8), np.uint8), np.zeros((1, 5, 5, 7), np.uint8))
+    buf = np.zeros((1, 5, 5, 8), np.uint8)
+    with pytest.raises(ValueError, match="must not overlap"):
+        Depthwise3x3NHWC(w_q, np.float32(0.01), 0, None, 0.02, 3, 0.05, 120, padding=1)(buf, buf)
     with pytest.raises(ValueError, match="output would be empty"):
         Depthwise3x3NHWC(w_q, np.float32(0.01), 0, None, 0.02, 3, 0.05, 120, padding=0)(
             np.zeros((1, 2, 5, 8), np.uint8))

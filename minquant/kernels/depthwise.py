@@ -667,6 +667,8 @@ def depthwise3x3_nhwc(x, layer: Depthwise3x3NHWC, out=None):
         out = np.empty(shape, np.uint8)
     elif out.shape != shape or out.dtype != np.uint8 or not out.flags.c_contiguous:
         raise ValueError(f"out must be a C-contiguous uint8 array of shape {shape}, got {out.dtype} {out.shape}")
+    elif np.may_share_memory(x, out):
+        raise ValueError("out must not overlap x: the kernel reads input pixels after writing outputs")
     isa = host_isa()
     if isa == ISA_NONE:
         out[...] = depthwise3x3_nhwc_numpy(x, layer)
