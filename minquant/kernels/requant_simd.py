@@ -51,9 +51,16 @@ def _vcall(builder, name, args):
     return builder.call(fn, args)
 
 
-def _emit_stage(builder, mode_v, a, BQ, M0, M1, M2, BF, ZF, LO, HI):
+def _emit_stage(builder, mode_v, a, BQ, M0, M1, M2, BF, ZF, LO, HI, int_round=False):
     """The output stage of <16 x i32> accumulators ``a`` with per-lane constants (module docstring): all four
-    float32 forms, one selected by ``mode_v`` (an i64; constant in every caller, so LLVM keeps one)."""
+    float32 forms, one selected by ``mode_v`` (an i64; constant in every caller, so LLVM keeps one).
+
+    ``int_round`` (a caller that knows every value to round stays below 2^30 in magnitude): round and convert
+    in one step, ``lrint`` (vcvtps2dq, ties to even like rint), then add z and clamp as integers — the same
+    codes: ``rint(v) + z`` is the integer ``lrint(v) + z`` (exactly, or, beyond 2^24, far outside [lo, hi]
+    either way), and the clamp commutes with the conversion. Two instructions fewer."""
+    if int_round:
+        return _emit_stage_int(builder, mode_v, a, BQ, M0, M1, M2, BF, ZF, LO, HI)
     af = builder.sitofp(a, _F16)
     # mode 0: rint(f32(f32(acc) + b) · M) + z
     t0 = builder.fadd(_vcall(builder, "llvm.rint", [builder.fmul(builder.fadd(af, BF), M0)]), ZF)
@@ -69,8 +76,34 @@ def _emit_stage(builder, mode_v, a, BQ, M0, M1, M2, BF, ZF, LO, HI):
     t = builder.select(builder.icmp_signed("==", mode_v, ir.Constant(i64, 0)), t0,
                        builder.select(builder.icmp_signed("==", mode_v, ir.Constant(i64, 1)), t1,
                                       builder.select(builder.icmp_signed("==", mode_v, ir.Constant(i64, 2)), t2, t4)))
-    t = _vcall(builder, "llvm.minnum", [_vcall(builder, "llvm.maxnum", [t, LO]), HI])
+    # the clamp as compare-and-select: no NaN can occur here, and unlike llvm.minnum / maxnum (which must
+    # return the other operand for a NaN) it is one vmaxps / vminps each
+    t = builder.select(builder.fcmp_ordered("<", t, LO), LO, t)
+    t = builder.select(builder.fcmp_ordered(">", t, HI), HI, t)
     return builder.fptosi(t, _I16)
+
+
+def _emit_stage_int(builder, mode_v, a, BQ, M0, M1, M2, BF, ZF, LO, HI):
+    """:func:`_emit_stage` with ``int_round``: the value before rounding per mode, then lrint and integer
+    clamps (vcvtps2dq, vpaddd, vpmaxsd, vpminsd)."""
+    af = builder.sitofp(a, _F16)
+    f0 = builder.fmul(builder.fadd(af, BF), M0)
+    f1 = builder.fmul(_vcall(builder, "llvm.fma", [BF, M1, af]), M0)
+    f2 = builder.fmul(builder.sitofp(builder.add(a, BQ), _F16), M0)
+    v4 = builder.fadd(builder.fmul(builder.fmul(af, M1), M0), BF)
+    f4 = builder.fadd(builder.fmul(v4, M2), ZF)          # oneDNN adds z before rounding
+    i64 = ir.IntType(64)
+    f = builder.select(builder.icmp_signed("==", mode_v, ir.Constant(i64, 0)), f0,
+                       builder.select(builder.icmp_signed("==", mode_v, ir.Constant(i64, 1)), f1,
+                                      builder.select(builder.icmp_signed("==", mode_v, ir.Constant(i64, 2)), f2, f4)))
+    fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(_I16, [_F16]), "llvm.lrint.v16i32.v16f32")
+    t = builder.call(fn, [f])
+    z = builder.select(builder.icmp_signed("==", mode_v, ir.Constant(i64, 4)), ir.Constant(_I16, None),
+                       builder.fptosi(ZF, _I16))
+    t = builder.add(t, z)
+    lo, hi = builder.fptosi(LO, _I16), builder.fptosi(HI, _I16)
+    t = builder.select(builder.icmp_signed("<", t, lo), lo, t)
+    return builder.select(builder.icmp_signed(">", t, hi), hi, t)
 
 
 @intrinsic
