@@ -29,6 +29,7 @@ from numba import njit
 
 from ..target import resolve_conv
 from .checks import check_conv_args, check_groups, check_weight_zp
+from .depthwise import Depthwise3x3NHWC
 from .gemm import gemm_u8s8_reference, pack_weight, raw_product_cols
 from .gemm_simd import ISA_NONE, choose_plan, conv_rows_simd, conv_simd
 from .requant_simd import (VECTOR_MODES, lane_constants, requant16_lanes, requant_row16, store_codes16, taps9_16,
@@ -565,11 +566,17 @@ class QConv2d:
 
 def depthwise_channels_last(layer: QConv2d, xt, oh, ow):
     """A depthwise :class:`QConv2d` (``layer._depthwise_channels_last``) on channels-last codes: ``xt`` (N, H, W,
-    C) uint8 → (N, OH, OW, C) uint8, by :func:`_depthwise_nhwc_kernel`. The one place both layouts call the
-    channels-last depthwise kernel (a faster kernel replaces it here)."""
+    C) uint8 → (N, OH, OW, C) uint8. The one place both layouts call a channels-last depthwise kernel: a 3×3
+    kernel, dilation 1, stride 1 or 2 runs :class:`~minquant.kernels.depthwise.Depthwise3x3NHWC` (integer
+    SIMD, built once per layer), any other geometry :func:`_depthwise_nhwc_kernel` (float32 lanes)."""
     pk, st = layer.packed, layer.stage
     kh, kw = pk.w_q.shape[2:]
     (sh, sw), (ph, pw), (dh, dw) = layer.stride, layer.padding, layer.dilation
+    if (kh, kw) == (3, 3) and (dh, dw) == (1, 1) and sh == sw and sh in (1, 2):
+        dw3 = layer.__dict__.get("_dw3x3")
+        if dw3 is None:
+            dw3 = layer._dw3x3 = Depthwise3x3NHWC.from_qconv2d(layer)
+        return dw3(xt)
     saturate, lo_s, hi_s = layer._pair_bounds()
     yt = np.empty((xt.shape[0], oh, ow, pk.w_q.shape[0]), np.uint8)
     consts, bq = layer._lanes
