@@ -16,8 +16,8 @@ decided to represent, and :meth:`Observer.compute` hands that range to :func:`mi
 MinMaxObserver                     running min / max — every value representable, outliers stretch the scale
 MovingAverageMinMaxObserver        exponential moving average of per-batch min / max (QAT's default)
 PerChannelMinMaxObserver           running min / max per channel (weights)
-PercentileObserver                 clip at the (100−p)-th / p-th percentile: exact tails + a histogram
-MSEObserver                        clip range minimising the histogram's estimated quantization MSE
+PercentileObserver                 clip at the (100−p)-th / p-th percentile: exact tails, = np.percentile
+MSEObserver                        clip range minimising the quantization MSE, from exact fixed-bin counts
 EntropyObserver                    TensorRT's KL-divergence threshold on a 2048-bin histogram of |x|
 HistogramObserver                  torch.ao.quantization.HistogramObserver, reproduced bit for bit
 =================================  ===========================================================================
@@ -829,71 +829,110 @@ class PercentileObserver(Observer):
 # ---------------------------------------------------------------------------------------------------------
 # MSE and entropy: two other ways to pick the clipping range from a histogram.
 # ---------------------------------------------------------------------------------------------------------
-class MSEObserver(_HistogramBased):
-    """Clipping range that minimises the estimated mean squared quantization error of the data.
+class MSEObserver(Observer):
+    """Clipping range that minimises the mean squared quantization error of the data, estimated from exact
+    counts (the classic "MSE observer").
 
-    Estimate of the MSE of quantizing with range ``[lo, hi]`` (step ``Δ = (hi − lo) / (qmax − qmin)``),
-    computed from the 2048-bin :class:`RunningHistogram`, values uniform inside each bin ``[a, b]``:
+    The data is counted in a :class:`FloatBitsHistogram` (bins fixed in advance, ``2⁻⁷`` of a value wide:
+    the counts — and so the range — do not depend on the batches), each bin ``[a, b]`` (clipped to the
+    data's exact min / max) holding its ``c`` values spread uniformly. For a range ``[lo, hi]`` (step
+    ``Δ = (hi − lo) / (qmax − qmin)``; ``lo ≤ 0 ≤ hi``, so 0 is a code), with ``n(·)``, ``Σx``, ``Σx²``
+    the counts and moments of the values in a set (prefix sums over the bins, the bin a threshold falls in
+    taken pro rata):
 
-        MSE(lo, hi) · N =  Δ²/12 · (mass inside [lo, hi])                          rounding noise
-                        +  Σ_bins count/(b − a) · ∫_{[a,b] ∩ [hi,∞)} (x − hi)² dx    clipped above
-                        +  Σ_bins count/(b − a) · ∫_{[a,b] ∩ (−∞,lo]} (lo − x)² dx   clipped below
+        MSE · N =  Σ_{x > hi} (x − hi)²  =  Σx² − 2·hi·Σx + hi²·n           over x > hi     clipped above
+                +  Σ_{x < lo} (lo − x)²                                        likewise        clipped below
+                +  Δ²/12 · n(lo ≤ x ≤ hi, |x| > Δ/2)                           rounding noise
+                +  Σ_{|x| ≤ Δ/2} x²                                           rounds to the code of 0
+
+    (the last line: values within half a step of 0 — the many small activations after a ReLU — round to 0
+    and lose exactly x², not Δ²/12).
 
     Search: a grid that shrinks the observed range towards 0 — ``lo = (i/G)·min(min_val, 0)``,
     ``hi = (j/G)·max(max_val, 0)`` for i, j = 1…G (``grid`` G = 100), all G² pairs (each end clips
-    independently, so one-sided outliers clip one side only); symmetric: one factor, ``[−t, t]`` with
-    ``t = (i/G)·max(|min|, |max|)``. The pair with the smallest estimate wins (ties → the wider range).
+    independently); symmetric: ``[−t, t]`` with ``t = (i/G)·max(|min|, |max|)``. The smallest estimate wins
+    (ties → the wider range).
 
     Edge cases: all values equal (``min == max``) → ``[v, v]``. NaN/Inf in a batch → ``ValueError``
     naming how many; ``compute()`` before any data → ``ValueError``; all-zero data → ``s = eps``,
     ``z = qmin`` (affine), 0 (int8 symmetric) or 128 (uint8 symmetric).
-    The Δ²/12 term assumes the density is smooth over one step; with extreme outliers the histogram's bins
-    are wide and the estimate coarse — raise ``bins`` then.
     """
 
-    def __init__(self, dtype="uint8", *, bins: int = 2048, grid: int = 100, symmetric=False, reduce_range=False,
-                 eps=_F32_EPS):
-        super().__init__(bins, dtype, symmetric, reduce_range, eps)
+    def __init__(self, dtype="uint8", *, grid: int = 100, symmetric=False, reduce_range=False, eps=_F32_EPS):
+        super().__init__(dtype, symmetric=symmetric, reduce_range=reduce_range, eps=eps)
         if grid < 1:
             raise ValueError(f"grid must be >= 1, got {grid}")
         self.grid = int(grid)
         qt = qtype(dtype)
         qt = qt.reduced() if reduce_range else qt
         self.levels = qt.qmax - qt.qmin
+        self.reset()
 
-    @staticmethod
-    def _clip_error_above(a, b, counts, t):
-        """Σ count/(b−a) · ∫_{[a,b], x > t} (x − t)² dx for each threshold in ``t`` (shape (T,))."""
-        t = t[:, None]
-        w = (b - a)[None, :]
-        e = (np.maximum(b, t) - t) ** 3 - (np.maximum(a, t) - t) ** 3
-        return (counts[None, :] * e / (3 * w)).sum(axis=1)
+    def reset(self):
+        self.histogram = FloatBitsHistogram()
+        self.min_val = self.max_val = None
+
+    def _observe(self, x):
+        bmin, bmax = _f32(x.min()), _f32(x.max())
+        self.min_val = bmin if self.min_val is None else min(self.min_val, bmin)
+        self.max_val = bmax if self.max_val is None else max(self.max_val, bmax)
+        self.histogram.update(x)
+
+    def _bins(self):
+        """Non-empty bins in ascending order: edges a, b (clipped to [min, max]) and counts, float64."""
+        keys, a, b = self.histogram._ascending()
+        c = self.histogram.counts[keys].astype(np.float64)
+        m = c > 0
+        mn, mx = float(self.min_val), float(self.max_val)
+        return np.clip(a[m], mn, mx), np.clip(b[m], mn, mx), c[m]
+
+    def _moments_below(self, t, bins):
+        """(n, Σx, Σx²) of the values ≤ t (array t), the bin holding t counted pro rata."""
+        a, b, c, cum = bins
+        k = np.searchsorted(b, t, side="right")          # bins [0, k) lie wholly at or below t
+        n, s1, s2 = cum[0][k], cum[1][k], cum[2][k]
+        kk = np.minimum(k, a.size - 1)
+        ak, bk, ck = a[kk], b[kk], c[kk]
+        part = (k < a.size) & (ak < t)
+        w = np.where(part, (np.minimum(t, bk) - ak) / np.where(bk > ak, bk - ak, 1.0), 0.0)
+        w = np.where(part & (bk <= ak), 1.0, w)
+        tt = np.where(part, np.minimum(t, bk), ak)
+        return (n + ck * w, s1 + ck * w * (ak + tt) / 2, s2 + ck * w * (ak * ak + ak * tt + tt * tt) / 3)
 
     def estimated_mse(self, lo, hi):
-        """The histogram estimate of the MSE for ranges ``[lo, hi]`` (arrays that broadcast, float64)."""
-        counts, edges = self._hist64()
-        lo, hi = np.asarray(lo, np.float64), np.asarray(hi, np.float64)
-        a, b = edges[:-1], edges[1:]
-        cdf = np.concatenate([[0.0], np.cumsum(counts)])
-        inside = np.interp(hi, edges, cdf) - np.interp(lo, edges, cdf)
+        """The estimate of the MSE for ranges ``[lo, hi]`` (arrays that broadcast, float64; lo ≤ 0 ≤ hi)."""
+        if self.min_val is None:
+            raise self._not_ready()
+        a, b, c = self._bins()
+        mid, sq = (a + b) / 2, (a * a + a * b + b * b) / 3
+        cum = [np.concatenate([[0.0], np.cumsum(v)]) for v in (c, c * mid, c * sq)]
+        bins = (a, b, c, cum)
+        lo, hi = np.broadcast_arrays(np.asarray(lo, np.float64), np.asarray(hi, np.float64))
+        total = [v[-1] for v in cum]
+        n_hi, s1_hi, s2_hi = self._moments_below(hi, bins)
+        n_lo, s1_lo, s2_lo = self._moments_below(lo, bins)
+        above = (total[2] - s2_hi) - 2 * hi * (total[1] - s1_hi) + hi * hi * (total[0] - n_hi)
+        below = lo * lo * n_lo - 2 * lo * s1_lo + s2_lo
         step = (hi - lo) / self.levels
-        above = self._clip_error_above(a, b, counts, hi.ravel()).reshape(hi.shape)
-        below = self._clip_error_above(-b, -a, counts, -lo.ravel()).reshape(lo.shape)
-        return (step ** 2 / 12 * inside + above + below) / cdf[-1]
+        h = np.minimum(step / 2, hi)
+        n_z1, _, s2_z1 = self._moments_below(h, bins)
+        n_z0, _, s2_z0 = self._moments_below(np.maximum(-step / 2, lo), bins)
+        n_zero, s2_zero = n_z1 - n_z0, s2_z1 - s2_z0
+        inside = n_hi - n_lo
+        err = np.maximum(above, 0) + np.maximum(below, 0) + step ** 2 / 12 * np.maximum(inside - n_zero, 0) + s2_zero
+        return err / total[0]
 
     def clip_range(self):
-        h = self.histogram
-        if h.empty:
+        if self.min_val is None:
             raise self._not_ready()
-        mn, mx = float(h.min_val), float(h.max_val)
+        mn, mx = float(self.min_val), float(self.max_val)
         if mn == mx:
             return _f32(mn), _f32(mx)
         lo0, hi0 = min(mn, 0.0), max(mx, 0.0)
         frac = np.arange(self.grid, 0, -1) / self.grid  # 1, (G−1)/G, …, 1/G: widest first wins ties
         if self.symmetric:
             t = frac * max(-lo0, hi0)
-            err = self.estimated_mse(-t, t)
-            best = int(np.argmin(err))
+            best = int(np.argmin(self.estimated_mse(-t, t)))
             return _f32(-t[best]), _f32(t[best])
         los, his = frac * lo0, frac * hi0
         err = self.estimated_mse(los[:, None], his[None, :])
