@@ -11,8 +11,9 @@ for minquant's quantize_static settings and for torch / ONNX Runtime on the same
 
 Crops: ``photo_crops(calib, split="calib", seed=calib_seed)`` calibrate; they are scored on
 ``photo_crops(eval, split="eval")`` (default 1 000 crops, seed 0: the other half of every photo) or, with
-``--score-on holdout``, on 300 further crops of the *calibration* split (``photo_crops(calib + 300,
-split="calib", seed)[calib:]``) — settings are chosen there, never on the eval crops. Scores: top-1
+``--score-on holdout``, on the last 300 of 1 000 crops of the *calibration* split (``photo_crops(1000,
+split="calib", seed)[700:]``; calibration then takes the first ``calib`` ≤ 700 of them, the same crops as
+``photo_crops(calib, ...)``) — settings are chosen there, never on the eval crops. Scores: top-1
 agreement with the fp32 model (torchvision's MobileNetV2, ImageNet weights) with its binomial standard
 error and 95 % Wilson interval, and logit SQNR (dB). One thread. Each run appends its row to
 ``benchmarks/figures/int8_mobilenet.json`` (the same settings again replace it).
@@ -48,6 +49,7 @@ from minquant.files import atomic_write_text  # noqa: E402
 
 JSON = Path(__file__).resolve().parent / "figures" / "int8_mobilenet.json"
 HOLDOUT = 300
+POOL = 1000
 FRAMEWORKS = ("minquant", "torch-eager", "torch-pt2e", "ort")
 CALIBRATORS = ("percentile", "percentile99.9", "percentile99.999", "mse", "entropy", "histogram", "minmax")
 WEIGHTS = ("nearest", "adaround", "mse_scale")
@@ -89,8 +91,10 @@ def run(a) -> dict:
     warnings.filterwarnings("ignore")
     model = mobilenet_v2_imagenet()
     if a.score_on == "holdout":
-        both = photo_crops(a.calib + HOLDOUT, split="calib", seed=a.calib_seed)
-        calib, ev = both[:a.calib], both[a.calib:]
+        if a.calib > POOL - HOLDOUT:
+            raise SystemExit(f"--score-on holdout: at most {POOL - HOLDOUT} calibration crops")
+        pool = photo_crops(POOL, split="calib", seed=a.calib_seed)
+        calib, ev = pool[:a.calib], pool[POOL - HOLDOUT:]
     else:
         calib, ev = photo_crops(a.calib, split="calib", seed=a.calib_seed), photo_crops(a.eval, split="eval")
     with torch.no_grad():
