@@ -25,15 +25,16 @@ def _same_models(a, b):
             assert np.array_equal(na.params[k], nb.params[k]), (na.name, k)
 
 
-@pytest.mark.parametrize("bias_correction", [True, False])
-def test_quantize_static_same_qparams_for_any_batch_size(digits_model, bias_correction):
+@pytest.mark.parametrize("bias_correction,calibrator", [(True, "percentile"), (False, "percentile"), (True, "mse")])
+def test_quantize_static_same_qparams_for_any_batch_size(digits_model, bias_correction, calibrator):
     model, (x_tr, _, x_te, _) = digits_model
     x = x_tr[:70]
-    ref = quantize_static(model, x, batch_size=32, progress=False, bias_correction=bias_correction)
+    kw = dict(progress=False, bias_correction=bias_correction, calibrator=calibrator)
+    ref = quantize_static(model, x, batch_size=32, **kw)
     for bs in (1, 7, 70):
-        _same_models(ref, quantize_static(model, x, batch_size=bs, progress=False, bias_correction=bias_correction))
+        _same_models(ref, quantize_static(model, x, batch_size=bs, **kw))
     uneven = (x[i:j] for i, j in [(0, 3), (3, 40), (40, 41), (41, 70)])   # a one-shot generator
-    qm = quantize_static(model, uneven, progress=False, bias_correction=bias_correction)
+    qm = quantize_static(model, uneven, **kw)
     _same_models(ref, qm)
     assert qm.meta["calibration_samples"] == 70
     np.testing.assert_array_equal(ref(x_te[:16]), qm(x_te[:16]))

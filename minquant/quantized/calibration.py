@@ -34,9 +34,9 @@ calibration does. (A one-shot iterator, e.g. a generator, is read once into memo
 (:func:`minquant.float_ops.conv2d`), the percentile observer keeps exact tails, the input's range is chosen
 from all the data before the graph runs, and :class:`ChannelMean` adds per-sample sums in sample order — so
 with the default calibrator, the same samples in the same order give bit-identical qparams whatever
-``batch_size`` or however an iterable splits them (tests/test_calibration_batches.py). Observers built on
-:class:`~minquant.observers.RunningHistogram` (torch's Histogram, MSE, entropy) re-bin as batches widen the
-range, so theirs can move with the batches.
+``batch_size`` or however an iterable splits them (tests/test_calibration_batches.py); so does the MSE
+calibrator (exact fixed-bin counts). Observers built on :class:`~minquant.observers.RunningHistogram`
+(torch's Histogram, entropy) re-bin as batches widen the range, so theirs can move with the batches.
 
 **Report** (:class:`RangeStats`, :func:`range_problems`): beside each observer, ``RangeStats`` keeps the
 exact min / max, a log-scale histogram of ``|x|`` and (for the graph input) whether every sample equals the
