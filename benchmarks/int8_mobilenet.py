@@ -183,10 +183,10 @@ def main(argv=None):
     ap.add_argument("--report", action="store_true", help="only print the table")
     a = ap.parse_args(argv)
     a.argv = argv
-    rows = json.loads(JSON.read_text()) if JSON.exists() else []
-    rows = [r for r in rows if "key" in r]          # rows of the earlier 200-crop version are dropped
-    if not a.report:
-        r = run(a)
+    r = None if a.report else run(a)
+    rows = json.loads(JSON.read_text()) if JSON.exists() else []     # read after the run: runs may overlap
+    rows = [x for x in rows if "key" in x]          # rows of the earlier 200-crop version are dropped
+    if r is not None:
         print(json.dumps({k: v for k, v in r.items() if k != "top1"}), flush=True)
         rows = [x for x in rows if x["key"] != r["key"]] + [r]
         atomic_write_text(JSON, json.dumps(rows, indent=1))
