@@ -134,7 +134,8 @@ def linear(x, weight, bias=None) -> np.ndarray:
     weight = _f32(weight, "linear weight", 2)
     if x.ndim < 1 or x.shape[-1] != weight.shape[1]:
         raise ValueError(f"linear: input shape {x.shape} does not end in {weight.shape[1]} (weight {weight.shape})")
-    rows = x.reshape(-1, x.shape[-1])
+    rows = np.ascontiguousarray(x.reshape(-1, x.shape[-1]))   # one memory layout, one BLAS routine:
+    weight = np.ascontiguousarray(weight)                     # the same sums however the operands are stored
     y = np.empty((rows.shape[0], weight.shape[0]), np.float32)
     for i in range(rows.shape[0]):
         np.matmul(weight, rows[i], out=y[i])
