@@ -32,9 +32,6 @@ __all__ = [
     "pool_out_size", "adaptive_pool_bounds", "clip", "relu_clip",
 ]
 
-#: conv2d processes the batch in chunks so that one im2col buffer stays below this many bytes.
-IM2COL_BUDGET_BYTES = 64 * 2 ** 20
-
 
 def _f32(x, what: str, ndim: int | None = None) -> np.ndarray:
     """Check that ``x`` is a float32 array (of ``ndim`` dims if given)."""
@@ -69,7 +66,14 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1) -> n
     Computed as :func:`~minquant.im2col` (rows = output positions, columns = (kh, kw, c)) times
     the weight matrix of each group; a 1×1 stride-1 convolution needs no im2col (the NHWC input already is
     that matrix). Depthwise convolution (C/G = 1) multiplies and sums the KH·KW taps of the im2col rows
-    (there is no matrix product to do). The batch is processed in chunks (:data:`IM2COL_BUDGET_BYTES`)."""
+    (there is no matrix product to do).
+
+    **One sample at a time, so a sample's output does not depend on its batch.** A BLAS matrix product
+    rounds a row's float32 sum differently depending on how many rows the matrix has (OpenBLAS picks other
+    kernels and blockings), so convolving 16 samples at once and 32 at once would give outputs differing in
+    the last bits — and calibration's ranges, computed from them, would depend on the batch size. Each
+    sample is therefore its own im2col matrix and its own product: ``conv2d(x)[i] == conv2d(x[i:i+1])[0]``
+    bit for bit, whatever the batch (also one im2col buffer per sample: memory stays one sample's)."""
     x = _f32(x, "conv2d input", 4)
     weight = _f32(weight, "conv2d weight", 4)
     n, c, h, w = x.shape
@@ -93,10 +97,8 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1) -> n
     wmat = weight.reshape(groups, og, cg, kh, kw).transpose(0, 3, 4, 2, 1).reshape(groups, k * cg, og)
     x_nhwc = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
     out = np.empty((n, oh * ow, o), dtype=np.float32)
-    per_sample = oh * ow * k * c * 4
-    chunk = max(1, IM2COL_BUDGET_BYTES // max(per_sample, 1))
-    for b0 in range(0, n, chunk):
-        b1 = min(n, b0 + chunk)
+    for b0 in range(n):
+        b1 = b0 + 1
         if (kh, kw, sh, sw, ph, pw) == (1, 1, 1, 1, 0, 0):  # pointwise: im2col would only copy x_nhwc
             cols = x_nhwc[b0:b1].reshape(-1, c)
         else:
@@ -123,12 +125,21 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1) -> n
 
 
 def linear(x, weight, bias=None) -> np.ndarray:
-    """y = x · weightᵀ + bias over the last dimension; like ``F.linear``. weight (O, I), bias (O,)."""
+    """y = x · weightᵀ + bias over the last dimension; like ``F.linear``. weight (O, I), bias (O,).
+
+    Each row is its own matrix–vector product (``weight @ row``, one BLAS call per row), so a row's output
+    does not depend on how many rows are computed with it (see :func:`conv2d`: a BLAS product of many rows
+    rounds differently; NumPy would hand a stack of rows to BLAS as one product)."""
     x = _f32(x, "linear input")
     weight = _f32(weight, "linear weight", 2)
     if x.ndim < 1 or x.shape[-1] != weight.shape[1]:
         raise ValueError(f"linear: input shape {x.shape} does not end in {weight.shape[1]} (weight {weight.shape})")
-    y = x @ weight.T
+    rows = np.ascontiguousarray(x.reshape(-1, x.shape[-1]))   # one memory layout, one BLAS routine:
+    weight = np.ascontiguousarray(weight)                     # the same sums however the operands are stored
+    y = np.empty((rows.shape[0], weight.shape[0]), np.float32)
+    for i in range(rows.shape[0]):
+        np.matmul(weight, rows[i], out=y[i])
+    y = y.reshape(x.shape[:-1] + (weight.shape[0],))
     if bias is not None:
         bias = _f32(bias, "linear bias", 1)
         if bias.shape != (weight.shape[0],):

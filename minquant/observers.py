@@ -16,8 +16,8 @@ decided to represent, and :meth:`Observer.compute` hands that range to :func:`mi
 MinMaxObserver                     running min / max — every value representable, outliers stretch the scale
 MovingAverageMinMaxObserver        exponential moving average of per-batch min / max (QAT's default)
 PerChannelMinMaxObserver           running min / max per channel (weights)
-PercentileObserver                 clip at the (100−p)-th / p-th percentile: exact tails + a histogram
-MSEObserver                        clip range minimising the histogram's estimated quantization MSE
+PercentileObserver                 clip at the (100−p)-th / p-th percentile: exact tails, = np.percentile
+MSEObserver                        clip range minimising the quantization MSE, from exact fixed-bin counts
 EntropyObserver                    TensorRT's KL-divergence threshold on a 2048-bin histogram of |x|
 HistogramObserver                  torch.ao.quantization.HistogramObserver, reproduced bit for bit
 =================================  ===========================================================================
@@ -613,234 +613,326 @@ class HistogramObserver(_HistogramBased):
 
 
 # ---------------------------------------------------------------------------------------------------------
-# Percentile, MSE and entropy: three other ways to pick the clipping range from the same histogram.
+# Percentile: exact order statistics from the two tails; a fixed-bin histogram as the fallback.
 # ---------------------------------------------------------------------------------------------------------
-def _placed_in_histogram(counts, edges, cum, k: float) -> float:
-    """The k-th smallest (0-based) of the values a histogram holds, placed by spreading each bin's ``count``
-    values evenly over the bin: where the cumulative count reaches ``k + ½`` — in the bin
-    ``[e_b, e_{b+1}]`` with ``C_b < k + ½ ≤ C_{b+1}``, at ``e_b + (k + ½ − C_b) / count_b · width``
-    (``cum`` = ``[0, C_1, …, C_B]``, float64)."""
-    t = min(k + 0.5, cum[-1])
-    b = int(np.searchsorted(cum, t, side="left")) - 1  # cum[b] < t <= cum[b+1]
-    b = min(max(b, 0), counts.size - 1)
-    frac = (t - cum[b]) / counts[b] if counts[b] > 0 else 0.0
-    return float(edges[b] + min(max(frac, 0.0), 1.0) * (edges[b + 1] - edges[b]))
+class FloatBitsHistogram:
+    """Exact counts of float32 values in bins fixed in advance by their bits: a value's bin is its top
+    ``9 + mantissa_bits`` bits — sign, the 8 exponent bits and the first ``mantissa_bits`` mantissa bits
+    (default 7: ``2¹⁶`` bins, each ``2⁻⁷`` ≈ 0.8 % of its values' magnitude wide; 0 and ±subnormals share
+    the bins nearest 0).
+
+    The bins do not depend on the data, so the counts are integers that do not depend on how the data was
+    split into batches or in which order it came (unlike :class:`RunningHistogram`, which re-bins).
+    Memory: ``2^(9 + mantissa_bits)`` int64 counts (512 KiB by default).
+
+    :meth:`order_statistic` places the ``k``-th smallest value (0-based) inside its bin, spreading the
+    bin's ``c`` values evenly: ``a + (k − C + ½)/c · (b − a)`` for the bin ``[a, b]`` holding ranks
+    ``C … C + c − 1`` — within one bin (relative ``2^−mantissa_bits``) of the true value."""
+
+    def __init__(self, mantissa_bits: int = 7):
+        if not 0 <= mantissa_bits <= 12:
+            raise ValueError(f"mantissa_bits must be in [0, 12], got {mantissa_bits}")
+        self.mantissa_bits = int(mantissa_bits)
+        self.shift = 23 - self.mantissa_bits
+        self.counts = np.zeros(1 << (9 + self.mantissa_bits), np.int64)
+
+    @property
+    def total(self) -> int:
+        return int(self.counts.sum())
+
+    def update(self, x: np.ndarray) -> None:
+        """Count a finite float32 batch (already validated by the observer)."""
+        keys = np.ascontiguousarray(x, np.float32).view(np.uint32).ravel() >> np.uint32(self.shift)
+        self.counts += np.bincount(keys, minlength=self.counts.size)
+
+    def _ascending(self):
+        """(keys in ascending value order, their lower and upper value edges, float64)."""
+        half = self.counts.size // 2
+        keys = np.concatenate([np.arange(self.counts.size - 1, half - 1, -1), np.arange(half)])
+        lo_bits = (keys.astype(np.uint64) << np.uint64(self.shift)).astype(np.uint32)
+        hi_bits = ((keys.astype(np.uint64) + 1) << np.uint64(self.shift)).astype(np.uint32)
+        with np.errstate(invalid="ignore"):   # the bins past the largest float32 have NaN edges
+            lo = lo_bits.view(np.float32).astype(np.float64)
+            hi = hi_bits.view(np.float32).astype(np.float64)
+            neg = keys >= half           # negative values: the bin's bits run towards −∞
+            a = np.where(neg, -np.abs(hi), lo)
+            b = np.where(neg, -np.abs(lo), hi)
+            a, b = np.nan_to_num(a, nan=-np.inf), np.nan_to_num(b, nan=np.inf)
+        return keys, a, b
+
+    def order_statistic(self, k: int) -> float:
+        """The k-th smallest value (0-based), placed evenly inside its bin (class docstring)."""
+        keys, a, b = self._ascending()
+        c = self.counts[keys]
+        cum = np.cumsum(c)
+        if not 0 <= k < cum[-1]:
+            raise ValueError(f"order statistic {k} out of range: {int(cum[-1])} values counted")
+        i = int(np.searchsorted(cum, k, side="right"))      # cum[i-1] <= k < cum[i]
+        below = int(cum[i - 1]) if i else 0
+        return float(a[i] + (k - below + 0.5) / c[i] * (b[i] - a[i]))
 
 
-def _quantile_from_histogram(counts, edges, q: float) -> float:
-    """``np.percentile(x, 100·q)`` (its default 'linear' method) estimated from a histogram of ``x``.
+def numpy_percentile(order_statistic, n: int, p: float) -> float:
+    """``np.percentile(x, p)`` (method 'linear') of ``n`` values (float64) from their order statistics,
+    bit for bit as NumPy computes it: ``q = p / 100``, index ``v = (n − 1)·q``, ``i = ⌊v⌋``, ``γ = v − i``
+    (``i = n − 1`` and no interpolation if ``v ≥ n − 1``), ``a = x₍ᵢ₎``, ``b = x₍ᵢ₊₁₎``, then
+    ``a + (b − a)·γ`` if ``γ < ½`` else ``b − (b − a)·(1 − γ)``. ``order_statistic(k)`` returns the k-th
+    smallest value (0-based)."""
+    q = np.true_divide(np.float64(p), 100)
+    v = np.float64((n - 1) * q)
+    if v >= n - 1:
+        return float(np.float64(order_statistic(n - 1)))
+    i = math.floor(v)
+    gamma = np.float64(v - i)
+    a, b = np.float64(order_statistic(i)), np.float64(order_statistic(i + 1))
+    diff = b - a
+    return float(b - diff * (1 - gamma) if gamma >= 0.5 else a + diff * gamma)
 
-    NumPy interpolates between order statistics: with ``N`` values sorted, rank ``r = q·(N − 1)`` (0-based),
-    ``P = x₍⌊r⌋₎ + (r − ⌊r⌋)·(x₍⌊r⌋+1₎ − x₍⌊r⌋₎)``. From a histogram each order statistic is placed inside
-    its bin (:func:`_placed_in_histogram`). Each placed order statistic is in the same bin as the true
-    one, so for an exact histogram the estimate is within one bin width of ``np.percentile``."""
-    cum = np.concatenate([[0.0], np.cumsum(counts)])
-    n = cum[-1]
-    r = q * max(n - 1, 0.0)
-    k0 = math.floor(r)
-    v0 = _placed_in_histogram(counts, edges, cum, k0)
-    return float(v0 + (r - k0) * (_placed_in_histogram(counts, edges, cum, min(k0 + 1, max(n - 1, 0.0))) - v0))
 
-
-class PercentileObserver(_HistogramBased):
+class PercentileObserver(Observer):
     """Clip at the ``(100 − p)``-th and ``p``-th percentiles (default ``p = 99.99``), robust to a few
     extreme values.
 
         lo = P_{100−p}(X),   hi = P_p(X)      then choose_qparams(lo, hi)
 
-    with ``P`` NumPy's default ('linear') percentile: ``N`` values sorted, rank ``r = q·(N − 1)``
-    (q = p/100, 0-based), ``P = x₍⌊r⌋₎ + (r − ⌊r⌋)·(x₍⌊r⌋+1₎ − x₍⌊r⌋₎)``.
+    with ``P`` NumPy's default ('linear') percentile of all ``N`` values seen (:func:`numpy_percentile`):
+    sorted ``x₍₀₎ ≤ … ≤ x₍N−1₎``, ``r = q·(N − 1)`` (q = p/100), ``P = x₍⌊r⌋₎ + (r − ⌊r⌋)·(x₍⌊r⌋+1₎ − x₍⌊r⌋₎)``.
+    ``P_p`` only reads two order statistics, both among the ``need(N) = ⌊(1 − q)·(N − 1)⌋ + 2`` largest
+    values (``P_{100−p}``: the ``need(N)`` smallest).
 
-    **Streaming state: exact tails beside a histogram of the middle.** Memory is fixed
-    (``bins`` + 2·``tail`` floats, ``tail`` = 1024 by default) however much data streams through:
+    **Exact tails, whatever the batches.** The observer keeps, exactly, the ``|T|`` largest values seen
+    (``T``) and the ``|B|`` smallest (``B``) — every value not kept in ``T`` is ≤ ``min T`` — with
 
-    * while at most ``2·tail`` values have been seen, all of them are kept and ``P`` is exact;
-    * after that the state is the ``tail`` smallest values seen (sorted, exact), the ``tail`` largest (sorted,
-      exact), and a :class:`RunningHistogram` (``bins`` = 2048) of *every other* value. A batch's values
-      strictly between the two tails go into the histogram; the others are pooled with the tails, the pool's
-      ``tail`` smallest and ``tail`` largest become the new tails and the rest goes into the histogram.
-      Values only move from a tail into the histogram, so the histogram's range is that of the middle
-      values: it never contains the ``tail`` largest / smallest values seen.
-    * order statistic ``x₍k₎`` of the ``N = n_bottom + n_hist + n_top`` values: the bottom tail's ``k``-th if
-      ``k < n_bottom``; the top tail's ``(k − n_bottom − n_hist)``-th if ``k ≥ n_bottom + n_hist``; else placed
-      in the histogram (:func:`_placed_in_histogram`, each bin's count spread evenly). Exact in the tails;
-      within one histogram bin width of the true value in the middle for data seen in one batch (each
-      re-binning of a growing middle range can move mass by about one more bin width).
+        |T|, |B| ≤ cap(N) = ⌈margin · need(N)⌉ + min_tail          (margin = 4, min_tail = 1024)
 
-    **Why:** a histogram over ``[min, max]`` lets one value of 1e30 make every bin 5e26 wide, and the
-    percentile read from it is meaningless. Here one (or up to ``tail``) extreme values sit in a tail and
-    the histogram never sees them; ``P`` only reads ``x₍⌊r⌋₎`` and ``x₍⌊r⌋+1₎``, so a single largest value
-    does not change ``hi`` — whatever its magnitude — as soon as ``⌊r⌋ + 1 ≤ N − 2``, i.e.
-    ``N > 1 + 100/(100 − p)`` (10 001 values for p = 99.99; likewise for ``lo`` and the smallest value).
-    ``m`` extreme values are ignored when ``N·(1 − q) > m`` and ``m ≤ tail``. With the default ``tail`` the
-    ranks ``r`` of p = 99.99 fall inside the exact tails up to ``N ≈ 10⁷`` values per tensor.
+    After each batch: a value ≥ ``min T`` joins ``T`` (all values do while nothing was dropped yet), and
+    ``T`` is cut back to its ``cap(N)`` largest; likewise ``B``. The percentile is then read from the tails:
+    **equal to ``np.percentile`` of all the data, bit for bit**, and therefore independent of how the data
+    was split into batches, as long as ``|T| ≥ need(N)`` and ``|B| ≥ need(N)`` (:attr:`exact`). ``cap`` grows
+    with ``N``, so this holds unless the data's tails thin out by more than a factor ``margin`` as it
+    streams (e.g. a first quarter of the data holding all the large values) — a dropped value is needed
+    again only if more than ``cap(N_then)`` larger values are needed later. Memory: at most
+    ``2·cap(N)`` floats plus one batch's extreme values — for p = 99.99 and N = 4·10⁷ (100 MobileNetV2
+    crops of a 112×112×32 tensor), ``need`` = 4 001 and ``2·cap`` ≈ 34 000 floats — and a
+    :class:`FloatBitsHistogram` (512 KiB) of every value.
 
-    Edge cases: ``p = 100`` gives the MinMax range (the tails hold the exact min and max); all values equal
-    (``min == max``) → ``[v, v]``; ``N`` ≤ ``1 + 100/(100 − p)`` → the percentile interpolates towards the
-    extreme value, as ``np.percentile`` does; ``p`` must be in [50, 100]; ``tail`` ≥ 1. NaN/Inf in a batch →
-    ``ValueError`` naming how many; ``compute()`` before any data → ``ValueError``; all-zero data →
-    ``s = eps``, ``z = qmin`` (affine), 0 (int8 symmetric) or 128 (uint8 symmetric).
+    If a tail is too short (``exact`` False) the missing order statistic is estimated from the
+    :class:`FloatBitsHistogram` of all values (within ``2⁻⁷`` relative of the true one, clamped between
+    the tails); the estimate does not depend on the batches either, but whether ``exact`` holds can.
+
+    **Why not a histogram:** a histogram over ``[min, max]`` lets one value of 1e30 make every bin 5e26 wide;
+    here a single largest value does not change ``hi`` — whatever its magnitude — once ``⌊r⌋ + 1 ≤ N − 2``,
+    i.e. ``N > 1 + 100/(100 − p)`` (10 001 values for p = 99.99; likewise ``lo`` and the smallest value).
+
+    Edge cases: ``p = 100`` gives the MinMax range; all values equal → ``[v, v]``; ``N ≤ 1 + 100/(100 − p)``
+    → the percentile interpolates towards the extreme value, as ``np.percentile`` does; ``p`` must be in
+    [50, 100]; ``margin`` ≥ 1 and ``min_tail`` ≥ 2. NaN/Inf in a batch → ``ValueError`` naming how many;
+    ``compute()`` before any data → ``ValueError``; all-zero data → ``s = eps``, ``z = qmin`` (affine), 0
+    (int8 symmetric) or 128 (uint8 symmetric).
     """
 
     clamps_input = True  # its range ignores a few extreme values: calibration may clamp the model input to it
 
-    def __init__(self, percentile: float = 99.99, dtype="uint8", *, bins: int = 2048, tail: int = 1024,
+    def __init__(self, percentile: float = 99.99, dtype="uint8", *, margin: float = 4.0, min_tail: int = 1024,
                  symmetric=False, reduce_range=False, eps=_F32_EPS):
-        super().__init__(bins, dtype, symmetric, reduce_range, eps)
+        super().__init__(dtype, symmetric=symmetric, reduce_range=reduce_range, eps=eps)
         if not 50 <= percentile <= 100:
             raise ValueError(f"percentile must be in [50, 100] (the upper clip point), got {percentile}")
-        if tail < 1:
-            raise ValueError(f"tail must be >= 1, got {tail}")
+        if not margin >= 1:
+            raise ValueError(f"margin must be >= 1 (tails kept = margin × the order statistics needed), "
+                             f"got {margin}")
+        if min_tail < 2:
+            raise ValueError(f"min_tail must be >= 2 (the two order statistics a percentile reads), got {min_tail}")
         self.percentile = float(percentile)
-        self.tail = int(tail)
-        self._reset_tails()
-
-    def _reset_tails(self):
-        self.small = np.empty(0, np.float32)   # every value, while at most 2·tail have been seen
-        self.bottom = self.top = None          # then: the `tail` smallest / largest values, sorted
-        self.n_hist = 0                        # values in the histogram (exact count)
+        self.margin = float(margin)
+        self.min_tail = int(min_tail)
+        self.reset()
 
     def reset(self):
-        super().reset()
-        self._reset_tails()
+        self.top = np.empty(0, np.float32)      # the |T| largest values seen (any order)
+        self.bottom = np.empty(0, np.float32)   # the |B| smallest values seen
+        self.n = 0
+        self.top_complete = self.bottom_complete = True   # nothing dropped yet: the tail holds every value
+        self.histogram = FloatBitsHistogram()
 
     @property
     def count(self) -> int:
         """Number of values observed."""
-        if self.bottom is None:
-            return int(self.small.size)
-        return self.bottom.size + self.n_hist + self.top.size
+        return self.n
 
-    def _to_histogram(self, v):
-        if v.size:
-            self.histogram.update(v)
-            self.n_hist += int(v.size)
+    def need(self, n: int | None = None) -> int:
+        """``need(N) = ⌊(1 − q)·(N − 1)⌋ + 2``: order statistics each tail must hold (at most N)."""
+        n = self.n if n is None else n
+        return min(n, math.floor((1 - self.percentile / 100) * max(n - 1, 0)) + 2)
 
-    def _split(self, pool):
-        """The pool's ``tail`` smallest and largest values become the tails (sorted); the rest → histogram."""
-        k = self.tail
-        pool = np.partition(pool, (k - 1, pool.size - k))
-        self.bottom, self.top = np.sort(pool[:k]), np.sort(pool[pool.size - k:])
-        self._to_histogram(pool[k:pool.size - k])
+    def capacity(self, n: int) -> int:
+        """``cap(N) = ⌈margin·need(N)⌉ + min_tail``: the most values each tail keeps after N values."""
+        return math.ceil(self.margin * self.need(n)) + self.min_tail
+
+    @staticmethod
+    def _keep(pool, k: int, largest: bool):
+        if pool.size <= k:
+            return pool, False
+        if largest:
+            return np.partition(pool, pool.size - k)[pool.size - k:], True
+        return np.partition(pool, k - 1)[:k], True
 
     def _observe(self, x):
         x = x.ravel()
-        if self.bottom is None:
-            pool = np.concatenate([self.small, x])
-            if pool.size <= 2 * self.tail:
-                self.small = pool
-            else:
-                self.small = np.empty(0, np.float32)
-                self._split(pool)
-            return
-        middle = (x > self.bottom[-1]) & (x < self.top[0])
-        self._to_histogram(x[middle])
-        extreme = x[~middle]
-        if extreme.size:
-            self._split(np.concatenate([self.bottom, self.top, extreme]))
+        self.n += x.size
+        self.histogram.update(x)
+        cap = self.capacity(self.n)
+        top_new = x if self.top_complete else x[x >= self.top.min()]
+        bot_new = x if self.bottom_complete else x[x <= self.bottom.max()]
+        self.top, dropped = self._keep(np.concatenate([self.top, top_new]), cap, largest=True)
+        self.top_complete &= not dropped
+        self.bottom, dropped = self._keep(np.concatenate([self.bottom, bot_new]), cap, largest=False)
+        self.bottom_complete &= not dropped
 
-    def _order_statistic(self, k: int, counts, edges, cum) -> float:
-        nb = self.bottom.size
+    def _ranks(self, p):
+        """The 0-based ascending ranks ``np.percentile(·, p)`` reads for the current N."""
+        q = np.true_divide(np.float64(p), 100)
+        v = np.float64((self.n - 1) * q)
+        i = min(math.floor(v), self.n - 1)
+        return i, min(i + 1, self.n - 1)
+
+    @property
+    def exact(self) -> bool:
+        """True when both percentiles are read from the exact tails (equal to ``np.percentile``)."""
+        lo_i = self._ranks(100 - self.percentile)[1]
+        hi_i = self._ranks(self.percentile)[0]
+        return lo_i < self.bottom.size and hi_i >= self.n - self.top.size
+
+    def order_statistic(self, k: int) -> float:
+        """The k-th smallest value seen (0-based): exact from a tail, else placed in the histogram."""
+        nb, nt = self.bottom.size, self.top.size
         if k < nb:
-            return float(self.bottom[k])
-        if k >= nb + self.n_hist:
-            return float(self.top[k - nb - self.n_hist])
-        return _placed_in_histogram(counts, edges, cum, k - nb)
-
-    def _quantile(self, q: float, counts, edges, cum) -> float:
-        n = self.count
-        r = q * (n - 1)
-        k0 = min(math.floor(r), n - 1)
-        v0 = self._order_statistic(k0, counts, edges, cum)
-        if r == k0:
-            return v0
-        return v0 + (r - k0) * (self._order_statistic(min(k0 + 1, n - 1), counts, edges, cum) - v0)
+            return float(np.partition(self.bottom, k)[k])
+        if k >= self.n - nt:
+            j = k - (self.n - nt)
+            return float(np.partition(self.top, j)[j])
+        v = self.histogram.order_statistic(k)
+        return min(max(v, float(self.bottom.max())), float(self.top.min()))
 
     def clip_range(self):
-        if self.count == 0:
+        if self.n == 0:
             raise self._not_ready()
-        if self.bottom is None:  # everything seen is kept: exact
-            s = self.small.astype(np.float64)
-            mn, mx = s.min(), s.max()
-            if mn == mx or self.percentile == 100:
-                return _f32(mn), _f32(mx)
-            lo, hi = np.percentile(s, [100 - self.percentile, self.percentile])
-            return _f32(lo), _f32(max(hi, lo))
-        mn, mx = float(self.bottom[0]), float(self.top[-1])
+        mn, mx = float(self.bottom.min()), float(self.top.max())
         if mn == mx or self.percentile == 100:
             return _f32(mn), _f32(mx)
-        counts, edges = self._hist64()
-        cum = np.concatenate([[0.0], np.cumsum(counts)])
-        lo = self._quantile(1 - self.percentile / 100, counts, edges, cum)
-        hi = self._quantile(self.percentile / 100, counts, edges, cum)
+        lo = numpy_percentile(self.order_statistic, self.n, 100 - self.percentile)
+        hi = numpy_percentile(self.order_statistic, self.n, self.percentile)
         return _f32(lo), _f32(max(hi, lo))
 
 
-class MSEObserver(_HistogramBased):
-    """Clipping range that minimises the estimated mean squared quantization error of the data.
 
-    Estimate of the MSE of quantizing with range ``[lo, hi]`` (step ``Δ = (hi − lo) / (qmax − qmin)``),
-    computed from the 2048-bin :class:`RunningHistogram`, values uniform inside each bin ``[a, b]``:
+# ---------------------------------------------------------------------------------------------------------
+# MSE and entropy: two other ways to pick the clipping range from a histogram.
+# ---------------------------------------------------------------------------------------------------------
+class MSEObserver(Observer):
+    """Clipping range that minimises the mean squared quantization error of the data, estimated from exact
+    counts (the classic "MSE observer").
 
-        MSE(lo, hi) · N =  Δ²/12 · (mass inside [lo, hi])                          rounding noise
-                        +  Σ_bins count/(b − a) · ∫_{[a,b] ∩ [hi,∞)} (x − hi)² dx    clipped above
-                        +  Σ_bins count/(b − a) · ∫_{[a,b] ∩ (−∞,lo]} (lo − x)² dx   clipped below
+    The data is counted in a :class:`FloatBitsHistogram` (bins fixed in advance, ``2⁻⁷`` of a value wide:
+    the counts — and so the range — do not depend on the batches), each bin ``[a, b]`` (clipped to the
+    data's exact min / max) holding its ``c`` values spread uniformly. For a range ``[lo, hi]`` (step
+    ``Δ = (hi − lo) / (qmax − qmin)``; ``lo ≤ 0 ≤ hi``, so 0 is a code), with ``n(·)``, ``Σx``, ``Σx²``
+    the counts and moments of the values in a set (prefix sums over the bins, the bin a threshold falls in
+    taken pro rata):
+
+        MSE · N =  Σ_{x > hi} (x − hi)²  =  Σx² − 2·hi·Σx + hi²·n           over x > hi     clipped above
+                +  Σ_{x < lo} (lo − x)²                                        likewise        clipped below
+                +  Δ²/12 · n(lo ≤ x ≤ hi, |x| > Δ/2)                           rounding noise
+                +  Σ_{|x| ≤ Δ/2} x²                                           rounds to the code of 0
+
+    (the last line: values within half a step of 0 — the many small activations after a ReLU — round to 0
+    and lose exactly x², not Δ²/12).
 
     Search: a grid that shrinks the observed range towards 0 — ``lo = (i/G)·min(min_val, 0)``,
     ``hi = (j/G)·max(max_val, 0)`` for i, j = 1…G (``grid`` G = 100), all G² pairs (each end clips
-    independently, so one-sided outliers clip one side only); symmetric: one factor, ``[−t, t]`` with
-    ``t = (i/G)·max(|min|, |max|)``. The pair with the smallest estimate wins (ties → the wider range).
+    independently); symmetric: ``[−t, t]`` with ``t = (i/G)·max(|min|, |max|)``. The smallest estimate wins
+    (ties → the wider range).
 
     Edge cases: all values equal (``min == max``) → ``[v, v]``. NaN/Inf in a batch → ``ValueError``
     naming how many; ``compute()`` before any data → ``ValueError``; all-zero data → ``s = eps``,
     ``z = qmin`` (affine), 0 (int8 symmetric) or 128 (uint8 symmetric).
-    The Δ²/12 term assumes the density is smooth over one step; with extreme outliers the histogram's bins
-    are wide and the estimate coarse — raise ``bins`` then.
     """
 
-    def __init__(self, dtype="uint8", *, bins: int = 2048, grid: int = 100, symmetric=False, reduce_range=False,
-                 eps=_F32_EPS):
-        super().__init__(bins, dtype, symmetric, reduce_range, eps)
+    def __init__(self, dtype="uint8", *, grid: int = 100, symmetric=False, reduce_range=False, eps=_F32_EPS):
+        super().__init__(dtype, symmetric=symmetric, reduce_range=reduce_range, eps=eps)
         if grid < 1:
             raise ValueError(f"grid must be >= 1, got {grid}")
         self.grid = int(grid)
         qt = qtype(dtype)
         qt = qt.reduced() if reduce_range else qt
         self.levels = qt.qmax - qt.qmin
+        self.reset()
 
-    @staticmethod
-    def _clip_error_above(a, b, counts, t):
-        """Σ count/(b−a) · ∫_{[a,b], x > t} (x − t)² dx for each threshold in ``t`` (shape (T,))."""
-        t = t[:, None]
-        w = (b - a)[None, :]
-        e = (np.maximum(b, t) - t) ** 3 - (np.maximum(a, t) - t) ** 3
-        return (counts[None, :] * e / (3 * w)).sum(axis=1)
+    def reset(self):
+        self.histogram = FloatBitsHistogram()
+        self.min_val = self.max_val = None
+
+    def _observe(self, x):
+        bmin, bmax = _f32(x.min()), _f32(x.max())
+        self.min_val = bmin if self.min_val is None else min(self.min_val, bmin)
+        self.max_val = bmax if self.max_val is None else max(self.max_val, bmax)
+        self.histogram.update(x)
+
+    def _bins(self):
+        """Non-empty bins in ascending order: edges a, b (clipped to [min, max]) and counts, float64."""
+        keys, a, b = self.histogram._ascending()
+        c = self.histogram.counts[keys].astype(np.float64)
+        m = c > 0
+        mn, mx = float(self.min_val), float(self.max_val)
+        return np.clip(a[m], mn, mx), np.clip(b[m], mn, mx), c[m]
+
+    def _moments_below(self, t, bins):
+        """(n, Σx, Σx²) of the values ≤ t (array t), the bin holding t counted pro rata."""
+        a, b, c, cum = bins
+        k = np.searchsorted(b, t, side="right")          # bins [0, k) lie wholly at or below t
+        n, s1, s2 = cum[0][k], cum[1][k], cum[2][k]
+        kk = np.minimum(k, a.size - 1)
+        ak, bk, ck = a[kk], b[kk], c[kk]
+        part = (k < a.size) & (ak < t)
+        w = np.where(part, (np.minimum(t, bk) - ak) / np.where(bk > ak, bk - ak, 1.0), 0.0)
+        w = np.where(part & (bk <= ak), 1.0, w)
+        tt = np.where(part, np.minimum(t, bk), ak)
+        return (n + ck * w, s1 + ck * w * (ak + tt) / 2, s2 + ck * w * (ak * ak + ak * tt + tt * tt) / 3)
 
     def estimated_mse(self, lo, hi):
-        """The histogram estimate of the MSE for ranges ``[lo, hi]`` (arrays that broadcast, float64)."""
-        counts, edges = self._hist64()
-        lo, hi = np.asarray(lo, np.float64), np.asarray(hi, np.float64)
-        a, b = edges[:-1], edges[1:]
-        cdf = np.concatenate([[0.0], np.cumsum(counts)])
-        inside = np.interp(hi, edges, cdf) - np.interp(lo, edges, cdf)
+        """The estimate of the MSE for ranges ``[lo, hi]`` (arrays that broadcast, float64; lo ≤ 0 ≤ hi)."""
+        if self.min_val is None:
+            raise self._not_ready()
+        a, b, c = self._bins()
+        mid, sq = (a + b) / 2, (a * a + a * b + b * b) / 3
+        cum = [np.concatenate([[0.0], np.cumsum(v)]) for v in (c, c * mid, c * sq)]
+        bins = (a, b, c, cum)
+        lo, hi = np.broadcast_arrays(np.asarray(lo, np.float64), np.asarray(hi, np.float64))
+        total = [v[-1] for v in cum]
+        n_hi, s1_hi, s2_hi = self._moments_below(hi, bins)
+        n_lo, s1_lo, s2_lo = self._moments_below(lo, bins)
+        above = (total[2] - s2_hi) - 2 * hi * (total[1] - s1_hi) + hi * hi * (total[0] - n_hi)
+        below = lo * lo * n_lo - 2 * lo * s1_lo + s2_lo
         step = (hi - lo) / self.levels
-        above = self._clip_error_above(a, b, counts, hi.ravel()).reshape(hi.shape)
-        below = self._clip_error_above(-b, -a, counts, -lo.ravel()).reshape(lo.shape)
-        return (step ** 2 / 12 * inside + above + below) / cdf[-1]
+        h = np.minimum(step / 2, hi)
+        n_z1, _, s2_z1 = self._moments_below(h, bins)
+        n_z0, _, s2_z0 = self._moments_below(np.maximum(-step / 2, lo), bins)
+        n_zero, s2_zero = n_z1 - n_z0, s2_z1 - s2_z0
+        inside = n_hi - n_lo
+        err = np.maximum(above, 0) + np.maximum(below, 0) + step ** 2 / 12 * np.maximum(inside - n_zero, 0) + s2_zero
+        return err / total[0]
 
     def clip_range(self):
-        h = self.histogram
-        if h.empty:
+        if self.min_val is None:
             raise self._not_ready()
-        mn, mx = float(h.min_val), float(h.max_val)
+        mn, mx = float(self.min_val), float(self.max_val)
         if mn == mx:
             return _f32(mn), _f32(mx)
         lo0, hi0 = min(mn, 0.0), max(mx, 0.0)
         frac = np.arange(self.grid, 0, -1) / self.grid  # 1, (G−1)/G, …, 1/G: widest first wins ties
         if self.symmetric:
             t = frac * max(-lo0, hi0)
-            err = self.estimated_mse(-t, t)
-            best = int(np.argmin(err))
+            best = int(np.argmin(self.estimated_mse(-t, t)))
             return _f32(-t[best]), _f32(t[best])
         los, his = frac * lo0, frac * hi0
         err = self.estimated_mse(los[:, None], his[None, :])

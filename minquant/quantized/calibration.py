@@ -19,16 +19,24 @@ A tqdm progress bar counts batches (``progress=False`` turns it off).
 
 **The input the quantized model will see.** The quantized model's first step saturates its input to the
 input's quantization range. If the input's observer has a range that ignores extreme values
-(``clamps_input``: :class:`~minquant.observers.PercentileObserver`), that observer sees each raw batch
-first and the graph then runs on the batch clamped to its range so far, ``[min(lo, 0), max(hi, 0)]``
-(the real range ``choose_qparams`` maps onto the codes): every other observer — the layers downstream, and
-the input's own other statistics — calibrates what the quantized model will compute, not values it can
-never produce. A single 1e30 pixel otherwise becomes thousands of huge activations after two convolutions,
-which no percentile can clip. Data without extreme values is barely touched (only values beyond the
-percentile are clamped). The range "so far" is robust once the observer has seen more than
-``1 + 100/(100 − p)`` values (10 001 for p = 99.99; the default batch of 32 digits has 25 088); an extreme
-value in the first, smaller batches passes through unclamped. Observers without ``clamps_input``
-(MinMax, torch's Histogram, MSE, entropy) leave the data unchanged, as torch's calibration does.
+(``clamps_input``: :class:`~minquant.observers.PercentileObserver`), calibration reads the data twice:
+first that observer sees every raw batch and chooses the input's range ``[lo, hi]``; then the graph runs on
+each batch clamped to ``[min(lo, 0), max(hi, 0)]`` (the real range ``choose_qparams`` maps onto the codes),
+so every other observer — the layers downstream, and the input's own other statistics — calibrates what
+the quantized model will compute, not values it can never produce. A single 1e30 pixel otherwise becomes
+thousands of huge activations after two convolutions, which no percentile can clip. Data without extreme
+values is barely touched (only values beyond the percentile are clamped). Observers without
+``clamps_input`` (MinMax, torch's Histogram, MSE, entropy) leave the data unchanged, as torch's
+calibration does. (A one-shot iterator, e.g. a generator, is read once into memory to be read twice:
+:func:`reiterable`.)
+
+**The batches do not matter.** The float graph computes each sample on its own
+(:func:`minquant.float_ops.conv2d`), the percentile observer keeps exact tails, the input's range is chosen
+from all the data before the graph runs, and :class:`ChannelMean` adds per-sample sums in sample order — so
+with the default calibrator, the same samples in the same order give bit-identical qparams whatever
+``batch_size`` or however an iterable splits them (tests/test_calibration_batches.py); so does the MSE
+calibrator (exact fixed-bin counts). Observers built on :class:`~minquant.observers.RunningHistogram`
+(torch's Histogram, entropy) re-bin as batches widen the range, so theirs can move with the batches.
 
 **Report** (:class:`RangeStats`, :func:`range_problems`): beside each observer, ``RangeStats`` keeps the
 exact min / max, a log-scale histogram of ``|x|`` and (for the graph input) whether every sample equals the
@@ -50,7 +58,7 @@ from ..executor import run
 from ..graph import Graph
 from ..observers import CalibrationWarning
 
-__all__ = ["calibrate", "iter_batches", "RangeStats", "range_problems", "warn_calibration", "CalibrationWarning",
+__all__ = ["calibrate", "iter_batches", "reiterable", "ChannelMean", "RangeStats", "range_problems", "warn_calibration", "CalibrationWarning",
            "OUTLIER_RATIO", "ROBUST_QUANTILE"]
 
 #: a range is outlier-dominated when max(|lo|, |hi|) > OUTLIER_RATIO × the ROBUST_QUANTILE of |x| (x ≠ 0)
@@ -102,6 +110,63 @@ def iter_batches(data, batch_size: int = 32):
         raise ValueError("calibration data is empty: the iterable yielded no batches")
 
 
+def reiterable(data, batch_size: int = 32):
+    """``data`` in a form :func:`iter_batches` can read more than once: an array, a torch tensor, or a
+    collection / DataLoader (whose ``iter()`` starts afresh) as it is; a one-shot iterator (a generator,
+    ``iter(...)``: ``iter(data) is data``) is read once into a list of checked batches (memory: the
+    calibration set)."""
+    if isinstance(data, np.ndarray) or (hasattr(data, "detach") and hasattr(data, "shape")):
+        return data
+    if isinstance(data, Iterable) and iter(data) is data:
+        return list(iter_batches(data, batch_size))
+    return data
+
+
+def first_samples(data, n: int, batch_size: int = 32) -> np.ndarray:
+    """The first ``n`` samples of ``data`` (fewer if it holds fewer) as one float32 array, whatever the
+    batches they come in. ``data`` must be re-iterable (:func:`reiterable`)."""
+    got, have = [], 0
+    for i, b in enumerate(iter_batches(data, batch_size)):
+        if got and b.shape[1:] != got[0].shape[1:]:
+            raise ValueError(f"calibration batch {i} has samples of shape {b.shape[1:]}, batch 0 had "
+                             f"{got[0].shape[1:]}: every sample must have the model's input shape")
+        got.append(b[:n - have])
+        have += got[-1].shape[0]
+        if have >= n:
+            break
+    return np.concatenate(got) if len(got) > 1 else got[0]
+
+
+class ChannelMean:
+    """Mean per channel (axis 1; the last axis for 2-D input) — the E[x] of bias correction.
+
+    Each sample's channel sums are computed on their own (float64) and added to the total one sample at a
+    time, in order, so the mean is bit-identical however the samples were split into batches."""
+
+    def __init__(self):
+        self.total = None
+        self.count = 0
+
+    def update(self, x):
+        x = np.asarray(x, np.float64)
+        if x.ndim == 2:
+            per_sample, per_count = x, 1
+        else:
+            per_sample = x.reshape(x.shape[0], x.shape[1], -1).sum(axis=2)
+            per_count = int(np.prod(x.shape[2:], dtype=np.int64))
+        if self.total is None:
+            self.total = np.zeros(per_sample.shape[1])
+        for row in per_sample:
+            self.total += row
+        self.count += per_count * per_sample.shape[0]
+        return self
+
+    def mean(self):
+        if self.total is None:
+            raise ValueError("ChannelMean: no data")
+        return self.total / self.count
+
+
 def _length(data, batch_size):
     if isinstance(data, np.ndarray):
         return -(-data.shape[0] // batch_size) if data.ndim else None
@@ -130,8 +195,8 @@ def calibrate(graph: Graph, data, observers: Mapping[str, object], *, batch_size
     """Run ``graph`` (float) over ``data`` and feed ``observers[value]`` every value it names.
 
     ``observers``: value name (graph input or node name) → an observer with ``update(x)`` (or a list of
-    them). An observer of the (single) graph input with ``clamps_input = True`` sees the raw batch and the
-    graph runs on the batch clamped to its range so far (module docstring). Returns the number of samples
+    them). An observer of the (single) graph input with ``clamps_input = True`` first sees every raw batch,
+    then the graph runs on the batches clamped to the range it chose (module docstring). Returns the number of samples
     seen (``kernels``: the executor's table, default: :data:`minquant.executor.FLOAT_KERNELS`). Raises
     ValueError for empty / non-finite data, or an observer for a value the graph does not compute."""
     known = set(graph.inputs) | {n.name for n in graph.nodes}
@@ -149,16 +214,19 @@ def calibrate(graph: Graph, data, observers: Mapping[str, object], *, batch_size
         if obs:
             _update(name, obs, value)
 
+    data = reiterable(data, batch_size)
+    lo = hi = None
+    if clampers:     # pass 1: the input's range, from all the data (module docstring)
+        for x in iter_batches(data, batch_size):
+            _update(in_name, clampers, x)
+        lo, hi = clampers[0].clip_range()
+        lo, hi = np.float32(min(float(np.min(lo)), 0.0)), np.float32(max(float(np.max(hi)), 0.0))
     seen = 0
     bar = tqdm(iter_batches(data, batch_size), total=_length(data, batch_size), desc="calibrate", unit="batch",
                disable=not progress, leave=False)
     for x in bar:
-        if clampers:
-            _update(in_name, clampers, x)
-            lo, hi = clampers[0].clip_range()
-            lo, hi = np.float32(min(float(np.min(lo)), 0.0)), np.float32(max(float(np.max(hi)), 0.0))
-            if x.min() < lo or x.max() > hi:
-                x = np.clip(x, lo, hi)
+        if clampers and (x.min() < lo or x.max() > hi):
+            x = np.clip(x, lo, hi)
         run(graph, x, hook=hook, kernels=kernels)
         seen += x.shape[0]
     return seen

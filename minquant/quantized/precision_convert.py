@@ -36,7 +36,7 @@ from ..executor import infer_shapes, run as run_graph
 from ..graph import Graph, Node
 from ..kernels.int4_conv import conv_weight_rows, pack_int4_rows, rows_to_conv_weight
 from ..target import as_target
-from .calibration import iter_batches
+from .calibration import first_samples, iter_batches
 from .model import QuantizedModel
 from .passes import equalize as equalize_pass, prepare_float_graph
 from .precision import INT8, Numbers, Precision
@@ -203,13 +203,8 @@ def prepare_graph(model, batches, *, equalize: bool = True, calibrator=DEFAULT_C
         return graph, {}, {}
     g, _, folded, channel_scales = prepare_float_graph(graph)
     if equalize and batches:
-        head, n = [], 0
-        for b in batches:
-            head.append(b)
-            n += b.shape[0]
-            if n >= EQUALIZE_SAMPLES:
-                break
-        g, channel_scales = equalize_pass(g, act_ranges=_channel_ranges(g, _clamped_head(head, calibrator, False)),
+        head = first_samples(batches, EQUALIZE_SAMPLES)   # the first 32 samples, whatever the batches
+        g, channel_scales = equalize_pass(g, act_ranges=_channel_ranges(g, [_clamped_head(head, calibrator, False)]),
                                           alpha=EQUALIZE_ALPHA, iterations=1)
     return g, folded, channel_scales
 

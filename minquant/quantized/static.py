@@ -42,7 +42,6 @@ and one :class:`~minquant.observers.CalibrationWarning` names them.
 from __future__ import annotations
 
 import functools
-import itertools
 
 import numpy as np
 
@@ -51,7 +50,8 @@ from ..affine import dequantize, quantize
 from ..graph import Graph, Node
 from ..target import as_target
 from . import ops
-from .calibration import RangeStats, calibrate, iter_batches, range_problems, warn_calibration
+from .calibration import (ChannelMean, RangeStats, calibrate, first_samples, range_problems, reiterable,
+                          warn_calibration)
 from .model import QuantizedModel
 from .passes import equalizable_pairs, equalize as equalize_pass, fusion_groups, prepare_float_graph
 
@@ -76,7 +76,8 @@ DEFAULT_CALIBRATOR = "percentile"
 #: MobileNetV2 with held-out crops of the *calibration* split (seed 7; α ∈ {0, 0.3, 0.5} gave logit SQNR
 #: 14.2 / 15.4 / 14.6 dB), never on the evaluation crops.
 EQUALIZE_ALPHA = 0.3
-#: calibration samples used to measure the per-channel activation ranges equalization needs
+#: calibration samples used to measure the per-channel activation ranges equalization needs: always the
+#: first 32 samples, whatever the batch size
 EQUALIZE_SAMPLES = 32
 
 _CODE_OPS = {"max_pool2d": "qmax_pool2d", "avg_pool2d": "qavg_pool2d",
@@ -137,27 +138,6 @@ def quantize_weight(w, *, per_channel: bool = True, reduce_range: bool = False, 
         w_q = quantize(w, s, z, "int8", target="torch")
         s, z = np.reshape(s, (1,)), np.reshape(z, (1,))
     return w_q, np.asarray(s, np.float32).reshape(-1), np.asarray(z).astype(np.int8).reshape(-1)
-
-
-class ChannelMean:
-    """Running mean per channel (axis 1; the last axis for 2-D input) — the E[x] of bias correction."""
-
-    def __init__(self):
-        self.total = None
-        self.count = 0
-
-    def update(self, x):
-        x = np.asarray(x, np.float64)
-        axes = tuple(i for i in range(x.ndim) if i != (1 if x.ndim != 2 else x.ndim - 1))
-        s = x.sum(axis=axes)
-        self.total = s if self.total is None else self.total + s
-        self.count += x.size // x.shape[1 if x.ndim != 2 else -1]
-        return self
-
-    def mean(self):
-        if self.total is None:
-            raise ValueError("ChannelMean: no data")
-        return self.total / self.count
 
 
 def bias_correction(node, w_q, w_s, w_z, mean_in) -> np.ndarray:
@@ -263,19 +243,17 @@ def _channel_ranges(g: Graph, batches) -> dict[str, np.ndarray]:
 
 
 def _clamped_head(head, calibrator, act_rr):
-    """The equalization samples as the quantized model will see them: if the calibrator clamps the input
-    (``clamps_input``, e.g. percentile), each sample is clipped to the range it chooses over the whole head,
-    ``[min(lo, 0), max(hi, 0)]`` — the same rule calibration applies batch by batch
-    (:mod:`.calibration`) — so one extreme pixel among the first samples cannot set a layer's per-channel
-    range. Other calibrators leave the samples as they are, as calibration does."""
+    """The equalization samples (one array) as the quantized model will see them: if the calibrator clamps
+    the input (``clamps_input``, e.g. percentile), they are clipped to the range it chooses over the head,
+    ``[min(lo, 0), max(hi, 0)]`` — the rule calibration applies (:mod:`.calibration`) — so one extreme pixel
+    among the first samples cannot set a layer's per-channel range. Other calibrators leave the samples as
+    they are, as calibration does."""
     obs = make_observer(calibrator, act_rr)
     if not getattr(obs, "clamps_input", False):
         return head
-    for b in head:
-        obs.update(b)
-    lo, hi = obs.clip_range()
+    lo, hi = obs.update(head).clip_range()
     lo, hi = np.float32(min(float(np.min(lo)), 0.0)), np.float32(max(float(np.max(hi)), 0.0))
-    return [np.clip(b, lo, hi) for b in head]
+    return np.clip(head, lo, hi)
 
 
 def _ranges(reduce_range, tgt):
@@ -350,20 +328,15 @@ def quantize_static(model, calibration_data, *, per_channel: bool = True, calibr
         equalize = False
     act_rr, w_rr, rr_label = _ranges(reduce_range, tgt)
     make_observer(calibrator, act_rr)  # fail early on a bad calibrator
-    batches = iter_batches(calibration_data, batch_size)
-    head = [next(batches)]                      # kept: the model's input shape, and equalization's ranges
-    while equalize and sum(b.shape[0] for b in head) < EQUALIZE_SAMPLES:
-        nxt = next(batches, None)
-        if nxt is None:
-            break
-        head.append(nxt)
-    graph = to_graph(model, input_shape, head[0])
+    data = reiterable(calibration_data, batch_size)   # read more than once: the head, the input range, the model
+    head = first_samples(data, EQUALIZE_SAMPLES, batch_size)   # the input shape, and equalization's ranges
+    graph = to_graph(model, input_shape, head)
     if any(n.shape is None for n in graph.nodes):
         from ..executor import infer_shapes
         infer_shapes(graph)
     g, groups, folded, channel_scales = prepare_float_graph(graph)
     if equalize:
-        g, channel_scales = equalize_pass(g, act_ranges=_channel_ranges(g, _clamped_head(head, calibrator, act_rr)),
+        g, channel_scales = equalize_pass(g, act_ranges=_channel_ranges(g, [_clamped_head(head, calibrator, act_rr)]),
                                           alpha=EQUALIZE_ALPHA, iterations=1)
         groups = fusion_groups(g)
     kind, role, observed = _plan(g, groups, frozenset(float_nodes),
@@ -378,8 +351,7 @@ def quantize_static(model, calibration_data, *, per_channel: bool = True, calibr
     stats = {v: RangeStats(samples=v in g.inputs) for v in observed}   # the calibration report's facts
     for v, st in stats.items():
         observers[v].append(st)
-    n_samples = calibrate(g, itertools.chain(head, batches), observers, batch_size=batch_size,
-                          progress=progress)
+    n_samples = calibrate(g, data, observers, batch_size=batch_size, progress=progress)
     qparams = {}
     for v in observed:
         s, z = observers[v][0].compute()
