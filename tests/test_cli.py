@@ -284,7 +284,14 @@ def test_quantize_torchscript_file(work, torch_files, in_process):
     r = run("quantize", "tiny.ts", "--calib", "digits", "--num-calib", 16, "--out", "ts.mq.npz", cwd=work)
     assert r.returncode == 0, r.stderr
     want = mq_.quantize_static(model, x_tr[:16], progress=False)
-    assert np.array_equal(mq_.load(work / "ts.mq.npz")(x_te[:100]), want(x_te[:100]))
+    got = mq_.load(work / "ts.mq.npz")
+    # the ONNX file pools with AveragePool (float32 sums over the taps), the torch model with an adaptive pool
+    # (float64 sums): calibration sees the same values up to the last float32 bits, so the output scales may
+    # differ in the 7th digit — the integer codes must not
+    (sa, za), (sb, zb) = ((m.graph.nodes[-1].attrs.scale, m.graph.nodes[-1].attrs.zero_point) for m in (got, want))
+    assert za == zb and abs(sa / sb - 1) < 1e-6, (sa, sb, za, zb)
+    codes = [np.rint(m(x_te[:100]) / s) for m, s in ((got, sa), (want, sb))]
+    assert np.array_equal(*codes) and np.ptp(codes[0]) > 50        # every code equal, not a saturated output
 
 
 def test_unsupported_layer_and_mismatched_checkpoint(work, torch_files):
