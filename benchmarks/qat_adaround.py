@@ -45,6 +45,14 @@ def sqnr(ref, x) -> float:
     return float(10 * np.log10((ref ** 2).sum() / max(((x - ref) ** 2).sum(), 1e-30)))
 
 
+def wilson(k: int, n: int, z: float = 1.96) -> list:
+    """Wilson score interval of a binomial proportion k / n (95 % for z = 1.96)."""
+    p = k / n
+    c = (p + z * z / (2 * n)) / (1 + z * z / n)
+    h = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return [float(c - h), float(c + h)]
+
+
 def logits(model, x, batch=50):
     with torch.no_grad():
         return torch.cat([model(torch.from_numpy(x[i:i + batch])) for i in range(0, len(x), batch)]).numpy()
@@ -93,6 +101,7 @@ def mobilenet(args):
     from minquant.data.datasets import photo_crops
     from minquant.data.zoo import mobilenet_v2_imagenet
     from minquant.qat import FakeQuantModel, NearestWeights, adaround, finetune
+    from minquant.quantized.precision import INT8, w4a8
 
     t_start = time.time()
     timing = {}
@@ -105,21 +114,36 @@ def mobilenet(args):
     model = mobilenet_v2_imagenet()
     calib = photo_crops(args.calib, split="calib", seed=0)
     train = photo_crops(args.qat_crops, split="calib", seed=1)        # QAT's crops: the calibration half too
-    ev = photo_crops(args.eval, split="eval", seed=0)
+    n_eval = max(args.eval, args.eval_final)
+    ev = photo_crops(n_eval, split="eval", seed=0)    # its first args.eval crops are photo_crops(args.eval, ...)'s
     f_ev, f_train = logits(model, ev, 25), logits(model, train, 25)
     lap("float logits", t)
 
     res = {}
 
-    def score(name, qm):
-        out = run_batched(qm, ev, 25)
-        res[name] = dict(agree=float(np.mean(out.argmax(1) == f_ev.argmax(1))), sqnr=sqnr(f_ev, out))
+    def score(name, qm, n=args.eval):
+        t = time.time()
+        out = run_batched(qm, ev[:n], 25)
+        agree = out.argmax(1) == f_ev[:n].argmax(1)
+        res[name] = dict(agree=float(np.mean(agree)), sqnr=sqnr(f_ev[:n], out), seconds=round(time.time() - t, 1))
+        if n > args.eval:       # the first args.eval crops as the other rows, and all n with a 95 % interval
+            res[name].update(agree_all=float(np.mean(agree)), n_all=int(n), wilson95=wilson(int(agree.sum()), n),
+                             agree=float(np.mean(agree[:args.eval])), sqnr=sqnr(f_ev[:args.eval], out[:args.eval]),
+                             sqnr_all=sqnr(f_ev[:n], out))
         print(name, res[name], flush=True)
+        return out
 
     t = time.time()
-    nearest = NearestWeights("int4", mse_scale=args.mse_scale,
-                             int8_layers=("features.0.0", "classifier.1") if args.int8_ends else ())
-    qm0 = mq.quantize_static(model, calib, target=TARGET, weight_rounding=nearest, progress=False)
+    ends = ("features.0.0", "classifier.1") if args.int8_ends else ()
+    nearest = NearestWeights("int4", mse_scale=args.mse_scale, int8_layers=ends)
+
+    def quantize(rounding):
+        if args.group_size:         # the ladder's W4A8 g<N> form: w4a8_* nodes, int4 packed, float16 group scales
+            return mq.quantize_precision(model, w4a8(args.group_size), calib, layers={n: INT8 for n in ends},
+                                         target=TARGET, weight_rounding=rounding)
+        return mq.quantize_static(model, calib, target=TARGET, weight_rounding=rounding, progress=False)
+
+    qm0 = quantize(nearest)
     lap("quantize_static W4A8 nearest", t)
     score("w4a8_nearest", qm0)
     t = time.time()
@@ -127,7 +151,7 @@ def mobilenet(args):
                    seed=0, min_rows_per_input=args.ada_min_rows, progress=True)
     lap("adaround", t)
     t = time.time()
-    qa = mq.quantize_static(model, calib, target=TARGET, weight_rounding=ada, progress=False)
+    qa = quantize(ada)
     lap("quantize_static W4A8 AdaRound", t)
     score("w4a8_adaround", qa)
     t = time.time()
@@ -136,12 +160,20 @@ def mobilenet(args):
                     T=args.qat_T, alpha=0.0, seed=0, scale_lr=args.qat_scale_lr, progress=True)
     lap("QAT (distillation, label-free)", t)
     qq = fq.to_quantized()
-    score("w4a8_adaround_qat", qq)
+    t = time.time()
+    out = score("w4a8_adaround_qat", qq, n_eval)
+    lap("evaluate the converted model", t)
+    with torch.no_grad():       # what training's fake-quantized forward says on the same crops
+        fq_out = torch.cat([fq(torch.from_numpy(ev[i:i + 25])) for i in range(0, n_eval, 25)]).numpy()
+    res["fake_quant_vs_converted"] = dict(argmax_equal=float(np.mean(fq_out.argmax(1) == out.argmax(1))),
+                                          sqnr=sqnr(fq_out, out), n=int(n_eval))
+    print("fake quant vs converted", res["fake_quant_vs_converted"], flush=True)
+    res["size_bytes"] = int(qq.size_bytes())
     if args.save:
         qq.save(args.save)
     recon = {k: v for k, v in ada.report.items()}
     return dict(results=res, timing=timing, calib=args.calib, qat_crops=args.qat_crops, eval=args.eval,
-                mse_scale=args.mse_scale, int8_ends=args.int8_ends, ada_min_rows=args.ada_min_rows, ada_samples=args.ada_samples,
+                mse_scale=args.mse_scale, int8_ends=args.int8_ends, group_size=args.group_size, ada_min_rows=args.ada_min_rows, ada_samples=args.ada_samples,
                 ada_iters=args.ada_iters, ada_rows=args.ada_rows, qat_epochs=args.qat_epochs, qat_lr=args.qat_lr,
                 qat_scale_lr=args.qat_scale_lr, qat_batch=args.qat_batch, qat_T=args.qat_T,
                 qat_history=hist, adaround_report=recon, total_seconds=round(time.time() - t_start, 1))
@@ -273,6 +305,11 @@ def main(argv=None):
     ap.add_argument("--mse-scale", action="store_true", help="int4 weight scales by the clipped-range search")
     ap.add_argument("--ada-min-rows", type=float, default=0.0, help="adaround(min_rows_per_input=)")
     ap.add_argument("--int8-ends", action="store_true", help="first conv and classifier keep int8 weights")
+    ap.add_argument("--group-size", type=int, default=0,
+                    help="int4 weights per group of this many (the ladder's W4A8 g<N>, quantize_precision); 0: per "
+                         "output channel (quantize_static)")
+    ap.add_argument("--eval-final", type=int, default=0,
+                    help="evaluate the final model on this many eval crops (the first --eval of them as the rest)")
     ap.add_argument("--tag", default="", help="suffix of the MobileNetV2 JSON (several runs side by side)")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
