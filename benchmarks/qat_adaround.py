@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import pickle
 import platform
 import sys
 import time
@@ -98,7 +99,7 @@ def tiny(args):
 
 def mobilenet(args):
     import minquant as mq
-    from minquant.data.datasets import photo_crops
+    from minquant.data.datasets import augment_crops, photo_crops
     from minquant.data.zoo import mobilenet_v2_imagenet
     from minquant.qat import FakeQuantModel, NearestWeights, adaround, finetune
     from minquant.quantized.precision import INT8, w4a8
@@ -114,9 +115,15 @@ def mobilenet(args):
     model = mobilenet_v2_imagenet()
     calib = photo_crops(args.calib, split="calib", seed=0)
     train = photo_crops(args.qat_crops, split="calib", seed=1)        # QAT's crops: the calibration half too
+    if args.qat_extra:      # whole photos outside the benchmark's set (never evaluated on)
+        train = np.concatenate([train, photo_crops(args.qat_extra, split="extra", seed=1)])
+    if args.qat_augment:    # mixup + colour jitter copies (the teacher is run on them)
+        train = np.concatenate([train] + [augment_crops(train, seed=10 + i) for i in range(args.qat_augment)])
+    val = photo_crops(args.qat_val, split="calib", seed=2) if args.qat_val else None   # early stop: calib half
     n_eval = max(args.eval, args.eval_final)
     ev = photo_crops(n_eval, split="eval", seed=0)    # its first args.eval crops are photo_crops(args.eval, ...)'s
     f_ev, f_train = logits(model, ev, 25), logits(model, train, 25)
+    validation = None if val is None else (val, logits(model, val, 25))
     lap("float logits", t)
 
     res = {}
@@ -143,21 +150,39 @@ def mobilenet(args):
                                          target=TARGET, weight_rounding=rounding)
         return mq.quantize_static(model, calib, target=TARGET, weight_rounding=rounding, progress=False)
 
-    qm0 = quantize(nearest)
-    lap("quantize_static W4A8 nearest", t)
-    score("w4a8_nearest", qm0)
-    t = time.time()
-    ada = adaround(qm0, nearest, calib[:args.ada_samples], iterations=args.ada_iters, rows=args.ada_rows,
-                   seed=0, min_rows_per_input=args.ada_min_rows, progress=True)
-    lap("adaround", t)
-    t = time.time()
-    qa = quantize(ada)
-    lap("quantize_static W4A8 AdaRound", t)
-    score("w4a8_adaround", qa)
+    # the PTQ part (nearest, AdaRound) depends only on these settings: cached, so that QAT recipes can be
+    # compared from the same AdaRound model without re-running it
+    key = dict(calib=args.calib, eval=args.eval, mse_scale=args.mse_scale, int8_ends=args.int8_ends,
+               group_size=args.group_size, ada_samples=args.ada_samples, ada_iters=args.ada_iters,
+               ada_rows=args.ada_rows, ada_min_rows=args.ada_min_rows)
+    cache = Path(args.ada_cache) if args.ada_cache else None
+    cached = pickle.loads(cache.read_bytes()) if cache and cache.exists() else None
+    if cached is not None and cached["key"] == key:
+        from minquant.quantized.model import load as load_model
+        ada, qa = cached["ada"], load_model(cache.with_suffix(".mq"))
+        res.update(cached["res"])
+        timing.update({f"{k} (cached)": v for k, v in cached["timing"].items()})
+        print("PTQ part from", cache, res, flush=True)
+    else:
+        qm0 = quantize(nearest)
+        lap("quantize_static W4A8 nearest", t)
+        score("w4a8_nearest", qm0)
+        t = time.time()
+        ada = adaround(qm0, nearest, calib[:args.ada_samples], iterations=args.ada_iters, rows=args.ada_rows,
+                       seed=0, min_rows_per_input=args.ada_min_rows, progress=True)
+        lap("adaround", t)
+        t = time.time()
+        qa = quantize(ada)
+        lap("quantize_static W4A8 AdaRound", t)
+        score("w4a8_adaround", qa)
+        if cache:
+            qa.save(cache.with_suffix(".mq"))
+            cache.write_bytes(pickle.dumps(dict(key=key, ada=ada, res=dict(res), timing=dict(timing))))
     t = time.time()
     fq = FakeQuantModel(qa, ada)
     hist = finetune(fq, train, f_train, epochs=args.qat_epochs, lr=args.qat_lr, batch_size=args.qat_batch,
-                    T=args.qat_T, alpha=0.0, seed=0, scale_lr=args.qat_scale_lr, progress=True)
+                    T=args.qat_T, alpha=0.0, seed=0, scale_lr=args.qat_scale_lr, validation=validation,
+                    validate_every=args.qat_val_every, progress=True)
     lap("QAT (distillation, label-free)", t)
     qq = fq.to_quantized()
     t = time.time()
@@ -176,6 +201,8 @@ def mobilenet(args):
                 mse_scale=args.mse_scale, int8_ends=args.int8_ends, group_size=args.group_size, ada_min_rows=args.ada_min_rows, ada_samples=args.ada_samples,
                 ada_iters=args.ada_iters, ada_rows=args.ada_rows, qat_epochs=args.qat_epochs, qat_lr=args.qat_lr,
                 qat_scale_lr=args.qat_scale_lr, qat_batch=args.qat_batch, qat_T=args.qat_T,
+                qat_extra=args.qat_extra, qat_augment=args.qat_augment, qat_val=args.qat_val,
+                qat_val_every=args.qat_val_every, qat_samples=int(len(train)),
                 qat_history=hist, adaround_report=recon, total_seconds=round(time.time() - t_start, 1))
 
 
@@ -308,6 +335,15 @@ def main(argv=None):
     ap.add_argument("--group-size", type=int, default=0,
                     help="int4 weights per group of this many (the ladder's W4A8 g<N>, quantize_precision); 0: per "
                          "output channel (quantize_static)")
+    ap.add_argument("--qat-extra", type=int, default=0,
+                    help="add this many crops of the photos outside the benchmark set (photo_crops split='extra')")
+    ap.add_argument("--qat-augment", type=int, default=0,
+                    help="add this many mixup + colour-jitter copies of the QAT inputs (augment_crops)")
+    ap.add_argument("--qat-val", type=int, default=0,
+                    help="early stopping on this many held-out calibration-half crops (photo_crops seed 2)")
+    ap.add_argument("--qat-val-every", type=int, default=0, help="finetune(validate_every=): steps between checks")
+    ap.add_argument("--ada-cache", default="", help="pickle of the nearest / AdaRound part, reused when its "
+                    "settings match (QAT recipes compared from one AdaRound model)")
     ap.add_argument("--eval-final", type=int, default=0,
                     help="evaluate the final model on this many eval crops (the first --eval of them as the rest)")
     ap.add_argument("--tag", default="", help="suffix of the MobileNetV2 JSON (several runs side by side)")

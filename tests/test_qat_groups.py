@@ -185,3 +185,32 @@ def test_adaround_per_group(digits, g32):
     assert np.mean(qa(x_te).argmax(1) == y_te) > 0.9
     fq = FakeQuantModel(qa, ada)
     assert np.array_equal(fq.to_quantized()(x_te[:64]), qa(x_te[:64]))
+
+
+def test_early_stopping_keeps_the_best_checkpoint(digits, g32):
+    """``finetune(validation=)``: a learning rate that only does harm ends where the validation loss was lowest
+    — here the start, so the converted model is the one training began from."""
+    model, (x_tr, y_tr, x_te, _) = digits
+    rounding, qm = g32
+    fq = FakeQuantModel(qm, rounding)
+    with torch.no_grad():
+        t = model(torch.from_numpy(x_tr[:320])).numpy()
+    hist = finetune(fq, x_tr[:256], t[:256], epochs=1, lr=0.5, batch_size=64, seed=0,
+                    validation=(x_tr[256:320], t[256:]), validate_every=2)
+    checks = [h for h in hist if "step" in h]
+    assert [h["step"] for h in checks] == [0, 2, 4]
+    assert checks[-1]["val_loss"] > checks[0]["val_loss"]
+    assert hist[-1]["kept_step"] == 0
+    assert np.array_equal(fq.to_quantized()(x_te[:64]), qm(x_te[:64]))
+
+
+def test_augment_crops():
+    from minquant.data.datasets import augment_crops, photo_crops
+    x = photo_crops(6, split="extra", seed=0)
+    assert x.shape == (6, 3, 224, 224) and np.isfinite(x).all()
+    a, b = augment_crops(x, seed=1), augment_crops(x, seed=1)
+    assert np.array_equal(a, b) and not np.array_equal(a, x)
+    same = augment_crops(x, seed=1, mix=0.0, jitter=0.0)          # nothing to do: the crops back (to rounding)
+    np.testing.assert_allclose(same, x, atol=1e-5)
+    with pytest.raises(ValueError):
+        augment_crops(x[:, :1])
