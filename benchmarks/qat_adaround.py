@@ -154,7 +154,7 @@ def mobilenet(args):
     # compared from the same AdaRound model without re-running it
     key = dict(calib=args.calib, eval=args.eval, mse_scale=args.mse_scale, int8_ends=args.int8_ends,
                group_size=args.group_size, ada_samples=args.ada_samples, ada_iters=args.ada_iters,
-               ada_rows=args.ada_rows, ada_min_rows=args.ada_min_rows)
+               ada_rows=args.ada_rows, ada_min_rows=args.ada_min_rows, block=args.block, block_batch=args.block_batch)
     cache = Path(args.ada_cache) if args.ada_cache else None
     cached = pickle.loads(cache.read_bytes()) if cache and cache.exists() else None
     if cached is not None and cached["key"] == key:
@@ -168,8 +168,13 @@ def mobilenet(args):
         lap("quantize_static W4A8 nearest", t)
         score("w4a8_nearest", qm0)
         t = time.time()
-        ada = adaround(qm0, nearest, calib[:args.ada_samples], iterations=args.ada_iters, rows=args.ada_rows,
-                       seed=0, min_rows_per_input=args.ada_min_rows, progress=True)
+        if args.block:      # BRECQ-style: the rounding of each block's layers on the block's output
+            from minquant.qat.block_reconstruction import block_adaround
+            ada = block_adaround(qm0, nearest, calib[:args.ada_samples], iterations=args.ada_iters,
+                                 batch=args.block_batch, seed=0, progress=True)
+        else:
+            ada = adaround(qm0, nearest, calib[:args.ada_samples], iterations=args.ada_iters, rows=args.ada_rows,
+                           seed=0, min_rows_per_input=args.ada_min_rows, progress=True)
         lap("adaround", t)
         t = time.time()
         qa = quantize(ada)
@@ -198,7 +203,8 @@ def mobilenet(args):
         qq.save(args.save)
     recon = {k: v for k, v in ada.report.items()}
     return dict(results=res, timing=timing, calib=args.calib, qat_crops=args.qat_crops, eval=args.eval,
-                mse_scale=args.mse_scale, int8_ends=args.int8_ends, group_size=args.group_size, ada_min_rows=args.ada_min_rows, ada_samples=args.ada_samples,
+                mse_scale=args.mse_scale, int8_ends=args.int8_ends, group_size=args.group_size, block=args.block,
+                block_batch=args.block_batch, ada_min_rows=args.ada_min_rows, ada_samples=args.ada_samples,
                 ada_iters=args.ada_iters, ada_rows=args.ada_rows, qat_epochs=args.qat_epochs, qat_lr=args.qat_lr,
                 qat_scale_lr=args.qat_scale_lr, qat_batch=args.qat_batch, qat_T=args.qat_T,
                 qat_extra=args.qat_extra, qat_augment=args.qat_augment, qat_val=args.qat_val,
@@ -251,6 +257,11 @@ def report():
         res, tm = d["results"], d["timing"]
         rule = ("per-channel scale clipped by the least-squares search (`NearestWeights(\"int4\", mse_scale=True)`)"
                 if d.get("mse_scale") else "per-channel scale max|w|/7.5 (`NearestWeights(\"int4\")`)")
+        if d.get("group_size"):
+            rule = (f"int4 **per group of {d['group_size']}** (the ladder's W4A8 g{d['group_size']}: "
+                    f"`quantize_precision(w4a8({d['group_size']}), weight_rounding=...)`, float16 group scales, "
+                    "depthwise one group of 9 per channel), group scales "
+                    + ("clipped by the least-squares search per group" if d.get("mse_scale") else "max|w|/7.5"))
         if d.get("int8_ends"):
             rule += ('; the first conv and the classifier keep int8 weights '
                      '(`int8_layers=("features.0.0", "classifier.1")`)')
@@ -262,13 +273,38 @@ def report():
                   "(`photo_crops(n, split=\"calib\", seed=1)`), batch "
                   f"{d.get('qat_batch', 16)}, Adam lr {d['qat_lr']}"
                   + (f" (scales {d['qat_scale_lr']})" if d.get("qat_scale_lr") else "")
-                  + f", cosine decay, loss = KL to the float model's softmax (T = {d.get('qat_T', 1.0):g}; no labels).",
-                  "",
-                  "| model | top-1 agreement with fp32 % | logit SQNR (dB) |", "|---|---|---|"]
+                  + f", cosine decay, loss = KL to the float model's softmax (T = {d.get('qat_T', 1.0):g}; no labels)"
+                  + (f"; plus {d['qat_extra']} crops of the photos outside the benchmark set (`split=\"extra\"`)"
+                     if d.get("qat_extra") else "")
+                  + (f"; plus {d['qat_augment']} mixup + colour-jitter cop{'y' if d['qat_augment'] == 1 else 'ies'} "
+                     "of those inputs (`augment_crops`, teacher run on them)" if d.get("qat_augment") else "")
+                  + (f" — {d['qat_samples']} training inputs" if d.get("qat_samples") else "")
+                  + (f"; early stopping on {d['qat_val']} held-out calibration-half crops (`photo_crops(n, "
+                     f"split=\"calib\", seed=2)`) every {d['qat_val_every'] or 'epoch'} steps" if d.get("qat_val") else "")
+                  + ".", "",
+                  f"| model | top-1 agreement with fp32 % ({d['eval']} crops) | logit SQNR (dB) |", "|---|---|---|"]
         for key, label in (("w4a8_nearest", "W4A8 PTQ, nearest rounding"), ("w4a8_adaround", "W4A8 AdaRound"),
                            ("w4a8_adaround_qat", "W4A8 AdaRound + QAT")):
             if key in res:
                 lines.append(f"| {label} | {100 * res[key]['agree']:.1f} | {res[key]['sqnr']:.2f} |")
+        q = res.get("w4a8_adaround_qat", {})
+        if "agree_all" in q:
+            lo, hi = q["wilson95"]
+            lines += ["", f"The AdaRound + QAT model on {q['n_all']} evaluation crops (the {d['eval']} above and "
+                      f"{q['n_all'] - d['eval']} more of the same split): **{100 * q['agree_all']:.1f} %** agreement "
+                      f"(95 % Wilson interval {100 * lo:.1f}–{100 * hi:.1f} %), {q['sqnr_all']:.2f} dB."]
+        if "fake_quant_vs_converted" in res:
+            fc = res["fake_quant_vs_converted"]
+            lines += ["", f"Training's fake-quantized forward against the converted integer model on the same "
+                      f"{fc['n']} crops: equal top-1 on {100 * fc['argmax_equal']:.1f} %, logits {fc['sqnr']:.1f} dB "
+                      f"apart; converted size {res['size_bytes']:,} bytes (`size_bytes()`)."]
+        checks = [h for h in d.get("qat_history", []) if "val_loss" in h and "step" in h]
+        kept = [h for h in d.get("qat_history", []) if "kept_step" in h]
+        if checks:
+            lines += ["", "Early-stopping checks (step: validation loss / agreement on the held-out calibration "
+                      "crops): " + "; ".join(f"{h['step']}: {h['val_loss']:.3f} / {100 * h['val_agree']:.1f} %"
+                                              for h in checks)
+                      + (f"; kept step {kept[0]['kept_step']}." if kept else ".")]
         lines += ["", "Compute (wall seconds on the loaded machine): " + ", ".join(f"{k} {v}" for k, v in tm.items())
                   + f"; total {d['total_seconds']} s.", ""]
         rr = {k: v for k, v in d["adaround_report"].items() if "skipped" not in v}
@@ -342,6 +378,10 @@ def main(argv=None):
     ap.add_argument("--qat-val", type=int, default=0,
                     help="early stopping on this many held-out calibration-half crops (photo_crops seed 2)")
     ap.add_argument("--qat-val-every", type=int, default=0, help="finetune(validate_every=): steps between checks")
+    ap.add_argument("--block", action="store_true",
+                    help="block reconstruction (block_adaround: each block's rounding on its output) instead of "
+                         "layer-by-layer AdaRound; --ada-iters steps per block")
+    ap.add_argument("--block-batch", type=int, default=8, help="block_adaround(batch=): samples per step")
     ap.add_argument("--ada-cache", default="", help="pickle of the nearest / AdaRound part, reused when its "
                     "settings match (QAT recipes compared from one AdaRound model)")
     ap.add_argument("--eval-final", type=int, default=0,

@@ -196,14 +196,17 @@ class FakeQuantModel(nn.Module):
                 hook(n.name, y)
         return env[g.outputs[0]]
 
-    def node_output(self, n: Node, ins: list, *, quantized: bool = True) -> torch.Tensor:
-        """One node of the graph on its (fake-quantized) float inputs (module docstring)."""
+    def node_output(self, n: Node, ins: list, *, quantized: bool = True, weight=None) -> torch.Tensor:
+        """One node of the graph on its (fake-quantized) float inputs (module docstring). ``weight``: a layer's
+        weights to use instead of its fake-quantized ones (block reconstruction passes its soft rounding)."""
         a, xin = n.attrs, ins[0]
         if n.op == "quantize":
             return self._fq(xin, self.key[n.name]) if quantized else xin
         if n.op in _LAYERS:
             k, lay = self.key[n.name], self.layer[n.name]
             w, b = (self._weight(n.name), self.biases[k]) if quantized else (lay["float_weight"], lay["float_bias"])
+            if weight is not None:
+                w = weight
             if n.op in _CONVS:
                 y = F.conv2d(xin, w, b, a.stride, a.padding, a.dilation, a.groups)
             else:
