@@ -28,6 +28,15 @@ the kernel sums integers exactly and requantizes with the target's float steps (
 step 7). Average pools round a mean of codes the same way. With int4 or 7-bit weights no int16 pair can
 saturate, so no larger difference exists (tests/test_qat_model.py measures both).
 
+**int4 per group** (``w4a8_conv2d`` / ``w4a8_linear``, the precision ladder's W4A8 g32 model from
+``quantize_precision(..., weight_rounding=)``): the layer's rows ((kh, kw, c) order, :mod:`minquant.kernels.int4_conv`)
+are fake-quantized per group, ``ŵ = s_g · clamp(rne(W / s_g), −8, 7)`` (divide: the rule of
+``quantize_int4_rows``), with ``s_g`` the learned float32 scale *rounded to float16* in the forward (gradient
+straight through) — the converted model stores float16 scales, so the codes and the dequantized weights the
+W4A8 kernels use are, bit for bit, the ones training used (tests/test_qat_groups.py). The kernel then sums
+integers per group and combines the groups in float32 (:mod:`minquant.kernels.w4a8`); training sums floats:
+the same one-code-at-a-tie difference as above.
+
 This module imports torch: it is not part of the numpy-only core.
 """
 from __future__ import annotations
