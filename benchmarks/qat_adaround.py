@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import os
 import pickle
 import platform
 import sys
@@ -166,7 +167,8 @@ def mobilenet(args):
     else:
         qm0 = quantize(nearest)
         lap("quantize_static W4A8 nearest", t)
-        score("w4a8_nearest", qm0)
+        if not args.skip_nearest_score:
+            score("w4a8_nearest", qm0)
         t = time.time()
         if args.block:      # BRECQ-style: the rounding of each block's layers on the block's output
             from minquant.qat.block_reconstruction import block_adaround
@@ -179,6 +181,9 @@ def mobilenet(args):
         t = time.time()
         qa = quantize(ada)
         lap("quantize_static W4A8 AdaRound", t)
+        if cache:       # written before scoring, so that a QAT run can start from it at once
+            qa.save(cache.with_suffix(".mq"))
+            cache.write_bytes(pickle.dumps(dict(key=key, ada=ada, res=dict(res), timing=dict(timing))))
         score("w4a8_adaround", qa)
         if cache:
             qa.save(cache.with_suffix(".mq"))
@@ -212,19 +217,49 @@ def mobilenet(args):
                 qat_history=hist, adaround_report=recon, total_seconds=round(time.time() - t_start, 1))
 
 
+def evaluate(args):
+    """A saved model (``--load``) on ``--eval-final`` evaluation crops: agreement with fp32 on all of them
+    (95 % Wilson interval) and on the first ``--eval`` (the 200 of the other rows)."""
+    from minquant.data.datasets import photo_crops
+    from minquant.data.zoo import mobilenet_v2_imagenet
+    from minquant.quantized.model import load as load_model
+
+    t0 = time.time()
+    n = max(args.eval_final, args.eval)
+    ev = photo_crops(n, split="eval", seed=0)
+    f = logits(mobilenet_v2_imagenet(), ev, 25)
+    qm = load_model(args.load)
+    t = time.time()
+    out = run_batched(qm, ev, 25)
+    agree = out.argmax(1) == f.argmax(1)
+    return dict(model=args.load, n_all=int(n), agree_all=float(agree.mean()), wilson95=wilson(int(agree.sum()), n),
+                sqnr_all=sqnr(f, out), n_first=args.eval, agree_first=float(agree[:args.eval].mean()),
+                sqnr_first=sqnr(f[:args.eval], out[:args.eval]), size_bytes=int(qm.size_bytes()),
+                meta_rounding=str(qm.meta.get("weight_rounding")), run_seconds=round(time.time() - t, 1),
+                total_seconds=round(time.time() - t0, 1))
+
+
 def _ms(v, pct=True):
     v = np.asarray(v, np.float64) * (100 if pct else 1)
     return f"{v.mean():.2f} ± {v.std(ddof=1):.2f}" if len(v) > 1 else f"{v.mean():.2f}"
 
 
+def _cpu() -> str:
+    from minquant.target import Cpu
+    return Cpu.host().name
+
+
 def report():
     commit = provenance_commit()
     lines = ["# W4A8: nearest rounding vs AdaRound vs quantization-aware training (issue 15)", "",
-             f"Commit {commit}, {datetime.date.today()}, {platform.processor() or platform.machine()}, one torch "
-             "thread, target `x86` on this CPU (a 2-core machine shared with other jobs: wall times are loaded).",
+             f"Report written at commit {commit}, {datetime.date.today()}; CPU `{_cpu()}` "
+             f"({platform.machine()}), one torch thread, target `x86` on this CPU (a 2-core machine shared with other "
+             "jobs: wall times are loaded). The runs added for the group-wise models record their own commit, date "
+             "and load average (below each table).",
              "", "Made by:", "", "```"]
     mobilenet_runs = sorted(HERE.glob("figures/qat_adaround_mobilenet*.json"))
-    for path in ([JSON["tiny"]] if JSON["tiny"].exists() else []) + mobilenet_runs:
+    for path in ([JSON["tiny"]] if JSON["tiny"].exists() else []) + mobilenet_runs + sorted(
+            HERE.glob("figures/qat_adaround_eval_*.json")):
         lines.append(json.loads(path.read_text())["command"])
     lines += ["```", ""]
     if JSON["tiny"].exists():
@@ -306,7 +341,9 @@ def report():
                                               for h in checks)
                       + (f"; kept step {kept[0]['kept_step']}." if kept else ".")]
         lines += ["", "Compute (wall seconds on the loaded machine): " + ", ".join(f"{k} {v}" for k, v in tm.items())
-                  + f"; total {d['total_seconds']} s.", ""]
+                  + f"; total {d['total_seconds']} s."
+                  + (f" Run at commit {d['commit']}, {d['date']}, load average {d['load_average']} (1/5/15 min) at "
+                     "its end." if d.get("commit") else ""), ""]
         rr = {k: v for k, v in d["adaround_report"].items() if "skipped" not in v}
         skipped = [k for k, v in d["adaround_report"].items() if "skipped" in v]
         if skipped:
@@ -317,6 +354,22 @@ def report():
                   f"{np.median(ratio):.2f}× nearest's (median over {len(rr)} layers; range {min(ratio):.2f}–"
                   f"{max(ratio):.2f}); {100 * np.mean([v['changed'] for v in rr.values()]):.1f} % of codes "
                   "moved one step from nearest on average.", ""]
+    evals = sorted(HERE.glob("figures/qat_adaround_eval_*.json"))
+    if evals:
+        lines += ["## Saved models on more evaluation crops", "",
+                  "`--part evaluate --load <model> --eval-final N`: the converted model saved by a run above (`--save`) "
+                  "on N evaluation crops (`photo_crops(N, split=\"eval\")`, whose first 200 are the 200 above); "
+                  "95 % Wilson interval of the agreement. On these crops the float model's top-2 logits are often "
+                  "close, so 200 crops move a figure by about ±3 points (one standard error).", "",
+                  "| command | crops | agreement % (95 % interval) | SQNR dB | first 200: agreement % / dB | bytes |",
+                  "|---|---:|---|---:|---|---:|"]
+        for path in evals:
+            e = json.loads(path.read_text())
+            lo, hi = e["wilson95"]
+            lines.append(f"| `{e['command']}` | {e['n_all']} | {100 * e['agree_all']:.1f} ({100 * lo:.1f}–{100 * hi:.1f}) "
+                         f"| {e['sqnr_all']:.2f} | {100 * e['agree_first']:.1f} / {e['sqnr_first']:.2f} | "
+                         f"{e['size_bytes']:,} |")
+        lines.append("")
     if mobilenet_runs:
         runs = [json.loads(path.read_text()) for path in mobilenet_runs]
         best = max(runs, key=lambda d: d["results"].get("w4a8_adaround_qat", {}).get("agree", 0))
@@ -349,7 +402,8 @@ def report():
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--part", choices=("tiny", "mobilenet", "report"), required=True)
+    ap.add_argument("--part", choices=("tiny", "mobilenet", "evaluate", "report"), required=True)
+    ap.add_argument("--load", default="", help="--part evaluate: the saved QuantizedModel (from --save)")
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--tiny-ada-iters", type=int, default=500)
     ap.add_argument("--tiny-qat-epochs", type=int, default=2)
@@ -382,6 +436,8 @@ def main(argv=None):
                     help="block reconstruction (block_adaround: each block's rounding on its output) instead of "
                          "layer-by-layer AdaRound; --ada-iters steps per block")
     ap.add_argument("--block-batch", type=int, default=8, help="block_adaround(batch=): samples per step")
+    ap.add_argument("--skip-nearest-score", action="store_true",
+                    help="do not evaluate the nearest-rounding model (measured by another run with the same scales)")
     ap.add_argument("--ada-cache", default="", help="pickle of the nearest / AdaRound part, reused when its "
                     "settings match (QAT recipes compared from one AdaRound model)")
     ap.add_argument("--eval-final", type=int, default=0,
@@ -393,11 +449,17 @@ def main(argv=None):
         report()
         return
     t = time.time()
-    out = tiny(args) if args.part == "tiny" else mobilenet(args)
+    out = {"tiny": tiny, "mobilenet": mobilenet, "evaluate": evaluate}[args.part](args)
     out["command"] = ".venv/bin/python -m benchmarks.qat_adaround " + " ".join(sys.argv[1:] if argv is None else argv)
     out["seconds"] = round(time.time() - t, 1)
-    path = JSON[args.part] if args.part == "tiny" or not args.tag else JSON["mobilenet"].with_name(
-        f"qat_adaround_mobilenet_{args.tag}.json")
+    out["load_average"] = [round(v, 2) for v in os.getloadavg()]          # at the end: 1, 5, 15 minutes
+    out["commit"] = provenance_commit()
+    out["date"] = str(datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"))
+    if args.part == "evaluate":
+        path = HERE / "figures" / f"qat_adaround_eval_{args.tag or 'model'}.json"
+    else:
+        path = JSON[args.part] if args.part == "tiny" or not args.tag else JSON["mobilenet"].with_name(
+            f"qat_adaround_mobilenet_{args.tag}.json")
     atomic_write_text(path, json.dumps(out, indent=1))
     report()
 
