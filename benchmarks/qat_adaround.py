@@ -155,7 +155,9 @@ def mobilenet(args):
     # compared from the same AdaRound model without re-running it
     key = dict(calib=args.calib, eval=args.eval, mse_scale=args.mse_scale, int8_ends=args.int8_ends,
                group_size=args.group_size, ada_samples=args.ada_samples, ada_iters=args.ada_iters,
-               ada_rows=args.ada_rows, ada_min_rows=args.ada_min_rows, block=args.block, block_batch=args.block_batch)
+               ada_rows=args.ada_rows, ada_min_rows=args.ada_min_rows)
+    if args.block:
+        key.update(block=True, block_batch=args.block_batch)
     cache = Path(args.ada_cache) if args.ada_cache else None
     cached = pickle.loads(cache.read_bytes()) if cache and cache.exists() else None
     if cached is not None and cached["key"] == key:
