@@ -253,7 +253,9 @@ READING_GROUPS = [
     "and converts the `w4a8_*` nodes (float16 group scales rounded in the forward, so the converted codes and "
     "dequantized weights are training's bit for bit; tests/test_qat_groups.py). With MSE-clipped group scales and "
     "int8 ends: nearest 25.5 % / 4.48 dB, AdaRound 52.5 % / 5.63 dB, AdaRound + QAT (512 crops × 1 epoch, the "
-    "per-channel run's recipe) 67.0 % / 6.42 dB — against 31.0 / 51.0 / 63.5 % per output channel. Per-group "
+    "per-channel run's recipe) 67.0 % / 6.42 dB — against 31.0 / 51.0 / 63.5 % per output channel (the nearest "
+    "and AdaRound part of both g32 runs is one computation, `--ada-cache`, made by the same command at commit "
+    "25d797a with the cache option that 5e3703b committed; 26 min of it AdaRound on the loaded CPU). Per-group "
     "scales help by a few points at most: every difference here is within the ±3.3-point standard error of 200 "
     "crops.",
     "- **More varied inputs + early stopping.** QAT on 384 calibration-half crops + 128 crops of photos outside "
