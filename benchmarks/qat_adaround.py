@@ -23,6 +23,8 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import os
+import pickle
 import platform
 import sys
 import time
@@ -43,6 +45,14 @@ TARGET = "x86"
 def sqnr(ref, x) -> float:
     ref, x = np.asarray(ref, np.float64), np.asarray(x, np.float64)
     return float(10 * np.log10((ref ** 2).sum() / max(((x - ref) ** 2).sum(), 1e-30)))
+
+
+def wilson(k: int, n: int, z: float = 1.96) -> list:
+    """Wilson score interval of a binomial proportion k / n (95 % for z = 1.96)."""
+    p = k / n
+    c = (p + z * z / (2 * n)) / (1 + z * z / n)
+    h = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return [float(c - h), float(c + h)]
 
 
 def logits(model, x, batch=50):
@@ -90,9 +100,10 @@ def tiny(args):
 
 def mobilenet(args):
     import minquant as mq
-    from minquant.data.datasets import photo_crops
+    from minquant.data.datasets import augment_crops, photo_crops
     from minquant.data.zoo import mobilenet_v2_imagenet
     from minquant.qat import FakeQuantModel, NearestWeights, adaround, finetune
+    from minquant.quantized.precision import INT8, w4a8
 
     t_start = time.time()
     timing = {}
@@ -105,46 +116,129 @@ def mobilenet(args):
     model = mobilenet_v2_imagenet()
     calib = photo_crops(args.calib, split="calib", seed=0)
     train = photo_crops(args.qat_crops, split="calib", seed=1)        # QAT's crops: the calibration half too
-    ev = photo_crops(args.eval, split="eval", seed=0)
+    if args.qat_extra:      # whole photos outside the benchmark's set (never evaluated on)
+        train = np.concatenate([train, photo_crops(args.qat_extra, split="extra", seed=1)])
+    if args.qat_augment:    # mixup + colour jitter copies (the teacher is run on them)
+        train = np.concatenate([train] + [augment_crops(train, seed=10 + i) for i in range(args.qat_augment)])
+    val = photo_crops(args.qat_val, split="calib", seed=2) if args.qat_val else None   # early stop: calib half
+    n_eval = max(args.eval, args.eval_final)
+    ev = photo_crops(n_eval, split="eval", seed=0)    # its first args.eval crops are photo_crops(args.eval, ...)'s
     f_ev, f_train = logits(model, ev, 25), logits(model, train, 25)
+    validation = None if val is None else (val, logits(model, val, 25))
     lap("float logits", t)
 
     res = {}
 
-    def score(name, qm):
-        out = run_batched(qm, ev, 25)
-        res[name] = dict(agree=float(np.mean(out.argmax(1) == f_ev.argmax(1))), sqnr=sqnr(f_ev, out))
+    def score(name, qm, n=args.eval):
+        t = time.time()
+        out = run_batched(qm, ev[:n], 25)
+        agree = out.argmax(1) == f_ev[:n].argmax(1)
+        res[name] = dict(agree=float(np.mean(agree)), sqnr=sqnr(f_ev[:n], out), seconds=round(time.time() - t, 1))
+        if n > args.eval:       # the first args.eval crops as the other rows, and all n with a 95 % interval
+            res[name].update(agree_all=float(np.mean(agree)), n_all=int(n), wilson95=wilson(int(agree.sum()), n),
+                             agree=float(np.mean(agree[:args.eval])), sqnr=sqnr(f_ev[:args.eval], out[:args.eval]),
+                             sqnr_all=sqnr(f_ev[:n], out))
         print(name, res[name], flush=True)
+        return out
 
     t = time.time()
-    nearest = NearestWeights("int4", mse_scale=args.mse_scale,
-                             int8_layers=("features.0.0", "classifier.1") if args.int8_ends else ())
-    qm0 = mq.quantize_static(model, calib, target=TARGET, weight_rounding=nearest, progress=False)
-    lap("quantize_static W4A8 nearest", t)
-    score("w4a8_nearest", qm0)
-    t = time.time()
-    ada = adaround(qm0, nearest, calib[:args.ada_samples], iterations=args.ada_iters, rows=args.ada_rows,
-                   seed=0, min_rows_per_input=args.ada_min_rows, progress=True)
-    lap("adaround", t)
-    t = time.time()
-    qa = mq.quantize_static(model, calib, target=TARGET, weight_rounding=ada, progress=False)
-    lap("quantize_static W4A8 AdaRound", t)
-    score("w4a8_adaround", qa)
+    ends = ("features.0.0", "classifier.1") if args.int8_ends else ()
+    nearest = NearestWeights("int4", mse_scale=args.mse_scale, int8_layers=ends)
+
+    def quantize(rounding):
+        if args.group_size:         # the ladder's W4A8 g<N> form: w4a8_* nodes, int4 packed, float16 group scales
+            return mq.quantize_precision(model, w4a8(args.group_size), calib, layers={n: INT8 for n in ends},
+                                         target=TARGET, weight_rounding=rounding)
+        return mq.quantize_static(model, calib, target=TARGET, weight_rounding=rounding, progress=False)
+
+    # the PTQ part (nearest, AdaRound) depends only on these settings: cached, so that QAT recipes can be
+    # compared from the same AdaRound model without re-running it
+    key = dict(calib=args.calib, eval=args.eval, mse_scale=args.mse_scale, int8_ends=args.int8_ends,
+               group_size=args.group_size, ada_samples=args.ada_samples, ada_iters=args.ada_iters,
+               ada_rows=args.ada_rows, ada_min_rows=args.ada_min_rows)
+    if args.block:
+        key.update(block=True, block_batch=args.block_batch)
+    cache = Path(args.ada_cache) if args.ada_cache else None
+    cached = pickle.loads(cache.read_bytes()) if cache and cache.exists() else None
+    if cached is not None and cached["key"] == key:
+        from minquant.quantized.model import load as load_model
+        ada, qa = cached["ada"], load_model(cache.with_suffix(".mq"))
+        res.update(cached["res"])
+        timing.update({f"{k} (cached)": v for k, v in cached["timing"].items()})
+        print("PTQ part from", cache, res, flush=True)
+    else:
+        qm0 = quantize(nearest)
+        lap("quantize_static W4A8 nearest", t)
+        if not args.skip_nearest_score:
+            score("w4a8_nearest", qm0)
+        t = time.time()
+        if args.block:      # BRECQ-style: the rounding of each block's layers on the block's output
+            from minquant.qat.block_reconstruction import block_adaround
+            ada = block_adaround(qm0, nearest, calib[:args.ada_samples], iterations=args.ada_iters,
+                                 batch=args.block_batch, seed=0, progress=True)
+        else:
+            ada = adaround(qm0, nearest, calib[:args.ada_samples], iterations=args.ada_iters, rows=args.ada_rows,
+                           seed=0, min_rows_per_input=args.ada_min_rows, progress=True)
+        lap("adaround", t)
+        t = time.time()
+        qa = quantize(ada)
+        lap("quantize_static W4A8 AdaRound", t)
+        if cache:       # written before scoring, so that a QAT run can start from it at once
+            qa.save(cache.with_suffix(".mq"))
+            cache.write_bytes(pickle.dumps(dict(key=key, ada=ada, res=dict(res), timing=dict(timing))))
+        score("w4a8_adaround", qa)
+        if cache:
+            qa.save(cache.with_suffix(".mq"))
+            cache.write_bytes(pickle.dumps(dict(key=key, ada=ada, res=dict(res), timing=dict(timing))))
     t = time.time()
     fq = FakeQuantModel(qa, ada)
     hist = finetune(fq, train, f_train, epochs=args.qat_epochs, lr=args.qat_lr, batch_size=args.qat_batch,
-                    T=args.qat_T, alpha=0.0, seed=0, scale_lr=args.qat_scale_lr, progress=True)
+                    T=args.qat_T, alpha=0.0, seed=0, scale_lr=args.qat_scale_lr, validation=validation,
+                    validate_every=args.qat_val_every, progress=True)
     lap("QAT (distillation, label-free)", t)
     qq = fq.to_quantized()
-    score("w4a8_adaround_qat", qq)
+    t = time.time()
+    out = score("w4a8_adaround_qat", qq, n_eval)
+    lap("evaluate the converted model", t)
+    with torch.no_grad():       # what training's fake-quantized forward says on the same crops
+        fq_out = torch.cat([fq(torch.from_numpy(ev[i:i + 25])) for i in range(0, n_eval, 25)]).numpy()
+    res["fake_quant_vs_converted"] = dict(argmax_equal=float(np.mean(fq_out.argmax(1) == out.argmax(1))),
+                                          sqnr=sqnr(fq_out, out), n=int(n_eval))
+    print("fake quant vs converted", res["fake_quant_vs_converted"], flush=True)
+    res["size_bytes"] = int(qq.size_bytes())
     if args.save:
         qq.save(args.save)
     recon = {k: v for k, v in ada.report.items()}
     return dict(results=res, timing=timing, calib=args.calib, qat_crops=args.qat_crops, eval=args.eval,
-                mse_scale=args.mse_scale, int8_ends=args.int8_ends, ada_min_rows=args.ada_min_rows, ada_samples=args.ada_samples,
+                mse_scale=args.mse_scale, int8_ends=args.int8_ends, group_size=args.group_size, block=args.block,
+                block_batch=args.block_batch, ada_min_rows=args.ada_min_rows, ada_samples=args.ada_samples,
                 ada_iters=args.ada_iters, ada_rows=args.ada_rows, qat_epochs=args.qat_epochs, qat_lr=args.qat_lr,
                 qat_scale_lr=args.qat_scale_lr, qat_batch=args.qat_batch, qat_T=args.qat_T,
+                qat_extra=args.qat_extra, qat_augment=args.qat_augment, qat_val=args.qat_val,
+                qat_val_every=args.qat_val_every, qat_samples=int(len(train)),
                 qat_history=hist, adaround_report=recon, total_seconds=round(time.time() - t_start, 1))
+
+
+def evaluate(args):
+    """A saved model (``--load``) on ``--eval-final`` evaluation crops: agreement with fp32 on all of them
+    (95 % Wilson interval) and on the first ``--eval`` (the 200 of the other rows)."""
+    from minquant.data.datasets import photo_crops
+    from minquant.data.zoo import mobilenet_v2_imagenet
+    from minquant.quantized.model import load as load_model
+
+    t0 = time.time()
+    n = max(args.eval_final, args.eval)
+    ev = photo_crops(n, split="eval", seed=0)
+    f = logits(mobilenet_v2_imagenet(), ev, 25)
+    qm = load_model(args.load)
+    t = time.time()
+    out = run_batched(qm, ev, 25)
+    agree = out.argmax(1) == f.argmax(1)
+    return dict(model=args.load, n_all=int(n), agree_all=float(agree.mean()), wilson95=wilson(int(agree.sum()), n),
+                sqnr_all=sqnr(f, out), n_first=args.eval, agree_first=float(agree[:args.eval].mean()),
+                sqnr_first=sqnr(f[:args.eval], out[:args.eval]), size_bytes=int(qm.size_bytes()),
+                meta_rounding=str(qm.meta.get("weight_rounding")), run_seconds=round(time.time() - t, 1),
+                total_seconds=round(time.time() - t0, 1))
 
 
 def _ms(v, pct=True):
@@ -152,14 +246,68 @@ def _ms(v, pct=True):
     return f"{v.mean():.2f} ± {v.std(ddof=1):.2f}" if len(v) > 1 else f"{v.mean():.2f}"
 
 
+#: what the group-wise runs (2026-12-06, commits 25d797a..ae180c5) showed — figures from the sections above
+READING_GROUPS = [
+    "- **int4 per group of 32 (the ladder's W4A8 g32), unified with AdaRound and QAT.** "
+    "`quantize_precision(w4a8(32), weight_rounding=...)` now takes the qat roundings, and `FakeQuantModel` trains "
+    "and converts the `w4a8_*` nodes (float16 group scales rounded in the forward, so the converted codes and "
+    "dequantized weights are training's bit for bit; tests/test_qat_groups.py). With MSE-clipped group scales and "
+    "int8 ends: nearest 25.5 % / 4.48 dB, AdaRound 52.5 % / 5.63 dB, AdaRound + QAT (512 crops × 1 epoch, the "
+    "per-channel run's recipe) 67.0 % / 6.42 dB — against 31.0 / 51.0 / 63.5 % per output channel (the nearest "
+    "and AdaRound part of both g32 runs is one computation, `--ada-cache`, made by the same command at commit "
+    "25d797a with the cache option that 5e3703b committed; 26 min of it AdaRound on the loaded CPU). Per-group "
+    "scales help by a few points at most: every difference here is within the ±3.3-point standard error of 200 "
+    "crops.",
+    "- **More varied inputs + early stopping.** QAT on 384 calibration-half crops + 128 crops of photos outside "
+    "the benchmark set (`photo_crops(split=\"extra\")`: scikit-learn's china / flower, matplotlib's Grace Hopper, "
+    "scikit-image's cell) + one mixup / colour-jitter copy of each (1,024 inputs, 64 steps), stopped on 64 "
+    "held-out calibration-half crops: 66.5 % / 6.75 dB. The validation loss fell at every check "
+    "(0.88 → 0.43 → 0.38 → 0.29 → 0.28), so the stop kept the last step: one epoch does not reach the overfitting "
+    "the 4-epoch per-channel run showed; a longer run with these inputs was not affordable here (the 64 steps "
+    "took 18 min on the shared CPU).",
+    "- **Block reconstruction (BRECQ-style, `block_adaround`)** is implemented and tested (TinyCNN: the block's "
+    "output error falls below nearest's, held-out digits too), but on MobileNetV2 with 200 Adam steps of 8 crops "
+    "per block the first block's output error rose (350 → 375: the soft rounding had not settled when it was "
+    "hardened) and a block took ~5 min on the loaded CPU (19 blocks): stopped, not measured further. "
+    "The layer-wise AdaRound is already sequential on the quantized inputs (each layer learns on the outputs of "
+    "the earlier, already rounded, layers: the paper's asymmetric reconstruction).",
+    "- **Training's forward vs the converted model.** Layer by layer, given the integer model's own input codes, "
+    "the fake-quantized layers of the AdaRound g32 model give the integer codes except for one code on at most "
+    "4·10⁻⁵ of the values (4 crops, every node) — ties of float32 rounding. Over 53 layers these few codes "
+    "compound: on the 200 evaluation crops the fake-quantized forward and the converted model have the same top-1 "
+    "on 90.0 % (plain recipe) / 93.5 % (varied inputs) of the crops, logits 21.6 / 21.1 dB apart. At W4 the "
+    "model is that sensitive, and these crops' float top-2 margins are that small.",
+    "- **torch / ONNX Runtime have no W4A8 convolution** (the ladder's rows): torch's int4 modes (torchao) are "
+    "for `nn.Linear` with bf16 / int8-dynamic activations; ONNX Runtime's `MatMulNBits` is a MatMul (here only "
+    "the classifier) and quantizes activations at run time per block. There is no framework figure to put "
+    "beside these.",
+    "- **75 % is not reached**: best 67.0 % = 134 of the 200 crops, 95 % Wilson interval 60.2–73.1 % — the goal "
+    "lies outside it, so this is not the crops' noise (66.5 %: 59.7–72.7 %). The 1,000-crop evaluation "
+    "(`--part evaluate --load <saved model> --eval-final 1000`) is written but did not finish on the shared CPU "
+    "before the deadline (the W4A8 g32 model runs 200 crops in ~2.5 min alone, and got a fifth of a core). "
+    "What is left: longer QAT on the varied inputs with "
+    "the early stop (the validation loss was still falling), intermediate-feature distillation, and real, "
+    "varied unlabelled images — the photos here are ~20 plus 4, and the evaluation crops are the other halves of "
+    "the same photos.",
+]
+
+
+def _cpu() -> str:
+    from minquant.target import Cpu
+    return Cpu.host().name
+
+
 def report():
     commit = provenance_commit()
     lines = ["# W4A8: nearest rounding vs AdaRound vs quantization-aware training (issue 15)", "",
-             f"Commit {commit}, {datetime.date.today()}, {platform.processor() or platform.machine()}, one torch "
-             "thread, target `x86` on this CPU (a 2-core machine shared with other jobs: wall times are loaded).",
+             f"Report written at commit {commit}, {datetime.date.today()}; CPU `{_cpu()}` "
+             f"({platform.machine()}), one torch thread, target `x86` on this CPU (a 2-core machine shared with other "
+             "jobs: wall times are loaded). The runs added for the group-wise models record their own commit, date "
+             "and load average (below each table).",
              "", "Made by:", "", "```"]
     mobilenet_runs = sorted(HERE.glob("figures/qat_adaround_mobilenet*.json"))
-    for path in ([JSON["tiny"]] if JSON["tiny"].exists() else []) + mobilenet_runs:
+    for path in ([JSON["tiny"]] if JSON["tiny"].exists() else []) + mobilenet_runs + sorted(
+            HERE.glob("figures/qat_adaround_eval_*.json")):
         lines.append(json.loads(path.read_text())["command"])
     lines += ["```", ""]
     if JSON["tiny"].exists():
@@ -192,6 +340,11 @@ def report():
         res, tm = d["results"], d["timing"]
         rule = ("per-channel scale clipped by the least-squares search (`NearestWeights(\"int4\", mse_scale=True)`)"
                 if d.get("mse_scale") else "per-channel scale max|w|/7.5 (`NearestWeights(\"int4\")`)")
+        if d.get("group_size"):
+            rule = (f"int4 **per group of {d['group_size']}** (the ladder's W4A8 g{d['group_size']}: "
+                    f"`quantize_precision(w4a8({d['group_size']}), weight_rounding=...)`, float16 group scales, "
+                    "depthwise one group of 9 per channel), group scales "
+                    + ("clipped by the least-squares search per group" if d.get("mse_scale") else "max|w|/7.5"))
         if d.get("int8_ends"):
             rule += ('; the first conv and the classifier keep int8 weights '
                      '(`int8_layers=("features.0.0", "classifier.1")`)')
@@ -203,15 +356,42 @@ def report():
                   "(`photo_crops(n, split=\"calib\", seed=1)`), batch "
                   f"{d.get('qat_batch', 16)}, Adam lr {d['qat_lr']}"
                   + (f" (scales {d['qat_scale_lr']})" if d.get("qat_scale_lr") else "")
-                  + f", cosine decay, loss = KL to the float model's softmax (T = {d.get('qat_T', 1.0):g}; no labels).",
-                  "",
-                  "| model | top-1 agreement with fp32 % | logit SQNR (dB) |", "|---|---|---|"]
+                  + f", cosine decay, loss = KL to the float model's softmax (T = {d.get('qat_T', 1.0):g}; no labels)"
+                  + (f"; plus {d['qat_extra']} crops of the photos outside the benchmark set (`split=\"extra\"`)"
+                     if d.get("qat_extra") else "")
+                  + (f"; plus {d['qat_augment']} mixup + colour-jitter cop{'y' if d['qat_augment'] == 1 else 'ies'} "
+                     "of those inputs (`augment_crops`, teacher run on them)" if d.get("qat_augment") else "")
+                  + (f" — {d['qat_samples']} training inputs" if d.get("qat_samples") else "")
+                  + (f"; early stopping on {d['qat_val']} held-out calibration-half crops (`photo_crops(n, "
+                     f"split=\"calib\", seed=2)`) every {d['qat_val_every'] or 'epoch'} steps" if d.get("qat_val") else "")
+                  + ".", "",
+                  f"| model | top-1 agreement with fp32 % ({d['eval']} crops) | logit SQNR (dB) |", "|---|---|---|"]
         for key, label in (("w4a8_nearest", "W4A8 PTQ, nearest rounding"), ("w4a8_adaround", "W4A8 AdaRound"),
                            ("w4a8_adaround_qat", "W4A8 AdaRound + QAT")):
             if key in res:
                 lines.append(f"| {label} | {100 * res[key]['agree']:.1f} | {res[key]['sqnr']:.2f} |")
+        q = res.get("w4a8_adaround_qat", {})
+        if "agree_all" in q:
+            lo, hi = q["wilson95"]
+            lines += ["", f"The AdaRound + QAT model on {q['n_all']} evaluation crops (the {d['eval']} above and "
+                      f"{q['n_all'] - d['eval']} more of the same split): **{100 * q['agree_all']:.1f} %** agreement "
+                      f"(95 % Wilson interval {100 * lo:.1f}–{100 * hi:.1f} %), {q['sqnr_all']:.2f} dB."]
+        if "fake_quant_vs_converted" in res:
+            fc = res["fake_quant_vs_converted"]
+            lines += ["", f"Training's fake-quantized forward against the converted integer model on the same "
+                      f"{fc['n']} crops: equal top-1 on {100 * fc['argmax_equal']:.1f} %, logits {fc['sqnr']:.1f} dB "
+                      f"apart; converted size {res['size_bytes']:,} bytes (`size_bytes()`)."]
+        checks = [h for h in d.get("qat_history", []) if "val_loss" in h and "step" in h]
+        kept = [h for h in d.get("qat_history", []) if "kept_step" in h]
+        if checks:
+            lines += ["", "Early-stopping checks (step: validation loss / agreement on the held-out calibration "
+                      "crops): " + "; ".join(f"{h['step']}: {h['val_loss']:.3f} / {100 * h['val_agree']:.1f} %"
+                                              for h in checks)
+                      + (f"; kept step {kept[0]['kept_step']}." if kept else ".")]
         lines += ["", "Compute (wall seconds on the loaded machine): " + ", ".join(f"{k} {v}" for k, v in tm.items())
-                  + f"; total {d['total_seconds']} s.", ""]
+                  + f"; total {d['total_seconds']} s."
+                  + (f" Run at commit {d['commit']}, {d['date']}, load average {d['load_average']} (1/5/15 min) at "
+                     "its end." if d.get("commit") else ""), ""]
         rr = {k: v for k, v in d["adaround_report"].items() if "skipped" not in v}
         skipped = [k for k, v in d["adaround_report"].items() if "skipped" in v]
         if skipped:
@@ -222,6 +402,22 @@ def report():
                   f"{np.median(ratio):.2f}× nearest's (median over {len(rr)} layers; range {min(ratio):.2f}–"
                   f"{max(ratio):.2f}); {100 * np.mean([v['changed'] for v in rr.values()]):.1f} % of codes "
                   "moved one step from nearest on average.", ""]
+    evals = sorted(HERE.glob("figures/qat_adaround_eval_*.json"))
+    if evals:
+        lines += ["## Saved models on more evaluation crops", "",
+                  "`--part evaluate --load <model> --eval-final N`: the converted model saved by a run above (`--save`) "
+                  "on N evaluation crops (`photo_crops(N, split=\"eval\")`, whose first 200 are the 200 above); "
+                  "95 % Wilson interval of the agreement. On these crops the float model's top-2 logits are often "
+                  "close, so 200 crops move a figure by about ±3 points (one standard error).", "",
+                  "| command | crops | agreement % (95 % interval) | SQNR dB | first 200: agreement % / dB | bytes |",
+                  "|---|---:|---|---:|---|---:|"]
+        for path in evals:
+            e = json.loads(path.read_text())
+            lo, hi = e["wilson95"]
+            lines.append(f"| `{e['command']}` | {e['n_all']} | {100 * e['agree_all']:.1f} ({100 * lo:.1f}–{100 * hi:.1f}) "
+                         f"| {e['sqnr_all']:.2f} | {100 * e['agree_first']:.1f} / {e['sqnr_first']:.2f} | "
+                         f"{e['size_bytes']:,} |")
+        lines.append("")
     if mobilenet_runs:
         runs = [json.loads(path.read_text()) for path in mobilenet_runs]
         best = max(runs, key=lambda d: d["results"].get("w4a8_adaround_qat", {}).get("agree", 0))
@@ -244,17 +440,15 @@ def report():
                   "evaluation crops from the other half of each, so more crops of the same halves add little new "
                   "content and more steps fit those pixels. Label-free QAT still gives the largest single step "
                   "(+12.5 to +37.5 points over its PTQ start in 1–3 short epochs; +5.5 in the long run).",
-                  "- **What 75 % would need** (not tried here): unlabelled images beyond these photos (the issue's "
-                  "distillation recipe on real, varied data), or QAT regularised toward the float model — block-wise "
-                  "reconstruction / intermediate-feature distillation instead of logits only, an early stop chosen on "
-                  "held-out *photos* (never on the evaluation crops).", ""]
+                  ] + READING_GROUPS + [""]
     atomic_write_text(RESULTS, "\n".join(lines))
     print(RESULTS.read_text())
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--part", choices=("tiny", "mobilenet", "report"), required=True)
+    ap.add_argument("--part", choices=("tiny", "mobilenet", "evaluate", "report"), required=True)
+    ap.add_argument("--load", default="", help="--part evaluate: the saved QuantizedModel (from --save)")
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--tiny-ada-iters", type=int, default=500)
     ap.add_argument("--tiny-qat-epochs", type=int, default=2)
@@ -273,6 +467,26 @@ def main(argv=None):
     ap.add_argument("--mse-scale", action="store_true", help="int4 weight scales by the clipped-range search")
     ap.add_argument("--ada-min-rows", type=float, default=0.0, help="adaround(min_rows_per_input=)")
     ap.add_argument("--int8-ends", action="store_true", help="first conv and classifier keep int8 weights")
+    ap.add_argument("--group-size", type=int, default=0,
+                    help="int4 weights per group of this many (the ladder's W4A8 g<N>, quantize_precision); 0: per "
+                         "output channel (quantize_static)")
+    ap.add_argument("--qat-extra", type=int, default=0,
+                    help="add this many crops of the photos outside the benchmark set (photo_crops split='extra')")
+    ap.add_argument("--qat-augment", type=int, default=0,
+                    help="add this many mixup + colour-jitter copies of the QAT inputs (augment_crops)")
+    ap.add_argument("--qat-val", type=int, default=0,
+                    help="early stopping on this many held-out calibration-half crops (photo_crops seed 2)")
+    ap.add_argument("--qat-val-every", type=int, default=0, help="finetune(validate_every=): steps between checks")
+    ap.add_argument("--block", action="store_true",
+                    help="block reconstruction (block_adaround: each block's rounding on its output) instead of "
+                         "layer-by-layer AdaRound; --ada-iters steps per block")
+    ap.add_argument("--block-batch", type=int, default=8, help="block_adaround(batch=): samples per step")
+    ap.add_argument("--skip-nearest-score", action="store_true",
+                    help="do not evaluate the nearest-rounding model (measured by another run with the same scales)")
+    ap.add_argument("--ada-cache", default="", help="pickle of the nearest / AdaRound part, reused when its "
+                    "settings match (QAT recipes compared from one AdaRound model)")
+    ap.add_argument("--eval-final", type=int, default=0,
+                    help="evaluate the final model on this many eval crops (the first --eval of them as the rest)")
     ap.add_argument("--tag", default="", help="suffix of the MobileNetV2 JSON (several runs side by side)")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
@@ -280,11 +494,17 @@ def main(argv=None):
         report()
         return
     t = time.time()
-    out = tiny(args) if args.part == "tiny" else mobilenet(args)
+    out = {"tiny": tiny, "mobilenet": mobilenet, "evaluate": evaluate}[args.part](args)
     out["command"] = ".venv/bin/python -m benchmarks.qat_adaround " + " ".join(sys.argv[1:] if argv is None else argv)
     out["seconds"] = round(time.time() - t, 1)
-    path = JSON[args.part] if args.part == "tiny" or not args.tag else JSON["mobilenet"].with_name(
-        f"qat_adaround_mobilenet_{args.tag}.json")
+    out["load_average"] = [round(v, 2) for v in os.getloadavg()]          # at the end: 1, 5, 15 minutes
+    out["commit"] = provenance_commit()
+    out["date"] = str(datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"))
+    if args.part == "evaluate":
+        path = HERE / "figures" / f"qat_adaround_eval_{args.tag or 'model'}.json"
+    else:
+        path = JSON[args.part] if args.part == "tiny" or not args.tag else JSON["mobilenet"].with_name(
+            f"qat_adaround_mobilenet_{args.tag}.json")
     atomic_write_text(path, json.dumps(out, indent=1))
     report()
 

@@ -126,7 +126,11 @@ def _group_sums_fast(a, x_zp, q, zp, gs, cols, dense):
         else:                                               # grouped conv: one column per (n, kk)
             acc[g] = 0
             for j in range(ks.start, ks.stop):
-                acc[g] += ax[:, cols[:, j]] * wq[None, :, j]
+                c = cols[:, j]
+                if c[-1] - c[0] == n - 1 and np.all(np.diff(c) == 1):      # depthwise: a contiguous slice
+                    acc[g] += ax[:, c[0]:c[0] + n] * wq[None, :, j]
+                else:
+                    acc[g] += ax[:, c] * wq[None, :, j]
     return acc
 
 

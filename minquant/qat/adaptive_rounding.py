@@ -44,7 +44,7 @@ import torch.nn.functional as F
 
 from ..quantized.model import QuantizedModel
 from .model import FakeQuantModel
-from .weights import NearestWeights, dequantize_weight
+from .weights import WEIGHT_RULE, NearestWeights, dequantize_weight, scale_like
 
 __all__ = ["adaround", "AdaRoundWeights", "rectified_sigmoid", "rounding_regularizer"]
 
@@ -74,12 +74,13 @@ class AdaRoundWeights(NearestWeights):
         super().__init__(dtype, mse_scale=mse_scale, int8_layers=int8_layers)
         self.learned, self.report = learned, report
 
-    def codes(self, node, w, s, qt):
+    def codes(self, node, w, s, qt, group_size=None):
         rec = self.learned.get(node.name)
         if rec is None:
             raise ValueError(f"AdaRound learned no rounding for layer {node.name!r} (learned: "
                              f"{sorted(self.learned)[:4]}...)")
-        if rec["weight"].shape != w.shape or not np.array_equal(rec["weight"], w) or not np.array_equal(rec["scale"], s):
+        if (rec["weight"].shape != w.shape or not np.array_equal(rec["weight"], w) or rec["scale"].shape != s.shape
+                or not np.array_equal(rec["scale"], s) or rec.get("group_size") != group_size):
             raise ValueError(f"layer {node.name!r}: these float weights / scales are not the ones AdaRound learned "
                              "on — quantize the same model with the same calibration data and settings")
         return rec["codes"].copy()
@@ -87,7 +88,7 @@ class AdaRoundWeights(NearestWeights):
     def latent_weight(self, name: str) -> np.ndarray:
         """QAT starts from the learned codes' float values ``s·q`` (the middle of each chosen code's bin)."""
         rec = self.learned[name]
-        return dequantize_weight(rec["codes"], rec["scale"])
+        return dequantize_weight(rec["codes"], rec["scale"], rec.get("group_size"))
 
 
 class _Stop(Exception):
@@ -120,12 +121,12 @@ def _positions(n_samples, out_hw, rows, rng):
     return torch.from_numpy(n), torch.from_numpy(oy), torch.from_numpy(ox)
 
 
-def _rows(x, node, pos, groups):
+def _rows(x, node, pos, groups, kernel):
     """(R, groups, K) input rows of a layer: conv patches at the sampled positions, or the linear inputs."""
-    if node.op == "qlinear":
+    if node.op in ("qlinear", "w4a8_linear"):
         return x[pos].unsqueeze(1)
     a = node.attrs
-    kh, kw = node.params["weight"].shape[2:]
+    kh, kw = kernel
     (sh, sw), (ph, pw), (dh, dw) = a.stride, a.padding, a.dilation
     n, oy, ox = pos
     xp = F.pad(x, (pw, pw, ph, ph))
@@ -173,22 +174,25 @@ def adaround(qm: QuantizedModel, rounding: NearestWeights, calibration_data, *, 
     rng = np.random.default_rng(seed)
     gen = torch.Generator().manual_seed(seed)
     learned, report = {}, {}
-    layers = [n for n in qm.graph.nodes if n.op in ("qconv2d", "qlinear")]
+    layers = [n for n in qm.graph.nodes if n.op in ("qconv2d", "qlinear", "w4a8_conv2d", "w4a8_linear")]
     for li, node in enumerate(layers):
         rec, lay = rounding.layers[node.name], fq.layer[node.name]
-        groups = node.attrs.groups if node.op == "qconv2d" else 1
+        conv = node.op in ("qconv2d", "w4a8_conv2d")
+        groups = node.attrs.groups if conv else 1
         xf = _layer_input(fq, x, node.inputs[0], False, chunk)
         xq = _layer_input(fq, x, node.inputs[0], True, chunk)
-        if node.op == "qconv2d":
+        if conv:
             out_hw = F.conv2d(xf[:1], lay["float_weight"], None, node.attrs.stride, node.attrs.padding,
                               node.attrs.dilation, groups).shape[2:]
             pos = _positions(len(x), out_hw, rows, rng)
         else:
             pos = torch.from_numpy(rng.choice(len(x), size=min(rows, len(x)), replace=False))
-        rf, rq = _rows(xf, node, pos, groups), _rows(xq, node, pos, groups)
+        kernel = tuple(lay["float_weight"].shape[2:])
+        rf, rq = _rows(xf, node, pos, groups, kernel), _rows(xq, node, pos, groups, kernel)
         del xf, xq
         if len(rq) < min_rows_per_input * rq.shape[2]:
-            learned[node.name] = dict(weight=rec["weight"], scale=rec["scale"], codes=rec["codes"].copy())
+            learned[node.name] = dict(weight=rec["weight"], scale=rec["scale"], codes=rec["codes"].copy(),
+                                      group_size=rec.get("group_size"))
             report[node.name] = dict(skipped=f"{len(rq)} rows < {min_rows_per_input:g} × {rq.shape[2]} inputs",
                                      changed=0.0)
             if progress:
@@ -197,9 +201,10 @@ def adaround(qm: QuantizedModel, rounding: NearestWeights, calibration_data, *, 
             continue
         w, b, act, hi = lay["float_weight"], lay["float_bias"], node.attrs.activation, lay["hi"]
         target = _layer_out(rf, w, b, act, hi, groups)
-        s = torch.from_numpy(rec["scale"]).reshape((-1,) + (1,) * (w.dim() - 1))
+        gs = rec.get("group_size")
+        s = torch.from_numpy(scale_like(rec["scale"], tuple(w.shape), gs))
         qt = rec["qtype"]
-        f = w * (1.0 / s)
+        f = w * (1.0 / s) if rec.get("rule", WEIGHT_RULE) == WEIGHT_RULE else w / s
         floor = torch.floor(f)
         rest = (f - floor).clamp(0.0, 1.0)
         v = torch.logit(((rest - GAMMA) / (ZETA - GAMMA)).clamp(1e-6, 1 - 1e-6)).requires_grad_(True)
@@ -229,8 +234,8 @@ def adaround(qm: QuantizedModel, rounding: NearestWeights, calibration_data, *, 
             near = torch.from_numpy(rec["codes"].astype(np.float32))
             report[node.name] = dict(nearest=recon(near), adaround=recon(codes),
                                      changed=float((codes != near).float().mean()))
-            learned[node.name] = dict(weight=rec["weight"], scale=rec["scale"], codes=q)
-            fq.weights[fq.key[node.name]].copy_(torch.from_numpy(dequantize_weight(q, rec["scale"])))
+            learned[node.name] = dict(weight=rec["weight"], scale=rec["scale"], codes=q, group_size=gs)
+            fq.weights[fq.key[node.name]].copy_(torch.from_numpy(dequantize_weight(q, rec["scale"], gs)))
         if progress:
             r = report[node.name]
             print(f"adaround {li + 1}/{len(layers)} {node.name}: recon {r['nearest']:.4g} → {r['adaround']:.4g}, "

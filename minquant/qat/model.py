@@ -28,6 +28,15 @@ the kernel sums integers exactly and requantizes with the target's float steps (
 step 7). Average pools round a mean of codes the same way. With int4 or 7-bit weights no int16 pair can
 saturate, so no larger difference exists (tests/test_qat_model.py measures both).
 
+**int4 per group** (``w4a8_conv2d`` / ``w4a8_linear``, the precision ladder's W4A8 g32 model from
+``quantize_precision(..., weight_rounding=)``): the layer's rows ((kh, kw, c) order, :mod:`minquant.kernels.int4_conv`)
+are fake-quantized per group, ``ŵ = s_g · clamp(rne(W / s_g), −8, 7)`` (divide: the rule of
+``quantize_int4_rows``), with ``s_g`` the learned float32 scale *rounded to float16* in the forward (gradient
+straight through) — the converted model stores float16 scales, so the codes and the dequantized weights the
+W4A8 kernels use are, bit for bit, the ones training used (tests/test_qat_groups.py). The kernel then sums
+integers per group and combines the groups in float32 (:mod:`minquant.kernels.w4a8`); training sums floats:
+the same one-code-at-a-tie difference as above.
+
 This module imports torch: it is not part of the numpy-only core.
 """
 from __future__ import annotations
@@ -43,12 +52,16 @@ from ..affine import quantize
 from ..graph import Graph, Node
 from ..quantized.model import QuantizedModel
 from .fake_quant import fake_quantize, lsq_grad_factor
-from .weights import WEIGHT_RULE, round_nearest
+from ..kernels.int4_conv import conv_weight_rows, pack_int4_rows, unpack_int4_rows, rows_to_conv_weight
+from .weights import GROUP_WEIGHT_RULE, WEIGHT_RULE, round_codes, round_nearest, scale_like
 
 __all__ = ["FakeQuantModel"]
 
-_SUPPORTED = ("quantize", "dequantize", "qconv2d", "qlinear", "qadd", "qcat", "qmax_pool2d", "qavg_pool2d",
-              "qadaptive_avg_pool2d", "qclamp", "qflatten", "qreshape")
+_SUPPORTED = ("quantize", "dequantize", "qconv2d", "qlinear", "w4a8_conv2d", "w4a8_linear", "qadd", "qcat",
+              "qmax_pool2d", "qavg_pool2d", "qadaptive_avg_pool2d", "qclamp", "qflatten", "qreshape")
+_LAYERS = ("qconv2d", "qlinear", "w4a8_conv2d", "w4a8_linear")
+_CONVS = ("qconv2d", "w4a8_conv2d")
+_FP16_TINY = 2.0 ** -24          # float16's smallest positive number: the least a stored int4 group scale can be
 _MIN_SCALE = 1e-12
 
 
@@ -92,22 +105,33 @@ class FakeQuantModel(nn.Module):
         a = n.attrs
         if n.op == "quantize":
             self._own_qparams(n.name, a.scale, a.zero_point)
-        elif n.op in ("qconv2d", "qlinear"):
+        elif n.op in _LAYERS:
             if n.name not in rounding.layers:
                 raise ValueError(f"the weight rounding has no record of layer {n.name!r}: give FakeQuantModel the "
                                  "rounding the model was quantized with")
             rec = rounding.layers[n.name]
-            if not np.array_equal(rec["codes"], n.params["weight"]):
+            grouped = n.op.startswith("w4a8")
+            if grouped:
+                if "w_zp" in n.params or not a.symmetric:
+                    raise ValueError(f"layer {n.name!r}: FakeQuantModel needs symmetric int4 groups (no zero points)")
+                k_row = int(np.prod(a.weight_shape[1:]))
+                rows = unpack_int4_rows(n.params["weight_packed"], k_row, signed=True)
+                codes = rows_to_conv_weight(rows, a.weight_shape) if n.op == "w4a8_conv2d" else rows
+                if rec.get("group_size") != a.group_size:
+                    raise ValueError(f"layer {n.name!r}: the rounding's record is not per group of {a.group_size}")
+            else:
+                codes = n.params["weight"]
+                if np.any(n.params["w_zp"] != 0):
+                    raise ValueError(f"layer {n.name!r}: FakeQuantModel needs symmetric weights (zero point 0)")
+            if not np.array_equal(rec["codes"], codes):
                 raise ValueError(f"layer {n.name!r}: the model's weight codes are not the rounding's — was it "
                                  "quantized with this weight_rounding?")
             self._own_qparams(n.name, a.y_scale, a.y_zp)
             k = self.key[n.name]
             self.weights[k] = nn.Parameter(torch.from_numpy(np.array(rounding.latent_weight(n.name), np.float32)))
             self.w_scales[k] = nn.Parameter(torch.from_numpy(np.array(n.params["w_scale"], np.float32)))
-            if np.any(n.params["w_zp"] != 0):
-                raise ValueError(f"layer {n.name!r}: FakeQuantModel needs symmetric weights (zero point 0)")
             b = n.params.get("bias")
-            b = np.zeros(n.params["weight"].shape[0], np.float32) if b is None else np.array(b, np.float32)
+            b = np.zeros(codes.shape[0], np.float32) if b is None else np.array(b, np.float32)
             self.biases[k] = nn.Parameter(torch.from_numpy(b))
             hi = None
             if "clamp_hi" in n.params:       # per-channel ReLU6 after equalization: its top as a float clip
@@ -115,7 +139,8 @@ class FakeQuantModel(nn.Module):
                                        * np.float32(a.y_scale)).astype(np.float32))
             fb = rec["bias"]
             self.layer[n.name] = dict(qtype=rec["qtype"], hi=hi, float_weight=torch.from_numpy(rec["weight"]),
-                                      float_bias=None if fb is None else torch.from_numpy(fb))
+                                      float_bias=None if fb is None else torch.from_numpy(fb),
+                                      group_size=a.group_size if grouped else None)
         elif n.op in ("qadd", "qcat"):
             self._own_qparams(n.name, a.y_scale, a.y_zp)
         elif n.op in ("qavg_pool2d", "qadaptive_avg_pool2d") and a.y_scale is not None:
@@ -135,9 +160,24 @@ class FakeQuantModel(nn.Module):
         return fake_quantize(x, self.scale(key), torch.tensor([float(z)]), 0, 255, rule=self.rule,
                              grad_factor=lsq_grad_factor(max(x.numel(), 1), 255))
 
+    def group_scale(self, name) -> torch.Tensor:
+        """An int4 layer's (O, G) group scales as used: rounded to float16 (the W4A8 kernels store float16),
+        with the gradient passed straight through the rounding."""
+        s = self.w_scales[self.key[name]].clamp_min(_FP16_TINY)
+        return s + (s.to(torch.float16).to(torch.float32).clamp_min(_FP16_TINY) - s).detach()
+
     def _weight(self, name):
         k = self.key[name]
-        qt = self.layer[name]["qtype"]
+        qt, gs = self.layer[name]["qtype"], self.layer[name]["group_size"]
+        if gs is not None:         # per group of the (kh, kw, c) rows: fake-quantize (O·G, gs) along axis 0
+            w, s = self.weights[k], self.group_scale(name)
+            rows = w.permute(0, 2, 3, 1).reshape(w.shape[0], -1) if w.dim() == 4 else w
+            fq = fake_quantize(rows.reshape(-1, gs), s.reshape(-1), torch.zeros(s.numel()), qt.qmin, qt.qmax,
+                               axis=0, rule=GROUP_WEIGHT_RULE, grad_factor=lsq_grad_factor(gs, qt.qmax)).reshape(rows.shape)
+            if w.dim() == 4:
+                o, cg, kh, kw = w.shape
+                return fq.reshape(o, kh, kw, cg).permute(0, 3, 1, 2)
+            return fq
         w, s = self.weights[k], self.w_scales[k].clamp_min(_MIN_SCALE)
         axis = 0 if s.numel() > 1 else None
         n_per = w.numel() // s.numel()
@@ -165,15 +205,18 @@ class FakeQuantModel(nn.Module):
                 hook(n.name, y)
         return env[g.outputs[0]]
 
-    def node_output(self, n: Node, ins: list, *, quantized: bool = True) -> torch.Tensor:
-        """One node of the graph on its (fake-quantized) float inputs (module docstring)."""
+    def node_output(self, n: Node, ins: list, *, quantized: bool = True, weight=None) -> torch.Tensor:
+        """One node of the graph on its (fake-quantized) float inputs (module docstring). ``weight``: a layer's
+        weights to use instead of its fake-quantized ones (block reconstruction passes its soft rounding)."""
         a, xin = n.attrs, ins[0]
         if n.op == "quantize":
             return self._fq(xin, self.key[n.name]) if quantized else xin
-        if n.op in ("qconv2d", "qlinear"):
+        if n.op in _LAYERS:
             k, lay = self.key[n.name], self.layer[n.name]
             w, b = (self._weight(n.name), self.biases[k]) if quantized else (lay["float_weight"], lay["float_bias"])
-            if n.op == "qconv2d":
+            if weight is not None:
+                w = weight
+            if n.op in _CONVS:
                 y = F.conv2d(xin, w, b, a.stride, a.padding, a.dilation, a.groups)
             else:
                 y = F.linear(xin, w, b)
@@ -207,10 +250,18 @@ class FakeQuantModel(nn.Module):
         return float(self.scale(k).detach().numpy()[0]), self.zero_points[k]
 
     def weight_codes(self, name: str):
-        """(codes int8, scale float32) of a layer: ``clamp(rne(W · f32(1/s_w)))`` — what the forward used."""
+        """(codes int8 in the weight's shape, scale) of a layer — what the forward used:
+        ``clamp(rne(W · f32(1/s_w)))`` per channel (scale float32), ``clamp(rne(W / s_w))`` per group (scale
+        (O, G) float16)."""
         k = self.key[name]
+        w = self.weights[k].detach().numpy()
+        gs = self.layer[name]["group_size"]
+        if gs is not None:
+            s16 = self.group_scale(name).detach().to(torch.float16).numpy()
+            return round_codes(w, scale_like(s16.astype(np.float32), w.shape, gs), self.layer[name]["qtype"],
+                               GROUP_WEIGHT_RULE), s16
         s = self.w_scales[k].detach().clamp_min(_MIN_SCALE).numpy().astype(np.float32)
-        return round_nearest(self.weights[k].detach().numpy(), s, self.layer[name]["qtype"]), s
+        return round_nearest(w, s, self.layer[name]["qtype"]), s
 
     def to_quantized(self) -> QuantizedModel:
         """A copy of the QuantizedModel with the trained weights, biases and scales (module docstring)."""
@@ -222,14 +273,18 @@ class FakeQuantModel(nn.Module):
                 a = dataclasses.replace(a, scale=self.qparams(n.name)[0])
             elif n.op == "dequantize":
                 a = dataclasses.replace(a, scale=self.qparams(n.inputs[0])[0])
-            elif n.op in ("qconv2d", "qlinear"):
+            elif n.op in _LAYERS:
                 (xs, xz), (ys, yz) = self.qparams(n.inputs[0]), self.qparams(n.name)
                 top = 255
                 if a.activation == "relu6":
                     top = int(quantize(np.float32(6.0), ys, yz, "uint8", target=self.rule))
                 a = dataclasses.replace(a, x_scale=xs, x_zp=xz, y_scale=ys, y_zp=yz,
                                         clamp=(0, 255) if not a.activation else (yz, top))
-                params["weight"], params["w_scale"] = self.weight_codes(n.name)
+                q, params["w_scale"] = self.weight_codes(n.name)
+                if n.op.startswith("w4a8"):
+                    params["weight_packed"] = pack_int4_rows(conv_weight_rows(q) if q.ndim == 4 else q)
+                else:
+                    params["weight"] = q
                 params["bias"] = self.biases[self.key[n.name]].detach().numpy().astype(np.float32).copy()
                 hi = self.layer[n.name]["hi"]
                 if hi is not None:

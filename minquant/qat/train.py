@@ -13,6 +13,11 @@ decay to 0. Adam normalises each parameter's gradient, so LSQ's gradient factor 
 change its steps; what makes a shared learning rate workable is that a step ``lr`` is a similar fraction of a
 scale (≈1e-2…1e-1) as of a weight. ``scale_lr`` gives the scales (weight and activation) their own learning
 rate — LSQ's authors and later 4-bit QAT recipes let the step sizes move faster than the weights.
+
+**Early stopping** (``validation=(x_val, t_val)``): every ``validate_every`` steps (and at the end) the
+fake-quantized model's distillation loss on held-out inputs is measured; the parameters with the lowest one
+are kept (restored at the end). The held-out inputs must not be the evaluation data — e.g. other crops of the
+calibration photos — or the stop would be chosen on the test set.
 This module imports torch.
 """
 from __future__ import annotations
@@ -29,11 +34,14 @@ __all__ = ["finetune"]
 
 def finetune(fq: FakeQuantModel, x, teacher_logits, labels=None, *, epochs: int = 3, lr: float = 1e-4,
              batch_size: int = 32, T: float = 1.0, alpha: float = 0.0, seed: int = 0,
-             scale_lr: float | None = None, progress: bool = False) -> list[dict]:
+             scale_lr: float | None = None, validation=None, validate_every: int = 0,
+             progress: bool = False) -> list[dict]:
     """Train ``fq`` in place on inputs ``x`` (float32 array (N, ...)) against ``teacher_logits`` (N, classes)
-    and, if ``alpha > 0``, ``labels`` (N,). Returns one dict per epoch (``epoch``, mean ``loss``).
+    and, if ``alpha > 0``, ``labels`` (N,). Returns one dict per epoch (``epoch``, mean ``loss``) and, with
+    ``validation``, one per check (``step``, ``val_loss``, ``val_agree``: top-1 agreement with the teacher).
     Convert afterwards with ``fq.to_quantized()``. ``scale_lr``: the learning rate of the weight and activation
-    scales (default: ``lr``, one rate for all)."""
+    scales (default: ``lr``, one rate for all). ``validation``: ``(x_val, teacher_logits_val)`` held-out inputs
+    for early stopping (module docstring), checked every ``validate_every`` steps (0: once per epoch)."""
     from ..distill.torch_loss import KDLoss        # same rank (layer 4): imported where used
 
     if not isinstance(fq, FakeQuantModel):
@@ -48,7 +56,30 @@ def finetune(fq: FakeQuantModel, x, teacher_logits, labels=None, *, epochs: int 
         raise ValueError(f"finetune needs epochs ≥ 1, batch_size ≥ 1 and lr > 0, got {epochs}, {batch_size}, {lr}")
     if scale_lr is not None and not scale_lr > 0:
         raise ValueError(f"scale_lr must be > 0 (or None: the same as lr), got {scale_lr}")
+    if validate_every < 0:
+        raise ValueError(f"validate_every must be ≥ 0 (0: once per epoch), got {validate_every}")
+    if validation is not None:
+        xv, tv = (np.asarray(a, np.float32) for a in validation)
+        if tv.ndim != 2 or len(tv) != len(xv) or len(xv) < 1 or tv.shape[1] != t.shape[1]:
+            raise ValueError(f"validation must be (inputs, teacher logits (N, {t.shape[1]})) of one length, got "
+                             f"shapes {xv.shape} and {tv.shape}")
+        xv, tv = torch.from_numpy(xv), torch.from_numpy(tv)
     loss_fn = KDLoss(T=T, alpha=alpha, scale_by_T2=True)
+    val_loss = KDLoss(T=T, alpha=0.0, scale_by_T2=True)
+    best = dict(loss=math.inf, state=None, step=0)
+
+    def validate(step):
+        fq.eval()
+        with torch.no_grad():
+            z = torch.cat([fq(xv[i:i + batch_size]) for i in range(0, len(xv), batch_size)])
+            loss = float(val_loss(z, tv, None))
+        agree = float((z.argmax(1) == tv.argmax(1)).float().mean())
+        fq.train()
+        history.append(dict(step=step, val_loss=loss, val_agree=agree))
+        if loss < best["loss"]:
+            best.update(loss=loss, step=step, state={k: v.detach().clone() for k, v in fq.state_dict().items()})
+        if progress:
+            print(f"qat step {step}: validation loss {loss:.4g}, agreement {100 * agree:.1f} %", flush=True)
     xs, ts = torch.from_numpy(x), torch.from_numpy(t)
     ys = None if labels is None else torch.from_numpy(np.asarray(labels, np.int64))
     scales = [p for p in (*fq.scales.values(), *fq.w_scales.values()) if p.requires_grad]
@@ -60,6 +91,9 @@ def finetune(fq: FakeQuantModel, x, teacher_logits, labels=None, *, epochs: int 
     rng = np.random.default_rng(seed)
     history = []
     fq.train()
+    step = 0
+    if validation is not None:
+        validate(0)
     for epoch in range(epochs):
         order = torch.from_numpy(rng.permutation(len(x)))
         total, count = 0.0, 0
@@ -73,8 +107,16 @@ def finetune(fq: FakeQuantModel, x, teacher_logits, labels=None, *, epochs: int 
             sched.step()
             total += float(loss.detach()) * len(idx)
             count += len(idx)
+            step += 1
+            if validation is not None and validate_every and step % validate_every == 0 and step < steps:
+                validate(step)
         history.append(dict(epoch=epoch + 1, loss=total / count))
         if progress:
             print(f"qat epoch {epoch + 1}/{epochs}: loss {total / count:.4g}", flush=True)
+        if validation is not None and (not validate_every or step == steps):
+            validate(step)
+    if validation is not None:
+        fq.load_state_dict(best["state"])
+        history.append(dict(kept_step=best["step"], val_loss=best["loss"]))
     fq.eval()
     return history

@@ -42,7 +42,7 @@ from .passes import equalize as equalize_pass, prepare_float_graph
 from .precision import INT8, Numbers, Precision
 from .precision_ops import Fp16Attrs, Int4Attrs, W4A8Attrs
 from .static import (DEFAULT_CALIBRATOR, EQUALIZE_ALPHA, EQUALIZE_SAMPLES, ChannelMean, _channel_ranges,
-                     _clamped_head, corrected_bias, quantize_static, to_graph)
+                     _clamped_head, corrected_bias, quantize_static, quantize_weight, to_graph)
 
 __all__ = ["quantize_precision", "prepare_graph", "quantize_int4_rows", "weight_layers", "layer_precisions"]
 
@@ -77,6 +77,28 @@ def quantize_int4_rows(rows, group_size: int, *, symmetric: bool = True):
     s16 = np.maximum(s16, np.float16(2.0 ** -24))                      # float16's smallest positive number
     codes = quantize(rows, s16.astype(np.float32), z, dtype, axis=1, group_size=gs, target="onnxruntime")
     return codes, s16, (None if symmetric else z.astype(np.int8)), gs
+
+
+class _Int8Part:
+    """A ``weight_rounding`` for the ``quantize_static`` call of :func:`quantize_precision`: the given
+    rounding for the INT8 layers; plain nearest int8 for the layers lowered afterwards (their codes are
+    replaced by the rounding's ``quantize_int4``)."""
+
+    def __init__(self, rounding, int8_layers):
+        if not callable(getattr(rounding, "quantize_int4", None)):
+            raise TypeError(f"weight_rounding must have a quantize_int4(node, *, group_size, symmetric) method "
+                            f"(minquant.qat.NearestWeights, AdaRoundWeights), got {type(rounding).__name__}")
+        self.rounding, self.int8_layers = rounding, set(int8_layers)
+        self.name = getattr(rounding, "name", type(rounding).__name__)
+
+    def quantize_weight(self, node, *, per_channel, reduce_range):
+        if node.name not in self.int8_layers:
+            return quantize_weight(node.params["weight"], per_channel=per_channel, reduce_range=reduce_range)
+        dtype_of = getattr(self.rounding, "dtype_of", None)
+        if dtype_of is not None and dtype_of(node.name) != "int8":
+            raise ValueError(f"layer {node.name!r} is INT8 in this model but the weight rounding gives it "
+                             f"{dtype_of(node.name)} codes: name it in the rounding's int8_layers")
+        return self.rounding.quantize_weight(node, per_channel=per_channel, reduce_range=reduce_range)
 
 
 def layer_precisions(graph: Graph, precision: Precision, layers=None) -> dict[str, Precision]:
@@ -135,11 +157,15 @@ def _channel_means(g: Graph, batches, layers) -> dict[str, np.ndarray]:
     return {name: want[g.node(name).inputs[0]].mean() for name in layers}
 
 
-def _int4_params(fnode: Node, p: Precision, mean):
-    """Packed codes, scales, zero points and (corrected) bias of an int4 layer from its float node."""
+def _int4_params(fnode: Node, p: Precision, mean, rounding=None):
+    """Packed codes, scales, zero points and (corrected) bias of an int4 layer from its float node
+    (``rounding``: a weight rounding's ``quantize_int4``, else :func:`quantize_int4_rows`)."""
     w = fnode.params["weight"]
     rows = conv_weight_rows(w) if fnode.op == "conv2d" else w
-    codes, s16, zp, gs = quantize_int4_rows(rows, p.group_size, symmetric=p.symmetric)
+    if rounding is not None:
+        codes, s16, zp, gs = rounding.quantize_int4(fnode, group_size=p.group_size, symmetric=p.symmetric)
+    else:
+        codes, s16, zp, gs = quantize_int4_rows(rows, p.group_size, symmetric=p.symmetric)
     params = {"weight_packed": pack_int4_rows(codes), "w_scale": s16}
     if zp is not None:
         params["w_zp"] = zp
@@ -158,7 +184,7 @@ def _geometry(fnode):
     return dict(stride=a.stride, padding=a.padding, dilation=a.dilation, groups=a.groups) if fnode.op == "conv2d" else {}
 
 
-def _lowered(node: Node, fnode: Node, p: Precision, mean) -> tuple[Node, int | None]:
+def _lowered(node: Node, fnode: Node, p: Precision, mean, rounding=None) -> tuple[Node, int | None]:
     """The node that replaces ``node`` (a float conv2d / linear, or the qconv2d / qlinear of an int8
     layer) at precision ``p``; ``fnode`` is the float layer. Returns (node, int4 group size or None)."""
     conv = fnode.op == "conv2d"
@@ -170,7 +196,7 @@ def _lowered(node: Node, fnode: Node, p: Precision, mean) -> tuple[Node, int | N
         attrs = Fp16Attrs(**_geometry(fnode), round_output=p.activations is Numbers.FP16)
         return Node(node.name, "fp16_conv2d" if conv else "fp16_linear", node.inputs, attrs, params, node.shape,
                     node.source), None
-    params, gs = _int4_params(fnode, p, mean)
+    params, gs = _int4_params(fnode, p, mean, rounding)
     if p.activations is Numbers.INT8:
         a = node.attrs
         attrs = W4A8Attrs(tuple(w.shape), gs, p.symmetric, **_geometry(fnode), x_scale=a.x_scale, x_zp=a.x_zp,
@@ -212,14 +238,19 @@ def prepare_graph(model, batches, *, equalize: bool = True, calibrator=DEFAULT_C
 def quantize_precision(model, precision: Precision = INT8, calibration_data=None, *, layers=None, target="x86",
                        input_shape=None, per_channel: bool = True, calibrator=DEFAULT_CALIBRATOR,
                        reduce_range=None, bias_correction: bool = True, equalize: bool = True,
-                       fold_batch_norm: bool = True, batch_size: int = 32, progress: bool = False) -> QuantizedModel:
+                       fold_batch_norm: bool = True, batch_size: int = 32, weight_rounding=None,
+                       progress: bool = False) -> QuantizedModel:
     """A model at ``precision``, layer by layer overridden by ``layers`` ({layer name: Precision}); module
     docstring. ``calibration_data`` (as ``quantize_static``) is needed when a layer has int8 activations
     (INT8, W4A8) and is used, when given, for equalization and for the bias correction of int4 layers.
     ``target``: the integer arithmetic of the int8 layers (and of ``w4_linear``: 'onnxruntime' or 'minquant'
     reproduce ``MatMulNBits``; other targets use 'minquant'). The other keywords are ``quantize_static``'s.
     A torch model needs ``input_shape`` when no calibration data is given. ``fold_batch_norm=False`` (float
-    activations only) keeps BatchNorm layers as float ops, unequalized (:func:`prepare_graph`)."""
+    activations only) keeps BatchNorm layers as float ops, unequalized (:func:`prepare_graph`).
+    ``weight_rounding``: None (round to nearest) or a rounding of :mod:`minquant.qat` (``NearestWeights``,
+    ``AdaRoundWeights``): its ``quantize_int4(node, group_size=, symmetric=)`` gives the int4 layers' codes and
+    scales, its ``quantize_weight`` the INT8 layers' (whose code type it must say is int8) — how AdaRound and
+    quantization-aware training make W4A8 g32 models."""
     tgt = as_target(target)
     batches = list(iter_batches(calibration_data, batch_size)) if calibration_data is not None else []
     g, folded, channel_scales = prepare_graph(model, batches, equalize=equalize, calibrator=calibrator,
@@ -234,10 +265,15 @@ def quantize_precision(model, precision: Precision = INT8, calibration_data=None
     meta = {"method": "quantize_precision", "precision": precision.name,
             "precisions": {name: p.name for name, p in chosen.items()},
             "equalized": bool(equalize and batches and fold_batch_norm), "batch_norm_folded": bool(fold_batch_norm)}
+    int8_rounding = None
+    if weight_rounding is not None:
+        int8_rounding = _Int8Part(weight_rounding, {n for n, p in chosen.items() if p.weights is Numbers.INT8})
+        meta["weight_rounding"] = getattr(weight_rounding, "name", type(weight_rounding).__name__)
     if needs_codes:
         qm = quantize_static(g, batches, per_channel=per_channel, calibrator=calibrator, target=tgt,
                              reduce_range=reduce_range, bias_correction=bias_correction, equalize=False,
-                             batch_size=batch_size, progress=progress, float_nodes=float_nodes)
+                             batch_size=batch_size, progress=progress, float_nodes=float_nodes,
+                             weight_rounding=int8_rounding)
         qgraph, float_names = qm.graph, qm.float_names
         meta.update({k: v for k, v in qm.meta.items() if k not in ("method", "equalized", "equalize_alpha")})
     else:
@@ -252,7 +288,7 @@ def quantize_precision(model, precision: Precision = INT8, calibration_data=None
         if p is None or p.weights in (Numbers.FP32, Numbers.INT8):
             nodes.append(node)
             continue
-        new, gs = _lowered(node, g.node(node.name), p, means.get(node.name))
+        new, gs = _lowered(node, g.node(node.name), p, means.get(node.name), weight_rounding)
         if gs is not None:
             group_sizes[node.name] = gs
         nodes.append(new)
