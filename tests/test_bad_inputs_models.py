@@ -234,3 +234,22 @@ def test_sigint_early_in_the_console_script(tmp_path, delay):
                          delay, cwd=tmp_path)
     assert rc == 130, (rc, err)
     assert len(err.strip().splitlines()) <= 2, err
+
+
+def test_a_swallowed_interrupt_still_publishes_no_file(tmp_path):
+    """Ctrl-C's SystemExit can be swallowed by a library's bare ``except:`` (seen inside an import): the flag the
+    handler sets still stops the output file from appearing."""
+    from minquant.lesson.cli_models import INTERRUPTED, atomic_output
+    out = tmp_path / "x.npz"
+    with atomic_output(out) as tmp:              # not interrupted: the file appears
+        Path(tmp).write_bytes(b"ok")
+    assert out.read_bytes() == b"ok"
+    out.unlink()
+    INTERRUPTED.set()
+    try:
+        with pytest.raises(SystemExit) as e:
+            with atomic_output(out) as tmp:
+                Path(tmp).write_bytes(b"late")
+        assert e.value.code == 130 and os.listdir(tmp_path) == []
+    finally:
+        INTERRUPTED.clear()

@@ -25,7 +25,7 @@ import sys
 import time
 import warnings
 
-from .cli_models import ARCHS, BUILTINS, InputError, UsageError
+from .cli_models import ARCHS, BUILTINS, INTERRUPTED, InputError, UsageError
 from ..target import CPUS, FRAMEWORKS, as_target
 
 EPILOG = ("Docs: docs/quantization.md (the integer arithmetic, step by step), docs/walkthrough.md (the demo), "
@@ -594,6 +594,7 @@ def _interrupted(signum, frame):
     stack, so ``finally`` blocks still run (a temporary output file is removed); a second Ctrl-C while
     unwinding is ignored."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    INTERRUPTED.set()                     # in case a library's bare ``except:`` swallows the SystemExit
     os.write(2, b"minquant: interrupted\n")
     raise SystemExit(130)
 
@@ -601,9 +602,11 @@ def _interrupted(signum, frame):
 def main(argv=None) -> int:
     # first, before anything heavy is imported (build_parser loads the quantized layer, the commands torch);
     # the previous handler is back when main returns (main may be called from Python, e.g. the tests)
+    INTERRUPTED.clear()
     previous = signal.signal(signal.SIGINT, _interrupted) if _main_thread() else None
     try:
-        return _main(argv)
+        rc = _main(argv)
+        return 130 if INTERRUPTED.is_set() else rc
     finally:
         if previous is not None:
             signal.signal(signal.SIGINT, previous)

@@ -35,6 +35,7 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+import threading
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -158,6 +159,13 @@ def check_writable(path) -> Path:
     return out
 
 
+#: Set by the CLI's Ctrl-C handler (:func:`minquant.lesson.cli._interrupted`). The handler raises
+#: ``SystemExit(130)``, but a third-party import that guards itself with a bare ``except:`` can swallow it (seen
+#: once in ~20 interrupts 0.1 s after start, inside ``abc.register`` during an import); the command would then
+#: run on. So :func:`atomic_output` refuses to publish a file once it is set, and ``main`` still exits 130.
+INTERRUPTED = threading.Event()
+
+
 @contextlib.contextmanager
 def atomic_output(path):
     """``with atomic_output(out) as tmp: write(tmp)`` — the file appears at ``out`` only if the block
@@ -169,6 +177,8 @@ def atomic_output(path):
     try:
         with atomic_path(out, suffix=out.suffix) as tmp:
             yield tmp
+            if INTERRUPTED.is_set():           # Ctrl-C came and was swallowed: no file
+                raise SystemExit(130)
     except OSError as e:
         if e.filename is not None and Path(str(e.filename)).name.startswith(f".{out.name}."):
             raise InputError(f"cannot write {out}: {e.strerror or type(e).__name__}") from None
