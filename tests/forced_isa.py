@@ -86,3 +86,22 @@ def call_many(fn: str, calls, *, engine: str | None = None, env=None):
 def call(fn: str, *arrays, engine: str | None = None, env=None, **kwargs):
     """One call of :func:`call_many`."""
     return call_many(fn, [(arrays, kwargs)], engine=engine, env=env)[0]
+
+
+#: LLVM's feature string of an AVX2-only CPU (Haswell: no AVX-512, no VNNI) — what Numba compiles for on Zen 3.
+HASWELL = ("+64bit,+avx,+avx2,+bmi,+bmi2,+cmov,+cx16,+f16c,+fma,+lzcnt,+movbe,+pclmul,+popcnt,+sse,+sse2,"
+           "+sse3,+sse4.1,+sse4.2,+ssse3,+xsave,-avx512f,-avx512bw,-avx512vl,-avx512dq,-avx512cd,-avx512vnni")
+
+
+def run_compiled_for_haswell(code: str) -> dict:
+    """Run ``code`` in a child process whose Numba compiles for Haswell (AVX2 only; a fresh cache) and return the
+    JSON object its last output line prints; the child must report ``cpu == "haswell"``."""
+    with tempfile.TemporaryDirectory() as cache:
+        env = dict(os.environ, NUMBA_CPU_NAME="haswell", NUMBA_CPU_FEATURES=HASWELL, NUMBA_CACHE_DIR=cache,
+                   PYTHONPATH=str(ROOT))
+        r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=900,
+                           cwd=ROOT)
+    assert r.returncode == 0, r.stderr[-3000:]
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert out["cpu"] == "haswell", out
+    return out

@@ -7,24 +7,18 @@ that are not multiples of 16, activation and weight zero points; each instructio
 process."""
 import dataclasses
 import itertools
-import json
-import os
-import subprocess
-import sys
-import tempfile
 import zlib
-from pathlib import Path
 
 import numba
 import numpy as np
 import pytest
+from forced_isa import run_compiled_for_haswell
 
 from minquant.kernels import QConv2d, qconv2d_reference
 from minquant.kernels.conv import conv_arithmetic
 from minquant.kernels.depthwise import Depthwise3x3NHWC, depthwise3x3_nhwc, depthwise3x3_nhwc_numpy
 from minquant.kernels.simd import ISA_AVX2, ISA_AVX512BW, ISA_AVX512VNNI, ISA_NONE, host_isa, isa_available, isa_cap
 
-ROOT = Path(__file__).resolve().parents[1]
 NOJIT = numba.config.DISABLE_JIT
 
 TARGETS = ["fbgemm", "fbgemm@avx2", "onnxruntime", "x86@avx512-vnni", "minquant", "litert", "litert-builtin",
@@ -190,24 +184,13 @@ import numba
 print(json.dumps(dict(bad=bad, cpu=numba.config.CPU_NAME)))
 """
 
-HASWELL = ("+64bit,+avx,+avx2,+bmi,+bmi2,+cmov,+cx16,+f16c,+fma,+lzcnt,+movbe,+pclmul,+popcnt,+sse,+sse2,"
-           "+sse3,+sse4.1,+sse4.2,+ssse3,+xsave,-avx512f,-avx512bw,-avx512vl,-avx512dq,-avx512cd,-avx512vnni")
-
 
 @pytest.mark.skipif(NOJIT, reason="compiles the kernels: needs the JIT")
 @pytest.mark.skipif(not NOJIT and host_isa() < ISA_AVX2, reason="the child runs AVX2 code: this CPU lacks AVX2")
 def test_kernel_compiled_for_avx2_gives_the_same_codes():
     """The generic vector IR compiled for Haswell (AVX2, no AVX-512: the CI's Zen 3 case) in a child process:
     512-bit operations split in two, masked loads and stores of the channel tail lowered without AVX-512."""
-    with tempfile.TemporaryDirectory() as cache:
-        env = dict(os.environ, NUMBA_CPU_NAME="haswell", NUMBA_CPU_FEATURES=HASWELL, NUMBA_CACHE_DIR=cache,
-                   PYTHONPATH=str(ROOT))
-        r = subprocess.run([sys.executable, "-c", _CHILD], env=env, capture_output=True, text=True, timeout=900,
-                           cwd=ROOT)
-    assert r.returncode == 0, r.stderr[-3000:]
-    out = json.loads(r.stdout.strip().splitlines()[-1])
-    assert out["cpu"] == "haswell"
-    assert out["bad"] == []
+    assert run_compiled_for_haswell(_CHILD)["bad"] == []
 
 
 def test_geometry_list_covers_the_brief():

@@ -3,23 +3,17 @@ output stage, bit for bit — rounding ties, the clamp limits, every float32 mod
 and the kernels that use them compiled for an AVX2-only CPU (a child process whose Numba code generation is
 set to Haswell: the 512-bit generic vector operations must be split into 256-bit ones without changing a
 code)."""
-import json
-import os
-import subprocess
-import sys
-import tempfile
 import zlib
-from pathlib import Path
 
 import numba
 import numpy as np
 import pytest
+from forced_isa import run_compiled_for_haswell
 from numba import njit
 
 from minquant.kernels.requant_simd import VECTOR_MODES, requant_row16
 from minquant.kernels.requantize import _requant_span, output_stage
 
-ROOT = Path(__file__).resolve().parents[1]
 NOJIT = numba.config.DISABLE_JIT
 pytestmark = pytest.mark.skipif(NOJIT, reason="the 16-lane kernels are LLVM intrinsics: they need the JIT")
 
@@ -99,20 +93,9 @@ import numba
 print(json.dumps(dict(bad=bad, cpu=numba.config.CPU_NAME)))
 """
 
-HASWELL = ("+64bit,+avx,+avx2,+bmi,+bmi2,+cmov,+cx16,+f16c,+fma,+lzcnt,+movbe,+pclmul,+popcnt,+sse,+sse2,"
-           "+sse3,+sse4.1,+sse4.2,+ssse3,+xsave,-avx512f,-avx512bw,-avx512vl,-avx512dq,-avx512cd,-avx512vnni")
-
 
 def test_kernels_compiled_for_avx2_give_the_same_codes():
     """The conv paths that use the 16-lane helpers, compiled for Haswell (AVX2, no AVX-512) in a child
     process, against the reference: LLVM must lower every 512-bit generic operation (the float32 stage, the
     narrowing to bytes, the nine-tap sums) to AVX2 without changing a code — the CI's Zen 3 case."""
-    with tempfile.TemporaryDirectory() as cache:
-        env = dict(os.environ, NUMBA_CPU_NAME="haswell", NUMBA_CPU_FEATURES=HASWELL, NUMBA_CACHE_DIR=cache,
-                   PYTHONPATH=str(ROOT))
-        r = subprocess.run([sys.executable, "-c", _CHILD], env=env, capture_output=True, text=True, timeout=900,
-                           cwd=ROOT)
-    assert r.returncode == 0, r.stderr[-3000:]
-    out = json.loads(r.stdout.strip().splitlines()[-1])
-    assert out["cpu"] == "haswell"
-    assert out["bad"] == []
+    assert run_compiled_for_haswell(_CHILD)["bad"] == []
