@@ -60,6 +60,7 @@ from numba import njit
 from ..affine import dequantize, unpack_int4
 from ..target import resolve_linear
 from .checks import check_bias, check_whole
+from .int4_conv import check_int4_weights
 from .requantize import fma_f32_reference
 from .requantize import _fma32
 
@@ -85,6 +86,9 @@ def _m1_lanes(target) -> int:
 
 
 def _check(x, w_packed, w_scale, w_zp, group_size, in_features, bias, dtype):
+    """The activation side here; the packed weights, scales and zero points by the int4 row layout's one check
+    (:func:`~minquant.kernels.int4_conv.check_int4_weights`). ``w_packed`` may be flat (ONNX's INT4 bytes):
+    any shape with out·in/2 bytes."""
     if dtype not in ("int4", "uint4"):
         raise ValueError(f"dtype must be 'int4' or 'uint4', got {dtype!r}")
     x = np.asarray(x)
@@ -98,34 +102,19 @@ def _check(x, w_packed, w_scale, w_zp, group_size, in_features, bias, dtype):
     if x.ndim < 1 or x.shape[-1] != k:
         raise ValueError(f"shape mismatch: x has {x.shape[-1] if x.ndim else 0} features, in_features={k}")
     gs = int(group_size)
-    if gs < 1 or k % gs or k % 2:
+    if k % gs or k % 2:
         raise ValueError(f"in_features={k} must be even and a multiple of group_size={gs}")
-    scale = np.asarray(w_scale, dtype=_F32)
-    if scale.ndim != 2 or scale.shape[1] != k // gs:
-        raise ValueError(f"w_scale must have shape (out_features, in_features // group_size = {k // gs}), "
-                         f"got {scale.shape}")
-    if not np.all(np.isfinite(scale)) or np.any(scale <= 0):
-        raise ValueError("w_scale must be finite and > 0")
-    n = scale.shape[0]
+    n = np.shape(w_scale)[0] if np.ndim(w_scale) == 2 else 0
     packed = np.asarray(w_packed)
-    if packed.dtype != np.uint8:
-        raise ValueError(f"w_packed must be uint8 (two 4-bit codes per byte), got {packed.dtype}")
-    packed = np.ascontiguousarray(packed).ravel()
-    if packed.size != n * k // 2:
+    if packed.dtype == np.uint8 and n and packed.size != n * k // 2:
         raise ValueError(f"w_packed has {packed.size} bytes; ({n}, {k}) 4-bit weights need {n * k // 2}")
-    lo, hi = (-8, 7) if dtype == "int4" else (0, 15)
-    if w_zp is None:
-        w_zp = 0 if dtype == "int4" else 8
-    zp = np.asarray(w_zp)
-    if zp.dtype.kind not in "iu" or (zp.ndim and zp.shape != scale.shape):
-        raise ValueError(f"w_zp must be None, one integer or integers of shape {scale.shape}")
-    if np.any(zp < lo) or np.any(zp > hi):
-        raise ValueError(f"w_zp outside the {dtype} range [{lo}, {hi}]")
-    zp = np.ascontiguousarray(np.broadcast_to(zp.astype(np.int64), scale.shape))
+    if packed.dtype == np.uint8 and n:
+        packed = np.ascontiguousarray(packed).reshape(n, k // 2)
+    packed, scale, zp, n, _ = check_int4_weights(packed, w_scale, w_zp, k, gs, dtype)
     check_bias(bias, n, allow_int=False)
     if bias is not None:
         bias = np.ascontiguousarray(bias, dtype=_F32)
-    return x, packed, np.ascontiguousarray(scale), zp, k, gs, n, bias
+    return x, packed.ravel(), scale, zp, k, gs, n, bias
 
 
 def _fold8(ln, whole_group):
