@@ -50,7 +50,8 @@ from ..kernels.quantize import quantize_u8
 from ..kernels.fp16 import fp16_aware, widen
 from ..kernels.litert import (avg_pool_litert, dequantize_litert, hard_swish_table, mean_litert,
                               qadd_litert, qmul_litert, quantize_litert)
-from ..kernels.pool import qadaptive_avg_pool2d, qavg_pool2d, qavg_pool2d_onnxruntime, qmax_pool2d
+from ..kernels.pool import (qadaptive_avg_pool2d_runner, qavg_pool2d_onnxruntime_runner, qavg_pool2d_runner,
+                            qmax_pool2d)
 from . import ops  # noqa: F401  (registers the quantized ops)
 from .layout import to_nchw, to_nhwc
 from .precision_ops import prepare_precision_kernels
@@ -97,6 +98,22 @@ def _check_codes(x, node):
     if not isinstance(x, np.ndarray) or x.dtype != np.uint8:
         raise ValueError(f"{node.op} expects uint8 codes as input, got {getattr(x, 'dtype', type(x))}")
     return x
+
+
+def per_shape(make_runner):
+    """A kernel ``(node, inputs)`` over uint8 codes whose checked, planned form ``run(codes)`` is made once per
+    node and input shape by ``make_runner(node, codes)`` (which checks the arguments, e.g.
+    :func:`~minquant.kernels.pool.qavg_pool2d_runner`) and reused for every later input of that shape."""
+    runners = {}    # (node name, shape) → (the attributes it was made for, run)
+
+    def kernel(n, xs):
+        x = _check_codes(xs[0], n)
+        key = (n.name, x.shape)
+        made = runners.get(key)
+        if made is None or made[0] is not n.attrs:
+            made = runners[key] = (n.attrs, make_runner(n, x))
+        return made[1](x)
+    return kernel
 
 
 def _prepare_qconv(node, target):
@@ -155,8 +172,10 @@ def prepare_kernels(graph, target) -> KernelTable:
     name; module docstring): every layer prepared once, each convolution with the arithmetic its framework
     picks for that layer on the target's CPU. It also runs the channels-last ops of an execution plan
     (:mod:`~minquant.quantized.layout`: ``qconv2d_nhwc``, ``qadd_nhwc``, ``qclamp_nhwc``, ``qmax_pool2d_nhwc``,
+    ``qavg_pool2d_nhwc``, ``qadaptive_avg_pool2d_nhwc``,
     ``to_nhwc``, ``to_nchw``) for the nodes :meth:`KernelTable.nhwc_ok` names: convolutions whose channels-last
     path reads the codes in place (:attr:`~minquant.kernels.QConv2d.channels_last_native`), clamps, max pools,
+    the average pools (not LiteRT's, nor Inductor's adaptive one),
     and adds whose rounding does not
     depend on where an element sits in NCHW order (fbgemm's does unless the emulated tensors are
     channels-last: ``QAddAttrs.channels_last``)."""
@@ -210,6 +229,8 @@ def prepare_kernels(graph, target) -> KernelTable:
         elif n.op in ("qclamp", "qmax_pool2d") or (n.op == "qadd" and (lp is not None or not prepared[n.name].block
                                                       or n.attrs.channels_last)):
             nhwc_nodes.add(n.name)
+        elif lp is None and (n.op == "qavg_pool2d" or (n.op == "qadaptive_avg_pool2d" and ar.name != "inductor")):
+            nhwc_nodes.add(n.name)     # the Numba pools run channels-last codes too (same codes)
 
     def k_quantize(n, xs):
         if lp is not None:
@@ -259,24 +280,30 @@ def prepare_kernels(graph, target) -> KernelTable:
         a = n.attrs
         return qmax_pool2d(_check_codes(xs[0], n), a.kernel_size, a.stride, a.padding, a.dilation, a.ceil_mode)
 
-    def k_qavg(n, xs):
+    def qavg_runner(n, x, nhwc):
         a = n.attrs
+        if ar.name == "onnxruntime" and not a.ceil_mode and a.divisor_override is None:
+            return qavg_pool2d_onnxruntime_runner(x, a.kernel_size, a.stride, a.padding, a.count_include_pad,
+                                                  x_scale=a.x_scale, x_zp=a.x_zp, y_scale=a.y_scale, y_zp=a.y_zp,
+                                                  codes_nhwc=nhwc)
+        return qavg_pool2d_runner(x, a.kernel_size, a.stride, a.padding, a.ceil_mode, a.count_include_pad,
+                                  a.divisor_override, x_scale=a.x_scale, x_zp=a.x_zp, y_scale=a.y_scale,
+                                  y_zp=a.y_zp, target=pool_target, channels_last=a.channels_last, codes_nhwc=nhwc)
+
+    k_qavg_runs = {False: per_shape(lambda n, x: qavg_runner(n, x, False)),
+                   True: per_shape(lambda n, x: qavg_runner(n, x, True))}
+
+    def k_qavg(n, xs, nhwc=False):
         if lp is not None:
             return avg_pool_litert(_check_codes(xs[0], n), *prepared[n.name])
-        if ar.name == "onnxruntime" and not a.ceil_mode and a.divisor_override is None:
-            return qavg_pool2d_onnxruntime(_check_codes(xs[0], n), a.kernel_size, a.stride, a.padding,
-                                           a.count_include_pad, x_scale=a.x_scale, x_zp=a.x_zp,
-                                           y_scale=a.y_scale, y_zp=a.y_zp)
-        return qavg_pool2d(_check_codes(xs[0], n), a.kernel_size, a.stride, a.padding, a.ceil_mode,
-                           a.count_include_pad, a.divisor_override, x_scale=a.x_scale, x_zp=a.x_zp,
-                           y_scale=a.y_scale, y_zp=a.y_zp, target=pool_target, channels_last=a.channels_last)
+        return k_qavg_runs[nhwc](n, xs)
 
     def k_qmax_nhwc(n, xs):
         a = n.attrs
         return qmax_pool2d(_check_codes(xs[0], n), a.kernel_size, a.stride, a.padding, a.dilation, a.ceil_mode,
                            channels_last=True)
 
-    def k_qadaptive(n, xs):
+    def k_qadaptive(n, xs, nhwc=False):
         a = n.attrs
         if ar.name == "inductor":   # pt2e lowered by Inductor: float32 between dequantize and quantize
             ys, yz = (a.x_scale, a.x_zp) if a.y_scale is None else (a.y_scale, a.y_zp)
@@ -289,9 +316,16 @@ def prepare_kernels(graph, target) -> KernelTable:
                                  f"{oh}x{ow} is not a whole number of windows")
             k = (x.shape[2] // oh, x.shape[3] // ow)
             return avg_pool_litert(x, k, k)
+        return k_qadaptive_runs[nhwc](n, xs)
+
+    def qadaptive_runner(n, x, nhwc):
+        a = n.attrs
         em = tgt if (ar.name != "onnxruntime" or a.output_size == (1, 1)) else minq
-        return qadaptive_avg_pool2d(_check_codes(xs[0], n), a.output_size, x_scale=a.x_scale, x_zp=a.x_zp,
-                                    y_scale=a.y_scale, y_zp=a.y_zp, target=em, channels_last=a.channels_last)
+        return qadaptive_avg_pool2d_runner(x, a.output_size, x_scale=a.x_scale, x_zp=a.x_zp, y_scale=a.y_scale,
+                                           y_zp=a.y_zp, target=em, channels_last=a.channels_last, codes_nhwc=nhwc)
+
+    k_qadaptive_runs = {False: per_shape(lambda n, x: qadaptive_runner(n, x, False)),
+                        True: per_shape(lambda n, x: qadaptive_runner(n, x, True))}
 
     def clamp(n, x, channel_axis):
         hi = n.params.get("hi_channels")
@@ -370,6 +404,8 @@ def prepare_kernels(graph, target) -> KernelTable:
                   # the channels-last ops of an execution plan (layout.py)
                   "qconv2d_nhwc": lambda n, xs: prepared[n.name].nhwc(_check_codes(xs[0], n)),
                   "qadd_nhwc": k_qadd_nhwc, "qclamp_nhwc": k_qclamp_nhwc, "qmax_pool2d_nhwc": k_qmax_nhwc,
+                  "qavg_pool2d_nhwc": lambda n, xs: k_qavg(n, xs, True),
+                  "qadaptive_avg_pool2d_nhwc": lambda n, xs: k_qadaptive(n, xs, True),
                   "to_nhwc": lambda n, xs: to_nhwc(xs[0]), "to_nchw": lambda n, xs: to_nchw(xs[0])})
     table.update(prepare_precision_kernels(graph, tgt))   # float16 and int4 layers (precision_ops.py)
     return KernelTable(table, nhwc_nodes)
