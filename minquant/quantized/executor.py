@@ -46,7 +46,7 @@ from ..kernels.add import QAdd, torch_vector_block
 from ..kernels.elementwise import activation_tables, apply_tables, qmul
 from ..kernels.dynamic import dynamic_conv2d, dynamic_linear, pack_dynamic_conv_weight
 from ..kernels.gemm import pack_weight
-from ..kernels.quantize import quantize_u8
+from ..kernels.quantize import dequantize_u8_runner, quantize_u8_runner
 from ..kernels.fp16 import fp16_aware, widen
 from ..kernels.litert import (avg_pool_litert, dequantize_litert, hard_swish_table, mean_litert,
                               qadd_litert, qmul_litert, quantize_litert)
@@ -191,7 +191,11 @@ def prepare_kernels(graph, target) -> KernelTable:
                 raise ValueError(f"minquant does not reproduce LiteRT's {n.op[1:].upper()} (target {tgt})")
             if lp is not None and n.op in ("qavg_pool2d", "qadaptive_avg_pool2d"):
                 prepared[n.name] = _litert_pool_window(n, graph)
-            if n.op == "qconv2d":
+            if n.op == "quantize" and lp is None:
+                prepared[n.name] = quantize_u8_runner(n.attrs.scale, n.attrs.zero_point, target=ar.quantize_rule)
+            elif n.op == "dequantize" and lp is None:
+                prepared[n.name] = dequantize_u8_runner(n.attrs.scale, n.attrs.zero_point)
+            elif n.op == "qconv2d":
                 prepared[n.name] = _prepare_qconv(n, tgt)
             elif n.op == "qlinear":
                 prepared[n.name] = QLinearInductor(n, tgt) if ar.name == "inductor" else _prepare_qlinear(n, tgt)
@@ -235,12 +239,12 @@ def prepare_kernels(graph, target) -> KernelTable:
     def k_quantize(n, xs):
         if lp is not None:
             return quantize_litert(xs[0], n.attrs.scale, n.attrs.zero_point, lp.quantize)
-        return quantize_u8(widen(xs[0]), n.attrs.scale, n.attrs.zero_point, target=ar.quantize_rule)
+        return prepared[n.name](widen(xs[0]))
 
     def k_dequantize(n, xs):
         if lp is not None:
             return dequantize_litert(_check_codes(xs[0], n), n.attrs.scale, n.attrs.zero_point, lp.dequantize)
-        return dequantize(_check_codes(xs[0], n), n.attrs.scale, n.attrs.zero_point)
+        return prepared[n.name](_check_codes(xs[0], n))
 
     def k_qconv(n, xs):
         return prepared[n.name](_check_codes(xs[0], n))
