@@ -51,7 +51,8 @@ from .simd import load16, sub16
 from .simd import (ISA_AVX2, ISA_AVX512BW, ISA_AVX512VNNI, ISA_NAMES, ISA_NONE, MAC_PAIRS_256, MAC_PAIRS_512,
                    MAC_PAIRS_VNNI, MAC_SWAP, MAC_VNNI, MacKind, host_isa)
 
-__all__ = ["GemmPlan", "choose_plan", "linear_simd", "conv_simd", "conv_rows_simd"]
+__all__ = ["GemmPlan", "choose_plan", "linear_simd", "linear_simd_runner", "conv_simd", "conv_rows_simd",
+           "conv_rows_simd_runner"]
 
 U = np.uint64   # flat indices: unsigned, so Numba adds no wrap-around test
 KC = 128   # groups of 4 k per K block: a 64-lane panel block is 32 KB, inside L1
@@ -281,25 +282,39 @@ def _panels_per_block(rows, panels):
 def linear_simd(plan: GemmPlan, packed, x_q, x_zp, col_adj, st: OutputStage, lanes=None) -> np.ndarray:
     """uint8 (M, N) of a quantized linear layer on ``plan``'s instructions (module docstring). ``lanes``: the
     stage's :func:`~minquant.kernels.requant_simd.lane_constants`, if the caller keeps them."""
+    return linear_simd_runner(plan, packed, x_zp, col_adj, st, lanes)(x_q)
+
+
+def linear_simd_runner(plan: GemmPlan, packed, x_zp, col_adj, st: OutputStage, lanes=None):
+    """:func:`linear_simd` in two steps: what does not depend on the rows (the weight operand, the multiply-add
+    kind, whether Σ_k a is needed, the epilogue's constants) made once; ``run(x_q)`` multiplies uint8 (M, K)
+    rows (what :class:`~minquant.kernels.QLinear` and ``QConv2d.nhwc`` keep per plan)."""
     V = weight_operand(packed, True, plan.split)
-    m, k = x_q.shape
+    kind = mac_kind(plan, False)
+    n, k = packed.w_q.shape
     k4 = _k4(k)
-    if k % 4 or plan.split or not x_q.flags.c_contiguous:
-        a = _pad_k(x_q, k4)
-        if plan.split:
-            a = np.concatenate([a, a], axis=1)
-    else:
-        a = x_q
-    row_sum = x_q.sum(1, dtype=np.int64) if np.any(packed.w_zp) else np.zeros(m, np.int64)
-    out = np.empty((m, packed.w_q.shape[0]), np.uint8)
-    n = packed.w_q.shape[0]
-    mb = max(min(m, ROW_BLOCK), 1)
-    C = np.empty((mb, 64 * _panels_per_block(mb, -(-n // 64))), np.int32)
+    need_sums = bool(np.any(packed.w_zp))
     consts, bq = lanes if lanes is not None else lane_constants(st, n)
-    _linear_kernel(mac_kind(plan, False), a, V, a.shape[1] // 4, C, row_sum, col_adj, packed.w_zp,
-                   np.int64(x_zp), consts, bq, st.mode, st.bias_f, st.bias_q, st.mult32, st.mult64, np.float64(st.y_zp),
-                   np.float64(st.lo), st.hi, out)
-    return out
+    epilogue = (col_adj, packed.w_zp, np.int64(x_zp), consts, bq, st.mode, st.bias_f, st.bias_q, st.mult32,
+                st.mult64, np.float64(st.y_zp), np.float64(st.lo), st.hi)
+    widths = {}     # rows M → width of the int32 block
+
+    def run(x_q):
+        m = x_q.shape[0]
+        a = x_q
+        if k % 4 or plan.split or not x_q.flags.c_contiguous:
+            a = _pad_k(x_q, k4)
+            if plan.split:
+                a = np.concatenate([a, a], axis=1)
+        row_sum = x_q.sum(1, dtype=np.int64) if need_sums else np.zeros(m, np.int64)
+        mb = max(min(m, ROW_BLOCK), 1)
+        width = widths.get(mb)
+        if width is None:
+            width = widths[mb] = 64 * _panels_per_block(mb, -(-n // 64))
+        out = np.empty((m, n), np.uint8)
+        _linear_kernel(kind, a, V, a.shape[1] // 4, np.empty((mb, width), np.int32), row_sum, *epilogue, out)
+        return out
+    return run
 
 
 # ------------------------------------------------------------------------------------------- conv
@@ -501,16 +516,28 @@ def conv_rows_simd(plan: GemmPlan, packed, x_nhwc, kernel, stride, padding, dila
     the product of the pixel rows (batch·H·W, C) by the weights, read in place when C is a multiple of 4;
     otherwise the rows are the channels-last im2col matrix (:func:`_im2col_rows`). Same integers, same output
     stage as :func:`conv_simd` (module docstring)."""
+    return conv_rows_simd_runner(plan, packed, kernel, stride, padding, dilation, x_zp, col_adj, st, lanes)(x_nhwc)
+
+
+def conv_rows_simd_runner(plan: GemmPlan, packed, kernel, stride, padding, dilation, x_zp, col_adj,
+                          st: OutputStage, lanes=None):
+    """:func:`conv_rows_simd` in two steps, as :func:`linear_simd_runner`: ``run(x_nhwc)`` for contiguous uint8
+    channels-last codes."""
     (kh, kw), (sh, sw), (ph, pw), (dh, dw) = kernel, stride, padding, dilation
-    n_img, h, w, c_in = x_nhwc.shape
-    oh = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1
-    ow = (w + 2 * pw - dw * (kw - 1) - 1) // sw + 1
-    if (kh, kw, sh, sw, ph, pw) == (1, 1, 1, 1, 0, 0):
-        rows = x_nhwc.reshape(n_img * h * w, c_in)
-    else:
-        k = kh * kw * c_in
-        rows = np.empty((n_img * oh * ow, 4 * _k4(k)), np.uint8)
-        _im2col_rows(np.ascontiguousarray(x_nhwc), kh, kw, sh, sw, ph, pw, dh, dw, np.uint8(x_zp), rows)
-        # (the columns past K are 0: they add nothing to the product nor to the row sums Σ_k a)
-    y = linear_simd(plan, packed, rows, x_zp, col_adj, st, lanes)
-    return y.reshape(n_img, oh, ow, -1)
+    product = linear_simd_runner(plan, packed, x_zp, col_adj, st, lanes)
+    pointwise = (kh, kw, sh, sw, ph, pw) == (1, 1, 1, 1, 0, 0)
+    kp = 4 * _k4(packed.w_q.shape[1])      # K = KH·KW·C, padded to a multiple of 4
+    zp = np.uint8(x_zp)
+
+    def run(x_nhwc):
+        n_img, h, w, c_in = x_nhwc.shape
+        oh = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1
+        ow = (w + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+        if pointwise:
+            rows = x_nhwc.reshape(n_img * h * w, c_in)
+        else:
+            rows = np.empty((n_img * oh * ow, kp), np.uint8)
+            _im2col_rows(np.ascontiguousarray(x_nhwc), kh, kw, sh, sw, ph, pw, dh, dw, zp, rows)
+            # (the columns past K are 0: they add nothing to the product nor to the row sums Σ_k a)
+        return product(rows).reshape(n_img, oh, ow, -1)
+    return run
