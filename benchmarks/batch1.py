@@ -78,6 +78,7 @@ def main(argv):
 
     from benchmarks.provenance import commit
     from minquant.files import atomic_write_text
+    from minquant.target import Cpu
     warnings.filterwarnings("ignore")
     against = Path(argv[argv.index("--against") + 1]).resolve() if "--against" in argv else None
     versions = {"this checkout": ROOT} | ({f"{against}": against} if against else {})
@@ -102,7 +103,7 @@ def main(argv):
     lines = ["# Batch 1, whole int8 models: minquant against ONNX Runtime", "",
              f"`./run python -m benchmarks.batch1{' --against ' + str(against) if against else ''}` "
              f"(benchmarks/batch1.py); commit {commit()}; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; "
-             f"{cpu}; load average {os.getloadavg()[0]:.1f} (1 min) on {os.cpu_count()} cores, shared — absolute "
+             f"{cpu} (minquant: `{Cpu.host().name}`); load average {os.getloadavg()[0]:.1f} (1 min) on {os.cpu_count()} cores, shared — absolute "
              "figures move with the load, the ratio inside one child does less. One thread; ONNX Runtime's own "
              "QOperator file run by ORT and imported by minquant (outputs equal, checked in every child); "
              f"{ROUNDS} rounds alternating the versions, {RUNS['tiny']} (TinyCNN) / {RUNS['mnv2']} (MobileNetV2) "
