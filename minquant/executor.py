@@ -22,7 +22,7 @@ import numpy as np
 from . import float_ops as F
 from .graph import Graph, Node
 
-__all__ = ["run", "value_info", "infer_shapes", "FLOAT_KERNELS", "Kernel"]
+__all__ = ["run", "Schedule", "value_info", "infer_shapes", "FLOAT_KERNELS", "Kernel"]
 
 Kernel = Callable[[Node, list], np.ndarray]
 
@@ -88,6 +88,59 @@ def _bind_inputs(graph: Graph, x) -> dict[str, np.ndarray]:
     return feeds
 
 
+class Schedule:
+    """:func:`run`'s loop worked out once for a graph and a kernel table: per node, its kernel, the names of
+    its inputs and the values nobody reads after it (dropped as the loop goes). A model that runs the same
+    graph on many batches keeps one (:class:`~minquant.quantized.QuantizedModel` does) and calls
+    :meth:`run`; the schedule describes the nodes as they were when it was made."""
+
+    def __init__(self, graph: Graph, kernels: Mapping[str, Kernel] | None = None):
+        kernels = FLOAT_KERNELS if kernels is None else kernels
+        self.graph = graph
+        self.nodes = tuple(graph.nodes)
+        last_use: dict[str, int] = {}
+        for i, n in enumerate(graph.nodes):
+            for v in n.inputs:
+                last_use[v] = i
+        keep = set(graph.outputs)
+        get = kernels.get
+        self.steps = []      # (node, kernel or None, input names, values to drop after it)
+        for i, n in enumerate(self.nodes):
+            ins = tuple(n.inputs)
+            drop = [v for v in (ins if len(ins) == 1 else set(ins)) if last_use[v] == i and v not in keep]
+            if n.name not in last_use and n.name not in keep:
+                drop.append(n.name)
+            self.steps.append((n, get(n.op), ins, drop))
+
+    def run(self, x, *, intermediates: bool = False, hook: Callable[[str, np.ndarray], None] | None = None):
+        """:func:`run` on this schedule's graph and kernels (same arguments, same results)."""
+        env = _bind_inputs(self.graph, x)
+        if hook is not None:
+            for name, v in env.items():
+                hook(name, v)
+        fast = hook is None and not intermediates
+        for node, kernel, ins, drop in self.steps:
+            if kernel is None:
+                raise ValueError(f"no kernel for op {node.op!r} (node {node.name!r}) in this executor")
+            try:        # (free in Python ≥ 3.11 when nothing is raised)
+                out = kernel(node, [env[v] for v in ins])
+            except ValueError as e:
+                raise ValueError(f"node {node.name!r} ({node.op}, from {node.source or '?'}): {e}") from e
+            env[node.name] = out
+            if fast:
+                for v in drop:
+                    del env[v]
+                continue
+            if hook is not None:
+                hook(node.name, out)
+            if not intermediates:
+                for v in drop:
+                    del env[v]
+        outs = tuple(env[v] for v in self.graph.outputs)
+        result = outs[0] if len(outs) == 1 else outs
+        return (result, env) if intermediates else result
+
+
 def run(graph: Graph, x, *, kernels: Mapping[str, Kernel] | None = None, intermediates: bool = False,
         hook: Callable[[str, np.ndarray], None] | None = None):
     """Run ``graph`` on a batch.
@@ -98,38 +151,8 @@ def run(graph: Graph, x, *, kernels: Mapping[str, Kernel] | None = None, interme
     Returns the output array (a tuple of arrays if the graph has several outputs). With
     ``intermediates=True`` returns ``(output, values)`` where ``values`` maps every graph input and every
     node name to its value, in execution order. ``hook(name, value)`` is called for every input and node
-    output as soon as it exists."""
-    kernels = FLOAT_KERNELS if kernels is None else kernels
-    env = _bind_inputs(graph, x)
-    if hook is not None:
-        for name, v in env.items():
-            hook(name, v)
-    # after which node each value is no longer needed
-    last_use: dict[str, int] = {}
-    for i, n in enumerate(graph.nodes):
-        for v in n.inputs:
-            last_use[v] = i
-    keep = set(graph.outputs)
-    for i, node in enumerate(graph.nodes):
-        kernel = kernels.get(node.op)
-        if kernel is None:
-            raise ValueError(f"no kernel for op {node.op!r} (node {node.name!r}) in this executor")
-        try:
-            out = kernel(node, [env[v] for v in node.inputs])
-        except ValueError as e:
-            raise ValueError(f"node {node.name!r} ({node.op}, from {node.source or '?'}): {e}") from e
-        env[node.name] = out
-        if hook is not None:
-            hook(node.name, out)
-        if not intermediates:
-            for v in set(node.inputs):
-                if last_use.get(v) == i and v not in keep:
-                    del env[v]
-            if node.name not in last_use and node.name not in keep:
-                del env[node.name]
-    outs = tuple(env[v] for v in graph.outputs)
-    result = outs[0] if len(outs) == 1 else outs
-    return (result, env) if intermediates else result
+    output as soon as it exists. (The loop is :class:`Schedule`'s, made for this call.)"""
+    return Schedule(graph, kernels).run(x, intermediates=intermediates, hook=hook)
 
 
 def value_info(graph: Graph, kernels=None, batch: int = 1) -> dict:

@@ -95,6 +95,82 @@ def test_max_pool_channels_last(geo):
     np.testing.assert_array_equal(nhwc_to_nchw(y), ref)
 
 
+# avg pools on channels-last codes: (shape, kernel, stride, pad, ceil, count_include_pad) — 7×7 windows of a 28×28
+# image (TinyCNN's), padded windows, a ceil_mode window hanging past the padding, channels not a multiple of 16
+AVG_GEOS = [((1, 64, 28, 28), 7, 7, 0, False, False), ((2, 20, 9, 11), 3, 2, 1, False, True),
+            ((1, 19, 10, 10), 3, 2, 1, False, False), ((1, 33, 8, 9), (3, 2), (2, 2), (1, 1), True, True)]
+
+
+def _pool_codes(shape, seed):
+    """Codes whose windows have different means (an offset per channel and image, noise per pixel): the pooled
+    codes spread over the range instead of all landing near the middle."""
+    rng = np.random.default_rng(zlib.crc32(repr(seed).encode()))
+    base = rng.integers(20, 236, shape[:2] + (1, 1))
+    return np.clip(base + rng.integers(-20, 21, shape), 0, 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize("geo", AVG_GEOS)
+@pytest.mark.parametrize("target", ["fbgemm", "fbgemm-cl", "qnnpack", "minquant"])
+def test_avg_pool_channels_last(geo, target):
+    """qavg_pool2d on NHWC codes (codes_nhwc=True) = the readable NCHW reference, transposed — every rounding mode
+    (fbgemm's NCHW and channels-last kernels, qnnpack, minquant's float64), unsaturated data."""
+    from minquant.kernels.pool import qavg_pool2d, qavg_pool2d_reference
+    shape, k, s, p, ceil, cip = geo
+    x = _pool_codes(shape, (geo, target))
+    t, cl = target.removesuffix("-cl"), target.endswith("-cl")
+    other = dict(y_scale=0.06, y_zp=20) if t == "minquant" else {}
+    kw = dict(x_scale=0.05, x_zp=7, target=t, channels_last=cl, **other)
+    ref = qavg_pool2d_reference(x, k, s, p, ceil, cip, **kw)
+    assert len(np.unique(ref)) > 40
+    y = qavg_pool2d(nchw_to_nhwc(x), k, s, p, ceil, cip, codes_nhwc=True, **kw)
+    np.testing.assert_array_equal(nhwc_to_nchw(y), ref)
+
+
+@pytest.mark.parametrize("geo", AVG_GEOS[:3] + [((1, 40, 7, 7), 7, 7, 0, False, False)])
+def test_avg_pool_onnxruntime_channels_last(geo):
+    """ONNX Runtime's QLinearAveragePool (float32 sums in ORT's order) on NHWC codes and NCHW codes = its
+    reference; a window covering the whole image is ORT's global pool (last case)."""
+    from minquant.kernels.pool import qavg_pool2d_onnxruntime, qavg_pool2d_onnxruntime_reference
+    shape, k, s, p, _, cip = geo
+    x = _pool_codes(shape, geo)
+    kw = dict(x_scale=0.05, x_zp=7, y_scale=0.06, y_zp=20)
+    ref = qavg_pool2d_onnxruntime_reference(x, k, s, p, cip, **kw)
+    assert len(np.unique(ref)) > 20
+    np.testing.assert_array_equal(qavg_pool2d_onnxruntime(x, k, s, p, cip, **kw), ref)
+    y = qavg_pool2d_onnxruntime(nchw_to_nhwc(x), k, s, p, cip, codes_nhwc=True, **kw)
+    np.testing.assert_array_equal(nhwc_to_nchw(y), ref)
+
+
+@pytest.mark.parametrize("shape", [(1, 1280, 7, 7), (2, 21, 5, 6), (1, 16, 9, 4)])
+@pytest.mark.parametrize("out", [1, 2, 3])
+@pytest.mark.parametrize("target", ["fbgemm", "fbgemm-cl", "qnnpack", "minquant", "onnxruntime"])
+def test_adaptive_avg_pool_channels_last(shape, out, target):
+    """qadaptive_avg_pool2d on NHWC codes = the readable NCHW reference (global pooling: MobileNetV2's last pool
+    under every target, ONNX Runtime's QLinearGlobalAveragePool; other outputs where the target has them)."""
+    from minquant.kernels.pool import qadaptive_avg_pool2d, qadaptive_avg_pool2d_reference
+    t, cl = target.removesuffix("-cl"), target.endswith("-cl")
+    if t == "onnxruntime" and out != 1:
+        pytest.skip("ONNX Runtime has only the global average pool")
+    x = _pool_codes(shape, (shape, out, target))
+    other = dict(y_scale=0.06, y_zp=20) if t in ("minquant", "onnxruntime") else {}
+    kw = dict(x_scale=0.05, x_zp=7, target=t, channels_last=cl, **other)
+    ref = qadaptive_avg_pool2d_reference(x, out, **kw)
+    assert len(np.unique(ref)) > min(20, ref.size // 3)
+    y = qadaptive_avg_pool2d(nchw_to_nhwc(x), out, codes_nhwc=True, **kw)
+    np.testing.assert_array_equal(nhwc_to_nchw(y), ref)
+
+
+def test_pool_runner_refuses_like_the_function():
+    """The runners a prepared model keeps check their arguments as the public functions do."""
+    from minquant.kernels.pool import qadaptive_avg_pool2d_runner, qavg_pool2d_runner
+    with pytest.raises(ValueError, match="4-D uint8"):
+        qavg_pool2d_runner(np.zeros((1, 4, 4, 3), np.float32), 2, x_scale=0.1, x_zp=0, codes_nhwc=True)
+    with pytest.raises(ValueError, match="4-D uint8 NHWC"):
+        qadaptive_avg_pool2d_runner(np.zeros((4, 4, 3), np.uint8), 1, x_scale=0.1, x_zp=0, codes_nhwc=True)
+    with pytest.raises(ValueError, match="zero"):
+        qadaptive_avg_pool2d_runner(np.zeros((1, 4, 4, 3), np.uint8), 1, x_scale=0.1, x_zp=300, codes_nhwc=True)
+
+
 # ------------------------------------------------------------------------------------------- whole models
 @pytest.fixture(scope="module")
 def models(tmp_path_factory, digits_model):
@@ -165,6 +241,7 @@ def test_tinycnn_plan_is_one_region(models):
     qm, _, _ = models("tiny_ort_qoperator")
     ops = collections.Counter(n.op for n in qm.execution_plan.nodes)
     assert (ops["to_nhwc"], ops["to_nchw"], ops["qconv2d_nhwc"], ops["qconv2d"]) == (1, 1, 2, 0), ops
+    assert ops["qavg_pool2d_nhwc"] == 1       # the pool joins the region: the transpose out moves 4×4 pixels
 
 
 @pytest.mark.skipif(NOJIT, reason="needs the JIT (MobileNetV2)")
@@ -177,6 +254,7 @@ def test_mobilenet_plan_is_one_region(models):
     plan.validate()
     ops = collections.Counter(n.op for n in plan.nodes)
     assert (ops["to_nhwc"], ops["to_nchw"], ops["qconv2d_nhwc"], ops["qadd_nhwc"]) == (1, 1, 52, 10)
+    assert ops["qadaptive_avg_pool2d_nhwc"] == 1     # the global pool too: its to_nchw moves 1×1 pixels
     assert ops["qconv2d"] == ops["qadd"] == 0
     assert [(n.name, n.op, list(n.inputs)) for n in qm.graph.nodes] == before
     _, values = qm.run(x[:1], intermediates=True, raw=True)

@@ -42,3 +42,30 @@ def test_quantize_u8_rejects_bad_qparams():
         quantize_u8(np.zeros(3, np.float32), 0.0, 0)
     with pytest.raises(ValueError, match="zero point"):
         quantize_u8(np.zeros(3, np.float32), 0.1, 256)
+
+
+@pytest.mark.parametrize("scale,zp", [(0.0173, 113), (0.02, 0), (1 / 64, 255), (3.1e-5, 128), (0.1881987303495407, 146)])
+def test_dequantize_u8_matches_affine_dequantize(scale, zp):
+    """The one-pass dequantizer = f32(s)·f32(q − z) of the readable reference, every code, odd shapes."""
+    from minquant.affine import dequantize
+    from minquant.kernels.quantize import dequantize_u8
+    q = np.concatenate([np.arange(256), np.random.default_rng(1).integers(0, 256, 1000)]).astype(np.uint8)
+    for x in (q, q.reshape(4, -1), q[::3], q.reshape(4, -1).T):
+        np.testing.assert_array_equal(dequantize_u8(x, scale, zp), dequantize(x, scale, zp))
+
+
+def test_runners_check_once_and_refuse_clearly():
+    """The runners a prepared model keeps check their qparams when made, and their input on every call."""
+    from minquant.kernels.quantize import dequantize_u8_runner, quantize_u8_runner
+    with pytest.raises(ValueError, match="scale"):
+        quantize_u8_runner(-1.0, 3)
+    with pytest.raises(ValueError, match="zero_point"):
+        dequantize_u8_runner(0.1, 256)
+    with pytest.raises(ValueError, match="uint8 codes"):
+        dequantize_u8_runner(0.1, 3)(np.zeros(4, np.int32))
+    run = quantize_u8_runner(0.1, 3, target="onnxruntime")
+    with pytest.raises(ValueError, match="floating-point"):
+        run(np.zeros(4, np.int32))
+    with pytest.raises(ValueError, match="NaN"):
+        run(np.array([1.0, np.nan], np.float32))
+    np.testing.assert_array_equal(run(np.array([0.0, 1.0, -0.3], np.float64)), [3, 13, 0])

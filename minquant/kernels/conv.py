@@ -31,7 +31,7 @@ from ..target import resolve_conv
 from .checks import check_conv_args, check_groups, check_weight_zp
 from .depthwise import Depthwise3x3NHWC
 from .gemm import gemm_u8s8_reference, pack_weight, raw_product_cols
-from .gemm_simd import ISA_NONE, choose_plan, conv_rows_simd, conv_simd
+from .gemm_simd import ISA_NONE, choose_plan, conv_rows_simd_runner, conv_simd
 from .requant_simd import (VECTOR_MODES, lane_constants, requant16_lanes, requant_row16, store_codes16, taps9_16,
                            taps9_lanes16, widen16)
 from .simd import host_isa, store16
@@ -451,6 +451,7 @@ class QConv2d:
         self.stage = output_stage(c_out, x_scale, w_scale, bias, y_scale, y_zp, relu=relu, clamp=clamp,
                                   clamp_hi=clamp_hi, target=self.arith)
         self._lanes = lane_constants(self.stage, c_out)   # per-channel constants of the SIMD output stages
+        self._rows_runners = {}      # plan → the channels-last product ready to run (conv_rows_simd_runner)
         if not self.packed.depthwise:
             self.col_adj = [pk.col_sum - pk.w_q.shape[1] * pk.w_zp for pk in self.packed.packs]
             og = c_out // self.groups
@@ -506,8 +507,13 @@ class QConv2d:
         x_q = np.ascontiguousarray(x_q)
         if self.packed.depthwise:
             return depthwise_channels_last(self, x_q, oh, ow)
-        return conv_rows_simd(self.plan, self.packed.packs[0], x_q, (kh, kw), self.stride, self.padding,
-                              self.dilation, self.x_zp, self.col_adj[0], self.stage, self._lanes)
+        plan = self.plan
+        run = self._rows_runners.get(plan)
+        if run is None:     # made once per plan (the host's instructions, or those a test caps it to)
+            run = self._rows_runners[plan] = conv_rows_simd_runner(
+                plan, self.packed.packs[0], (kh, kw), self.stride, self.padding, self.dilation, self.x_zp,
+                self.col_adj[0], self.stage, self._lanes)
+        return run(x_q)
 
     @property
     def plan(self):

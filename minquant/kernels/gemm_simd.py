@@ -47,11 +47,12 @@ from numba import njit
 from . import tiles
 from .requant_simd import VECTOR_MODES, lane_constants, requant16_lanes, requant_row16, store_codes16
 from .requantize import OutputStage, _requant_lanes, _requant_row
-from .simd import load16, sub16
+from .simd import load8, load16, store8, sub16
 from .simd import (ISA_AVX2, ISA_AVX512BW, ISA_AVX512VNNI, ISA_NAMES, ISA_NONE, MAC_PAIRS_256, MAC_PAIRS_512,
                    MAC_PAIRS_VNNI, MAC_SWAP, MAC_VNNI, MacKind, host_isa)
 
-__all__ = ["GemmPlan", "choose_plan", "linear_simd", "conv_simd", "conv_rows_simd"]
+__all__ = ["GemmPlan", "choose_plan", "linear_simd", "linear_simd_runner", "conv_simd", "conv_rows_simd",
+           "conv_rows_simd_runner"]
 
 U = np.uint64   # flat indices: unsigned, so Numba adds no wrap-around test
 KC = 128   # groups of 4 k per K block: a 64-lane panel block is 32 KB, inside L1
@@ -281,25 +282,39 @@ def _panels_per_block(rows, panels):
 def linear_simd(plan: GemmPlan, packed, x_q, x_zp, col_adj, st: OutputStage, lanes=None) -> np.ndarray:
     """uint8 (M, N) of a quantized linear layer on ``plan``'s instructions (module docstring). ``lanes``: the
     stage's :func:`~minquant.kernels.requant_simd.lane_constants`, if the caller keeps them."""
+    return linear_simd_runner(plan, packed, x_zp, col_adj, st, lanes)(x_q)
+
+
+def linear_simd_runner(plan: GemmPlan, packed, x_zp, col_adj, st: OutputStage, lanes=None):
+    """:func:`linear_simd` in two steps: what does not depend on the rows (the weight operand, the multiply-add
+    kind, whether Σ_k a is needed, the epilogue's constants) made once; ``run(x_q)`` multiplies uint8 (M, K)
+    rows (what :class:`~minquant.kernels.QLinear` and ``QConv2d.nhwc`` keep per plan)."""
     V = weight_operand(packed, True, plan.split)
-    m, k = x_q.shape
+    kind = mac_kind(plan, False)
+    n, k = packed.w_q.shape
     k4 = _k4(k)
-    if k % 4 or plan.split or not x_q.flags.c_contiguous:
-        a = _pad_k(x_q, k4)
-        if plan.split:
-            a = np.concatenate([a, a], axis=1)
-    else:
-        a = x_q
-    row_sum = x_q.sum(1, dtype=np.int64) if np.any(packed.w_zp) else np.zeros(m, np.int64)
-    out = np.empty((m, packed.w_q.shape[0]), np.uint8)
-    n = packed.w_q.shape[0]
-    mb = max(min(m, ROW_BLOCK), 1)
-    C = np.empty((mb, 64 * _panels_per_block(mb, -(-n // 64))), np.int32)
+    need_sums = bool(np.any(packed.w_zp))
     consts, bq = lanes if lanes is not None else lane_constants(st, n)
-    _linear_kernel(mac_kind(plan, False), a, V, a.shape[1] // 4, C, row_sum, col_adj, packed.w_zp,
-                   np.int64(x_zp), consts, bq, st.mode, st.bias_f, st.bias_q, st.mult32, st.mult64, np.float64(st.y_zp),
-                   np.float64(st.lo), st.hi, out)
-    return out
+    epilogue = (col_adj, packed.w_zp, np.int64(x_zp), consts, bq, st.mode, st.bias_f, st.bias_q, st.mult32,
+                st.mult64, np.float64(st.y_zp), np.float64(st.lo), st.hi)
+    widths = {}     # rows M → width of the int32 block
+
+    def run(x_q):
+        m = x_q.shape[0]
+        a = x_q
+        if k % 4 or plan.split or not x_q.flags.c_contiguous:
+            a = _pad_k(x_q, k4)
+            if plan.split:
+                a = np.concatenate([a, a], axis=1)
+        row_sum = x_q.sum(1, dtype=np.int64) if need_sums else np.zeros(m, np.int64)
+        mb = max(min(m, ROW_BLOCK), 1)
+        width = widths.get(mb)
+        if width is None:
+            width = widths[mb] = 64 * _panels_per_block(mb, -(-n // 64))
+        out = np.empty((m, n), np.uint8)
+        _linear_kernel(kind, a, V, a.shape[1] // 4, np.empty((mb, width), np.int32), row_sum, *epilogue, out)
+        return out
+    return run
 
 
 # ------------------------------------------------------------------------------------------- conv
@@ -454,44 +469,46 @@ def conv_simd(plan: GemmPlan, packed, x_q, kernel, stride, padding, dilation, ow
 
 # ------------------------------------------------------------------------------------------- channels-last conv
 @njit(cache=True)
-def _im2col_rows(x, kh, kw, sh, sw, ph, pw, dh, dw, zp, A):
-    """A[(b·OH + y)·OW + x, (i·kw + j)·C + c] = x[b, y·sh + i·dh − ph, x·sw + j·dw − pw, c] for a channels-last
-    ``x`` (batch, H, W, C) — z_x (real 0) where the tap falls in the padding, 0 in A's columns past K. The
-    rows of the linear layout: one output pixel per row, K in (kh, kw, c) order, each tap's C bytes one copy."""
+def _im2col_rows(x, kh, kw, sh, sw, ph, pw, dh, dw, zp, kp, buf):
+    """Rows A[(b·OH + y)·OW + x, (i·kw + j)·C + c] = x[b, y·sh + i·dh − ph, x·sw + j·dw − pw, c] of a
+    channels-last ``x`` (batch, H, W, C) — z_x (real 0) where the tap falls in the padding, 0 in A's columns
+    past K — written into ``buf`` (flat, A's kp-byte rows, then at least 32 spare bytes). The rows of the linear
+    layout: one output pixel per row, K in (kh, kw, c) order.
+
+    Each image is first copied into a z_x-bordered image (so that no tap needs a bounds test); a row is then
+    made of contiguous runs of that image — a tap row's kw·C bytes when dw = 1, a tap's C bytes otherwise —
+    copied 32 bytes at a time (a ymm load and store): a run's last copy spills up to 31 bytes past its end,
+    which the next run (or the zeros past K, or the next row) overwrites; ``buf`` and the bordered image have
+    32 bytes to spare. (Runs only with the JIT, as every int8 SIMD path.)"""
     n_img, h, w, c_in = x.shape
     oh = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1
     ow = (w + 2 * pw - dw * (kw - 1) - 1) // sw + 1
-    kp = A.shape[1]
-    K = kh * kw * c_in
+    hp, wp = h + 2 * ph, w + 2 * pw
     xf = x.reshape(x.size)
-    af = A.reshape(A.size)          # flat indices, no row views: a view per row costs more than its bytes
-    span = kw * c_in                # one tap row's bytes: contiguous in x when dw = 1 and inside the image
+    xp = np.empty(hp * wp * c_in + 32, np.uint8)
+    run = kw * c_in if dw == 1 else c_in          # bytes of one contiguous run
+    runs = 1 if dw == 1 else kw                   # runs per tap row
+    step = dw * c_in
     for b in range(n_img):
+        xp[:] = zp
+        for r in range(h):
+            d = U(((r + ph) * wp + pw) * c_in)
+            s0 = U(((b * h + r) * w) * c_in)
+            for t in range(U(w * c_in)):
+                xp[d + t] = xf[s0 + t]
         for y in range(oh):
             for xo in range(ow):
                 r0 = ((b * oh + y) * ow + xo) * kp
-                ix0 = xo * sw - pw
+                d = U(r0)
                 for i in range(kh):
-                    iy = y * sh + i * dh - ph
-                    k0 = r0 + i * span
-                    if dw == 1 and 0 <= iy < h and ix0 >= 0 and ix0 + kw <= w:
-                        s0 = U(((b * h + iy) * w + ix0) * c_in)
-                        d = U(k0)
-                        for t in range(U(span)):      # unsigned indices: no wrap-around test
-                            af[d + t] = xf[s0 + t]
-                        continue
-                    for j in range(kw):
-                        ix = ix0 + j * dw
-                        d = k0 + j * c_in
-                        if 0 <= iy < h and 0 <= ix < w:
-                            s0 = U(((b * h + iy) * w + ix) * c_in)
-                            for c in range(U(c_in)):
-                                af[U(d) + c] = xf[s0 + c]
-                        else:
-                            for c in range(U(c_in)):
-                                af[U(d) + c] = zp
-                for k in range(U(K), U(kp)):
-                    af[U(r0) + k] = 0
+                    src = ((y * sh + i * dh) * wp + xo * sw) * c_in
+                    for j in range(runs):
+                        s0 = U(src + j * step)
+                        for t in range(U(0), U(run), U(32)):
+                            store8(buf, d + t, load8(xp, s0 + t))     # 32 bytes: one ymm move
+                        d += U(run)
+                for k in range(d, U(r0 + kp)):
+                    buf[k] = 0
 
 
 def conv_rows_simd(plan: GemmPlan, packed, x_nhwc, kernel, stride, padding, dilation, x_zp, col_adj,
@@ -501,16 +518,30 @@ def conv_rows_simd(plan: GemmPlan, packed, x_nhwc, kernel, stride, padding, dila
     the product of the pixel rows (batch·H·W, C) by the weights, read in place when C is a multiple of 4;
     otherwise the rows are the channels-last im2col matrix (:func:`_im2col_rows`). Same integers, same output
     stage as :func:`conv_simd` (module docstring)."""
+    return conv_rows_simd_runner(plan, packed, kernel, stride, padding, dilation, x_zp, col_adj, st, lanes)(x_nhwc)
+
+
+def conv_rows_simd_runner(plan: GemmPlan, packed, kernel, stride, padding, dilation, x_zp, col_adj,
+                          st: OutputStage, lanes=None):
+    """:func:`conv_rows_simd` in two steps, as :func:`linear_simd_runner`: ``run(x_nhwc)`` for contiguous uint8
+    channels-last codes."""
     (kh, kw), (sh, sw), (ph, pw), (dh, dw) = kernel, stride, padding, dilation
-    n_img, h, w, c_in = x_nhwc.shape
-    oh = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1
-    ow = (w + 2 * pw - dw * (kw - 1) - 1) // sw + 1
-    if (kh, kw, sh, sw, ph, pw) == (1, 1, 1, 1, 0, 0):
-        rows = x_nhwc.reshape(n_img * h * w, c_in)
-    else:
-        k = kh * kw * c_in
-        rows = np.empty((n_img * oh * ow, 4 * _k4(k)), np.uint8)
-        _im2col_rows(np.ascontiguousarray(x_nhwc), kh, kw, sh, sw, ph, pw, dh, dw, np.uint8(x_zp), rows)
-        # (the columns past K are 0: they add nothing to the product nor to the row sums Σ_k a)
-    y = linear_simd(plan, packed, rows, x_zp, col_adj, st, lanes)
-    return y.reshape(n_img, oh, ow, -1)
+    product = linear_simd_runner(plan, packed, x_zp, col_adj, st, lanes)
+    pointwise = (kh, kw, sh, sw, ph, pw) == (1, 1, 1, 1, 0, 0)
+    kp = 4 * _k4(packed.w_q.shape[1])      # K = KH·KW·C, padded to a multiple of 4
+    zp = np.uint8(x_zp)
+
+    def run(x_nhwc):
+        n_img, h, w, c_in = x_nhwc.shape
+        oh = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1
+        ow = (w + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+        if pointwise:
+            rows = x_nhwc.reshape(n_img * h * w, c_in)
+        else:
+            m = n_img * oh * ow
+            buf = np.empty(m * kp + 32, np.uint8)      # (+ 32: the last run's spill, _im2col_rows)
+            _im2col_rows(np.ascontiguousarray(x_nhwc), kh, kw, sh, sw, ph, pw, dh, dw, zp, kp, buf)
+            rows = buf[:m * kp].reshape(m, kp)
+            # (the columns past K are 0: they add nothing to the product nor to the row sums Σ_k a)
+        return product(rows).reshape(n_img, oh, ow, -1)
+    return run

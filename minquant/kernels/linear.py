@@ -16,7 +16,7 @@ import numpy as np
 from ..target import resolve_linear
 from .checks import check_linear_args
 from .gemm import PackedWeight, gemm_u8s8_reference, pack_weight, prepare_rows, raw_product
-from .gemm_simd import ISA_NONE, choose_plan, linear_simd
+from .gemm_simd import ISA_NONE, choose_plan, linear_simd_runner
 from .requant_simd import lane_constants
 from .requantize import finish_requantize, output_stage, requantize_reference
 
@@ -76,6 +76,7 @@ class QLinear:
                                   clamp_hi=clamp_hi, target=self.arith)
         self.col_adj = self.packed.col_sum - k * self.packed.w_zp
         self._lanes = lane_constants(self.stage, n)   # the SIMD epilogue's per-channel constants
+        self._runners = {}     # plan → the product ready to run (linear_simd_runner)
 
     @property
     def plan(self):
@@ -88,7 +89,11 @@ class QLinear:
         x_q = _check_x(x_q, p.w_q.shape[1])
         plan = self.plan
         if plan.isa != ISA_NONE:
-            return linear_simd(plan, p, x_q, self.x_zp, self.col_adj, self.stage, self._lanes)
+            run = self._runners.get(plan)
+            if run is None:     # made once per plan (the host's instructions, or those a test caps it to)
+                run = self._runners[plan] = linear_simd_runner(plan, p, self.x_zp, self.col_adj, self.stage,
+                                                               self._lanes)
+            return run(x_q)
         a_f, row_sum, col_max, norm2 = prepare_rows(x_q)
         raw = raw_product(a_f, p, norm2, col_max, self.arith.saturate_pairs)
         out = np.empty((x_q.shape[0], p.w_q.shape[0], 1), np.uint8)

@@ -52,7 +52,8 @@ from .checks import check_pool_qparams, check_whole
 __all__ = ["qmax_pool2d", "qmax_pool2d_reference", "qavg_pool2d", "qavg_pool2d_reference",
            "qadaptive_avg_pool2d", "qadaptive_avg_pool2d_reference",
            "torch_uses_channels_last_path", "qavg_pool2d_onnxruntime",
-           "qavg_pool2d_onnxruntime_reference"]
+           "qavg_pool2d_onnxruntime_reference", "qavg_pool2d_runner", "qadaptive_avg_pool2d_runner",
+           "qavg_pool2d_onnxruntime_runner"]
 
 _F32 = np.float32
 
@@ -334,8 +335,28 @@ def qavg_pool2d_reference(x_q, kernel_size, stride=None, padding=0, ceil_mode=Fa
 
 
 @njit(cache=True)
+def _avg_code(mode, acc, raw, m, m64, yz):
+    """One output code of a window: acc = Σ(x − z_x), raw = Σx, ``m`` the window's float32 multiplier (for mode
+    _NHWC already the channel's: vector or tail), ``m64`` its float64 one — the mode's rounding of
+    :func:`_round_reference`, clamped to [0, 255]."""
+    if mode == 0:
+        t = np.rint(np.float32(np.float32(np.float32(acc) * m) + np.float32(yz)))
+    elif mode == 1 or mode == 2:
+        t = np.rint(np.float32(np.float32(acc) * m)) + yz
+    elif mode == 4:
+        t = np.rint(np.float32(np.float32(raw) * m))
+    else:
+        t = np.rint(acc * m64) + yz
+    if t < 0:
+        t = 0
+    elif t > 255:
+        t = 255
+    return np.uint8(t)
+
+
+@njit(cache=True)
 def _avg_pool_kernel(x, r0, r1, c0, c1, mode, mult, mult_tail, mult64, vec_c, xz, yz, out):
-    """Window sums and the mode's rounding (see _round_reference) for every (n, c, i, j)."""
+    """Window sums and the mode's rounding (:func:`_avg_code`) for every (n, c, i, j)."""
     n, c = x.shape[0], x.shape[1]
     for b in range(n):
         for ch in range(c):
@@ -346,40 +367,85 @@ def _avg_pool_kernel(x, r0, r1, c0, c1, mode, mult, mult_tail, mult64, vec_c, xz
                         for ix in range(c0[j], c1[j]):
                             raw += x[b, ch, iy, ix]
                     acc = raw - xz * (r1[i] - r0[i]) * (c1[j] - c0[j])
-                    if mode == 0:
-                        t = np.rint(np.float32(np.float32(np.float32(acc) * mult[i, j]) + np.float32(yz)))
-                    elif mode == 1:
-                        m = mult[i, j] if ch < vec_c else mult_tail[i, j]
-                        t = np.rint(np.float32(np.float32(acc) * m)) + yz
-                    elif mode == 2:
-                        t = np.rint(np.float32(np.float32(acc) * mult[i, j])) + yz
-                    elif mode == 4:
-                        t = np.rint(np.float32(np.float32(raw) * mult[i, j]))
-                    else:
-                        t = np.rint(acc * mult64[i, j]) + yz
-                    if t < 0:
-                        t = 0
-                    elif t > 255:
-                        t = 255
-                    out[b, ch, i, j] = np.uint8(t)
+                    m = mult[i, j] if mode != 1 or ch < vec_c else mult_tail[i, j]
+                    out[b, ch, i, j] = _avg_code(mode, acc, raw, m, mult64[i, j], yz)
 
 
-def _run_avg_kernel(x_q, rows, cols, mode, mult, mult_tail, mult64, vec_c, xz, yz):
-    out = np.empty(x_q.shape[:2] + (rows[0].size, cols[0].size), np.uint8)
-    _avg_pool_kernel(np.ascontiguousarray(x_q), rows[0], rows[1], cols[0], cols[1], mode,
-                     np.ascontiguousarray(mult, _F32), np.ascontiguousarray(mult_tail, _F32),
-                     np.ascontiguousarray(mult64, np.float64), np.int64(vec_c), np.int64(xz), np.int64(yz), out)
-    return out
+@njit(cache=True)
+def _avg_pool_nhwc_kernel(x, r0, r1, c0, c1, mode, mult, mult_tail, mult64, vec_c, xz, yz, out):
+    """:func:`_avg_pool_kernel` on channels-last codes: x (N, H, W, C) → out (N, OH, OW, C); each window's pixel
+    rows added channel by channel into one row of sums (the integer sums do not depend on the order), then the
+    same :func:`_avg_code` per channel."""
+    n, c = x.shape[0], x.shape[3]
+    raw = np.empty(c, np.int64)
+    for b in range(n):
+        for i in range(r0.size):
+            for j in range(c0.size):
+                raw[:] = 0
+                for iy in range(r0[i], r1[i]):
+                    for ix in range(c0[j], c1[j]):
+                        row = x[b, iy, ix]
+                        for ch in range(c):
+                            raw[ch] += row[ch]
+                zsum = xz * (r1[i] - r0[i]) * (c1[j] - c0[j])
+                o = out[b, i, j]
+                for ch in range(c):
+                    m = mult[i, j] if mode != 1 or ch < vec_c else mult_tail[i, j]
+                    o[ch] = _avg_code(mode, raw[ch] - zsum, raw[ch], m, mult64[i, j], yz)
+
+
+def _avg_runner(x_shape, rows, cols, mode, mult, mult_tail, mult64, vec_c, xz, yz, codes_nhwc=False):
+    """``run(x_q)``: the pooling plan on the Numba kernel for codes of NCHW shape ``x_shape`` — given NCHW, or
+    (``codes_nhwc``) the same codes (N, H, W, C), the result then (N, OH, OW, C). Everything that does not
+    depend on the codes is made here, once; ``run`` trusts its input to be uint8 codes of that shape."""
+    args = (np.asarray(rows[0], np.int64), np.asarray(rows[1], np.int64), np.asarray(cols[0], np.int64),
+            np.asarray(cols[1], np.int64), mode, np.ascontiguousarray(mult, _F32),
+            np.ascontiguousarray(mult_tail, _F32), np.ascontiguousarray(mult64, np.float64), np.int64(vec_c),
+            np.int64(xz), np.int64(yz))
+    n, c = x_shape[0], x_shape[1]
+    oh, ow = args[0].size, args[2].size
+    kernel = _avg_pool_nhwc_kernel if codes_nhwc else _avg_pool_kernel
+    shape = (n, oh, ow, c) if codes_nhwc else (n, c, oh, ow)
+
+    def run(x_q):
+        out = np.empty(shape, np.uint8)
+        kernel(np.ascontiguousarray(x_q), *args, out)
+        return out
+    return run
+
+
+def _nchw_view(x_q, codes_nhwc):
+    """The NCHW view of channels-last codes (checks, sizes and plans read NCHW shapes; nothing is copied)."""
+    x_q = np.asarray(x_q)
+    if not codes_nhwc:
+        return x_q
+    if x_q.ndim != 4:
+        raise ValueError(f"x_q must be a 4-D uint8 NHWC array, got {x_q.dtype} {x_q.shape}")
+    return x_q.transpose(0, 3, 1, 2)
 
 
 def qavg_pool2d(x_q, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
                 divisor_override=None, *, x_scale, x_zp, y_scale=None, y_zp=None, target="fbgemm",
-                channels_last=False):
-    """Fast :func:`qavg_pool2d_reference` (Numba; bit-identical). Same arguments."""
-    x_q, xz, yz, (mode, rows, cols, mult, mult_tail, mult64, vec_c) = _avg_setup(
-        x_q, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override, x_scale, x_zp,
-        y_scale, y_zp, target, channels_last)
-    return _run_avg_kernel(x_q, rows, cols, mode, mult, mult_tail, mult64, vec_c, xz, yz)
+                channels_last=False, codes_nhwc=False):
+    """Fast :func:`qavg_pool2d_reference` (Numba; bit-identical). Same arguments, and ``codes_nhwc=True``:
+    ``x_q`` is given (N, H, W, C) and the result is (N, OH, OW, C) — the same codes, transposed (the
+    channels-last execution plan, :mod:`minquant.quantized.layout`; ``channels_last`` still names the layout
+    of the torch tensor whose rounding is reproduced)."""
+    return qavg_pool2d_runner(x_q, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override,
+                              x_scale=x_scale, x_zp=x_zp, y_scale=y_scale, y_zp=y_zp, target=target,
+                              channels_last=channels_last, codes_nhwc=codes_nhwc)(x_q)
+
+
+def qavg_pool2d_runner(x_q, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
+                       divisor_override=None, *, x_scale, x_zp, y_scale=None, y_zp=None, target="fbgemm",
+                       channels_last=False, codes_nhwc=False):
+    """:func:`qavg_pool2d` in two steps: the arguments checked and the plan made for ``x_q``'s shape, once;
+    the returned ``run(codes)`` pools any uint8 codes of that shape and layout (what a prepared model calls
+    on every input)."""
+    x_nchw, xz, yz, (mode, rows, cols, mult, mult_tail, mult64, vec_c) = _avg_setup(
+        _nchw_view(x_q, codes_nhwc), kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override,
+        x_scale, x_zp, y_scale, y_zp, target, channels_last)
+    return _avg_runner(x_nchw.shape, rows, cols, mode, mult, mult_tail, mult64, vec_c, xz, yz, codes_nhwc)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -444,15 +510,22 @@ def qadaptive_avg_pool2d_reference(x_q, output_size, *, x_scale, x_zp, y_scale=N
 
 
 def qadaptive_avg_pool2d(x_q, output_size, *, x_scale, x_zp, y_scale=None, y_zp=None, target="fbgemm",
-                         channels_last=False):
-    """Fast :func:`qadaptive_avg_pool2d_reference` (Numba; bit-identical). Same arguments."""
-    x_q, rows, cols, (mode, mult), xz, yz, vec_c = _adaptive_plan(x_q, output_size, x_scale, x_zp, y_scale,
-                                                                   y_zp, target, channels_last)
+                         channels_last=False, codes_nhwc=False):
+    """Fast :func:`qadaptive_avg_pool2d_reference` (Numba; bit-identical). Same arguments, and ``codes_nhwc``
+    as in :func:`qavg_pool2d` (a global pool of channels-last codes: (N, H, W, C) → (N, 1, 1, C))."""
+    return qadaptive_avg_pool2d_runner(x_q, output_size, x_scale=x_scale, x_zp=x_zp, y_scale=y_scale, y_zp=y_zp,
+                                       target=target, channels_last=channels_last, codes_nhwc=codes_nhwc)(x_q)
+
+
+def qadaptive_avg_pool2d_runner(x_q, output_size, *, x_scale, x_zp, y_scale=None, y_zp=None, target="fbgemm",
+                                channels_last=False, codes_nhwc=False):
+    """:func:`qadaptive_avg_pool2d` in two steps, as :func:`qavg_pool2d_runner`."""
+    x_nchw, rows, cols, (mode, mult), xz, yz, vec_c = _adaptive_plan(_nchw_view(x_q, codes_nhwc), output_size,
+                                                                      x_scale, x_zp, y_scale, y_zp, target,
+                                                                      channels_last)
     mult = np.asarray(mult)
     m32 = mult.astype(_F32)
-    return _run_avg_kernel(x_q, (rows[0].astype(np.int64), rows[1].astype(np.int64)),
-                           (cols[0].astype(np.int64), cols[1].astype(np.int64)), mode, m32, m32,
-                           mult.astype(np.float64), vec_c, xz, yz)
+    return _avg_runner(x_nchw.shape, rows, cols, mode, m32, m32, mult.astype(np.float64), vec_c, xz, yz, codes_nhwc)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -511,44 +584,67 @@ def qavg_pool2d_onnxruntime_reference(x_q, kernel_size, stride=None, padding=0, 
 
 @njit(cache=True)
 def _avg_pool_ort_kernel(x_q, kh, kw, sh, sw, ph, pw, count_include_pad, xs, xz, ys, yz, out):
-    """ORT's float32 average pool per output code: the valid inputs of the window dequantized and added in
-    row-major order from +0, divided by the count, shifted by z_y, rounded half to even, clamped."""
-    n, c, h, w = x_q.shape
-    oh, ow = out.shape[2], out.shape[3]
+    """ORT's float32 average pool on channels-last codes x_q (N, H, W, C) → out (N, OH, OW, C), per output code:
+    the valid inputs of the window dequantized and added in row-major order from +0, divided by the count,
+    shifted by z_y, rounded half to even, clamped. Each channel has its own float32 sum (one lane each: the
+    order of its additions is ORT's). NCHW codes run as (N·C, H, W, 1)."""
+    n, h, w, c = x_q.shape
+    oh, ow = out.shape[1], out.shape[2]
+    acc = np.empty(c, np.float32)
     for b in range(n):
-        for ch in range(c):
-            for i in range(oh):
-                r0 = i * sh - ph
-                for j in range(ow):
-                    c0 = j * sw - pw
-                    acc = np.float32(0)
-                    cnt = 0
-                    for di in range(kh):
-                        r = r0 + di
-                        if r < 0 or r >= h:
+        for i in range(oh):
+            r0 = i * sh - ph
+            for j in range(ow):
+                c0 = j * sw - pw
+                acc[:] = 0
+                cnt = 0
+                for di in range(kh):
+                    r = r0 + di
+                    if r < 0 or r >= h:
+                        continue
+                    for dj in range(kw):
+                        col = c0 + dj
+                        if col < 0 or col >= w:
                             continue
-                        for dj in range(kw):
-                            col = c0 + dj
-                            if col < 0 or col >= w:
-                                continue
-                            acc = np.float32(acc + np.float32(np.float32(np.int32(x_q[b, ch, r, col]) - xz) * xs))
-                            cnt += 1
-                    if count_include_pad:
-                        cnt = kh * kw
-                    t = np.rint(np.float32(np.float32(np.float32(acc / np.float32(cnt)) / ys) + yz))
-                    out[b, ch, i, j] = np.uint8(min(max(t, np.float32(0)), np.float32(255)))
+                        row = x_q[b, r, col]
+                        for ch in range(c):
+                            acc[ch] = np.float32(acc[ch] + np.float32(np.float32(np.int32(row[ch]) - xz) * xs))
+                        cnt += 1
+                if count_include_pad:
+                    cnt = kh * kw
+                o = out[b, i, j]
+                for ch in range(c):
+                    t = np.rint(np.float32(np.float32(np.float32(acc[ch] / np.float32(cnt)) / ys) + yz))
+                    o[ch] = np.uint8(min(max(t, np.float32(0)), np.float32(255)))
 
 
 def qavg_pool2d_onnxruntime(x_q, kernel_size, stride=None, padding=0, count_include_pad=False, *, x_scale, x_zp,
-                            y_scale=None, y_zp=None):
-    """Fast :func:`qavg_pool2d_onnxruntime_reference` (Numba; bit-identical). Same arguments."""
-    x_q, k, s, p, (xs, xz, ys, yz), whole = _ort_avg_pool_args(x_q, kernel_size, stride, padding, x_scale, x_zp,
-                                                              y_scale, y_zp)
+                            y_scale=None, y_zp=None, codes_nhwc=False):
+    """Fast :func:`qavg_pool2d_onnxruntime_reference` (Numba; bit-identical). Same arguments, and ``codes_nhwc``
+    as in :func:`qavg_pool2d` (channels-last codes in and out)."""
+    return qavg_pool2d_onnxruntime_runner(x_q, kernel_size, stride, padding, count_include_pad, x_scale=x_scale,
+                                          x_zp=x_zp, y_scale=y_scale, y_zp=y_zp, codes_nhwc=codes_nhwc)(x_q)
+
+
+def qavg_pool2d_onnxruntime_runner(x_q, kernel_size, stride=None, padding=0, count_include_pad=False, *, x_scale,
+                                   x_zp, y_scale=None, y_zp=None, codes_nhwc=False):
+    """:func:`qavg_pool2d_onnxruntime` in two steps, as :func:`qavg_pool2d_runner`."""
+    x_nchw, k, s, p, (xs, xz, ys, yz), whole = _ort_avg_pool_args(_nchw_view(x_q, codes_nhwc), kernel_size, stride,
+                                                                 padding, x_scale, x_zp, y_scale, y_zp)
     if whole:
-        return qadaptive_avg_pool2d(x_q, 1, x_scale=xs, x_zp=xz, y_scale=ys, y_zp=yz, target="onnxruntime")
-    n, c, h, w = x_q.shape
+        return qadaptive_avg_pool2d_runner(x_q, 1, x_scale=xs, x_zp=xz, y_scale=ys, y_zp=yz, target="onnxruntime",
+                                           codes_nhwc=codes_nhwc)
+    n, c, h, w = x_nchw.shape
     oh, ow = pool_out_size(h, k[0], s[0], p[0]), pool_out_size(w, k[1], s[1], p[1])
-    out = np.empty((n, c, oh, ow), np.uint8)
-    _avg_pool_ort_kernel(np.ascontiguousarray(x_q), k[0], k[1], s[0], s[1], p[0], p[1], bool(count_include_pad),
-                         _F32(xs), np.int32(xz), _F32(ys), _F32(yz), out)
-    return out
+    args = (k[0], k[1], s[0], s[1], p[0], p[1], bool(count_include_pad), _F32(xs), np.int32(xz), _F32(ys), _F32(yz))
+    if codes_nhwc:
+        def run(x):
+            out = np.empty((n, oh, ow, c), np.uint8)
+            _avg_pool_ort_kernel(np.ascontiguousarray(x), *args, out)
+            return out
+    else:     # each NCHW plane is an image of one channel
+        def run(x):
+            out = np.empty((n, c, oh, ow), np.uint8)
+            _avg_pool_ort_kernel(np.ascontiguousarray(x).reshape(n * c, h, w, 1), *args, out.reshape(n * c, oh, ow, 1))
+            return out
+    return run

@@ -39,6 +39,8 @@ def nchw_to_nhwc(x) -> np.ndarray:
     """(N, C, H, W) → (N, H, W, C), C-contiguous."""
     x = _check4(x, "nchw_to_nhwc")
     n, c, h, w = x.shape
+    if c == 1:      # one plane: the same bytes in the same order
+        return np.array(x, order="C").reshape(n, h, w, 1)
     if c > 4 or not x.size:
         return np.ascontiguousarray(x.transpose(0, 2, 3, 1))
     out = np.empty((n, h, w, c), x.dtype)

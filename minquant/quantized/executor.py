@@ -46,11 +46,12 @@ from ..kernels.add import QAdd, torch_vector_block
 from ..kernels.elementwise import activation_tables, apply_tables, qmul
 from ..kernels.dynamic import dynamic_conv2d, dynamic_linear, pack_dynamic_conv_weight
 from ..kernels.gemm import pack_weight
-from ..kernels.quantize import quantize_u8
+from ..kernels.quantize import dequantize_u8_runner, quantize_u8_runner
 from ..kernels.fp16 import fp16_aware, widen
 from ..kernels.litert import (avg_pool_litert, dequantize_litert, hard_swish_table, mean_litert,
                               qadd_litert, qmul_litert, quantize_litert)
-from ..kernels.pool import qadaptive_avg_pool2d, qavg_pool2d, qavg_pool2d_onnxruntime, qmax_pool2d
+from ..kernels.pool import (qadaptive_avg_pool2d_runner, qavg_pool2d_onnxruntime_runner, qavg_pool2d_runner,
+                            qmax_pool2d)
 from . import ops  # noqa: F401  (registers the quantized ops)
 from .layout import to_nchw, to_nhwc
 from .precision_ops import prepare_precision_kernels
@@ -97,6 +98,22 @@ def _check_codes(x, node):
     if not isinstance(x, np.ndarray) or x.dtype != np.uint8:
         raise ValueError(f"{node.op} expects uint8 codes as input, got {getattr(x, 'dtype', type(x))}")
     return x
+
+
+def per_shape(make_runner):
+    """A kernel ``(node, inputs)`` over uint8 codes whose checked, planned form ``run(codes)`` is made once per
+    node and input shape by ``make_runner(node, codes)`` (which checks the arguments, e.g.
+    :func:`~minquant.kernels.pool.qavg_pool2d_runner`) and reused for every later input of that shape."""
+    runners = {}    # (node name, shape) → (the attributes it was made for, run)
+
+    def kernel(n, xs):
+        x = _check_codes(xs[0], n)
+        key = (n.name, x.shape)
+        made = runners.get(key)
+        if made is None or made[0] is not n.attrs:
+            made = runners[key] = (n.attrs, make_runner(n, x))
+        return made[1](x)
+    return kernel
 
 
 def _prepare_qconv(node, target):
@@ -155,8 +172,10 @@ def prepare_kernels(graph, target) -> KernelTable:
     name; module docstring): every layer prepared once, each convolution with the arithmetic its framework
     picks for that layer on the target's CPU. It also runs the channels-last ops of an execution plan
     (:mod:`~minquant.quantized.layout`: ``qconv2d_nhwc``, ``qadd_nhwc``, ``qclamp_nhwc``, ``qmax_pool2d_nhwc``,
+    ``qavg_pool2d_nhwc``, ``qadaptive_avg_pool2d_nhwc``,
     ``to_nhwc``, ``to_nchw``) for the nodes :meth:`KernelTable.nhwc_ok` names: convolutions whose channels-last
     path reads the codes in place (:attr:`~minquant.kernels.QConv2d.channels_last_native`), clamps, max pools,
+    the average pools (not LiteRT's, nor Inductor's adaptive one),
     and adds whose rounding does not
     depend on where an element sits in NCHW order (fbgemm's does unless the emulated tensors are
     channels-last: ``QAddAttrs.channels_last``)."""
@@ -172,7 +191,11 @@ def prepare_kernels(graph, target) -> KernelTable:
                 raise ValueError(f"minquant does not reproduce LiteRT's {n.op[1:].upper()} (target {tgt})")
             if lp is not None and n.op in ("qavg_pool2d", "qadaptive_avg_pool2d"):
                 prepared[n.name] = _litert_pool_window(n, graph)
-            if n.op == "qconv2d":
+            if n.op == "quantize" and lp is None:
+                prepared[n.name] = quantize_u8_runner(n.attrs.scale, n.attrs.zero_point, target=ar.quantize_rule)
+            elif n.op == "dequantize" and lp is None:
+                prepared[n.name] = dequantize_u8_runner(n.attrs.scale, n.attrs.zero_point)
+            elif n.op == "qconv2d":
                 prepared[n.name] = _prepare_qconv(n, tgt)
             elif n.op == "qlinear":
                 prepared[n.name] = QLinearInductor(n, tgt) if ar.name == "inductor" else _prepare_qlinear(n, tgt)
@@ -210,16 +233,18 @@ def prepare_kernels(graph, target) -> KernelTable:
         elif n.op in ("qclamp", "qmax_pool2d") or (n.op == "qadd" and (lp is not None or not prepared[n.name].block
                                                       or n.attrs.channels_last)):
             nhwc_nodes.add(n.name)
+        elif lp is None and (n.op == "qavg_pool2d" or (n.op == "qadaptive_avg_pool2d" and ar.name != "inductor")):
+            nhwc_nodes.add(n.name)     # the Numba pools run channels-last codes too (same codes)
 
     def k_quantize(n, xs):
         if lp is not None:
             return quantize_litert(xs[0], n.attrs.scale, n.attrs.zero_point, lp.quantize)
-        return quantize_u8(widen(xs[0]), n.attrs.scale, n.attrs.zero_point, target=ar.quantize_rule)
+        return prepared[n.name](widen(xs[0]))
 
     def k_dequantize(n, xs):
         if lp is not None:
             return dequantize_litert(_check_codes(xs[0], n), n.attrs.scale, n.attrs.zero_point, lp.dequantize)
-        return dequantize(_check_codes(xs[0], n), n.attrs.scale, n.attrs.zero_point)
+        return prepared[n.name](_check_codes(xs[0], n))
 
     def k_qconv(n, xs):
         return prepared[n.name](_check_codes(xs[0], n))
@@ -259,24 +284,30 @@ def prepare_kernels(graph, target) -> KernelTable:
         a = n.attrs
         return qmax_pool2d(_check_codes(xs[0], n), a.kernel_size, a.stride, a.padding, a.dilation, a.ceil_mode)
 
-    def k_qavg(n, xs):
+    def qavg_runner(n, x, nhwc):
         a = n.attrs
+        if ar.name == "onnxruntime" and not a.ceil_mode and a.divisor_override is None:
+            return qavg_pool2d_onnxruntime_runner(x, a.kernel_size, a.stride, a.padding, a.count_include_pad,
+                                                  x_scale=a.x_scale, x_zp=a.x_zp, y_scale=a.y_scale, y_zp=a.y_zp,
+                                                  codes_nhwc=nhwc)
+        return qavg_pool2d_runner(x, a.kernel_size, a.stride, a.padding, a.ceil_mode, a.count_include_pad,
+                                  a.divisor_override, x_scale=a.x_scale, x_zp=a.x_zp, y_scale=a.y_scale,
+                                  y_zp=a.y_zp, target=pool_target, channels_last=a.channels_last, codes_nhwc=nhwc)
+
+    k_qavg_runs = {False: per_shape(lambda n, x: qavg_runner(n, x, False)),
+                   True: per_shape(lambda n, x: qavg_runner(n, x, True))}
+
+    def k_qavg(n, xs, nhwc=False):
         if lp is not None:
             return avg_pool_litert(_check_codes(xs[0], n), *prepared[n.name])
-        if ar.name == "onnxruntime" and not a.ceil_mode and a.divisor_override is None:
-            return qavg_pool2d_onnxruntime(_check_codes(xs[0], n), a.kernel_size, a.stride, a.padding,
-                                           a.count_include_pad, x_scale=a.x_scale, x_zp=a.x_zp,
-                                           y_scale=a.y_scale, y_zp=a.y_zp)
-        return qavg_pool2d(_check_codes(xs[0], n), a.kernel_size, a.stride, a.padding, a.ceil_mode,
-                           a.count_include_pad, a.divisor_override, x_scale=a.x_scale, x_zp=a.x_zp,
-                           y_scale=a.y_scale, y_zp=a.y_zp, target=pool_target, channels_last=a.channels_last)
+        return k_qavg_runs[nhwc](n, xs)
 
     def k_qmax_nhwc(n, xs):
         a = n.attrs
         return qmax_pool2d(_check_codes(xs[0], n), a.kernel_size, a.stride, a.padding, a.dilation, a.ceil_mode,
                            channels_last=True)
 
-    def k_qadaptive(n, xs):
+    def k_qadaptive(n, xs, nhwc=False):
         a = n.attrs
         if ar.name == "inductor":   # pt2e lowered by Inductor: float32 between dequantize and quantize
             ys, yz = (a.x_scale, a.x_zp) if a.y_scale is None else (a.y_scale, a.y_zp)
@@ -289,9 +320,16 @@ def prepare_kernels(graph, target) -> KernelTable:
                                  f"{oh}x{ow} is not a whole number of windows")
             k = (x.shape[2] // oh, x.shape[3] // ow)
             return avg_pool_litert(x, k, k)
+        return k_qadaptive_runs[nhwc](n, xs)
+
+    def qadaptive_runner(n, x, nhwc):
+        a = n.attrs
         em = tgt if (ar.name != "onnxruntime" or a.output_size == (1, 1)) else minq
-        return qadaptive_avg_pool2d(_check_codes(xs[0], n), a.output_size, x_scale=a.x_scale, x_zp=a.x_zp,
-                                    y_scale=a.y_scale, y_zp=a.y_zp, target=em, channels_last=a.channels_last)
+        return qadaptive_avg_pool2d_runner(x, a.output_size, x_scale=a.x_scale, x_zp=a.x_zp, y_scale=a.y_scale,
+                                           y_zp=a.y_zp, target=em, channels_last=a.channels_last, codes_nhwc=nhwc)
+
+    k_qadaptive_runs = {False: per_shape(lambda n, x: qadaptive_runner(n, x, False)),
+                        True: per_shape(lambda n, x: qadaptive_runner(n, x, True))}
 
     def clamp(n, x, channel_axis):
         hi = n.params.get("hi_channels")
@@ -370,6 +408,8 @@ def prepare_kernels(graph, target) -> KernelTable:
                   # the channels-last ops of an execution plan (layout.py)
                   "qconv2d_nhwc": lambda n, xs: prepared[n.name].nhwc(_check_codes(xs[0], n)),
                   "qadd_nhwc": k_qadd_nhwc, "qclamp_nhwc": k_qclamp_nhwc, "qmax_pool2d_nhwc": k_qmax_nhwc,
+                  "qavg_pool2d_nhwc": lambda n, xs: k_qavg(n, xs, True),
+                  "qadaptive_avg_pool2d_nhwc": lambda n, xs: k_qadaptive(n, xs, True),
                   "to_nhwc": lambda n, xs: to_nhwc(xs[0]), "to_nchw": lambda n, xs: to_nchw(xs[0])})
     table.update(prepare_precision_kernels(graph, tgt))   # float16 and int4 layers (precision_ops.py)
     return KernelTable(table, nhwc_nodes)

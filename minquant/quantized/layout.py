@@ -10,7 +10,8 @@ into an *execution plan*:
 * every node whose kernel has a channels-last form (``nhwc_ok``: decided by the kernel table,
   :func:`minquant.quantized.executor.prepare_kernels`, from the layer and its target) joins a
   channels-last *region* — a convolution always, an add or a clamp when all its inputs come from the region
-  (so that they are 4-D codes in the same order), a max pool likewise — and becomes its channels-last op (:data:`NHWC_OPS`:
+  (so that they are 4-D codes in the same order), a max or average pool likewise (a global pool's
+  output is 1×1: its ``to_nchw`` moves no byte) — and becomes its channels-last op (:data:`NHWC_OPS`:
   ``qconv2d`` → ``qconv2d_nhwc``...);
 * a ``to_nhwc`` node transposes each value entering a region (uint8 codes: a quarter of the float bytes), a
   ``to_nchw`` node each value leaving it (read by another node, or a graph output).
@@ -35,7 +36,8 @@ from . import ops  # noqa: F401  (registers the quantized ops first)
 __all__ = ["NHWC_OPS", "channels_last_graph", "to_nhwc", "to_nchw"]
 
 #: NCHW op → its channels-last op (same inputs, attributes and parameters; activations (N, H, W, C))
-NHWC_OPS = {"qconv2d": "qconv2d_nhwc", "qadd": "qadd_nhwc", "qclamp": "qclamp_nhwc", "qmax_pool2d": "qmax_pool2d_nhwc"}
+NHWC_OPS = {"qconv2d": "qconv2d_nhwc", "qadd": "qadd_nhwc", "qclamp": "qclamp_nhwc", "qmax_pool2d": "qmax_pool2d_nhwc",
+            "qavg_pool2d": "qavg_pool2d_nhwc", "qadaptive_avg_pool2d": "qadaptive_avg_pool2d_nhwc"}
 
 #: ops that may start a region (the others join only when every input is already channels-last)
 _SEEDS = frozenset({"qconv2d"})

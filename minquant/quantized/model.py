@@ -55,7 +55,7 @@ from pathlib import Path
 import numpy as np
 
 from ..affine import dequantize
-from ..executor import run as run_graph, value_info
+from ..executor import Schedule, run as run_graph, value_info
 from ..files import atomic_write
 from ..graph import Graph, Node, format_graph, shape_text
 from ..sparse import decode, encoded_nbytes, smallest_encoding
@@ -125,6 +125,7 @@ class QuantizedModel:
         self._shapes = None
         self.channels_last = bool(channels_last)
         self._plan = None      # the channels-last execution plan: made on first use
+        self._schedule = None  # the executor's loop over the plan (:class:`~minquant.executor.Schedule`)
         #: what a quantizer reports about how it made this model (:func:`quantize_dynamic` sets a
         #: :class:`~minquant.quantized.dynamic.QuantizationReport`); None otherwise. Not saved.
         self.report = None
@@ -151,7 +152,11 @@ class QuantizedModel:
     def __call__(self, x: np.ndarray) -> np.ndarray:
         """Run on a float32 batch; returns float32 (graph outputs that are codes are dequantized)."""
         self._check_input(x)
-        out = run_graph(self.execution_plan, x, kernels=self._kernels)
+        plan = self.execution_plan
+        sched = self._schedule
+        if sched is None or sched.graph is not plan or sched.nodes != tuple(plan.nodes):
+            sched = self._schedule = Schedule(plan, self._kernels)     # the loop worked out once per plan
+        out = sched.run(x)
         if isinstance(out, tuple):
             return tuple(self._float(v, o) for v, o in zip(self.graph.outputs, out))
         return self._float(self.graph.outputs[0], out)
