@@ -44,7 +44,7 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit
 
-from . import tiles
+from . import tiles, tiles_out
 from .requant_simd import VECTOR_MODES, lane_constants, requant16_lanes, requant_row16, store_codes16
 from .requantize import OutputStage, _requant_lanes, _requant_row
 from .simd import load16, sub16
@@ -278,9 +278,67 @@ def _panels_per_block(rows, panels):
     return int(max(1, min(16, panels, (1 << 20) // (256 * max(rows, 1)))))
 
 
+@njit(cache=True)
+def _linear_out_kernel(kind, sm, A, V, K4, ct, consts, bq, zf, lof, out):
+    """out (M, N) uint8 = the output stage of (A · Wᵀ − ct) with the epilogue in registers
+    (:mod:`.tiles_out`): by blocks of ROW_BLOCK rows, every 64-channel panel of a block in turn — 6 rows at a
+    time on a full panel, 12 on a panel of 32 or 16 useful channels, then the rows left over one by one."""
+    M, N = out.shape
+    lda = A.shape[1]
+    out_f = out.reshape(out.size)
+    n_panels = (N + 63) // 64
+    for m0 in range(0, M, ROW_BLOCK):
+        m1 = min(M, m0 + ROW_BLOCK)
+        for j in range(n_panels):
+            n0 = j * 64
+            nn = min(64, N - n0)
+            v0 = j * K4 * 256
+            r = m0
+            if nn <= 16:
+                while r + 12 <= m1:
+                    tiles_out.out_tile12x16(kind, sm, A, r * lda, lda, V, v0, K4, ct, consts, bq, n0, nn, zf, lof,
+                                            out_f, r * N + n0, N)
+                    r += 12
+                while r < m1:
+                    tiles_out.out_tile1x16(kind, sm, A, r * lda, lda, V, v0, K4, ct, consts, bq, n0, nn, zf, lof,
+                                           out_f, r * N + n0, N)
+                    r += 1
+            elif nn <= 32:
+                while r + 12 <= m1:
+                    tiles_out.out_tile12x32(kind, sm, A, r * lda, lda, V, v0, K4, ct, consts, bq, n0, nn, zf, lof,
+                                            out_f, r * N + n0, N)
+                    r += 12
+                while r < m1:
+                    tiles_out.out_tile1x32(kind, sm, A, r * lda, lda, V, v0, K4, ct, consts, bq, n0, nn, zf, lof,
+                                           out_f, r * N + n0, N)
+                    r += 1
+            else:
+                while r + 6 <= m1:
+                    tiles_out.out_tile6x64(kind, sm, A, r * lda, lda, V, v0, K4, ct, consts, bq, n0, nn, zf, lof,
+                                           out_f, r * N + n0, N)
+                    r += 6
+                while r < m1:
+                    tiles_out.out_tile1x64(kind, sm, A, r * lda, lda, V, v0, K4, ct, consts, bq, n0, nn, zf, lof,
+                                           out_f, r * N + n0, N)
+                    r += 1
+
+
+def _zero_point_terms(packed, x_zp, col_adj) -> np.ndarray:
+    """ct[n] = z_x·col_adj[n] as int32 (+ 16 spare lanes), made once per layer and input zero point."""
+    key = ("ct", int(x_zp))
+    got = packed.simd.get(key)
+    if got is None:
+        n = col_adj.shape[0]
+        got = np.zeros(n + 16, np.int32)
+        got[:n] = (np.int64(x_zp) * np.asarray(col_adj, np.int64)).astype(np.int32)
+        packed.simd[key] = got
+    return got
+
+
 def linear_simd(plan: GemmPlan, packed, x_q, x_zp, col_adj, st: OutputStage, lanes=None) -> np.ndarray:
     """uint8 (M, N) of a quantized linear layer on ``plan``'s instructions (module docstring). ``lanes``: the
-    stage's :func:`~minquant.kernels.requant_simd.lane_constants`, if the caller keeps them."""
+    stage's :func:`~minquant.kernels.requant_simd.lane_constants`, if the caller keeps them. On zmm, with
+    weight zero points 0 and a float32 output stage, the epilogue runs in registers (:mod:`.tiles_out`)."""
     V = weight_operand(packed, True, plan.split)
     m, k = x_q.shape
     k4 = _k4(k)
@@ -290,12 +348,18 @@ def linear_simd(plan: GemmPlan, packed, x_q, x_zp, col_adj, st: OutputStage, lan
             a = np.concatenate([a, a], axis=1)
     else:
         a = x_q
-    row_sum = x_q.sum(1, dtype=np.int64) if np.any(packed.w_zp) else np.zeros(m, np.int64)
-    out = np.empty((m, packed.w_q.shape[0]), np.uint8)
     n = packed.w_q.shape[0]
+    has_wzp = bool(np.any(packed.w_zp))
+    out = np.empty((m, n), np.uint8)
+    consts, bq = lanes if lanes is not None else lane_constants(st, n)
+    if plan.isa >= ISA_AVX512BW and st.mode in VECTOR_MODES and not has_wzp:
+        _linear_out_kernel(mac_kind(plan, False), tiles_out.STAGE_MODES[st.mode], a, V, a.shape[1] // 4,
+                           _zero_point_terms(packed, x_zp, col_adj), consts, bq, np.float32(st.y_zp),
+                           np.float32(st.lo), out)
+        return out
+    row_sum = x_q.sum(1, dtype=np.int64) if has_wzp else np.zeros(m, np.int64)
     mb = max(min(m, ROW_BLOCK), 1)
     C = np.empty((mb, 64 * _panels_per_block(mb, -(-n // 64))), np.int32)
-    consts, bq = lanes if lanes is not None else lane_constants(st, n)
     _linear_kernel(mac_kind(plan, False), a, V, a.shape[1] // 4, C, row_sum, col_adj, packed.w_zp,
                    np.int64(x_zp), consts, bq, st.mode, st.bias_f, st.bias_q, st.mult32, st.mult64, np.float64(st.y_zp),
                    np.float64(st.lo), st.hi, out)

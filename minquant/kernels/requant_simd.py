@@ -277,16 +277,22 @@ def requant16_lanes(typingctx, mode, acc, consts, bq, c, zf, lo):
 
     def codegen(context, builder, signature, args):
         mode_v, a, ca, bqa, cv, zf_v, lo_v = args
-        cary = context.make_array(signature.args[2])(context, builder, ca)
-        W = builder.extract_value(cary.shape, 1)
-        M0, M1, M2, BF, HI = (_load_f16(context, builder, signature.args[2], ca,
-                                        builder.add(builder.mul(W, ir.Constant(W.type, r)), cv)) for r in range(5))
-        q = _byte_ptr(context, builder, signature.args[3], bqa, builder.mul(cv, ir.Constant(ir.IntType(64), 4)))
-        BQ = builder.load(builder.bitcast(q, _I16.as_pointer()))
-        BQ.align = 1
-        return _emit_stage(builder, mode_v, a, BQ, M0, M1, M2, BF, _splat(builder, zf_v, _F16),
-                           _splat(builder, lo_v, _F16), HI)
+        return stage_lanes16(context, builder, signature.args[2], ca, signature.args[3], bqa, cv, mode_v, a, zf_v, lo_v)
     return sig, codegen
+
+
+def stage_lanes16(context, builder, consts_ty, ca, bq_ty, bqa, cv, mode_v, a, zf_v, lo_v):
+    """The IR of :func:`requant16_lanes` (for intrinsics that build on it): <16 x i32> codes of accumulators
+    ``a`` whose lane l belongs to output channel cv + l."""
+    cary = context.make_array(consts_ty)(context, builder, ca)
+    W = builder.extract_value(cary.shape, 1)
+    M0, M1, M2, BF, HI = (_load_f16(context, builder, consts_ty, ca,
+                                    builder.add(builder.mul(W, ir.Constant(W.type, r)), cv)) for r in range(5))
+    q = _byte_ptr(context, builder, bq_ty, bqa, builder.mul(cv, ir.Constant(ir.IntType(64), 4)))
+    BQ = builder.load(builder.bitcast(q, _I16.as_pointer()))
+    BQ.align = 1
+    return _emit_stage(builder, mode_v, a, BQ, M0, M1, M2, BF, _splat(builder, zf_v, _F16),
+                       _splat(builder, lo_v, _F16), HI)
 
 
 def lane_constants(st, n):
