@@ -287,40 +287,36 @@ def _linear_out_kernel(kind, sm, A, V, K4, ct, consts, bq, zf, lof, out):
     lda = A.shape[1]
     out_f = out.reshape(out.size)
     n_panels = (N + 63) // 64
+    if tiles_out.stage_mode(sm) == 2:      # mode 2 takes the zero-point term with its int32 bias (_finish16)
+        bqc = np.empty(bq.shape[0], np.int32)
+        for c in range(bq.shape[0]):
+            bqc[c] = bq[c] - ct[c]
+        bq = bqc
     for m0 in range(0, M, ROW_BLOCK):
-        m1 = min(M, m0 + ROW_BLOCK)
+        mb = min(ROW_BLOCK, M - m0)
         for j in range(n_panels):
             n0 = j * 64
             nn = min(64, N - n0)
             v0 = j * K4 * 256
-            r = m0
+            a0, o0 = m0 * lda, m0 * N + n0
             if nn <= 16:
-                while r + 12 <= m1:
-                    tiles_out.out_tile12x16(kind, sm, A, r * lda, lda, V, v0, K4, ct, consts, bq, n0, nn, zf, lof,
-                                            out_f, r * N + n0, N)
-                    r += 12
-                while r < m1:
-                    tiles_out.out_tile1x16(kind, sm, A, r * lda, lda, V, v0, K4, ct, consts, bq, n0, nn, zf, lof,
-                                           out_f, r * N + n0, N)
-                    r += 1
+                r = mb // 12 * 12
+                tiles_out.out_tile12x16(kind, sm, A, a0, lda, r, V, v0, K4, ct, consts, bq, n0, nn, zf, lof, out_f,
+                                        o0, N)
+                tiles_out.out_tile1x16(kind, sm, A, a0 + r * lda, lda, mb - r, V, v0, K4, ct, consts, bq, n0, nn, zf,
+                                       lof, out_f, o0 + r * N, N)
             elif nn <= 32:
-                while r + 12 <= m1:
-                    tiles_out.out_tile12x32(kind, sm, A, r * lda, lda, V, v0, K4, ct, consts, bq, n0, nn, zf, lof,
-                                            out_f, r * N + n0, N)
-                    r += 12
-                while r < m1:
-                    tiles_out.out_tile1x32(kind, sm, A, r * lda, lda, V, v0, K4, ct, consts, bq, n0, nn, zf, lof,
-                                           out_f, r * N + n0, N)
-                    r += 1
+                r = mb // 12 * 12
+                tiles_out.out_tile12x32(kind, sm, A, a0, lda, r, V, v0, K4, ct, consts, bq, n0, nn, zf, lof, out_f,
+                                        o0, N)
+                tiles_out.out_tile1x32(kind, sm, A, a0 + r * lda, lda, mb - r, V, v0, K4, ct, consts, bq, n0, nn, zf,
+                                       lof, out_f, o0 + r * N, N)
             else:
-                while r + 6 <= m1:
-                    tiles_out.out_tile6x64(kind, sm, A, r * lda, lda, V, v0, K4, ct, consts, bq, n0, nn, zf, lof,
-                                           out_f, r * N + n0, N)
-                    r += 6
-                while r < m1:
-                    tiles_out.out_tile1x64(kind, sm, A, r * lda, lda, V, v0, K4, ct, consts, bq, n0, nn, zf, lof,
-                                           out_f, r * N + n0, N)
-                    r += 1
+                r = mb // 6 * 6
+                tiles_out.out_tile6x64(kind, sm, A, a0, lda, r, V, v0, K4, ct, consts, bq, n0, nn, zf, lof, out_f,
+                                       o0, N)
+                tiles_out.out_tile1x64(kind, sm, A, a0 + r * lda, lda, mb - r, V, v0, K4, ct, consts, bq, n0, nn, zf,
+                                       lof, out_f, o0 + r * N, N)
 
 
 def _zero_point_terms(packed, x_zp, col_adj) -> np.ndarray:
@@ -349,7 +345,9 @@ def linear_simd(plan: GemmPlan, packed, x_q, x_zp, col_adj, st: OutputStage, lan
     else:
         a = x_q
     n = packed.w_q.shape[0]
-    has_wzp = bool(np.any(packed.w_zp))
+    has_wzp = packed.simd.get("has_wzp")
+    if has_wzp is None:
+        has_wzp = packed.simd["has_wzp"] = bool(np.any(packed.w_zp))
     out = np.empty((m, n), np.uint8)
     consts, bq = lanes if lanes is not None else lane_constants(st, n)
     if plan.isa >= ISA_AVX512BW and st.mode in VECTOR_MODES and not has_wzp:

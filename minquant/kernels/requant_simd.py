@@ -173,11 +173,14 @@ def requant_row16(C, c0, L, sub, n, mode, bias_f, bias_q, mult32, y_zp, lo, hi, 
 
 
 # ------------------------------------------------------------------------------------- depthwise helpers
-def _load_f16(context, builder, arr_ty, arr, elem):
-    """<16 x float> at float32 array ``arr`` element ``elem`` (unaligned)."""
+def _load_f16(context, builder, arr_ty, arr, elem, invariant=False):
+    """<16 x float> at float32 array ``arr`` element ``elem`` (unaligned); ``invariant``: the array does not
+    change while the function runs (LLVM may then reuse the load across stores to other arrays)."""
     p = _byte_ptr(context, builder, arr_ty, arr, builder.mul(elem, ir.Constant(ir.IntType(64), 4)))
     v = builder.load(builder.bitcast(p, _F16.as_pointer()))
     v.align = 1
+    if invariant:
+        v.set_metadata("invariant.load", builder.module.add_metadata([]))
     return v
 
 
@@ -281,16 +284,19 @@ def requant16_lanes(typingctx, mode, acc, consts, bq, c, zf, lo):
     return sig, codegen
 
 
-def stage_lanes16(context, builder, consts_ty, ca, bq_ty, bqa, cv, mode_v, a, zf_v, lo_v):
+def stage_lanes16(context, builder, consts_ty, ca, bq_ty, bqa, cv, mode_v, a, zf_v, lo_v, invariant=False):
     """The IR of :func:`requant16_lanes` (for intrinsics that build on it): <16 x i32> codes of accumulators
-    ``a`` whose lane l belongs to output channel cv + l."""
+    ``a`` whose lane l belongs to output channel cv + l (``invariant``: :func:`_load_f16`)."""
     cary = context.make_array(consts_ty)(context, builder, ca)
     W = builder.extract_value(cary.shape, 1)
     M0, M1, M2, BF, HI = (_load_f16(context, builder, consts_ty, ca,
-                                    builder.add(builder.mul(W, ir.Constant(W.type, r)), cv)) for r in range(5))
+                                    builder.add(builder.mul(W, ir.Constant(W.type, r)), cv), invariant)
+                          for r in range(5))
     q = _byte_ptr(context, builder, bq_ty, bqa, builder.mul(cv, ir.Constant(ir.IntType(64), 4)))
     BQ = builder.load(builder.bitcast(q, _I16.as_pointer()))
     BQ.align = 1
+    if invariant:
+        BQ.set_metadata("invariant.load", builder.module.add_metadata([]))
     return _emit_stage(builder, mode_v, a, BQ, M0, M1, M2, BF, _splat(builder, zf_v, _F16),
                        _splat(builder, lo_v, _F16), HI)
 
