@@ -34,7 +34,7 @@ import numpy as np  # noqa: E402
 
 from .kernels import VNNI_PER_CYCLE, host  # noqa: E402
 
-ROUNDS = 40
+ROUNDS = 100
 OUT = Path(__file__).resolve().parent / "RESULTS_dense_convs.md"
 
 

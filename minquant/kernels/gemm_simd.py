@@ -33,6 +33,10 @@ Two layouts of the same product (:mod:`.tiles` does the multiply-adds):
   im2col rows; output rows are NHWC pixels. Panels with 32 or fewer useful output channels run on the 16- or
   32-lane tiles (:func:`~minquant.kernels.tiles.product_panel`).
 
+On zmm, with weight zero points 0 and a float32 output stage, the linear layout finishes each tile in
+registers instead (:mod:`.tiles_out`, :func:`epilogue_in_registers`): no int32 block, the codes stored straight
+from the accumulators — the form of every channels-last 1×1 convolution of an ONNX Runtime or torch model.
+
 The epilogue (per output row of a finished panel, straight from the int32 tile): the zero-point terms
 acc = raw − z_x·(Σ_k w − K·z_w) − z_w·Σ_k a (step 4) and the target's output stage (step 7).
 """
@@ -51,7 +55,7 @@ from .simd import load16, sub16
 from .simd import (ISA_AVX2, ISA_AVX512BW, ISA_AVX512VNNI, ISA_NAMES, ISA_NONE, MAC_PAIRS_256, MAC_PAIRS_512,
                    MAC_PAIRS_VNNI, MAC_SWAP, MAC_VNNI, MacKind, host_isa)
 
-__all__ = ["GemmPlan", "choose_plan", "linear_simd", "conv_simd", "conv_rows_simd"]
+__all__ = ["GemmPlan", "choose_plan", "epilogue_in_registers", "linear_simd", "conv_simd", "conv_rows_simd"]
 
 U = np.uint64   # flat indices: unsigned, so Numba adds no wrap-around test
 KC = 128   # groups of 4 k per K block: a 64-lane panel block is 32 KB, inside L1
@@ -331,6 +335,13 @@ def _zero_point_terms(packed, x_zp, col_adj) -> np.ndarray:
     return got
 
 
+def epilogue_in_registers(plan: GemmPlan, has_wzp: bool, mode: int) -> bool:
+    """Whether a linear-layout product runs :mod:`.tiles_out` (the zero-point term and the output stage in zmm
+    registers) rather than :mod:`.tiles` and the epilogue of :func:`_rows_out`: 512-bit instructions, weight
+    zero points 0 (no per-row term) and a float32 output stage."""
+    return plan.isa >= ISA_AVX512BW and not has_wzp and mode in VECTOR_MODES
+
+
 def linear_simd(plan: GemmPlan, packed, x_q, x_zp, col_adj, st: OutputStage, lanes=None) -> np.ndarray:
     """uint8 (M, N) of a quantized linear layer on ``plan``'s instructions (module docstring). ``lanes``: the
     stage's :func:`~minquant.kernels.requant_simd.lane_constants`, if the caller keeps them. On zmm, with
@@ -350,7 +361,7 @@ def linear_simd(plan: GemmPlan, packed, x_q, x_zp, col_adj, st: OutputStage, lan
         has_wzp = packed.simd["has_wzp"] = bool(np.any(packed.w_zp))
     out = np.empty((m, n), np.uint8)
     consts, bq = lanes if lanes is not None else lane_constants(st, n)
-    if plan.isa >= ISA_AVX512BW and st.mode in VECTOR_MODES and not has_wzp:
+    if epilogue_in_registers(plan, has_wzp, st.mode):
         _linear_out_kernel(mac_kind(plan, False), tiles_out.STAGE_MODES[st.mode], a, V, a.shape[1] // 4,
                            _zero_point_terms(packed, x_zp, col_adj), consts, bq, np.float32(st.y_zp),
                            np.float32(st.lo), out)
