@@ -49,7 +49,7 @@ import numpy as np
 from numba import njit
 
 from . import tiles, tiles_out
-from .requant_simd import VECTOR_MODES, lane_constants, requant16_lanes, requant_row16, store_codes16
+from .requant_simd import VECTOR_MODES, lane_constants, requant16_lanes, requant_row16, round_bound, store_codes16
 from .requantize import OutputStage, _requant_lanes, _requant_row
 from .simd import load16, sub16
 from .simd import (ISA_AVX2, ISA_AVX512BW, ISA_AVX512VNNI, ISA_NAMES, ISA_NONE, MAC_PAIRS_256, MAC_PAIRS_512,
@@ -335,6 +335,18 @@ def _zero_point_terms(packed, x_zp, col_adj) -> np.ndarray:
     return got
 
 
+def _stage_mode(packed, st: OutputStage):
+    """The :class:`~minquant.kernels.tiles_out.StageMode` of a layer: its mode, and whether every value before
+    rounding stays below 2^30 — |acc| ≤ 255·max_n Σ_k |w| (doubled to spare), through
+    :func:`~minquant.kernels.requant_simd.round_bound`. Made once per weights and stage (kept on the weights,
+    with the stage it was made for)."""
+    got = packed.simd.get(("stage_mode", id(st)))
+    if got is None or got[0] is not st:
+        ok = round_bound(st, 2.0 * 255 * packed.abs_sum_max) < 2.0 ** 30
+        got = packed.simd[("stage_mode", id(st))] = (st, tiles_out.STAGE_MODES[(st.mode, ok)])
+    return got[1]
+
+
 def epilogue_in_registers(plan: GemmPlan, has_wzp: bool, mode: int) -> bool:
     """Whether a linear-layout product runs :mod:`.tiles_out` (the zero-point term and the output stage in zmm
     registers) rather than :mod:`.tiles` and the epilogue of :func:`_rows_out`: 512-bit instructions, weight
@@ -362,7 +374,7 @@ def linear_simd(plan: GemmPlan, packed, x_q, x_zp, col_adj, st: OutputStage, lan
     out = np.empty((m, n), np.uint8)
     consts, bq = lanes if lanes is not None else lane_constants(st, n)
     if epilogue_in_registers(plan, has_wzp, st.mode):
-        _linear_out_kernel(mac_kind(plan, False), tiles_out.STAGE_MODES[st.mode], a, V, a.shape[1] // 4,
+        _linear_out_kernel(mac_kind(plan, False), _stage_mode(packed, st), a, V, a.shape[1] // 4,
                            _zero_point_terms(packed, x_zp, col_adj), consts, bq, np.float32(st.y_zp),
                            np.float32(st.lo), out)
         return out

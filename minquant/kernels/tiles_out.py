@@ -38,22 +38,24 @@ __all__ = ["StageMode", "STAGE_MODES", "out_tile6x64", "out_tile1x64", "out_tile
 
 class StageMode:
     """An output-stage mode (one of :data:`~minquant.kernels.requant_simd.VECTOR_MODES`) as a value whose
-    Numba type carries it (:class:`StageModeType`), read as a constant by :func:`stage_mode`."""
+    Numba type carries it (:class:`StageModeType`), read as a constant by :func:`stage_mode`; ``int_round``:
+    every value before rounding is known to stay below 2^30 (:func:`~minquant.kernels.requant_simd.round_bound`),
+    so the stage may round with lrint and clamp as integers — the same codes, two instructions fewer."""
 
-    def __init__(self, mode: int):
+    def __init__(self, mode: int, int_round: bool = False):
         if mode not in VECTOR_MODES:
             raise ValueError(f"output stage mode {mode} has no 16-lane form (modes {VECTOR_MODES})")
-        self.mode = int(mode)
-        self._numba_type_ = StageModeType(self.mode)   # read by the dispatcher's C code (as MacKind's)
+        self.mode, self.int_round = int(mode), bool(int_round)
+        self._numba_type_ = StageModeType(self.mode, self.int_round)   # read by the dispatcher's C code itself
 
     def __repr__(self):
-        return f"StageMode({self.mode})"
+        return f"StageMode({self.mode}, int_round={self.int_round})"
 
 
 class StageModeType(types.Type):
-    def __init__(self, mode):
-        self.mode = mode
-        super().__init__(name=f"StageMode({mode})")
+    def __init__(self, mode, int_round):
+        self.mode, self.int_round = mode, int_round
+        super().__init__(name=f"StageMode({mode},{int(int_round)})")
 
 
 @typeof_impl.register(StageMode)
@@ -69,8 +71,8 @@ def _unbox_stage_mode(typ, obj, c):
     return NativeValue(c.context.get_constant_null(types.voidptr))
 
 
-#: one value per mode
-STAGE_MODES = {m: StageMode(m) for m in VECTOR_MODES}
+#: one value per (mode, int_round)
+STAGE_MODES = {(m, r): StageMode(m, r) for m in VECTOR_MODES for r in (False, True)}
 
 
 @intrinsic
@@ -111,7 +113,7 @@ def _finish16(typingctx, sm, acc, ct, consts, bq, c, zf, lof, out, o, valid):
                 ctv.set_metadata("invariant.load", builder.module.add_metadata([]))
                 a = builder.sub(a, ctv)
             r = stage_lanes16(context, builder, signature.args[3], ca, signature.args[4], bqa, cv,
-                              ir.Constant(i64, sm.mode), a, zf_v, lo_v, invariant=True)
+                              ir.Constant(i64, sm.mode), a, zf_v, lo_v, invariant=True, int_round=sm.int_round)
             b = builder.trunc(r, ir.VectorType(ir.IntType(8), 16))
             p = builder.bitcast(_byte_ptr(context, builder, signature.args[8], outa, ov), b.type.as_pointer())
             full = builder.icmp_signed(">=", nv, ir.Constant(i64, 16))
