@@ -338,13 +338,12 @@ def _zero_point_terms(packed, x_zp, col_adj) -> np.ndarray:
 def _stage_mode(packed, st: OutputStage):
     """The :class:`~minquant.kernels.tiles_out.StageMode` of a layer: its mode, and whether every value before
     rounding stays below 2^30 — |acc| ≤ 255·max_n Σ_k |w| (doubled to spare), through
-    :func:`~minquant.kernels.requant_simd.round_bound`. Made once per weights and stage (kept on the weights,
-    with the stage it was made for)."""
-    got = packed.simd.get(("stage_mode", id(st)))
+    :func:`~minquant.kernels.requant_simd.round_bound`. The bound is found once per weights and stage (kept on
+    the weights as plain data, with the stage it was made for)."""
+    got = packed.simd.get(("int_round", id(st)))
     if got is None or got[0] is not st:
-        ok = round_bound(st, 2.0 * 255 * packed.abs_sum_max) < 2.0 ** 30
-        got = packed.simd[("stage_mode", id(st))] = (st, tiles_out.STAGE_MODES[(st.mode, ok)])
-    return got[1]
+        got = packed.simd[("int_round", id(st))] = (st, round_bound(st, 2.0 * 255 * packed.abs_sum_max) < 2.0 ** 30)
+    return tiles_out.STAGE_MODES[(st.mode, got[1])]
 
 
 def epilogue_in_registers(plan: GemmPlan, has_wzp: bool, mode: int) -> bool:
