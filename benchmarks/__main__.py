@@ -18,6 +18,9 @@ section is rewritten by `./run bench`; the longer studies have their own scripts
   Runtime int8 (issue 14): `./run bench` (benchmarks/kernels.py) → the section below; MobileNetV2 node by
   node, channels-last and NCHW, beside ONNX Runtime's profile: `benchmarks/node_profile.py` →
   [RESULTS_node_profile.md](RESULTS_node_profile.md)
+- MobileNetV2's 35 dense convolutions (batch 1, channels-last) layer by layer beside ONNX Runtime's nodes and
+  torch int8, with GOPS against the host's `vpdpbusd` limit: `benchmarks/dense_convs.py` →
+  [RESULTS_dense_convs.md](RESULTS_dense_convs.md)
 - whole models — torch-import bit-exactness, TinyCNN and MobileNetV2 static int8 vs torch and ONNX Runtime,
   latency (issue 3): `benchmarks/quantize_models.py` → [RESULTS_models.md](RESULTS_models.md)
 - torch's quantized MobileNetV3 on minquant's kernels (issue 3): `benchmarks/torch_mobilenet_v3.py` →

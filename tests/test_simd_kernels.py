@@ -136,3 +136,35 @@ def test_depthwise_and_grouped_keep_their_paths():
     dw = QConv2d(_weights(rng, (8, 1, 3, 3), True), 0.01, 0, None, 0.03, 5, 0.4, 9, groups=8, padding=1)
     grouped = QConv2d(_weights(rng, (8, 2, 3, 3), True), 0.01, 0, None, 0.03, 5, 0.4, 9, groups=4, padding=1)
     assert dw.plan.isa == ISA_NONE and grouped.plan.isa == ISA_NONE
+
+
+@pytest.mark.parametrize("isa", [_isa_param(ISA_AVX512VNNI), _isa_param(ISA_AVX512BW)])
+@pytest.mark.parametrize("target", ["fbgemm", "onnxruntime", "x86@avx512-vnni", "qnnpack"])
+def test_epilogue_in_registers_matches_reference(isa, target):
+    """The tiles that finish their own output (minquant/kernels/tiles_out.py): channels-last 1×1 convs through
+    the linear layout, weight zero points 0, every float32 output stage (per-channel and per-tensor scales,
+    ReLU6-style clamps), channel counts that leave a masked chunk (24, 40, 70, 129) or fill the 16- and 32-lane
+    tiles, rows past one block (240) and past the 6- and 12-row tiles. Each layer runs with the integer rounding
+    its bound allows (``StageMode.int_round``) and again forced to the float32 rounding."""
+    from minquant.kernels.gemm_simd import epilogue_in_registers
+    rng = np.random.default_rng(17)
+    for c_in, hw, c_out in ((16, 17, 96), (24, 9, 24), (40, 7, 40), (13, 5, 16), (64, 3, 129), (8, 16, 70)):
+        x = rng.integers(0, 256, (1, c_in, hw, hw)).astype(np.uint8)
+        w = _weights(rng, (c_out, c_in, 1, 1), True)
+        for ws, clamp, hi in ((rng.uniform(0.002, 0.01, c_out).astype(np.float32), None, None),
+                              (0.004, (90, 230), rng.integers(150, 256, c_out))):
+            b = rng.standard_normal(c_out).astype(np.float32)
+            layer = QConv2d(w, ws, 0, b, 0.03, 5, 0.05, 90, clamp=clamp, clamp_hi=hi, target=target)
+            want = qconv2d_reference(x, 0.03, 5, w, ws, 0, b, 0.05, 90, clamp=clamp, clamp_hi=hi, target=target)
+            assert len(np.unique(want)) > 20          # not saturated
+            xt = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
+            with isa_cap(isa):
+                assert epilogue_in_registers(layer.plan, False, layer.stage.mode)
+                got = layer.nhwc(xt)
+                key = ("int_round", id(layer.stage))
+                cache = layer.packed.packs[0].simd
+                assert cache[key][1]                        # these layers' bound allows it
+                cache[key] = (layer.stage, False)
+                got_f = layer.nhwc(xt)
+            for g in (got, got_f):
+                assert np.array_equal(g.transpose(0, 3, 1, 2), want), (ISA_NAMES[isa], target, c_in, hw, c_out)

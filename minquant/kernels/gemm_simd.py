@@ -33,6 +33,10 @@ Two layouts of the same product (:mod:`.tiles` does the multiply-adds):
   im2col rows; output rows are NHWC pixels. Panels with 32 or fewer useful output channels run on the 16- or
   32-lane tiles (:func:`~minquant.kernels.tiles.product_panel`).
 
+On zmm, with weight zero points 0 and a float32 output stage, the linear layout finishes each tile in
+registers instead (:mod:`.tiles_out`, :func:`epilogue_in_registers`): no int32 block, the codes stored straight
+from the accumulators — the form of every channels-last 1×1 convolution of an ONNX Runtime or torch model.
+
 The epilogue (per output row of a finished panel, straight from the int32 tile): the zero-point terms
 acc = raw − z_x·(Σ_k w − K·z_w) − z_w·Σ_k a (step 4) and the target's output stage (step 7).
 """
@@ -44,15 +48,15 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit
 
-from . import tiles
-from .requant_simd import VECTOR_MODES, lane_constants, requant16_lanes, requant_row16, store_codes16
+from . import tiles, tiles_out
+from .requant_simd import VECTOR_MODES, lane_constants, requant16_lanes, requant_row16, round_bound, store_codes16
 from .requantize import OutputStage, _requant_lanes, _requant_row
 from .simd import load8, load16, store8, sub16
 from .simd import (ISA_AVX2, ISA_AVX512BW, ISA_AVX512VNNI, ISA_NAMES, ISA_NONE, MAC_PAIRS_256, MAC_PAIRS_512,
                    MAC_PAIRS_VNNI, MAC_SWAP, MAC_VNNI, MacKind, host_isa)
 
-__all__ = ["GemmPlan", "choose_plan", "linear_simd", "linear_simd_runner", "conv_simd", "conv_rows_simd",
-           "conv_rows_simd_runner"]
+__all__ = ["GemmPlan", "choose_plan", "epilogue_in_registers", "linear_simd", "linear_simd_runner", "conv_simd",
+           "conv_rows_simd", "conv_rows_simd_runner"]
 
 U = np.uint64   # flat indices: unsigned, so Numba adds no wrap-around test
 KC = 128   # groups of 4 k per K block: a 64-lane panel block is 32 KB, inside L1
@@ -279,22 +283,99 @@ def _panels_per_block(rows, panels):
     return int(max(1, min(16, panels, (1 << 20) // (256 * max(rows, 1)))))
 
 
+@njit(cache=True)
+def _linear_out_kernel(kind, sm, A, V, K4, ct, consts, bq, zf, lof, out):
+    """out (M, N) uint8 = the output stage of (A · Wᵀ − ct) with the epilogue in registers
+    (:mod:`.tiles_out`): by blocks of ROW_BLOCK rows, every 64-channel panel of a block in turn — 6 rows at a
+    time on a full panel, 12 on a panel of 32 or 16 useful channels, then the rows left over one by one."""
+    M, N = out.shape
+    lda = A.shape[1]
+    out_f = out.reshape(out.size)
+    n_panels = (N + 63) // 64
+    if tiles_out.stage_mode(sm) == 2:      # mode 2 takes the zero-point term with its int32 bias (_finish16)
+        bqc = np.empty(bq.shape[0], np.int32)
+        for c in range(bq.shape[0]):
+            bqc[c] = bq[c] - ct[c]
+        bq = bqc
+    for m0 in range(0, M, ROW_BLOCK):
+        mb = min(ROW_BLOCK, M - m0)
+        for j in range(n_panels):
+            n0 = j * 64
+            nn = min(64, N - n0)
+            v0 = j * K4 * 256
+            a0, o0 = m0 * lda, m0 * N + n0
+            if nn <= 16:
+                r = mb // 12 * 12
+                tiles_out.out_tile12x16(kind, sm, A, a0, lda, r, V, v0, K4, ct, consts, bq, n0, nn, zf, lof, out_f,
+                                        o0, N)
+                tiles_out.out_tile1x16(kind, sm, A, a0 + r * lda, lda, mb - r, V, v0, K4, ct, consts, bq, n0, nn, zf,
+                                       lof, out_f, o0 + r * N, N)
+            elif nn <= 32:
+                r = mb // 12 * 12
+                tiles_out.out_tile12x32(kind, sm, A, a0, lda, r, V, v0, K4, ct, consts, bq, n0, nn, zf, lof, out_f,
+                                        o0, N)
+                tiles_out.out_tile1x32(kind, sm, A, a0 + r * lda, lda, mb - r, V, v0, K4, ct, consts, bq, n0, nn, zf,
+                                       lof, out_f, o0 + r * N, N)
+            else:
+                r = mb // 6 * 6
+                tiles_out.out_tile6x64(kind, sm, A, a0, lda, r, V, v0, K4, ct, consts, bq, n0, nn, zf, lof, out_f,
+                                       o0, N)
+                tiles_out.out_tile1x64(kind, sm, A, a0 + r * lda, lda, mb - r, V, v0, K4, ct, consts, bq, n0, nn, zf,
+                                       lof, out_f, o0 + r * N, N)
+
+
+def _zero_point_terms(packed, x_zp, col_adj) -> np.ndarray:
+    """ct[n] = z_x·col_adj[n] as int32 (+ 16 spare lanes), made once per layer and input zero point."""
+    key = ("ct", int(x_zp))
+    got = packed.simd.get(key)
+    if got is None:
+        n = col_adj.shape[0]
+        got = np.zeros(n + 16, np.int32)
+        got[:n] = (np.int64(x_zp) * np.asarray(col_adj, np.int64)).astype(np.int32)
+        packed.simd[key] = got
+    return got
+
+
+def _stage_mode(packed, st: OutputStage):
+    """The :class:`~minquant.kernels.tiles_out.StageMode` of a layer: its mode, and whether every value before
+    rounding stays below 2^30 — |acc| ≤ 255·max_n Σ_k |w| (doubled to spare), through
+    :func:`~minquant.kernels.requant_simd.round_bound`. The bound is found once per weights and stage (kept on
+    the weights as plain data, with the stage it was made for)."""
+    got = packed.simd.get(("int_round", id(st)))
+    if got is None or got[0] is not st:
+        got = packed.simd[("int_round", id(st))] = (st, round_bound(st, 2.0 * 255 * packed.abs_sum_max) < 2.0 ** 30)
+    return tiles_out.STAGE_MODES[(st.mode, got[1])]
+
+
+def epilogue_in_registers(plan: GemmPlan, has_wzp: bool, mode: int) -> bool:
+    """Whether a linear-layout product runs :mod:`.tiles_out` (the zero-point term and the output stage in zmm
+    registers) rather than :mod:`.tiles` and the epilogue of :func:`_rows_out`: 512-bit instructions, weight
+    zero points 0 (no per-row term) and a float32 output stage."""
+    return plan.isa >= ISA_AVX512BW and not has_wzp and mode in VECTOR_MODES
+
+
 def linear_simd(plan: GemmPlan, packed, x_q, x_zp, col_adj, st: OutputStage, lanes=None) -> np.ndarray:
     """uint8 (M, N) of a quantized linear layer on ``plan``'s instructions (module docstring). ``lanes``: the
-    stage's :func:`~minquant.kernels.requant_simd.lane_constants`, if the caller keeps them."""
+    stage's :func:`~minquant.kernels.requant_simd.lane_constants`, if the caller keeps them. On zmm, with
+    weight zero points 0 and a float32 output stage, the epilogue runs in registers (:mod:`.tiles_out`)."""
     return linear_simd_runner(plan, packed, x_zp, col_adj, st, lanes)(x_q)
 
 
 def linear_simd_runner(plan: GemmPlan, packed, x_zp, col_adj, st: OutputStage, lanes=None):
     """:func:`linear_simd` in two steps: what does not depend on the rows (the weight operand, the multiply-add
-    kind, whether Σ_k a is needed, the epilogue's constants) made once; ``run(x_q)`` multiplies uint8 (M, K)
-    rows (what :class:`~minquant.kernels.QLinear` and ``QConv2d.nhwc`` keep per plan)."""
+    kind, whether Σ_k a is needed, the epilogue's constants and path) made once; ``run(x_q)`` multiplies uint8
+    (M, K) rows (what :class:`~minquant.kernels.QLinear` and ``QConv2d.nhwc`` keep per plan)."""
     V = weight_operand(packed, True, plan.split)
     kind = mac_kind(plan, False)
     n, k = packed.w_q.shape
     k4 = _k4(k)
-    need_sums = bool(np.any(packed.w_zp))
+    has_wzp = bool(np.any(packed.w_zp))
     consts, bq = lanes if lanes is not None else lane_constants(st, n)
+    if epilogue_in_registers(plan, has_wzp, st.mode):      # zero-point term and output stage in registers
+        out_args = (_stage_mode(packed, st), _zero_point_terms(packed, x_zp, col_adj), consts, bq,
+                    np.float32(st.y_zp), np.float32(st.lo))
+    else:
+        out_args = None
     epilogue = (col_adj, packed.w_zp, np.int64(x_zp), consts, bq, st.mode, st.bias_f, st.bias_q, st.mult32,
                 st.mult64, np.float64(st.y_zp), np.float64(st.lo), st.hi)
     widths = {}     # rows M → width of the int32 block
@@ -306,12 +387,16 @@ def linear_simd_runner(plan: GemmPlan, packed, x_zp, col_adj, st: OutputStage, l
             a = _pad_k(x_q, k4)
             if plan.split:
                 a = np.concatenate([a, a], axis=1)
-        row_sum = x_q.sum(1, dtype=np.int64) if need_sums else np.zeros(m, np.int64)
+        out = np.empty((m, n), np.uint8)
+        if out_args is not None:
+            sm, ct, lane_c, lane_bq, zf, lof = out_args
+            _linear_out_kernel(kind, sm, a, V, a.shape[1] // 4, ct, lane_c, lane_bq, zf, lof, out)
+            return out
+        row_sum = x_q.sum(1, dtype=np.int64) if has_wzp else np.zeros(m, np.int64)
         mb = max(min(m, ROW_BLOCK), 1)
         width = widths.get(mb)
         if width is None:
             width = widths[mb] = 64 * _panels_per_block(mb, -(-n // 64))
-        out = np.empty((m, n), np.uint8)
         _linear_kernel(kind, a, V, a.shape[1] // 4, np.empty((mb, width), np.int32), row_sum, *epilogue, out)
         return out
     return run

@@ -30,7 +30,7 @@ from numba.extending import intrinsic
 from .simd import _byte_ptr, i32x16, load16
 
 __all__ = ["VECTOR_MODES", "requant16", "store_codes16", "requant_row16", "taps9_16", "taps9_lanes16", "widen16", "requant16_lanes",
-           "lane_constants"]
+           "lane_constants", "round_bound"]
 
 #: the output-stage modes (:mod:`.requantize`) that have a 16-lane form here
 VECTOR_MODES = (0, 1, 2, 4)
@@ -173,11 +173,14 @@ def requant_row16(C, c0, L, sub, n, mode, bias_f, bias_q, mult32, y_zp, lo, hi, 
 
 
 # ------------------------------------------------------------------------------------- depthwise helpers
-def _load_f16(context, builder, arr_ty, arr, elem):
-    """<16 x float> at float32 array ``arr`` element ``elem`` (unaligned)."""
+def _load_f16(context, builder, arr_ty, arr, elem, invariant=False):
+    """<16 x float> at float32 array ``arr`` element ``elem`` (unaligned); ``invariant``: the array does not
+    change while the function runs (LLVM may then reuse the load across stores to other arrays)."""
     p = _byte_ptr(context, builder, arr_ty, arr, builder.mul(elem, ir.Constant(ir.IntType(64), 4)))
     v = builder.load(builder.bitcast(p, _F16.as_pointer()))
     v.align = 1
+    if invariant:
+        v.set_metadata("invariant.load", builder.module.add_metadata([]))
     return v
 
 
@@ -277,16 +280,45 @@ def requant16_lanes(typingctx, mode, acc, consts, bq, c, zf, lo):
 
     def codegen(context, builder, signature, args):
         mode_v, a, ca, bqa, cv, zf_v, lo_v = args
-        cary = context.make_array(signature.args[2])(context, builder, ca)
-        W = builder.extract_value(cary.shape, 1)
-        M0, M1, M2, BF, HI = (_load_f16(context, builder, signature.args[2], ca,
-                                        builder.add(builder.mul(W, ir.Constant(W.type, r)), cv)) for r in range(5))
-        q = _byte_ptr(context, builder, signature.args[3], bqa, builder.mul(cv, ir.Constant(ir.IntType(64), 4)))
-        BQ = builder.load(builder.bitcast(q, _I16.as_pointer()))
-        BQ.align = 1
-        return _emit_stage(builder, mode_v, a, BQ, M0, M1, M2, BF, _splat(builder, zf_v, _F16),
-                           _splat(builder, lo_v, _F16), HI)
+        return stage_lanes16(context, builder, signature.args[2], ca, signature.args[3], bqa, cv, mode_v, a, zf_v, lo_v)
     return sig, codegen
+
+
+def stage_lanes16(context, builder, consts_ty, ca, bq_ty, bqa, cv, mode_v, a, zf_v, lo_v, invariant=False,
+                  int_round=False):
+    """The IR of :func:`requant16_lanes` (for intrinsics that build on it): <16 x i32> codes of accumulators
+    ``a`` whose lane l belongs to output channel cv + l (``invariant``: :func:`_load_f16`; ``int_round``:
+    :func:`_emit_stage`)."""
+    cary = context.make_array(consts_ty)(context, builder, ca)
+    W = builder.extract_value(cary.shape, 1)
+    M0, M1, M2, BF, HI = (_load_f16(context, builder, consts_ty, ca,
+                                    builder.add(builder.mul(W, ir.Constant(W.type, r)), cv), invariant)
+                          for r in range(5))
+    q = _byte_ptr(context, builder, bq_ty, bqa, builder.mul(cv, ir.Constant(ir.IntType(64), 4)))
+    BQ = builder.load(builder.bitcast(q, _I16.as_pointer()))
+    BQ.align = 1
+    if invariant:
+        BQ.set_metadata("invariant.load", builder.module.add_metadata([]))
+    return _emit_stage(builder, mode_v, a, BQ, M0, M1, M2, BF, _splat(builder, zf_v, _F16),
+                       _splat(builder, lo_v, _F16), HI, int_round)
+
+
+def round_bound(stage, acc_bound: float) -> float:
+    """A bound on |value before rounding| of the float32 output stage ``stage`` for any accumulator |acc| ≤
+    ``acc_bound``, with 1 % to spare for float32 roundings: below 2^30 a kernel may round with lrint and clamp
+    as integers (``int_round`` of :func:`_emit_stage`)."""
+    a = float(acc_bound)
+    m0, m1, m2 = (np.abs(stage.mult32[r].astype(np.float64)) for r in range(3))
+    bf, bq = np.abs(stage.bias_f.astype(np.float64)), np.abs(stage.bias_q.astype(np.float64))
+    if stage.mode == 0:
+        v = (a + bf) * m0
+    elif stage.mode == 1:
+        v = (a + bf * m1) * m0
+    elif stage.mode == 2:
+        v = (a + bq) * m0
+    else:
+        v = (a * m1 * m0 + bf) * m2 + 255
+    return 1.01 * float(v.max()) if v.size else 0.0
 
 
 def lane_constants(st, n):
