@@ -78,8 +78,9 @@ def _key(a) -> str:
         return f"{a.framework} calib={a.calib} seed={a.calib_seed} on={a.score_on}"
     if a.load:
         return f"minquant load={Path(a.load).name} on={a.score_on}"
-    qat = (f" qat={a.qat_steps}x{a.qat_batch} lr={a.qat_lr:g}/{a.qat_scale_lr or a.qat_lr:g} "
-           f"inputs={a.qat_crops}+{a.qat_extra}x{1 + a.qat_augment} val={a.qat_val}/{a.qat_val_every}"
+    qat = (f" qat={a.qat_steps}x{a.qat_batch} lr={a.qat_lr:g}/{a.qat_scale_lr or a.qat_lr:g}"
+           f"/{a.qat_weight_scale_lr:g} inputs={a.qat_crops}+{a.qat_extra}x{1 + a.qat_augment} "
+           f"val={a.qat_val}/{a.qat_val_every}"
            if a.qat_steps else "")
     return (f"minquant {a.calibrator} weights={a.weights} bias_correction={not a.no_bias_correction} "
             f"equalize={not a.no_equalize} calib={a.calib} seed={a.calib_seed} batch={a.batch_size}{qat} "
@@ -188,7 +189,7 @@ def _minquant_qat(a, model, calib, ev):
         train, t_train = train[keep], t_train[keep]
     t = time.time()
     hist = finetune(fq, train, t_train, epochs=epochs, lr=a.qat_lr, batch_size=a.qat_batch,
-                    scale_lr=a.qat_scale_lr, seed=0, validation=(val, t_val), validate_every=a.qat_val_every,
+                    scale_lr=a.qat_scale_lr, weight_scale_lr=a.qat_weight_scale_lr, seed=0, validation=(val, t_val), validate_every=a.qat_val_every,
                     progress=True)
     seconds = time.time() - t
     qm = fq.to_quantized()
@@ -257,6 +258,8 @@ def main(argv=None):
     ap.add_argument("--qat-val-every", type=int, default=8, help="QAT: steps between early-stopping checks")
     ap.add_argument("--qat-lr", type=float, default=5e-5)
     ap.add_argument("--qat-scale-lr", type=float, default=None)
+    ap.add_argument("--qat-weight-scale-lr", type=float, default=0.0,
+                    help="QAT: the weight scales' rate (0: fixed — the int8 weight scales are ~1e-4, Adam's steps ~lr)")
     ap.add_argument("--qat-batch", type=int, default=16)
     ap.add_argument("--save", default="", help="save the (QAT) model there")
     ap.add_argument("--load", default="", help="score a saved QuantizedModel instead of quantizing")
