@@ -156,3 +156,18 @@ def test_mobilenet_v2_exact_forward_is_the_integer_model():
     fq.exact = False
     seen, bad = _node_values_equal(fq, qm2, ev)
     assert bad, "the plain float32 forward matched the integer model everywhere: nothing to make exact"
+
+
+def test_weight_scale_lr_zero_keeps_the_weight_scales(digits):
+    model, (x_tr, y_tr, *_) = digits
+    rounding, qm = _model(digits, "int8")
+    fq = FakeQuantModel(qm, rounding)
+    before = {k: p.detach().clone() for k, p in fq.w_scales.items()}
+    act = {k: p.detach().clone() for k, p in fq.scales.items()}
+    with torch.no_grad():
+        t = model(torch.from_numpy(x_tr[:128])).numpy()
+    finetune(fq, x_tr[:128], t, y_tr[:128], epochs=1, lr=1e-4, alpha=0.5, seed=0, weight_scale_lr=0.0)
+    assert all(torch.equal(before[k], p) for k, p in fq.w_scales.items())
+    assert any(not torch.equal(act[k], p) for k, p in fq.scales.items())
+    with pytest.raises(ValueError, match="weight_scale_lr"):
+        finetune(fq, x_tr[:16], t[:16], epochs=1, weight_scale_lr=-1.0)
