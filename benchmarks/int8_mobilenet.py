@@ -79,7 +79,7 @@ def _key(a) -> str:
     if a.load:
         return f"minquant load={Path(a.load).name} on={a.score_on}"
     qat = (f" qat={a.qat_steps}x{a.qat_batch} lr={a.qat_lr:g}/{a.qat_scale_lr or a.qat_lr:g}"
-           f"/{a.qat_weight_scale_lr:g} inputs={a.qat_crops}+{a.qat_extra}x{1 + a.qat_augment} "
+           f"/{a.qat_weight_scale_lr:g}{' weights-fixed' if a.qat_weight_lr == 0 else ''} inputs={a.qat_crops}+{a.qat_extra}x{1 + a.qat_augment} "
            f"val={a.qat_val}/{a.qat_val_every}"
            if a.qat_steps else "")
     return (f"minquant {a.calibrator} weights={a.weights} bias_correction={not a.no_bias_correction} "
@@ -183,6 +183,9 @@ def _minquant_qat(a, model, calib, ev):
     t_train = _float_logits(model, train, f"qat_train_{a.qat_crops}_{a.qat_extra}_{a.qat_augment}")
     t_val = _float_logits(model, val, f"qat_val_{a.qat_val}")
     fq = FakeQuantModel(qm0, rounding)             # exact: its forward is the converted int8 model
+    if a.qat_weight_lr == 0:                       # weights fixed: biases (rate --qat-lr) and scales learn
+        for p in fq.weights.values():
+            p.requires_grad_(False)
     epochs = max(1, -(-a.qat_steps * a.qat_batch // len(train)))
     keep = np.random.default_rng(0).permutation(len(train))[:min(len(train), a.qat_steps * a.qat_batch)]
     if epochs == 1:         # one epoch of at most qat_steps: a random subset of the inputs
@@ -217,9 +220,9 @@ def _minquant(a, model, calib, ev):
 
 
 def table(rows) -> str:
-    ref = {r["score_on"] + str(r["n"]): r for r in rows if r["key"].startswith("minquant percentile weights=nearest "
-                                                                                 "bias_correction=True equalize=True "
-                                                                                 "calib=100 seed=0 batch=32")}
+    ref = {r["score_on"] + str(r["n"]): r for r in rows
+           if r["key"] == ("minquant percentile weights=nearest bias_correction=True equalize=True calib=100 seed=0 "
+                           f"batch=32 on={r['score_on']}")}
     lines = ["| setting | scored on | crops | top-1 agreement % | ± SE | 95 % Wilson | changed vs defaults | "
              "logit SQNR dB | s |",
              "|---|---|---:|---:|---:|---|---:|---:|---:|"]
@@ -260,6 +263,8 @@ def main(argv=None):
     ap.add_argument("--qat-scale-lr", type=float, default=None)
     ap.add_argument("--qat-weight-scale-lr", type=float, default=0.0,
                     help="QAT: the weight scales' rate (0: fixed — the int8 weight scales are ~1e-4, Adam's steps ~lr)")
+    ap.add_argument("--qat-weight-lr", type=float, default=None,
+                    help="QAT: 0 keeps the weights fixed (biases at --qat-lr and the scales learn); default --qat-lr")
     ap.add_argument("--qat-batch", type=int, default=16)
     ap.add_argument("--save", default="", help="save the (QAT) model there")
     ap.add_argument("--load", default="", help="score a saved QuantizedModel instead of quantizing")
