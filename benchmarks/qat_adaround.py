@@ -380,9 +380,15 @@ def report():
                       f"(95 % Wilson interval {100 * lo:.1f}–{100 * hi:.1f} %), {q['sqnr_all']:.2f} dB."]
         if "fake_quant_vs_converted" in res:
             fc = res["fake_quant_vs_converted"]
-            lines += ["", f"Training's fake-quantized forward against the converted integer model on the same "
-                      f"{fc['n']} crops: equal top-1 on {100 * fc['argmax_equal']:.1f} %, logits {fc['sqnr']:.1f} dB "
-                      f"apart; converted size {res['size_bytes']:,} bytes (`size_bytes()`)."]
+            if fc.get("exact"):
+                lines += ["", f"Training's forward is the exact one (`FakeQuantModel(exact=True)`: each step runs the "
+                          f"integer model): on {fc['n']} evaluation crops its logits and the converted model's are "
+                          + ("equal bit for bit" if fc.get("bit_equal") else "**not** equal (a bug)")
+                          + f"; converted size {res['size_bytes']:,} bytes (`size_bytes()`)."]
+            else:
+                lines += ["", f"Training's fake-quantized forward against the converted integer model on the same "
+                          f"{fc['n']} crops: equal top-1 on {100 * fc['argmax_equal']:.1f} %, logits {fc['sqnr']:.1f} dB "
+                          f"apart; converted size {res['size_bytes']:,} bytes (`size_bytes()`)."]
         checks = [h for h in d.get("qat_history", []) if "val_loss" in h and "step" in h]
         kept = [h for h in d.get("qat_history", []) if "kept_step" in h]
         if checks:
