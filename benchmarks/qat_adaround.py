@@ -278,7 +278,13 @@ READING_GROUPS = [
     "4·10⁻⁵ of the values (4 crops, every node) — ties of float32 rounding. Over 53 layers these few codes "
     "compound: on the 200 evaluation crops the fake-quantized forward and the converted model have the same top-1 "
     "on 90.0 % (plain recipe) / 93.5 % (varied inputs) of the crops, logits 21.6 / 21.1 dB apart. At W4 the "
-    "model is that sensitive, and these crops' float top-2 margins are that small.",
+    "model is that sensitive, and these crops' float top-2 margins are that small. **Fixed since** (2026-12-07): "
+    "`FakeQuantModel(exact=True)`, the default, runs the converted integer model at every step and makes every "
+    "fake quantization return its codes (`fake_quantize(codes=)`, the STE / LSQ backward evaluated at the float "
+    "value): the forward is the converted model bit for bit, logits included (tests/test_qat_exact.py: TinyCNN "
+    "int8 / W4A8 per channel / W4A8 g32 after training, and MobileNetV2 int8 after a QAT step, where the plain "
+    "float32 forward differs from the integer model); on MobileNetV2 at batch 16 it adds ~15 % to a training "
+    "step (one integer run).",
     "- **torch / ONNX Runtime have no W4A8 convolution** (the ladder's rows): torch's int4 modes (torchao) are "
     "for `nn.Linear` with bf16 / int8-dynamic activations; ONNX Runtime's `MatMulNBits` is a MatMul (here only "
     "the classifier) and quantizes activations at run time per block. There is no framework figure to put "
