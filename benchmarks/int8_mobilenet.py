@@ -7,6 +7,8 @@ for minquant's quantize_static settings and for torch / ONNX Runtime on the same
     .venv/bin/python -m benchmarks.int8_mobilenet --framework torch-eager          # torch's eager x86 PTQ
     .venv/bin/python -m benchmarks.int8_mobilenet --framework ort                  # ONNX Runtime QDQ
     .venv/bin/python -m benchmarks.int8_mobilenet --score-on holdout ...           # for CHOOSING a setting
+    .venv/bin/python -m benchmarks.int8_mobilenet --score-on holdout --qat-steps 64 --save m.mq   # int8 QAT
+    .venv/bin/python -m benchmarks.int8_mobilenet --load m.mq                      # a saved model, scored
     .venv/bin/python -m benchmarks.int8_mobilenet --report                         # the table
 
 Crops: ``photo_crops(calib, split="calib", seed=calib_seed)`` calibrate; they are scored on
