@@ -7,6 +7,8 @@ for minquant's quantize_static settings and for torch / ONNX Runtime on the same
     .venv/bin/python -m benchmarks.int8_mobilenet --framework torch-eager          # torch's eager x86 PTQ
     .venv/bin/python -m benchmarks.int8_mobilenet --framework ort                  # ONNX Runtime QDQ
     .venv/bin/python -m benchmarks.int8_mobilenet --score-on holdout ...           # for CHOOSING a setting
+    .venv/bin/python -m benchmarks.int8_mobilenet --score-on holdout --qat-steps 64 --save m.mq   # int8 QAT
+    .venv/bin/python -m benchmarks.int8_mobilenet --load m.mq                      # a saved model, scored
     .venv/bin/python -m benchmarks.int8_mobilenet --report                         # the table
 
 Crops: ``photo_crops(calib, split="calib", seed=calib_seed)`` calibrate; they are scored on
@@ -53,6 +55,7 @@ POOL = 1000
 FRAMEWORKS = ("minquant", "torch-eager", "torch-pt2e", "ort")
 CALIBRATORS = ("percentile", "percentile99.9", "percentile99.999", "mse", "entropy", "histogram", "minmax")
 WEIGHTS = ("nearest", "adaround", "mse_scale")
+CACHE = Path(tempfile.gettempdir()) / "minquant_int8_mobilenet"      # fp32 logits of the scored crops
 
 
 def wilson(k: int, n: int, z: float = 1.96):
@@ -75,8 +78,14 @@ def _calibrator(name):
 def _key(a) -> str:
     if a.framework != "minquant":
         return f"{a.framework} calib={a.calib} seed={a.calib_seed} on={a.score_on}"
+    if a.load:
+        return f"minquant load={Path(a.load).name} on={a.score_on}"
+    qat = (f" qat={a.qat_steps}x{a.qat_batch} lr={a.qat_lr:g}/{a.qat_scale_lr or a.qat_lr:g}"
+           f"/{a.qat_weight_scale_lr:g}{' weights-fixed' if a.qat_weight_lr == 0 else ''} inputs={a.qat_crops}+{a.qat_extra}x{1 + a.qat_augment} "
+           f"val={a.qat_val}/{a.qat_val_every}"
+           if a.qat_steps else "")
     return (f"minquant {a.calibrator} weights={a.weights} bias_correction={not a.no_bias_correction} "
-            f"equalize={not a.no_equalize} calib={a.calib} seed={a.calib_seed} batch={a.batch_size} "
+            f"equalize={not a.no_equalize} calib={a.calib} seed={a.calib_seed} batch={a.batch_size}{qat} "
             f"on={a.score_on}")
 
 
@@ -97,10 +106,16 @@ def run(a) -> dict:
         calib, ev = pool[:a.calib], pool[POOL - HOLDOUT:]
     else:
         calib, ev = photo_crops(a.calib, split="calib", seed=a.calib_seed), photo_crops(a.eval, split="eval")
-    with torch.no_grad():
-        f = torch.cat([model(torch.from_numpy(ev[i:i + 25])) for i in range(0, len(ev), 25)]).numpy()
+    f = _float_logits(model, ev, f"{a.score_on}_{len(ev)}_{a.calib_seed}")
     t = time.time()
-    if a.framework == "minquant":
+    qat = None
+    if a.load:
+        from minquant.quantized.model import load as load_model
+        qm = load_model(a.load)
+        q = np.concatenate([qm(ev[i:i + 25]) for i in range(0, len(ev), 25)])
+    elif a.framework == "minquant" and a.qat_steps:
+        q, qat = _minquant_qat(a, model, calib, ev)
+    elif a.framework == "minquant":
         q = _minquant(a, model, calib, ev)
     elif a.framework == "torch-eager":
         from minquant.frameworks import torch_oracle
@@ -128,7 +143,65 @@ def run(a) -> dict:
                 se=math.sqrt(k / n * (1 - k / n) / n), wilson=[lo, hi], sqnr=float(sqnr_db(f, q)),
                 top1=top_q.tolist(), seconds=round(seconds, 1), commit=commit(), date=str(datetime.date.today()),
                 cpu=platform.processor() or platform.machine(), load=os.getloadavg()[0],
-                command=".venv/bin/python -m benchmarks.int8_mobilenet " + " ".join(a.argv))
+                command=".venv/bin/python -m benchmarks.int8_mobilenet " + " ".join(a.argv),
+                **({} if qat is None else dict(qat=qat)))
+
+
+def _float_logits(model, x, tag):
+    """The fp32 model's logits on ``x`` (cached in the temp folder: a run scores 1 000 crops)."""
+    import torch
+    path = CACHE / f"fp32_{tag}.npz"
+    if path.exists():
+        d = np.load(path)
+        if d["x_sum"] == np.float64(x.sum(dtype=np.float64)):
+            return d["logits"]
+    with torch.no_grad():
+        f = torch.cat([model(torch.from_numpy(x[i:i + 25])) for i in range(0, len(x), 25)]).numpy()
+    CACHE.mkdir(exist_ok=True)
+    np.savez(path, logits=f, x_sum=np.float64(x.sum(dtype=np.float64)))
+    return f
+
+
+def _minquant_qat(a, model, calib, ev):
+    """Label-free int8 QAT from the defaults' model: distillation from the fp32 logits on crops of the
+    calibration halves (seed 1) + crops of the photos outside the benchmark (``split='extra'``) + their
+    mixup / colour-jitter copies, early stopping on other calibration-half crops (seed 2); the converted
+    model is what training's exact forward computed."""
+    import minquant as mq
+    import torch
+    from minquant.data.datasets import augment_crops, photo_crops
+    from minquant.qat import FakeQuantModel, NearestWeights, finetune
+
+    kw = dict(target="x86", progress=False, calibrator=_calibrator(a.calibrator), batch_size=a.batch_size,
+              bias_correction=not a.no_bias_correction, equalize=not a.no_equalize)
+    rounding = NearestWeights("int8")
+    qm0 = mq.quantize_static(model, calib, weight_rounding=rounding, **kw)
+    train = photo_crops(a.qat_crops, split="calib", seed=1)
+    if a.qat_extra:
+        train = np.concatenate([train, photo_crops(a.qat_extra, split="extra", seed=1)])
+    if a.qat_augment:
+        train = np.concatenate([train] + [augment_crops(train, seed=10 + i) for i in range(a.qat_augment)])
+    val = photo_crops(a.qat_val, split="calib", seed=2)
+    t_train = _float_logits(model, train, f"qat_train_{a.qat_crops}_{a.qat_extra}_{a.qat_augment}")
+    t_val = _float_logits(model, val, f"qat_val_{a.qat_val}")
+    fq = FakeQuantModel(qm0, rounding)             # exact: its forward is the converted int8 model
+    if a.qat_weight_lr == 0:                       # weights fixed: biases (rate --qat-lr) and scales learn
+        for p in fq.weights.values():
+            p.requires_grad_(False)
+    epochs = max(1, -(-a.qat_steps * a.qat_batch // len(train)))
+    keep = np.random.default_rng(0).permutation(len(train))[:min(len(train), a.qat_steps * a.qat_batch)]
+    if epochs == 1:         # one epoch of at most qat_steps: a random subset of the inputs
+        train, t_train = train[keep], t_train[keep]
+    t = time.time()
+    hist = finetune(fq, train, t_train, epochs=epochs, lr=a.qat_lr, batch_size=a.qat_batch,
+                    scale_lr=a.qat_scale_lr, weight_scale_lr=a.qat_weight_scale_lr, seed=0, validation=(val, t_val), validate_every=a.qat_val_every,
+                    progress=True)
+    seconds = time.time() - t
+    qm = fq.to_quantized()
+    if a.save:
+        qm.save(a.save)
+    q = np.concatenate([qm(ev[i:i + 25]) for i in range(0, len(ev), 25)])
+    return q, dict(history=hist, train_inputs=int(len(train)), epochs=epochs, seconds=round(seconds, 1))
 
 
 def _minquant(a, model, calib, ev):
@@ -149,15 +222,16 @@ def _minquant(a, model, calib, ev):
 
 
 def table(rows) -> str:
-    ref = {r["score_on"] + str(r["n"]): r for r in rows if r["key"].startswith("minquant percentile weights=nearest "
-                                                                                 "bias_correction=True equalize=True "
-                                                                                 "calib=100 seed=0 batch=32")}
+    ref = {r["score_on"] + str(r["n"]): r for r in rows
+           if r["key"] == ("minquant percentile weights=nearest bias_correction=True equalize=True calib=100 seed=0 "
+                           f"batch=32 on={r['score_on']}")}
     lines = ["| setting | scored on | crops | top-1 agreement % | ± SE | 95 % Wilson | changed vs defaults | "
              "logit SQNR dB | s |",
              "|---|---|---:|---:|---:|---|---:|---:|---:|"]
     for r in sorted(rows, key=lambda r: (r["score_on"], r["framework"] != "minquant", r["key"])):
         base = ref.get(r["score_on"] + str(r["n"]))
-        changed = "" if base is None or base is r else str(int((np.array(base["top1"]) != np.array(r["top1"])).sum()))
+        changed = ("" if base is None or base is r else "—" if "top1" not in base or "top1" not in r
+                   else str(int((np.array(base["top1"]) != np.array(r["top1"])).sum())))
         lines.append(f"| {r['key'].replace(' on=' + r['score_on'], '')} | {r['score_on']} | {r['n']} | "
                      f"{100 * r['agree']:.1f} | {100 * r['se']:.1f} | {100 * r['wilson'][0]:.1f}–"
                      f"{100 * r['wilson'][1]:.1f} | {changed} | {r['sqnr']:.2f} | {r['seconds']:.0f} |")
@@ -180,6 +254,22 @@ def main(argv=None):
     ap.add_argument("--batch-size", type=int, default=32, help="quantize_static's calibration batch size")
     ap.add_argument("--eval", type=int, default=1000, help="eval crops (score-on eval)")
     ap.add_argument("--score-on", choices=("eval", "holdout"), default="eval")
+    ap.add_argument("--qat-steps", type=int, default=0,
+                    help="label-free int8 QAT from the model (exact forward), at most this many steps of --qat-batch")
+    ap.add_argument("--qat-crops", type=int, default=256, help="QAT: calibration-half crops (seed 1)")
+    ap.add_argument("--qat-extra", type=int, default=64, help="QAT: crops of the photos outside the benchmark")
+    ap.add_argument("--qat-augment", type=int, default=1, help="QAT: mixup + colour-jitter copies of the inputs")
+    ap.add_argument("--qat-val", type=int, default=64, help="QAT early stopping: calibration-half crops (seed 2)")
+    ap.add_argument("--qat-val-every", type=int, default=8, help="QAT: steps between early-stopping checks")
+    ap.add_argument("--qat-lr", type=float, default=5e-5)
+    ap.add_argument("--qat-scale-lr", type=float, default=None)
+    ap.add_argument("--qat-weight-scale-lr", type=float, default=0.0,
+                    help="QAT: the weight scales' rate (0: fixed — the int8 weight scales are ~1e-4, Adam's steps ~lr)")
+    ap.add_argument("--qat-weight-lr", type=float, default=None,
+                    help="QAT: 0 keeps the weights fixed (biases at --qat-lr and the scales learn); default --qat-lr")
+    ap.add_argument("--qat-batch", type=int, default=16)
+    ap.add_argument("--save", default="", help="save the (QAT) model there")
+    ap.add_argument("--load", default="", help="score a saved QuantizedModel instead of quantizing")
     ap.add_argument("--report", action="store_true", help="only print the table")
     a = ap.parse_args(argv)
     a.argv = argv

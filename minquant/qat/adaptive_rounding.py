@@ -170,7 +170,7 @@ def adaround(qm: QuantizedModel, rounding: NearestWeights, calibration_data, *, 
     if iterations < 1 or rows < 1 or batch_rows < 1 or not 0 <= warmup < 1 or reg_weight < 0:
         raise ValueError("adaround needs iterations, rows, batch_rows ≥ 1, 0 ≤ warmup < 1 and reg_weight ≥ 0")
     x = torch.from_numpy(x)
-    fq = FakeQuantModel(qm, rounding).eval().requires_grad_(False)
+    fq = FakeQuantModel(qm, rounding, exact=False).eval().requires_grad_(False)
     rng = np.random.default_rng(seed)
     gen = torch.Generator().manual_seed(seed)
     learned, report = {}, {}

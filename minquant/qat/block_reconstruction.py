@@ -104,7 +104,7 @@ def block_adaround(qm: QuantizedModel, rounding: NearestWeights, calibration_dat
         raise ValueError("block_adaround needs iterations, batch, min_layers ≥ 1, 0 ≤ warmup < 1, reg_weight ≥ 0")
     x = torch.from_numpy(x)
     g = qm.graph
-    fq = FakeQuantModel(qm, rounding).eval().requires_grad_(False)
+    fq = FakeQuantModel(qm, rounding, exact=False).eval().requires_grad_(False)
     gen = torch.Generator().manual_seed(seed)
     learned, report = {}, {}
     parts = blocks(g, min_layers)

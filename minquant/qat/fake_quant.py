@@ -66,9 +66,9 @@ def _codes(x, s, z, qmin, qmax, rule):
 
 class _FakeQuantize(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, scale, zero_point, qmin, qmax, axis, rule, grad_factor):
+    def forward(ctx, x, scale, zero_point, qmin, qmax, axis, rule, grad_factor, codes=None):
         s, z = _view(scale, x, axis), _view(zero_point, x, axis)
-        _, _, _, qc = _codes(x, s, z, qmin, qmax, rule)
+        qc = _codes(x, s, z, qmin, qmax, rule)[3] if codes is None else codes
         ctx.save_for_backward(x, scale, zero_point)
         ctx.args = (qmin, qmax, axis, rule, grad_factor)
         return (qc - z) * s
@@ -91,18 +91,23 @@ class _FakeQuantize(torch.autograd.Function):
             else:
                 dims = [d for d in range(x.dim()) if d != axis % x.dim()]
                 ds = per.sum(dim=dims).reshape(scale.shape)
-        return dx, ds, None, None, None, None, None, None
+        return dx, ds, None, None, None, None, None, None, None
 
 
 def fake_quantize(x: torch.Tensor, scale: torch.Tensor, zero_point, qmin: int, qmax: int, *, axis=None,
-                  rule: str = "torch", grad_factor: float | None = None) -> torch.Tensor:
+                  rule: str = "torch", grad_factor: float | None = None, codes=None) -> torch.Tensor:
     """``x̂ = (clamp(rne(x/s) + z, qmin, qmax) − z) · s`` with the STE / LSQ backward (module docstring).
 
     ``x``: float32 tensor. ``scale``: float32 tensor, one value (per tensor, ``axis=None``) or one per index of
     ``x`` along ``axis`` (per channel); it may require grad (learnable). ``zero_point``: whole numbers of the
     same length (fixed: no gradient). ``rule``: 'torch' (x·(1/s)) or 'onnxruntime' (x/s) —
     ``Target.quantize_rule``. ``grad_factor``: the scale gradient's factor, default LSQ's ``1/sqrt(N·qmax)``
-    (:func:`lsq_grad_factor`; pass 1.0 for the plain gradient)."""
+    (:func:`lsq_grad_factor`; pass 1.0 for the plain gradient).
+
+    ``codes``: the clamped codes the forward returns ``(codes − z)·s`` of, instead of ``clamp(rne(v) + z)`` —
+    the codes an integer kernel computed for this value (:class:`~minquant.qat.model.FakeQuantModel`'s exact
+    forward: the integer model's output, with the backward above evaluated at ``x``). Same shape as ``x``,
+    whole numbers in ``[qmin, qmax]``."""
     if rule not in QUANTIZE_RULES:
         raise ValueError(f"unknown quantize rule {rule!r}; expected one of {QUANTIZE_RULES}")
     if not isinstance(x, torch.Tensor) or x.dtype != torch.float32:
@@ -122,4 +127,10 @@ def fake_quantize(x: torch.Tensor, scale: torch.Tensor, zero_point, qmin: int, q
                          f"scale(s) and zero point(s), got {scale.numel()} and {zero_point.numel()}")
     if grad_factor is None:
         grad_factor = lsq_grad_factor(max(x.numel() // want, 1), qmax)
-    return _FakeQuantize.apply(x, scale, zero_point, int(qmin), int(qmax), axis, rule, float(grad_factor))
+    if codes is not None:
+        codes = torch.as_tensor(codes).to(torch.float32)
+        if codes.shape != x.shape:
+            raise ValueError(f"codes must have the shape of x {tuple(x.shape)}, got {tuple(codes.shape)}")
+        if codes.numel() and (float(codes.min()) < qmin or float(codes.max()) > qmax):
+            raise ValueError(f"codes must lie in [{qmin}, {qmax}], got [{float(codes.min())}, {float(codes.max())}]")
+    return _FakeQuantize.apply(x, scale, zero_point, int(qmin), int(qmax), axis, rule, float(grad_factor), codes)

@@ -28,6 +28,16 @@ the kernel sums integers exactly and requantizes with the target's float steps (
 step 7). Average pools round a mean of codes the same way. With int4 or 7-bit weights no int16 pair can
 saturate, so no larger difference exists (tests/test_qat_model.py measures both).
 
+**Exact forward** (``exact=True``, the default): the differences above are removed. Each forward first
+converts the model as it stands (:meth:`to_quantized`) and runs the integer model on the batch
+(:meth:`integer_codes`: every node's raw output codes, the integer kernels' own arithmetic); the torch graph
+then runs as described, but every fake quantization returns the integer model's codes ``(q_int − z)·s``
+(``fake_quantize(..., codes=)``) with its STE / LSQ backward evaluated at the float value ``y``, and every
+other node's value is replaced by the integer model's (identity gradient). So the forward *is* the converted
+model, bit for bit — logits included — and the gradient is the fake-quant one: nothing is lost at conversion
+(tests/test_qat_exact.py, on TinyCNN and MobileNetV2). The cost is one integer run per step.
+``exact=False`` is the plain float32 forward (AdaRound and block reconstruction read layer inputs with it).
+
 **int4 per group** (``w4a8_conv2d`` / ``w4a8_linear``, the precision ladder's W4A8 g32 model from
 ``quantize_precision(..., weight_rounding=)``): the layer's rows ((kh, kw, c) order, :mod:`minquant.kernels.int4_conv`)
 are fake-quantized per group, ``ŵ = s_g · clamp(rne(W / s_g), −8, 7)`` (divide: the rule of
@@ -57,10 +67,23 @@ from .weights import GROUP_WEIGHT_RULE, WEIGHT_RULE, round_codes, round_nearest,
 
 __all__ = ["FakeQuantModel"]
 
+
+class _Replace(torch.autograd.Function):
+    """``_Replace.apply(y, value)``: returns ``value`` (bit for bit), passes the gradient to ``y`` unchanged."""
+
+    @staticmethod
+    def forward(ctx, y, value):
+        return value.to(y.dtype).reshape(y.shape).clone()
+
+    @staticmethod
+    def backward(ctx, dy):
+        return dy, None
+
 _SUPPORTED = ("quantize", "dequantize", "qconv2d", "qlinear", "w4a8_conv2d", "w4a8_linear", "qadd", "qcat",
               "qmax_pool2d", "qavg_pool2d", "qadaptive_avg_pool2d", "qclamp", "qflatten", "qreshape")
 _LAYERS = ("qconv2d", "qlinear", "w4a8_conv2d", "w4a8_linear")
 _CONVS = ("qconv2d", "w4a8_conv2d")
+_FQ_OPS = ("quantize", *_LAYERS, "qadd", "qcat", "qavg_pool2d", "qadaptive_avg_pool2d")   # end in fake_quantize
 _FP16_TINY = 2.0 ** -24          # float16's smallest positive number: the least a stored int4 group scale can be
 _MIN_SCALE = 1e-12
 
@@ -71,7 +94,7 @@ class FakeQuantModel(nn.Module):
     or :class:`~minquant.qat.adaptive_rounding.AdaRoundWeights`), which recorded each layer's float weights, code type
     and scale. Raises ValueError for ops it has no fake-quant form of (float fallbacks, qmul, hardswish...)."""
 
-    def __init__(self, qm: QuantizedModel, rounding):
+    def __init__(self, qm: QuantizedModel, rounding, *, exact: bool = True):
         super().__init__()
         if not isinstance(qm, QuantizedModel):
             raise TypeError(f"FakeQuantModel needs a QuantizedModel, got {type(qm).__name__}")
@@ -85,6 +108,7 @@ class FakeQuantModel(nn.Module):
         if len(qm.graph.inputs) != 1 or len(qm.graph.outputs) != 1:
             raise ValueError("FakeQuantModel trains one-input, one-output models")
         self.qm = qm
+        self.exact = bool(exact)
         self.rule = qm.target.quantize_rule
         self.scales = nn.ParameterDict()          # activation scale per value with its own qparams
         self.zero_points: dict[str, int] = {}
@@ -155,10 +179,11 @@ class FakeQuantModel(nn.Module):
         """An activation scale as used (kept ≥ 1e-12 so that a step of SGD cannot make it ≤ 0)."""
         return self.scales[key].clamp_min(_MIN_SCALE)
 
-    def _fq(self, x, key):
+    def _fq(self, x, key, codes=None):
         z = self.zero_points[key]
         return fake_quantize(x, self.scale(key), torch.tensor([float(z)]), 0, 255, rule=self.rule,
-                             grad_factor=lsq_grad_factor(max(x.numel(), 1), 255))
+                             grad_factor=lsq_grad_factor(max(x.numel(), 1), 255),
+                             codes=None if codes is None else torch.from_numpy(codes))
 
     def group_scale(self, name) -> torch.Tensor:
         """An int4 layer's (O, G) group scales as used: rounded to float16 (the W4A8 kernels store float16),
@@ -194,23 +219,51 @@ class FakeQuantModel(nn.Module):
             y = torch.minimum(y, hi.reshape((1, -1) + (1,) * (y.dim() - 2)))
         return y
 
-    def forward(self, x: torch.Tensor, *, quantized: bool = True, hook=None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, *, quantized: bool = True, hook=None, exact: bool | None = None) -> torch.Tensor:
         """Logits of the fake-quantized model (``quantized=False``: of the float model it stands for).
-        ``hook(name, value)`` is called after every node (AdaRound reads layer inputs with it)."""
+        ``hook(name, value)`` is called after every node (AdaRound reads layer inputs with it). ``exact``
+        (default: the model's :attr:`exact`): every value is the converted integer model's, bit for bit
+        (module docstring, "Exact forward")."""
         g = self.qm.graph
+        exact = self.exact if exact is None else exact
+        raw = None
+        if quantized and exact:
+            _, raw = self.integer_codes(x)
         env = {g.inputs[0]: x}
         for n in g.nodes:
-            env[n.name] = y = self.node_output(n, [env[v] for v in n.inputs], quantized=quantized)
+            env[n.name] = y = self.node_output(n, [env[v] for v in n.inputs], quantized=quantized,
+                                               codes=None if raw is None else raw[n.name])
             if hook is not None:
                 hook(n.name, y)
         return env[g.outputs[0]]
 
-    def node_output(self, n: Node, ins: list, *, quantized: bool = True, weight=None) -> torch.Tensor:
+    def integer_codes(self, x) -> tuple[QuantizedModel, dict]:
+        """(the model as converted now, ``{value: its raw output on x}``: uint8 codes, or the float logits)."""
+        with torch.no_grad():
+            qm = self.to_quantized()
+        x = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x, np.float32)
+        _, raw = qm.run(np.ascontiguousarray(x, np.float32), intermediates=True, raw=True)
+        return qm, raw
+
+    def node_output(self, n: Node, ins: list, *, quantized: bool = True, weight=None, codes=None) -> torch.Tensor:
         """One node of the graph on its (fake-quantized) float inputs (module docstring). ``weight``: a layer's
-        weights to use instead of its fake-quantized ones (block reconstruction passes its soft rounding)."""
+        weights to use instead of its fake-quantized ones (block reconstruction passes its soft rounding).
+        ``codes``: the integer model's output of this node (its uint8 codes, or float for ``dequantize``) —
+        the value returned is then that, exactly, with this node's gradients (the exact forward)."""
+        y = self._node_output(n, ins, quantized, weight, codes)
+        if codes is None or n.op in _FQ_OPS:
+            return y
+        if codes.dtype == np.uint8:
+            k = self.key[n.name]
+            value = (torch.from_numpy(codes.astype(np.float32)) - float(self.zero_points[k])) * self.scale(k).detach()
+        else:
+            value = torch.from_numpy(np.asarray(codes, np.float32))
+        return _Replace.apply(y, value)
+
+    def _node_output(self, n, ins, quantized, weight, codes):
         a, xin = n.attrs, ins[0]
         if n.op == "quantize":
-            return self._fq(xin, self.key[n.name]) if quantized else xin
+            return self._fq(xin, self.key[n.name], codes) if quantized else xin
         if n.op in _LAYERS:
             k, lay = self.key[n.name], self.layer[n.name]
             w, b = (self._weight(n.name), self.biases[k]) if quantized else (lay["float_weight"], lay["float_bias"])
@@ -221,20 +274,20 @@ class FakeQuantModel(nn.Module):
             else:
                 y = F.linear(xin, w, b)
             y = self._activation(y, a.activation, lay["hi"])
-            return self._fq(y, k) if quantized else y
+            return self._fq(y, k, codes) if quantized else y
         if n.op == "qadd":
             y = ins[0] + ins[1]
             y = torch.relu(y) if a.relu else y
-            return self._fq(y, self.key[n.name]) if quantized else y
+            return self._fq(y, self.key[n.name], codes) if quantized else y
         if n.op == "qcat":
             y = torch.cat(ins, dim=a.dim)
-            return self._fq(y, self.key[n.name]) if quantized else y
+            return self._fq(y, self.key[n.name], codes) if quantized else y
         if n.op == "qmax_pool2d":
             return F.max_pool2d(xin, a.kernel_size, a.stride, a.padding, a.dilation, a.ceil_mode)
         if n.op in ("qavg_pool2d", "qadaptive_avg_pool2d"):
             y = (F.avg_pool2d(xin, a.kernel_size, a.stride, a.padding, a.ceil_mode, a.count_include_pad,
                               a.divisor_override) if n.op == "qavg_pool2d" else F.adaptive_avg_pool2d(xin, a.output_size))
-            return self._fq(y, self.key[n.name]) if quantized else y
+            return self._fq(y, self.key[n.name], codes) if quantized else y
         if n.op == "qclamp":
             return self._activation(xin, a.activation, None)
         if n.op == "qflatten":

@@ -34,13 +34,16 @@ __all__ = ["finetune"]
 
 def finetune(fq: FakeQuantModel, x, teacher_logits, labels=None, *, epochs: int = 3, lr: float = 1e-4,
              batch_size: int = 32, T: float = 1.0, alpha: float = 0.0, seed: int = 0,
-             scale_lr: float | None = None, validation=None, validate_every: int = 0,
-             progress: bool = False) -> list[dict]:
+             scale_lr: float | None = None, weight_scale_lr: float | None = None, validation=None,
+             validate_every: int = 0, progress: bool = False) -> list[dict]:
     """Train ``fq`` in place on inputs ``x`` (float32 array (N, ...)) against ``teacher_logits`` (N, classes)
     and, if ``alpha > 0``, ``labels`` (N,). Returns one dict per epoch (``epoch``, mean ``loss``) and, with
     ``validation``, one per check (``step``, ``val_loss``, ``val_agree``: top-1 agreement with the teacher).
     Convert afterwards with ``fq.to_quantized()``. ``scale_lr``: the learning rate of the weight and activation
-    scales (default: ``lr``, one rate for all). ``validation``: ``(x_val, teacher_logits_val)`` held-out inputs
+    scales (default: ``lr``, one rate for all). ``weight_scale_lr``: the weight scales' own rate (default:
+    ``scale_lr``; 0: kept fixed) — Adam's steps are about ``lr`` in absolute terms, and an int8 weight scale
+    (max|w|/127.5, often ~1e-4) is far smaller than an activation scale, so one rate that suits the
+    activations can double a weight scale in a few steps. ``validation``: ``(x_val, teacher_logits_val)`` held-out inputs
     for early stopping (module docstring), checked every ``validate_every`` steps (0: once per epoch)."""
     from ..distill.torch_loss import KDLoss        # same rank (layer 4): imported where used
 
@@ -56,6 +59,8 @@ def finetune(fq: FakeQuantModel, x, teacher_logits, labels=None, *, epochs: int 
         raise ValueError(f"finetune needs epochs ≥ 1, batch_size ≥ 1 and lr > 0, got {epochs}, {batch_size}, {lr}")
     if scale_lr is not None and not scale_lr > 0:
         raise ValueError(f"scale_lr must be > 0 (or None: the same as lr), got {scale_lr}")
+    if weight_scale_lr is not None and not weight_scale_lr >= 0:
+        raise ValueError(f"weight_scale_lr must be ≥ 0 (0: fixed; None: scale_lr), got {weight_scale_lr}")
     if validate_every < 0:
         raise ValueError(f"validate_every must be ≥ 0 (0: once per epoch), got {validate_every}")
     if validation is not None:
@@ -82,10 +87,15 @@ def finetune(fq: FakeQuantModel, x, teacher_logits, labels=None, *, epochs: int 
             print(f"qat step {step}: validation loss {loss:.4g}, agreement {100 * agree:.1f} %", flush=True)
     xs, ts = torch.from_numpy(x), torch.from_numpy(t)
     ys = None if labels is None else torch.from_numpy(np.asarray(labels, np.int64))
-    scales = [p for p in (*fq.scales.values(), *fq.w_scales.values()) if p.requires_grad]
-    others = [p for p in fq.parameters() if p.requires_grad and all(p is not q for q in scales)]
-    opt = torch.optim.Adam([{"params": others, "lr": lr},
-                            {"params": scales, "lr": lr if scale_lr is None else scale_lr}])
+    act_scales = [p for p in fq.scales.values() if p.requires_grad]
+    w_scales = [p for p in fq.w_scales.values() if p.requires_grad]
+    others = [p for p in fq.parameters() if p.requires_grad and all(p is not q for q in act_scales + w_scales)]
+    s_lr = lr if scale_lr is None else scale_lr
+    ws_lr = s_lr if weight_scale_lr is None else weight_scale_lr
+    groups = [{"params": others, "lr": lr}, {"params": act_scales, "lr": s_lr}]
+    if ws_lr > 0:
+        groups.append({"params": w_scales, "lr": ws_lr})
+    opt = torch.optim.Adam(groups)
     steps = epochs * math.ceil(len(x) / batch_size)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: 0.5 * (1 + math.cos(math.pi * min(i / steps, 1.0))))
     rng = np.random.default_rng(seed)
