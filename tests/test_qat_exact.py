@@ -90,8 +90,12 @@ def test_exact_forward_trains_with_the_fake_quant_gradient(digits):
                                   FakeQuantModel(qm, rounding, exact=False)(x).detach().numpy())
     assert all(g.abs().sum() > 0 for n, g in grads[0].items() if n.startswith("weights"))
     if same_forward:
+        # the two backward formulas sum the same terms in different orders: a scale's gradient (thousands of
+        # terms that partly cancel) moves by ~5e-4 of its size under torch's AVX2 kernels (ATEN_CPU_CAPABILITY=
+        # avx2, as on a Zen 3); a wrong STE / LSQ formula moves it by its own size
         for n in grads[0]:
-            torch.testing.assert_close(grads[0][n], grads[1][n], rtol=1e-5, atol=1e-7)
+            ref = grads[1][n]
+            torch.testing.assert_close(grads[0][n], ref, rtol=1e-5, atol=2e-3 * float(ref.abs().max()) + 1e-12)
 
 
 def test_fake_quantize_codes_override():
