@@ -77,7 +77,7 @@ def test_qconv2d_nhwc_refuses_wrong_input():
         layer.nhwc(np.zeros((1, 2, 2, 3), np.float32))
 
 
-@pytest.mark.parametrize("shape", [(1, 3, 5, 7), (2, 1, 4, 4), (2, 16, 3, 5), (1, 4, 1, 1)])
+@pytest.mark.parametrize("shape", [(1, 3, 5, 7), (2, 3, 6, 5), (2, 1, 4, 4), (2, 16, 3, 5), (1, 4, 1, 1)])
 def test_transposes(shape):
     x = np.random.default_rng(1).integers(0, 256, shape).astype(np.uint8)
     y = nchw_to_nhwc(x)
