@@ -47,7 +47,7 @@ def test_qconv2d_nhwc_matches_reference(case, target):
         ref = qconv2d_reference(x, 0.02, 7, wq, ws, wz, bias, 0.05, 100, **kw)
         assert len(np.unique(ref)) > 100                     # not saturated
         layer = QConv2d(wq, ws, wz, bias, 0.02, 7, 0.05, 100, **kw)
-        for isa in ISAS:
+        for isa in ISAS + ISAS[::-1]:       # each instruction set twice: the second call runs the planned runner
             with isa_cap(isa):
                 y = layer.nhwc(nchw_to_nhwc(x))
             assert y.shape == (n, ref.shape[2], ref.shape[3], o)
@@ -63,19 +63,21 @@ def test_qconv2d_nhwc_no_jit():
         ws = rng.uniform(0.001, 0.01, o).astype(np.float32)
         kw = dict(stride=s, padding=p, dilation=d, groups=g, target="onnxruntime")
         ref = qconv2d_reference(x, 0.02, 7, wq, ws, 0, None, 0.05, 100, **kw)
-        y = QConv2d(wq, ws, 0, None, 0.02, 7, 0.05, 100, **kw).nhwc(nchw_to_nhwc(x))
-        np.testing.assert_array_equal(nhwc_to_nchw(y), ref)
+        layer = QConv2d(wq, ws, 0, None, 0.02, 7, 0.05, 100, **kw)
+        for _ in range(2):                          # the first call plans the shape, the second reuses it
+            np.testing.assert_array_equal(nhwc_to_nchw(layer.nhwc(nchw_to_nhwc(x))), ref)
 
 
 def test_qconv2d_nhwc_refuses_wrong_input():
     layer = QConv2d(np.ones((4, 3, 1, 1), np.int8), 0.01, 0, None, 0.02, 7, 0.05, 100)
+    layer.nhwc(np.zeros((1, 2, 2, 3), np.uint8))       # a shape planned once is still checked on later calls
     with pytest.raises(ValueError, match="NHWC input has 5"):
         layer.nhwc(np.zeros((1, 2, 2, 5), np.uint8))
     with pytest.raises(ValueError, match="4-D uint8 NHWC"):
         layer.nhwc(np.zeros((1, 2, 2, 3), np.float32))
 
 
-@pytest.mark.parametrize("shape", [(1, 3, 5, 7), (2, 1, 4, 4), (2, 16, 3, 5), (1, 4, 1, 1)])
+@pytest.mark.parametrize("shape", [(1, 3, 5, 7), (2, 3, 6, 5), (2, 1, 4, 4), (2, 16, 3, 5), (1, 4, 1, 1)])
 def test_transposes(shape):
     x = np.random.default_rng(1).integers(0, 256, shape).astype(np.uint8)
     y = nchw_to_nhwc(x)
@@ -283,3 +285,28 @@ def test_plan_keeps_position_dependent_adds_nchw():
     assert by["add"].op == "qadd" and all(by[v].op == "to_nchw" for v in by["add"].inputs)
     assert by["c1"].inputs == ["q.nhwc"] and by[plan.outputs[1]].op == "to_nchw"
     assert {n.name: n.op for n in channels_last_graph(g, lambda n: True).nodes}["add"] == "qadd_nhwc"
+
+
+@pytest.mark.skipif(NOJIT or not isa_available(ISA_AVX2), reason="the channels-last im2col copies with ymm moves (JIT, AVX2)")
+@pytest.mark.parametrize("geo", [(1, 9, 11, 3, 3, 3, 2, 2, 1, 1, 1, 1),    # (n, h, w, c, kh, kw, sh, sw, ph, pw, dh, dw)
+                                 (2, 8, 7, 6, 3, 3, 1, 1, 1, 1, 1, 1),    # short tap rows (≤ 32 bytes), batch 2
+                                 (1, 10, 9, 3, 3, 3, 1, 1, 2, 1, 2, 1),   # dilation in H only: still one run per row
+                                 (1, 9, 9, 4, 2, 5, 1, 2, 0, 2, 1, 2),    # dilation in W: one run per tap
+                                 (1, 6, 6, 12, 3, 3, 1, 1, 1, 1, 1, 1)])  # tap rows of 36 bytes (> one ymm)
+def test_im2col_rows_matches_numpy(geo):
+    from minquant.kernels.gemm_simd import _im2col_rows
+    n, h, w, c, kh, kw, sh, sw, ph, pw, dh, dw = geo
+    x = np.random.default_rng(zlib.crc32(repr(geo).encode())).integers(0, 256, (n, h, w, c), dtype=np.uint8)
+    zp = 7
+    xp = np.pad(x, ((0, 0), (ph, ph), (pw, pw), (0, 0)), constant_values=zp)
+    oh = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1
+    ow = (w + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+    taps = [xp[:, i * dh:i * dh + sh * (oh - 1) + 1:sh, j * dw:j * dw + sw * (ow - 1) + 1:sw, :]
+            for i in range(kh) for j in range(kw)]
+    k = kh * kw * c
+    kp = 4 * (-(-k // 4))
+    want = np.zeros((n * oh * ow, kp), np.uint8)
+    want[:, :k] = np.stack(taps, axis=3).reshape(n * oh * ow, k)
+    buf = np.full(n * oh * ow * kp + 32, 0xAB, np.uint8)
+    _im2col_rows(x, kh, kw, sh, sw, ph, pw, dh, dw, np.uint8(zp), kp, buf)
+    np.testing.assert_array_equal(buf[:n * oh * ow * kp].reshape(-1, kp), want)

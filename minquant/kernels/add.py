@@ -135,29 +135,27 @@ def qadd_reference(a_q, a_scale, a_zp, b_q, b_scale, b_zp, y_scale, y_zp, *, rel
 
 
 @njit(cache=True)
-def _store(t, lo, out, i):
-    """Clamp a rounded value (float) to [lo, 255] and store it as uint8."""
-    if t < lo:
-        t = lo
-    elif t > 255.0:
-        t = 255.0
-    out[i] = np.uint8(np.int32(t))
+def _store(t, lo, hi, out, i):
+    """Clamp a rounded value (float) to [lo, hi = 255] and store it as uint8 (``min``/``max`` of one float type,
+    not branches: the loops that call it then vectorize)."""
+    out[i] = np.uint8(np.int32(min(max(t, lo), hi)))
 
 
 @njit(cache=True)
 def _add_fbgemm_kernel(a, b, n_vec, sa, sb, pa, pb, a_zp, b_zp, inv_y, y_zp, lo, relu, out):
     """torch fbgemm: FMA dequantization for the first n_vec elements (SIMD blocks), plain after."""
+    hi = np.float32(255)
     for i in range(n_vec):
         c = np.float32(_fma32(sa, np.float32(a[i]), pa) + _fma32(sb, np.float32(b[i]), pb))
         if relu:
             c = max(c, np.float32(0))
-        _store(np.rint(np.float32(c * inv_y)) + y_zp, lo, out, i)
+        _store(np.rint(np.float32(c * inv_y)) + y_zp, lo, hi, out, i)
     for i in range(n_vec, a.size):
         c = np.float32(np.float32(np.float32(np.int32(a[i]) - a_zp) * sa)
                        + np.float32(np.float32(np.int32(b[i]) - b_zp) * sb))
         if relu:
             c = max(c, np.float32(0))
-        _store(np.rint(np.float32(c * inv_y)) + y_zp, lo, out, i)
+        _store(np.rint(np.float32(c * inv_y)) + y_zp, lo, hi, out, i)
 
 
 @njit(cache=True)
@@ -165,28 +163,31 @@ def _add_qnnpack_kernel(a, b, m_a, m_b, shift, a_zp, b_zp, y_zp, lo, out):
     """qnnpack: fixed-point multipliers, shift with round half away from zero."""
     mask = (np.int64(1) << shift) - 1
     half = mask >> 1
+    hi = np.float64(255)
     for i in range(a.size):
         acc = m_a * (np.int64(a[i]) - a_zp) + m_b * (np.int64(b[i]) - b_zp)
         rem = (acc & mask) - (acc < 0)
         t = (acc >> shift) + (rem > half) + y_zp
-        _store(np.float64(t), lo, out, i)
+        _store(np.float64(t), lo, hi, out, i)
 
 
 @njit(cache=True)
 def _add_ort_kernel(a, b, r_a, r_b, k_ort, lo, out):
     """ONNX Runtime: two FMAs, zero point folded into k_ort, rounding last."""
+    hi = np.float32(255)
     for i in range(a.size):
-        _store(np.rint(_fma32(np.float32(a[i]), r_a, _fma32(np.float32(b[i]), r_b, k_ort))), lo, out, i)
+        _store(np.rint(_fma32(np.float32(a[i]), r_a, _fma32(np.float32(b[i]), r_b, k_ort))), lo, hi, out, i)
 
 
 @njit(cache=True)
 def _add_f64_kernel(a, b, sa, sb, sy, a_zp, b_zp, y_zp, lo, relu, out):
     """minquant: float64 textbook."""
+    hi = np.float64(255)
     for i in range(a.size):
         y = sa * (np.float64(a[i]) - a_zp) + sb * (np.float64(b[i]) - b_zp)
         if relu:
             y = max(y, 0.0)
-        _store(np.rint(y / sy) + y_zp, lo, out, i)
+        _store(np.rint(y / sy) + y_zp, lo, hi, out, i)
 
 
 class QAdd:

@@ -29,7 +29,7 @@ from numba import njit
 
 from ..target import resolve_conv
 from .checks import check_conv_args, check_groups, check_weight_zp
-from .depthwise import Depthwise3x3NHWC
+from .depthwise import Depthwise3x3NHWC, _depthwise3x3_nhwc_kernel
 from .gemm import gemm_u8s8_reference, pack_weight, raw_product_cols
 from .gemm_simd import ISA_NONE, choose_plan, conv_rows_simd_runner, conv_simd
 from .requant_simd import (VECTOR_MODES, lane_constants, requant16_lanes, requant_row16, store_codes16, taps9_16,
@@ -452,6 +452,7 @@ class QConv2d:
                                   clamp_hi=clamp_hi, target=self.arith)
         self._lanes = lane_constants(self.stage, c_out)   # per-channel constants of the SIMD output stages
         self._rows_runners = {}      # plan → the channels-last product ready to run (conv_rows_simd_runner)
+        self._nhwc_runs = {}         # (NHWC input shape, instruction set) → run(x) of nhwc (_nhwc_runner)
         if not self.packed.depthwise:
             self.col_adj = [pk.col_sum - pk.w_q.shape[1] * pk.w_zp for pk in self.packed.packs]
             og = c_out // self.groups
@@ -491,6 +492,10 @@ class QConv2d:
         reads the pixel rows in place), depthwise layers the channels-last kernel
         (:func:`depthwise_channels_last`); the rest (:attr:`channels_last_native` false) the NCHW path between
         two transposes."""
+        if type(x_q) is np.ndarray and x_q.dtype == np.uint8 and x_q.flags.c_contiguous:
+            run = self._nhwc_runs.get((x_q.shape, host_isa()))
+            if run is not None:     # this shape was checked and planned before: only the kernel runs
+                return run(x_q)
         x_q = np.asarray(x_q)
         c_out, cg, kh, kw = self.packed.w_q.shape
         if x_q.dtype != np.uint8 or x_q.ndim != 4:
@@ -501,19 +506,44 @@ class QConv2d:
         if not self.channels_last_native:
             y = self(np.ascontiguousarray(x_q.transpose(0, 3, 1, 2)))
             return np.ascontiguousarray(y.transpose(0, 2, 3, 1))
-        n, h, w, _ = x_q.shape
+        x_q = np.ascontiguousarray(x_q)
+        run = self._nhwc_runs[(x_q.shape, host_isa())] = self._nhwc_runner(x_q.shape)
+        return run(x_q)
+
+    def _depthwise3x3(self) -> Depthwise3x3NHWC:
+        """This depthwise 3×3 layer as the channels-last integer SIMD kernel (built on first use, then kept)."""
+        dw3 = self.__dict__.get("_dw3x3")
+        if dw3 is None:
+            dw3 = self._dw3x3 = Depthwise3x3NHWC.from_qconv2d(self)
+        return dw3
+
+    def _nhwc_runner(self, x_shape):
+        """``run(x)`` of :meth:`nhwc` for checked, contiguous channels-last codes of shape ``x_shape`` on this
+        host's instructions (or those a test caps it to): the plan and output shape worked out once, so that a
+        model's later calls run the kernel and allocate the output, nothing more."""
+        n, h, w, _ = x_shape
+        c_out, cg, kh, kw = self.packed.w_q.shape
         (sh, sw), (ph, pw), (dh, dw) = self.stride, self.padding, self.dilation
         oh, ow = conv_out_size(h, kh, sh, ph, dh), conv_out_size(w, kw, sw, pw, dw)
-        x_q = np.ascontiguousarray(x_q)
         if self.packed.depthwise:
-            return depthwise_channels_last(self, x_q, oh, ow)
+            isa = host_isa()
+            if (kh, kw) == (3, 3) and (dh, dw) == (1, 1) and sh == sw and sh in (1, 2) and isa != ISA_NONE:
+                dw3 = self._depthwise3x3()
+                kind, args, y_shape = dw3.kinds[isa], dw3._args, dw3.out_shape(x_shape)
+                if kind.mode >= 0:      # the output stage inside the kernel (what depthwise3x3_nhwc runs)
+                    def run_dw3(x):
+                        out = np.empty(y_shape, np.uint8)
+                        _depthwise3x3_nhwc_kernel(kind, x, *args, out)
+                        return out
+                    return run_dw3
+            return lambda x: depthwise_channels_last(self, x, oh, ow)
         plan = self.plan
         run = self._rows_runners.get(plan)
         if run is None:     # made once per plan (the host's instructions, or those a test caps it to)
             run = self._rows_runners[plan] = conv_rows_simd_runner(
                 plan, self.packed.packs[0], (kh, kw), self.stride, self.padding, self.dilation, self.x_zp,
                 self.col_adj[0], self.stage, self._lanes)
-        return run(x_q)
+        return run
 
     @property
     def plan(self):
@@ -579,10 +609,7 @@ def depthwise_channels_last(layer: QConv2d, xt, oh, ow):
     kh, kw = pk.w_q.shape[2:]
     (sh, sw), (ph, pw), (dh, dw) = layer.stride, layer.padding, layer.dilation
     if (kh, kw) == (3, 3) and (dh, dw) == (1, 1) and sh == sw and sh in (1, 2):
-        dw3 = layer.__dict__.get("_dw3x3")
-        if dw3 is None:
-            dw3 = layer._dw3x3 = Depthwise3x3NHWC.from_qconv2d(layer)
-        return dw3(xt)
+        return layer._depthwise3x3()(xt)
     saturate, lo_s, hi_s = layer._pair_bounds()
     yt = np.empty((xt.shape[0], oh, ow, pk.w_q.shape[0]), np.uint8)
     consts, bq = layer._lanes

@@ -613,9 +613,10 @@ def _avg_pool_ort_kernel(x_q, kh, kw, sh, sw, ph, pw, count_include_pad, xs, xz,
                 if count_include_pad:
                     cnt = kh * kw
                 o = out[b, i, j]
-                for ch in range(c):
-                    t = np.rint(np.float32(np.float32(np.float32(acc[ch] / np.float32(cnt)) / ys) + yz))
-                    o[ch] = np.uint8(min(max(t, np.float32(0)), np.float32(255)))
+                fcnt, lo, hi = np.float32(cnt), np.float32(0), np.float32(255)
+                for ch in range(c):     # (float32 → int32 → uint8: the form LLVM vectorizes)
+                    t = np.rint(np.float32(np.float32(np.float32(acc[ch] / fcnt) / ys) + yz))
+                    o[ch] = np.uint8(np.int32(min(max(t, lo), hi)))
 
 
 def qavg_pool2d_onnxruntime(x_q, kernel_size, stride=None, padding=0, count_include_pad=False, *, x_scale, x_zp,

