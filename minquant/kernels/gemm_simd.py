@@ -287,16 +287,13 @@ def _panels_per_block(rows, panels):
 def _linear_out_kernel(kind, sm, A, V, K4, ct, consts, bq, zf, lof, out):
     """out (M, N) uint8 = the output stage of (A · Wᵀ − ct) with the epilogue in registers
     (:mod:`.tiles_out`): by blocks of ROW_BLOCK rows, every 64-channel panel of a block in turn — 6 rows at a
-    time on a full panel, 12 on a panel of 32 or 16 useful channels, then the rows left over one by one."""
+    time on a full panel, 12 on a panel of 32 or 16 useful channels, then the rows left over one by one.
+    In mode 2 ``bq`` already holds the int32 bias minus the zero-point term (``bq − ct``, made once by
+    :func:`linear_simd_runner`): that stage adds them together (``_finish16``)."""
     M, N = out.shape
     lda = A.shape[1]
     out_f = out.reshape(out.size)
     n_panels = (N + 63) // 64
-    if tiles_out.stage_mode(sm) == 2:      # mode 2 takes the zero-point term with its int32 bias (_finish16)
-        bqc = np.empty(bq.shape[0], np.int32)
-        for c in range(bq.shape[0]):
-            bqc[c] = bq[c] - ct[c]
-        bq = bqc
     for m0 in range(0, M, ROW_BLOCK):
         mb = min(ROW_BLOCK, M - m0)
         for j in range(n_panels):
@@ -372,8 +369,10 @@ def linear_simd_runner(plan: GemmPlan, packed, x_zp, col_adj, st: OutputStage, l
     has_wzp = bool(np.any(packed.w_zp))
     consts, bq = lanes if lanes is not None else lane_constants(st, n)
     if epilogue_in_registers(plan, has_wzp, st.mode):      # zero-point term and output stage in registers
-        out_args = (_stage_mode(packed, st), _zero_point_terms(packed, x_zp, col_adj), consts, bq,
-                    np.float32(st.y_zp), np.float32(st.lo))
+        sm, ct = _stage_mode(packed, st), _zero_point_terms(packed, x_zp, col_adj)
+        # mode 2 adds the zero-point term with its int32 bias: fold it in once, not per call
+        bq_out = (bq - ct[:bq.shape[0]]).astype(np.int32) if st.mode == 2 else bq
+        out_args = (sm, ct, consts, bq_out, np.float32(st.y_zp), np.float32(st.lo))
     else:
         out_args = None
     epilogue = (col_adj, packed.w_zp, np.int64(x_zp), consts, bq, st.mode, st.bias_f, st.bias_q, st.mult32,
