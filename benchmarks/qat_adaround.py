@@ -143,6 +143,8 @@ def mobilenet(args):
 
     t = time.time()
     ends = ("features.0.0", "classifier.1") if args.int8_ends else ()
+    if args.int8_depthwise:     # the 17 depthwise convs (9 weights per channel, one int4 scale each) keep int8
+        ends += tuple(n for n, m in model.named_modules() if isinstance(m, torch.nn.Conv2d) and m.groups > 1)
     nearest = NearestWeights("int4", mse_scale=args.mse_scale, int8_layers=ends)
 
     def quantize(rounding):
@@ -156,6 +158,8 @@ def mobilenet(args):
     key = dict(calib=args.calib, eval=args.eval, mse_scale=args.mse_scale, int8_ends=args.int8_ends,
                group_size=args.group_size, ada_samples=args.ada_samples, ada_iters=args.ada_iters,
                ada_rows=args.ada_rows, ada_min_rows=args.ada_min_rows)
+    if args.int8_depthwise:
+        key.update(int8_depthwise=True)
     if args.block:
         key.update(block=True, block_batch=args.block_batch)
     cache = Path(args.ada_cache) if args.ada_cache else None
@@ -212,7 +216,8 @@ def mobilenet(args):
         qq.save(args.save)
     recon = {k: v for k, v in ada.report.items()}
     return dict(results=res, timing=timing, calib=args.calib, qat_crops=args.qat_crops, eval=args.eval,
-                mse_scale=args.mse_scale, int8_ends=args.int8_ends, group_size=args.group_size, block=args.block,
+                mse_scale=args.mse_scale, int8_ends=args.int8_ends, int8_depthwise=args.int8_depthwise,
+                group_size=args.group_size, block=args.block,
                 block_batch=args.block_batch, ada_min_rows=args.ada_min_rows, ada_samples=args.ada_samples,
                 ada_iters=args.ada_iters, ada_rows=args.ada_rows, qat_epochs=args.qat_epochs, qat_lr=args.qat_lr,
                 qat_scale_lr=args.qat_scale_lr, qat_batch=args.qat_batch, qat_T=args.qat_T,
@@ -361,6 +366,8 @@ def report():
         if d.get("int8_ends"):
             rule += ('; the first conv and the classifier keep int8 weights '
                      '(`int8_layers=("features.0.0", "classifier.1")`)')
+        if d.get("int8_depthwise"):
+            rule += "; **the 17 depthwise convs keep int8 weights** (`--int8-depthwise`)"
         lines += [f"## MobileNetV2 (ImageNet weights) on photo crops, W4A8 — {rule}", "",
                   f"{d['calib']} calibration crops (`photo_crops({d['calib']}, split=\"calib\")`), {d['eval']} held-out "
                   f"evaluation crops (`split=\"eval\"`). AdaRound: {d['ada_iters']} Adam steps per layer on "
@@ -486,6 +493,7 @@ def main(argv=None):
     ap.add_argument("--mse-scale", action="store_true", help="int4 weight scales by the clipped-range search")
     ap.add_argument("--ada-min-rows", type=float, default=0.0, help="adaround(min_rows_per_input=)")
     ap.add_argument("--int8-ends", action="store_true", help="first conv and classifier keep int8 weights")
+    ap.add_argument("--int8-depthwise", action="store_true", help="the depthwise convs keep int8 weights")
     ap.add_argument("--group-size", type=int, default=0,
                     help="int4 weights per group of this many (the ladder's W4A8 g<N>, quantize_precision); 0: per "
                          "output channel (quantize_static)")

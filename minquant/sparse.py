@@ -16,6 +16,15 @@ encodings make unstructured sparsity pay (``nnz`` = non-zeros, sizes in bytes, s
 
   CSR wins only at high sparsity (each non-zero carries an index); the bitmask's cost per *zero* is 1 bit.
 
+A third encoding is for *narrow* codes rather than zeros:
+
+* **int4** — int8 codes that all lie in [−8, 7] (int4 weights run on the int8 kernels: W4A8 per output
+  channel, as LiteRT unpacks its int4 convolution weights to int8 before running them), two per byte, low
+  nibble first (:func:`minquant.affine.pack_int4`, ONNX's INT4 layout)::
+
+      size = ⌈n / 2⌉
+
+
 Each encoder returns a dict of plain NumPy arrays (no objects: it goes into ``np.savez`` and loads with
 ``allow_pickle=False``) that the decoder inverts exactly. For prune-then-quantize, encode the integer
 codes (int8 with zero point 0, so a pruned weight is code 0): values then cost 1 byte.
@@ -24,8 +33,10 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["encode_dense", "encode_bitmask", "decode_bitmask", "encode_csr", "decode_csr", "decode",
-           "encoded_nbytes", "smallest_encoding", "min_uint"]
+from .affine import pack_int4, unpack_int4
+
+__all__ = ["encode_dense", "encode_bitmask", "decode_bitmask", "encode_csr", "decode_csr", "encode_int4",
+           "decode_int4", "int4_codes", "decode", "encoded_nbytes", "smallest_encoding", "min_uint"]
 
 
 def min_uint(max_value: int):
@@ -105,8 +116,29 @@ def decode_csr(enc: dict) -> np.ndarray:
     return out.reshape(shape)
 
 
+def int4_codes(a) -> bool:
+    """True when ``a`` is an int8 array whose every value lies in [−8, 7] (int4 codes in int8)."""
+    a = np.asarray(a)
+    return a.dtype == np.int8 and a.size > 0 and int(a.min()) >= -8 and int(a.max()) <= 7
+
+
+def encode_int4(a) -> dict:
+    """``{"format": "int4", "shape", "nibbles" (uint8, ⌈n/2⌉ bytes)}`` of int8 codes in [−8, 7]."""
+    a = _check(a)
+    if not int4_codes(a):
+        lo, hi = (int(a.min()), int(a.max())) if a.size else (0, 0)
+        raise ValueError(f"int4 encoding needs int8 codes in [-8, 7], got dtype {a.dtype} spanning [{lo}, {hi}]")
+    return {"format": np.array("int4"), "shape": np.array(a.shape, dtype=np.int64), "nibbles": pack_int4(a)}
+
+
+def decode_int4(enc: dict) -> np.ndarray:
+    shape = tuple(int(s) for s in enc["shape"])
+    n = int(np.prod(shape, dtype=np.int64))
+    return unpack_int4(enc["nibbles"], n, signed=True).astype(np.int8).reshape(shape)
+
+
 def decode(enc: dict) -> np.ndarray:
-    """Decode any of the three formats."""
+    """Decode any of the four formats."""
     fmt = str(enc["format"])
     if fmt == "dense":
         return enc["values"].reshape(tuple(int(s) for s in enc["shape"]))
@@ -114,6 +146,8 @@ def decode(enc: dict) -> np.ndarray:
         return decode_bitmask(enc)
     if fmt == "csr":
         return decode_csr(enc)
+    if fmt == "int4":
+        return decode_int4(enc)
     raise ValueError(f"unknown sparse format {fmt!r}")
 
 
@@ -125,6 +159,7 @@ def encoded_nbytes(enc: dict, *, include_shape: bool = False) -> int:
 
 
 def smallest_encoding(a) -> dict:
-    """Whichever of dense, bitmask and CSR is smallest for ``a`` (ties: dense, then bitmask)."""
-    encs = [encode_dense(a), encode_bitmask(a), encode_csr(a)]
+    """Whichever of dense, bitmask, CSR and (for int8 codes in [−8, 7]) int4 is smallest for ``a`` (ties:
+    dense, then bitmask, then CSR)."""
+    encs = [encode_dense(a), encode_bitmask(a), encode_csr(a)] + ([encode_int4(a)] if int4_codes(a) else [])
     return min(encs, key=encoded_nbytes)

@@ -94,3 +94,25 @@ def test_pruned_model_really_shrinks():
     scales = (32 + 64 + 10) * 4
     assert q["bitmask"] <= bits + nnz + scales + other  # codes are 1 byte; rounding to 0 only helps
     assert q["best"] < rep["best"] / 2
+
+
+def test_int4_codes_are_stored_two_per_byte(tmp_path):
+    """int4 codes held in int8 (W4A8 per channel on the int8 kernels) cost half a byte, round-trip exactly,
+    and only codes in [-8, 7] qualify; the smallest encoding still prefers bitmask / CSR when sparser."""
+    from minquant.sparse import decode_int4, encode_int4, int4_codes
+    rng = np.random.default_rng(0)
+    w = rng.integers(-8, 8, size=(7, 3, 3, 3)).astype(np.int8)      # 189 codes: an odd count
+    enc = smallest_encoding(w)
+    assert str(enc["format"]) == "int4" and encoded_nbytes(enc) == 95
+    np.savez(tmp_path / "a.npz", **enc)
+    back = dict(np.load(tmp_path / "a.npz", allow_pickle=False))
+    out = decode(back)
+    assert out.dtype == np.int8 and np.array_equal(out, w)
+    assert np.array_equal(decode_int4(encode_int4(w)), w)
+    assert not int4_codes(np.array([-9, 0], np.int8)) and not int4_codes(np.array([8], np.int8))
+    assert not int4_codes(np.array([1, 2], np.int16)) and not int4_codes(np.zeros(0, np.int8))
+    with pytest.raises(ValueError, match=r"int4 encoding needs int8 codes in \[-8, 7\].*\[-9, 3\]"):
+        encode_int4(np.array([-9, 3], np.int8))
+    sparse = np.zeros((64, 64), np.int8)
+    sparse[0, :5] = 3                                   # 5 non-zeros of 4096: CSR beats 2048 nibble bytes
+    assert str(smallest_encoding(sparse)["format"]) == "csr"

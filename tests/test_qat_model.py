@@ -80,6 +80,25 @@ def test_int4_codes_and_scale(w4a8):
             np.testing.assert_allclose(n.params["w_scale"], m / 7.5, rtol=1e-6)
 
 
+def test_int4_codes_are_saved_two_per_byte(digits, w4a8, tmp_path):
+    """W4A8 per channel runs on the int8 kernels, but its file and ``size_bytes()`` hold the codes two per
+    byte (the int4 encoding of minquant.sparse); the loaded model computes the same codes."""
+    model, (x_tr, _, x_te, _) = digits
+    _, _, qm = w4a8
+    q8 = mq.quantize_static(model, [x_tr[:256]], target="x86", progress=False)      # int8 codes: stored dense
+    weights = [n.params["weight"] for n in qm.graph.nodes if n.op in ("qconv2d", "qlinear")]
+    saved = sum(w.size for w in weights) - sum((w.size + 1) // 2 for w in weights)
+    assert q8.size_bytes() - qm.size_bytes() == saved
+    qm.save(tmp_path / "w4a8.mq")
+    q8.save(tmp_path / "int8.mq")
+    assert (tmp_path / "int8.mq").stat().st_size - (tmp_path / "w4a8.mq").stat().st_size > 0.8 * saved
+    back = mq.load(tmp_path / "w4a8.mq")
+    for a, b in zip(qm.graph.nodes, back.graph.nodes):
+        for k in a.params:
+            assert a.params[k].dtype == b.params[k].dtype and np.array_equal(a.params[k], b.params[k])
+    assert np.array_equal(back.run(x_te[:64]), qm.run(x_te[:64]))
+
+
 @pytest.mark.parametrize("trained", [False, True])
 def test_converted_model_computes_what_training_saw(digits, w4a8, trained):
     model, (x_tr, y_tr, x_te, y_te) = digits

@@ -24,9 +24,10 @@
 
 * one array per node parameter, key ``"<node index>.<param name>"`` (int8 weights, float32 scales,
   int8 weight zero points, float32 bias...). Integer weights are stored in the smallest of the dense,
-  bitmask and CSR encodings of :mod:`minquant.sparse` — a pruned layer's zero codes cost one bit each (or
-  nothing) instead of a byte — as arrays ``"<key>.<part>"``; the description then says
-  ``"encoding": "bitmask" | "csr"`` and names the parts, and the SHA-256 is that of the decoded array.
+  bitmask, CSR and int4 encodings of :mod:`minquant.sparse` — a pruned layer's zero codes cost one bit each
+  (or nothing) instead of a byte, int4 codes held in int8 (W4A8 per channel on the int8 kernels) half a
+  byte — as arrays ``"<key>.<part>"``; the description then says ``"encoding": "bitmask" | "csr" |
+  "int4"`` and names the parts, and the SHA-256 is that of the decoded array.
 
 The target is recorded whole — framework *and* CPU (:meth:`minquant.target.Target.to_dict`) — so a model
 saved on one machine computes, when loaded on a host with another CPU, the codes of the machine it was made
@@ -73,7 +74,8 @@ _JSON_HASH_KEY = "__model_sha256__"     # SHA-256 of the description's bytes (ve
 
 
 def _sparse_candidate(param: str, arr) -> bool:
-    """Integer weight codes are stored sparsely when that is smaller (zero point 0: a pruned weight is 0)."""
+    """Integer weight codes are stored sparsely (zero point 0: a pruned weight is 0) or as int4 nibbles when that
+    is smaller."""
     return param == "weight" and np.asarray(arr).dtype.kind in "iu" and np.asarray(arr).ndim >= 1
 
 
@@ -198,8 +200,8 @@ class QuantizedModel:
     # -- size -----------------------------------------------------------------------------------------
     def size_bytes(self) -> int:
         """Bytes of stored numbers: every parameter array as :meth:`save` stores it (int8 weights in the
-        smallest of dense / bitmask / CSR — so pruned weights really shrink — float32 scales, int8 weight
-        zero points, float32 bias), plus 8 bytes (float32 scale + int32 zero point) for every activation
+        smallest of dense / bitmask / CSR / int4 — so pruned weights really shrink, and int4 codes cost half
+        a byte — float32 scales, int8 weight zero points, float32 bias), plus 8 bytes (float32 scale + int32 zero point) for every activation
         (scale, zero point) pair held in node attributes. Graph structure is not counted."""
         arrays = sum(_stored_nbytes(p_name, p) for n in self.graph.nodes for p_name, p in n.params.items())
         return int(arrays + 8 * sum(_qparam_pairs(n.attrs) for n in self.graph.nodes))
@@ -416,7 +418,7 @@ def load(path) -> QuantizedModel:
     try:
         described = doc["arrays"]
         for key, d in described.items():
-            if "encoding" in d:           # a sparse-stored weight: decode it from its parts
+            if "encoding" in d:           # a sparse- or int4-stored weight: decode it from its parts
                 missing = [k for k in d["parts"].values() if k not in arrays]
                 if missing:
                     raise _corrupt(path, f"array parts {missing} are missing")
@@ -425,7 +427,7 @@ def load(path) -> QuantizedModel:
                 try:
                     arrays[key] = decode(enc)
                 except (ValueError, IndexError) as e:
-                    raise _corrupt(path, f"sparse array {key!r} does not decode ({e})") from e
+                    raise _corrupt(path, f"encoded array {key!r} ({d['encoding']}) does not decode ({e})") from e
             if key not in arrays:
                 raise _corrupt(path, f"array {key!r} is missing")
             a = arrays[key]
