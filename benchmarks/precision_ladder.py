@@ -4,6 +4,7 @@ TinyCNN ``precision_ladder.png``) and ``docs/figures/precision_ladder.png``.
 
     .venv/bin/python -m benchmarks.precision_ladder                 # TinyCNN, MobileNetV2, EfficientNet-Lite0
     .venv/bin/python -m benchmarks.precision_ladder --quick         # fewer crops, prints only
+    .venv/bin/python -m benchmarks.precision_ladder --replot        # the plot again, from the kept rows
 
 For each model: fp32 / fp16 / int8 / W4A16 / W4A8 / mixed — minquant's ``quantize_precision`` (and
 ``quantize_mixed``) from one prepared float graph (BatchNorm folded, cross-layer equalized on the calibration
@@ -42,6 +43,7 @@ from .provenance import commit  # noqa: E402
 warnings.filterwarnings("ignore")
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "RESULTS_precision_ladder.md"
+KEPT = ROOT / "benchmarks" / "figures" / "precision_ladder"      # the rows of RESULTS_precision_ladder.md
 
 
 @dataclass
@@ -292,7 +294,11 @@ def main(argv=None):
     ap.add_argument("--merge", nargs="*", default=None, help="write the markdown and plot from --part files")
     ap.add_argument("--fp16-unfolded-only", action="store_true",
                     help="only the row 'fp16, BatchNorm kept' (a part added to an earlier run's parts)")
+    ap.add_argument("--replot", action="store_true",
+                    help="only the plot, from the rows kept in benchmarks/figures/precision_ladder")
     args = ap.parse_args(argv)
+    if args.replot:
+        return replot(args.report)
     if args.merge:
         return write_outputs([json.loads(Path(p).read_text()) for p in args.merge], args.report)
     import torch
@@ -330,6 +336,32 @@ def main(argv=None):
         log(f"wrote {args.part}")
         return 0
     return write_outputs([part], args.report)
+
+
+def kept_rows() -> list:
+    """The table's rows: the six part files kept in benchmarks/figures/precision_ladder, with each row of
+    ``added_rows.json`` (measured later by another benchmark) added — or put in place of the part row it
+    names under ``replaces`` (model, runtime, variant)."""
+    names = [f"{p}{m}.json" for m in ("TinyCNN", "MobileNetV2", "EfficientNet-Lite0") for p in ("", "fp16_")]
+    rows = [Row(**r) for n in names for r in json.loads((KEPT / n).read_text())["rows"]]
+    for add in json.loads((KEPT / "added_rows.json").read_text()):
+        new = Row(**add["row"])
+        old = add.get("replaces")
+        at = [i for i, r in enumerate(rows) if old and (r.model, r.runtime, r.variant) == tuple(old)]
+        if old and not at:
+            raise ValueError(f"added_rows.json: no row {old} to replace")
+        if at:
+            rows[at[0]] = new
+        else:
+            rows.append(new)
+    return rows
+
+
+def replot(report) -> int:
+    figs = [Path(report) / "precision_ladder_models.png", ROOT / "docs" / "figures" / "precision_ladder.png"]
+    plot(kept_rows(), figs)
+    print("wrote", ", ".join(map(str, figs)))
+    return 0
 
 
 def write_outputs(parts_in, report):

@@ -123,8 +123,10 @@ def mobilenet(args):
     val = photo_crops(args.qat_val, split="calib", seed=2) if args.qat_val else None   # early stop: calib half
     n_eval = max(args.eval, args.eval_final)
     ev = photo_crops(n_eval, split="eval", seed=0)    # its first args.eval crops are photo_crops(args.eval, ...)'s
-    f_ev, f_train = logits(model, ev, 25), logits(model, train, 25)
-    validation = None if val is None else (val, logits(model, val, 25))
+    from .int8_mobilenet import _float_logits        # the fp32 logits, cached (checked by the inputs' sum)
+    f_ev = _float_logits(model, ev, f"eval_{n_eval}_0")
+    f_train = _float_logits(model, train, f"qat_train_{args.qat_crops}_{args.qat_extra}_{args.qat_augment}")
+    validation = None if val is None else (val, _float_logits(model, val, f"qat_val_{args.qat_val}"))
     lap("float logits", t)
 
     res = {}
