@@ -14,6 +14,17 @@ change its steps; what makes a shared learning rate workable is that a step ``lr
 scale (≈1e-2…1e-1) as of a weight. ``scale_lr`` gives the scales (weight and activation) their own learning
 rate — LSQ's authors and later 4-bit QAT recipes let the step sizes move faster than the weights.
 
+**Intermediate features** (``feature_weight=β > 0``): the loss adds β times the mean, over the model's conv /
+linear layers (all but the last), of each layer's relative squared error against the float model the
+quantized one stands for (``fq(x, quantized=False)``: same graph, same folded and equalized float weights)::
+
+    loss += β · mean_layers ‖y_q − y_f‖² / ‖y_f‖²          (over the batch)
+
+— a signal at every layer, not only at the logits (FitNets, Romero et al. 2015; used for low-bit QAT as
+"layer-wise distillation"): each layer is pulled towards the float layer's function, which the logits alone
+determine only on the training inputs. The float forward adds one no-grad pass per step. The validation loss
+(early stopping) stays the logit distillation alone.
+
 **Early stopping** (``validation=(x_val, t_val)``): every ``validate_every`` steps (and at the end) the
 fake-quantized model's distillation loss on held-out inputs is measured; the parameters with the lowest one
 are kept (restored at the end). The held-out inputs must not be the evaluation data — e.g. other crops of the
@@ -35,7 +46,7 @@ __all__ = ["finetune"]
 def finetune(fq: FakeQuantModel, x, teacher_logits, labels=None, *, epochs: int = 3, lr: float = 1e-4,
              batch_size: int = 32, T: float = 1.0, alpha: float = 0.0, seed: int = 0,
              scale_lr: float | None = None, weight_scale_lr: float | None = None, validation=None,
-             validate_every: int = 0, progress: bool = False) -> list[dict]:
+             validate_every: int = 0, feature_weight: float = 0.0, progress: bool = False) -> list[dict]:
     """Train ``fq`` in place on inputs ``x`` (float32 array (N, ...)) against ``teacher_logits`` (N, classes)
     and, if ``alpha > 0``, ``labels`` (N,). Returns one dict per epoch (``epoch``, mean ``loss``) and, with
     ``validation``, one per check (``step``, ``val_loss``, ``val_agree``: top-1 agreement with the teacher).
@@ -44,7 +55,8 @@ def finetune(fq: FakeQuantModel, x, teacher_logits, labels=None, *, epochs: int 
     ``scale_lr``; 0: kept fixed) — Adam's steps are about ``lr`` in absolute terms, and an int8 weight scale
     (max|w|/127.5, often ~1e-4) is far smaller than an activation scale, so one rate that suits the
     activations can double a weight scale in a few steps. ``validation``: ``(x_val, teacher_logits_val)`` held-out inputs
-    for early stopping (module docstring), checked every ``validate_every`` steps (0: once per epoch)."""
+    for early stopping (module docstring), checked every ``validate_every`` steps (0: once per epoch).
+    ``feature_weight``: β of the intermediate-feature loss (module docstring; 0: logits only)."""
     from ..distill.torch_loss import KDLoss        # same rank (layer 4): imported where used
 
     if not isinstance(fq, FakeQuantModel):
@@ -61,6 +73,8 @@ def finetune(fq: FakeQuantModel, x, teacher_logits, labels=None, *, epochs: int 
         raise ValueError(f"scale_lr must be > 0 (or None: the same as lr), got {scale_lr}")
     if weight_scale_lr is not None and not weight_scale_lr >= 0:
         raise ValueError(f"weight_scale_lr must be ≥ 0 (0: fixed; None: scale_lr), got {weight_scale_lr}")
+    if not (np.isfinite(feature_weight) and feature_weight >= 0):
+        raise ValueError(f"feature_weight must be ≥ 0 (0: logits only), got {feature_weight}")
     if validate_every < 0:
         raise ValueError(f"validate_every must be ≥ 0 (0: once per epoch), got {validate_every}")
     if validation is not None:
@@ -109,8 +123,12 @@ def finetune(fq: FakeQuantModel, x, teacher_logits, labels=None, *, epochs: int 
         total, count = 0.0, 0
         for i in range(0, len(x), batch_size):
             idx = order[i:i + batch_size]
-            z = fq(xs[idx])
-            loss = loss_fn(z, ts[idx], None if ys is None or alpha == 0 else ys[idx])
+            if feature_weight > 0:
+                z, feats = _with_features(fq, xs[idx])
+                loss = loss_fn(z, ts[idx], None if ys is None or alpha == 0 else ys[idx]) + feature_weight * feats
+            else:
+                z = fq(xs[idx])
+                loss = loss_fn(z, ts[idx], None if ys is None or alpha == 0 else ys[idx])
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -130,3 +148,17 @@ def finetune(fq: FakeQuantModel, x, teacher_logits, labels=None, *, epochs: int 
         history.append(dict(kept_step=best["step"], val_loss=best["loss"]))
     fq.eval()
     return history
+
+
+def _with_features(fq: FakeQuantModel, x):
+    """(logits, mean over the conv / linear layers but the last of ‖y_q − y_f‖² / ‖y_f‖²) on batch ``x``."""
+    layers = [n.name for n in fq.qm.graph.nodes if n.name in fq.layer][:-1]
+    want = set(layers)
+    ref, out = {}, {}
+    with torch.no_grad():
+        fq(x, quantized=False, hook=lambda name, y: ref.__setitem__(name, y) if name in want else None)
+    z = fq(x, hook=lambda name, y: out.__setitem__(name, y) if name in want else None)
+    if not layers:
+        return z, z.new_zeros(())
+    errs = [((out[k] - ref[k]) ** 2).sum() / (ref[k] ** 2).sum().clamp_min(1e-12) for k in layers]
+    return z, torch.stack(errs).mean()
