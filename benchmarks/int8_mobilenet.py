@@ -13,6 +13,8 @@ for minquant's quantize_static settings and for torch / ONNX Runtime on the same
 
 Crops: ``photo_crops(calib, split="calib", seed=calib_seed)`` calibrate; they are scored on
 ``photo_crops(eval, split="eval")`` (default 1 000 crops, seed 0: the other half of every photo) or, with
+``--score-on eval2``, on a second draw of eval crops (``photo_crops(eval, split="eval", seed=1)``: other random crops
+of the same halves — for confirming, without selection bias, a setting chosen with the first draw in view) or, with
 ``--score-on holdout``, on the last 300 of 1 000 crops of the *calibration* split (``photo_crops(1000,
 split="calib", seed)[700:]``; calibration then takes the first ``calib`` ≤ 700 of them, the same crops as
 ``photo_crops(calib, ...)``) — settings are chosen there, never on the eval crops. Scores: top-1
@@ -82,7 +84,7 @@ def _key(a) -> str:
         return f"minquant load={Path(a.load).name} on={a.score_on}"
     qat = (f" qat={a.qat_steps}x{a.qat_batch} lr={a.qat_lr:g}/{a.qat_scale_lr or a.qat_lr:g}"
            f"/{a.qat_weight_scale_lr:g}{' weights-fixed' if a.qat_weight_lr == 0 else ''} inputs={a.qat_crops}+{a.qat_extra}x{1 + a.qat_augment} "
-           f"val={a.qat_val}/{a.qat_val_every}"
+           f"val={a.qat_val}/{a.qat_val_every}{f' T={a.qat_T:g}' if a.qat_T != 1 else ''}"
            if a.qat_steps else "")
     return (f"minquant {a.calibrator} weights={a.weights} bias_correction={not a.no_bias_correction} "
             f"equalize={not a.no_equalize} calib={a.calib} seed={a.calib_seed} batch={a.batch_size}{qat} "
@@ -105,7 +107,8 @@ def run(a) -> dict:
         pool = photo_crops(POOL, split="calib", seed=a.calib_seed)
         calib, ev = pool[:a.calib], pool[POOL - HOLDOUT:]
     else:
-        calib, ev = photo_crops(a.calib, split="calib", seed=a.calib_seed), photo_crops(a.eval, split="eval")
+        calib = photo_crops(a.calib, split="calib", seed=a.calib_seed)
+        ev = photo_crops(a.eval, split="eval", seed=1 if a.score_on == "eval2" else 0)
     f = _float_logits(model, ev, f"{a.score_on}_{len(ev)}_{a.calib_seed}")
     t = time.time()
     qat = None
@@ -193,7 +196,7 @@ def _minquant_qat(a, model, calib, ev):
     if epochs == 1:         # one epoch of at most qat_steps: a random subset of the inputs
         train, t_train = train[keep], t_train[keep]
     t = time.time()
-    hist = finetune(fq, train, t_train, epochs=epochs, lr=a.qat_lr, batch_size=a.qat_batch,
+    hist = finetune(fq, train, t_train, epochs=epochs, lr=a.qat_lr, batch_size=a.qat_batch, T=a.qat_T,
                     scale_lr=a.qat_scale_lr, weight_scale_lr=a.qat_weight_scale_lr, seed=0, validation=(val, t_val), validate_every=a.qat_val_every,
                     progress=True)
     seconds = time.time() - t
@@ -253,7 +256,7 @@ def main(argv=None):
     ap.add_argument("--calib-seed", type=int, default=0, help="photo_crops seed of the calibration crops")
     ap.add_argument("--batch-size", type=int, default=32, help="quantize_static's calibration batch size")
     ap.add_argument("--eval", type=int, default=1000, help="eval crops (score-on eval)")
-    ap.add_argument("--score-on", choices=("eval", "holdout"), default="eval")
+    ap.add_argument("--score-on", choices=("eval", "eval2", "holdout"), default="eval")
     ap.add_argument("--qat-steps", type=int, default=0,
                     help="label-free int8 QAT from the model (exact forward), at most this many steps of --qat-batch")
     ap.add_argument("--qat-crops", type=int, default=256, help="QAT: calibration-half crops (seed 1)")
@@ -268,6 +271,7 @@ def main(argv=None):
     ap.add_argument("--qat-weight-lr", type=float, default=None,
                     help="QAT: 0 keeps the weights fixed (biases at --qat-lr and the scales learn); default --qat-lr")
     ap.add_argument("--qat-batch", type=int, default=16)
+    ap.add_argument("--qat-T", type=float, default=1.0, help="QAT: distillation temperature")
     ap.add_argument("--save", default="", help="save the (QAT) model there")
     ap.add_argument("--load", default="", help="score a saved QuantizedModel instead of quantizing")
     ap.add_argument("--report", action="store_true", help="only print the table")

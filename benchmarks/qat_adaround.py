@@ -200,7 +200,7 @@ def mobilenet(args):
     fq = FakeQuantModel(qa, ada)
     hist = finetune(fq, train, f_train, epochs=args.qat_epochs, lr=args.qat_lr, batch_size=args.qat_batch,
                     T=args.qat_T, alpha=0.0, seed=0, scale_lr=args.qat_scale_lr, validation=validation,
-                    validate_every=args.qat_val_every, progress=True)
+                    validate_every=args.qat_val_every, feature_weight=args.qat_feature_weight, progress=True)
     lap("QAT (distillation, label-free)", t)
     qq = fq.to_quantized()
     t = time.time()
@@ -225,6 +225,7 @@ def mobilenet(args):
                 qat_scale_lr=args.qat_scale_lr, qat_batch=args.qat_batch, qat_T=args.qat_T,
                 qat_extra=args.qat_extra, qat_augment=args.qat_augment, qat_val=args.qat_val,
                 qat_val_every=args.qat_val_every, qat_samples=int(len(train)),
+                qat_feature_weight=args.qat_feature_weight,
                 qat_history=hist, adaround_report=recon, total_seconds=round(time.time() - t_start, 1))
 
 
@@ -379,6 +380,8 @@ def report():
                   f"{d.get('qat_batch', 16)}, Adam lr {d['qat_lr']}"
                   + (f" (scales {d['qat_scale_lr']})" if d.get("qat_scale_lr") else "")
                   + f", cosine decay, loss = KL to the float model's softmax (T = {d.get('qat_T', 1.0):g}; no labels)"
+                  + (f" + {d['qat_feature_weight']:g} × the mean relative squared error of every conv output against "
+                     "the float model's (`feature_weight`)" if d.get("qat_feature_weight") else "")
                   + (f"; plus {d['qat_extra']} crops of the photos outside the benchmark set (`split=\"extra\"`)"
                      if d.get("qat_extra") else "")
                   + (f"; plus {d['qat_augment']} mixup + colour-jitter cop{'y' if d['qat_augment'] == 1 else 'ies'} "
@@ -505,6 +508,8 @@ def main(argv=None):
                     help="add this many mixup + colour-jitter copies of the QAT inputs (augment_crops)")
     ap.add_argument("--qat-val", type=int, default=0,
                     help="early stopping on this many held-out calibration-half crops (photo_crops seed 2)")
+    ap.add_argument("--qat-feature-weight", type=float, default=0.0,
+                    help="finetune(feature_weight=): layer-wise distillation (0: logits only)")
     ap.add_argument("--qat-val-every", type=int, default=0, help="finetune(validate_every=): steps between checks")
     ap.add_argument("--block", action="store_true",
                     help="block reconstruction (block_adaround: each block's rounding on its output) instead of "
