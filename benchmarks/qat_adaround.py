@@ -403,7 +403,8 @@ def report():
                      '(`int8_layers=("features.0.0", "classifier.1")`)')
         if d.get("int8_depthwise"):
             rule += "; **the 17 depthwise convs keep int8 weights** (`--int8-depthwise`)"
-        lines += [f"## MobileNetV2 (ImageNet weights) on photo crops, W4A8 — {rule}", "",
+        tag = path.stem.removeprefix("qat_adaround_mobilenet").lstrip("_") or "(no tag)"
+        lines += [f"## MobileNetV2 W4A8, run `{tag}` — {rule}", "",
                   f"{d['calib']} calibration crops (`photo_crops({d['calib']}, split=\"calib\")`), {d['eval']} held-out "
                   f"evaluation crops (`split=\"eval\"`). AdaRound: {d['ada_iters']} Adam steps per layer on "
                   f"{d['ada_rows']} sampled output positions of {d['ada_samples']} crops (53 layers). QAT: "
