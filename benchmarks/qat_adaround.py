@@ -160,6 +160,8 @@ def mobilenet(args):
     key = dict(calib=args.calib, eval=args.eval, mse_scale=args.mse_scale, int8_ends=args.int8_ends,
                group_size=args.group_size, ada_samples=args.ada_samples, ada_iters=args.ada_iters,
                ada_rows=args.ada_rows, ada_min_rows=args.ada_min_rows)
+    if args.ada_batch_rows != 256:      # (the caches made before the option existed used 256)
+        key.update(ada_batch_rows=args.ada_batch_rows)
     if args.int8_depthwise:
         key.update(int8_depthwise=True)
     if args.block:
@@ -184,7 +186,8 @@ def mobilenet(args):
                                  batch=args.block_batch, seed=0, progress=True)
         else:
             ada = adaround(qm0, nearest, calib[:args.ada_samples], iterations=args.ada_iters, rows=args.ada_rows,
-                           seed=0, min_rows_per_input=args.ada_min_rows, progress=True)
+                           batch_rows=args.ada_batch_rows, seed=0, min_rows_per_input=args.ada_min_rows,
+                           progress=True)
         lap("adaround", t)
         t = time.time()
         qa = quantize(ada)
@@ -198,8 +201,10 @@ def mobilenet(args):
             cache.write_bytes(pickle.dumps(dict(key=key, ada=ada, res=dict(res), timing=dict(timing))))
     t = time.time()
     fq = FakeQuantModel(qa, ada)
-    hist = finetune(fq, train, f_train, epochs=args.qat_epochs, lr=args.qat_lr, batch_size=args.qat_batch,
-                    T=args.qat_T, alpha=0.0, seed=0, scale_lr=args.qat_scale_lr, validation=validation,
+    # alpha > 0: a hard-label term on the teacher's own top-1 (no ImageNet labels here): the argmax the
+    # agreement counts, beside the KL to the whole softened distribution
+    hist = finetune(fq, train, f_train, f_train.argmax(1) if args.qat_alpha else None, epochs=args.qat_epochs,
+                    lr=args.qat_lr, batch_size=args.qat_batch, T=args.qat_T, alpha=args.qat_alpha, seed=0, scale_lr=args.qat_scale_lr, validation=validation,
                     validate_every=args.qat_val_every, feature_weight=args.qat_feature_weight, progress=True)
     lap("QAT (distillation, label-free)", t)
     qq = fq.to_quantized()
@@ -222,7 +227,8 @@ def mobilenet(args):
                 group_size=args.group_size, block=args.block,
                 block_batch=args.block_batch, ada_min_rows=args.ada_min_rows, ada_samples=args.ada_samples,
                 ada_iters=args.ada_iters, ada_rows=args.ada_rows, qat_epochs=args.qat_epochs, qat_lr=args.qat_lr,
-                qat_scale_lr=args.qat_scale_lr, qat_batch=args.qat_batch, qat_T=args.qat_T,
+                qat_scale_lr=args.qat_scale_lr, qat_batch=args.qat_batch, qat_T=args.qat_T, qat_alpha=args.qat_alpha,
+                ada_batch_rows=args.ada_batch_rows,
                 qat_extra=args.qat_extra, qat_augment=args.qat_augment, qat_val=args.qat_val,
                 qat_val_every=args.qat_val_every, qat_samples=int(len(train)),
                 qat_feature_weight=args.qat_feature_weight,
@@ -535,6 +541,9 @@ def main(argv=None):
     ap.add_argument("--qat-scale-lr", type=float, default=None, help="finetune(scale_lr=): the scales' own rate")
     ap.add_argument("--qat-batch", type=int, default=16)
     ap.add_argument("--qat-T", type=float, default=1.0, help="distillation temperature")
+    ap.add_argument("--qat-alpha", type=float, default=0.0,
+                    help="finetune(alpha=): weight of cross-entropy on the fp32 model's top-1 (pseudo-labels)")
+    ap.add_argument("--ada-batch-rows", type=int, default=256, help="adaround(batch_rows=): rows per Adam step")
     ap.add_argument("--save", default="", help="save the AdaRound + QAT QuantizedModel there")
     ap.add_argument("--mse-scale", action="store_true", help="int4 weight scales by the clipped-range search")
     ap.add_argument("--ada-min-rows", type=float, default=0.0, help="adaround(min_rows_per_input=)")
