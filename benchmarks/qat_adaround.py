@@ -147,6 +147,7 @@ def mobilenet(args):
     ends = ("features.0.0", "classifier.1") if args.int8_ends else ()
     if args.int8_depthwise:     # the 17 depthwise convs (9 weights per channel, one int4 scale each) keep int8
         ends += tuple(n for n, m in model.named_modules() if isinstance(m, torch.nn.Conv2d) and m.groups > 1)
+    ends += tuple(args.int8_also)
     nearest = NearestWeights("int4", mse_scale=args.mse_scale, int8_layers=ends)
 
     def quantize(rounding):
@@ -164,6 +165,8 @@ def mobilenet(args):
         key.update(ada_batch_rows=args.ada_batch_rows)
     if args.int8_depthwise:
         key.update(int8_depthwise=True)
+    if args.int8_also:
+        key.update(int8_also=list(args.int8_also))
     if args.block:
         key.update(block=True, block_batch=args.block_batch)
     cache = Path(args.ada_cache) if args.ada_cache else None
@@ -204,7 +207,7 @@ def mobilenet(args):
     # alpha > 0: a hard-label term on the teacher's own top-1 (no ImageNet labels here): the argmax the
     # agreement counts, beside the KL to the whole softened distribution
     hist = finetune(fq, train, f_train, f_train.argmax(1) if args.qat_alpha else None, epochs=args.qat_epochs,
-                    lr=args.qat_lr, batch_size=args.qat_batch, T=args.qat_T, alpha=args.qat_alpha, seed=0, scale_lr=args.qat_scale_lr, validation=validation,
+                    lr=args.qat_lr, batch_size=args.qat_batch, T=args.qat_T, alpha=args.qat_alpha, seed=args.qat_seed, scale_lr=args.qat_scale_lr, validation=validation,
                     validate_every=args.qat_val_every, feature_weight=args.qat_feature_weight, progress=True)
     lap("QAT (distillation, label-free)", t)
     qq = fq.to_quantized()
@@ -228,7 +231,7 @@ def mobilenet(args):
                 block_batch=args.block_batch, ada_min_rows=args.ada_min_rows, ada_samples=args.ada_samples,
                 ada_iters=args.ada_iters, ada_rows=args.ada_rows, qat_epochs=args.qat_epochs, qat_lr=args.qat_lr,
                 qat_scale_lr=args.qat_scale_lr, qat_batch=args.qat_batch, qat_T=args.qat_T, qat_alpha=args.qat_alpha,
-                ada_batch_rows=args.ada_batch_rows,
+                ada_batch_rows=args.ada_batch_rows, qat_seed=args.qat_seed, int8_also=list(args.int8_also),
                 qat_extra=args.qat_extra, qat_augment=args.qat_augment, qat_val=args.qat_val,
                 qat_val_every=args.qat_val_every, qat_samples=int(len(train)),
                 qat_feature_weight=args.qat_feature_weight,
@@ -543,6 +546,9 @@ def main(argv=None):
     ap.add_argument("--qat-T", type=float, default=1.0, help="distillation temperature")
     ap.add_argument("--qat-alpha", type=float, default=0.0,
                     help="finetune(alpha=): weight of cross-entropy on the fp32 model's top-1 (pseudo-labels)")
+    ap.add_argument("--qat-seed", type=int, default=0, help="finetune(seed=): the order of the training inputs")
+    ap.add_argument("--int8-also", nargs="*", default=(), metavar="LAYER",
+                    help="more layers (module names, e.g. features.18.0) that keep int8 weights")
     ap.add_argument("--ada-batch-rows", type=int, default=256, help="adaround(batch_rows=): rows per Adam step")
     ap.add_argument("--save", default="", help="save the AdaRound + QAT QuantizedModel there")
     ap.add_argument("--mse-scale", action="store_true", help="int4 weight scales by the clipped-range search")
