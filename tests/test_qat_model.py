@@ -249,3 +249,6 @@ def test_int8_layers_keep_8_bits(digits):
     assert all(np.abs(v).max() <= 8 for k, v in w.items() if k != "classifier")
     with pytest.raises(TypeError, match="layer names"):
         NearestWeights("int4", int8_layers="classifier")
+    with pytest.raises(ValueError, match=r"\['clasifier'\] in int8, but the model has no conv / linear layer"):
+        mq.quantize_static(model, [x_tr[:64]], target="x86", progress=False,
+                           weight_rounding=NearestWeights("int4", int8_layers=("clasifier",)))   # misspelt

@@ -335,6 +335,7 @@ def quantize_static(model, calibration_data, *, per_channel: bool = True, calibr
         from ..executor import infer_shapes
         infer_shapes(graph)
     g, groups, folded, channel_scales = prepare_float_graph(graph)
+    _check_int8_layers(weight_rounding, g)
     if equalize:
         g, channel_scales = equalize_pass(g, act_ranges=_channel_ranges(g, [_clamped_head(head, calibrator, act_rr)]),
                                           alpha=EQUALIZE_ALPHA, iterations=1)
@@ -374,6 +375,17 @@ def quantize_static(model, calibration_data, *, per_channel: bool = True, calibr
             "float_fallback": [n for n, r in role.items() if r == "float"], "calibration_warnings": problems}
     warn_calibration(problems, calibrator=meta["calibrator"], stacklevel=3)
     return QuantizedModel(qgraph, tgt, float_names=float_names, meta=meta, channel_scales=q_scales)
+
+
+def _check_int8_layers(weight_rounding, g):
+    """A rounding that keeps some layers in int8 (``NearestWeights(int8_layers=...)``) must name layers of this
+    model: a misspelt name would otherwise leave that layer in int4 without a word."""
+    wanted = getattr(weight_rounding, "int8_layers", ())
+    layers = [n.name for n in g.nodes if n.op in ("conv2d", "linear")]
+    unknown = [name for name in wanted if name not in layers]
+    if unknown:
+        raise ValueError(f"weight_rounding keeps {unknown} in int8, but the model has no conv / linear layer of that "
+                         f"name (its {len(layers)} layers: {', '.join(layers[:4])}{', …' if len(layers) > 4 else ''})")
 
 
 def _rounded_weight(weight_rounding, node, per_channel, reduce_range):
