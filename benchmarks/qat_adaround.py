@@ -207,7 +207,8 @@ def mobilenet(args):
     # alpha > 0: a hard-label term on the teacher's own top-1 (no ImageNet labels here): the argmax the
     # agreement counts, beside the KL to the whole softened distribution
     hist = finetune(fq, train, f_train, f_train.argmax(1) if args.qat_alpha else None, epochs=args.qat_epochs,
-                    lr=args.qat_lr, batch_size=args.qat_batch, T=args.qat_T, alpha=args.qat_alpha, seed=args.qat_seed, scale_lr=args.qat_scale_lr, validation=validation,
+                    lr=args.qat_lr, batch_size=args.qat_batch, T=args.qat_T, alpha=args.qat_alpha, seed=args.qat_seed,
+                    scale_lr=args.qat_scale_lr, validation=validation,
                     validate_every=args.qat_val_every, feature_weight=args.qat_feature_weight, progress=True)
     lap("QAT (distillation, label-free)", t)
     qq = fq.to_quantized()
@@ -332,8 +333,8 @@ READING_EXACT = [
     "depthwise convs and the classifier in int8: **≈ 70 % on 2,000 crops (two independent draws), 10.7–11.0 dB, "
     "2.57 MB** (int8: 3.64 MB, 85 %); all int4 but the ends: 66 %. Still 5 points below 75 %. Every variant "
     "since — 2× the steps, 2× the inputs, another seed, four more int8 layers — lands at 69–70 % on 1,000 crops "
-    "while the held-out calibration-half crops (64, noisy) end at 70–78 %: what is missing is varied unlabelled images, not "
-    "steps, precision or the rounding start.",
+    "while the held-out calibration-half crops (64, noisy) end at 70–78 %: what is missing is varied unlabelled "
+    "images, not steps, precision or the rounding start.",
 ]
 
 
@@ -535,7 +536,8 @@ def report():
         best = max(runs, key=lambda d: d["results"].get("w4a8_adaround_qat", {}).get("agree", 0))
         # on 1,000 crops: the saved models scored by --part evaluate, and the runs that scored with --eval-final
         scored = [dict(e, model=f"`{e['model']}`") for e in (json.loads(p.read_text()) for p in evals)]
-        scored += [dict(d["results"]["w4a8_adaround_qat"], model=f"the run `--tag {d['command'].split('--tag ')[1].split()[0]}`")
+        scored += [dict(d["results"]["w4a8_adaround_qat"],
+                        model=f"the run `--tag {d['command'].split('--tag ')[1].split()[0]}`")
                    for d in runs if "agree_all" in d["results"].get("w4a8_adaround_qat", {}) and "--tag " in d["command"]]
         best_1000 = max(scored, key=lambda e: e["agree_all"], default=None)
         lines += ["## Reading (MobileNetV2)", "",
