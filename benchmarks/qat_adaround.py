@@ -404,6 +404,11 @@ def _cpu() -> str:
     return Cpu.host().name
 
 
+def _run_tag(path) -> str:
+    """The ``--tag`` of a MobileNetV2 run, from its JSON's name (``qat_adaround_mobilenet_<tag>.json``)."""
+    return path.stem.removeprefix("qat_adaround_mobilenet").lstrip("_") or "(no tag)"
+
+
 def report():
     commit = provenance_commit()
     lines = ["# W4A8: nearest rounding vs AdaRound vs quantization-aware training (issue 15)", "",
@@ -457,7 +462,7 @@ def report():
                      '(`int8_layers=("features.0.0", "classifier.1")`)')
         if d.get("int8_depthwise"):
             rule += "; **the 17 depthwise convs keep int8 weights** (`--int8-depthwise`)"
-        tag = path.stem.removeprefix("qat_adaround_mobilenet").lstrip("_") or "(no tag)"
+        tag = _run_tag(path)
         lines += [f"## MobileNetV2 W4A8, run `{tag}` — {rule}", "",
                   f"{d['calib']} calibration crops (`photo_crops({d['calib']}, split=\"calib\")`), {d['eval']} held-out "
                   f"evaluation crops (`split=\"eval\"`). AdaRound: {d['ada_iters']} Adam steps per layer on "
@@ -541,9 +546,8 @@ def report():
         best = max(runs, key=lambda d: d["results"].get("w4a8_adaround_qat", {}).get("agree", 0))
         # on 1,000 crops: the saved models scored by --part evaluate, and the runs that scored with --eval-final
         scored = [dict(e, model=f"`{e['model']}`") for e in (json.loads(p.read_text()) for p in evals)]
-        scored += [dict(d["results"]["w4a8_adaround_qat"],
-                        model=f"the run `--tag {d['command'].split('--tag ')[1].split()[0]}`")
-                   for d in runs if "agree_all" in d["results"].get("w4a8_adaround_qat", {}) and "--tag " in d["command"]]
+        scored += [dict(d["results"]["w4a8_adaround_qat"], model=f"the run `{_run_tag(path)}`")
+                   for path, d in zip(mobilenet_runs, runs) if "agree_all" in d["results"].get("w4a8_adaround_qat", {})]
         best_1000 = max(scored, key=lambda e: e["agree_all"], default=None)
         lines += ["## Reading (MobileNetV2)", "",
                   f"Best W4A8 top-1 agreement on the 200 crops: {100 * best['results']['w4a8_adaround_qat']['agree']:.1f} % "
